@@ -1,0 +1,83 @@
+"""Run every benchmark, print one table and write BENCHMARKS.md.
+
+    python -m benchmarks.run            # everything
+    python -m benchmarks.run --only boxes,dashboards
+    python -m benchmarks.run --quick    # fewer repetitions, for a smoke test (does not write BENCHMARKS.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def discover() -> List[str]:
+    import benchmarks
+
+    return sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.platform()}; Python {platform.python_version()}; torch {torch.__version__}; "
+            f"{os.cpu_count()} CPU cores; torch threads {torch.get_num_threads()}")
+
+
+def render(rows, header_note: str) -> str:
+    head = ["section", "measure", "value", "target", "met", "detail"]
+    lines = ["# Benchmarks", "", header_note, "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r.cells()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="", help="comma-separated benchmark names: " + ", ".join(discover()))
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions; prints but does not write BENCHMARKS.md")
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    names = [n for n in args.only.split(",") if n] or discover()
+    unknown = sorted(set(names) - set(discover()))
+    if unknown:
+        ap.error(f"unknown benchmark(s) {unknown}; choose from {discover()}")
+    rows = []
+    t0 = time.time()
+    for n in names:
+        mod = importlib.import_module(f"benchmarks.bench_{n}")
+        t = time.time()
+        got = mod.run(quick=args.quick)
+        print(f"[{n}] {len(got)} rows in {time.time() - t:.1f} s", file=sys.stderr, flush=True)
+        rows.extend(got)
+    note = (f"Measured by `make bench` on {time.strftime('%Y-%m-%d')} ({machine()}), "
+            f"in {time.time() - t0:.0f} s. Dashboard latency is a control change to a finished draw on the Agg "
+            "canvas (what ipympl renders before it sends a PNG); the naive pattern builds a new figure per change.")
+    table = render(rows, note)
+    print(table)
+    missed = [r for r in rows if r.ok is False]
+    if not args.quick:
+        tmp = Path(args.out).with_suffix(".md.tmp")
+        tmp.write_text(table)
+        tmp.replace(args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    if missed:
+        print(f"{len(missed)} target(s) missed: " + "; ".join(r.name for r in missed), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

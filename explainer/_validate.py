@@ -1,0 +1,125 @@
+"""Input checks shared by every module: each raises ``ValueError`` naming the argument and the expected form."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "as_tensor",
+    "as_boxes",
+    "as_points",
+    "image_size",
+    "positive_int",
+    "positive_number",
+    "finite_number",
+    "probability",
+    "one_of",
+]
+
+
+def as_tensor(x, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Convert lists, numpy arrays and tensors to a tensor; float64 stays float64, ints become float32."""
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}: {e}") from None
+    if dtype is not None:
+        t = t.to(dtype)
+    elif not t.is_floating_point():
+        t = t.to(torch.float32)
+    return t
+
+
+def as_boxes(boxes, name: str = "boxes", *, allow_inverted: bool = False, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Check an N x 4 (x1, y1, x2, y2) box tensor: finite values and x2 >= x1, y2 >= y1.
+
+    Under ``legacy_plus_one`` a box may have x2 = x1 - 1 (an empty box in inclusive indices).
+    """
+    t = as_tensor(boxes, name)
+    if t.dim() == 1 and t.numel() == 0:
+        t = t.reshape(0, 4)
+    if t.dim() != 2 or t.shape[-1] != 4:
+        raise ValueError(f"{name} must have shape (N, 4) as (x1, y1, x2, y2), got shape {tuple(t.shape)}")
+    if t.numel() and not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
+        raise ValueError(f"{name} must be finite; row {bad} is {t[bad].tolist()}")
+    if not allow_inverted and t.numel():
+        slack = 1.0 if legacy_plus_one else 0.0
+        inv = (t[:, 2] + slack < t[:, 0]) | (t[:, 3] + slack < t[:, 1])
+        if inv.any():
+            bad = int(inv.nonzero()[0])
+            need = "x2 >= x1 - 1 and y2 >= y1 - 1" if legacy_plus_one else "x2 >= x1 and y2 >= y1"
+            raise ValueError(f"{name} must satisfy {need}; row {bad} is {t[bad].tolist()}")
+    return t
+
+
+def as_points(points, name: str = "points", dim: int = 2) -> torch.Tensor:
+    """Check an N x dim tensor of finite coordinates (dim=2: x, y; dim=3: x, y, visibility)."""
+    t = as_tensor(points, name)
+    if t.dim() == 1 and t.numel() == 0:
+        t = t.reshape(0, dim)
+    if t.dim() != 2 or t.shape[-1] != dim:
+        raise ValueError(f"{name} must have shape (N, {dim}), got shape {tuple(t.shape)}")
+    if t.numel() and not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite")
+    return t
+
+
+def image_size(size, name: str = "image_size") -> Tuple[int, int]:
+    """Check an image size given as (height, width) of positive integers."""
+    try:
+        h, w = size
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (height, width), got {size!r}") from None
+    out = []
+    for label, v in (("height", h), ("width", w)):
+        if isinstance(v, torch.Tensor):
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, (Real, np.integer)) or float(v) != int(v) or int(v) <= 0:
+            raise ValueError(f"{name} must be (height, width) with positive whole numbers; {label} is {v!r}")
+        out.append(int(v))
+    return out[0], out[1]
+
+
+def positive_int(v, name: str, minimum: int = 1) -> int:
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (Real, np.integer)) or float(v) != int(v) or int(v) < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def finite_number(v, name: str) -> float:
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (Real, np.floating, np.integer)) or not math.isfinite(float(v)):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def positive_number(v, name: str) -> float:
+    f = finite_number(v, name)
+    if f <= 0:
+        raise ValueError(f"{name} must be > 0, got {v!r}")
+    return f
+
+
+def probability(v, name: str) -> float:
+    f = finite_number(v, name)
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+    return f
+
+
+def one_of(v, name: str, allowed: Sequence[str]) -> str:
+    if v not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {v!r}")
+    return v

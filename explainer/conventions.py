@@ -1,0 +1,212 @@
+"""The knobs that differ between Detectron (Caffe2, 2018) and Detectron2, and the two presets.
+
+Every operation of the package that behaves differently in the two codebases takes the
+relevant knob as a keyword argument named after the flag a user meets in a config or an
+operator (``legacy_plus_one``, ``aligned``, ``offset``, ...). :class:`Convention` bundles
+all of them so that a whole pipeline can be switched at once, or one knob at a time::
+
+    from explainer.conventions import DETECTRON, DETECTRON2
+    DETECTRON2.replace(roi_aligned=False)      # Detectron2 with the legacy ROIAlign
+    DETECTRON2.diff(DETECTRON)                 # the knobs that differ, by name
+
+Where each default comes from (file paths are in the original repositories):
+
+========================  =====================================  ======================================
+knob                      Detectron                              Detectron2
+========================  =====================================  ======================================
+legacy_plus_one           True: widths are x2 - x1 + 1           False (its Caffe2 export passes False)
+                          (``utils/boxes.py``)                   (``structures/boxes.py``)
+anchor_offset             0.5: centres at (stride - 1) / 2 in    0.0: ``MODEL.ANCHOR_GENERATOR.OFFSET``
+                          pixel indices = half a stride in
+                          continuous coordinates
+anchor_rounding           True: ``np.round`` in ``_ratio_enum``  False: exact sizes
+anchor_order              "ratio_major"                          "size_major"
+roi_aligned               False: ``ROIAlign`` (no -0.5 shift)    True: ``POOLER_TYPE: ROIAlignV2``
+sampling_ratio            2 (``ROI_XFORM_SAMPLING_RATIO`` in     0 (``POOLER_SAMPLING_RATIO``:
+                          the shipped configs)                   adaptive)
+background_first          True: label 0 is background            False: label K is background
+mask_paste                "detectron" (``segm_results``)         "detectron2" (``paste_masks_in_image``)
+post_nms_topk_per_image   False: per batch in training           True (``find_top_rpn_proposals``)
+post_nms_topk_train       2000                                   1000 (``Base-RCNN-FPN.yaml``)
+rpn_smooth_l1_beta        1/9                                    0.0 (``MODEL.RPN.SMOOTH_L1_BETA``: L1)
+box_smooth_l1_beta        1.0                                    0.0 (``ROI_BOX_HEAD.SMOOTH_L1_BETA``)
+keypoint_half_pixel       False: keypoints stay pixel indices    True: +0.5 on load, -0.5 on export
+hflip_minus_one           True: x -> W - x - 1                   False: x -> W - x
+========================  =====================================  ======================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Dict, Tuple
+
+__all__ = ["Convention", "DETECTRON", "DETECTRON2", "PRESETS", "get_convention", "KNOB_DOCS"]
+
+_ANCHOR_ORDERS = ("ratio_major", "size_major")
+_MASK_PASTES = ("detectron", "detectron2")
+
+#: One sentence per knob: what it changes and where a user meets it.
+KNOB_DOCS: Dict[str, str] = {
+    "legacy_plus_one": "box width is x2 - x1 + 1 (Caffe2 ops' legacy_plus_one); clip to W-1; NMS suppresses at IoU >= t",
+    "anchor_offset": "MODEL.ANCHOR_GENERATOR.OFFSET: first anchor centre at offset*stride (continuous coordinates)",
+    "anchor_rounding": "round anchor widths/heights to whole pixels (Detectron's np.round in _ratio_enum)",
+    "anchor_order": "row order of the cell anchors: ratio-major (Detectron) or size-major (Detectron2)",
+    "roi_aligned": "ROIAlign aligned=True shifts boxes by -0.5 after scaling (POOLER_TYPE ROIAlignV2)",
+    "sampling_ratio": "ROIAlign samples per bin side; 0 means adaptive ceil(roi/output) (POOLER_SAMPLING_RATIO)",
+    "background_first": "class label 0 is background (Detectron) instead of label K (Detectron2)",
+    "mask_paste": "how a 28x28 mask is pasted into the image: 'detectron' (segm_results) or 'detectron2' (grid_sample)",
+    "post_nms_topk_per_image": "RPN.POST_NMS_TOPK_TRAIN counted per image (Detectron2) or per batch (Detectron training)",
+    "post_nms_topk_train": "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "rpn_smooth_l1_beta": "MODEL.RPN.SMOOTH_L1_BETA (0 means L1)",
+    "box_smooth_l1_beta": "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA (0 means L1)",
+    "keypoint_half_pixel": "keypoints become continuous coordinates (+0.5 on load, -0.5 on export)",
+    "hflip_minus_one": "horizontal flip maps x to W - x - 1 (pixel indices) instead of W - x (coordinates)",
+}
+
+
+@dataclass(frozen=True)
+class Convention:
+    """Every knob that differs between Detectron and Detectron2. Immutable; use :meth:`replace`."""
+
+    name: str
+    legacy_plus_one: bool
+    anchor_offset: float
+    anchor_rounding: bool
+    anchor_order: str
+    roi_aligned: bool
+    sampling_ratio: int
+    background_first: bool
+    mask_paste: str
+    post_nms_topk_per_image: bool
+    post_nms_topk_train: int
+    rpn_smooth_l1_beta: float
+    box_smooth_l1_beta: float
+    keypoint_half_pixel: bool
+    hflip_minus_one: bool
+
+    def __post_init__(self) -> None:
+        _check_bool = (
+            "legacy_plus_one", "anchor_rounding", "roi_aligned", "background_first",
+            "post_nms_topk_per_image", "keypoint_half_pixel", "hflip_minus_one",
+        )
+        for knob in _check_bool:
+            if not isinstance(getattr(self, knob), bool):
+                raise ValueError(f"{knob} must be True or False, got {getattr(self, knob)!r}")
+        off = self.anchor_offset
+        if isinstance(off, bool) or not isinstance(off, (int, float)) or not (0.0 <= off < 1.0):
+            raise ValueError(f"anchor_offset must be a number in [0, 1), got {off!r}")
+        if self.anchor_order not in _ANCHOR_ORDERS:
+            raise ValueError(f"anchor_order must be one of {_ANCHOR_ORDERS}, got {self.anchor_order!r}")
+        if self.mask_paste not in _MASK_PASTES:
+            raise ValueError(f"mask_paste must be one of {_MASK_PASTES}, got {self.mask_paste!r}")
+        if isinstance(self.sampling_ratio, bool) or not isinstance(self.sampling_ratio, int) or self.sampling_ratio < 0:
+            raise ValueError(f"sampling_ratio must be an integer >= 0 (0 = adaptive), got {self.sampling_ratio!r}")
+        k = self.post_nms_topk_train
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"post_nms_topk_train must be an integer >= 1, got {k!r}")
+        for knob in ("rpn_smooth_l1_beta", "box_smooth_l1_beta"):
+            b = getattr(self, knob)
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0:
+                raise ValueError(f"{knob} must be a number >= 0 (0 means L1), got {b!r}")
+
+    # -- derived, read-only views named after config values --------------------------------
+    @property
+    def pooler_type(self) -> str:
+        """The ``MODEL.ROI_*_HEAD.POOLER_TYPE`` value that gives this ROIAlign."""
+        return "ROIAlignV2" if self.roi_aligned else "ROIAlign"
+
+    @property
+    def nms_suppresses_ties(self) -> bool:
+        """Legacy NMS suppresses at IoU >= threshold; torchvision's at IoU > threshold."""
+        return self.legacy_plus_one
+
+    @property
+    def clip_max_offset(self) -> int:
+        """Boxes are clipped to [0, W - clip_max_offset]: 1 for Detectron, 0 for Detectron2."""
+        return 1 if self.legacy_plus_one else 0
+
+    def knobs(self) -> Dict[str, Any]:
+        """The knobs as a plain dict (without the name)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
+
+    def replace(self, **knobs: Any) -> "Convention":
+        """A copy with some knobs changed, named after the change: ``DETECTRON2.replace(roi_aligned=False)``."""
+        known = set(self.knobs())
+        unknown = sorted(set(knobs) - known - {"name"})
+        if unknown:
+            raise ValueError(
+                f"unknown convention knob(s) {unknown}; the knobs are: {', '.join(sorted(known))}"
+            )
+        name = knobs.pop("name", None)
+        if name is None:
+            changed = [f"{k}={v!r}" for k, v in knobs.items() if getattr(self, k) != v]
+            name = self.name if not changed else f"{self.name}+" + ",".join(changed)
+        return dataclasses.replace(self, name=name, **knobs)
+
+    def diff(self, other: "Convention") -> Dict[str, Tuple[Any, Any]]:
+        """The knobs whose values differ: ``{knob: (self's value, other's value)}``."""
+        if not isinstance(other, Convention):
+            raise ValueError(f"other must be a Convention, got {type(other).__name__}")
+        mine, theirs = self.knobs(), other.knobs()
+        return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+
+    def describe(self) -> str:
+        """A readable table of the knobs, one per line."""
+        width = max(len(k) for k in self.knobs())
+        lines = [f"{self.name}:"]
+        lines += [f"  {k:<{width}} = {v!r}" for k, v in self.knobs().items()]
+        return "\n".join(lines)
+
+
+DETECTRON = Convention(
+    name="detectron",
+    legacy_plus_one=True,
+    anchor_offset=0.5,
+    anchor_rounding=True,
+    anchor_order="ratio_major",
+    roi_aligned=False,
+    sampling_ratio=2,
+    background_first=True,
+    mask_paste="detectron",
+    post_nms_topk_per_image=False,
+    post_nms_topk_train=2000,
+    rpn_smooth_l1_beta=1.0 / 9.0,
+    box_smooth_l1_beta=1.0,
+    keypoint_half_pixel=False,
+    hflip_minus_one=True,
+)
+
+DETECTRON2 = Convention(
+    name="detectron2",
+    legacy_plus_one=False,
+    anchor_offset=0.0,
+    anchor_rounding=False,
+    anchor_order="size_major",
+    roi_aligned=True,
+    sampling_ratio=0,
+    background_first=False,
+    mask_paste="detectron2",
+    post_nms_topk_per_image=True,
+    post_nms_topk_train=1000,
+    rpn_smooth_l1_beta=0.0,
+    box_smooth_l1_beta=0.0,
+    keypoint_half_pixel=True,
+    hflip_minus_one=False,
+)
+
+PRESETS: Dict[str, Convention] = {"detectron": DETECTRON, "detectron2": DETECTRON2}
+
+
+def get_convention(name_or_convention: "str | Convention") -> Convention:
+    """Accept a preset's name (``"detectron"``, ``"detectron2"``, case-insensitive) or a Convention."""
+    if isinstance(name_or_convention, Convention):
+        return name_or_convention
+    if isinstance(name_or_convention, str):
+        key = name_or_convention.strip().lower().replace("-", "").replace("_", "")
+        key = {"detectron1": "detectron", "d1": "detectron", "d2": "detectron2"}.get(key, key)
+        if key in PRESETS:
+            return PRESETS[key]
+    raise ValueError(
+        f"convention must be 'detectron', 'detectron2' or a Convention, got {name_or_convention!r}"
+    )

@@ -1,0 +1,15 @@
+"""Drawing helpers: one shared style, pixel grids, boxes and points. Imports matplotlib; computations never import this."""
+
+from .style import (  # noqa: F401
+    STYLE,
+    CONVENTION_STYLES,
+    apply_style,
+    convention_style,
+    legend_handles,
+)
+from .draw import (  # noqa: F401
+    PixelGrid,
+    BoxArtist,
+    box_xy,
+    set_box,
+)

@@ -1,0 +1,89 @@
+"""One style for every figure of the course.
+
+Detectron and Detectron2 keep the same colour, line style and marker in every chapter, and the
+colours are from the Okabe-Ito colour-blind-safe set; colour is never the only cue (line style,
+marker and a direct label go with it). Feature maps use ``cividis``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import matplotlib as mpl
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+# Okabe & Ito (2008) colour-blind-safe palette.
+OKABE_ITO = {
+    "orange": "#E69F00",
+    "sky": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+    "black": "#000000",
+    "grey": "#7F7F7F",
+}
+
+#: Style of each convention: the same in every figure of the course.
+CONVENTION_STYLES: Dict[str, Dict] = {
+    "detectron": dict(color=OKABE_ITO["vermillion"], linestyle="--", marker="s", label="Detectron (+1, pixel indices)",
+                      short="Detectron", hatch="//"),
+    "detectron2": dict(color=OKABE_ITO["blue"], linestyle="-", marker="o", label="Detectron2 (continuous coordinates)",
+                       short="Detectron2", hatch="\\\\"),
+}
+
+STYLE = {
+    "difference": OKABE_ITO["purple"],
+    "agree": OKABE_ITO["green"],
+    "reference": OKABE_ITO["black"],
+    "neutral": OKABE_ITO["grey"],
+    "highlight": OKABE_ITO["yellow"],
+    "accent": OKABE_ITO["orange"],
+    "grid": "#B0B0B0",
+    "centre": OKABE_ITO["green"],
+    "feature_cmap": "cividis",
+    "diverging_cmap": "RdBu_r",
+    "font_size": 11,
+}
+
+_RC = {
+    "font.size": STYLE["font_size"],
+    "axes.titlesize": STYLE["font_size"] + 1,
+    "axes.labelsize": STYLE["font_size"],
+    "legend.fontsize": STYLE["font_size"] - 1,
+    "legend.framealpha": 0.9,
+    "figure.dpi": 90,
+    "savefig.dpi": 90,
+    "axes.grid": False,
+    "image.cmap": STYLE["feature_cmap"],
+    "axes.prop_cycle": mpl.cycler(color=[OKABE_ITO[k] for k in ("blue", "vermillion", "green", "orange", "sky", "purple", "black")]),
+}
+
+
+def apply_style() -> None:
+    """Apply the course's matplotlib defaults (fonts large enough to read from the back of a room)."""
+    mpl.rcParams.update(_RC)
+
+
+def convention_style(convention) -> Dict:
+    """Colour, line style, marker and label for a convention (a name, or an object with ``.name``)."""
+    name = convention if isinstance(convention, str) else getattr(convention, "name", str(convention))
+    key = "detectron2" if name.lower().startswith("detectron2") else "detectron" if name.lower().startswith("detectron") else None
+    if key is None:
+        raise ValueError(f"convention must be 'detectron' or 'detectron2', got {name!r}")
+    return dict(CONVENTION_STYLES[key])
+
+
+def legend_handles(*names: str, kind: str = "line"):
+    """Legend handles for the named conventions, drawn as lines (default) or filled patches."""
+    names = names or ("detectron", "detectron2")
+    out = []
+    for n in names:
+        s = convention_style(n)
+        if kind == "patch":
+            out.append(Patch(facecolor="none", edgecolor=s["color"], linestyle=s["linestyle"], hatch=s["hatch"], label=s["label"]))
+        else:
+            out.append(Line2D([], [], color=s["color"], linestyle=s["linestyle"], marker=s["marker"], label=s["label"]))
+    return out

@@ -1,0 +1,294 @@
+"""The dashboard pattern every chapter uses: build the figure once, update its artists in place.
+
+A dashboard owns one matplotlib figure, a set of ipywidgets controls and a text read-out.
+
+* :meth:`Dashboard.build` creates every artist once (under ``plt.ioff()``, so ipympl shows the
+  figure once).
+* :meth:`Dashboard.compute` calls the package with the control values and returns a result; it
+  draws nothing. A ``ValueError`` from it is an invalid combination of controls: the message goes
+  to the read-out and the last good drawing stays.
+* :meth:`Dashboard.render` mutates the artists (``set_data``, ``set_xy``, ``set_text`` ...) from
+  the result, and :meth:`Dashboard.describe` returns the read-out (HTML), which states the numbers
+  shown, so it doubles as alt text and as the hook of the browser test.
+* :meth:`Dashboard.update` sets any controls by name and recomputes: tests and benchmarks drive
+  dashboards with it, without a browser.
+
+Subclasses declare their controls in :meth:`make_controls` (every control has a ``description``
+and a ``tooltip``) and name in ``primary`` the control that the browser test moves.
+
+In JupyterLab with ``%matplotlib widget`` the figure is ipympl's interactive canvas. With any other
+backend (nbconvert, a plain script) the figure is shown as a PNG that is refreshed on each update,
+and the notebook output also carries a static PNG so that exported HTML shows the figure.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+import traceback
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+
+from ..viz.style import apply_style
+
+__all__ = [
+    "Dashboard",
+    "register",
+    "DASHBOARDS",
+    "slider",
+    "int_slider",
+    "dropdown",
+    "checkbox",
+    "toggle",
+    "html_table",
+]
+
+#: Every dashboard class, by name; filled by :func:`register`. The benchmark and the tests use it.
+DASHBOARDS: Dict[str, type] = {}
+
+
+def register(cls):
+    """Class decorator: make a dashboard known to ``make bench`` and to the dashboard tests."""
+    DASHBOARDS[cls.__name__] = cls
+    return cls
+
+
+_DESC_STYLE = {"description_width": "initial"}
+
+
+def _layout(width: str = "auto") -> widgets.Layout:
+    return widgets.Layout(width=width, margin="2px 12px 2px 0")
+
+
+def slider(description: str, min: float, max: float, step: float, value: float, tooltip: str,
+           continuous: bool = True, readout_format: str = ".2f", width: str = "320px") -> widgets.FloatSlider:
+    """A float slider with a description and a tooltip (both required: they are the accessible name)."""
+    return widgets.FloatSlider(value=value, min=min, max=max, step=step, description=description, tooltip=tooltip,
+                               continuous_update=continuous, readout_format=readout_format, style=_DESC_STYLE,
+                               layout=_layout(width))
+
+
+def int_slider(description: str, min: int, max: int, value: int, tooltip: str, step: int = 1,
+               continuous: bool = True, width: str = "320px") -> widgets.IntSlider:
+    return widgets.IntSlider(value=value, min=min, max=max, step=step, description=description, tooltip=tooltip,
+                             continuous_update=continuous, style=_DESC_STYLE, layout=_layout(width))
+
+
+def dropdown(description: str, options, value, tooltip: str, width: str = "auto") -> widgets.Dropdown:
+    return widgets.Dropdown(options=options, value=value, description=description, tooltip=tooltip,
+                            style=_DESC_STYLE, layout=_layout(width))
+
+
+def checkbox(description: str, value: bool, tooltip: str) -> widgets.Checkbox:
+    return widgets.Checkbox(value=value, description=description, tooltip=tooltip, indent=False,
+                            style=_DESC_STYLE, layout=_layout())
+
+
+def toggle(description: str, options, value, tooltip: str) -> widgets.ToggleButtons:
+    return widgets.ToggleButtons(options=options, value=value, description=description, tooltip=tooltip,
+                                 style={"description_width": "initial", "button_width": "auto"}, layout=_layout())
+
+
+def html_table(rows: Sequence[Sequence[Any]], header: Optional[Sequence[str]] = None, caption: str = "") -> str:
+    """A small HTML table for read-outs; cells are escaped, floats shown with 4 significant digits."""
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return html.escape(str(v))
+
+    parts = ['<table style="border-collapse:collapse;font-family:monospace;font-size:13px">']
+    if caption:
+        parts.append(f'<caption style="text-align:left;font-weight:bold">{html.escape(caption)}</caption>')
+    if header:
+        parts.append("<tr>" + "".join(f'<th style="text-align:left;padding:1px 10px 1px 0">{html.escape(h)}</th>' for h in header) + "</tr>")
+    for r in rows:
+        parts.append("<tr>" + "".join(f'<td style="padding:1px 10px 1px 0">{fmt(c)}</td>' for c in r) + "</tr>")
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def _is_widget_canvas(canvas) -> bool:
+    return isinstance(canvas, widgets.DOMWidget)
+
+
+class Dashboard:
+    """Base class of the course's dashboards (see the module docstring for the pattern)."""
+
+    #: Figure size in inches (at 90 dpi); keep figures small: Agg time grows with pixels.
+    figsize: Tuple[float, float] = (8.0, 4.0)
+    #: Heading shown above the figure.
+    title: str = ""
+    #: Name of the control that the browser test moves.
+    primary: str = ""
+
+    def __init__(self, figure_name: Optional[str] = None, **params: Any):
+        apply_style()
+        self.controls: Dict[str, widgets.Widget] = self.make_controls()
+        for name, w in self.controls.items():
+            if not getattr(w, "description", "") or not getattr(w, "tooltip", ""):
+                raise ValueError(f"control {name!r} of {type(self).__name__} needs a description and a tooltip")
+        if self.primary not in self.controls:
+            raise ValueError(f"{type(self).__name__}.primary must name one of its controls {list(self.controls)}")
+        self.error: Optional[str] = None
+        self.result: Any = None
+        self.n_updates = 0
+        self._holding = False
+        self.figure_name = figure_name or f"explainer:{type(self).__name__}"
+        with plt.ioff():
+            plt.close(self.figure_name)  # re-running a cell replaces the figure instead of leaking one
+            self.fig = plt.figure(num=self.figure_name, figsize=self.figsize, layout="constrained")
+            self.build(self.fig)
+        self._static_image: Optional[widgets.Image] = None
+        canvas = self.fig.canvas
+        if _is_widget_canvas(canvas):
+            canvas.header_visible = False
+            canvas.footer_visible = False
+            canvas.resizable = False
+            canvas.toolbar_position = "left"
+            canvas.toolbar_visible = "fade-in-fade-out"
+            canvas.capture_scroll = False
+            fig_widget = canvas
+        else:
+            self._static_image = widgets.Image(format="png")
+            fig_widget = self._static_image
+        self.readout = widgets.HTML(value="", layout=widgets.Layout(min_height="2em"))
+        self.readout.add_class("explainer-readout")
+        self.controls[self.primary].add_class("explainer-primary")
+        for w in self.controls.values():
+            w.observe(self._on_control, names="value")
+        children: List[widgets.Widget] = []
+        if self.title:
+            children.append(widgets.HTML(f"<b style='font-size:15px'>{html.escape(self.title)}</b>"))
+        children += [fig_widget, self.layout_controls(), self.readout]
+        self.widget = widgets.VBox(children)
+        self.widget.add_class("explainer-dashboard")
+        self.update(**params)
+
+    # -- to implement -----------------------------------------------------------------------
+    def make_controls(self) -> Dict[str, widgets.Widget]:
+        raise NotImplementedError
+
+    def build(self, fig) -> None:
+        raise NotImplementedError
+
+    def compute(self, **params: Any) -> Any:
+        raise NotImplementedError
+
+    def render(self, result: Any) -> None:
+        raise NotImplementedError
+
+    def describe(self, result: Any) -> str:
+        return ""
+
+    def layout_controls(self) -> widgets.Widget:
+        """Controls in a wrapping row; override to group them."""
+        return widgets.HBox(list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
+
+    # -- driving ------------------------------------------------------------------------------
+    @property
+    def params(self) -> Dict[str, Any]:
+        return {k: w.value for k, w in self.controls.items()}
+
+    def update(self, **params: Any) -> str:
+        """Set controls by name, recompute and redraw; returns the read-out as plain text."""
+        unknown = sorted(set(params) - set(self.controls))
+        if unknown:
+            raise ValueError(f"unknown control(s) {unknown} for {type(self).__name__}; controls: {sorted(self.controls)}")
+        self._holding = True
+        try:
+            for k, v in params.items():
+                self.controls[k].value = v
+        finally:
+            self._holding = False
+        self.refresh()
+        return self.readout_text
+
+    def _on_control(self, change) -> None:
+        if not self._holding:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute from the current controls; errors go to the read-out, never to the notebook."""
+        try:
+            result = self.compute(**self.params)
+        except ValueError as e:
+            self._show_error(str(e))
+            return
+        except Exception as e:  # a dashboard must never print a traceback into the notebook
+            self._show_error(f"unexpected {type(e).__name__}: {e}", internal=traceback.format_exc())
+            return
+        try:
+            self.render(result)
+            text = self.describe(result)
+        except Exception as e:
+            self._show_error(f"could not draw: {type(e).__name__}: {e}", internal=traceback.format_exc())
+            return
+        self.error = None
+        self.result = result
+        self.n_updates += 1
+        self.readout.value = text
+        self._redraw()
+
+    def _show_error(self, message: str, internal: Optional[str] = None) -> None:
+        self.error = message
+        self._internal_traceback = internal
+        self.readout.value = (
+            "<div style='color:#B00020;font-weight:bold'>&#9888; "
+            + html.escape(message)
+            + "</div><div style='color:#555'>The figure still shows the last valid setting.</div>"
+        )
+
+    def _redraw(self) -> None:
+        if self._static_image is not None:
+            buf = io.BytesIO()
+            self.fig.savefig(buf, format="png")
+            self._static_image.value = buf.getvalue()
+        else:
+            self.fig.canvas.draw_idle()
+
+    @property
+    def readout_text(self) -> str:
+        """The read-out without markup (what a screen reader would say)."""
+        text = re.sub(r"<(br|/tr|/div|/p|/caption|/h\d)\s*/?>", "\n", self.readout.value)
+        text = re.sub(r"</t[dh]>", "  ", text)
+        text = re.sub(r"<[^>]+>", "", text)
+        text = html.unescape(text)
+        return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
+
+    # -- display ------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png")
+        import base64
+
+        bundle["image/png"] = base64.b64encode(buf.getvalue()).decode("ascii")
+        bundle["text/plain"] = self.readout_text or type(self).__name__
+        return bundle
+
+    def close(self) -> None:
+        """Close the figure and the widgets (used by benchmarks and tests)."""
+        plt.close(self.fig)
+        self.widget.close()
+
+    # -- benchmark hooks -----------------------------------------------------------------------
+    def bench_states(self) -> List[Dict[str, Any]]:
+        """Control settings a benchmark cycles through: by default the primary control over its range."""
+        w = self.controls[self.primary]
+        if hasattr(w, "min") and hasattr(w, "max"):
+            lo, hi = float(w.min), float(w.max)
+            n = 12
+            vals = [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+            if isinstance(w, widgets.IntSlider):
+                vals = sorted({int(round(v)) for v in vals})
+            return [{self.primary: v} for v in vals]
+        if hasattr(w, "options"):
+            opts = [o[1] if isinstance(o, tuple) else o for o in w.options]
+            return [{self.primary: o} for o in opts]
+        if isinstance(w, widgets.Checkbox):
+            return [{self.primary: True}, {self.primary: False}]
+        raise NotImplementedError(f"{type(self).__name__} must define bench_states()")

@@ -1,0 +1,47 @@
+"""Every notebook runs top to bottom in a fresh kernel, and is committed without outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import executed_notebook
+from tools.notebooks import NOTEBOOK_DIR, error_outputs, notebook_paths
+
+ALL = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def test_course_has_its_first_notebooks():
+    names = {p.name for p in ALL}
+    assert "00_start_here.ipynb" in names
+    assert "01_pixels_and_coordinates.ipynb" in names
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    nb = json.loads(path.read_text())
+    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts; clear them before committing"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_starts_by_seeding_and_loading_the_package(path):
+    """Chapters import the package and seed; they define no logic of their own beyond a few lines."""
+    nb = json.loads(path.read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    if path.name == "00_start_here.ipynb" and not code:
+        return
+    assert "explainer" in code
+    assert "setup_notebook" in code, f"{path.name} must call explainer.setup_notebook() (seeds, style)"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.name)
+def test_executes_in_fresh_kernel(path):
+    nb, seconds = executed_notebook(path)
+    assert not error_outputs(nb), error_outputs(nb)
+    # every dashboard leaves a static image for exports without a kernel
+    if any("Dashboard" in "".join(c.get("source", "")) or "dashboard" in "".join(c.get("source", "")).lower() for c in nb.cells):
+        images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+        assert images >= 1, f"{path.name} shows no figure"

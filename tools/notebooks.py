@@ -1,0 +1,61 @@
+"""Find and execute the course's notebooks in a fresh kernel (used by the tests, `make html` and `make bench`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+
+
+def notebook_paths() -> List[Path]:
+    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def error_outputs(nb) -> List[str]:
+    """Every error output of an executed notebook, as 'cell N: Name: message'."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "error":
+                out.append(f"cell {i}: {o.get('ename')}: {o.get('evalue')}")
+            elif o.get("output_type") == "stream" and o.get("name") == "stderr" and "Traceback" in o.get("text", ""):
+                out.append(f"cell {i}: traceback on stderr: {o['text'][-500:]}")
+    return out
+
+
+def execute(path: Path, timeout: int = 300) -> Tuple[object, float]:
+    """Execute a notebook top to bottom in a fresh kernel; returns (executed notebook, seconds).
+
+    Raises nbclient's CellExecutionError when a cell raises. The kernel runs in the notebook's
+    folder, as it does in JupyterLab.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(path), as_version=4)
+    env_backend = os.environ.pop("MPLBACKEND", None)  # let the notebook choose its backend
+    try:
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}})
+        t0 = time.perf_counter()
+        client.execute()
+        return nb, time.perf_counter() - t0
+    finally:
+        if env_backend is not None:
+            os.environ["MPLBACKEND"] = env_backend
+
+
+def strip_widget_views(nb) -> None:
+    """Drop live-widget views from outputs that also carry a static image (for HTML without a kernel)."""
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            data = o.get("data")
+            if data and "application/vnd.jupyter.widget-view+json" in data and (
+                "image/png" in data or "text/html" in data
+            ):
+                del data["application/vnd.jupyter.widget-view+json"]
+    nb.metadata.pop("widgets", None)
