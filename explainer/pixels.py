@@ -1,0 +1,295 @@
+"""Pixels against coordinates: the two models of an image, and the mapping between them.
+
+Coordinate conventions used in this module
+------------------------------------------
+* **Continuous coordinates** (Detectron2, torchvision, PIL, ``align_corners=False``): the image is the
+  rectangle [0, W] x [0, H]; pixel ``i`` covers [i, i + 1) and its centre is ``i + 0.5``.
+  A box (x1, y1, x2, y2) has width ``x2 - x1``.
+* **Inclusive pixel indices** (Detectron, maskrcnn-benchmark, py-faster-rcnn): a box (x1, y1, x2, y2)
+  names the first and the last pixel it covers, so its width is ``x2 - x1 + 1``.
+
+The inclusive box [x1, x2] is the continuous box [x1, x2 + 1): :func:`to_continuous` and
+:func:`to_inclusive` are that mapping and are the whole origin of Detectron's "+1".
+
+All functions take tensors, numpy arrays or lists and return float tensors; boxes are N x 4 in
+(x1, y1, x2, y2). Nothing here imports matplotlib or ipywidgets.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+
+from ._validate import as_boxes, as_points, as_tensor, finite_number, image_size, positive_int, positive_number
+
+__all__ = [
+    "to_continuous",
+    "to_inclusive",
+    "pixel_centre",
+    "pixel_index",
+    "box_size",
+    "box_area",
+    "box_centre",
+    "pixel_coverage",
+    "flip_x",
+    "hflip_boxes",
+    "hflip_points",
+    "hflip_polygon",
+    "coco_keypoints_to_continuous",
+    "continuous_keypoints_to_coco",
+    "xywh_to_xyxy",
+    "xyxy_to_xywh",
+    "resize_index",
+    "scale_boxes",
+    "compare_box",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# The +1 mapping
+# --------------------------------------------------------------------------------------------
+def to_continuous(boxes) -> torch.Tensor:
+    """Inclusive pixel-index boxes (Detectron) to continuous boxes: [x1, y1, x2 + 1, y2 + 1].
+
+    ``boxes``: N x 4. Returns N x 4 (a new tensor).
+    """
+    b = as_boxes(boxes, "boxes", legacy_plus_one=True)
+    return b + b.new_tensor([0.0, 0.0, 1.0, 1.0])
+
+
+def to_inclusive(boxes) -> torch.Tensor:
+    """Continuous boxes (Detectron2) to inclusive pixel-index boxes: [x1, y1, x2 - 1, y2 - 1].
+
+    Exact inverse of :func:`to_continuous`. Non-integer corners stay non-integer: Detectron's
+    box code accepts them and applies the same +1 arithmetic.
+    """
+    b = as_boxes(boxes, "boxes")
+    return b - b.new_tensor([0.0, 0.0, 1.0, 1.0])
+
+
+def pixel_centre(index) -> torch.Tensor:
+    """Continuous coordinate of the centre of pixel ``index``: index + 0.5 (Heckbert's c = d + 0.5)."""
+    return as_tensor(index, "index") + 0.5
+
+
+def pixel_index(coordinate) -> torch.Tensor:
+    """The pixel that contains a continuous coordinate: floor(c) (Heckbert's d = floor(c))."""
+    return torch.floor(as_tensor(coordinate, "coordinate"))
+
+
+# --------------------------------------------------------------------------------------------
+# Size, area, centre under each model
+# --------------------------------------------------------------------------------------------
+def box_size(boxes, *, legacy_plus_one: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Widths and heights (N each): x2 - x1 (+ 1 under ``legacy_plus_one``)."""
+    b = as_boxes(boxes, "boxes", legacy_plus_one=legacy_plus_one)
+    extra = 1.0 if legacy_plus_one else 0.0
+    return b[:, 2] - b[:, 0] + extra, b[:, 3] - b[:, 1] + extra
+
+
+def box_area(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Areas (N) in square pixels: Detectron's (x2 - x1 + 1)(y2 - y1 + 1) or Detectron2's (x2 - x1)(y2 - y1)."""
+    w, h = box_size(boxes, legacy_plus_one=legacy_plus_one)
+    return w * h
+
+
+def box_centre(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Centres (N x 2) as each codebase computes them: x1 + 0.5 * w with its own w.
+
+    Detectron's centre (x1 + 0.5 (x2 - x1 + 1)) is a continuous coordinate even though its
+    corners are pixel indices: it is the centre of the covered pixels seen as squares.
+    """
+    b = as_boxes(boxes, "boxes", legacy_plus_one=legacy_plus_one)
+    w, h = box_size(b, legacy_plus_one=legacy_plus_one)
+    return torch.stack([b[:, 0] + 0.5 * w, b[:, 1] + 0.5 * h], dim=1)
+
+
+def pixel_coverage(box: Sequence[float], image_size_hw, *, inclusive: bool = False) -> torch.Tensor:
+    """Fraction of each pixel covered by one box, H x W, in [0, 1].
+
+    ``inclusive=True`` reads the box as Detectron's pixel indices (it covers the pixels x1..x2 whole);
+    otherwise it is a continuous rectangle and border pixels are covered partly.
+    """
+    h, w = image_size(image_size_hw)
+    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box", legacy_plus_one=inclusive)[0]
+    if inclusive:
+        b = b + b.new_tensor([0.0, 0.0, 1.0, 1.0])
+    xs = torch.arange(w, dtype=torch.float64)
+    ys = torch.arange(h, dtype=torch.float64)
+    cov_x = (torch.minimum(xs + 1, b[2]) - torch.maximum(xs, b[0])).clamp(min=0, max=1)
+    cov_y = (torch.minimum(ys + 1, b[3]) - torch.maximum(ys, b[1])).clamp(min=0, max=1)
+    return (cov_y[:, None] * cov_x[None, :]).to(torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Horizontal flip
+# --------------------------------------------------------------------------------------------
+def flip_x(x, width, *, minus_one: bool = False) -> torch.Tensor:
+    """Mirror x coordinates in an image of ``width`` pixels.
+
+    Continuous coordinates map x -> W - x (Detectron2, fvcore ``HFlipTransform``); pixel indices map
+    i -> W - 1 - i (``minus_one=True``: Detectron's boxes, polygons and keypoints).
+    """
+    w = positive_number(width, "width")
+    t = as_tensor(x, "x")
+    if t.numel() and not torch.isfinite(t).all():
+        raise ValueError("x must be finite")
+    return (w - 1.0 if minus_one else w) - t
+
+
+def hflip_boxes(boxes, width, *, minus_one: bool = False) -> torch.Tensor:
+    """Mirror N x 4 boxes: the new x1 is the flipped x2 and vice versa.
+
+    ``minus_one=False``: Detectron2 (x1' = W - x2, x2' = W - x1). ``minus_one=True``: Detectron's
+    ``roidb.extend_with_flipped_entries`` (x1' = W - x2 - 1, x2' = W - x1 - 1), right for inclusive indices.
+    """
+    b = as_boxes(boxes, "boxes", legacy_plus_one=minus_one)
+    out = b.clone()
+    out[:, 0] = flip_x(b[:, 2], width, minus_one=minus_one)
+    out[:, 2] = flip_x(b[:, 0], width, minus_one=minus_one)
+    return out
+
+
+def hflip_points(points, width, *, minus_one: bool = False) -> torch.Tensor:
+    """Mirror N x 2 (x, y) points, or N x 3 (x, y, visibility): only x changes."""
+    t = as_tensor(points, "points")
+    if t.dim() != 2 or t.shape[-1] not in (2, 3):
+        raise ValueError(f"points must have shape (N, 2) or (N, 3), got {tuple(t.shape)}")
+    as_points(t[:, :2], "points")
+    out = t.clone()
+    out[:, 0] = flip_x(t[:, 0], width, minus_one=minus_one)
+    return out
+
+
+def hflip_polygon(polygon, width, *, minus_one: bool = False) -> torch.Tensor:
+    """Mirror a polygon given flat [x0, y0, x1, y1, ...] (COCO) or as K x 2; returns the same layout.
+
+    Polygons are continuous coordinates, so ``minus_one=True`` (Detectron's ``flip_segms``) moves
+    them one pixel too far left.
+    """
+    t = as_tensor(polygon, "polygon")
+    flat = t.dim() == 1
+    if flat:
+        if t.numel() % 2:
+            raise ValueError(f"polygon given flat must have an even number of values, got {t.numel()}")
+        pts = t.reshape(-1, 2)
+    else:
+        pts = t
+    pts = hflip_points(pts, width, minus_one=minus_one)
+    return pts.reshape(-1) if flat else pts
+
+
+def coco_keypoints_to_continuous(keypoints) -> torch.Tensor:
+    """COCO keypoints (pixel indices, N x 2 or N x 3) to continuous coordinates: +0.5 on x and y.
+
+    Detectron2's ``load_coco_json`` does this on load.
+    """
+    t = as_tensor(keypoints, "keypoints")
+    if t.dim() != 2 or t.shape[-1] not in (2, 3):
+        raise ValueError(f"keypoints must have shape (N, 2) or (N, 3), got {tuple(t.shape)}")
+    out = t.clone()
+    out[:, :2] += 0.5
+    return out
+
+
+def continuous_keypoints_to_coco(keypoints) -> torch.Tensor:
+    """Continuous keypoints back to COCO pixel indices: -0.5 (Detectron2's ``instances_to_coco_json``)."""
+    t = as_tensor(keypoints, "keypoints")
+    if t.dim() != 2 or t.shape[-1] not in (2, 3):
+        raise ValueError(f"keypoints must have shape (N, 2) or (N, 3), got {tuple(t.shape)}")
+    out = t.clone()
+    out[:, :2] -= 0.5
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# COCO's [x, y, w, h]
+# --------------------------------------------------------------------------------------------
+def xywh_to_xyxy(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """COCO [x, y, w, h] to corners: Detectron2 x2 = x + w; Detectron x2 = x + max(0, w - 1)."""
+    t = as_tensor(boxes, "boxes")
+    if t.dim() == 1 and t.numel() == 0:
+        t = t.reshape(0, 4)
+    if t.dim() != 2 or t.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4) as (x, y, w, h), got {tuple(t.shape)}")
+    if t.numel() and (not torch.isfinite(t).all() or (t[:, 2:] < 0).any()):
+        raise ValueError("boxes must be finite with w >= 0 and h >= 0")
+    out = t.clone()
+    if legacy_plus_one:
+        out[:, 2:] = t[:, :2] + (t[:, 2:] - 1.0).clamp(min=0.0)
+    else:
+        out[:, 2:] = t[:, :2] + t[:, 2:]
+    return out
+
+
+def xyxy_to_xywh(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Corners to COCO [x, y, w, h]: w = x2 - x1 (+ 1 under ``legacy_plus_one``, Detectron's ``xyxy_to_xywh``)."""
+    b = as_boxes(boxes, "boxes", legacy_plus_one=legacy_plus_one)
+    w, h = box_size(b, legacy_plus_one=legacy_plus_one)
+    return torch.stack([b[:, 0], b[:, 1], w, h], dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Resizing
+# --------------------------------------------------------------------------------------------
+_RESIZE_MODES = ("half_pixel", "align_corners", "asymmetric")
+
+
+def resize_index(index, in_size: int, out_size: int, *, mode: str = "half_pixel") -> torch.Tensor:
+    """Where input pixel ``index`` (its centre) lands in the output pixel grid, as a fractional index.
+
+    * ``half_pixel`` (``align_corners=False``; PIL, OpenCV, Detectron2): continuous x -> s x, so
+      index i -> (i + 0.5) s - 0.5 with s = out / in.
+    * ``align_corners``: the corner pixel centres are pinned: i -> i (out - 1) / (in - 1).
+    * ``asymmetric`` (TF1's default): i -> i s; the image content shifts towards the top-left.
+    """
+    n_in = positive_int(in_size, "in_size")
+    n_out = positive_int(out_size, "out_size")
+    i = as_tensor(index, "index")
+    if mode == "half_pixel":
+        return (i + 0.5) * (n_out / n_in) - 0.5
+    if mode == "align_corners":
+        if n_in == 1:
+            return torch.zeros_like(i)
+        return i * ((n_out - 1) / (n_in - 1))
+    if mode == "asymmetric":
+        return i * (n_out / n_in)
+    raise ValueError(f"mode must be one of {', '.join(_RESIZE_MODES)}; got {mode!r}")
+
+
+def scale_boxes(boxes, scale: float, *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Boxes after resizing the image by ``scale``, as each codebase computes them.
+
+    Both codebases multiply the four numbers by the scale (Detectron: ``boxes * im_scale`` in
+    ``_get_rois_blob`` / ``im_detect_bbox``; Detectron2: ``ResizeTransform.apply_box``). For continuous
+    boxes that is exact. For inclusive boxes it is not: the covered pixels x1..x2 become
+    [s x1, s x2 + 1) in continuous terms instead of [s x1, s (x2 + 1)), an error of (1 - s) pixels
+    at x2 and y2. Use :func:`compare_box` to see it.
+    """
+    s = positive_number(scale, "scale")
+    b = as_boxes(boxes, "boxes", legacy_plus_one=legacy_plus_one)
+    return b * s
+
+
+def compare_box(box: Sequence[float]) -> dict:
+    """One box read under both models: width, height, area, centre and covered continuous extent.
+
+    ``box`` is (x1, y1, x2, y2); the same four numbers are read as Detectron's inclusive indices and
+    as Detectron2's continuous coordinates, which is what happens when a box crosses codebases
+    without conversion.
+    """
+    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box")
+    out = {}
+    for key, plus in (("detectron", True), ("detectron2", False)):
+        w, h = box_size(b, legacy_plus_one=plus)
+        c = box_centre(b, legacy_plus_one=plus)[0]
+        extent = to_continuous(b)[0] if plus else b[0]
+        out[key] = {
+            "width": float(w[0]),
+            "height": float(h[0]),
+            "area": float(w[0] * h[0]),
+            "centre": (float(c[0]), float(c[1])),
+            "continuous_extent": tuple(float(v) for v in extent),
+        }
+    return out
