@@ -7,6 +7,7 @@ from .style import (  # noqa: F401
     convention_style,
     legend_handles,
 )
+from .tables import Table, html_table, table  # noqa: F401
 from .draw import (  # noqa: F401
     PixelGrid,
     BoxArtist,

@@ -33,6 +33,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
 from ..viz.style import apply_style
+from ..viz.tables import html_table  # noqa: F401  (re-exported for dashboards)
 
 __all__ = [
     "Dashboard",
@@ -90,25 +91,6 @@ def checkbox(description: str, value: bool, tooltip: str) -> widgets.Checkbox:
 def toggle(description: str, options, value, tooltip: str) -> widgets.ToggleButtons:
     return widgets.ToggleButtons(options=options, value=value, description=description, tooltip=tooltip,
                                  style={"description_width": "initial", "button_width": "auto"}, layout=_layout())
-
-
-def html_table(rows: Sequence[Sequence[Any]], header: Optional[Sequence[str]] = None, caption: str = "") -> str:
-    """A small HTML table for read-outs; cells are escaped, floats shown with 4 significant digits."""
-
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return html.escape(str(v))
-
-    parts = ['<table style="border-collapse:collapse;font-family:monospace;font-size:13px">']
-    if caption:
-        parts.append(f'<caption style="text-align:left;font-weight:bold">{html.escape(caption)}</caption>')
-    if header:
-        parts.append("<tr>" + "".join(f'<th style="text-align:left;padding:1px 10px 1px 0">{html.escape(h)}</th>' for h in header) + "</tr>")
-    for r in rows:
-        parts.append("<tr>" + "".join(f'<td style="padding:1px 10px 1px 0">{fmt(c)}</td>' for c in r) + "</tr>")
-    parts.append("</table>")
-    return "".join(parts)
 
 
 def _is_widget_canvas(canvas) -> bool:
