@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("module://ipympl.backend_nbagg")  # the backend JupyterLab uses
     names = [n for n in args.only.split(",") if n] or discover()
     unknown = sorted(set(names) - set(discover()))
     if unknown:

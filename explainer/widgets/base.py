@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+import numpy as np
 
 from ..viz.style import apply_style
 from ..viz.tables import html_table  # noqa: F401  (re-exported for dashboards)
@@ -97,6 +98,97 @@ def _is_widget_canvas(canvas) -> bool:
     return isinstance(canvas, widgets.DOMWidget)
 
 
+class CachedFigureDraw:
+    """Redraw only what changed: the figure's static layer is cached as pixels.
+
+    ipympl renders the whole figure with Agg on the kernel for every update, and a full draw of a
+    figure with ticks and a legend costs far more than the few artists a control moves. This wraps
+    ``figure.draw``: every artist that a dashboard mutates (matplotlib marks it ``stale``) becomes
+    ``animated`` and is drawn over a cached copy of the rest. The cache is rebuilt whenever the
+    layout can have changed (figure size, dpi, axis limits, axes positions, tick or legend changes),
+    so what ipympl sends is always the complete image. Dynamic artists are drawn above static ones.
+    """
+
+    def __init__(self, fig):
+        self.fig = fig
+        self._orig_draw = fig.draw
+        self.dynamic: list = []
+        self._dynamic_ids: set = set()
+        self._background = None
+        self._key = None
+        self._primed = False
+        self.full_draws = 0
+        self.fast_draws = 0
+        fig.draw = self.draw
+
+    def _candidates(self):
+        for ax in self.fig.axes:
+            # axis objects turn stale on every set_xlim; what they draw is covered by the layout key
+            axes_objects = {id(ax.xaxis), id(ax.yaxis)}
+            structural = {id(ax.patch), *(id(s) for s in ax.spines.values())}
+            if ax.legend_ is not None:
+                structural.add(id(ax.legend_))
+            for a in ax.get_children():
+                if id(a) not in axes_objects:
+                    yield a, id(a) in structural
+        for a in (*self.fig.texts, *self.fig.lines, *self.fig.patches, *self.fig.images):
+            yield a, False
+        for a in self.fig.legends:
+            yield a, True
+
+    def _scan(self) -> bool:
+        """Mark newly changed artists dynamic; True when the cached background is no longer valid."""
+        invalid = False
+        for a, structural in self._candidates():
+            if not a.stale or id(a) in self._dynamic_ids:
+                continue
+            if structural:
+                invalid = True
+            else:
+                a.set_animated(True)
+                self.dynamic.append(a)
+                self._dynamic_ids.add(id(a))
+                invalid = True
+        return invalid
+
+    def _layout_key(self, renderer):
+        axes = tuple(
+            (tuple(ax.get_position().bounds), tuple(ax.viewLim.bounds), ax.get_visible(),
+             tuple(ax.get_xticks()), tuple(ax.get_yticks()), ax.xaxis.label.get_text(), ax.yaxis.label.get_text(),
+             tuple(t.get_text() for t in ax.get_xticklabels()), tuple(t.get_text() for t in ax.get_yticklabels()))
+            for ax in self.fig.axes
+        )
+        return (getattr(renderer, "width", None), getattr(renderer, "height", None), self.fig.dpi, axes)
+
+    def _draw_dynamic(self, renderer):
+        for a in sorted(self.dynamic, key=lambda a: a.get_zorder()):
+            if a.get_visible():
+                a.draw(renderer)
+
+    def draw(self, renderer):
+        if not self._primed:  # the first draw shows everything as built; changes are tracked from here on
+            self._primed = True
+            self.full_draws += 1
+            return self._orig_draw(renderer)
+        invalid = self._scan()
+        key = self._layout_key(renderer)
+        can_cache = hasattr(renderer, "copy_from_bbox") and renderer is getattr(self.fig.canvas, "renderer", None)
+        if can_cache and not invalid and self._background is not None and key == self._key:
+            renderer.restore_region(self._background)
+            self._draw_dynamic(renderer)
+            self.fig.stale = False
+            self.fast_draws += 1
+            return None
+        self.full_draws += 1
+        out = self._orig_draw(renderer)  # static layer: animated artists are skipped by Axes.draw
+        if can_cache:
+            self._background = renderer.copy_from_bbox(self.fig.bbox)
+            self._key = self._layout_key(renderer)
+        self._draw_dynamic(renderer)
+        self.fig.stale = False
+        return out
+
+
 class Dashboard:
     """Base class of the course's dashboards (see the module docstring for the pattern)."""
 
@@ -106,6 +198,8 @@ class Dashboard:
     title: str = ""
     #: Name of the control that the browser test moves.
     primary: str = ""
+    #: Cache the unchanging part of the figure as pixels (see :class:`CachedFigureDraw`).
+    cache_static_layer: bool = True
 
     def __init__(self, figure_name: Optional[str] = None, **params: Any):
         apply_style()
@@ -124,6 +218,7 @@ class Dashboard:
             plt.close(self.figure_name)  # re-running a cell replaces the figure instead of leaking one
             self.fig = plt.figure(num=self.figure_name, figsize=self.figsize, layout="constrained")
             self.build(self.fig)
+        self.fast_draw = CachedFigureDraw(self.fig) if self.cache_static_layer else None
         self._static_image: Optional[widgets.Image] = None
         canvas = self.fig.canvas
         if _is_widget_canvas(canvas):
@@ -226,9 +321,7 @@ class Dashboard:
 
     def _redraw(self) -> None:
         if self._static_image is not None:
-            buf = io.BytesIO()
-            self.fig.savefig(buf, format="png")
-            self._static_image.value = buf.getvalue()
+            self._static_image.value = self.png()
         else:
             self.fig.canvas.draw_idle()
 
@@ -242,13 +335,26 @@ class Dashboard:
         return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
 
     # -- display ------------------------------------------------------------------------------
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+    def png(self) -> bytes:
+        """The figure as PNG bytes, drawn on the figure's own Agg canvas (reuses the cached static layer)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from PIL import Image
+
+        canvas = self.fig.canvas
+        if isinstance(canvas, FigureCanvasAgg):
+            FigureCanvasAgg.draw(canvas)
+            buf = io.BytesIO()
+            Image.fromarray(np.asarray(canvas.buffer_rgba())).save(buf, format="png")
+            return buf.getvalue()
         buf = io.BytesIO()
         self.fig.savefig(buf, format="png")
+        return buf.getvalue()
+
+    def _repr_mimebundle_(self, **kwargs):
         import base64
 
-        bundle["image/png"] = base64.b64encode(buf.getvalue()).decode("ascii")
+        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+        bundle["image/png"] = base64.b64encode(self.png()).decode("ascii")
         bundle["text/plain"] = self.readout_text or type(self).__name__
         return bundle
 
