@@ -23,12 +23,13 @@ __all__ = [
 
 
 def as_tensor(x, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Convert lists, numpy arrays and tensors to a tensor; float64 stays float64, ints become float32."""
+    """Convert lists, numpy arrays and tensors to a float tensor (integers become float32; float64 stays float64)."""
     if isinstance(x, torch.Tensor):
         t = x
     else:
         try:
-            t = torch.as_tensor(np.asarray(x))
+            # numpy arrays keep their dtype; Python lists follow torch (floats become float32)
+            t = torch.as_tensor(x) if not isinstance(x, np.ndarray) else torch.from_numpy(np.ascontiguousarray(x))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}: {e}") from None
     if dtype is not None:

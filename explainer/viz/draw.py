@@ -48,6 +48,8 @@ class PixelGrid:
         (self.centres,) = ax.plot([], [], linestyle="none", marker=".", markersize=4,
                                   color=STYLE["centre"], zorder=2, label="pixel centres (i + 0.5)")
         self.centres.set_visible(centres)
+        if not centres:
+            self.centres.set_label("_nolegend_")
         self.show_labels = labels
         self._tick_cache = None
         ax.set_aspect("equal")

@@ -166,6 +166,8 @@ class CachedFigureDraw:
                 a.draw(renderer)
 
     def draw(self, renderer):
+        if "draw_path" in vars(renderer):  # a layout pass with drawing disabled (savefig, tight bbox): no pixels
+            return self._orig_draw(renderer)
         if not self._primed:  # the first draw shows everything as built; changes are tracked from here on
             self._primed = True
             self.full_draws += 1

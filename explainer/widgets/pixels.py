@@ -103,14 +103,14 @@ class ResizeDashboard(Dashboard):
 
     def make_controls(self):
         return {
-            "in_size": int_slider("input width (px)", 2, 16, 6, "width of the input row, in pixels"),
-            "out_size": int_slider("output width (px)", 2, 24, 9, "width of the resized row, in pixels"),
+            "in_size": int_slider("input width (px)", 2, 12, 6, "width of the input row, in pixels"),
+            "out_size": int_slider("output width (px)", 2, 16, 9, "width of the resized row, in pixels"),
             "mode": dropdown("mode", [("half_pixel (align_corners=False, PIL, OpenCV)", "half_pixel"),
                                       ("align_corners=True", "align_corners"),
                                       ("asymmetric (TF1 default)", "asymmetric")], "half_pixel",
                              "how output pixel centres are mapped to input coordinates"),
-            "box_x1": int_slider("box first pixel", 0, 15, 1, "the box's first input pixel (inclusive index)"),
-            "box_x2": int_slider("box last pixel", 0, 15, 3, "the box's last input pixel (inclusive index)"),
+            "box_x1": int_slider("box first pixel", 0, 11, 1, "the box's first input pixel (inclusive index)"),
+            "box_x2": int_slider("box last pixel", 0, 11, 3, "the box's last input pixel (inclusive index)"),
         }
 
     def build(self, fig):
@@ -126,10 +126,10 @@ class ResizeDashboard(Dashboard):
         self.box_d2 = BoxArtist(ax, "detectron2", inclusive=False, label="Detectron2 box: coordinates x scale")
         self.box_in = BoxArtist(ax, "detectron2", inclusive=False, label="_nolegend_", linewidth=1.0, fill_alpha=0.05)
         self.box_in.rect.set_linestyle(":")
-        ax.set_yticks([0.5, 2.5], ["output row", "input row\n(drawn at scale s)"])
+        ax.set_yticks([-0.7, -0.25, 0.5, 2.5], ["Detectron box", "Detectron2 box", "output row", "input row (x s)"])
         ax.set_xlabel("x in output pixels (continuous: output pixel j covers [j, j+1))")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8.5)
-        self.ax.set_ylim(4.4, -1.0)
+        self.ax.set_ylim(3.3, -1.1)
 
     def compute(self, in_size, out_size, mode, box_x1, box_x2):
         if box_x2 < box_x1:
@@ -157,11 +157,11 @@ class ResizeDashboard(Dashboard):
         self.cout.set_data(np.arange(m) + 0.5, np.full(m, yo + 0.5))
         self.links.set_segments([((ci, yi + 0.5), (l + 0.5, yo + 0.5)) for ci, l in zip(centres_in, r["lands"])])
         d1, d2 = r["d1"], r["d2"]
-        self.box_d1.set([d1[0], -0.55, d1[2], -0.15])
-        self.box_d2.set([d2[0], 1.15, d2[2], 1.55])
+        self.box_d1.set([d1[0], -0.9, d1[2], -0.5])
+        self.box_d2.set([d2[0], -0.45, d2[2], -0.05])
         b1, b2 = r["box"]
         self.box_in.set([b1 * s, yi, (b2 + 1) * s, yi + 1])
-        self.ax.set_xlim(-0.5, 24.5)  # fixed: a limit change would force a full redraw
+        self.ax.set_xlim(-0.3, 16.3)  # fixed: a limit change would force a full redraw
         self.ax.set_title(f"scale s = {m}/{n} = {s:.3g}; mode {r['mode']}", fontsize=10)
 
     def describe(self, r):
@@ -176,7 +176,7 @@ class ResizeDashboard(Dashboard):
         return html_table(rows, ["", "value"])
 
     def bench_states(self):
-        return [{"out_size": v} for v in range(3, 24, 2)]
+        return [{"out_size": v} for v in range(3, 17)]
 
 
 @register
@@ -204,7 +204,8 @@ class FlipDashboard(Dashboard):
                                   linewidth=1.0, fill_alpha=0.0)
         self.orig_box.rect.set_edgecolor(STYLE["neutral"])
         self.orig_box.rect.set_linestyle(":")
-        self.box1 = BoxArtist(ax, "detectron", inclusive=True, label="Detectron flip, box (W-1-x on indices)")
+        # compute() returns both flipped boxes as continuous extents, so neither adds +1 when drawn
+        self.box1 = BoxArtist(ax, "detectron", inclusive=False, label="Detectron flip, box (W-1-x on indices)")
         self.box2 = BoxArtist(ax, "detectron2", inclusive=False, label="Detectron2 flip, box (W-x on coordinates)")
         kw = dict(fill=False, linewidth=2)
         self.orig_poly = Polygon(np.zeros((3, 2)), closed=True, fill=False, edgecolor=STYLE["neutral"], linestyle=":", linewidth=1)
