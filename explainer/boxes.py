@@ -1,0 +1,532 @@
+"""Box area, IoU, box regression, clipping and NMS, with Detectron's "+1" and without it.
+
+Coordinate conventions used in this module
+------------------------------------------
+Boxes are N x 4 tensors (x1, y1, x2, y2) in image pixels. Every function takes the keyword
+``legacy_plus_one`` (the name of the Caffe2 operators' argument):
+
+* ``legacy_plus_one=False`` (Detectron2, torchvision): continuous coordinates. The image is
+  [0, W] x [0, H], a box's width is ``x2 - x1`` (``detectron2/structures/boxes.py``,
+  ``modeling/box_regression.py``, ``torchvision.ops.nms``).
+* ``legacy_plus_one=True`` (Detectron, ``detectron/utils/boxes.py``, ``cython_bbox.pyx``,
+  ``cython_nms.pyx``): inclusive pixel indices. A box names its first and its last pixel, so its
+  width is ``x2 - x1 + 1`` and the image is [0, W - 1] x [0, H - 1].
+
+The legacy formulas are written out literally below. Most of them are Detectron2's formulas applied
+to :func:`to_continuous` boxes ([x1, y1, x2 + 1, y2 + 1]); the tests prove it. The exceptions:
+
+* :func:`clip`: Detectron clamps all four coordinates to [0, W - 1]; on continuous boxes that keeps
+  a box that lies wholly outside the image one pixel wide, where Detectron2 collapses it to width 0.
+* :func:`nms`: Detectron suppresses at IoU >= threshold, torchvision at IoU > threshold; Detectron
+  returns the kept indices in ascending index order (``np.where``), torchvision in descending score
+  order. Here both return descending score order.
+
+Computations run in the floating dtype of the input (float32 for lists), except the legacy
+:func:`nms`, which runs in float32 as ``cython_nms.pyx`` does. Nothing here imports matplotlib or
+ipywidgets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ._validate import as_boxes, as_tensor, finite_number, image_size, probability
+from .pixels import to_continuous, to_inclusive
+
+__all__ = [
+    "to_continuous",
+    "to_inclusive",
+    "DEFAULT_SCALE_CLAMP",
+    "area",
+    "pairwise_iou",
+    "encode",
+    "decode",
+    "clip",
+    "nonempty",
+    "nms",
+    "nms_threshold_as_strict",
+    "iou_by_size",
+    "regression_drift",
+    "legacy_plus_one_op_checks",
+]
+
+#: ``log(1000 / 16)``: Detectron's ``cfg.BBOX_XFORM_CLIP`` and Detectron2's ``_DEFAULT_SCALE_CLAMP``
+#: (no predicted box grows more than 1000/16 times its proposal).
+DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
+
+
+def _boxes(b, name: str, legacy_plus_one: bool) -> torch.Tensor:
+    return as_boxes(b, name, legacy_plus_one=legacy_plus_one)
+
+
+def _weights(weights) -> Tuple[float, float, float, float]:
+    try:
+        w = tuple(float(finite_number(v, "weights")) for v in weights)
+    except TypeError:
+        raise ValueError(f"weights must be four numbers (wx, wy, ww, wh), got {weights!r}") from None
+    if len(w) != 4 or any(v <= 0 for v in w):
+        raise ValueError(f"weights must be four positive numbers (wx, wy, ww, wh), got {weights!r}")
+    return w  # type: ignore[return-value]
+
+
+def _same_float(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    dt = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dt), b.to(dt)
+
+
+# --------------------------------------------------------------------------------------------
+# Area and IoU
+# --------------------------------------------------------------------------------------------
+def area(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Box areas, N, in square image pixels.
+
+    Detectron ``boxes_area``: (x2 - x1 + 1) * (y2 - y1 + 1).
+    Detectron2 ``Boxes.area``: (x2 - x1) * (y2 - y1).
+    """
+    b = _boxes(boxes, "boxes", legacy_plus_one)
+    if legacy_plus_one:
+        return (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
+def pairwise_iou(a, b, *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Intersection over union of every box of ``a`` (N x 4) with every box of ``b`` (M x 4): N x M.
+
+    Detectron (``cython_bbox.pyx:bbox_overlaps``): iw = min(x2) - max(x1) + 1, ih likewise; the
+    overlap is iw*ih / (area_a + area_b - iw*ih) with +1 areas when iw > 0 and ih > 0, else 0.
+    Touching boxes such as [0, 0, 10, 10] and [10, 0, 20, 10] share pixel column 10: IoU 1/21.
+
+    Detectron2 (``pairwise_iou``): iw = max(0, min(x2) - max(x1)), likewise ih; inter / union when
+    inter > 0, else 0. Touching boxes have IoU 0.
+    """
+    a = _boxes(a, "a", legacy_plus_one)
+    b = _boxes(b, "b", legacy_plus_one)
+    a, b = _same_float(a, b)
+    if legacy_plus_one:
+        iw = torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0]) + 1
+        ih = torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1]) + 1
+        area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
+        area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+        inter = iw * ih
+        ua = area_a[:, None] + area_b[None, :] - inter
+        overlap = (iw > 0) & (ih > 0)
+        return torch.where(overlap, inter / torch.where(overlap, ua, torch.ones_like(ua)), torch.zeros_like(inter))
+    wh = (torch.minimum(a[:, None, 2:], b[None, :, 2:]) - torch.maximum(a[:, None, :2], b[None, :, :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    pos = inter > 0
+    return torch.where(pos, inter / torch.where(pos, union, torch.ones_like(union)), torch.zeros_like(inter))
+
+
+# --------------------------------------------------------------------------------------------
+# Box regression
+# --------------------------------------------------------------------------------------------
+def encode(boxes, targets, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Regression deltas (dx, dy, dw, dh), N x 4, that move each box (N x 4) onto its target (N x 4).
+
+    Detectron ``bbox_transform_inv`` (``legacy_plus_one=True``)::
+
+        w = x2 - x1 + 1.0;  cx = x1 + 0.5 * w          (same for the target: gw, gcx)
+        dx = wx * (gcx - cx) / w;  dw = ww * log(gw / w)
+
+    Detectron2 ``Box2BoxTransform.get_deltas``: the same with w = x2 - x1.
+    ``weights`` are (wx, wy, ww, wh): (10, 10, 5, 5) for the box head (``BBOX_REG_WEIGHTS``),
+    (1, 1, 1, 1) for the RPN. Widths must be positive (Detectron2 asserts it).
+    """
+    src = _boxes(boxes, "boxes", legacy_plus_one)
+    tgt = _boxes(targets, "targets", legacy_plus_one)
+    if src.shape[0] != tgt.shape[0]:
+        raise ValueError(f"targets must have one row per box: got {tgt.shape[0]} targets for {src.shape[0]} boxes")
+    wx, wy, ww, wh = _weights(weights)
+    src, tgt = _same_float(src, tgt)
+    if legacy_plus_one:
+        ex_w = src[:, 2] - src[:, 0] + 1.0
+        ex_h = src[:, 3] - src[:, 1] + 1.0
+        gt_w = tgt[:, 2] - tgt[:, 0] + 1.0
+        gt_h = tgt[:, 3] - tgt[:, 1] + 1.0
+    else:
+        ex_w = src[:, 2] - src[:, 0]
+        ex_h = src[:, 3] - src[:, 1]
+        gt_w = tgt[:, 2] - tgt[:, 0]
+        gt_h = tgt[:, 3] - tgt[:, 1]
+    for name, w in (("boxes", ex_w), ("boxes", ex_h), ("targets", gt_w), ("targets", gt_h)):
+        if w.numel() and not (w > 0).all():
+            bad = int((w <= 0).nonzero()[0])
+            need = "x2 - x1 + 1 > 0" if legacy_plus_one else "x2 - x1 > 0 and y2 - y1 > 0"
+            raise ValueError(f"{name} must have positive widths and heights ({need}) to be encoded; row {bad} has none")
+    ex_cx = src[:, 0] + 0.5 * ex_w
+    ex_cy = src[:, 1] + 0.5 * ex_h
+    gt_cx = tgt[:, 0] + 0.5 * gt_w
+    gt_cy = tgt[:, 1] + 0.5 * gt_h
+    dx = wx * (gt_cx - ex_cx) / ex_w
+    dy = wy * (gt_cy - ex_cy) / ex_h
+    dw = ww * torch.log(gt_w / ex_w)
+    dh = wh * torch.log(gt_h / ex_h)
+    return torch.stack((dx, dy, dw, dh), dim=1)
+
+
+def decode(deltas, boxes, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = DEFAULT_SCALE_CLAMP,
+           *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Apply regression deltas (N x 4k: k boxes per row, e.g. one per class) to boxes (N x 4): N x 4k.
+
+    Detectron ``bbox_transform`` (``legacy_plus_one=True``)::
+
+        w = x2 - x1 + 1.0;  cx = x1 + 0.5 * w
+        dw = min(dw / ww, BBOX_XFORM_CLIP)                  # log(1000/16)
+        pcx = dx / wx * w + cx;  pw = exp(dw) * w
+        x1' = pcx - 0.5 * pw;  x2' = pcx + 0.5 * pw - 1     # "'- 1' is correct"
+
+    Detectron2 ``Box2BoxTransform.apply_deltas``: w = x2 - x1 and x2' = pcx + 0.5 * pw (no - 1);
+    ``scale_clamp`` is its ``_DEFAULT_SCALE_CLAMP``, the same log(1000/16).
+    """
+    b = _boxes(boxes, "boxes", legacy_plus_one)
+    d = as_tensor(deltas, "deltas")
+    if d.dim() == 1 and d.numel() == 0:
+        d = d.reshape(0, 4)
+    if d.dim() != 2 or d.shape[1] == 0 or d.shape[1] % 4:
+        raise ValueError(f"deltas must have shape (N, 4k) as (dx, dy, dw, dh) per box, got shape {tuple(d.shape)}")
+    if d.numel() and not torch.isfinite(d).all():
+        raise ValueError("deltas must be finite")
+    if d.shape[0] != b.shape[0]:
+        raise ValueError(f"deltas must have one row per box: got {d.shape[0]} rows for {b.shape[0]} boxes")
+    wx, wy, ww, wh = _weights(weights)
+    clamp = finite_number(scale_clamp, "scale_clamp")
+    d, b = _same_float(d, b)
+    if legacy_plus_one:
+        widths = b[:, 2] - b[:, 0] + 1.0
+        heights = b[:, 3] - b[:, 1] + 1.0
+    else:
+        widths = b[:, 2] - b[:, 0]
+        heights = b[:, 3] - b[:, 1]
+    ctr_x = b[:, 0] + 0.5 * widths
+    ctr_y = b[:, 1] + 0.5 * heights
+    dx = d[:, 0::4] / wx
+    dy = d[:, 1::4] / wy
+    dw = torch.clamp(d[:, 2::4] / ww, max=clamp)
+    dh = torch.clamp(d[:, 3::4] / wh, max=clamp)
+    pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
+    pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
+    pred_w = torch.exp(dw) * widths[:, None]
+    pred_h = torch.exp(dh) * heights[:, None]
+    x1 = pred_ctr_x - 0.5 * pred_w
+    y1 = pred_ctr_y - 0.5 * pred_h
+    if legacy_plus_one:
+        x2 = pred_ctr_x + 0.5 * pred_w - 1
+        y2 = pred_ctr_y + 0.5 * pred_h - 1
+    else:
+        x2 = pred_ctr_x + 0.5 * pred_w
+        y2 = pred_ctr_y + 0.5 * pred_h
+    return torch.stack((x1, y1, x2, y2), dim=-1).reshape(d.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Clipping and small-box filtering
+# --------------------------------------------------------------------------------------------
+def clip(boxes, image_size_hw, *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Clamp boxes (N x 4) into an image of ``image_size_hw = (height, width)``: N x 4.
+
+    Detectron ``clip_tiled_boxes`` / ``clip_boxes_to_image``: all four coordinates to
+    [0, W - 1] x [0, H - 1] (the last pixel index). Detectron2 ``Boxes.clip((h, w))``: all four to
+    [0, W] x [0, H]. A box touching the right border therefore ends at x2 = W - 1 in one and W in the
+    other (the same pixels), but a box starting beyond W - 1 keeps x1 = W - 1 in Detectron only.
+    """
+    h, w = image_size(image_size_hw, "image_size")
+    b = _boxes(boxes, "boxes", legacy_plus_one)
+    top_x, top_y = (w - 1, h - 1) if legacy_plus_one else (w, h)
+    out = b.clone()
+    out[:, 0::2] = b[:, 0::2].clamp(min=0, max=top_x)
+    out[:, 1::2] = b[:, 1::2].clamp(min=0, max=top_y)
+    return out
+
+
+def nonempty(boxes, min_size: float = 0.0, *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Indices (int64) of the boxes larger than ``min_size`` in both directions.
+
+    Detectron ``filter_small_boxes``: keep (x2 - x1 + 1 > min_size) and (y2 - y1 + 1 > min_size).
+    Detectron2 ``Boxes.nonempty(threshold)``: keep (x2 - x1 > threshold) and (y2 - y1 > threshold).
+    """
+    b = _boxes(boxes, "boxes", legacy_plus_one)
+    t = finite_number(min_size, "min_size")
+    extra = 1.0 if legacy_plus_one else 0.0
+    keep = (b[:, 2] - b[:, 0] + extra > t) & (b[:, 3] - b[:, 1] + extra > t)
+    return keep.nonzero().flatten()
+
+
+# --------------------------------------------------------------------------------------------
+# NMS
+# --------------------------------------------------------------------------------------------
+def nms_threshold_as_strict(iou_threshold: float) -> float:
+    """The threshold t' for which ``ovr > t'`` holds exactly when ``ovr >= iou_threshold``, for float32 ovr.
+
+    ``cython_nms.pyx`` and torchvision's CPU kernel both compute the overlap ``ovr`` in float32 and
+    compare it with a double threshold. Every float32 value x satisfies x >= t exactly when
+    x >= c, where c is the smallest float32 >= t; and x >= c exactly when x > c_, where c_ is the
+    float32 just below c (no float32 lies between them). So t' = c_, returned as a double, turns
+    Detectron's ``>=`` into torchvision's ``>`` without changing a single decision.
+    """
+    c = _ceil_float32(probability(iou_threshold, "iou_threshold"))
+    return float(np.nextafter(c, np.float32(-np.inf)))
+
+
+def _ceil_float32(t: float) -> np.float32:
+    """The smallest float32 >= t: for a float32 x, ``x >= t`` (compared in double) is ``x >= _ceil_float32(t)``.
+
+    (torch compares a float32 tensor with a Python float in float32, rounding the threshold to
+    nearest; this keeps the comparison exact.)
+    """
+    c = np.float32(t)
+    if float(c) < t:  # float32 rounding went down: the smallest float32 >= t is the next one up
+        c = np.nextafter(c, np.float32(np.inf))
+    return c
+
+
+def _legacy_order(scores: torch.Tensor) -> torch.Tensor:
+    """Detectron's ``scores.argsort()[::-1]`` with a stable sort: equal scores go higher index first."""
+    return torch.argsort(scores, stable=True).flip(0)
+
+
+_EXACT_GRID_BITS = 22
+
+
+def _on_exact_grid(b32: torch.Tensor) -> bool:
+    """True when float32 arithmetic on x2 + 1 and on x2 - x1 + 1 cannot round (see :func:`nms`).
+
+    That is the case when every coordinate is a multiple of 2^-k with |x| * 2^k <= 2^22 for one k
+    (e.g. whole pixel indices below 4 million): then every sum and difference the two kernels form
+    is an integer multiple of 2^-k below 2^24 in magnitude, which float32 holds exactly.
+    """
+    if b32.numel() == 0:
+        return True
+    x = b32.to(torch.float64)
+    m = float(x.abs().max()) + 1.0
+    k = _EXACT_GRID_BITS - math.ceil(math.log2(m)) if m > 0 else _EXACT_GRID_BITS
+    if k < 0:
+        return False
+    scaled = x * (2.0 ** k)
+    return bool((scaled == torch.round(scaled)).all())
+
+
+def _legacy_keep_holds(b32: torch.Tensor, kept_rank: torch.Tensor, thresh: float,
+                       chunk: int = 256) -> bool:
+    """Check a candidate result against Detectron's arithmetic: the greedy NMS result is the only set K
+    such that a box is in K exactly when no earlier box of K overlaps it with IoU >= thresh.
+
+    ``b32``: boxes in processing order (float32); ``kept_rank``: positions in that order of K.
+    Overlaps are computed with the literal float32 formulas of ``cython_nms.pyx``.
+    """
+    n = b32.shape[0]
+    thresh32 = torch.tensor(_ceil_float32(thresh))
+    x1, y1, x2, y2 = b32.unbind(1)
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    suppressed = torch.zeros(n, dtype=torch.bool)
+    pos = torch.arange(n)
+    # only columns that can overlap a chunk need looking at: sort columns by x1 once
+    xs, xorder = torch.sort(x1)
+    max_w = float((x2 - x1).max()) + 1.0 if n else 0.0
+    # chunks of kept boxes that lie close together, so that each chunk meets few columns
+    by_x = kept_rank[torch.argsort(x1[kept_rank])]
+    for s in range(0, by_x.numel(), chunk):
+        rows = by_x[s:s + chunk]
+        if thresh > 0:
+            lo = int(torch.searchsorted(xs, x1[rows].min() - max_w - 1.0))
+            hi = int(torch.searchsorted(xs, x2[rows].max() + 1.0, right=True))
+            cols = xorder[lo:hi]
+        else:  # IoU 0 >= 0 suppresses even disjoint boxes: every column counts
+            cols = pos
+        shape = (rows.numel(), cols.numel())
+        # explicit expand: torch's broadcasting min/max is far slower than on expanded views
+
+        def r(v):
+            return v[rows, None].expand(shape)
+
+        def c(v):
+            return v[None, cols].expand(shape)
+
+        w = (torch.minimum(r(x2), c(x2)) - torch.maximum(r(x1), c(x1)) + 1).clamp(min=0)
+        h = (torch.minimum(r(y2), c(y2)) - torch.maximum(r(y1), c(y1)) + 1).clamp(min=0)
+        inter = w * h
+        ovr = inter / (r(areas) + c(areas) - inter)
+        hit = (ovr >= thresh32) & (r(pos) < c(pos))
+        suppressed[cols] |= hit.any(0)
+    is_kept = torch.zeros(n, dtype=torch.bool)
+    is_kept[kept_rank] = True
+    return bool((suppressed == ~is_kept).all())
+
+
+def _legacy_nms_greedy(b32: torch.Tensor, thresh: float) -> torch.Tensor:
+    """Detectron's greedy loop, vectorised over the boxes after the current one (boxes in processing order)."""
+    n = b32.shape[0]
+    thresh32 = torch.tensor(_ceil_float32(thresh))
+    x1, y1, x2, y2 = b32.unbind(1)
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    suppressed = torch.zeros(n, dtype=torch.bool)
+    keep = []
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        rest = slice(i + 1, n)
+        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest]) + 1).clamp(min=0)
+        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest]) + 1).clamp(min=0)
+        inter = w * h
+        ovr = inter / (areas[i] + areas[rest] - inter)
+        suppressed[rest] |= ovr >= thresh32
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def nms(boxes, scores, iou_threshold: float, *, legacy_plus_one: bool = False) -> torch.Tensor:
+    """Greedy non-maximum suppression: indices (int64) of the kept boxes, in descending score order.
+
+    ``boxes``: N x 4; ``scores``: N; ``iou_threshold`` in [0, 1].
+
+    Detectron2 (``legacy_plus_one=False``) calls ``torchvision.ops.nms``: no +1, a box is suppressed
+    when its IoU with a kept, higher-scoring box is **> iou_threshold**.
+
+    Detectron (``cython_nms.pyx:nms``, ``legacy_plus_one=True``), in float32::
+
+        areas = (x2 - x1 + 1) * (y2 - y1 + 1);  order = scores.argsort()[::-1]
+        for each i in order, unless suppressed:
+            w = max(0, min(x2[i], x2[j]) - max(x1[i], x1[j]) + 1)   (h likewise)
+            ovr = w*h / (areas[i] + areas[j] - w*h)
+            suppress every later j with ovr >= thresh
+
+    Detectron returns ``np.where(suppressed == 0)`` (ascending index); sort the result to compare.
+    Among equal scores Detectron's order is whatever numpy's sort leaves (reversed: the higher index
+    first while numpy's quicksort is an insertion sort, up to 16 boxes); here it is always the higher
+    index first, as a stable ``argsort()[::-1]`` gives.
+
+    How it is computed fast: the legacy arithmetic on a box is torchvision's on [x1, y1, x2 + 1, y2 + 1],
+    and ``>= t`` is ``> t'`` with t' from :func:`nms_threshold_as_strict`; so torchvision runs on the
+    shifted boxes, fed in Detectron's order. When the coordinates lie on a grid where float32 cannot
+    round x2 + 1 or x2 - x1 + 1 (whole pixels, for instance) the result is exact by construction;
+    otherwise it is checked against the literal float32 formulas and, in the rare case that a one-ulp
+    rounding difference changes a decision, recomputed with the literal loop.
+    """
+    import torchvision
+
+    b = _boxes(boxes, "boxes", legacy_plus_one)
+    s = as_tensor(scores, "scores")
+    if s.dim() == 0 or (s.dim() != 1 and not (s.dim() == 2 and s.shape[1] == 1)):
+        raise ValueError(f"scores must have shape (N,), got {tuple(s.shape)}")
+    s = s.reshape(-1)
+    if s.numel() != b.shape[0]:
+        raise ValueError(f"scores must have one value per box: got {s.numel()} scores for {b.shape[0]} boxes")
+    if s.numel() and not torch.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    t = probability(iou_threshold, "iou_threshold")
+    if b.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    if not legacy_plus_one:
+        b, s = _same_float(b, s)
+        return torchvision.ops.nms(b, s, t)
+
+    order = _legacy_order(s)
+    b32 = b.to(torch.float32)[order]
+    shifted = b32 + b32.new_tensor([0.0, 0.0, 1.0, 1.0])
+    # distinct scores in processing order make torchvision follow exactly that order
+    rank_scores = torch.arange(b32.shape[0], 0, -1, dtype=torch.float32)
+    kept_rank = torchvision.ops.nms(shifted, rank_scores, nms_threshold_as_strict(t))
+    if not (_on_exact_grid(b32) or _legacy_keep_holds(b32, kept_rank, t)):
+        kept_rank = _legacy_nms_greedy(b32, t)
+    return order[kept_rank]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers for the chapter's figures and tables
+# --------------------------------------------------------------------------------------------
+def iou_by_size(sizes, shift: float = 1.0, *, diagonal: bool = False) -> Dict[str, torch.Tensor]:
+    """IoU of a square box of each size with the same box moved ``shift`` pixels, under both conventions.
+
+    ``sizes``: K box sides in image pixels (the four numbers are [0, 0, s, s] and [d, 0, s + d, s], or
+    shifted along both axes with ``diagonal``). Returns float64 tensors of K values:
+    ``detectron``, ``detectron2`` and ``relative_difference`` = (Detectron - Detectron2) / Detectron2
+    (infinite where Detectron2's IoU is 0).
+    """
+    sz = as_tensor(sizes, "sizes", dtype=torch.float64).reshape(-1)
+    if sz.numel() and (not torch.isfinite(sz).all() or (sz <= 0).any()):
+        raise ValueError("sizes must be positive, finite box sides in pixels")
+    d = finite_number(shift, "shift")
+    dy = d if diagonal else 0.0
+    zeros = torch.zeros_like(sz)
+    a = torch.stack([zeros, zeros, sz, sz], 1)
+    b = torch.stack([zeros + d, zeros + dy, sz + d, sz + dy], 1)
+    out = {key: pairwise_iou(a, b, legacy_plus_one=plus).diagonal() for key, plus in (("detectron", True), ("detectron2", False))}
+    d2 = out["detectron2"]
+    out["relative_difference"] = torch.where(d2 > 0, (out["detectron"] - d2) / torch.where(d2 > 0, d2, torch.ones_like(d2)),
+                                             torch.full_like(d2, math.inf))
+    return out
+
+
+def regression_drift(proposals, targets, weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0)) -> Dict[str, torch.Tensor]:
+    """What a Detectron-trained box head asks for, and what Detectron2's decoder makes of it.
+
+    The head learned Detectron's deltas: ``encode(proposals, targets, legacy_plus_one=True)``.
+    Decoding them with Detectron's formula on the same proposals gives the targets back; decoding
+    them with Detectron2's formula on the same four numbers does not. Returns N x 4 tensors:
+    ``deltas``, ``detectron`` (legacy decode), ``detectron2`` (Detectron2 decode of the same numbers),
+    ``detectron2_mapped`` (Detectron2 decode of ``to_continuous(proposals)``, shown back as inclusive
+    indices) and ``drift`` = detectron2 - detectron, in image pixels.
+    """
+    p = _boxes(proposals, "proposals", True)
+    deltas = encode(p, targets, weights, legacy_plus_one=True)
+    legacy = decode(deltas, p, weights, legacy_plus_one=True)
+    d2 = decode(deltas, p, weights)
+    mapped = to_inclusive(decode(deltas, to_continuous(p), weights))
+    return {"deltas": deltas, "detectron": legacy, "detectron2": d2, "detectron2_mapped": mapped, "drift": d2 - legacy}
+
+
+def legacy_plus_one_op_checks() -> List[Dict[str, object]]:
+    """One live check per Caffe2 operator that gained ``legacy_plus_one``, computed with this module.
+
+    Returns one dict per operator of ``explainer.export_ops.CAFFE2_LEGACY_PLUS_ONE_OPS`` (same order),
+    with ``op``, ``check`` (what is computed), ``detectron`` and ``detectron2`` (the two values, as
+    text) and ``differs`` (bool).
+    """
+    from .export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS
+
+    anchor = torch.tensor([[0.0, 0.0, 15.0, 15.0]])
+    rpn_delta = torch.tensor([[0.1, -0.1, 0.2, 0.1]])
+    proposal = torch.tensor([[20.0, 30.0, 79.0, 99.0]])
+    head_delta = torch.tensor([[1.0, -0.5, 0.5, -0.25]])
+    pair = torch.tensor([[10.0, 20.0, 18.0, 24.0], [12.0, 18.0, 18.0, 25.0]])
+    pair_scores = torch.tensor([0.8, 0.9])
+    level_box = torch.tensor([[10.0, 10.0, 121.0, 121.0]])
+    out = []
+
+    def fmt(t):
+        return "[" + ", ".join(f"{v:.3f}".rstrip("0").rstrip(".") for v in t.tolist()) + "]"
+
+    for op in CAFFE2_LEGACY_PLUS_ONE_OPS:
+        kind = op["live_check"]
+        if op["op"] == "GenerateProposals":
+            legacy = clip(decode(rpn_delta, anchor, legacy_plus_one=True), (16, 16), legacy_plus_one=True)[0]
+            d2 = clip(decode(rpn_delta, anchor), (16, 16))[0]
+            check = "anchor [0, 0, 15, 15], RPN deltas [0.1, -0.1, 0.2, 0.1], weights 1: decode, clip to a 16 x 16 image"
+            row = (fmt(legacy), fmt(d2), not torch.equal(legacy, d2))
+        elif kind == "decode":
+            legacy = decode(head_delta, proposal, (10, 10, 5, 5), legacy_plus_one=True)[0]
+            d2 = decode(head_delta, proposal, (10, 10, 5, 5))[0]
+            check = "proposal [20, 30, 79, 99], deltas [1, -0.5, 0.5, -0.25], weights (10, 10, 5, 5): decode"
+            row = (fmt(legacy), fmt(d2), not torch.equal(legacy, d2))
+        elif kind == "nms":
+            legacy = sorted(nms(pair, pair_scores, 0.5, legacy_plus_one=True).tolist())
+            d2 = sorted(nms(pair, pair_scores, 0.5).tolist())
+            iou1 = float(pairwise_iou(pair[:1], pair[1:], legacy_plus_one=True))
+            iou2 = float(pairwise_iou(pair[:1], pair[1:]))
+            check = "boxes [10, 20, 18, 24] (score 0.8) and [12, 18, 18, 25] (0.9), NMS at 0.5: kept"
+            row = (f"{legacy} (IoU {iou1:.4f})", f"{d2} (IoU {iou2:.4f})", legacy != d2)
+        elif kind == "area":
+            a1 = float(area(level_box, legacy_plus_one=True)[0])
+            a2 = float(area(level_box)[0])
+            check = "box [10, 10, 121, 121]: sqrt(area), which picks the FPN level (boundary 224 / 2 = 112)"
+            row = (f"{math.sqrt(a1):g}", f"{math.sqrt(a2):g}", a1 != a2)
+        else:  # a check this module cannot compute
+            check, row = "not computed here", ("", "", False)
+        out.append({"op": op["op"], "check": check, "detectron": row[0], "detectron2": row[1], "differs": row[2]})
+    return out

@@ -1,0 +1,437 @@
+"""Chapter 2: box area, IoU, regression, clipping and NMS under Detectron's +1 and without it.
+
+Golden values come from the original code (tests/data/boxes/README.md); NMS is checked against
+torchvision (the operator Detectron2 calls) and against ``reference_cython_nms`` below, a simple
+loop written from the semantics of Detectron's ``cython_nms.pyx``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from explainer import boxes
+from tests.conftest import load_golden
+
+G = load_golden("boxes/boxes_legacy_vs_d2.json")
+SRC = torch.tensor(G["inputs"]["src_boxes"])
+TGT = torch.tensor(G["inputs"]["tgt_boxes"])
+DELTAS = torch.tensor(G["inputs"]["fixed_deltas"])
+LEG, D2 = G["legacy"], G["d2"]
+WEIGHTS = ["10_10_5_5", "1_1_1_1"]
+
+
+def close(actual, expected, atol=1e-5, rtol=1e-5):
+    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64),
+                               atol=atol, rtol=rtol)
+
+
+# ---------------------------------------------------------------- the legacy NMS, written independently
+def reference_cython_nms(dets, scores, thresh):
+    """Detectron's ``cython_nms.nms`` semantics, one pair at a time in float32. Returns the kept set."""
+    d = np.asarray(dets, dtype=np.float32)
+    s = np.asarray(scores, dtype=np.float32)
+    one = np.float32(1)
+    x1, y1, x2, y2 = d[:, 0], d[:, 1], d[:, 2], d[:, 3]
+    areas = (x2 - x1 + one) * (y2 - y1 + one)
+    order = np.argsort(s, kind="stable")[::-1]
+    suppressed = np.zeros(len(d), dtype=bool)
+    for _i in range(len(d)):
+        i = order[_i]
+        if suppressed[i]:
+            continue
+        for _j in range(_i + 1, len(d)):
+            j = order[_j]
+            if suppressed[j]:
+                continue
+            w = max(np.float32(0), np.float32(min(x2[i], x2[j]) - max(x1[i], x1[j])) + one)
+            h = max(np.float32(0), np.float32(min(y2[i], y2[j]) - max(y1[i], y1[j])) + one)
+            inter = np.float32(w * h)
+            ovr = np.float32(inter / np.float32(np.float32(areas[i] + areas[j]) - inter))
+            if float(ovr) >= thresh:
+                suppressed[j] = True
+    return set(np.where(~suppressed)[0].tolist()), order
+
+
+# ---------------------------------------------------------------- goldens from the original code
+def test_area_matches_both_codebases():
+    close(boxes.area(SRC, legacy_plus_one=True), LEG["area_src"])
+    close(boxes.area(TGT, legacy_plus_one=True), LEG["area_tgt"])
+    close(boxes.area(SRC), D2["area_src"])
+    close(boxes.area(TGT), D2["area_tgt"])
+
+
+def test_iou_matches_both_codebases():
+    close(boxes.pairwise_iou(SRC, TGT, legacy_plus_one=True), LEG["iou_matrix_src_x_tgt"])
+    close(boxes.pairwise_iou(SRC, TGT), D2["iou_matrix_src_x_tgt"])
+    close(boxes.pairwise_iou(SRC, TGT, legacy_plus_one=True).diagonal(), LEG["iou_pairs"])
+    close(boxes.pairwise_iou(SRC, TGT).diagonal(), D2["iou_pairs"])
+
+
+@pytest.mark.parametrize("key", WEIGHTS)
+def test_encode_matches_both_codebases(key):
+    w = LEG["transforms"][key]["weights"]
+    close(boxes.encode(SRC, TGT, w, legacy_plus_one=True), LEG["transforms"][key]["encode_deltas_src_to_tgt"])
+    idx = D2["encode_valid_pair_indices"]
+    expected = [D2["transforms"][key]["get_deltas_src_to_tgt"][i] for i in idx]
+    close(boxes.encode(SRC[idx], TGT[idx], w), expected)
+
+
+@pytest.mark.parametrize("key", WEIGHTS)
+def test_decode_matches_both_codebases(key):
+    w = LEG["transforms"][key]["weights"]
+    close(boxes.decode(DELTAS, SRC, w, legacy_plus_one=True), LEG["transforms"][key]["decode_fixed_deltas"], atol=1e-4)
+    close(boxes.decode(DELTAS, SRC, w), D2["transforms"][key]["apply_deltas_fixed_deltas"], atol=1e-4)
+    # round trips: decode(encode(src -> tgt)) gives tgt back
+    legacy_rt = boxes.decode(boxes.encode(SRC, TGT, w, legacy_plus_one=True), SRC, w, legacy_plus_one=True)
+    close(legacy_rt, LEG["transforms"][key]["decode_roundtrip"], atol=1e-4)
+    idx = D2["encode_valid_pair_indices"]
+    d2_rt = boxes.decode(boxes.encode(SRC[idx], TGT[idx], w), SRC[idx], w)
+    close(d2_rt, [D2["transforms"][key]["apply_deltas_roundtrip"][i] for i in idx], atol=1e-4)
+
+
+@pytest.mark.parametrize("key", WEIGHTS)
+def test_legacy_deltas_through_detectron2_decoder_match_original(key):
+    w = LEG["transforms"][key]["weights"]
+    got = boxes.regression_drift(SRC, TGT, w)
+    close(got["detectron2"], D2["transforms"][key]["apply_deltas_on_LEGACY_encoded_deltas"], atol=1e-4)
+    # the legacy decoder gives the targets back, so the drift is Detectron2's output minus the targets
+    close(got["drift"], (torch.tensor(D2["transforms"][key]["apply_deltas_on_LEGACY_encoded_deltas"]) - TGT).tolist(),
+          atol=2e-4)
+
+
+def test_scale_clamp_is_log_1000_over_16_in_both():
+    assert boxes.DEFAULT_SCALE_CLAMP == pytest.approx(LEG["BBOX_XFORM_CLIP"], abs=1e-12)
+    assert boxes.DEFAULT_SCALE_CLAMP == pytest.approx(D2["transforms"]["10_10_5_5"]["scale_clamp"], abs=1e-12)
+
+
+def test_clip_matches_both_codebases():
+    c = LEG["clip"]
+    close(boxes.clip(c["boxes"], c["image_hw"], legacy_plus_one=True), c["clip_tiled_boxes"])
+    close(boxes.clip(c["boxes"], c["image_hw"], legacy_plus_one=True), c["clip_boxes_to_image"])
+    c = D2["clip"]
+    close(boxes.clip(c["boxes"], c["image_hw"]), c["Boxes.clip"])
+
+
+@pytest.mark.parametrize("size", ["0.0", "1.0", "2.0"])
+def test_small_box_filters_match_both_codebases(size):
+    f = LEG["filter_small_boxes"]
+    assert boxes.nonempty(f["boxes"], float(size), legacy_plus_one=True).tolist() == f["keep_by_min_size"][size]
+    n = D2["nonempty"]
+    assert boxes.nonempty(n["boxes"], float(size)).tolist() == n["keep_by_threshold"][size]
+
+
+# ---------------------------------------------------------------- worked numbers derived by hand
+def test_worked_examples_from_the_reference():
+    a, b = torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[1.0, 1, 11, 11]])
+    assert boxes.area(a, legacy_plus_one=True).item() == 121 and boxes.area(a).item() == 100
+    # legacy: inter 10*10, union 121 + 121 - 100 = 142; D2: 81 / (100 + 100 - 81) = 81/119
+    assert boxes.pairwise_iou(a, b, legacy_plus_one=True).item() == pytest.approx(100 / 142, rel=1e-6)
+    assert boxes.pairwise_iou(a, b).item() == pytest.approx(81 / 119, rel=1e-6)
+    # encode with (10, 10, 5, 5): legacy dx = 10 * 1 / 11, D2 dx = 10 * 1 / 10
+    torch.testing.assert_close(boxes.encode(a, b, (10, 10, 5, 5), legacy_plus_one=True), torch.tensor([[10 / 11, 10 / 11, 0, 0]]))
+    torch.testing.assert_close(boxes.encode(a, b, (10, 10, 5, 5)), torch.tensor([[1.0, 1.0, 0, 0]]))
+    # decode [0.5, -0.3, 0.2, -0.1]: legacy x1 = 6.05 - 0.5 * 11 e^0.04
+    d = torch.tensor([[0.5, -0.3, 0.2, -0.1]])
+    x1 = boxes.decode(d, a, (10, 10, 5, 5), legacy_plus_one=True)[0, 0].item()
+    assert x1 == pytest.approx(6.05 - 0.5 * 11 * math.exp(0.04), abs=1e-5)
+    x2 = boxes.decode(d, a, (10, 10, 5, 5), legacy_plus_one=True)[0, 2].item()
+    assert x2 == pytest.approx(6.05 + 0.5 * 11 * math.exp(0.04) - 1, abs=1e-5)
+
+
+def test_touching_boxes_have_iou_one_over_21_only_in_detectron():
+    a, b = torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([[10.0, 0, 20, 10]])
+    # they share pixel column 10: 11 pixels out of 121 + 121 - 11 = 231
+    assert boxes.pairwise_iou(a, b, legacy_plus_one=True).item() == pytest.approx(1 / 21, rel=1e-6)
+    assert boxes.pairwise_iou(a, b).item() == 0.0
+
+
+def test_clip_at_the_border_by_hand():
+    # conventions.md: [100, 90, 130, 110] in H=100, W=120
+    b = [[100.0, 90, 130, 110], [125.0, 5, 130, 10], [-9.0, 5, -2, 10]]
+    assert boxes.clip(b, (100, 120), legacy_plus_one=True).tolist() == [[100, 90, 119, 99], [119, 5, 119, 10], [0, 5, 0, 10]]
+    assert boxes.clip(b, (100, 120)).tolist() == [[100, 90, 120, 100], [120, 5, 120, 10], [0, 5, 0, 10]]
+
+
+def test_iou_by_size_shrinks_with_size():
+    got = boxes.iou_by_size([1.0, 10.0, 100.0, 1000.0], shift=1.0)
+    # 1 px box shifted by 1: legacy 1/3 (two pixels wide, one shared column), D2 0 (touching)
+    assert got["detectron"][0].item() == pytest.approx(1 / 3)
+    assert got["detectron2"][0].item() == 0.0 and math.isinf(got["relative_difference"][0].item())
+    # s = 10: legacy 10/12, D2 9/11
+    assert got["detectron"][1].item() == pytest.approx(10 / 12) and got["detectron2"][1].item() == pytest.approx(9 / 11)
+    rel = got["relative_difference"][1:]
+    assert (rel[:-1] > rel[1:]).all() and rel[-1].item() < 1e-5
+
+
+# ---------------------------------------------------------------- NMS
+SEED62_PAIR = torch.tensor([[10.0, 20.0, 18.0, 24.0], [12.0, 18.0, 18.0, 25.0]])
+
+
+def test_seed62_pair_is_suppressed_only_under_detectron():
+    scores = torch.tensor([0.6, 0.9])  # the first box has the lower score
+    assert boxes.pairwise_iou(SEED62_PAIR[:1], SEED62_PAIR[1:], legacy_plus_one=True).item() == pytest.approx(35 / 66, rel=1e-6)
+    assert boxes.pairwise_iou(SEED62_PAIR[:1], SEED62_PAIR[1:]).item() == pytest.approx(24 / 50, rel=1e-6)
+    assert boxes.nms(SEED62_PAIR, scores, 0.5, legacy_plus_one=True).tolist() == [1]
+    assert boxes.nms(SEED62_PAIR, scores, 0.5).tolist() == [1, 0]
+    assert torchvision.ops.nms(SEED62_PAIR, scores, 0.5).tolist() == [1, 0]
+    kept, _ = reference_cython_nms(SEED62_PAIR, scores, 0.5)
+    assert kept == {1}
+
+
+def test_exact_tie_is_suppressed_by_detectron_and_kept_by_torchvision():
+    legacy_pair = torch.tensor([[0.0, 0, 9, 9], [0.0, 0, 9, 4]])  # +1 areas 100 and 50, inter 50: IoU 0.5
+    scores = torch.tensor([0.9, 0.8])
+    assert boxes.pairwise_iou(legacy_pair[:1], legacy_pair[1:], legacy_plus_one=True).item() == 0.5
+    assert boxes.nms(legacy_pair, scores, 0.5, legacy_plus_one=True).tolist() == [0]
+    assert reference_cython_nms(legacy_pair, scores, 0.5)[0] == {0}
+    d2_pair = boxes.to_continuous(legacy_pair)  # [0, 0, 10, 10] and [0, 0, 10, 5]: IoU 50 / 100
+    assert boxes.pairwise_iou(d2_pair[:1], d2_pair[1:]).item() == 0.5
+    assert boxes.nms(d2_pair, scores, 0.5).tolist() == [0, 1]
+    assert torchvision.ops.nms(d2_pair, scores, 0.5).tolist() == [0, 1]
+
+
+# Found by a random search in numpy float32: the legacy IoU and the IoU of the same boxes with x2 + 1
+# computed first lie on opposite sides of 0.5 (values in the data README).
+ROUNDING_PAIRS = [
+    ([0.47175440192222595, 0.0, 2.356314182281494, 2.2429542541503906],
+     [1.433274269104004, 0.0, 3.31783390045166, 2.2429542541503906]),
+    ([0.23200882971286774, 0.0, 1.8270928859710693, 2.676361560821533],
+     [1.0970368385314941, 0.0, 2.6921207904815674, 2.676361560821533]),
+    ([1.789113998413086, 0.0, 3.8410861492156982, 0.5117780566215515],
+     [2.8064379692077637, 0.0, 4.858410358428955, 0.5117780566215515]),
+    ([0.736622154712677, 0.0, 4.711735725402832, 0.5199840068817139],
+     [2.3949930667877197, 0.0, 6.3701066970825195, 0.5199840068817139]),
+]
+
+
+@pytest.mark.parametrize("pair", ROUNDING_PAIRS)
+def test_legacy_nms_is_exact_where_shifted_torchvision_rounds_differently(pair):
+    b = torch.tensor(pair, dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8])
+    expected, _ = reference_cython_nms(b, scores, 0.5)
+    shifted = b + torch.tensor([0.0, 0, 1, 1])
+    naive = set(torchvision.ops.nms(shifted, scores, boxes.nms_threshold_as_strict(0.5)).tolist())
+    assert naive != expected  # the shortcut alone is wrong here ...
+    assert set(boxes.nms(b, scores, 0.5, legacy_plus_one=True).tolist()) == expected  # ... the package is not
+
+
+def test_strict_threshold_reproduces_greater_or_equal_for_every_nearby_float32():
+    for t in [0.0, 0.3, 0.5, 0.7, 1 / 3, 0.1 + 0.2, 1.0, 2.0 ** -30, 0.9999999999]:
+        tp = boxes.nms_threshold_as_strict(t)
+        c = np.float32(t)
+        lo, hi = np.nextafter(c, np.float32(-1)), c
+        xs = [hi]
+        for _ in range(300):  # 300 float32 values each side of the threshold
+            hi = np.nextafter(hi, np.float32(2))
+            lo = np.nextafter(lo, np.float32(-1))
+            xs += [hi, lo]
+        xs = np.array(xs + [np.float32(0), -np.float32(0), np.float32(1)], dtype=np.float32)
+        ge = xs.astype(np.float64) >= t
+        gt = xs.astype(np.float64) > tp
+        assert (ge == gt).all(), t
+
+
+@given(st.floats(0, 1, allow_nan=False))
+def test_strict_threshold_property(t):
+    tp = boxes.nms_threshold_as_strict(t)
+    assert tp < t  # strictly below the threshold
+    c = np.float32(t)
+    for x in [np.nextafter(c, np.float32(-1)), c, np.nextafter(c, np.float32(2))]:
+        assert (float(x) >= t) == (float(x) > tp)
+
+
+@st.composite
+def nms_case(draw, integer=True, distinct=False):
+    n = draw(st.integers(0, 14))
+    rows = []
+    for _ in range(n):
+        if integer:
+            x1, y1 = draw(st.integers(0, 12)), draw(st.integers(0, 12))
+            w, h = draw(st.integers(-1, 8)), draw(st.integers(-1, 8))
+        else:
+            x1, y1 = draw(st.floats(0, 20, width=32)), draw(st.floats(0, 20, width=32))
+            w, h = draw(st.floats(0, 10, width=32)), draw(st.floats(0, 10, width=32))
+        rows.append([x1, y1, x1 + w, y1 + h])
+    # few distinct scores: many ties
+    if distinct:
+        scores = [0.05 * v for v in draw(st.permutations(range(n)))]
+    else:
+        scores = [draw(st.sampled_from([0.1, 0.5, 0.5, 0.9, 0.3])) for _ in range(n)]
+    t = draw(st.sampled_from([0.0, 0.3, 1 / 3, 0.5, 0.7, 1.0]) | st.floats(0, 1))
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 4), torch.tensor(scores, dtype=torch.float32), t
+
+
+@settings(max_examples=80)
+@given(nms_case(integer=True))
+def test_legacy_nms_equals_reference_loop_on_pixel_boxes(case):
+    b, s, t = case
+    got = boxes.nms(b, s, t, legacy_plus_one=True)
+    expected, order = reference_cython_nms(b, s, t)
+    assert set(got.tolist()) == expected
+    # returned in processing order: descending score, equal scores higher index first
+    assert got.tolist() == [int(i) for i in order if int(i) in expected]
+
+
+@settings(max_examples=60)
+@given(nms_case(integer=False))
+def test_legacy_nms_equals_reference_loop_on_fractional_boxes(case):
+    b, s, t = case
+    got = boxes.nms(b, s, t, legacy_plus_one=True)
+    expected, _ = reference_cython_nms(b, s, t)
+    assert set(got.tolist()) == expected
+
+
+@settings(max_examples=60)
+@given(nms_case(integer=True, distinct=True))
+def test_nms_agrees_on_mapped_boxes_except_at_exact_ties(case):
+    """On whole-pixel boxes, Detectron's NMS is torchvision's on [x1, y1, x2 + 1, y2 + 1] ...
+
+    ... unless some IoU equals the threshold exactly (>= against >) or scores tie (order)."""
+    b, s, t = case
+    iou = boxes.pairwise_iou(b, b, legacy_plus_one=True)
+    assume(not (iou.to(torch.float64) == t).any())
+    legacy = boxes.nms(b, s, t, legacy_plus_one=True)
+    assert legacy.tolist() == torchvision.ops.nms(boxes.to_continuous(b), s, t).tolist()
+    assert legacy.tolist() == boxes.nms(boxes.to_continuous(b), s, t).tolist()
+
+
+def test_legacy_nms_on_many_boxes_equals_vectorised_literal_loop():
+    g = torch.Generator().manual_seed(3)
+    xy = torch.rand(600, 2, generator=g) * 200
+    b = torch.cat([xy, xy + torch.rand(600, 2, generator=g) * 40], 1)
+    s = torch.rand(600, generator=g)
+    for t in (0.3, 0.5, 0.7):
+        got = boxes.nms(b, s, t, legacy_plus_one=True)
+        order = torch.argsort(s, stable=True).flip(0)
+        ref = order[boxes._legacy_nms_greedy(b[order], t)]
+        assert got.tolist() == ref.tolist()
+    # the exactness check rejects a wrong candidate
+    order = torch.argsort(s, stable=True).flip(0)
+    kept = boxes._legacy_nms_greedy(b[order], 0.5)
+    assert boxes._legacy_keep_holds(b[order], kept, 0.5)
+    assert not boxes._legacy_keep_holds(b[order], kept[:-1], 0.5)
+    dropped = sorted(set(range(600)) - set(kept.tolist()))[0]
+    assert not boxes._legacy_keep_holds(b[order], torch.cat([kept, torch.tensor([dropped])]), 0.5)
+
+
+def test_reference_loop_itself_on_a_hand_case():
+    # three boxes in a row, scores 3 > 2 > 1: A overlaps B (IoU 0.6), B overlaps C, A does not meet C
+    b = [[0, 0, 9, 9], [2, 0, 11, 9], [12, 0, 21, 9]]
+    # legacy: A 100 px, B 100 px, inter 8*10 = 80 -> 80/120 = 0.667 >= 0.5: B suppressed; C touches nothing kept
+    assert reference_cython_nms(b, [3, 2, 1], 0.5)[0] == {0, 2}
+    assert set(boxes.nms(torch.tensor(b, dtype=torch.float32), torch.tensor([3.0, 2, 1]), 0.5, legacy_plus_one=True).tolist()) == {0, 2}
+
+
+# ---------------------------------------------------------------- where the +1 mapping holds, and where not
+coord = st.floats(-300, 300, allow_nan=False, width=32)
+
+
+@st.composite
+def box_batch(draw, n_min=0, n_max=6, positive=False):
+    n = draw(st.integers(n_min, n_max))
+    rows = []
+    for _ in range(n):
+        x1, y1 = draw(coord), draw(coord)
+        lo = 0.5 if positive else 0.0
+        w, h = draw(st.floats(lo, 200, width=32)), draw(st.floats(lo, 200, width=32))
+        rows.append([x1, y1, x1 + w, y1 + h])
+    return torch.tensor(rows, dtype=torch.float64).reshape(-1, 4)
+
+
+@given(box_batch(), box_batch())
+def test_legacy_area_and_iou_are_detectron2_on_mapped_boxes(a, b):
+    torch.testing.assert_close(boxes.area(a, legacy_plus_one=True), boxes.area(boxes.to_continuous(a)))
+    torch.testing.assert_close(boxes.pairwise_iou(a, b, legacy_plus_one=True),
+                               boxes.pairwise_iou(boxes.to_continuous(a), boxes.to_continuous(b)), atol=1e-12, rtol=1e-9)
+
+
+@given(box_batch(n_min=1, positive=True), st.data())
+def test_legacy_encode_decode_are_detectron2_on_mapped_boxes(src, data):
+    n = src.shape[0]
+    tgt = data.draw(box_batch(n_min=n, n_max=n, positive=True))
+    w = data.draw(st.sampled_from([(10.0, 10.0, 5.0, 5.0), (1.0, 1.0, 1.0, 1.0), (2.0, 3.0, 4.0, 0.5)]))
+    legacy = boxes.encode(src, tgt, w, legacy_plus_one=True)
+    mapped = boxes.encode(boxes.to_continuous(src), boxes.to_continuous(tgt), w)
+    torch.testing.assert_close(legacy, mapped, atol=1e-9, rtol=1e-9)
+    deltas = torch.tensor(data.draw(st.lists(st.floats(-6, 6), min_size=4 * n, max_size=4 * n)), dtype=torch.float64).reshape(n, 4)
+    dec_legacy = boxes.decode(deltas, src, w, legacy_plus_one=True)
+    dec_mapped = boxes.to_inclusive(boxes.decode(deltas, boxes.to_continuous(src), w))  # minus 1 on x2 / y2
+    torch.testing.assert_close(dec_legacy, dec_mapped, atol=1e-7, rtol=1e-9)
+
+
+@given(box_batch(), st.integers(1, 400), st.integers(1, 400))
+def test_clip_differs_exactly_where_detectron_keeps_one_pixel(b, h, w):
+    legacy = boxes.to_continuous(boxes.clip(b, (h, w), legacy_plus_one=True))
+    d2 = boxes.clip(boxes.to_continuous(b), (h, w))
+    diff = (legacy != d2)
+    # Detectron clamps x1 to W - 1 (Detectron2 to W), and x2 + 1 to at least 1 (Detectron2 to 0):
+    # a box beyond the right border or left of the left border stays one pixel wide in Detectron only
+    c = boxes.to_continuous(b)
+    expect = torch.stack([c[:, 0] > w - 1, c[:, 1] > h - 1, c[:, 2] < 1, c[:, 3] < 1], 1)
+    assert torch.equal(diff, expect)
+    assert (legacy[diff] - d2[diff]).abs().le(1).all()
+
+
+# ---------------------------------------------------------------- bad input and empty input
+@pytest.mark.parametrize(
+    "call, needle",
+    [
+        (lambda: boxes.area([[5, 0, 1, 1]]), "boxes must satisfy x2 >= x1"),
+        (lambda: boxes.area([[0, 0, 1]]), "boxes must have shape (N, 4)"),
+        (lambda: boxes.pairwise_iou([[0, 0, 1, 1]], [[0, 0, float("inf"), 1]]), "b must be finite"),
+        (lambda: boxes.encode([[0, 0, 1, 1]], [[0, 0, 1, 1], [0, 0, 2, 2]]), "targets must have one row per box"),
+        (lambda: boxes.encode([[0, 0, 0, 1]], [[0, 0, 1, 1]]), "boxes must have positive widths"),
+        (lambda: boxes.encode([[0, 0, 1, 1]], [[0, 0, 1, 1]], (1, 1, 1)), "weights must be four positive numbers"),
+        (lambda: boxes.decode([[0, 0, 0]], [[0, 0, 1, 1]]), "deltas must have shape (N, 4k)"),
+        (lambda: boxes.decode([[0, 0, 0, 0]], [[0, 0, 1, 1], [0, 0, 1, 1]]), "deltas must have one row per box"),
+        (lambda: boxes.decode([[0, 0, float("nan"), 0]], [[0, 0, 1, 1]]), "deltas must be finite"),
+        (lambda: boxes.clip([[0, 0, 1, 1]], (-3, 4)), "image_size must be (height, width)"),
+        (lambda: boxes.clip([[0, 0, 1, 1]], 5), "image_size must be (height, width)"),
+        (lambda: boxes.nms([[0, 0, 1, 1]], [0.5, 0.2], 0.5), "scores must have one value per box"),
+        (lambda: boxes.nms([[0, 0, 1, 1]], [0.5], 1.5), "iou_threshold must be in [0, 1]"),
+        (lambda: boxes.nms([[0, 0, 1, 1]], [0.5], -0.1, legacy_plus_one=True), "iou_threshold must be in [0, 1]"),
+        (lambda: boxes.nms([[0, 0, 1, 1]], [float("nan")], 0.5), "scores must be finite"),
+        (lambda: boxes.nms([[0, 0, 1, 1]], [[0.5, 0.2]], 0.5), "scores must have shape (N,)"),
+        (lambda: boxes.nms([[3, 0, 1, 1]], [0.5], 0.5, legacy_plus_one=True), "boxes must satisfy x2 >= x1 - 1"),
+    ],
+)
+def test_bad_input_names_the_argument(call, needle):
+    with pytest.raises(ValueError) as e:
+        call()
+    assert needle in str(e.value)
+
+
+def test_empty_inputs_give_empty_results():
+    e = torch.zeros(0, 4)
+    assert boxes.area(e).shape == (0,)
+    assert boxes.pairwise_iou(e, torch.ones(3, 4)).shape == (0, 3)
+    assert boxes.encode(e, e, legacy_plus_one=True).shape == (0, 4)
+    assert boxes.decode(e, e, legacy_plus_one=True).shape == (0, 4)
+    assert boxes.clip(e, (10, 10)).shape == (0, 4)
+    for plus in (True, False):
+        assert boxes.nms(e, torch.zeros(0), 0.5, legacy_plus_one=plus).tolist() == []
+        assert boxes.nms([], [], 0.5, legacy_plus_one=plus).dtype == torch.int64
+
+
+def test_empty_box_under_legacy_is_valid_and_has_zero_area():
+    # x2 = x1 - 1 is Detectron's empty box (no pixel)
+    assert boxes.area([[5.0, 5.0, 4.0, 4.0]], legacy_plus_one=True).item() == 0.0
+
+
+def test_op_checks_cover_every_operator_with_the_flag():
+    from explainer.export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS
+
+    rows = boxes.legacy_plus_one_op_checks()
+    assert [r["op"] for r in rows] == [d["op"] for d in CAFFE2_LEGACY_PLUS_ONE_OPS]
+    assert all(r["differs"] for r in rows)
+    by_op = {r["op"]: r for r in rows}
+    assert by_op["BoxWithNMSLimit"]["detectron"].startswith("[1]")
+    assert by_op["BoxWithNMSLimit"]["detectron2"].startswith("[0, 1]")
+    assert by_op["DistributeFpnProposals"]["detectron"] == "112" and by_op["DistributeFpnProposals"]["detectron2"] == "111"
