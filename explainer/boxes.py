@@ -380,6 +380,32 @@ def _legacy_nms_greedy(b32: torch.Tensor, thresh: float) -> torch.Tensor:
     return torch.tensor(keep, dtype=torch.int64)
 
 
+def _torchvision_nms():
+    """The operator behind ``torchvision.ops.nms`` (``torch.ops.torchvision.nms``, torchvision's C++ kernel).
+
+    ``import torchvision`` costs seconds (its package imports ``torch._dynamo``); when it has not been
+    imported yet, only its compiled operator library is loaded, which takes milliseconds.
+    """
+    import sys
+
+    if "torchvision" not in sys.modules:
+        try:
+            import glob
+            import importlib.util
+            import os
+
+            spec = importlib.util.find_spec("torchvision")
+            libs = glob.glob(os.path.join(os.path.dirname(spec.origin), "_C*.so")) if spec and spec.origin else []
+            if libs and not hasattr(torch.ops.torchvision, "nms"):
+                torch.ops.load_library(libs[0])
+            return torch.ops.torchvision.nms
+        except (OSError, RuntimeError, AttributeError, ImportError):
+            pass
+    import torchvision
+
+    return torchvision.ops.nms
+
+
 def nms(boxes, scores, iou_threshold: float, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Greedy non-maximum suppression: indices (int64) of the kept boxes, in descending score order.
 
@@ -408,8 +434,7 @@ def nms(boxes, scores, iou_threshold: float, *, legacy_plus_one: bool = False) -
     otherwise it is checked against the literal float32 formulas and, in the rare case that a one-ulp
     rounding difference changes a decision, recomputed with the literal loop.
     """
-    import torchvision
-
+    tv_nms = _torchvision_nms()
     b = _boxes(boxes, "boxes", legacy_plus_one)
     s = as_tensor(scores, "scores")
     if s.dim() == 0 or (s.dim() != 1 and not (s.dim() == 2 and s.shape[1] == 1)):
@@ -424,14 +449,14 @@ def nms(boxes, scores, iou_threshold: float, *, legacy_plus_one: bool = False) -
         return torch.zeros(0, dtype=torch.int64)
     if not legacy_plus_one:
         b, s = _same_float(b, s)
-        return torchvision.ops.nms(b, s, t)
+        return tv_nms(b, s, t)
 
     order = _legacy_order(s)
     b32 = b.to(torch.float32)[order]
     shifted = b32 + b32.new_tensor([0.0, 0.0, 1.0, 1.0])
     # distinct scores in processing order make torchvision follow exactly that order
     rank_scores = torch.arange(b32.shape[0], 0, -1, dtype=torch.float32)
-    kept_rank = torchvision.ops.nms(shifted, rank_scores, nms_threshold_as_strict(t))
+    kept_rank = tv_nms(shifted, rank_scores, nms_threshold_as_strict(t))
     if not (_on_exact_grid(b32) or _legacy_keep_holds(b32, kept_rank, t)):
         kept_rank = _legacy_nms_greedy(b32, t)
     return order[kept_rank]

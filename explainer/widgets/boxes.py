@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import NullLocator
 
 from .. import boxes
 from ..viz.draw import BoxArtist, PixelGrid, set_box
@@ -135,6 +136,14 @@ class IoUBySizeDashboard(Dashboard):
         bx.set_ylim(1e-3, 1e3)
         bx.set_xlabel("box side x2 - x1 (image pixels)")
         bx.set_ylabel("relative IoU difference (%)")
+        # plain tick labels: log axes would otherwise typeset every label with mathtext (slow to build)
+        xt = [1, 4, 16, 64, 256, 1024]
+        yt = [1e-3, 1e-2, 1e-1, 1, 10, 100, 1000]
+        for a in (ax, bx):
+            a.set_xticks(xt, [str(v) for v in xt])
+            a.xaxis.set_minor_locator(NullLocator())
+        bx.set_yticks(yt, ["0.001", "0.01", "0.1", "1", "10", "100", "1000"])
+        bx.yaxis.set_minor_locator(NullLocator())
         bx.legend(loc="upper right", fontsize=8)
 
     def compute(self, shift, diagonal):
