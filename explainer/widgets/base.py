@@ -131,7 +131,8 @@ class CachedFigureDraw:
             for a in ax.get_children():
                 if id(a) not in axes_objects:
                     yield a, id(a) in structural
-        for a in (*self.fig.texts, *self.fig.lines, *self.fig.patches, *self.fig.images):
+        sup = [getattr(self.fig, n, None) for n in ("_suptitle", "_supxlabel", "_supylabel")]
+        for a in (*self.fig.texts, *self.fig.lines, *self.fig.patches, *self.fig.images, *[t for t in sup if t is not None]):
             yield a, False
         for a in self.fig.legends:
             yield a, True
