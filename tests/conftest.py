@@ -36,14 +36,12 @@ _EXECUTED = {}
 
 
 def executed_notebook(path: Path):
-    """Execute a notebook once per test session; later calls reuse the result."""
-    from tools.notebooks import execute
+    """Every notebook is executed once per test session (in parallel kernels); later calls reuse the result."""
+    from tools.notebooks import execute_all, notebook_paths
 
     if path not in _EXECUTED:
-        try:
-            _EXECUTED[path] = execute(path)
-        except Exception as e:  # keep the failure for every test that asks
-            _EXECUTED[path] = e
+        todo = [p for p in notebook_paths() if p not in _EXECUTED] or [path]
+        _EXECUTED.update(execute_all(todo))
     got = _EXECUTED[path]
     if isinstance(got, Exception):
         raise got

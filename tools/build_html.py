@@ -11,7 +11,7 @@ import html
 import sys
 from pathlib import Path
 
-from tools.notebooks import ROOT, error_outputs, execute, notebook_paths, strip_widget_views
+from tools.notebooks import ROOT, error_outputs, execute_all, notebook_paths, strip_widget_views
 
 
 def export(nb, dest: Path) -> Path:
@@ -36,11 +36,15 @@ def write_index(out: Path, pages) -> Path:
 def build(out: Path, executed=None) -> list:
     """Write one HTML page per notebook plus index.html; ``executed`` maps paths to executed notebooks."""
     out.mkdir(parents=True, exist_ok=True)
+    executed = dict(executed or {})
+    missing = [p for p in notebook_paths() if p not in executed]
+    for path, got in execute_all(missing).items():
+        if isinstance(got, Exception):
+            raise got
+        executed[path] = got[0]
     pages = []
     for path in notebook_paths():
-        nb = executed.get(path) if executed else None
-        if nb is None:
-            nb, _ = execute(path)
+        nb = executed[path]
         errs = error_outputs(nb)
         if errs:
             raise RuntimeError(f"{path.name} has errors: {errs}")

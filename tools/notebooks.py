@@ -49,6 +49,31 @@ def execute(path: Path, timeout: int = 300) -> Tuple[object, float]:
             os.environ["MPLBACKEND"] = env_backend
 
 
+def _execute_or_error(path: Path):
+    try:
+        return execute(path)
+    except Exception as e:  # report, do not lose the other notebooks' results
+        return RuntimeError(f"{path.name}: {type(e).__name__}: {e}")
+
+
+def execute_all(paths: List[Path], workers: int = 0) -> Dict[Path, object]:
+    """Execute notebooks, each in its own fresh kernel, ``workers`` at a time (default: one per core, at most 4).
+
+    Returns {path: (notebook, seconds)} or {path: exception}. Kernels start in parallel because most of
+    a chapter's run time is its kernel starting and importing torch, which does not use a second core.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    if workers == 1 or len(paths) < 2:
+        return {p: _execute_or_error(p) for p in paths}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        results = list(pool.map(_execute_or_error, paths))
+    return dict(zip(paths, results))
+
+
 def strip_widget_views(nb) -> None:
     """Drop live-widget views from outputs that also carry a static image (for HTML without a kernel)."""
     for cell in nb.cells:

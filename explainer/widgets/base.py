@@ -131,7 +131,8 @@ class CachedFigureDraw:
             for a in ax.get_children():
                 if id(a) not in axes_objects:
                     yield a, id(a) in structural
-        for a in (*self.fig.texts, *self.fig.lines, *self.fig.patches, *self.fig.images):
+        sup = [getattr(self.fig, n, None) for n in ("_suptitle", "_supxlabel", "_supylabel")]
+        for a in (*self.fig.texts, *self.fig.lines, *self.fig.patches, *self.fig.images, *[t for t in sup if t is not None]):
             yield a, False
         for a in self.fig.legends:
             yield a, True
@@ -171,7 +172,12 @@ class CachedFigureDraw:
         if not self._primed:  # the first draw shows everything as built; changes are tracked from here on
             self._primed = True
             self.full_draws += 1
-            return self._orig_draw(renderer)
+            out = self._orig_draw(renderer)
+            # freeze the layout computed for the first drawing: the axes then never jump while a control
+            # moves, and later full draws skip the (iterative, not idempotent) constrained-layout solver
+            if self.fig.get_layout_engine() is not None:
+                self.fig.set_layout_engine("none")
+            return out
         invalid = self._scan()
         key = self._layout_key(renderer)
         can_cache = hasattr(renderer, "copy_from_bbox") and renderer is getattr(self.fig.canvas, "renderer", None)
