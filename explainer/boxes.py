@@ -423,9 +423,10 @@ def nms(boxes, scores, iou_threshold: float, *, legacy_plus_one: bool = False) -
             suppress every later j with ovr >= thresh
 
     Detectron returns ``np.where(suppressed == 0)`` (ascending index); sort the result to compare.
-    Among equal scores Detectron's order is whatever numpy's sort leaves (reversed: the higher index
-    first while numpy's quicksort is an insertion sort, up to 16 boxes); here it is always the higher
-    index first, as a stable ``argsort()[::-1]`` gives.
+    Among equal scores Detectron's order is whatever numpy's default (unstable) sort leaves, reversed;
+    for small arrays, which numpy sorts by insertion, that is the higher index first. Here it is always
+    the higher index first, as a stable ``argsort()[::-1]`` gives. (torchvision takes the lower index
+    first; with distinct scores the two orders agree.)
 
     How it is computed fast: the legacy arithmetic on a box is torchvision's on [x1, y1, x2 + 1, y2 + 1],
     and ``>= t`` is ``> t'`` with t' from :func:`nms_threshold_as_strict`; so torchvision runs on the

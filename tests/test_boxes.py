@@ -302,6 +302,22 @@ def test_nms_agrees_on_mapped_boxes_except_at_exact_ties(case):
     assert legacy.tolist() == boxes.nms(boxes.to_continuous(b), s, t).tolist()
 
 
+def test_equal_scores_go_higher_index_first_in_detectron_lower_in_torchvision():
+    b = torch.tensor([[0.0, 0, 10, 10], [1.0, 1, 11, 11]])
+    s = torch.tensor([0.5, 0.5])
+    # Detectron's order is scores.argsort()[::-1]: for equal scores numpy's (insertion) sort keeps 0, 1, reversed 1, 0
+    assert np.argsort(np.array([0.5, 0.5], dtype=np.float32))[::-1].tolist() == [1, 0]
+    assert boxes.nms(b, s, 0.5, legacy_plus_one=True).tolist() == [1]
+    assert boxes.nms(b, s, 0.5).tolist() == torchvision.ops.nms(b, s, 0.5).tolist() == [0]
+
+
+@settings(max_examples=40)
+@given(nms_case(integer=False))
+def test_detectron2_nms_is_torchvision_ops_nms_including_score_ties(case):
+    b, s, t = case
+    assert boxes.nms(b, s, t).tolist() == torchvision.ops.nms(b, s, t).tolist()
+
+
 def test_legacy_nms_on_many_boxes_equals_vectorised_literal_loop():
     g = torch.Generator().manual_seed(3)
     xy = torch.rand(600, 2, generator=g) * 200
