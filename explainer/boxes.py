@@ -50,6 +50,7 @@ __all__ = [
     "nms",
     "nms_threshold_as_strict",
     "iou_by_size",
+    "nms_disagreement_by_size",
     "regression_drift",
     "legacy_plus_one_op_checks",
 ]
@@ -486,6 +487,40 @@ def iou_by_size(sizes, shift: float = 1.0, *, diagonal: bool = False) -> Dict[st
     d2 = out["detectron2"]
     out["relative_difference"] = torch.where(d2 > 0, (out["detectron"] - d2) / torch.where(d2 > 0, d2, torch.ones_like(d2)),
                                              torch.full_like(d2, math.inf))
+    return out
+
+
+def nms_disagreement_by_size(sizes, n_boxes: int = 300, iou_threshold: float = 0.5, jitter: float = 0.25,
+                             seed: int = 0) -> Dict[str, List[int]]:
+    """How often the two NMS rules keep different boxes, for clusters of boxes of each size.
+
+    For each size s (image pixels), ``n_boxes`` boxes of side about s are drawn around 10 random
+    centres in a square of side 20 s, with corners jittered by ``jitter * s`` and rounded to whole
+    pixels (Detectron's pixel indices), and random scores (seeded). Both rules run on the same four
+    numbers per box. Returns lists of K values: ``detectron_kept``, ``detectron2_kept`` and
+    ``differ`` (boxes kept by exactly one of the two).
+    """
+    sz = [finite_number(v, "sizes") for v in sizes]
+    if any(v <= 0 for v in sz):
+        raise ValueError("sizes must be positive box sides in pixels")
+    n = int(finite_number(n_boxes, "n_boxes"))
+    if n < 1:
+        raise ValueError(f"n_boxes must be >= 1, got {n_boxes!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    out: Dict[str, List[int]] = {"detectron_kept": [], "detectron2_kept": [], "differ": []}
+    for side in sz:
+        centres = torch.rand(10, 2, generator=g, dtype=torch.float64) * 20 * side
+        c = centres[torch.randint(0, 10, (n,), generator=g)]
+        half = side / 2
+        b = torch.cat([c - half, c + half], 1) + (torch.rand(n, 4, generator=g, dtype=torch.float64) - 0.5) * 2 * jitter * side
+        b = torch.round(b)
+        b[:, 2:] = torch.maximum(b[:, 2:], b[:, :2])
+        scores = torch.rand(n, generator=g)
+        k1 = set(nms(b, scores, iou_threshold, legacy_plus_one=True).tolist())
+        k2 = set(nms(b, scores, iou_threshold).tolist())
+        out["detectron_kept"].append(len(k1))
+        out["detectron2_kept"].append(len(k2))
+        out["differ"].append(len(k1 ^ k2))
     return out
 
 

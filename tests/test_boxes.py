@@ -337,6 +337,16 @@ def test_legacy_nms_on_many_boxes_equals_vectorised_literal_loop():
     assert not boxes._legacy_keep_holds(b[order], torch.cat([kept, torch.tensor([dropped])]), 0.5)
 
 
+def test_nms_disagreement_fades_with_box_size():
+    got = boxes.nms_disagreement_by_size([4, 8, 512, 1024], n_boxes=300, seed=0)
+    assert got["differ"][0] > 10 and got["differ"][1] > 10
+    assert got["differ"][2] <= 2 and got["differ"][3] <= 2
+    # +1 makes IoUs larger, so on small boxes Detectron suppresses more
+    assert got["detectron_kept"][0] < got["detectron2_kept"][0]
+    with pytest.raises(ValueError, match="sizes must be positive"):
+        boxes.nms_disagreement_by_size([0])
+
+
 def test_reference_loop_itself_on_a_hand_case():
     # three boxes in a row, scores 3 > 2 > 1: A overlaps B (IoU 0.6), B overlaps C, A does not meet C
     b = [[0, 0, 9, 9], [2, 0, 11, 9], [12, 0, 21, 9]]
