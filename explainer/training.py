@@ -46,6 +46,8 @@ __all__ = [
     "hflip_keypoints",
     "keypoint_flip_indices",
     "DETECTRON1_COMPARISON_SETTINGS",
+    "synthetic_proposal_batch",
+    "topk_effect",
 ]
 
 #: fvcore's ``smooth_l1_loss`` treats beta below this as 0 and returns plain L1.
@@ -251,3 +253,65 @@ DETECTRON1_COMPARISON_SETTINGS: List[Tuple[str, str, str, str]] = [
     ("scale augmentation", "one training scale (800)", "MIN_SIZE_TRAIN (640, ..., 800), choice", "INPUT.MIN_SIZE_TRAIN (800,)"),
     ("polygon flip", "W - x - 1 (one pixel off)", "W - x (exact)", "cannot be set: Detectron2 only has the exact flip"),
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# A synthetic batch for the chapter: crowded and sparse images
+# --------------------------------------------------------------------------------------------
+def synthetic_proposal_batch(n_images: int, n_proposals: int = 2000, image_size=(600, 800), seed: int = 0) -> Dict[str, list]:
+    """Proposals after NMS for a batch whose images alternate between crowded and sparse scenes.
+
+    Image 0, 2, ... hold 12 objects and most of their proposals score high; images 1, 3, ... hold one
+    object and most proposals are low-scoring background. Returns lists (one entry per image) of
+    ``gt`` (M_i x 4), ``proposals`` (n_proposals x 4), ``scores`` (n_proposals) and ``best_iou``
+    (the IoU of each proposal with its best-matching object, Detectron2's convention), plus ``kind``.
+    Deterministic for a given seed.
+    """
+    from .boxes import pairwise_iou
+
+    n_images = positive_int(n_images, "n_images")
+    n_proposals = positive_int(n_proposals, "n_proposals")
+    h, w = image_size
+    out: Dict[str, list] = {"gt": [], "proposals": [], "scores": [], "best_iou": [], "kind": []}
+    for i in range(n_images):
+        g = torch.Generator().manual_seed(seed * 1000 + i)
+        crowded = i % 2 == 0
+        n_obj = 12 if crowded else 1
+        wh = torch.rand(n_obj, 2, generator=g) * torch.tensor([120.0, 120.0]) + 40
+        xy = torch.rand(n_obj, 2, generator=g) * (torch.tensor([w, h], dtype=torch.float32) - wh)
+        gt = torch.cat([xy, xy + wh], 1)
+        near_frac = 0.6 if crowded else 0.08
+        n_near = int(n_proposals * near_frac)
+        which = torch.randint(0, n_obj, (n_near,), generator=g)
+        base = gt[which]
+        size = (base[:, 2:] - base[:, :2]).repeat(1, 2)
+        near = base + torch.randn(n_near, 4, generator=g) * 0.15 * size
+        near[:, 2:] = torch.maximum(near[:, 2:], near[:, :2] + 2)
+        n_bg = n_proposals - n_near
+        bxy = torch.rand(n_bg, 2, generator=g) * torch.tensor([w - 20.0, h - 20.0])
+        bwh = torch.rand(n_bg, 2, generator=g) * 150 + 10
+        bg = torch.cat([bxy, bxy + bwh], 1)
+        props = torch.cat([near, bg])
+        best = pairwise_iou(props, gt).max(dim=1).values
+        # an RPN that scores proposals by how well they overlap an object, plus noise
+        scores = (0.15 + 0.8 * best + 0.1 * torch.randn(n_proposals, generator=g)).clamp(0.0, 1.0)
+        out["gt"].append(gt)
+        out["proposals"].append(props)
+        out["scores"].append(scores)
+        out["best_iou"].append(best)
+        out["kind"].append("crowded (12 objects)" if crowded else "sparse (1 object)")
+    return out
+
+
+def topk_effect(batch: Dict[str, list], k: int, positive_iou: float = 0.5) -> Dict[str, list]:
+    """Per image: proposals kept and positives among them (IoU >= ``positive_iou``) under both rules."""
+    k = positive_int(k, "k")
+    iou_t = finite_number(positive_iou, "positive_iou")
+    res: Dict[str, list] = {}
+    # select on indices so that the IoU of each kept proposal is known
+    idx = [torch.arange(len(s), dtype=torch.float32).repeat(4, 1).t() for s in batch["scores"]]
+    for name, per_image in (("per_batch", False), ("per_image", True)):
+        kept = select_post_nms_topk(idx, batch["scores"], k, per_image=per_image)
+        res[f"{name}_kept"] = [len(x) for x in kept]
+        res[f"{name}_positives"] = [int((b[x[:, 0].long()] >= iou_t).sum()) for b, x in zip(batch["best_iou"], kept)]
+    return res
