@@ -36,7 +36,7 @@ class TopKDashboard(Dashboard):
         return {
             "k": int_slider("k (POST_NMS_TOPK_TRAIN)", 100, 4000, 2000, "proposals kept after NMS in training", step=100),
             "images": int_slider("images per batch", 1, MAX_IMAGES, 2, "images per GPU batch; even ones are crowded, odd ones sparse"),
-            "d2_halved": checkbox("Detectron2 uses k / images (as Base-RCNN-FPN.yaml)", False,
+            "d2_halved": checkbox("Detectron2 uses k / images (as Base-RCNN-FPN.yaml)", True,
                                   "give Detectron2 k divided by the batch size per image, which Detectron2's FPN configs do"),
         }
 
@@ -159,6 +159,7 @@ def _photo(width: int = 48):
 
 
 KEYPOINT_NAMES = ["nose", "left_eye", "right_eye"]
+KEYPOINT_LABELS = ["nose", "L eye", "R eye"]
 FLIP_INDICES = training.keypoint_flip_indices(KEYPOINT_NAMES, {"left_eye": "right_eye"})
 
 
@@ -229,14 +230,14 @@ class FlipAugmentationDashboard(Dashboard):
         self.orig_box.set(r["box"])
         self.orig_poly.set_xy(r["poly"])
         self.orig_kp.set_data(r["kp"][:, 0] + 0.5, r["kp"][:, 1] + 0.5)  # keypoints are pixel indices: centre
-        for t, (x, y, _), name in zip(self.orig_txt, r["kp"], KEYPOINT_NAMES):
+        for t, (x, y, _), name in zip(self.orig_txt, r["kp"], KEYPOINT_LABELS):
             t.set_position((x + 1.2, y - 0.6))
             t.set_text(name)
         for key in ("detectron", "detectron2"):
             self.box[key].set(r[f"{key}_box"])
             self.poly[key].set_xy(r[f"{key}_poly"])
             self.kp[key].set_data(r[f"{key}_kp"][:, 0] + 0.5, r[f"{key}_kp"][:, 1] + 0.5)
-        for t, (x, y, _), name in zip(self.kp_txt, r["detectron2_kp"], KEYPOINT_NAMES):
+        for t, (x, y, _), name in zip(self.kp_txt, r["detectron2_kp"], KEYPOINT_LABELS):
             t.set_position((x + 1.2, y - 0.6))
             t.set_text(name)
         z = r["zoom"]
