@@ -1,0 +1,262 @@
+"""Anchor grids: Detectron's quantized cell anchors against Detectron2's exact ones.
+
+Coordinate conventions
+----------------------
+* Detectron (``detectron/modeling/generate_anchors.py``): anchors are inclusive pixel indices. The base
+  window is [0, 0, stride - 1, stride - 1], whose centre is the pixel index (stride - 1) / 2; widths and
+  heights are rounded with ``np.round`` (half to even) in ``_ratio_enum``; rows are ratio-major.
+  Grids shift the cell anchors by ``arange(W) * stride`` (``ops/generate_proposals.py``).
+* Detectron2 (``detectron2/modeling/anchor_generator.py:DefaultAnchorGenerator``): continuous
+  coordinates. Cell anchors are centred at (0, 0) with exact w = sqrt(s^2 / a), h = a w; rows are
+  size-major; grids shift by ``arange(offset * stride, W * stride, stride)`` with
+  ``MODEL.ANCHOR_GENERATOR.OFFSET`` (config default 0.0).
+
+In continuous coordinates ([x1, y1, x2 + 1, y2 + 1]) Detectron's anchors are Detectron2's with OFFSET 0.5
+plus the rounding, not the default OFFSET 0.0. Both lay grids out location-major: for each feature location
+(row by row), every cell anchor.
+
+Sizes and strides are in image pixels. Nothing here imports matplotlib or ipywidgets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ._validate import as_tensor, finite_number, positive_int, positive_number
+from .pixels import to_continuous
+
+__all__ = [
+    "detectron_cell_anchors",
+    "d2_cell_anchors",
+    "grid_anchors",
+    "ratio_major_to_size_major",
+    "anchor_report",
+    "fpn_level_configs",
+    "c4_config",
+    "all_level_anchors",
+    "proposal_shift",
+]
+
+
+def _positive_list(values, name: str) -> List[float]:
+    try:
+        vals = [float(v) for v in values]
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of positive numbers, got {values!r}") from None
+    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+        raise ValueError(f"{name} must be a non-empty sequence of positive numbers, got {list(values)!r}")
+    return vals
+
+
+# --------------------------------------------------------------------------------------------
+# Detectron: generate_anchors, written out step by step (numpy float64, as the original)
+# --------------------------------------------------------------------------------------------
+def _whctrs(anchor: np.ndarray):
+    w = anchor[2] - anchor[0] + 1
+    h = anchor[3] - anchor[1] + 1
+    return w, h, anchor[0] + 0.5 * (w - 1), anchor[1] + 0.5 * (h - 1)
+
+
+def _mkanchors(ws: np.ndarray, hs: np.ndarray, x_ctr, y_ctr) -> np.ndarray:
+    ws, hs = ws[:, None], hs[:, None]
+    return np.hstack((x_ctr - 0.5 * (ws - 1), y_ctr - 0.5 * (hs - 1), x_ctr + 0.5 * (ws - 1), y_ctr + 0.5 * (hs - 1)))
+
+
+def _ratio_enum(anchor: np.ndarray, ratios: np.ndarray) -> np.ndarray:
+    w, h, x_ctr, y_ctr = _whctrs(anchor)
+    size_ratios = (w * h) / ratios
+    ws = np.round(np.sqrt(size_ratios))  # the quantization (Detectron issue #227); numpy rounds half to even
+    hs = np.round(ws * ratios)
+    return _mkanchors(ws, hs, x_ctr, y_ctr)
+
+
+def _scale_enum(anchor: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    w, h, x_ctr, y_ctr = _whctrs(anchor)
+    return _mkanchors(w * scales, h * scales, x_ctr, y_ctr)
+
+
+def detectron_cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios: Sequence[float]) -> torch.Tensor:
+    """Detectron's ``generate_anchors(stride, sizes, aspect_ratios)``: A x 4 inclusive pixel indices, float64.
+
+    Rows are ratio-major: row = ratio_index * len(sizes) + size_index.
+    """
+    stride = positive_number(stride, "stride")
+    sizes = np.array(_positive_list(sizes, "sizes"), dtype=np.float64)
+    ratios = np.array(_positive_list(aspect_ratios, "aspect_ratios"), dtype=np.float64)
+    base = np.array([1, 1, stride, stride], dtype=np.float64) - 1
+    ratio_anchors = _ratio_enum(base, ratios)
+    scales = sizes / stride
+    out = np.vstack([_scale_enum(ratio_anchors[i, :], scales) for i in range(ratio_anchors.shape[0])])
+    return torch.from_numpy(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Detectron2: generate_cell_anchors
+# --------------------------------------------------------------------------------------------
+def d2_cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Detectron2's ``generate_cell_anchors``: A x 4 continuous boxes centred at (0, 0), size-major rows.
+
+    w = sqrt(size^2 / ratio), h = ratio * w, so every anchor of a size has area size^2 exactly (up to
+    floating point). ``dtype`` float32 gives the values of Detectron2's anchor buffers.
+    """
+    sizes = _positive_list(sizes, "sizes")
+    ratios = _positive_list(aspect_ratios, "aspect_ratios")
+    rows = []
+    for size in sizes:
+        area = size ** 2.0
+        for ratio in ratios:
+            w = math.sqrt(area / ratio)
+            h = ratio * w
+            rows.append([-w / 2.0, -h / 2.0, w / 2.0, h / 2.0])
+    return torch.tensor(rows, dtype=dtype)
+
+
+def ratio_major_to_size_major(anchors, n_sizes: int, n_ratios: int) -> torch.Tensor:
+    """Reorder Detectron's ratio-major rows into Detectron2's size-major order (and nothing else)."""
+    a = as_tensor(anchors, "anchors")
+    n_sizes, n_ratios = positive_int(n_sizes, "n_sizes"), positive_int(n_ratios, "n_ratios")
+    if a.dim() != 2 or a.shape[0] != n_sizes * n_ratios:
+        raise ValueError(f"anchors must have n_sizes * n_ratios = {n_sizes * n_ratios} rows, got shape {tuple(a.shape)}")
+    return a.reshape(n_ratios, n_sizes, -1).transpose(0, 1).reshape(n_sizes * n_ratios, -1)
+
+
+# --------------------------------------------------------------------------------------------
+# Grids
+# --------------------------------------------------------------------------------------------
+def grid_anchors(cell_anchors, feature_size, stride: float, offset: float = 0.0) -> torch.Tensor:
+    """All anchors of one level: (H * W * A) x 4, location-major (for each location, every cell anchor).
+
+    ``feature_size`` is (height, width) in feature cells. Shifts are ``arange(offset * stride, W * stride,
+    stride)`` as in Detectron2's ``_create_grid_offsets``; Detectron's own grid is ``offset=0`` applied to its
+    cell anchors (``arange(W) * stride``).
+    """
+    cell = as_tensor(cell_anchors, "cell_anchors")
+    if cell.dim() != 2 or cell.shape[-1] != 4 or cell.shape[0] == 0:
+        raise ValueError(f"cell_anchors must have shape (A, 4) with A >= 1, got {tuple(cell.shape)}")
+    try:
+        fh, fw = feature_size
+    except (TypeError, ValueError):
+        raise ValueError(f"feature_size must be (height, width), got {feature_size!r}") from None
+    fh, fw = positive_int(fh, "feature_size height"), positive_int(fw, "feature_size width")
+    stride = positive_number(stride, "stride")
+    off = finite_number(offset, "offset")
+    if not 0.0 <= off < 1.0:
+        raise ValueError(f"offset must be in [0, 1) (MODEL.ANCHOR_GENERATOR.OFFSET), got {offset!r}")
+    dt = cell.dtype
+    shift_x = torch.arange(off * stride, fw * stride, step=stride, dtype=dt)[:fw]
+    shift_y = torch.arange(off * stride, fh * stride, step=stride, dtype=dt)[:fh]
+    sy, sx = torch.meshgrid(shift_y, shift_x, indexing="ij")
+    sx, sy = sx.reshape(-1), sy.reshape(-1)
+    shifts = torch.stack((sx, sy, sx, sy), dim=1)
+    return (shifts.view(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# Configurations and reports
+# --------------------------------------------------------------------------------------------
+def fpn_level_configs(levels: Sequence[int] = (2, 3, 4, 5, 6), start_size: float = 32.0,
+                      aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> List[Dict]:
+    """The default FPN anchors: level l has stride 2^l and one size start_size * 2^(l - min level).
+
+    Detectron: ``FPN.RPN_ANCHOR_START_SIZE`` 32, levels 2..6; Detectron2: ``Base-RCNN-FPN.yaml``
+    ``SIZES [[32], [64], [128], [256], [512]]`` with strides 4..64.
+    """
+    levels = [positive_int(v, "levels") for v in levels]
+    lo = min(levels)
+    return [{"name": f"P{l}", "level": l, "stride": 2.0 ** l, "sizes": (start_size * 2.0 ** (l - lo),),
+             "aspect_ratios": tuple(aspect_ratios)} for l in levels]
+
+
+def c4_config(sizes: Sequence[float] = (32.0, 64.0, 128.0, 256.0, 512.0), aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> Dict:
+    """A single-level (C4) configuration: stride 16 and several sizes."""
+    return {"name": "C4", "level": 4, "stride": 16.0, "sizes": tuple(sizes), "aspect_ratios": tuple(aspect_ratios)}
+
+
+def anchor_report(stride: float, sizes: Sequence[float], aspect_ratios: Sequence[float]) -> List[Dict]:
+    """Per (size, ratio): intended and actual width, height, area and aspect ratio in each codebase.
+
+    Everything is in continuous coordinates (Detectron's anchors converted with [x1, y1, x2 + 1, y2 + 1]),
+    so widths are directly comparable. ``centre`` is each anchor's centre at feature location (0, 0):
+    Detectron's grid, and Detectron2's with OFFSET 0 and 0.5. ``diff_vs_offset05`` is Detectron minus
+    Detectron2 with OFFSET 0.5 (pure rounding), ``diff_vs_offset0`` the same against the default OFFSET 0.
+    """
+    sizes_l = _positive_list(sizes, "sizes")
+    ratios_l = _positive_list(aspect_ratios, "aspect_ratios")
+    det = to_continuous(ratio_major_to_size_major(detectron_cell_anchors(stride, sizes_l, ratios_l), len(sizes_l), len(ratios_l)))
+    d2 = d2_cell_anchors(sizes_l, ratios_l, dtype=torch.float64)
+    stride = float(stride)
+    rows = []
+    for i, (s, a) in enumerate((s, a) for s in sizes_l for a in ratios_l):
+        w_int = math.sqrt(s * s / a)
+        dw, dh = float(det[i, 2] - det[i, 0]), float(det[i, 3] - det[i, 1])
+        ew, eh = float(d2[i, 2] - d2[i, 0]), float(d2[i, 3] - d2[i, 1])
+        d2_05 = d2[i] + 0.5 * stride
+        rows.append({
+            "size": s, "ratio": a,
+            "intended": {"w": w_int, "h": a * w_int, "area": s * s, "aspect": a},
+            "detectron": {"w": dw, "h": dh, "area": dw * dh, "aspect": dh / dw,
+                          "centre": (float(det[i, 0] + det[i, 2]) / 2, float(det[i, 1] + det[i, 3]) / 2),
+                          "box": [float(v) for v in det[i]]},
+            "detectron2": {"w": ew, "h": eh, "area": ew * eh, "aspect": eh / ew, "centre_offset0": (0.0, 0.0),
+                           "centre_offset05": (0.5 * stride, 0.5 * stride), "box": [float(v) for v in d2[i]]},
+            "diff_vs_offset05": [float(v) for v in det[i] - d2_05],
+            "diff_vs_offset0": [float(v) for v in det[i] - d2[i]],
+        })
+    return rows
+
+
+def all_level_anchors(image_size=(800, 1333), configs: Sequence[Dict] | None = None, *, codebase: str = "detectron2",
+                      offset: float = 0.0) -> List[torch.Tensor]:
+    """Every anchor of an image over the levels of ``configs`` (default: FPN P2..P6), one tensor per level.
+
+    Feature sizes are ceil(image / stride). ``codebase="detectron"`` uses Detectron's cell anchors and
+    shifts (offset 0 on its pixel-index anchors); ``"detectron2"`` uses exact cell anchors and ``offset``.
+    """
+    h, w = image_size
+    configs = list(configs) if configs is not None else fpn_level_configs()
+    if codebase not in ("detectron", "detectron2"):
+        raise ValueError(f"codebase must be 'detectron' or 'detectron2', got {codebase!r}")
+    out = []
+    for c in configs:
+        fs = (math.ceil(h / c["stride"]), math.ceil(w / c["stride"]))
+        if codebase == "detectron":
+            cell = detectron_cell_anchors(c["stride"], c["sizes"], c["aspect_ratios"]).to(torch.float32)
+            out.append(grid_anchors(cell, fs, c["stride"], 0.0))
+        else:
+            out.append(grid_anchors(d2_cell_anchors(c["sizes"], c["aspect_ratios"]), fs, c["stride"], offset))
+    return out
+
+
+def proposal_shift(configs: Sequence[Dict] | None = None, deltas=None, offset: float = 0.0) -> List[Dict]:
+    """The same RPN deltas decoded on each codebase's anchors at feature location (0, 0), per level.
+
+    Each codebase decodes with its own box coder (Detectron's ``bbox_transform`` with "+1" and the "- 1" on
+    x2/y2; Detectron2's ``apply_deltas``), RPN weights (1, 1, 1, 1). Reported per level: the proposals (as
+    each codebase outputs them), the shift of their numeric centres (x1 + x2) / 2 (what a comparison of
+    raw outputs sees: (stride - 1) / 2 at OFFSET 0) and of their continuous centres (stride / 2 at OFFSET 0).
+    """
+    from .boxes import decode
+
+    configs = list(configs) if configs is not None else fpn_level_configs()
+    off = finite_number(offset, "offset")
+    if not 0.0 <= off < 1.0:
+        raise ValueError(f"offset must be in [0, 1), got {offset!r}")
+    out = []
+    for c in configs:
+        det = detectron_cell_anchors(c["stride"], c["sizes"], c["aspect_ratios"])
+        d2 = d2_cell_anchors(c["sizes"], c["aspect_ratios"], dtype=torch.float64) + off * c["stride"]
+        det = ratio_major_to_size_major(det, len(c["sizes"]), len(c["aspect_ratios"]))
+        dl = torch.zeros(len(det), 4, dtype=torch.float64) if deltas is None else as_tensor(deltas, "deltas").to(torch.float64).expand(len(det), 4)
+        p1 = decode(dl, det, (1.0, 1.0, 1.0, 1.0), legacy_plus_one=True)
+        p2 = decode(dl, d2, (1.0, 1.0, 1.0, 1.0))
+        num1 = (p1[:, :2] + p1[:, 2:]) / 2
+        num2 = (p2[:, :2] + p2[:, 2:]) / 2
+        cont1 = (to_continuous(p1)[:, :2] + to_continuous(p1)[:, 2:]) / 2
+        out.append({"name": c["name"], "stride": c["stride"], "detectron": p1, "detectron2": p2,
+                    "numeric_centre_shift": (num1 - num2).mean(0).tolist(),
+                    "continuous_centre_shift": (cont1 - num2).mean(0).tolist()})
+    return out

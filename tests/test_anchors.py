@@ -1,0 +1,144 @@
+"""Chapter 3: anchors. Detectron's side must match the original exactly, Detectron2's to 1e-5."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from explainer import anchors as A
+from explainer.pixels import to_continuous
+from tests.conftest import load_golden
+
+DET = load_golden("anchors/detectron_generate_anchors.json")
+D2 = load_golden("anchors/d2_cell_anchors.json")
+SIZES, RATIOS = (32, 64, 128, 256, 512), (0.5, 1, 2)
+
+
+def test_detectron_single_call_exact():
+    got = A.detectron_cell_anchors(16, SIZES, RATIOS)
+    assert torch.equal(got, torch.tensor(DET["single_call"]["anchors_xyxy"], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("i", range(5))
+def test_detectron_fpn_levels_exact(i):
+    lv = DET["fpn_levels"]["levels"][i]
+    got = A.detectron_cell_anchors(lv["stride"], (lv["size"],), lv["aspect_ratios"])
+    assert torch.equal(got, torch.tensor(lv["anchors_xyxy"], dtype=torch.float64))
+
+
+def test_py_faster_rcnn_table_is_the_matlab_comment_minus_one():
+    got = A.detectron_cell_anchors(16, (128, 256, 512), RATIOS)
+    ref = DET["py_faster_rcnn_default"]
+    assert torch.equal(got, torch.tensor(ref["anchors_xyxy"], dtype=torch.float64))
+    assert got[0].tolist() == [-84.0, -40.0, 99.0, 55.0]
+    assert torch.equal(got + 1, torch.tensor(ref["matlab_1based_values_from_file_comment"], dtype=torch.float64))
+
+
+def test_detectron_grid_exact():
+    g = DET["grid_3x4_stride16_size32"]
+    cell = A.detectron_cell_anchors(16, (32,), RATIOS)
+    assert torch.equal(cell, torch.tensor(g["cell_anchors"], dtype=torch.float64))
+    got = A.grid_anchors(cell, g["feature_hw"], 16, offset=0.0)
+    assert torch.equal(got, torch.tensor(g["all_anchors_xyxy"], dtype=torch.float64))
+
+
+def test_d2_single_call_and_levels():
+    torch.testing.assert_close(A.d2_cell_anchors(SIZES, RATIOS), torch.tensor(D2["single_call"]["anchors_xyxy"]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(A.d2_cell_anchors(SIZES, RATIOS, dtype=torch.float64),
+                               torch.tensor(D2["single_call"]["generate_cell_anchors_float64"], dtype=torch.float64))
+    for lv in D2["fpn_levels"]["levels"]:
+        torch.testing.assert_close(A.d2_cell_anchors((lv["size"],), RATIOS), torch.tensor(lv["anchors_xyxy"]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("offset", ["0.0", "0.5"])
+def test_d2_grids(offset):
+    g = D2["grid_3x4_stride16_size32"][f"offset_{offset}"]
+    got = A.grid_anchors(A.d2_cell_anchors((32,), RATIOS), (3, 4), 16, offset=float(offset))
+    torch.testing.assert_close(got, torch.tensor(g["all_anchors_xyxy"]), rtol=1e-5, atol=1e-5)
+
+
+def test_detectron_is_d2_offset_half_plus_rounding():
+    cmp = D2["grid_3x4_stride16_size32"]["comparison_with_detectron_grid"]
+    det = to_continuous(A.grid_anchors(A.detectron_cell_anchors(16, (32,), RATIOS), (3, 4), 16))
+    d2 = A.grid_anchors(A.d2_cell_anchors((32,), RATIOS, dtype=torch.float64), (3, 4), 16, offset=0.5)
+    torch.testing.assert_close((det - d2).float(), torch.tensor(cmp["detectron_as_continuous_minus_d2_offset0.5"]), rtol=1e-5, atol=1e-5)
+    # worked numbers of conventions.md section 2: ratio 1 identical, ratio 0.5 differs by [-0.37, -0.69, 0.37, 0.69]
+    assert torch.equal(det[1], d2[1])
+    assert [round(v, 2) for v in (det[0] - d2[0]).tolist()] == [-0.37, -0.69, 0.37, 0.69]
+
+
+def test_d2_formulas_by_hand():
+    a = A.d2_cell_anchors((32,), (0.5,), dtype=torch.float64)[0]
+    w, h = (a[2] - a[0]).item(), (a[3] - a[1]).item()
+    assert w == pytest.approx(math.sqrt(1024 / 0.5)) and h == pytest.approx(0.5 * w) and w * h == pytest.approx(1024)
+
+
+def test_row_orders():
+    det = A.detectron_cell_anchors(16, SIZES, RATIOS)
+    sm = A.ratio_major_to_size_major(det, len(SIZES), len(RATIOS))
+    # size-major: row = size_index * 3 + ratio_index; ratio-major: ratio_index * 5 + size_index
+    for s in range(5):
+        for r in range(3):
+            assert torch.equal(sm[s * 3 + r], det[r * 5 + s])
+
+
+def test_report_numbers_for_stride16_size32():
+    rows = {(r["size"], r["ratio"]): r for r in A.anchor_report(16, (32,), RATIOS)}
+    r = rows[(32.0, 0.5)]
+    assert (r["detectron"]["w"], r["detectron"]["h"], r["detectron"]["area"]) == (46.0, 24.0, 1104.0)
+    assert r["detectron"]["aspect"] == pytest.approx(24 / 46)
+    assert r["detectron2"]["area"] == pytest.approx(1024.0)
+    assert r["detectron"]["centre"] == (8.0, 8.0)  # index 7.5 is the continuous point 8 = offset 0.5 * 16
+    assert rows[(32.0, 1.0)]["diff_vs_offset05"] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_proposal_shift_per_level():
+    got = A.proposal_shift()
+    assert [r["numeric_centre_shift"][0] for r in got] == [1.5, 3.5, 7.5, 15.5, 31.5]
+    assert [r["continuous_centre_shift"][0] for r in got] == [2.0, 4.0, 8.0, 16.0, 32.0]
+    half = A.proposal_shift(offset=0.5)
+    assert all(abs(r["continuous_centre_shift"][0]) < 1e-9 for r in half)
+
+
+@given(st.integers(1, 7), st.sampled_from([1, 2, 4, 8, 16, 32]))
+def test_ratio_one_anchors_agree_exactly_with_offset_half(level, mult):
+    stride = 2.0 ** level
+    size = stride * mult
+    det = to_continuous(A.detectron_cell_anchors(stride, (size,), (1.0,)))
+    d2 = A.d2_cell_anchors((size,), (1.0,), dtype=torch.float64) + 0.5 * stride
+    assert torch.equal(det, d2)
+
+
+@given(st.integers(1, 12), st.integers(1, 12), st.sampled_from([4.0, 8.0, 16.0]), st.floats(0, 0.99))
+def test_grid_layout_is_location_major(h, w, stride, offset):
+    cell = A.d2_cell_anchors((32,), RATIOS, dtype=torch.float64)
+    g = A.grid_anchors(cell, (h, w), stride, offset).reshape(h, w, 3, 4)
+    centres = (g[..., :2] + g[..., 2:]) / 2
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    torch.testing.assert_close(centres[..., 0], ((xs + offset) * stride)[..., None].expand(h, w, 3))
+    torch.testing.assert_close(centres[..., 1], ((ys + offset) * stride)[..., None].expand(h, w, 3))
+
+
+def test_all_level_anchors_count_for_800x1333():
+    n = [len(a) for a in A.all_level_anchors((800, 1333))]
+    expected = [math.ceil(800 / s) * math.ceil(1333 / s) * 3 for s in (4, 8, 16, 32, 64)]
+    assert n == expected and sum(n) == 267069
+    assert [len(a) for a in A.all_level_anchors((800, 1333), codebase="detectron")] == expected
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda: A.detectron_cell_anchors(0, (32,), (1,)), "stride must be > 0"),
+    (lambda: A.detectron_cell_anchors(16, (-32,), (1,)), "sizes must be a non-empty sequence of positive numbers"),
+    (lambda: A.d2_cell_anchors((32,), (0,)), "aspect_ratios must be a non-empty sequence of positive numbers"),
+    (lambda: A.grid_anchors(A.d2_cell_anchors((32,), (1,)), (0, 4), 16), "feature_size height must be a whole number >= 1"),
+    (lambda: A.grid_anchors(A.d2_cell_anchors((32,), (1,)), (3, 4), 16, offset=1.0), "offset must be in [0, 1)"),
+    (lambda: A.grid_anchors(A.d2_cell_anchors((32,), (1,)), (3, 4), -16), "stride must be > 0"),
+])
+def test_bad_input(call, needle):
+    with pytest.raises(ValueError) as e:
+        call()
+    assert needle in str(e.value)
