@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -122,6 +123,18 @@ def _wait_idle(page, timeout_s: float) -> None:
     raise AssertionError("the notebook did not finish running in time")
 
 
+def _accept_kernel_dialog(page, wait_s: float = 4.0) -> None:
+    """If JupyterLab asks which kernel to start (it can, while kernel specs are still loading), accept
+    its proposal, the notebook's own python3 kernel, as a reader would."""
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+        if dialog.count():
+            dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+            return
+        time.sleep(0.2)
+
+
 def _move(control, page) -> str:
     """Move one control the way a reader would; returns what was done."""
     handle = control.locator(".noUi-handle")
@@ -157,19 +170,27 @@ def test_notebook_in_jupyterlab(lab, browser, path):
     try:
         page.goto(f"{lab['url']}/lab/workspaces/{path.stem}/tree/{path.name}?reset&token={lab['token']}", wait_until="domcontentloaded", timeout=60000)
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60000)
+        _accept_kernel_dialog(page)
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60000)
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator("li[data-command='runmenu:run-all']").click()
         time.sleep(1.0)
         _wait_idle(page, timeout_s=180)
-        time.sleep(1.5)  # let widget views render
+        # let widget views render (ipywidgets renders views asynchronously after the kernel is idle)
+        if "Dashboard(" in path.read_text():
+            try:
+                page.locator(".explainer-dashboard").first.wait_for(timeout=30000)
+            except Exception:
+                pass  # reported by the assertion below
+        time.sleep(1.5)
         errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
         assert errors.count() == 0, f"{path.name}: cell error: {errors.first.inner_text()[:1500]}"
         text = page.locator(".jp-Notebook").inner_text()
         for bad in ("Error displaying widget", "model not found", "not registered", "Traceback (most recent call last)"):
             assert bad not in text, f"{path.name}: '{bad}' shown in the notebook"
         n_code = page.locator(".jp-CodeCell").count()
-        n_done = page.locator(".jp-CodeCell .jp-InputArea-prompt").filter(has_text="[").count()
+        prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+        n_done = sum(1 for t in prompts if re.match(r"^\s*\[\d+\]", t))
         assert n_code and n_done == n_code, f"{path.name}: {n_done} of {n_code} code cells ran"
 
         dashboards = page.locator(".explainer-dashboard")
@@ -199,5 +220,8 @@ def test_notebook_in_jupyterlab(lab, browser, path):
             assert "unexpected" not in after_text.lower(), f"{path.name}: dashboard {i}: {after_text}"
             dash.screenshot(path=str(SHOTS / f"{path.stem}__dashboard{i}.png"))
         page.screenshot(path=str(SHOTS / f"{path.stem}.png"), full_page=True)
+    except BaseException:
+        page.screenshot(path=str(SHOTS / f"{path.stem}__FAILED.png"), full_page=True)
+        raise
     finally:
         page.close()
