@@ -92,8 +92,10 @@ def resize(image, size, mode: str = "half_pixel", antialias: bool = False) -> to
     """Bilinear resize of an N x C x H x W (or C x H x W) image to ``size`` = (height, width), on a coordinate mode.
 
     Built on :func:`resize_coordinate_map`: each output pixel interpolates the input linearly at its mapped
-    coordinate, clamped to the image (edge replication). ``antialias=True`` (``half_pixel`` only) widens the
-    triangle filter by the downscale factor, as PIL and ``F.interpolate(..., antialias=True)`` do. Equals
+    coordinate, clamped to the image (edge replication). ``antialias=True`` (``half_pixel`` only) uses PIL's
+    triangle filter instead: widened by the downscale factor and renormalised where it leaves the image, as
+    ``F.interpolate(..., antialias=True)`` does (so it also differs from plain bilinear at the borders when
+    upscaling). Equals
     ``F.interpolate(mode="bilinear")`` for ``half_pixel`` / ``pytorch_half_pixel`` (align_corners False) and
     ``align_corners``.
     """
@@ -112,7 +114,7 @@ def resize(image, size, mode: str = "half_pixel", antialias: bool = False) -> to
     H, W = x.shape[-2:]
     mats = []
     for n_in, n_out in ((H, oh), (W, ow)):
-        if antialias and mode in ("half_pixel", "pytorch_half_pixel") and n_out < n_in:
+        if antialias and mode in ("half_pixel", "pytorch_half_pixel"):
             mats.append(_antialias_weights(n_in, n_out))
         else:
             mats.append(_linear_weights(resize_coordinate_map(n_in, n_out, mode), n_in))
