@@ -95,7 +95,7 @@ def resize(image, size, mode: str = "half_pixel", antialias: bool = False) -> to
     coordinate, clamped to the image (edge replication). ``antialias=True`` (``half_pixel`` only) uses PIL's
     triangle filter instead: widened by the downscale factor and renormalised where it leaves the image, as
     ``F.interpolate(..., antialias=True)`` does (so it also differs from plain bilinear at the borders when
-    upscaling). Equals
+    upscaling); sides of length 1 are the exception, which torch's antialiased kernel treats differently. Equals
     ``F.interpolate(mode="bilinear")`` for ``half_pixel`` / ``pytorch_half_pixel`` (align_corners False) and
     ``align_corners``.
     """
