@@ -1,0 +1,612 @@
+"""Checkpoints: load Detectron and Detectron2 weights without running untrusted code, convert, and audit.
+
+* :func:`load_checkpoint` reads a Detectron ``.pkl`` (a pickled dict, often ``{"blobs": {...}}``, usually written by
+  Python 2, hence ``encoding="latin1"``), a Detectron2 ``.pkl`` (``{"model": {...}, "__author__": ...}``) and a
+  ``.pth`` (``torch.load(..., weights_only=True)``). Pickles go through :class:`RestrictedUnpickler`, which admits
+  only builtin containers, numbers, strings and numpy arrays/dtypes: any other global (a ``__reduce__`` payload,
+  an unknown class) is refused by name before anything of it runs.
+* :func:`convert_detectron_to_detectron2` renames blobs to the names Detectron2's loader produces
+  (``detectron2/checkpoint/c2_model_loading.py``), converts the predictors (background last, background box rows
+  and mask channel dropped; see :mod:`explainer.labels`) and reports every blob it left out and why.
+* :func:`audit` compares a state dict with what a model expects (a dict of shapes, an ``nn.Module`` or a JSON
+  file), matching names by suffix as Detectron2's ``align_and_update_state_dicts`` does, and explains each
+  finding (``NUM_CLASSES`` counted with or without background, class-agnostic heads, renamed layers).
+
+Command line: ``python -m explainer convert IN OUT [--force]`` and ``python -m explainer audit CKPT --expected SPEC``.
+Nothing here imports matplotlib or ipywidgets.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from . import labels as L
+
+__all__ = [
+    "RestrictedUnpickler",
+    "Checkpoint",
+    "load_checkpoint",
+    "detectron_to_detectron2_name",
+    "convert_detectron_to_detectron2",
+    "convert_detectron2_to_detectron_predictor",
+    "audit",
+    "synthetic_detectron_checkpoint",
+    "detectron2_expected_shapes",
+    "save_checkpoint",
+    "register_cli",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Safe loading
+# --------------------------------------------------------------------------------------------
+_ALLOWED_GLOBALS = {
+    ("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes",
+                               "bytearray", "bool", "slice")
+} | {
+    ("__builtin__", n) for n in ("dict", "list", "tuple", "set", "frozenset", "int", "long", "float", "complex", "str",
+                                  "unicode", "bytes", "bytearray", "bool")
+} | {
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how protocol-2 pickles carry bytes (array buffers); only encodes a string
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only builtin containers, numbers, strings and numpy arrays and dtypes."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global '{module}.{name}'")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: a flat name -> tensor dict, the format recognised, and what else the file held."""
+
+    tensors: Dict[str, torch.Tensor]
+    format: str
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(int(t.numel()) for t in self.tensors.values())
+
+
+_DETECTRON_NAME = re.compile(r"^(conv1|res\d|res_conv1|fpn_|conv_rpn|rpn_|fc\d|cls_score|bbox_pred|mask_fcn|_\[mask\]|conv5_mask|kps_|conv_fcn|head_conv)")
+
+
+def _to_tensors(d: Mapping, where: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    tensors, other = {}, {}
+    for k, v in d.items():
+        if not isinstance(k, str):
+            raise ValueError(f"{where}: keys must be parameter names (strings), found {type(k).__name__} {k!r}")
+        if isinstance(v, np.ndarray) and v.dtype != object:
+            tensors[k] = torch.from_numpy(np.ascontiguousarray(v))
+        elif isinstance(v, torch.Tensor):
+            tensors[k] = v
+        else:
+            other[k] = v
+    return tensors, other
+
+
+def load_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
+    """Read a Detectron ``.pkl``, a Detectron2 ``.pkl`` or a ``.pth`` into a :class:`Checkpoint`, safely.
+
+    Raises ``ValueError`` naming the file and the problem: missing, a directory, truncated or corrupted, a refused
+    pickle global, or a structure that is not a checkpoint.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"{p}: no such file")
+    if p.is_dir():
+        raise ValueError(f"{p}: is a directory, expected a checkpoint file (.pkl or .pth)")
+    data = p.read_bytes()
+    if not data:
+        raise ValueError(f"{p}: the file is empty")
+    is_zip = data[:4] == b"PK\x03\x04"
+    if p.suffix == ".pth" or is_zip:
+        try:
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ValueError(f"{p}: refused by torch.load(weights_only=True): {e}") from None
+        except Exception as e:
+            raise ValueError(f"{p}: not a readable .pth checkpoint (truncated or corrupted?): {type(e).__name__}: {e}") from None
+        fmt_prefix = "pth"
+    else:
+        try:
+            obj = RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+        except pickle.UnpicklingError as e:
+            msg = str(e)
+            if msg.startswith("refused global"):
+                raise ValueError(f"{p}: {msg}: this pickle holds something other than arrays and containers, and "
+                                 "was not loaded (nothing in it ran)") from None
+            raise ValueError(f"{p}: not a readable pickle (truncated or corrupted?): {msg}") from None
+        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, UnicodeDecodeError, OverflowError) as e:
+            raise ValueError(f"{p}: not a readable pickle (truncated or corrupted?): {type(e).__name__}: {e}") from None
+        fmt_prefix = "pkl"
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{p}: expected a dict of parameters, found a {type(obj).__name__}")
+    if "blobs" in obj and isinstance(obj["blobs"], Mapping):
+        tensors, other = _to_tensors(obj["blobs"], f"{p} blobs")
+        extra = {k: v for k, v in obj.items() if k != "blobs"}
+        extra.update({f"blobs.{k}": v for k, v in other.items()})
+        fmt = "detectron"
+    elif "model" in obj and isinstance(obj["model"], Mapping):
+        tensors, other = _to_tensors(obj["model"], f"{p} model")
+        extra = {k: v for k, v in obj.items() if k != "model"}
+        fmt = "detectron2" if fmt_prefix == "pkl" or "__author__" in obj else "pth"
+    else:
+        tensors, other = _to_tensors(obj, str(p))
+        extra = other
+        if tensors and sum(bool(_DETECTRON_NAME.match(k)) for k in tensors) > len(tensors) / 2:
+            fmt = "detectron"
+        else:
+            fmt = "state_dict"
+    if not tensors:
+        raise ValueError(f"{p}: holds no arrays or tensors; keys found: {sorted(map(str, obj))[:10]}")
+    return Checkpoint(tensors, f"{fmt} ({fmt_prefix})", extra)
+
+
+# --------------------------------------------------------------------------------------------
+# Detectron -> Detectron2 names
+# --------------------------------------------------------------------------------------------
+# Each rule: (family, pattern on the dotted name, replacement). Applied in order, after "_" -> "." and the suffix
+# and normalisation rules. The resulting names are those of Detectron2's loader (before it aligns them by suffix
+# with the model's own names, e.g. "backbone.bottom_up.res2.0.conv1.weight").
+_SUFFIX_RULES = [
+    (r"\.w$", ".weight"), (r"\.b$", ".bias"),
+    (r"bn\.s$", "norm.weight"), (r"bn\.bias$", "norm.bias"), (r"bn\.gamma$", "norm.weight"), (r"bn\.beta$", "norm.bias"),
+    (r"bn\.rm$", "norm.running_mean"), (r"bn\.riv$", "norm.running_var"),
+    (r"bn\.running\.mean$", "norm.running_mean"), (r"bn\.running\.var$", "norm.running_var"),
+    (r"gn\.s$", "norm.weight"), (r"gn\.bias$", "norm.bias"),
+    (r"^pred\.(weight|bias)$", r"linear.\1"),  # an ImageNet classifier's final layer
+]
+_FAMILY_RULES = [
+    ("stem", r"^res\.conv1\.norm\.", "stem.conv1.norm."),
+    ("stem", r"^conv1\.", "stem.conv1."),
+    ("res stages", r"\.branch1\.", ".shortcut."), ("res stages", r"\.branch2a\.", ".conv1."),
+    ("res stages", r"\.branch2b\.", ".conv2."), ("res stages", r"\.branch2c\.", ".conv3."),
+    ("rpn", r"^conv\.rpn(\.fpn2)?\.", "proposal_generator.rpn_head.conv."),
+    ("rpn", r"^rpn\.bbox\.pred(\.fpn2)?\.", "proposal_generator.rpn_head.anchor_deltas."),
+    ("rpn", r"^rpn\.cls\.logits(\.fpn2)?\.", "proposal_generator.rpn_head.objectness_logits."),
+    ("box predictor", r"^bbox\.pred\.", "bbox_pred."), ("box predictor", r"^cls\.score\.", "cls_score."),
+    ("box head", r"^fc6\.", "box_head.fc1."), ("box head", r"^fc7\.", "box_head.fc2."),
+    ("box head", r"^head\.conv", "box_head.conv"),
+    ("mask head", r"^\.\[mask\]\.fcn", "mask_head.mask_fcn"), ("mask head", r"^\.mask\.fcn", "mask_head.mask_fcn"),
+    ("mask predictor", r"^mask\.fcn\.logits\.", "mask_head.predictor."),
+    ("mask head", r"^conv5\.mask\.", "mask_head.deconv."),
+    ("keypoint head", r"^conv\.fcn", "roi_heads.keypoint_head.conv_fcn"),
+    ("keypoint head", r"^kps\.score\.lowres\.", "roi_heads.keypoint_head.score_lowres."),
+    ("keypoint head", r"^kps\.score\.", "roi_heads.keypoint_head.score."),
+]
+_FPN_INNER = re.compile(r"^fpn\.inner\.res(\d)\.\d+\.sum(\.lateral)?\.(norm\.)?(weight|bias)$")
+_FPN_OUT = re.compile(r"^fpn\.res(\d)\.\d+\.sum\.(norm\.)?(weight|bias)$")
+
+
+def detectron_to_detectron2_name(name: str) -> Tuple[str, str]:
+    """The Detectron2 name of one Detectron blob, and its family (stem, res stages, fpn, rpn, box head, ...)."""
+    k = name.replace("_", ".")
+    for pat, rep in _SUFFIX_RULES:
+        k = re.sub(pat, rep, k)
+    m = _FPN_INNER.match(k)
+    if m:
+        return f"fpn_lateral{m.group(1)}{'.norm' if m.group(3) else ''}.{m.group(4)}", "fpn"
+    m = _FPN_OUT.match(k)
+    if m:
+        return f"fpn_output{m.group(1)}{'.norm' if m.group(2) else ''}.{m.group(3)}", "fpn"
+    family = "res stages" if re.match(r"^res\d", k) else "other"
+    for fam, pat, rep in _FAMILY_RULES:
+        new = re.sub(pat, rep, k)
+        if new != k:
+            k = new
+            if family in ("other", "res stages") or fam == "stem":
+                family = fam
+    return k, family
+
+
+_PREDICTOR_BLOBS = {"cls_score_w", "cls_score_b", "bbox_pred_w", "bbox_pred_b", "mask_fcn_logits_w", "mask_fcn_logits_b"}
+
+
+def convert_detectron_to_detectron2(blobs: Mapping[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Detectron blobs -> (Detectron2 state dict, report).
+
+    The report lists ``renamed`` (old, new, family, shape), ``predictor`` (what the class-order conversion did),
+    ``ignored`` (blob, reason) and ``counts``. Optimizer state (``*_momentum``) is left out, as Detectron2's loader
+    does; a blob that no rule maps is kept under its dotted name and listed as ``unmapped``.
+    """
+    if not isinstance(blobs, Mapping):
+        raise ValueError(f"blobs must be a dict of name -> array, got {type(blobs).__name__}")
+    tensors = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))) for k, v in blobs.items()
+               if isinstance(v, (np.ndarray, torch.Tensor))}
+    report: Dict[str, Any] = {"renamed": [], "predictor": [], "ignored": [], "unmapped": []}
+    for k, v in blobs.items():
+        if not isinstance(v, (np.ndarray, torch.Tensor)):
+            report["ignored"].append((k, f"not an array ({type(v).__name__}): bookkeeping, not a parameter"))
+    out: Dict[str, torch.Tensor] = {}
+    pred = {k: tensors[k] for k in _PREDICTOR_BLOBS if k in tensors}
+    if pred:
+        if "mask_fcn_logits_w" in pred and pred["mask_fcn_logits_w"].shape[0] == 1:
+            raise ValueError("mask_fcn_logits_w has 1 channel (a class-agnostic Detectron mask head): Detectron2's loader "
+                             "would leave the mask predictor with 0 channels. Convert it for a class-agnostic Detectron2 mask "
+                             "head (MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK) by renaming only.")
+        conv = L.convert_box_predictor(pred)
+        for new, t in conv.items():
+            out[new] = t
+        K = pred["cls_score_w"].shape[0] - 1 if "cls_score_w" in pred else None
+        report["predictor"] = [
+            ("cls_score", f"{tuple(pred['cls_score_w'].shape)} -> {tuple(conv['cls_score.weight'].shape)}", "background row moved last"),
+            ("bbox_pred", f"{tuple(pred['bbox_pred_w'].shape)} -> {tuple(conv['bbox_pred.weight'].shape)}", "4 background rows dropped"),
+        ] + ([("mask_fcn_logits", f"{tuple(pred['mask_fcn_logits_w'].shape)} -> {tuple(conv['mask_head.predictor.weight'].shape)}",
+               "background channel dropped")] if "mask_fcn_logits_w" in pred else [])
+        report["K"] = K
+    for k in sorted(tensors):
+        if k in _PREDICTOR_BLOBS:
+            continue
+        if k.endswith("_momentum"):
+            report["ignored"].append((k, "optimizer state (SGD momentum): Detectron2's loader drops *_momentum"))
+            continue
+        new, family = detectron_to_detectron2_name(k)
+        if new in out:
+            raise ValueError(f"blobs {k!r} and another blob both map to {new!r}")
+        out[new] = tensors[k]
+        if family == "other":
+            report["unmapped"].append((k, new))
+        report["renamed"].append((k, new, family, tuple(tensors[k].shape)))
+    report["counts"] = {"tensors in": len(tensors), "tensors out": len(out), "ignored": len(report["ignored"]),
+                        "parameters out": int(sum(t.numel() for t in out.values()))}
+    return out, report
+
+
+def convert_detectron2_to_detectron_predictor(state_dict: Mapping[str, torch.Tensor], bg_box_rows: str = "copy") -> Dict[str, torch.Tensor]:
+    """The reverse direction for the predictors: Detectron2 names (any prefix) -> Detectron blobs, background first."""
+    def find(suffix):
+        hits = [k for k in state_dict if k == suffix or k.endswith("." + suffix)]
+        if not hits:
+            raise ValueError(f"state_dict has no '{suffix}'")
+        return state_dict[hits[0]]
+
+    params = {s: find(s) for s in ("cls_score.weight", "cls_score.bias", "bbox_pred.weight", "bbox_pred.bias")}
+    try:
+        params["mask_head.predictor.weight"] = find("mask_head.predictor.weight")
+        params["mask_head.predictor.bias"] = find("mask_head.predictor.bias")
+    except ValueError:
+        pass
+    return L.convert_box_predictor(params, to="detectron", bg_box_rows=bg_box_rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Audit
+# --------------------------------------------------------------------------------------------
+def _expected_shapes(expected) -> Dict[str, Tuple[int, ...]]:
+    if isinstance(expected, torch.nn.Module):
+        return {k: tuple(v.shape) for k, v in expected.state_dict().items()}
+    if isinstance(expected, (str, os.PathLike)):
+        p = Path(expected)
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{p}: no such file (expected a JSON spec of parameter names and shapes)") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON: {e}") from None
+        expected = data.get("shapes", data) if isinstance(data, dict) else data
+    if not isinstance(expected, Mapping):
+        raise ValueError("expected must be a dict of name -> shape, an nn.Module or a JSON file path")
+    out = {}
+    for k, v in expected.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = tuple(v.shape)
+        else:
+            try:
+                out[k] = tuple(int(x) for x in v)
+            except TypeError:
+                raise ValueError(f"expected[{k!r}] must be a shape (list of ints) or a tensor, got {v!r}") from None
+    return out
+
+
+def _align(loaded: List[str], expected: List[str]) -> Dict[str, str]:
+    """Match loaded names to expected names by the longest suffix at a '.' boundary (Detectron2's heuristic)."""
+    match = {}
+    taken = set()
+    for e in sorted(expected, key=len, reverse=True):
+        best = None
+        for k in loaded:
+            if (e == k or e.endswith("." + k)) and (best is None or len(k) > len(best)):
+                best = k
+        if best is not None and best not in taken:
+            match[best] = e
+            taken.add(best)
+    return match
+
+
+def _cause(name: str, got: Tuple[int, ...], want: Tuple[int, ...]) -> str:
+    if "cls_score" in name and len(got) and len(want) and abs(got[0] - want[0]) == 1:
+        return (f"NUM_CLASSES counted differently: {got[0]} rows against {want[0]} (K+1 rows expected; Detectron counts background "
+                "in NUM_CLASSES, Detectron2 does not)")
+    if "bbox_pred" in name and len(got) and len(want):
+        g, w = got[0], want[0]
+        if g == w + 4:
+            return f"background box rows not dropped ({g} = 4(K+1) rows, Detectron2 wants 4K = {w})"
+        if w == 4 and g % 4 == 0 and g > 4:
+            return "class-specific box regression loaded into a class-agnostic head (CLS_AGNOSTIC_BBOX_REG)"
+        if g == 4 and w > 4:
+            return "class-agnostic box regression loaded into a class-specific head"
+        if g % 4 == 0 and w % 4 == 0 and abs(g - w) == 4:
+            return f"NUM_CLASSES off by one ({g // 4} classes against {w // 4})"
+    if "predictor" in name and "mask" in name and len(got) and len(want):
+        if got[0] == want[0] + 1:
+            return "mask predictor keeps its background channel (not converted)"
+        if got[0] == 1 or want[0] == 1:
+            return "class-agnostic against class-specific mask head (CLS_AGNOSTIC_MASK)"
+        if abs(got[0] - want[0]) == 1:
+            return "NUM_CLASSES off by one in the mask predictor"
+    if len(got) == len(want) and got[1:] == want[1:]:
+        return "different number of output channels"
+    return "different layer configuration"
+
+
+def audit(state_dict: Mapping[str, Any], expected) -> Dict[str, Any]:
+    """Compare a state dict with what a model expects; every finding comes with its likely cause.
+
+    Names are matched by suffix as Detectron2's loader does. Returns {"matched", "missing", "unexpected",
+    "mismatched", "ok"}: missing/unexpected are (name, shape, likely cause) and mismatched (loaded name, expected
+    name, loaded shape, expected shape, likely cause).
+    """
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"state_dict must be a dict of name -> tensor, got {type(state_dict).__name__}")
+    got = {k: tuple(v.shape) for k, v in state_dict.items() if hasattr(v, "shape")}
+    want = _expected_shapes(expected)
+    match = _align(list(got), list(want))
+    mismatched = [(k, e, got[k], want[e], _cause(e, got[k], want[e])) for k, e in sorted(match.items()) if got[k] != want[e]]
+    missing_names = [e for e in want if e not in match.values()]
+    unexpected_names = [k for k in got if k not in match]
+    missing, unexpected = [], []
+    for e in sorted(missing_names):
+        cause = "not in the checkpoint"
+        if e.endswith(("running_mean", "running_var")):
+            cause = ("normalisation statistics: Detectron's AffineChannel stores only scale and bias; Detectron2's "
+                     "FrozenBatchNorm2d fills mean 0 and variance 1 when they are absent (benign)")
+        else:
+            same_shape = [k for k in unexpected_names if got[k] == want[e]]
+            suffix = e.split(".")[-1]
+            similar = [k for k in same_shape if k.split(".")[-1] == suffix]
+            if similar:
+                cause = f"probably renamed between versions: the checkpoint has {similar[0]!r} with the same shape"
+        missing.append((e, want[e], cause))
+    for k in sorted(unexpected_names):
+        cause = "the model has no such parameter"
+        if k.endswith("_momentum") or "momentum" in k:
+            cause = "optimizer state, not a parameter"
+        unexpected.append((k, got[k], cause))
+    benign = [m for m in missing if "benign" in m[2]]
+    return {"matched": len(match) - len(mismatched), "missing": missing, "unexpected": unexpected, "mismatched": mismatched,
+            "ok": not mismatched and not unexpected and len(benign) == len(missing)}
+
+
+# --------------------------------------------------------------------------------------------
+# A synthetic Detectron checkpoint (ResNet-50-FPN Mask R-CNN) and Detectron2's expected shapes
+# --------------------------------------------------------------------------------------------
+def _resnet_blobs(width: int) -> List[Tuple[str, Tuple[int, ...]]]:
+    c = lambda n: max(1, n // width)  # noqa: E731
+    out = [("conv1_w", (c(64), 3, 7, 7)), ("res_conv1_bn_s", (c(64),)), ("res_conv1_bn_b", (c(64),))]
+    cin = c(64)
+    for stage, (blocks, mid, cout) in zip(range(2, 6), ((3, 64, 256), (4, 128, 512), (6, 256, 1024), (3, 512, 2048))):
+        for b in range(blocks):
+            pre = f"res{stage}_{b}"
+            if b == 0:
+                out += [(f"{pre}_branch1_w", (c(cout), cin, 1, 1)), (f"{pre}_branch1_bn_s", (c(cout),)), (f"{pre}_branch1_bn_b", (c(cout),))]
+            for name, shape in (("branch2a", (c(mid), cin if b == 0 else c(cout), 1, 1)), ("branch2b", (c(mid), c(mid), 3, 3)),
+                                ("branch2c", (c(cout), c(mid), 1, 1))):
+                out += [(f"{pre}_{name}_w", shape), (f"{pre}_{name}_bn_s", (shape[0],)), (f"{pre}_{name}_bn_b", (shape[0],))]
+            cin = c(cout)
+    return out
+
+
+def _fpn_maskrcnn_blobs(width: int, num_classes: int) -> List[Tuple[str, Tuple[int, ...]]]:
+    c = lambda n: max(1, n // width)  # noqa: E731
+    f = c(256)
+    last = {2: "res2_2", 3: "res3_3", 4: "res4_5", 5: "res5_2"}
+    cins = {2: c(256), 3: c(512), 4: c(1024), 5: c(2048)}
+    out = []
+    for lvl in (5, 4, 3, 2):
+        inner = f"fpn_inner_{last[lvl]}_sum" + ("" if lvl == 5 else "_lateral")
+        out += [(f"{inner}_w", (f, cins[lvl], 1, 1)), (f"{inner}_b", (f,))]
+        out += [(f"fpn_{last[lvl]}_sum_w", (f, f, 3, 3)), (f"fpn_{last[lvl]}_sum_b", (f,))]
+    out += [("conv_rpn_fpn2_w", (f, f, 3, 3)), ("conv_rpn_fpn2_b", (f,)), ("rpn_cls_logits_fpn2_w", (3, f, 1, 1)),
+            ("rpn_cls_logits_fpn2_b", (3,)), ("rpn_bbox_pred_fpn2_w", (12, f, 1, 1)), ("rpn_bbox_pred_fpn2_b", (12,))]
+    h = c(1024)
+    out += [("fc6_w", (h, f * 7 * 7)), ("fc6_b", (h,)), ("fc7_w", (h, h)), ("fc7_b", (h,)),
+            ("cls_score_w", (num_classes + 1, h)), ("cls_score_b", (num_classes + 1,)),
+            ("bbox_pred_w", (4 * (num_classes + 1), h)), ("bbox_pred_b", (4 * (num_classes + 1),))]
+    for i in range(1, 5):
+        out += [(f"_[mask]_fcn{i}_w", (f, f, 3, 3)), (f"_[mask]_fcn{i}_b", (f,))]
+    out += [("conv5_mask_w", (f, f, 2, 2)), ("conv5_mask_b", (f,)),
+            ("mask_fcn_logits_w", (num_classes + 1, f, 1, 1)), ("mask_fcn_logits_b", (num_classes + 1,))]
+    return out
+
+
+def synthetic_detectron_checkpoint(num_classes: int = 80, small: bool = False, seed: int = 0, momentum: bool = True) -> Dict[str, Any]:
+    """A Detectron-layout ResNet-50-FPN Mask R-CNN checkpoint ``{"blobs": {...}}`` built deterministically.
+
+    Realistic blob names and shapes (about 44 M parameters for K = 80; ``small=True`` divides every width by 16
+    for fast tests), small random float32 values, a few ``*_momentum`` optimizer blobs and bookkeeping entries,
+    as Detectron's files have. Nothing is downloaded.
+    """
+    rng = np.random.default_rng(seed)
+    width = 16 if small else 1
+    blobs: Dict[str, Any] = {}
+    for name, shape in _resnet_blobs(width) + _fpn_maskrcnn_blobs(width, num_classes):
+        blobs[name] = (rng.standard_normal(shape, dtype=np.float32) * 0.01)
+    if momentum:
+        for name in ("conv1_w", "fc6_b", "cls_score_w"):
+            blobs[f"{name}_momentum"] = np.zeros_like(blobs[name])
+    blobs["cls_score_b"][0] = 2.0  # a trained background prior
+    return {"blobs": blobs, "cfg": "synthetic: ResNet-50-FPN Mask R-CNN, NUM_CLASSES %d" % (num_classes + 1)}
+
+
+def detectron2_expected_shapes(num_classes: int = 80, small: bool = False) -> Dict[str, Tuple[int, ...]]:
+    """Parameter names and shapes of Detectron2's ResNet-50-FPN Mask R-CNN (as its model's state_dict names them).
+
+    Built from the same layer list as :func:`synthetic_detectron_checkpoint`, named as in Detectron2's model
+    (``backbone.bottom_up...``, ``roi_heads.box_predictor...``), with FrozenBatchNorm statistics.
+    """
+    width = 16 if small else 1
+    out: Dict[str, Tuple[int, ...]] = {}
+    layers = _resnet_blobs(width) + _fpn_maskrcnn_blobs(width, num_classes)
+    for name, shape in layers:
+        new, family = detectron_to_detectron2_name(name)
+        if name in _PREDICTOR_BLOBS:
+            continue
+        if family in ("stem", "res stages"):
+            new = "backbone.bottom_up." + new
+            if new.endswith("norm.weight"):
+                out[new.replace("norm.weight", "norm.running_mean")] = shape
+                out[new.replace("norm.weight", "norm.running_var")] = shape
+        elif family == "fpn":
+            new = "backbone." + new
+        elif family in ("box head", "mask head"):
+            new = "roi_heads." + new
+        out[new] = shape
+    h = max(1, 1024 // width)
+    f = max(1, 256 // width)
+    out.update({"roi_heads.box_predictor.cls_score.weight": (num_classes + 1, h), "roi_heads.box_predictor.cls_score.bias": (num_classes + 1,),
+                "roi_heads.box_predictor.bbox_pred.weight": (4 * num_classes, h), "roi_heads.box_predictor.bbox_pred.bias": (4 * num_classes,),
+                "roi_heads.mask_head.predictor.weight": (num_classes, f, 1, 1), "roi_heads.mask_head.predictor.bias": (num_classes,)})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Writing, atomically
+# --------------------------------------------------------------------------------------------
+def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: Union[str, os.PathLike], force: bool = False,
+                    meta: Optional[Dict[str, Any]] = None) -> Path:
+    """Write a Detectron2 checkpoint atomically (a temporary file in the same folder, then a rename).
+
+    ``.pth``: ``torch.save({"model": state_dict, ...})``; ``.pkl``: Detectron2's pickle layout with numpy arrays
+    (``{"model": {...}, "__author__": ...}``). An existing file is refused unless ``force``.
+    """
+    p = Path(path)
+    if p.suffix not in (".pth", ".pkl"):
+        raise ValueError(f"{p}: the output must end in .pth or .pkl")
+    if p.exists() and not force:
+        raise FileExistsError(f"{p}: exists; pass --force to overwrite it")
+    if not p.parent.exists():
+        raise ValueError(f"{p.parent}: no such folder")
+    meta = dict(meta or {})
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if p.suffix == ".pth":
+                torch.save({"model": dict(state_dict), **meta}, f)
+            else:
+                pickle.dump({"model": {k: v.detach().cpu().numpy() for k, v in state_dict.items()}, "__author__": "explainer",
+                             "matching_heuristics": True, **meta}, f, protocol=4)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+def _print_report(report: Dict[str, Any]) -> None:
+    c = report["counts"]
+    print(f"converted {c['tensors in']} tensors -> {c['tensors out']} ({c['parameters out']:,} parameters); "
+          f"ignored {c['ignored']}")
+    for name, change, what in report["predictor"]:
+        print(f"  predictor {name}: {change} ({what})")
+    for k, why in report["ignored"]:
+        print(f"  ignored {k}: {why}")
+    for k, new in report["unmapped"]:
+        print(f"  unmapped {k} -> kept as {new}")
+
+
+def _print_audit(res: Dict[str, Any]) -> None:
+    print(f"matched {res['matched']} parameters; {len(res['mismatched'])} shape mismatches, {len(res['missing'])} missing, "
+          f"{len(res['unexpected'])} unexpected")
+    for k, e, g, w, cause in res["mismatched"]:
+        print(f"  MISMATCH {e}: checkpoint {g} (as {k}), model {w}: {cause}")
+    for e, shape, cause in res["missing"]:
+        print(f"  MISSING  {e} {shape}: {cause}")
+    for k, shape, cause in res["unexpected"]:
+        print(f"  UNEXPECTED {k} {shape}: {cause}")
+    print("OK" if res["ok"] else "PROBLEMS FOUND")
+
+
+def _cmd_convert(args) -> int:
+    try:
+        ck = load_checkpoint(args.input)
+        if not ck.format.startswith("detectron "):
+            print(f"error: {args.input}: recognised as {ck.format}, not a Detectron checkpoint; nothing to convert",
+                  file=__import__("sys").stderr)
+            return 2
+        sd, report = convert_detectron_to_detectron2(ck.tensors)
+        if Path(args.output).resolve() == Path(args.input).resolve():
+            raise ValueError("the output must not be the input file")
+        save_checkpoint(sd, args.output, force=args.force)
+    except FileExistsError as e:
+        print(f"error: {e}", file=__import__("sys").stderr)
+        return 3
+    except ValueError as e:
+        print(f"error: {e}", file=__import__("sys").stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"output": str(args.output), "format_in": ck.format, **{k: report[k] for k in ("counts", "predictor", "ignored", "unmapped")},
+                          "renamed": [list(r[:3]) for r in report["renamed"]]}, indent=1, default=str))
+    else:
+        print(f"{args.input}: {ck.format}, {ck.n_parameters:,} parameters")
+        _print_report(report)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_audit(args) -> int:
+    try:
+        ck = load_checkpoint(args.checkpoint)
+        tensors = ck.tensors
+        if ck.format.startswith("detectron "):
+            tensors, _ = convert_detectron_to_detectron2(tensors)
+        res = audit(tensors, args.expected)
+    except ValueError as e:
+        print(f"error: {e}", file=__import__("sys").stderr)
+        return 2
+    if args.json:
+        print(json.dumps(res, indent=1, default=list))
+    else:
+        _print_audit(res)
+    return 0 if res["ok"] else 1
+
+
+def register_cli(subparsers) -> None:
+    """Add ``convert`` and ``audit`` to ``python -m explainer``."""
+    p = subparsers.add_parser("convert", help="convert a Detectron checkpoint to Detectron2 (the input is never modified)",
+                              description="Exit codes: 0 written, 2 bad input, 3 output exists (use --force).")
+    p.add_argument("input", help="Detectron .pkl")
+    p.add_argument("output", help="Detectron2 checkpoint to write (.pth or .pkl)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_convert)
+    a = subparsers.add_parser("audit", help="compare a checkpoint's names and shapes with what a model expects",
+                              description="Exit codes: 0 everything loads, 1 problems found, 2 bad input.")
+    a.add_argument("checkpoint", help=".pkl or .pth (a Detectron checkpoint is converted first)")
+    a.add_argument("--expected", required=True, help="JSON file: {name: shape} (or {'shapes': {...}})")
+    a.add_argument("--json", action="store_true", help="print the findings as JSON")
+    a.set_defaults(func=_cmd_audit)
