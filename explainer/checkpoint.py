@@ -44,6 +44,7 @@ __all__ = [
     "synthetic_detectron_checkpoint",
     "detectron2_expected_shapes",
     "save_checkpoint",
+    "write_detectron_pickle",
     "register_cli",
 ]
 
@@ -488,6 +489,34 @@ def detectron2_expected_shapes(num_classes: int = 80, small: bool = False) -> Di
                 "roi_heads.box_predictor.bbox_pred.weight": (4 * num_classes, h), "roi_heads.box_predictor.bbox_pred.bias": (4 * num_classes,),
                 "roi_heads.mask_head.predictor.weight": (num_classes, f, 1, 1), "roi_heads.mask_head.predictor.bias": (num_classes,)})
     return out
+
+
+class _Python2StylePickler(pickle._Pickler):
+    """Protocol 2 with byte strings written as Python 2 ``str`` (BINSTRING), as Detectron's files are."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj: bytes) -> None:
+        n = len(obj)
+        if n < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
+        else:
+            self.write(pickle.BINSTRING + n.to_bytes(4, "little") + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def write_detectron_pickle(obj: Mapping[str, Any], path: Union[str, os.PathLike]) -> Path:
+    """Write a dict (e.g. ``{"blobs": {...}}``) the way Detectron's Python 2 ``cPickle`` wrote model files.
+
+    Array buffers are stored as Python 2 byte strings, so reading needs ``encoding="latin1"`` exactly as a real
+    Detectron ``.pkl`` does. Used for the synthetic checkpoint of the tests, the notebook and the benchmark.
+    """
+    p = Path(path)
+    with open(p, "wb") as f:
+        _Python2StylePickler(f, protocol=2).dump(obj)
+    return p
 
 
 # --------------------------------------------------------------------------------------------

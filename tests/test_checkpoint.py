@@ -61,7 +61,8 @@ def test_round_trip_of_the_predictors(small):
 
 
 def test_load_detectron_pickle_written_like_python2(tmp_path, small):
-    p = _write_pkl(tmp_path / "model_final.pkl", small, protocol=2)
+    p = C.write_detectron_pickle(small, tmp_path / "model_final.pkl")
+    assert b"numpy" in p.read_bytes()[:4000] and pickle.SHORT_BINSTRING in p.read_bytes()
     ck = C.load_checkpoint(p)
     assert ck.format == "detectron (pkl)"
     assert set(ck.tensors) == set(small["blobs"])
