@@ -1,0 +1,227 @@
+"""Pasting an M x M mask prediction into the image, Detectron's way and Detectron2's way.
+
+Coordinate conventions: boxes are N x 4 (x1, y1, x2, y2) in image pixels as each codebase's box head outputs them;
+``image_size`` is (height, width). Pixel (i, j) has its centre at (j + 0.5, i + 0.5).
+
+* **Detectron** (``core/test.py:segm_results``): zero-pad the mask to (M+2) x (M+2) (against OpenCV's border
+  replication), expand the box by (M+2)/M about its centre with half-widths (x2 - x1)/2 (no +1,
+  ``utils/boxes.py:expand_boxes``), truncate to int32 (towards zero), resize the padded mask with OpenCV's
+  bilinear (``INTER_LINEAR``: half-pixel centres, border replicated) to (x2 - x1 + 1) x (y2 - y1 + 1), binarise with
+  ``> MRCNN.THRESH_BINARIZE`` (0.5) and copy into pixels x1..x2, y1..y2, clipped to the image.
+* **Detectron2** (``layers/mask_ops.py:paste_masks_in_image``): sample the mask at every pixel centre with
+  ``grid_sample(align_corners=False)`` and zero padding, i.e. mask cell j covers x1 + [j, j+1) (x2 - x1)/M, and
+  binarise with ``>= threshold``. On the CPU it pastes box by box over the box's pixels plus one (``skip_empty``),
+  which is what this module does.
+
+The bilinear resize is written in torch (no OpenCV needed). Nothing here imports matplotlib or ipywidgets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._validate import as_boxes, as_tensor, image_size, probability, one_of
+
+__all__ = ["expand_boxes", "detectron_paste_steps", "paste_masks", "mask_iou", "boundary_error",
+           "rasterize_disc", "perfect_mask_prediction", "synthetic_paste_experiment"]
+
+
+def expand_boxes(boxes, scale: float) -> torch.Tensor:
+    """Detectron's ``expand_boxes``: scale half-widths (x2 - x1)/2 about the centre (no +1)."""
+    b = as_boxes(boxes, "boxes", allow_inverted=True).to(torch.float64)
+    w_half = (b[:, 2] - b[:, 0]) * 0.5 * scale
+    h_half = (b[:, 3] - b[:, 1]) * 0.5 * scale
+    xc = (b[:, 2] + b[:, 0]) * 0.5
+    yc = (b[:, 3] + b[:, 1]) * 0.5
+    return torch.stack([xc - w_half, yc - h_half, xc + w_half, yc + h_half], 1)
+
+
+def _cv2_linear_resize(img: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """OpenCV's INTER_LINEAR on a float image: half-pixel source coordinates, border replicated."""
+    def weights(n_in, n_out):
+        x = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
+        lo = torch.floor(x)
+        f = x - lo
+        lo = lo.long()
+        f = torch.where(lo < 0, torch.zeros_like(f), f)
+        lo = lo.clamp(min=0)
+        edge = lo >= n_in - 1
+        f = torch.where(edge, torch.zeros_like(f), f)
+        lo = torch.where(edge, torch.full_like(lo, n_in - 1), lo)
+        hi = (lo + 1).clamp(max=n_in - 1)
+        m = torch.zeros(n_out, n_in, dtype=torch.float64)
+        m.scatter_add_(1, lo[:, None], (1 - f)[:, None])
+        m.scatter_add_(1, hi[:, None], f[:, None])
+        return m
+
+    my, mx = weights(img.shape[0], out_h), weights(img.shape[1], out_w)
+    return my @ img.to(torch.float64) @ mx.t()
+
+
+def _check(masks, boxes, size, threshold):
+    m = as_tensor(masks, "masks")
+    if m.dim() == 2:
+        m = m[None]
+    if m.dim() != 3 or m.shape[-1] != m.shape[-2] or m.shape[-1] == 0:
+        raise ValueError(f"masks must be N x M x M (square, M >= 1), got shape {tuple(m.shape)}")
+    b = as_boxes(boxes, "boxes", allow_inverted=False)
+    if b.shape[0] != m.shape[0]:
+        raise ValueError(f"masks has {m.shape[0]} masks but boxes has {b.shape[0]} boxes")
+    h, w = image_size(size)
+    t = probability(threshold, "threshold")
+    return m, b, (h, w), t
+
+
+def detectron_paste_steps(mask, box, image_size_hw, threshold: float = 0.5) -> Dict[str, object]:
+    """Every step of Detectron's ``segm_results`` for one mask: padded mask, expanded box, integer box, resized
+    mask (soft), binary mask in the box, and the pasted H x W boolean image."""
+    m, b, (H, W), t = _check(torch.as_tensor(mask)[None] if torch.as_tensor(mask).dim() == 2 else mask,
+                             torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), image_size_hw, threshold)
+    y0, y1, x0, x1, steps, region = _detectron_region(m[0], b[0], H, W, t)
+    out = torch.zeros(H, W, dtype=torch.bool)
+    if region is not None:
+        out[y0:y1, x0:x1] = steps["binary"][region]
+    return {**steps, "pasted": out}
+
+
+def _d2_paste_region(mask: torch.Tensor, box: torch.Tensor, H: int, W: int):
+    """Detectron2's soft paste of one mask over the box's pixels plus one (its CPU path): (ya, yb, xa, xb, values)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    xa, ya = max(int(math.floor(x0)) - 1, 0), max(int(math.floor(y0)) - 1, 0)
+    xb, yb = min(int(math.ceil(x1)) + 1, W), min(int(math.ceil(y1)) + 1, H)
+    if xb <= xa or yb <= ya:
+        return ya, ya, xa, xa, None
+    img_y = (torch.arange(ya, yb, dtype=torch.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
+    img_x = (torch.arange(xa, xb, dtype=torch.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
+    gy, gx = torch.meshgrid(img_y, img_x, indexing="ij")
+    grid = torch.stack([gx, gy], dim=2)[None]
+    return ya, yb, xa, xb, F.grid_sample(mask[None, None].float(), grid, align_corners=False)[0, 0]
+
+
+def _detectron_region(mask: torch.Tensor, box: torch.Tensor, H: int, W: int, threshold: float):
+    """Detectron's paste of one mask: (y0, y1, x0, x1, resized values, binary) for the part inside the image."""
+    M = mask.shape[-1]
+    padded = torch.zeros(M + 2, M + 2, dtype=torch.float64)
+    padded[1:-1, 1:-1] = mask.to(torch.float64)
+    ebox = expand_boxes(box.reshape(1, 4), (M + 2.0) / M)[0]
+    ibox = torch.trunc(ebox.to(torch.float32)).long()  # .astype(np.int32): truncation towards zero
+    x1, y1, x2, y2 = (int(v) for v in ibox)
+    w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+    resized = _cv2_linear_resize(padded, h, w)
+    binary = resized > threshold
+    x0, x_1 = max(x1, 0), min(x2 + 1, W)
+    y0, y_1 = max(y1, 0), min(y2 + 1, H)
+    steps = {"padded": padded, "expanded_box": ebox, "int_box": ibox, "resized": resized, "binary": binary}
+    if x_1 <= x0 or y_1 <= y0:
+        return 0, 0, 0, 0, steps, None
+    region = (slice(y0 - y1, y_1 - y1), slice(x0 - x1, x_1 - x1))
+    return y0, y_1, x0, x_1, steps, region
+
+
+def paste_masks(masks, boxes, image_size_hw, threshold: float = 0.5, method: str = "detectron2", soft: bool = False) -> torch.Tensor:
+    """Paste N x M x M masks into an image: N x H x W booleans (or floats in [0, 1] with ``soft=True``).
+
+    ``method="detectron"`` reproduces ``segm_results`` (binarised with ``> threshold``; its soft variant is the
+    resized mask before binarising, placed in the image); ``method="detectron2"`` reproduces
+    ``paste_masks_in_image`` (``>= threshold``). Boxes partly or wholly outside the image are valid.
+    """
+    one_of(method, "method", ("detectron", "detectron2"))
+    m, b, (H, W), t = _check(masks, boxes, image_size_hw, threshold)
+    n = m.shape[0]
+    out = torch.zeros(n, H, W, dtype=torch.float32 if soft else torch.bool)
+    for i in range(n):
+        if method == "detectron2":
+            ya, yb, xa, xb, vals = _d2_paste_region(m[i], b[i], H, W)
+            if vals is not None:
+                out[i, ya:yb, xa:xb] = vals if soft else vals >= t
+        else:
+            y0, y1, x0, x1, steps, region = _detectron_region(m[i], b[i], H, W, t)
+            if region is not None:
+                src = steps["resized"] if soft else steps["binary"]
+                out[i, y0:y1, x0:x1] = src[region].to(out.dtype)
+    return out
+
+
+def mask_iou(a, b) -> torch.Tensor:
+    """IoU of boolean masks (..., H, W); 1 when both are empty."""
+    a, b = torch.as_tensor(a).bool(), torch.as_tensor(b).bool()
+    if a.shape != b.shape:
+        raise ValueError(f"masks must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    inter = (a & b).flatten(-2).sum(-1).double()
+    union = (a | b).flatten(-2).sum(-1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def _dilate(x: torch.Tensor, r: int) -> torch.Tensor:
+    return F.max_pool2d(x[None, None].float(), 2 * r + 1, stride=1, padding=r)[0, 0] > 0
+
+
+def boundary_error(a, b) -> Dict[str, int]:
+    """Where two H x W boolean masks differ: in total, and within 1 and 2 pixels of a's contour (8-neighbourhood)."""
+    a, b = torch.as_tensor(a).bool(), torch.as_tensor(b).bool()
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(f"masks must be two H x W masks of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    contour = _dilate(a, 1) & _dilate(~a, 1)  # pixels with both an inside and an outside pixel among their 8 neighbours
+    diff = a ^ b
+    return {"differ": int(diff.sum()), "within_1px": int((diff & _dilate(contour, 1)).sum()),
+            "within_2px": int((diff & _dilate(contour, 2)).sum())}
+
+
+# --------------------------------------------------------------------------------------------
+# A synthetic experiment with exact ground truth
+# --------------------------------------------------------------------------------------------
+def rasterize_disc(centre: Sequence[float], radius: float, image_size_hw, supersample: int = 1) -> torch.Tensor:
+    """H x W coverage of a disc (continuous coordinates): with ``supersample=1`` a boolean mask of the pixels whose
+    centre is inside; with more, the covered fraction of each pixel (s x s samples)."""
+    H, W = image_size(image_size_hw)
+    s = max(int(supersample), 1)
+    off = (torch.arange(s, dtype=torch.float64) + 0.5) / s
+    ys = (torch.arange(H, dtype=torch.float64)[:, None] + off[None]).reshape(-1)
+    xs = (torch.arange(W, dtype=torch.float64)[:, None] + off[None]).reshape(-1)
+    inside = ((xs[None, :] - centre[0]) ** 2 + (ys[:, None] - centre[1]) ** 2) <= radius ** 2
+    cov = inside.double().reshape(H, s, W, s).mean(dim=(1, 3))
+    return cov > 0.5 if s == 1 else cov
+
+
+def perfect_mask_prediction(centre: Sequence[float], radius: float, box: Sequence[float], M: int = 28, supersample: int = 8) -> torch.Tensor:
+    """The M x M mask a perfect head would predict for a disc: the fraction of each mask cell the disc covers."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    cw, ch = (x2 - x1) / M, (y2 - y1) / M
+    off = (torch.arange(supersample, dtype=torch.float64) + 0.5) / supersample
+    cx = x1 + (torch.arange(M, dtype=torch.float64)[:, None] + off[None]).reshape(-1) * cw
+    cy = y1 + (torch.arange(M, dtype=torch.float64)[:, None] + off[None]).reshape(-1) * ch
+    inside = ((cx[None, :] - centre[0]) ** 2 + (cy[:, None] - centre[1]) ** 2) <= radius ** 2
+    return inside.double().reshape(M, supersample, M, supersample).mean(dim=(1, 3)).float()
+
+
+def synthetic_paste_experiment(sizes: Sequence[float] = (8, 16, 32, 64, 128), n: int = 40, seed: int = 0, M: int = 28) -> List[Dict[str, float]]:
+    """Mask IoU against exact ground truth for each paste method, by object size (disc diameter in pixels).
+
+    Each trial draws a disc at a random sub-pixel position, takes its tight box (continuous coordinates, as Detectron2's
+    box head outputs; Detectron receives the same box as inclusive indices, x2 - 1), predicts a perfect M x M mask and
+    pastes it both ways. Returns per size the mean IoU of each method and the mean number of differing pixels.
+    """
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for d in sizes:
+        r = d / 2.0
+        side = int(math.ceil(d + 8))
+        ious = {"detectron": [], "detectron2": []}
+        for _ in range(n):
+            c = (4 + r + float(torch.rand(1, generator=g)), 4 + r + float(torch.rand(1, generator=g)))
+            gt = rasterize_disc(c, r, (side, side))
+            box = [c[0] - r, c[1] - r, c[0] + r, c[1] + r]
+            mask = perfect_mask_prediction(c, r, box, M)
+            d2 = paste_masks(mask[None], [box], (side, side), method="detectron2")[0]
+            inc = [box[0], box[1], box[2] - 1.0, box[3] - 1.0]  # the same box as Detectron's inclusive indices
+            d1 = paste_masks(mask[None], [inc], (side, side), method="detectron")[0]
+            ious["detectron"].append(float(mask_iou(d1, gt)))
+            ious["detectron2"].append(float(mask_iou(d2, gt)))
+        rows.append({"size": float(d), "detectron": float(np.mean(ious["detectron"])), "detectron2": float(np.mean(ious["detectron2"])),
+                     "n": n})
+    return rows

@@ -1,0 +1,128 @@
+"""Chapter 6: pasting masks. OpenCV's resize is checked against OpenCV's own output; the rest by properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from explainer import masks as Mk
+from explainer.pixels import pixel_coverage
+from tests.conftest import load_golden
+
+CV = load_golden("masks/cv2_resize.json")
+_i, _j = np.mgrid[0:28, 0:28].astype(np.float32)
+MASK = torch.from_numpy(1.0 / (1.0 + np.exp(-(10.0 - np.hypot(_i - 13.2, _j - 14.7)) / 1.5)))
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_resize_equals_opencv(case):
+    c = CV["cases"][case]
+    padded = torch.zeros(30, 30)
+    padded[1:-1, 1:-1] = MASK
+    got = Mk._cv2_linear_resize(padded, c["h"], c["w"]).numpy()
+    np.testing.assert_allclose(got, np.array(c["resized"]), atol=1e-6)
+    assert ((got > 0.5) == np.array(c["binary_gt_0.5"], dtype=bool)).all()
+
+
+def test_worked_example_steps():
+    st_ = Mk.detectron_paste_steps(MASK, [5.3, 4.7, 30.8, 25.2], (40, 50))
+    assert [round(v, 2) for v in st_["expanded_box"].tolist()] == [4.39, 3.97, 31.71, 25.93]
+    assert st_["int_box"].tolist() == [4, 3, 31, 25]
+    assert tuple(st_["resized"].shape) == (23, 28)
+    ys, xs = torch.nonzero(st_["pasted"], as_tuple=True)
+    assert xs.min() >= 4 and xs.max() <= 31 and ys.min() >= 3 and ys.max() <= 25
+
+
+def test_truncation_towards_zero_for_negative_coordinates():
+    st_ = Mk.detectron_paste_steps(MASK, [-3.6, 20.2, 8.9, 28.4], (40, 50))
+    x1 = st_["expanded_box"][0].item()
+    assert x1 < -4 and st_["int_box"][0].item() == int(x1)  # -4.05 -> -4, not -5
+    assert st_["pasted"].shape == (40, 50) and st_["pasted"][:, 0].any()
+
+
+def test_d2_reproduces_the_mask_when_pixels_are_cells():
+    soft = Mk.paste_masks(MASK[None], [[10.0, 5.0, 38.0, 33.0]], (40, 50), soft=True)[0]
+    torch.testing.assert_close(soft[5:33, 10:38], MASK, atol=1e-6, rtol=0)
+
+
+@given(st.floats(0, 30), st.floats(0, 20), st.floats(1, 40), st.floats(1, 30), st.integers(4, 28))
+def test_all_ones_mask_pastes_to_the_box_pixels(x1, y1, w, h, m):
+    box = [x1, y1, x1 + w, y1 + h]
+    ones = torch.ones(1, m, m)
+    d2 = Mk.paste_masks(ones, [box], (60, 80))[0]
+    # Detectron2: exactly the pixels whose centres lie in the box (continuous model)
+    xs, ys = torch.arange(80) + 0.5, torch.arange(60) + 0.5
+    centre_in = ((ys[:, None] >= box[1]) & (ys[:, None] <= box[3])) & ((xs[None] >= box[0]) & (xs[None] <= box[2]))
+    assert torch.equal(d2, centre_in)
+    # Detectron: the inclusive box's pixels x1..x2 (on whole-pixel boxes), up to one pixel at each edge (int truncation)
+    inc = [float(int(x1)), float(int(y1)), float(int(x1 + w)), float(int(y1 + h))]
+    d1 = Mk.paste_masks(ones, [inc], (60, 80), method="detectron")[0]
+    cover = pixel_coverage(inc, (60, 80), inclusive=True) > 0
+    grown = torch.nn.functional.max_pool2d(cover[None, None].float(), 3, 1, 1)[0, 0] > 0
+    outside = torch.nn.functional.pad((~cover)[None, None].float(), (1, 1, 1, 1), value=1.0)  # beyond the image is outside
+    shrunk = ~(torch.nn.functional.max_pool2d(outside, 3, 1, 0)[0, 0] > 0)
+    assert (d1 <= grown).all() and (shrunk <= d1).all()
+
+
+@given(st.floats(0.05, 0.95), st.floats(0.05, 0.95), st.sampled_from(["detectron", "detectron2"]), st.integers(0, 1000))
+def test_monotone_in_threshold(t1, t2, method, seed):
+    lo, hi = min(t1, t2), max(t1, t2)
+    g = torch.Generator().manual_seed(seed)
+    m = torch.rand(2, 14, 14, generator=g)
+    boxes = [[3.2, 4.1, 30.7, 22.9], [-5.0, 10.0, 12.0, 50.0]]
+    a = Mk.paste_masks(m, boxes, (40, 50), threshold=lo, method=method)
+    b = Mk.paste_masks(m, boxes, (40, 50), threshold=hi, method=method)
+    assert (b <= a).all()
+
+
+def test_thresholds_are_strict_or_not():
+    half = torch.full((1, 4, 4), 0.5)
+    assert Mk.paste_masks(half, [[0.0, 0.0, 4.0, 4.0]], (4, 4))[0].all()                                  # >= 0.5
+    assert not Mk.paste_masks(half, [[0.0, 0.0, 3.0, 3.0]], (4, 4), method="detectron")[0].any()          # > 0.5
+
+
+def test_boxes_outside_the_image_are_valid():
+    out = Mk.paste_masks(MASK[None].repeat(2, 1, 1), [[100.0, 100.0, 130.0, 120.0], [-50.0, -40.0, -10.0, -5.0]], (40, 50))
+    assert not out.any()
+    out = Mk.paste_masks(MASK[None].repeat(2, 1, 1), [[100.0, 100.0, 130.0, 120.0], [-50.0, -40.0, -10.0, -5.0]], (40, 50), method="detectron")
+    assert not out.any()
+
+
+def test_iou_and_boundary_error():
+    a = torch.zeros(20, 20, dtype=torch.bool)
+    a[5:15, 5:15] = True
+    b = a.clone()
+    b[5:15, 14] = False  # one column off at the edge
+    assert Mk.mask_iou(a, b).item() == pytest.approx(90 / 100)
+    e = Mk.boundary_error(a, b)
+    assert e == {"differ": 10, "within_1px": 10, "within_2px": 10}
+    c = a.clone()
+    c[9, 9] = False  # a hole in the middle: far from the contour
+    e = Mk.boundary_error(a, c)
+    assert e["differ"] == 1 and e["within_2px"] == 0
+    assert Mk.mask_iou(torch.zeros(3, 3), torch.zeros(3, 3)).item() == 1.0
+
+
+def test_detectron2_paste_is_better_on_small_objects():
+    rows = Mk.synthetic_paste_experiment(sizes=(8, 64), n=12)
+    small, large = rows
+    assert small["detectron2"] > small["detectron"] + 0.05
+    assert large["detectron2"] >= large["detectron"]
+    assert small["detectron2"] - small["detectron"] > large["detectron2"] - large["detectron"]
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda: Mk.paste_masks(torch.ones(2, 28, 28), [[0.0, 0, 5, 5]], (10, 10)), "masks has 2 masks but boxes has 1"),
+    (lambda: Mk.paste_masks(torch.ones(1, 28, 14), [[0.0, 0, 5, 5]], (10, 10)), "square"),
+    (lambda: Mk.paste_masks(torch.ones(1, 0, 0), [[0.0, 0, 5, 5]], (10, 10)), "M >= 1"),
+    (lambda: Mk.paste_masks(torch.ones(1, 4, 4), [[0.0, 0, float("inf"), 5]], (10, 10)), "finite"),
+    (lambda: Mk.paste_masks(torch.ones(1, 4, 4), [[0.0, 0, 5, 5]], (10, 10), threshold=1.5), "threshold must be in [0, 1]"),
+    (lambda: Mk.paste_masks(torch.ones(1, 4, 4), [[0.0, 0, 5, 5]], (10, 10), method="pil"), "method must be one of"),
+])
+def test_bad_input(call, needle):
+    with pytest.raises(ValueError) as e:
+        call()
+    assert needle in str(e.value)
