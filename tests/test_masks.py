@@ -63,9 +63,10 @@ def test_all_ones_mask_pastes_to_the_box_pixels(x1, y1, w, h, m):
     centre_in = in_y[:, None] & in_x[None]
     assert (d2 <= centre_in).all()
     assert ((centre_in & ~(near_y[:, None] & near_x[None])) <= d2).all()
-    # Detectron: the inclusive box's pixels x1..x2 (on whole-pixel boxes), up to one pixel at each edge (int truncation)
+    # Detectron, with its mask sizes (14, 28): the inclusive box's pixels x1..x2 (on whole-pixel boxes), up to one pixel at
+    # each edge (int truncation, and expand_boxes' half-widths without +1)
     inc = [float(int(x1)), float(int(y1)), float(int(x1 + w)), float(int(y1 + h))]
-    d1 = Mk.paste_masks(ones, [inc], (60, 80), method="detectron")[0]
+    d1 = Mk.paste_masks(torch.ones(1, 28 if m > 14 else 14, 28 if m > 14 else 14), [inc], (60, 80), method="detectron")[0]
     cover = pixel_coverage(inc, (60, 80), inclusive=True) > 0
     grown = torch.nn.functional.max_pool2d(cover[None, None].float(), 3, 1, 1)[0, 0] > 0
     outside = torch.nn.functional.pad((~cover)[None, None].float(), (1, 1, 1, 1), value=1.0)  # beyond the image is outside
