@@ -175,34 +175,49 @@ def boundary_error(a, b) -> Dict[str, int]:
 # --------------------------------------------------------------------------------------------
 # A synthetic experiment with exact ground truth
 # --------------------------------------------------------------------------------------------
-def rasterize_disc(centre: Sequence[float], radius: float, image_size_hw, supersample: int = 1) -> torch.Tensor:
-    """H x W coverage of a disc (continuous coordinates): with ``supersample=1`` a boolean mask of the pixels whose
-    centre is inside; with more, the covered fraction of each pixel (s x s samples)."""
+SHAPES = ("disc", "diamond")
+
+
+def _inside(shape: str, xs: torch.Tensor, ys: torch.Tensor, centre: Sequence[float], radius: float) -> torch.Tensor:
+    """Points (grid of ys x xs) inside a disc or a diamond (a square turned 45 degrees, a polygon) of the given radius."""
+    dx, dy = xs[None, :] - centre[0], ys[:, None] - centre[1]
+    if shape == "disc":
+        return dx ** 2 + dy ** 2 <= radius ** 2
+    if shape == "diamond":
+        return dx.abs() + dy.abs() <= radius
+    raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
+
+
+def rasterize_disc(centre: Sequence[float], radius: float, image_size_hw, supersample: int = 1, shape: str = "disc") -> torch.Tensor:
+    """H x W coverage of a disc or diamond (continuous coordinates): with ``supersample=1`` a boolean mask of the pixels
+    whose centre is inside; with more, the covered fraction of each pixel (s x s samples)."""
     H, W = image_size(image_size_hw)
     s = max(int(supersample), 1)
     off = (torch.arange(s, dtype=torch.float64) + 0.5) / s
     ys = (torch.arange(H, dtype=torch.float64)[:, None] + off[None]).reshape(-1)
     xs = (torch.arange(W, dtype=torch.float64)[:, None] + off[None]).reshape(-1)
-    inside = ((xs[None, :] - centre[0]) ** 2 + (ys[:, None] - centre[1]) ** 2) <= radius ** 2
+    inside = _inside(shape, xs, ys, centre, radius)
     cov = inside.double().reshape(H, s, W, s).mean(dim=(1, 3))
     return cov > 0.5 if s == 1 else cov
 
 
-def perfect_mask_prediction(centre: Sequence[float], radius: float, box: Sequence[float], M: int = 28, supersample: int = 8) -> torch.Tensor:
+def perfect_mask_prediction(centre: Sequence[float], radius: float, box: Sequence[float], M: int = 28, supersample: int = 8,
+                            shape: str = "disc") -> torch.Tensor:
     """The M x M mask a perfect head would predict for a disc: the fraction of each mask cell the disc covers."""
     x1, y1, x2, y2 = (float(v) for v in box)
     cw, ch = (x2 - x1) / M, (y2 - y1) / M
     off = (torch.arange(supersample, dtype=torch.float64) + 0.5) / supersample
     cx = x1 + (torch.arange(M, dtype=torch.float64)[:, None] + off[None]).reshape(-1) * cw
     cy = y1 + (torch.arange(M, dtype=torch.float64)[:, None] + off[None]).reshape(-1) * ch
-    inside = ((cx[None, :] - centre[0]) ** 2 + (cy[:, None] - centre[1]) ** 2) <= radius ** 2
+    inside = _inside(shape, cx, cy, centre, radius)
     return inside.double().reshape(M, supersample, M, supersample).mean(dim=(1, 3)).float()
 
 
-def synthetic_paste_experiment(sizes: Sequence[float] = (8, 16, 32, 64, 128), n: int = 40, seed: int = 0, M: int = 28) -> List[Dict[str, float]]:
+def synthetic_paste_experiment(sizes: Sequence[float] = (8, 16, 32, 64, 128), n: int = 40, seed: int = 0, M: int = 28,
+                               shape: str = "disc") -> List[Dict[str, float]]:
     """Mask IoU against exact ground truth for each paste method, by object size (disc diameter in pixels).
 
-    Each trial draws a disc at a random sub-pixel position, takes its tight box (continuous coordinates, as Detectron2's
+    Each trial draws a disc (or a diamond, a polygon) at a random sub-pixel position, takes its tight box (continuous coordinates, as Detectron2's
     box head outputs; Detectron receives the same box as inclusive indices, x2 - 1), predicts a perfect M x M mask and
     pastes it both ways. Returns per size the mean IoU of each method and the mean number of differing pixels.
     """
@@ -214,9 +229,9 @@ def synthetic_paste_experiment(sizes: Sequence[float] = (8, 16, 32, 64, 128), n:
         ious = {"detectron": [], "detectron2": []}
         for _ in range(n):
             c = (4 + r + float(torch.rand(1, generator=g)), 4 + r + float(torch.rand(1, generator=g)))
-            gt = rasterize_disc(c, r, (side, side))
+            gt = rasterize_disc(c, r, (side, side), shape=shape)
             box = [c[0] - r, c[1] - r, c[0] + r, c[1] + r]
-            mask = perfect_mask_prediction(c, r, box, M)
+            mask = perfect_mask_prediction(c, r, box, M, shape=shape)
             d2 = paste_masks(mask[None], [box], (side, side), method="detectron2")[0]
             inc = [box[0], box[1], box[2] - 1.0, box[3] - 1.0]  # the same box as Detectron's inclusive indices
             d1 = paste_masks(mask[None], [inc], (side, side), method="detectron")[0]
