@@ -133,3 +133,14 @@ def test_bad_input(call, needle):
     with pytest.raises(ValueError) as e:
         call()
     assert needle in str(e.value)
+
+
+def test_both_methods_equal_the_original_code():
+    ref = load_golden("masks/paste_reference.json")
+    n = len(ref["d2_boxes"])
+    ms = MASK[None].repeat(n, 1, 1)
+    det = Mk.paste_masks(ms, ref["detectron_boxes"], ref["image_size"], method="detectron").reshape(n, -1)
+    d2 = Mk.paste_masks(ms, ref["d2_boxes"], ref["image_size"], method="detectron2").reshape(n, -1)
+    for k in range(n):
+        assert torch.nonzero(det[k]).flatten().tolist() == ref["detectron_on"][k], f"Detectron, box {k}"
+        assert torch.nonzero(d2[k]).flatten().tolist() == ref["d2_on"][k], f"Detectron2, box {k}"
