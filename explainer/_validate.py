@@ -19,6 +19,7 @@ __all__ = [
     "finite_number",
     "probability",
     "one_of",
+    "size_pair",
 ]
 
 
@@ -124,3 +125,12 @@ def one_of(v, name: str, allowed: Sequence[str]) -> str:
     if v not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {v!r}")
     return v
+
+
+def size_pair(v, name: str) -> Tuple[int, int]:
+    """A (height, width) pair of whole numbers >= 1 (feature sizes, output sizes)."""
+    try:
+        h, w = v
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (height, width), got {v!r}") from None
+    return positive_int(h, f"{name} height"), positive_int(w, f"{name} width")

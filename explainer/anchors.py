@@ -26,7 +26,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from ._validate import as_tensor, finite_number, positive_int, positive_number
+from ._validate import as_tensor, finite_number, positive_int, positive_number, size_pair
 from .pixels import to_continuous
 
 __all__ = [
@@ -137,11 +137,7 @@ def grid_anchors(cell_anchors, feature_size, stride: float, offset: float = 0.0)
     cell = as_tensor(cell_anchors, "cell_anchors")
     if cell.dim() != 2 or cell.shape[-1] != 4 or cell.shape[0] == 0:
         raise ValueError(f"cell_anchors must have shape (A, 4) with A >= 1, got {tuple(cell.shape)}")
-    try:
-        fh, fw = feature_size
-    except (TypeError, ValueError):
-        raise ValueError(f"feature_size must be (height, width), got {feature_size!r}") from None
-    fh, fw = positive_int(fh, "feature_size height"), positive_int(fw, "feature_size width")
+    fh, fw = size_pair(feature_size, "feature_size")
     stride = positive_number(stride, "stride")
     off = finite_number(offset, "offset")
     if not 0.0 <= off < 1.0:

@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-from ._validate import as_boxes, as_tensor, one_of, positive_int, positive_number
+from ._validate import as_boxes, as_tensor, one_of, positive_int, positive_number, size_pair
 from .export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS, CAFFE2_OPS_WITHOUT_PLUS_ONE  # noqa: F401  (re-exported tables)
 
 __all__ = [
@@ -105,11 +105,7 @@ def resize(image, size, mode: str = "half_pixel", antialias: bool = False) -> to
         x = x[None]
     if x.dim() != 4:
         raise ValueError(f"image must be C x H x W or N x C x H x W, got shape {tuple(as_tensor(image, 'image').shape)}")
-    try:
-        oh, ow = size
-    except (TypeError, ValueError):
-        raise ValueError(f"size must be (height, width), got {size!r}") from None
-    oh, ow = positive_int(oh, "size height"), positive_int(ow, "size width")
+    oh, ow = size_pair(size, "size")
     one_of(mode, "mode", RESIZE_MODES)
     H, W = x.shape[-2:]
     mats = []

@@ -31,9 +31,9 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
-from ._validate import as_boxes, as_tensor, finite_number, positive_int, positive_number
+from ._validate import as_boxes, as_tensor, finite_number, positive_int, positive_number, size_pair
 
-__all__ = ["roi_align", "sampling_points", "roi_pool", "assign_fpn_levels", "convert_boxes_to_rois"]
+__all__ = ["roi_align", "sampling_points", "roi_pool", "assign_fpn_levels", "convert_boxes_to_rois", "ramp"]
 
 _CHUNK_FLOATS = 8_000_000  # about 32 MB of gathered features at a time
 
@@ -41,11 +41,13 @@ _CHUNK_FLOATS = 8_000_000  # about 32 MB of gathered features at a time
 def _output_size(output_size) -> Tuple[int, int]:
     if isinstance(output_size, int) and not isinstance(output_size, bool):
         output_size = (output_size, output_size)
-    try:
-        ph, pw = output_size
-    except (TypeError, ValueError):
-        raise ValueError(f"output_size must be an int or (height, width), got {output_size!r}") from None
-    return positive_int(ph, "output_size height"), positive_int(pw, "output_size width")
+    return size_pair(output_size, "output_size")
+
+
+def ramp(size: int) -> torch.Tensor:
+    """The classic test map: a 1 x 1 x size x size feature whose value at (y, x) is 10 y + x."""
+    n = positive_int(size, "size")
+    return (torch.arange(n).view(n, 1) * 10 + torch.arange(n).view(1, n)).float()[None, None]
 
 
 def convert_boxes_to_rois(boxes, n_images: int) -> torch.Tensor:

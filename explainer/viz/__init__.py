@@ -12,5 +12,6 @@ from .draw import (  # noqa: F401
     PixelGrid,
     BoxArtist,
     box_xy,
+    label_cells,
     set_box,
 )

@@ -106,3 +106,11 @@ class BoxArtist:
     def set_visible(self, visible: bool) -> None:
         self.rect.set_visible(visible)
         self.fill.set_visible(visible)
+
+
+def label_cells(ax, values, fmt: str = "{:g}", **text_kw) -> list:
+    """Write each value of an H x W array at its cell's centre (j + 0.5, i + 0.5); returns the Text artists."""
+    kw = dict(ha="center", va="center", fontsize=7.5, color=STYLE["neutral"])
+    kw.update(text_kw)
+    arr = np.asarray(values)
+    return [ax.text(j + 0.5, i + 0.5, fmt.format(arr[i, j]), **kw) for i in range(arr.shape[0]) for j in range(arr.shape[1])]

@@ -42,6 +42,7 @@ __all__ = [
     "DASHBOARDS",
     "slider",
     "int_slider",
+    "box_sliders",
     "dropdown",
     "checkbox",
     "toggle",
@@ -77,6 +78,13 @@ def int_slider(description: str, min: int, max: int, value: int, tooltip: str, s
                continuous: bool = True, width: str = "320px") -> widgets.IntSlider:
     return widgets.IntSlider(value=value, min=min, max=max, step=step, description=description, tooltip=tooltip,
                              continuous_update=continuous, style=_DESC_STYLE, layout=_layout(width))
+
+
+def box_sliders(x_max: float, y_max: float, defaults: Sequence[float], tooltip: str, step: float = 0.25,
+                x_min: float = 0.0, y_min: float = 0.0) -> Dict[str, widgets.FloatSlider]:
+    """Four sliders x1, y1, x2, y2 for a box the reader moves and resizes."""
+    lims = {"x1": (x_min, x_max), "y1": (y_min, y_max), "x2": (x_min, x_max), "y2": (y_min, y_max)}
+    return {k: slider(k, lims[k][0], lims[k][1], step, v, tooltip) for k, v in zip(("x1", "y1", "x2", "y2"), defaults)}
 
 
 def dropdown(description: str, options, value, tooltip: str, width: str = "auto") -> widgets.Dropdown:

@@ -10,9 +10,9 @@ from matplotlib.collections import LineCollection
 
 from .. import deployment as D
 from .. import roi_align as R
-from ..viz.draw import BoxArtist, PixelGrid
+from ..viz.draw import BoxArtist, PixelGrid, label_cells
 from ..viz.style import STYLE, convention_style
-from .base import Dashboard, dropdown, html_table, int_slider, register, slider
+from .base import Dashboard, box_sliders, dropdown, html_table, int_slider, register
 
 D2 = convention_style("detectron2")
 MODES = [("half_pixel (PyTorch, PIL, OpenCV, TF2)", "half_pixel"), ("align_corners=True", "align_corners"),
@@ -82,7 +82,7 @@ class ResizeModesDashboard(Dashboard):
 
 
 MAP = 8
-FEATURE = (torch.arange(MAP).view(MAP, 1) * 10 + torch.arange(MAP).view(1, MAP)).float()[None, None]
+FEATURE = R.ramp(MAP)  # value 10 y + x
 
 
 @register
@@ -94,9 +94,7 @@ class CropAndResizeDashboard(Dashboard):
     primary = "x2"
 
     def make_controls(self):
-        tip = "box corner in feature cells"
-        return {"x1": slider("x1", 0, MAP, 0.25, 1.0, tip), "y1": slider("y1", 0, MAP, 0.25, 1.0, tip),
-                "x2": slider("x2", 0, MAP, 0.25, 5.0, tip), "y2": slider("y2", 0, MAP, 0.25, 4.0, tip),
+        return {**box_sliders(MAP, MAP, (1.0, 1.0, 5.0, 4.0), "box corner in feature cells"),
                 "res": int_slider("resolution R", 1, 3, 2, "ROIAlign output R x R (crop_and_resize samples 2R x 2R)")}
 
     def build(self, fig):
@@ -104,9 +102,7 @@ class CropAndResizeDashboard(Dashboard):
         self.art = []
         for ax, title in zip(self.axes, ["naive: boxes / map size", "tensorpack: transformed boxes (+ pad)"]):
             PixelGrid(ax, MAP, MAP, centres=False, unit="feature cells")
-            for i in range(MAP):
-                for j in range(MAP):
-                    ax.text(j + 0.5, i + 0.5, f"{10 * i + j}", ha="center", va="center", fontsize=7, color=STYLE["neutral"])
+            label_cells(ax, FEATURE[0, 0].numpy(), fontsize=7)
             box = BoxArtist(ax, "detectron2", label="the box", fill_alpha=0.05, linewidth=1.5)
             box.rect.set_edgecolor(STYLE["reference"])
             (ref,) = ax.plot([], [], "o", color=D2["color"], ms=7, mfc="none", mew=1.5, label="ROIAlignV2 samples (sampling_ratio 2)")

@@ -11,7 +11,7 @@ from matplotlib.colors import ListedColormap
 from .. import masks as Mk
 from ..viz.draw import BoxArtist, PixelGrid
 from ..viz.style import STYLE, convention_style
-from .base import Dashboard, dropdown, html_table, int_slider, register, slider
+from .base import Dashboard, box_sliders, dropdown, html_table, int_slider, register, slider
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")
@@ -24,8 +24,8 @@ AGREE_CMAP = ListedColormap(["#FFFFFF", "#BBBBBB", D1["color"], D2["color"]])
 
 
 def _box_controls(defaults):
-    tip = "box corner in image pixels (continuous; Detectron receives x2 - 1 and y2 - 1 as its inclusive indices)"
-    return {k: slider(k, 0, W if k.startswith("x") else H, 0.1, v, tip) for k, v in zip(("x1", "y1", "x2", "y2"), defaults)}
+    return box_sliders(W, H, defaults, "box corner in image pixels (continuous; Detectron receives x2 - 1 and y2 - 1 as "
+                                       "its inclusive indices)", step=0.1)
 
 
 @register

@@ -12,7 +12,7 @@ from matplotlib.patches import Polygon
 from .. import pixels
 from ..viz.draw import BoxArtist, PixelGrid
 from ..viz.style import STYLE, convention_style, legend_handles
-from .base import Dashboard, checkbox, dropdown, html_table, int_slider, register, slider
+from .base import Dashboard, box_sliders, checkbox, dropdown, html_table, int_slider, register
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")
@@ -27,12 +27,9 @@ class PixelBoxDashboard(Dashboard):
     primary = "x2"
 
     def make_controls(self):
-        tip = "corner of the box, in image pixels; Detectron reads it as a pixel index, Detectron2 as a coordinate"
         return {
-            "x1": slider("x1", 0, 12, 0.25, 2.0, tip),
-            "y1": slider("y1", 0, 9, 0.25, 2.0, tip),
-            "x2": slider("x2", 0, 12, 0.25, 6.0, tip),
-            "y2": slider("y2", 0, 9, 0.25, 5.0, tip),
+            **box_sliders(12, 9, (2.0, 2.0, 6.0, 5.0),
+                          "corner of the box, in image pixels; Detectron reads it as a pixel index, Detectron2 as a coordinate"),
             "zoom": dropdown("view", [("whole image (12 x 9 px)", 0), ("zoom on the box", 1)], 0,
                              "zoom the view on the box (the toolbar's magnifier also zooms)"),
         }

@@ -13,14 +13,14 @@ import torch
 from matplotlib.collections import LineCollection
 
 from .. import roi_align as R
-from ..viz.draw import BoxArtist, PixelGrid
+from ..viz.draw import BoxArtist, PixelGrid, label_cells
 from ..viz.style import STYLE, convention_style
-from .base import Dashboard, dropdown, html_table, int_slider, register, slider
+from .base import Dashboard, box_sliders, dropdown, html_table, int_slider, register, slider
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")
 MAP = 8  # feature map side, in cells
-FEATURE = (torch.arange(MAP).view(MAP, 1) * 10 + torch.arange(MAP).view(1, MAP)).float()[None, None]  # value 10 y + x
+FEATURE = R.ramp(MAP)  # value 10 y + x
 SR = [("adaptive (0)", 0), ("1", 1), ("2", 2), ("3", 3)]
 MAX_OUT = 4
 
@@ -43,10 +43,8 @@ class ROIAlignSamplingDashboard(Dashboard):
     primary = "x2"
 
     def make_controls(self):
-        tip = "box corner in feature cells (image pixels = cells x stride)"
         return {
-            "x1": slider("x1", 0, MAP, 0.25, 1.0, tip), "y1": slider("y1", 0, MAP, 0.25, 1.0, tip),
-            "x2": slider("x2", 0, MAP, 0.25, 3.0, tip), "y2": slider("y2", 0, MAP, 0.25, 3.0, tip),
+            **box_sliders(MAP, MAP, (1.0, 1.0, 3.0, 3.0), "box corner in feature cells (image pixels = cells x stride)"),
             "out": int_slider("output size", 1, MAX_OUT, 2, "pooled output is out x out bins"),
             "sr": dropdown("sampling_ratio", SR, 2, "samples per bin side; 0 = ceil(roi / output) (Detectron2's default)"),
             "sample": int_slider("selected sample", 0, 63, 0, "the sample whose four bilinear neighbours are drawn"),
@@ -59,9 +57,7 @@ class ROIAlignSamplingDashboard(Dashboard):
         axes = fig.subplots(1, 2)
         for ax, (key, aligned, s) in zip(axes, (("detectron", False, D1), ("detectron2", True, D2))):
             PixelGrid(ax, MAP, MAP, centres=False, labels=True, unit="feature cells")
-            for i in range(MAP):
-                for j in range(MAP):
-                    ax.text(j + 0.5, i + 0.5, f"{10 * i + j}", ha="center", va="center", fontsize=7.5, color=STYLE["neutral"])
+            label_cells(ax, FEATURE[0, 0].numpy())
             box = BoxArtist(ax, "detectron2", label="the box x spatial_scale", fill_alpha=0.06, linewidth=1.5)
             box.rect.set_edgecolor(STYLE["reference"])
             bins = LineCollection([], colors=s["color"], linestyles=s["linestyle"], linewidths=1.3)
@@ -219,9 +215,7 @@ class ROIPoolDashboard(Dashboard):
     primary = "x2"
 
     def make_controls(self):
-        tip = "box corner in feature cells"
-        return {"x1": slider("x1", 0, MAP, 0.1, 1.3, tip), "y1": slider("y1", 0, MAP, 0.1, 1.6, tip),
-                "x2": slider("x2", 0, MAP, 0.1, 5.4, tip), "y2": slider("y2", 0, MAP, 0.1, 4.7, tip),
+        return {**box_sliders(MAP, MAP, (1.3, 1.6, 5.4, 4.7), "box corner in feature cells", step=0.1),
                 "out": int_slider("output size", 1, 3, 2, "pooled output is out x out bins")}
 
     def build(self, fig):
