@@ -26,9 +26,12 @@ def test_grid_anchors_drawn_follow_the_offset():
 
 def test_quantization_rows_cover_every_anchor():
     d = QuantizationDashboard()
-    d.update(config="c4", metric="area")
-    assert len(d.result["rows"]) == 15
+    d.update(metric="area")
+    rows = d.result["rows"]
+    assert len(rows) == 30  # 15 FPN (P2-P6 x 3 ratios) + 15 C4 (5 sizes x 3 ratios)
     ref = {(r["size"], r["ratio"]): r for r in A.anchor_report(16, (32, 64, 128, 256, 512), (0.5, 1, 2))}
-    name, err, det, intended = d.result["rows"][0]
+    name, err, det_area, intended = rows[15]
     assert name == "C4 32@0.5" and abs(err - 100 * (1104 / 1024 - 1)) < 1e-9
-    assert det["area"] == ref[(32.0, 0.5)]["detectron"]["area"]
+    assert det_area == ref[(32.0, 0.5)]["detectron"]["area"]
+    d.update(metric="aspect")
+    assert abs(d.result["rows"][15][1] - 100 * ((24 / 46) / 0.5 - 1)) < 1e-9

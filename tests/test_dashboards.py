@@ -96,3 +96,36 @@ def test_display_carries_live_widget_and_static_image(dash):
     bundle = dash._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert bundle["image/png"] and bundle["text/plain"]
+
+
+def test_no_text_is_cut_off(dash):
+    """Titles, axis labels, tick labels and legends lie inside the figure: nothing a reader needs is clipped."""
+    from matplotlib.legend import Legend
+    from matplotlib.text import Text
+
+    dash.png()  # lays the figure out and draws it
+    fig = dash.fig
+    renderer = fig.canvas.get_renderer()
+    bbox = fig.bbox
+    clipped = []
+    for ax in fig.axes:
+        items = [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        for axis, (lo, hi) in ((ax.xaxis, sorted(ax.get_xlim())), (ax.yaxis, sorted(ax.get_ylim()))):
+            for tick in axis.get_major_ticks():  # only ticks inside the view are drawn
+                if lo - 1e-9 <= tick.get_loc() <= hi + 1e-9 and tick.label1.get_visible() and tick.label1.get_text():
+                    items.append(tick.label1)
+        if ax.legend_ is not None:
+            items.append(ax.legend_)
+        for item in items:
+            if isinstance(item, Text) and not item.get_text():
+                continue
+            if not item.get_visible():
+                continue
+            ext = item.get_window_extent(renderer)
+            if ext.x0 < bbox.x0 - 1 or ext.y0 < bbox.y0 - 1 or ext.x1 > bbox.x1 + 1 or ext.y1 > bbox.y1 + 1:
+                clipped.append(item.get_text() if isinstance(item, Text) else type(item).__name__)
+    for leg in fig.legends:
+        ext = leg.get_window_extent(renderer)
+        if ext.x0 < bbox.x0 - 1 or ext.y0 < bbox.y0 - 1 or ext.x1 > bbox.x1 + 1 or ext.y1 > bbox.y1 + 1:
+            clipped.append("figure legend")
+    assert not clipped, f"cut off at the figure's edge: {clipped}"

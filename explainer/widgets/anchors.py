@@ -154,68 +154,55 @@ FPN = A.fpn_level_configs()
 C4 = [A.c4_config()]
 
 
+@lru_cache(maxsize=4)
+def _quantization_rows(metric: str):
+    """(name, relative error %, Detectron's value, intended value) for every FPN and C4 anchor."""
+    rows = []
+    for c in FPN + C4:
+        for rep in A.anchor_report(c["stride"], c["sizes"], c["aspect_ratios"]):
+            d, i = rep["detectron"], rep["intended"]
+            rows.append((f"{c['name']} {rep['size']:g}@{rep['ratio']:g}", 100 * (d[metric] / i[metric] - 1), d[metric], i[metric]))
+    return tuple(rows)
+
+
 @register
 class QuantizationDashboard(Dashboard):
-    """Relative error of Detectron's anchor areas and aspect ratios, per anchor of a configuration."""
+    """Relative error of Detectron's anchor areas or aspect ratios, for every anchor of the FPN and C4 configurations."""
 
-    title = "How far Detectron's rounded anchors are from their intended size and shape"
-    figsize = (8.4, 3.6)
-    primary = "config"
-    MAX_BARS = 15
+    title = "How far Detectron's rounded anchors are from their intended size and shape (FPN P2-P6 and C4)"
+    figsize = (9.0, 3.9)
+    primary = "metric"
+    N_BARS = 30
 
     def make_controls(self):
-        return {
-            "config": dropdown("configuration", [("FPN P2-P6, one size per level", "fpn"), ("C4, stride 16, sizes 32-512", "c4")], "fpn",
-                               "which anchor configuration to measure"),
-            "metric": dropdown("measure", [("area", "area"), ("aspect ratio h/w", "aspect")], "area",
-                               "the quantity whose relative error is shown"),
-        }
+        return {"metric": dropdown("measure", [("area", "area"), ("aspect ratio h/w", "aspect")], "area",
+                                   "the quantity whose relative error is shown")}
 
     def build(self, fig):
         ax = self.ax = fig.add_subplot(1, 1, 1)
-        self.bars = ax.bar(np.arange(self.MAX_BARS), np.zeros(self.MAX_BARS), 0.7, color=D1["color"], alpha=0.6, hatch=D1["hatch"],
+        names = [row[0] for row in _quantization_rows("area")]
+        x = np.arange(len(names))
+        self.bars = ax.bar(x, np.zeros(len(names)), 0.7, color=D1["color"], alpha=0.6, hatch=D1["hatch"],
                            edgecolor=D1["color"], label="Detectron (rounded)")
         ax.axhline(0, color=D2["color"], lw=2, label="Detectron2 (exact: 0 %)")
-        ax.set_xticks([])
-        ax.set_xlim(-0.6, self.MAX_BARS - 0.4)
-        ax.set_ylim(-8, 19)
-        ax.set_xlabel("anchor (level, size in px @ aspect ratio h/w)")
-        # anchor names as text artists (tick labels would force a full redraw on every change)
-        self.names = [ax.text(i, 18.5, "", ha="center", va="top", rotation=90, fontsize=7.5) for i in range(self.MAX_BARS)]
+        ax.axvline(14.5, color=STYLE["neutral"], lw=1, ls=":")
+        ax.set_xticks(x, names, rotation=90, fontsize=7.5)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_ylim(-8, 14)
         ax.set_ylabel("relative error (%)")
-        ax.legend(loc="lower right", fontsize=8.5)
-        self.labels = [ax.text(i, 0, "", ha="center", fontsize=7.5) for i in range(self.MAX_BARS)]
+        ax.set_xlabel("anchor (level or C4, size in px @ aspect ratio h/w)")
+        ax.legend(loc="upper right", fontsize=8.5)
 
-    def compute(self, config, metric):
-        cfgs = FPN if config == "fpn" else C4
-        rows = []
-        for c in cfgs:
-            for rep in A.anchor_report(c["stride"], c["sizes"], c["aspect_ratios"]):
-                d, i = rep["detectron"], rep["intended"]
-                err = 100 * (d[metric] / i[metric] - 1)
-                rows.append((f"{c['name']} {rep['size']:g}@{rep['ratio']:g}", err, d, i))
-        return {"rows": rows, "metric": metric, "config": config}
+    def compute(self, metric):
+        return {"rows": _quantization_rows(metric), "metric": metric}
 
     def render(self, r):
-        rows = r["rows"]
-        for i, b in enumerate(self.bars):
-            b.set_height(rows[i][1] if i < len(rows) else 0.0)
-        for i, t in enumerate(self.labels):
-            if i < len(rows):
-                v = rows[i][1]
-                t.set_position((i, v + (0.3 if v >= 0 else -0.9)))
-                t.set_text(f"{v:+.1f}")
-            else:
-                t.set_text("")
-        for i, t in enumerate(self.names):
-            t.set_text(rows[i][0] if i < len(rows) else "")
+        for b, row in zip(self.bars, r["rows"]):
+            b.set_height(row[1])
         self.ax.set_title(f"relative error of the {'area' if r['metric'] == 'area' else 'aspect ratio h/w'} of each anchor",
                           fontsize=9.5)
 
     def describe(self, r):
         key = r["metric"]
-        rows = [[name, f"{i[key]:.4g}", f"{d[key]:.4g}", f"{err:+.2f} %"] for name, err, d, i in r["rows"]]
-        return html_table(rows, ["anchor (level size@ratio)", f"intended {key}", f"Detectron {key}", "error"])
-
-    def bench_states(self):
-        return [{"config": c, "metric": m} for c in ("fpn", "c4") for m in ("area", "aspect")]
+        rows = [[name, f"{i:.4g}", f"{d:.4g}", f"{err:+.2f} %"] for name, err, d, i in r["rows"]]
+        return html_table(rows, ["anchor", f"intended {key}", f"Detectron {key}", "error"])

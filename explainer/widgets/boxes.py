@@ -247,7 +247,7 @@ class NMSDashboard(Dashboard):
     """A cluster of scored boxes: which ones each codebase's NMS keeps as the threshold moves."""
 
     title = "NMS: Detectron (+1, IoU >= t) against Detectron2 (torchvision, IoU > t)"
-    figsize = (8.6, 4.0)
+    figsize = (8.6, 4.6)
     primary = "threshold"
     W, H = 30, 27
     BOXES = torch.tensor([

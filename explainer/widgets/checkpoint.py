@@ -24,6 +24,32 @@ def _converted():
     return ck["blobs"], sd, report
 
 
+@lru_cache(maxsize=8)
+def _audit_with(mistake: str):
+    """Convert the synthetic checkpoint, inject ``mistake`` and audit against Detectron2's model (cached: pure)."""
+    blobs, sd, _ = _converted()
+    sd = dict(sd)
+    n = K
+    if mistake == "num_classes":
+        n = K + 1
+    elif mistake == "renamed":
+        sd["box_head.fc_one.weight"] = sd.pop("box_head.fc1.weight")
+    elif mistake == "bg_rows":
+        sd["bbox_pred.weight"] = torch.from_numpy(blobs["bbox_pred_w"])
+        sd["bbox_pred.bias"] = torch.from_numpy(blobs["bbox_pred_b"])
+    elif mistake == "momentum":
+        sd["conv1_w_momentum"] = torch.from_numpy(blobs["conv1_w_momentum"])
+    want = C.detectron2_expected_shapes(num_classes=n, small=True)
+    if mistake == "agnostic":
+        h = want["roi_heads.box_predictor.bbox_pred.weight"][1]
+        want["roi_heads.box_predictor.bbox_pred.weight"] = (4, h)
+        want["roi_heads.box_predictor.bbox_pred.bias"] = (4,)
+    res = C.audit(sd, want)
+    real_missing = [m for m in res["missing"] if "benign" not in m[2]]
+    return dict(res=res, counts=[res["matched"], len(res["mismatched"]), len(real_missing), len(res["unexpected"])],
+                real_missing=real_missing)
+
+
 @register
 class AuditDashboard(Dashboard):
     """Counts of the audit's findings for a converted checkpoint with one injected mistake."""
@@ -48,27 +74,7 @@ class AuditDashboard(Dashboard):
         self.ax.set_xlabel("parameters (log scale)")
 
     def compute(self, mistake):
-        blobs, sd, _ = _converted()
-        sd = dict(sd)
-        n = K
-        if mistake == "num_classes":
-            n = K + 1
-        elif mistake == "renamed":
-            sd["box_head.fc_one.weight"] = sd.pop("box_head.fc1.weight")
-        elif mistake == "bg_rows":
-            sd["bbox_pred.weight"] = torch.from_numpy(blobs["bbox_pred_w"])
-            sd["bbox_pred.bias"] = torch.from_numpy(blobs["bbox_pred_b"])
-        elif mistake == "momentum":
-            sd["conv1_w_momentum"] = torch.from_numpy(blobs["conv1_w_momentum"])
-        want = C.detectron2_expected_shapes(num_classes=n, small=True)
-        if mistake == "agnostic":
-            h = want["roi_heads.box_predictor.bbox_pred.weight"][1]
-            want["roi_heads.box_predictor.bbox_pred.weight"] = (4, h)
-            want["roi_heads.box_predictor.bbox_pred.bias"] = (4,)
-        res = C.audit(sd, want)
-        real_missing = [m for m in res["missing"] if "benign" not in m[2]]
-        return dict(res=res, counts=[res["matched"], len(res["mismatched"]), len(real_missing), len(res["unexpected"])],
-                    real_missing=real_missing)
+        return _audit_with(mistake)
 
     def render(self, r):
         for b, t, v, i in zip(self.bars, self.txt, r["counts"], range(4)):

@@ -235,7 +235,7 @@ class LoadedHeadDashboard(Dashboard):
         for i in range(K + 1):
             for j in range(self.N):
                 v = data[i, j]
-                self.txt[i][j].set_text("" if np.isnan(v) or v < 0.005 else f"{v:.2f}")
+                self.txt[i][j].set_text("" if np.isnan(v) or v < 0.1 else f"{v:.2f}")  # the read-out has the rest
                 self.txt[i][j].set_color("w" if not np.isnan(v) and v > 0.6 else "k")
         self.ax.set_title(f"head with {r['n_out']} outputs; accuracy {100 * r['acc']:.0f} %", fontsize=10)
 
