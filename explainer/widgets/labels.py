@@ -53,33 +53,39 @@ class PredictorRowsDashboard(Dashboard):
         }
 
     def build(self, fig):
-        self.ax0, self.ax1 = fig.subplots(1, 2, sharey=True)
-        self.im = []
+        axes = fig.subplots(1, 4, sharey=True, gridspec_kw={"width_ratios": [10, 1, 10, 1]})
+        self.ax0, self.bx0, self.ax1, self.bx1 = axes
+        self.im, self.bias_im = [], []
         self.marks = []
-        for ax, name, s in ((self.ax0, "before: Detectron layout", D1), (self.ax1, "after: Detectron2 layout", D2)):
+        for ax, bx, name, s in ((self.ax0, self.bx0, "before: Detectron layout", D1), (self.ax1, self.bx1, "after: Detectron2 layout", D2)):
             im = ax.imshow(np.zeros((2, 2)), aspect="auto", cmap=STYLE["diverging_cmap"], vmin=-0.05, vmax=0.05,
                            extent=(0, 1024, 1, 0), interpolation="nearest")
             self.im.append(im)
+            self.bias_im.append(bx.imshow(np.zeros((2, 1)), aspect="auto", cmap=STYLE["diverging_cmap"], vmin=-2.0, vmax=2.0,
+                                          extent=(0, 1, 1, 0), interpolation="nearest"))
+            bx.set_xticks([0.5], ["bias"], fontsize=8)
             ax.set_title(name, fontsize=10, color=s["color"])
             ax.set_xlabel("input feature (of 1024)")
             ax.set_ylim(1, 0)
             ax.set_yticks([])
             bg = ax.axhspan(0, 0, color=STYLE["reference"], alpha=0.0)
             cl = ax.axhspan(0, 0, facecolor="none", edgecolor=STYLE["highlight"], lw=2)
-            tb = ax.text(1030, 0, "", fontsize=8, va="center", clip_on=False)
-            tc = ax.text(1030, 0, "", fontsize=8, va="center", clip_on=False)
+            tb = bx.text(1.15, 0, "", fontsize=8, va="center", clip_on=False, transform=bx.get_yaxis_transform())
+            tc = bx.text(1.15, 0, "", fontsize=8, va="center", clip_on=False, transform=bx.get_yaxis_transform())
             self.marks.append((bg, cl, tb, tc))
         self.ax0.set_ylabel("rows, top to bottom")
-        fig.colorbar(self.im[1], ax=[self.ax0, self.ax1], shrink=0.8, label="weight")
+        fig.colorbar(self.im[1], ax=list(axes), shrink=0.8, label="weight (bias: x 40)")
 
     def compute(self, param, cls):
         det = coco_predictor()
         d2 = L.convert_box_predictor(det)
         if param == "cls_score":
             before, after = det["cls_score_w"], d2["cls_score.weight"]
+            bias_b, bias_a = det["cls_score_b"], d2["cls_score.bias"]
             per = 1
         else:
             before, after = det["bbox_pred_w"], d2["bbox_pred.weight"]
+            bias_b, bias_a = det["bbox_pred_b"], d2["bbox_pred.bias"]
             per = 4
         n_b, n_a = before.shape[0], after.shape[0]
         # rows of class `cls` (Detectron2 label) in each layout, and the background rows
@@ -88,23 +94,25 @@ class PredictorRowsDashboard(Dashboard):
         bg_b = (0, per)
         bg_a = (n_a - 1, n_a) if param == "cls_score" else None
         return dict(param=param, cls=cls, before=before.numpy(), after=after.numpy(), n_b=n_b, n_a=n_a, rb=rb, ra=ra,
+                    bias_b=bias_b.numpy()[:, None], bias_a=bias_a.numpy()[:, None], bg_bias=float(bias_b[0]),
                     bg_b=bg_b, bg_a=bg_a, same=bool(torch.equal(before[rb[0]:rb[1]], after[ra[0]:ra[1]])))
 
     def render(self, r):
         for k, (img, n, rows, bg) in enumerate(((r["before"], r["n_b"], r["rb"], r["bg_b"]), (r["after"], r["n_a"], r["ra"], r["bg_a"]))):
             self.im[k].set_data(img)
+            self.bias_im[k].set_data(r["bias_b"] if k == 0 else r["bias_a"])
             bgp, clp, tb, tc = self.marks[k]
             if bg is not None:
                 bgp.set_bounds(0, bg[0] / n, 1, (bg[1] - bg[0]) / n)
                 bgp.set_alpha(0.35)
-                tb.set_position((1030, (bg[0] + bg[1]) / 2 / n))
+                tb.set_position((1.15, (bg[0] + bg[1]) / 2 / n))
                 tb.set_text("background")
             else:
                 bgp.set_alpha(0.0)
-                tb.set_text("(background rows dropped)")
-                tb.set_position((1030, 1.0))
+                tb.set_text("(bg dropped)")
+                tb.set_position((1.15, 1.0))
             clp.set_bounds(0, rows[0] / n, 1, (rows[1] - rows[0]) / n)
-            tc.set_position((1030, (rows[0] + rows[1]) / 2 / n + 0.04))
+            tc.set_position((1.15, (rows[0] + rows[1]) / 2 / n + 0.04))
             tc.set_text(L.COCO_CLASS_NAMES[r["cls"]])
 
     def describe(self, r):
@@ -113,6 +121,7 @@ class PredictorRowsDashboard(Dashboard):
             ["rows", r["n_b"], r["n_a"]],
             [f"rows of '{name}'", f"{r['rb'][0]}..{r['rb'][1] - 1}", f"{r['ra'][0]}..{r['ra'][1] - 1}"],
             ["background rows", f"{r['bg_b'][0]}..{r['bg_b'][1] - 1}", "last row" if r["bg_a"] else "dropped"],
+            ["background bias", f"{r['bg_bias']:.3g} (row 0)", (f"{r['bg_bias']:.3g} (last row)" if r["bg_a"] else "dropped")],
         ]
         return html_table(rows, [r["param"], "Detectron", "Detectron2"]) + (
             f"<div>The rows of '{name}' are {'identical' if r['same'] else 'DIFFERENT'} after the move.</div>")
@@ -224,7 +233,14 @@ class LoadedHeadDashboard(Dashboard):
         cm = L.confusion_matrix(pred, y2, max(n_out, K + 1)).double()
         frac = (cm / cm.sum(1, keepdim=True).clamp(min=1))[: K + 1]
         fg = y2 < K
-        return dict(mode=mode, frac=frac.numpy(), n_out=n_out, acc=float((pred == y2).double().mean()),
+        names = DEMO_CLASSES + ["background"]
+        examples = []
+        for lab in (K, 0, 2, 4):  # one background region and three objects
+            i = int(torch.nonzero(y2 == lab)[0])
+            p = int(pred[i])
+            said = names[p] if p < K else ("background" if p == n_out - 1 else f"label {p} (no such class)")
+            examples.append((names[lab], p, said))
+        return dict(mode=mode, frac=frac.numpy(), n_out=n_out, acc=float((pred == y2).double().mean()), examples=examples,
                     neighbour=float((pred[fg] == y2[fg] + 1).double().mean()),
                     bg_as_class0=float((pred[~fg] == 0).double().mean()), n=len(y))
 
@@ -244,7 +260,8 @@ class LoadedHeadDashboard(Dashboard):
                 ["objects predicted as the next label (k -> k+1)", f"{100 * r['neighbour']:.1f} %"],
                 ["background regions predicted as label 0", f"{100 * r['bg_as_class0']:.1f} %"],
                 ["outputs of the loaded head", r["n_out"]]]
-        return html_table(rows, [r["mode"], f"over {r['n']} regions"])
+        ex = html_table([[t, p, said] for t, p, said in r["examples"]], ["example region (truth)", "head's label", "reported as"])
+        return html_table(rows, [r["mode"], f"over {r['n']} regions"]) + ex
 
     def bench_states(self):
         return [{"mode": m} for _, m in MODES]
