@@ -8,13 +8,13 @@ import sys
 from typing import List, Optional
 
 #: Modules that contribute sub-commands through a ``register_cli(subparsers)`` function.
-COMMAND_MODULES = ["explainer.checkpoint"]
+COMMAND_MODULES = ["explainer.checkpoint", "explainer.diagnose"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m explainer",
-        description="Detectron vs Detectron2: convert and audit checkpoints.",
+        description="Detectron vs Detectron2: convert and audit checkpoints, diagnose differing detections.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
