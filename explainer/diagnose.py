@@ -682,6 +682,7 @@ def diagnose(reference, candidate, image_size=None, seed: int = 0) -> Diagnosis:
     geo = _geometry_causes(pairs, alignment, image_size)
     causes += geo["causes"]
     causes += _label_causes(pairs)
+    _flood_evidence(causes, C, unmatched, n_c)
     causes += _set_causes(R, C, pairs, unmatched)
     causes += _keypoint_causes(R, C, pairs, geo)
     causes += _mask_causes(R, C, pairs, geo)
@@ -834,6 +835,9 @@ def _geometry_causes(p, alignment: str, image_size) -> Dict[str, Any]:
 
 def _label_causes(p) -> List[Cause]:
     rl, cl = p["ref_labels"], p["cand_labels"]
+    close = p["iou"] >= 0.9  # labels are compared on pairs that are surely the same object, when there are enough
+    if int(close.sum()) >= max(3, 0.3 * rl.numel()):
+        rl, cl = rl[close], cl[close]
     n = rl.numel()
     if n < 3:
         return []
@@ -861,8 +865,13 @@ def _label_causes(p) -> List[Cause]:
                        f"Labels follow COCO's category id gaps ({coco[1]}); a constant offset explains only "
                        f"{frac_off:.0%} of the pairs.")]
     if frac_off >= 0.9:
-        return [_cause("label_offset", frac_off, {"offset": k, "pairs_consistent": frac_off},
-                       f"Candidate label = reference label {k:+d} for {frac_off:.0%} of the matched pairs.")]
+        ev = {"offset": k, "pairs_consistent": frac_off}
+        expl = f"Candidate label = reference label {k:+d} for {frac_off:.0%} of the matched pairs."
+        if coco[0] >= 0.9:
+            ev["also_consistent_with"] = "coco_category_ids"
+            expl += (" Every label involved lies below COCO's first id gap (12), where category ids are the "
+                     "contiguous labels + 1: this may equally be coco_category_ids.")
+        return [_cause("label_offset", frac_off, ev, expl)]
     # a consistent mapping: each reference label goes to one candidate label
     uniq, inv, cnt = torch.unique(rl, return_inverse=True, return_counts=True)
     multi = cnt[inv] >= 2
@@ -886,6 +895,33 @@ def _label_causes(p) -> List[Cause]:
                        f"Each reference label maps to one candidate label ({len(moved)} labels moved, e.g. "
                        f"{', '.join(f'{a}->{b}' for a, b in list(moved.items())[:4])}).")]
     return []
+
+
+def _flood_evidence(causes: List[Cause], C, unmatched, n_c: int) -> None:
+    """A label offset with many extra candidate detections of one label: the background row read as a class."""
+    lab = [c for c in causes if c.name in ("label_offset", "label_permutation")]
+    u = unmatched["candidate"]
+    if not lab or u["count"] < max(3, 0.3 * n_c):
+        return
+    # unmatched candidate detections: recover their labels from image and score rank
+    ul = []
+    for k, s in enumerate(C):
+        sel = u["image"] == k
+        if sel.any():
+            order = torch.argsort(s.scores, descending=True, stable=True)
+            ul.append(s.labels[order[u["rank"][sel]]])
+    if not ul:
+        return
+    ul = torch.cat(ul)
+    v, cnt = torch.unique(ul, return_counts=True)
+    share = float(cnt.max()) / len(ul)
+    if share >= 0.8:
+        c = lab[0]
+        c.evidence["extra_candidate_detections"] = int(len(ul))
+        c.evidence["extra_share_of_one_label"] = share
+        c.explanation += (f" The candidate also has {len(ul)} extra detections, {share:.0%} of them labelled "
+                          f"{int(v[cnt.argmax()])}: the background row read as a class, as an unconverted "
+                          f"classifier does.")
 
 
 def _set_causes(R, C, p, unmatched) -> List[Cause]:

@@ -11,6 +11,7 @@ from .tables import Table, html_table, table  # noqa: F401
 from .draw import (  # noqa: F401
     PixelGrid,
     BoxArtist,
+    box_segments,
     box_xy,
     label_cells,
     set_box,

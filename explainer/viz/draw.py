@@ -114,3 +114,9 @@ def label_cells(ax, values, fmt: str = "{:g}", **text_kw) -> list:
     kw.update(text_kw)
     arr = np.asarray(values)
     return [ax.text(j + 0.5, i + 0.5, fmt.format(arr[i, j]), **kw) for i in range(arr.shape[0]) for j in range(arr.shape[1])]
+
+
+def box_segments(boxes) -> list:
+    """Closed outlines of N x 4 (x1, y1, x2, y2) boxes, for one ``LineCollection.set_segments`` call."""
+    b = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    return [[(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)] for x1, y1, x2, y2 in b]

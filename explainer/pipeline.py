@@ -1,0 +1,743 @@
+"""A miniature two-stage detector whose every inference convention can be switched.
+
+Real detectors are too big to fit live and too opaque to inspect, yet the mechanism of a conversion mismatch
+only shows when a model fitted under one convention runs under another. This module builds the smallest
+detector in which every knob of :mod:`explainer.conventions` that acts at inference has its real effect:
+
+==================  =======================================================  =====================
+stage               what happens                                             knobs that act here
+==================  =======================================================  =====================
+``anchors``         cell anchors, rounded or exact, ratio- or size-major,    anchor_rounding,
+                    on the stride-8 grid (:mod:`explainer.anchors`)          anchor_order,
+                                                                             anchor_offset,
+                                                                             legacy_plus_one
+``rpn``             objectness and deltas: one linear predictor per anchor   (weights follow the
+                    type, applied to each location's features                anchor rows)
+``proposals``       decode (:func:`explainer.boxes.decode`), clip, drop      legacy_plus_one
+                    empty boxes, keep the 1000 best
+``proposals_nms``   NMS at 0.7 (:func:`explainer.boxes.nms`), keep 200       legacy_plus_one
+``pooled``          ROIAlign 7x7 of each proposal and of its context         roi_aligned,
+                    (torchvision's op, which chapter 4's                     sampling_ratio
+                    :func:`explainer.roi_align.roi_align` reproduces)
+``head``            class probabilities (softmax over K + 1 columns) and     background_first
+                    class-specific boxes (deltas weighted 10, 10, 5, 5)
+``detections``      score > 0.3, NMS at 0.5 per class, at most 50            legacy_plus_one
+``masks``           28x28 masks pooled from the class's colour map, pasted   mask_paste
+                    (:func:`explainer.masks.paste_masks`)
+==================  =======================================================  =====================
+
+Features are fixed, not learned: per-pixel colour likelihoods of the three classes of
+:func:`synthetic_scenes` and their maximum ("foreground"), averaged over 8x8 pixels for the RPN and 2x2
+pixels for the box head. The heads are fitted by ridge regression and by L-BFGS (multinomial logistic
+regression) under one convention, in a second or two: :func:`fit_detector`.
+
+The fitted weights are stored in that convention's layout (anchor rows, class order, box rows).
+:meth:`MiniDetector.run` reads them under whatever convention it is given, **without converting them**,
+as a model loaded without conversion would; :meth:`MiniDetector.converted` returns a copy whose weights were
+converted as a real converter does. Boxes are in the convention's own coordinates: Detectron's are
+inclusive pixel indices (x2 = last pixel), Detectron2's continuous (x2 = right edge).
+
+The training-only knobs (``post_nms_topk_*``, ``*_smooth_l1_beta``) and the keypoint and flip knobs do not
+act in this detector's inference; :data:`INFERENCE_KNOBS` lists those that do.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align  # the op Detectron2 calls; explainer.roi_align equals it (chapter 4)
+
+from . import anchors as A
+from . import boxes as B
+from . import labels as L
+from ._validate import positive_int, size_pair
+from .conventions import DETECTRON, DETECTRON2, Convention
+from .masks import paste_masks
+
+__all__ = [
+    "Scene", "synthetic_scenes", "MiniDetector", "Run", "fit_detector", "STAGES", "INFERENCE_KNOBS",
+    "first_divergence", "compare_detections", "bisect_conventions", "BisectReport", "quality",
+]
+
+#: The pipeline's stages, in order; :attr:`Run.stages` holds each one's tensors.
+STAGES = ("anchors", "rpn", "proposals", "proposals_nms", "pooled", "head", "detections", "masks")
+#: The knobs that change this detector's inference.
+INFERENCE_KNOBS = ("legacy_plus_one", "anchor_offset", "anchor_rounding", "anchor_order", "roi_aligned",
+                   "sampling_ratio", "background_first", "mask_paste")
+
+CLASS_NAMES = ("square", "disc", "triangle")
+#: RGB colour of each class; the background is mid grey.
+CLASS_COLOURS = torch.tensor([[0.85, 0.25, 0.2], [0.25, 0.7, 0.3], [0.25, 0.4, 0.9]])
+STRIDE = 8            # RPN feature stride
+HEAD_STRIDE = 2       # stride of the maps the box head pools from
+SIZES = (16.0, 32.0, 64.0)
+RATIOS = (0.5, 1.0, 2.0)
+BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+POOL = 7
+CONTEXT = 1.6       # the head also pools the box enlarged by this factor
+MASK = 28
+PRE_NMS_TOPK, POST_NMS_TOPK = 1000, 200
+SCORE_THRESH, DETECTIONS_PER_IMAGE = 0.3, 50
+
+
+# --------------------------------------------------------------------------------------------------
+# Scenes
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Scene:
+    """One synthetic image with its ground truth.
+
+    ``image``: 3 x H x W float32 in [0, 1]; ``boxes``: N x 4 tight boxes in continuous coordinates (x2 = right
+    edge of the last pixel); ``labels``: N contiguous labels 0..K-1; ``masks``: N x H x W bool.
+    """
+
+    image: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor
+    class_names: Tuple[str, ...] = CLASS_NAMES
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        return int(self.image.shape[-2]), int(self.image.shape[-1])
+
+
+def _shape_mask(kind: int, cx: float, cy: float, r: float, H: int, W: int) -> torch.Tensor:
+    """Pixels whose centres fall inside a square (0), disc (1) or upward triangle (2) of half-size r."""
+    ys = torch.arange(H, dtype=torch.float32).view(-1, 1) + 0.5
+    xs = torch.arange(W, dtype=torch.float32).view(1, -1) + 0.5
+    dx, dy = xs - cx, ys - cy
+    if kind == 0:
+        return (dx.abs() <= r) & (dy.abs() <= r)
+    if kind == 1:
+        return dx * dx + dy * dy <= r * r
+    # triangle: apex at (cx, cy - r), base from (cx - r, cy + r) to (cx + r, cy + r)
+    return (dy <= r) & (dy >= -r) & (dx.abs() <= (dy + r) / 2)
+
+
+def synthetic_scenes(n: int = 8, image_size=(192, 256), seed: int = 0, objects: Tuple[int, int] = (3, 6)) -> List[Scene]:
+    """``n`` images of squares, discs and triangles (one colour per class) on a noisy grey background.
+
+    Object half-sizes range from 7 to 45 pixels; objects do not overlap. Deterministic for a seed.
+    """
+    n = positive_int(n, "n")
+    H, W = size_pair(image_size, "image_size")
+    if H < 64 or W < 64:
+        raise ValueError(f"image_size must be at least (64, 64), got {(H, W)}")
+    g = torch.Generator().manual_seed(int(seed))
+    scenes = []
+    for _ in range(n):
+        img = 0.5 + 0.06 * torch.randn(3, H, W, generator=g)
+        img += 0.08 * torch.linspace(-1, 1, W).view(1, 1, W)  # a gentle illumination gradient
+        occupied = torch.zeros(H, W, dtype=torch.bool)
+        boxes, labels, masks = [], [], []
+        want = int(torch.randint(objects[0], objects[1] + 1, (1,), generator=g))
+        for _attempt in range(60):
+            if len(labels) == want:
+                break
+            kind = int(torch.randint(0, 3, (1,), generator=g))
+            r = float(7 + 38 * torch.rand(1, generator=g) ** 1.5)
+            cx = float(r + 2 + (W - 2 * r - 4) * torch.rand(1, generator=g))
+            cy = float(r + 2 + (H - 2 * r - 4) * torch.rand(1, generator=g))
+            m = _shape_mask(kind, cx, cy, r, H, W)
+            grown = F.max_pool2d(m[None, None].float(), 9, stride=1, padding=4)[0, 0] > 0
+            if not m.any() or (grown & occupied).any():
+                continue
+            occupied |= m
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            boxes.append([float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1])
+            labels.append(kind)
+            masks.append(m)
+            colour = CLASS_COLOURS[kind] + 0.04 * torch.randn(3, generator=g)
+            img[:, m] = colour.view(3, 1) + 0.05 * torch.randn(3, int(m.sum()), generator=g)
+        scenes.append(Scene(image=img.clamp(0, 1), boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                            labels=torch.tensor(labels, dtype=torch.int64),
+                            masks=torch.stack(masks) if masks else torch.zeros(0, H, W, dtype=torch.bool)))
+    return scenes
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixed features
+# --------------------------------------------------------------------------------------------------
+def colour_maps(image: torch.Tensor) -> torch.Tensor:
+    """(K + 1) x H x W: each class's colour likelihood in [0, 1], then their maximum (foreground)."""
+    d2 = ((image.unsqueeze(0) - CLASS_COLOURS.view(-1, 3, 1, 1)) ** 2).sum(1)
+    lik = torch.exp(-d2 / (2 * 0.18 ** 2))
+    return torch.cat([lik, lik.max(0, keepdim=True).values])
+
+
+def _rpn_features(fg: torch.Tensor) -> torch.Tensor:
+    """Per RPN location: foreground mean over windows of 1..9 cells and left/right, up/down contrasts; h x w x D."""
+    x = fg[None, None]
+    feats = [x]
+    for k in (3, 5, 9):
+        feats.append(F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=True))
+        half = k // 2
+        feats.append(_shift_contrast(x, half, dim=3))
+        feats.append(_shift_contrast(x, half, dim=2))
+    f = torch.cat(feats, 1)[0]                       # D x h x w
+    i, j = torch.triu_indices(len(f), len(f))
+    quad = f[i] * f[j]                               # pairwise products: objectness is not linear in coverage
+    return torch.cat([f, quad, torch.ones_like(f[:1])]).permute(1, 2, 0)  # with a bias feature
+
+
+def _shift_contrast(x: torch.Tensor, half: int, dim: int) -> torch.Tensor:
+    """Mean foreground in the ``half`` cells after each location minus in the ``half`` cells before it (along dim)."""
+    n = x.shape[dim]
+    cs = torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), x.cumsum(dim)], dim)
+    idx = torch.arange(n)
+    hi = (idx + half + 1).clamp(max=n)
+    lo = (idx - half).clamp(min=0)
+    after = cs.index_select(dim, hi) - cs.index_select(dim, idx + 1)
+    before = cs.index_select(dim, idx) - cs.index_select(dim, lo)
+    return (after - before) / half
+
+
+# --------------------------------------------------------------------------------------------------
+# Conventions applied
+# --------------------------------------------------------------------------------------------------
+def cell_anchors(convention: Convention) -> torch.Tensor:
+    """A x 4 cell anchors centred on 0 in continuous coordinates, in the convention's row order."""
+    if convention.anchor_rounding:
+        a = A.detectron_cell_anchors(STRIDE, SIZES, RATIOS).to(torch.float32)   # ratio-major, inclusive
+        a = a + torch.tensor([0.0, 0.0, 1.0, 1.0])                              # continuous (x2 + 1)
+        a = a - STRIDE / 2.0                                                     # centred on 0
+        if convention.anchor_order == "size_major":
+            a = A.ratio_major_to_size_major(a, len(SIZES), len(RATIOS))
+    else:
+        a = A.d2_cell_anchors(SIZES, RATIOS)                                    # size-major, centred on 0
+        if convention.anchor_order == "ratio_major":
+            a = _size_major_to_ratio_major(a)
+    return a
+
+
+def _size_major_to_ratio_major(a: torch.Tensor) -> torch.Tensor:
+    return a.reshape(len(SIZES), len(RATIOS), 4).transpose(0, 1).reshape(-1, 4)
+
+
+def _order_permutation(src: str, dst: str) -> torch.Tensor:
+    """Index p with rows_dst = rows_src[p] between ratio-major and size-major anchor orders."""
+    idx = torch.arange(len(SIZES) * len(RATIOS), dtype=torch.float32).view(-1, 1)
+    if src == dst:
+        return idx.view(-1).long()
+    if src == "ratio_major":
+        return A.ratio_major_to_size_major(idx, len(SIZES), len(RATIOS)).view(-1).long()
+    return _size_major_to_ratio_major(idx.expand(-1, 4)).view(-1, 4)[:, 0].long()
+
+
+def level_anchors(convention: Convention, image_size) -> torch.Tensor:
+    """All anchors of the RPN level, location-major, in the convention's box coordinates."""
+    H, W = image_size
+    grid = A.grid_anchors(cell_anchors(convention), (math.ceil(H / STRIDE), math.ceil(W / STRIDE)), STRIDE,
+                          offset=float(convention.anchor_offset))
+    return _to_convention(grid, convention)
+
+
+def _to_convention(boxes_continuous: torch.Tensor, convention: Convention) -> torch.Tensor:
+    """Detectron's box math works on inclusive pixel indices: x2 = right edge - 1."""
+    if convention.legacy_plus_one:
+        return boxes_continuous - torch.tensor([0.0, 0.0, 1.0, 1.0])
+    return boxes_continuous
+
+
+def _check_convention(convention) -> Convention:
+    if not isinstance(convention, Convention):
+        raise ValueError(f"convention must be an explainer.conventions.Convention (e.g. DETECTRON), "
+                         f"got {type(convention).__name__}")
+    return convention
+
+
+def _check_image(image) -> torch.Tensor:
+    if isinstance(image, Scene):
+        image = image.image
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"image must be a Scene or a 3 x H x W float tensor in [0, 1], got {shape}")
+    if image.shape[1] < 32 or image.shape[2] < 32:
+        raise ValueError(f"image must be at least 32 x 32 pixels, got {tuple(image.shape[1:])}")
+    return image.to(torch.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# The detector
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One inference: ``stages`` maps each name of :data:`STAGES` to its tensors (see the module table)."""
+
+    convention: Convention
+    stages: Dict[str, Dict[str, torch.Tensor]]
+    image_size: Tuple[int, int]
+
+    @property
+    def detections(self) -> Dict[str, torch.Tensor]:
+        """``boxes`` (N x 4, the convention's coordinates), ``scores``, ``labels`` (0..K-1), ``masks`` (N x H x W)."""
+        d = self.stages["detections"]
+        return {"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"], "masks": self.stages["masks"]["masks"]}
+
+
+@dataclass
+class MiniDetector:
+    """Fitted weights, stored in the layout of ``fitted_under`` (anchor rows, class order, box rows)."""
+
+    fitted_under: Convention
+    rpn_w: torch.Tensor        # A x D x 5: per anchor type, objectness and 4 deltas from D location features
+    cls_w: torch.Tensor        # P x (K + 1): class logits from P pooled features, background at the layout's index
+    box_w: torch.Tensor        # P x 4(K + 1) (background first: Detectron's rows) or P x 4K (background last)
+    num_classes: int = len(CLASS_NAMES)
+    anchor_order: str = "ratio_major"
+    background_first: bool = True
+    fit_report: Dict[str, Any] = field(default_factory=dict)
+
+    def converted(self, convention: Convention) -> "MiniDetector":
+        """A copy with the weights converted to ``convention``'s layout, as a real converter does.
+
+        Class rows go through :func:`explainer.labels.convert_box_predictor` (background moved, background box
+        rows dropped or re-inserted); the RPN's per-anchor rows are reordered between ratio- and size-major.
+        """
+        convention = _check_convention(convention)
+        out = copy.copy(self)
+        if convention.anchor_order != self.anchor_order:
+            out.rpn_w = self.rpn_w[_order_permutation(self.anchor_order, convention.anchor_order)]
+            out.anchor_order = convention.anchor_order
+        if convention.background_first != self.background_first:
+            if self.background_first:
+                p = L.convert_box_predictor({"cls_score_w": self.cls_w.T, "cls_score_b": torch.zeros(self.cls_w.shape[1]),
+                                             "bbox_pred_w": self.box_w.T, "bbox_pred_b": torch.zeros(self.box_w.shape[1])},
+                                            to="detectron2")
+                out.cls_w, out.box_w = p["cls_score.weight"].T.contiguous(), p["bbox_pred.weight"].T.contiguous()
+            else:
+                p = L.convert_box_predictor({"cls_score.weight": self.cls_w.T, "cls_score.bias": torch.zeros(self.cls_w.shape[1]),
+                                             "bbox_pred.weight": self.box_w.T, "bbox_pred.bias": torch.zeros(self.box_w.shape[1])},
+                                            to="detectron")
+                out.cls_w, out.box_w = p["cls_score_w"].T.contiguous(), p["bbox_pred_w"].T.contiguous()
+            out.background_first = convention.background_first
+        return out
+
+    # -- inference ------------------------------------------------------------------------------------
+    def run(self, image, convention: Convention) -> Run:
+        """Detect in one image (a Scene or 3 x H x W tensor), reading the stored weights under ``convention``."""
+        conv = _check_convention(convention)
+        img = _check_image(image)
+        H, W = int(img.shape[1]), int(img.shape[2])
+        lp1 = conv.legacy_plus_one
+        maps = colour_maps(img)
+        st: Dict[str, Dict[str, torch.Tensor]] = {}
+
+        anchors = level_anchors(conv, (H, W))
+        st["anchors"] = {"anchors": anchors}
+
+        obj, deltas = self._rpn(maps, (H, W))
+        st["rpn"] = {"objectness": obj, "deltas": deltas}
+
+        props = B.decode(deltas, anchors, legacy_plus_one=lp1)
+        props = B.clip(props, (H, W), legacy_plus_one=lp1)
+        keep = B.nonempty(props, 1.0, legacy_plus_one=lp1)
+        props, pscores = props[keep], obj[keep]
+        top = torch.argsort(pscores, descending=True, stable=True)[:PRE_NMS_TOPK]
+        props, pscores = props[top], pscores[top]
+        st["proposals"] = {"boxes": props, "scores": pscores}
+
+        keep = B.nms(props, pscores, 0.7, legacy_plus_one=lp1)[:POST_NMS_TOPK]
+        props, pscores = props[keep], pscores[keep]
+        st["proposals_nms"] = {"boxes": props, "scores": pscores}
+
+        pooled = self._pool(maps, props, conv)
+        st["pooled"] = {"features": pooled}
+
+        probs, per_class = self._head(pooled, props, conv, (H, W))
+        st["head"] = {"class_probs": probs, "boxes": per_class}
+
+        boxes, scores, labels = self._postprocess(probs, per_class, lp1)
+        st["detections"] = {"boxes": boxes, "scores": scores, "labels": labels}
+
+        masks = self._masks(maps, boxes, labels, conv, (H, W))
+        st["masks"] = {"masks": masks}
+        return Run(convention=conv, stages=st, image_size=(H, W))
+
+    def _rpn(self, maps: torch.Tensor, image_size) -> Tuple[torch.Tensor, torch.Tensor]:
+        H, W = image_size
+        fh, fw = math.ceil(H / STRIDE), math.ceil(W / STRIDE)
+        fg = F.adaptive_avg_pool2d(maps[-1:][None], (fh, fw))[0, 0] if (H % STRIDE or W % STRIDE) else \
+            F.avg_pool2d(maps[-1:][None], STRIDE)[0, 0]
+        phi = _rpn_features(fg).reshape(fh * fw, -1)                # L x D
+        out = torch.einsum("ld,adk->lak", phi, self.rpn_w)          # L x A x 5, location-major like the anchors
+        return out[..., 0].reshape(-1), out[..., 1:].reshape(-1, 4)
+
+    def _pool(self, maps: torch.Tensor, boxes: torch.Tensor, conv: Convention) -> torch.Tensor:
+        feats = F.avg_pool2d(maps[None], HEAD_STRIDE)
+        if boxes.numel() == 0:
+            return torch.zeros(0, 2 * feats.shape[1], POOL, POOL)
+        sr = conv.sampling_ratio if conv.sampling_ratio > 0 else -1
+        # the box itself, and the box enlarged by CONTEXT around its centre: a real head's receptive field
+        # sees beyond the box, which is how it tells a whole object from a part of one
+        ctr, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * CONTEXT
+        both = torch.cat([boxes, torch.cat([ctr - half, ctr + half], 1)])
+        rois = torch.cat([torch.zeros(len(both), 1), both], 1)
+        p = roi_align(feats, rois, POOL, spatial_scale=1.0 / HEAD_STRIDE, sampling_ratio=sr, aligned=conv.roi_aligned)
+        return torch.cat([p[: len(boxes)], p[len(boxes):]], 1)      # N x 2C x POOL x POOL
+
+    def _head(self, pooled, props, conv: Convention, image_size):
+        K = self.num_classes
+        x = _head_features(pooled)
+        logits = x @ self.cls_w
+        probs_all = torch.softmax(logits, dim=1)
+        # read the columns as the run's convention says they are laid out (no conversion)
+        fg_cols = torch.arange(1, K + 1) if conv.background_first else torch.arange(0, K)
+        probs = probs_all[:, fg_cols]                                 # N x K, in contiguous label order
+        d = x @ self.box_w
+        first = 4 if conv.background_first else 0
+        if d.shape[1] < first + 4 * K:
+            d = torch.cat([d, torch.zeros(len(d), first + 4 * K - d.shape[1])], 1)
+        d = d[:, first:first + 4 * K]
+        boxes = B.decode(d, props, BOX_WEIGHTS, legacy_plus_one=conv.legacy_plus_one) if len(props) else d
+        boxes = B.clip(boxes.reshape(-1, 4), image_size, legacy_plus_one=conv.legacy_plus_one).reshape(-1, 4 * K)
+        return probs, boxes
+
+    def _postprocess(self, probs, per_class, lp1: bool):
+        K = self.num_classes
+        out_b, out_s, out_l = [], [], []
+        for k in range(K):
+            s = probs[:, k]
+            keep = s > SCORE_THRESH
+            bk, sk = per_class[keep, 4 * k:4 * k + 4], s[keep]
+            ok = B.nonempty(bk, 0.0, legacy_plus_one=lp1)
+            bk, sk = bk[ok], sk[ok]
+            kept = B.nms(bk, sk, 0.5, legacy_plus_one=lp1)
+            out_b.append(bk[kept])
+            out_s.append(sk[kept])
+            out_l.append(torch.full((len(kept),), k, dtype=torch.int64))
+        boxes, scores, labels = torch.cat(out_b), torch.cat(out_s), torch.cat(out_l)
+        order = torch.argsort(scores, descending=True, stable=True)[:DETECTIONS_PER_IMAGE]
+        return boxes[order], scores[order], labels[order]
+
+    def _masks(self, maps, boxes, labels, conv: Convention, image_size) -> torch.Tensor:
+        H, W = image_size
+        if len(boxes) == 0:
+            return torch.zeros(0, H, W, dtype=torch.bool)
+        rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
+        pooled = roi_align(maps[None, :-1], rois, MASK, spatial_scale=1.0, sampling_ratio=2, aligned=conv.roi_aligned)
+        m = pooled[torch.arange(len(boxes)), labels]                   # each detection's own class map
+        return paste_masks(m, boxes, (H, W), method=conv.mask_paste)
+
+
+def _head_features(pooled: torch.Tensor) -> torch.Tensor:
+    """N x P: the pooled maps flattened, their row and column profiles, and a bias."""
+    n = pooled.shape[0]
+    return torch.cat([pooled.reshape(n, -1), torch.ones(n, 1)], 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fitting
+# --------------------------------------------------------------------------------------------------
+def _ridge(X: torch.Tensor, Y: torch.Tensor, lam: float = 1e-2) -> torch.Tensor:
+    X, Y = X.double(), Y.double()
+    A_ = X.T @ X + lam * len(X) * torch.eye(X.shape[1], dtype=X.dtype)
+    return torch.linalg.solve(A_, X.T @ Y).float()
+
+
+def fit_detector(scenes: Sequence[Scene], convention: Convention = DETECTRON, seed: int = 0) -> MiniDetector:
+    """Fit the RPN and the box head on ``scenes`` under ``convention`` (its anchors, box math and layouts).
+
+    The RPN: for each anchor type, ridge regression of objectness (the anchor's best IoU with a ground-truth
+    box) and of the encoded deltas of its positive anchors. The box head: multinomial logistic
+    regression (L-BFGS) over K + 1 classes, background at the convention's index, and ridge regression of each
+    class's deltas (weights 10, 10, 5, 5), on the fitted RPN's proposals and jittered ground-truth boxes.
+    """
+    conv = _check_convention(convention)
+    if not isinstance(scenes, (list, tuple)) or not scenes or not all(isinstance(s, Scene) for s in scenes):
+        raise ValueError("scenes must be a non-empty list of Scene (see synthetic_scenes)")
+    g = torch.Generator().manual_seed(int(seed))
+    lp1, K = conv.legacy_plus_one, len(CLASS_NAMES)
+    A_n = len(SIZES) * len(RATIOS)
+    # ---- RPN ----
+    feats, objs, dels, poss = [], [], [], []
+    for s in scenes:
+        H, W = s.image_size
+        anchors = level_anchors(conv, (H, W))
+        gt = _to_convention(s.boxes, conv)
+        maps = colour_maps(s.image)
+        fh, fw = math.ceil(H / STRIDE), math.ceil(W / STRIDE)
+        fg = F.adaptive_avg_pool2d(maps[-1:][None], (fh, fw))[0, 0]
+        phi = _rpn_features(fg).reshape(fh * fw, -1)
+        if len(gt):
+            iou = B.pairwise_iou(anchors, gt, legacy_plus_one=lp1)
+            best, idx = iou.max(1)
+            target = B.encode(anchors, gt[idx], legacy_plus_one=lp1)
+        else:
+            best = torch.zeros(len(anchors))
+            target = torch.zeros(len(anchors), 4)
+        feats.append(phi)
+        objs.append(best.float().view(fh * fw, A_n))
+        dels.append(target.view(fh * fw, A_n, 4))
+        poss.append((best >= 0.5).view(fh * fw, A_n))
+    phi, obj, dl, pos = torch.cat(feats), torch.cat(objs), torch.cat(dels), torch.cat(poss)
+    D_ = phi.shape[1]
+    rpn_w = torch.zeros(A_n, D_, 5)
+    for a in range(A_n):
+        rpn_w[a, :, 0] = _ridge(phi, obj[:, a:a + 1])[:, 0]
+        if pos[:, a].sum() >= 3:
+            rpn_w[a, :, 1:] = _ridge(phi[pos[:, a]], dl[pos[:, a], a], lam=1e-1)
+    det = MiniDetector(fitted_under=conv, rpn_w=rpn_w, cls_w=torch.zeros(1, K + 1), box_w=torch.zeros(1, 4 * K),
+                       anchor_order=conv.anchor_order, background_first=conv.background_first)
+    # ---- box head, on the RPN's proposals and jittered ground truth ----
+    X, cls, tgt, lab = [], [], [], []
+    for s in scenes:
+        H, W = s.image_size
+        maps = colour_maps(s.image)
+        anchors = level_anchors(conv, (H, W))
+        o, d = det._rpn(maps, (H, W))
+        props = B.clip(B.decode(d, anchors, legacy_plus_one=lp1), (H, W), legacy_plus_one=lp1)
+        top = torch.argsort(o, descending=True)[:POST_NMS_TOPK]
+        gt = _to_convention(s.boxes, conv)
+        jit = []
+        if len(gt):
+            wh = (gt[:, 2:] - gt[:, :2]).repeat(1, 2)
+            for _ in range(10):
+                j = gt + wh * 0.2 * torch.randn(gt.shape, generator=g)
+                jit.append(torch.cat([torch.minimum(j[:, :2], j[:, 2:]), torch.maximum(j[:, :2], j[:, 2:])], 1))
+                # parts of an object (a half or a quadrant of it) must score as background
+                frac = 0.45 + 0.25 * torch.rand(len(gt), 2, generator=g)
+                start = (1 - frac) * torch.rand(len(gt), 2, generator=g).round()
+                lo = gt[:, :2] + wh[:, :2] * start
+                jit.append(torch.cat([lo, lo + wh[:, :2] * frac], 1))
+        rois = torch.cat([props[top], *jit, gt]) if len(gt) else props[top]
+        rois = B.clip(rois, (H, W), legacy_plus_one=lp1)
+        rois = rois[B.nonempty(rois, 2.0, legacy_plus_one=lp1)]
+        pooled = det._pool(maps, rois, conv)
+        X.append(_head_features(pooled))
+        if len(gt):
+            iou = B.pairwise_iou(rois, gt, legacy_plus_one=lp1)
+            best, idx = iou.max(1)
+            label = torch.where(best >= 0.5, s.labels[idx], torch.full_like(idx, -1))
+            tgt.append(B.encode(rois, gt[idx], BOX_WEIGHTS, legacy_plus_one=lp1))
+        else:
+            label = torch.full((len(rois),), -1, dtype=torch.int64)
+            tgt.append(torch.zeros(len(rois), 4))
+        lab.append(label)
+    X, y, T = torch.cat(X), torch.cat(lab), torch.cat(tgt)
+    col = torch.where(y < 0, 0 if conv.background_first else K, y + 1 if conv.background_first else y)
+    cls_w = _fit_softmax(X, col, K + 1)
+    width = 4 * (K + 1) if conv.background_first else 4 * K
+    first = 4 if conv.background_first else 0
+    box_w = torch.zeros(X.shape[1], width)
+    for k in range(K):
+        sel = y == k
+        if sel.sum() >= 5:
+            box_w[:, first + 4 * k:first + 4 * k + 4] = _ridge(X[sel], T[sel], lam=1e-3)
+    det.cls_w, det.box_w = cls_w, box_w
+    det.fit_report = {"rpn_locations": int(len(phi)), "head_samples": int(len(X)), "head_positives": int((y >= 0).sum())}
+    return det
+
+
+def _fit_softmax(X: torch.Tensor, y: torch.Tensor, n: int, steps: int = 100, l2: float = 1e-5) -> torch.Tensor:
+    """Multinomial logistic regression, weights P x n, by L-BFGS (deterministic)."""
+    w = torch.zeros(X.shape[1], n, requires_grad=True)
+    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(X @ w, y) + l2 * (w[:-1] ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach()
+
+
+# --------------------------------------------------------------------------------------------------
+# Comparing runs
+# --------------------------------------------------------------------------------------------------
+def quality(runs: Sequence[Run], scenes: Sequence[Scene], iou: float = 0.5) -> Dict[str, float]:
+    """Recall and precision of runs against their scenes' ground truth (same label, box IoU >= ``iou``).
+
+    A run's boxes are taken in its convention's coordinates and mapped to continuous ones first
+    (Detectron's inclusive x2, y2 + 1), so both conventions are scored alike.
+    """
+    if len(runs) != len(scenes):
+        raise ValueError(f"runs and scenes must pair up; got {len(runs)} runs and {len(scenes)} scenes")
+    n_gt = n_det = hit = 0
+    for run, scene in zip(runs, scenes):
+        d = _as_dets(run)
+        boxes = d["boxes"].float()
+        if getattr(run, "convention", None) is not None and run.convention.legacy_plus_one:
+            boxes = boxes + torch.tensor([0.0, 0.0, 1.0, 1.0])
+        gt = {"boxes": scene.boxes.float(), "scores": torch.ones(len(scene.boxes)), "labels": scene.labels}
+        c = compare_detections(gt, {"boxes": boxes, "scores": d["scores"], "labels": d["labels"]}, iou=iou)
+        n_gt, n_det, hit = n_gt + c["n_a"], n_det + c["n_b"], hit + c["matched"]
+    return {"recall": hit / n_gt if n_gt else 1.0, "precision": hit / n_det if n_det else 1.0,
+            "objects": n_gt, "detections": n_det, "found": hit}
+
+
+def first_divergence(run_a: Run, run_b: Run, atol: float = 1e-4) -> Optional[Dict[str, Any]]:
+    """The first stage, in pipeline order, whose tensors differ by more than ``atol`` (or in shape); None if none."""
+    for r, name in ((run_a, "run_a"), (run_b, "run_b")):
+        if not isinstance(r, Run):
+            raise ValueError(f"{name} must be a Run (from MiniDetector.run), got {type(r).__name__}")
+    for stage in STAGES:
+        a, b = run_a.stages.get(stage, {}), run_b.stages.get(stage, {})
+        for key in a:
+            ta, tb = a[key], b.get(key)
+            if tb is None or ta.shape != tb.shape:
+                return {"stage": stage, "tensor": key, "max_abs_diff": float("inf"),
+                        "detail": f"{key}: shape {tuple(ta.shape)} vs {tuple(tb.shape) if tb is not None else None}"}
+            if ta.numel() == 0:
+                continue
+            diff = float((ta.double() - tb.double()).abs().max())
+            if diff > atol:
+                return {"stage": stage, "tensor": key, "max_abs_diff": diff,
+                        "detail": f"{key} differs by up to {diff:.3g}"}
+    return None
+
+
+def _as_dets(x) -> Dict[str, torch.Tensor]:
+    if isinstance(x, Run):
+        return x.detections
+    if isinstance(x, dict) and "boxes" in x:
+        return x
+    raise ValueError(f"detections must be a Run or a dict with 'boxes', 'scores' and 'labels', got {type(x).__name__}")
+
+
+def compare_detections(a, b, iou: float = 0.99) -> Dict[str, Any]:
+    """How far ``b`` reproduces ``a``: one-to-one matches with the same label and box IoU >= ``iou``.
+
+    Pairs are matched greedily by IoU. When both sides carry ``masks`` (N x H x W), a pair also needs mask IoU
+    >= ``iou``. Returns ``agreement`` (matched / detections of ``a``; 1.0 when both are empty), ``matched``,
+    ``n_a``, ``n_b``, ``max_box_diff`` (largest coordinate difference over the box-matched pairs, px),
+    ``min_mask_iou`` (over those pairs; 1.0 without masks) and ``mean_iou`` (each detection of ``a``'s best IoU
+    with a same-label detection of ``b``, averaged: a graded measure of how close ``b`` is).
+    """
+    da, db = _as_dets(a), _as_dets(b)
+    ba, bb = da["boxes"].float(), db["boxes"].float()
+    na, nb = len(ba), len(bb)
+    out = {"agreement": 0.0, "matched": 0, "n_a": na, "n_b": nb, "max_box_diff": 0.0, "min_mask_iou": 1.0,
+           "mean_iou": 0.0}
+    if na == 0 or nb == 0:
+        out["agreement"] = out["mean_iou"] = 1.0 if na == nb else 0.0
+        return out
+    m = B.pairwise_iou(ba, bb)
+    m = torch.where(da["labels"].view(-1, 1) == db["labels"].view(1, -1), m, torch.zeros_like(m))
+    out["mean_iou"] = float(m.max(1).values.mean())
+    pairs = []
+    while True:
+        v = float(m.max())
+        if v < iou or v <= 0:
+            break
+        i, j = divmod(int(m.argmax()), nb)
+        pairs.append((i, j))
+        m[i, :] = -1
+        m[:, j] = -1
+    ma, mb = da.get("masks"), db.get("masks")
+    matched = 0
+    for i, j in pairs:
+        out["max_box_diff"] = max(out["max_box_diff"], float((ba[i] - bb[j]).abs().max()))
+        ok = True
+        if ma is not None and mb is not None and len(ma) == na and len(mb) == nb:
+            inter = float((ma[i] & mb[j]).sum())
+            union = float((ma[i] | mb[j]).sum())
+            miou = inter / union if union else 1.0
+            out["min_mask_iou"] = min(out["min_mask_iou"], miou)
+            ok = miou >= iou
+        matched += ok
+    out["matched"], out["agreement"] = matched, matched / na
+    return out
+
+
+@dataclass
+class BisectReport:
+    """What changing knobs back did: ``trials`` (one dict per change), the ``found`` knobs, the ``baseline``."""
+
+    start: Convention
+    towards: Convention
+    baseline: float
+    trials: List[Dict[str, Any]]
+    found: Optional[Tuple[str, ...]]
+    no_effect: List[str]
+
+    def summary(self) -> str:
+        lines = [f"start: {self.start.name}; towards: {self.towards.name}; agreement before any change: {self.baseline:.3f}"]
+        for t in self.trials:
+            lines.append(f"  set back {' + '.join(t['knobs']):<44} agreement {t['agreement']:.3f}  "
+                         f"mean IoU {t['mean_iou']:.3f}  ({t['n_detections']} detections)")
+        if self.no_effect:
+            lines.append(f"no effect on this detector's outputs: {', '.join(self.no_effect)}")
+        lines.append(f"found: {' + '.join(self.found)}" if self.found else
+                     "found: no single knob or pair makes the outputs agree")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def bisect_conventions(run: Callable[[Convention], Any], reference, start: Convention = DETECTRON2,
+                       towards: Convention = DETECTRON, knobs: Sequence[str] = INFERENCE_KNOBS,
+                       pairs: bool = True, agree_at: float = 1.0) -> BisectReport:
+    """Change one knob at a time from ``start`` to its value in ``towards``; report which change reproduces ``reference``.
+
+    ``run``: a callable Convention -> Run (or detections dict); ``reference``: a Run or detections. Agreement is
+    :func:`compare_detections` with IoU >= 0.99 and the same label. When no single knob reaches ``agree_at``,
+    pairs of knobs are tried (``pairs=True``), the most promising first (ranked by what each knob alone did);
+    when no pair suffices either, knobs are added greedily to the best pair while agreement improves. Knobs
+    whose change leaves the outputs unchanged are listed in ``no_effect``.
+    """
+    if not callable(run):
+        raise ValueError(f"run must be a callable Convention -> Run, got {type(run).__name__}")
+    start, towards = _check_convention(start), _check_convention(towards)
+    unknown = [k for k in knobs if k not in INFERENCE_KNOBS]
+    if unknown:
+        raise ValueError(f"knobs must be among {INFERENCE_KNOBS}; unknown: {unknown}")
+    ref = _as_dets(reference)
+    base_out = _as_dets(run(start))
+    baseline = compare_detections(ref, base_out)["agreement"]
+    differing = [k for k in knobs if getattr(start, k) != getattr(towards, k)]
+    trials, found, no_effect = [], None, []
+
+    def trial(ks: Tuple[str, ...]):
+        conv = start.replace(**{k: getattr(towards, k) for k in ks})
+        out = _as_dets(run(conv))
+        c = compare_detections(ref, out)
+        same_as_start = compare_detections(base_out, out)["agreement"] == 1.0 and len(out["boxes"]) == len(base_out["boxes"])
+        t = {"knobs": ks, "convention": conv, "agreement": c["agreement"], "mean_iou": c["mean_iou"],
+             "max_box_diff": c["max_box_diff"],
+             "n_detections": c["n_b"], "unchanged": same_as_start}
+        trials.append(t)
+        return t
+
+    if baseline < agree_at:
+        for k in differing:
+            t = trial((k,))
+            if t["unchanged"]:
+                no_effect.append(k)
+            if found is None and t["agreement"] >= agree_at:
+                found = (k,)
+        # the most promising knobs first: those whose change alone brought the outputs closest
+        effective = sorted((t for t in trials if not t["unchanged"]), key=lambda t: (-t["agreement"], -t["mean_iou"]))
+        effective = [t["knobs"][0] for t in effective]
+        if found is None and pairs:
+            for pair in combinations(effective, 2):
+                t = trial(pair)
+                if t["agreement"] >= agree_at:
+                    found = pair
+                    break
+        if found is None and len(effective) > 2:
+            # greedy: from the best pair (or single knob), keep adding the knob that helps most
+            score = lambda t: (t["agreement"], t["mean_iou"])  # noqa: E731
+            start_t = max([t for t in trials if len(t["knobs"]) == 2] or trials, key=score)
+            chosen, best = start_t["knobs"], score(start_t)
+            while found is None:
+                rest = [k for k in effective if k not in chosen]
+                if not rest:
+                    break
+                t = max((trial(chosen + (k,)) for k in rest), key=score)
+                if score(t) <= best:
+                    break
+                chosen, best = t["knobs"], score(t)
+                if t["agreement"] >= agree_at:
+                    found = chosen
+    return BisectReport(start=start, towards=towards, baseline=baseline, trials=trials, found=found, no_effect=no_effect)

@@ -1,0 +1,176 @@
+"""Chapter 10's dashboards: injected mistakes are named, uploads are diagnosed or refused with a message,
+the stage bars point at the first divergence, and the bisection finds the knob that was changed."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import numpy as np
+import pytest
+
+from explainer import pipeline as P
+from explainer.conventions import DETECTRON, DETECTRON2
+from explainer.widgets import diagnose as W
+
+OFF = {**{f"knob_{k}": False for k in P.INFERENCE_KNOBS}, **{m: False for m in W.MISTAKES}}
+
+
+@pytest.fixture(scope="module")
+def inject_dash():
+    d = W.InjectDashboard()
+    yield d
+    d.close()
+
+
+def test_nothing_injected_is_identical(inject_dash):
+    inject_dash.update(**OFF)
+    assert inject_dash.error is None, inject_dash.error
+    assert inject_dash.result["diag"].top.name == "identical"
+    assert "identical" in inject_dash.readout_text
+
+
+@pytest.mark.parametrize("mistake", sorted(W.MISTAKES))
+def test_each_post_processing_mistake_is_ranked_first(inject_dash, mistake):
+    inject_dash.update(**{**OFF, mistake: True})
+    assert inject_dash.error is None, inject_dash.error
+    cause = W.MISTAKES[mistake][1]
+    diag = inject_dash.result["diag"]
+    if cause == "coco_category_ids":
+        # the detector has 3 classes, all below COCO's first id gap: ids = labels + 1, indistinguishable
+        # from an offset, and the diagnosis says so
+        assert diag.top.name == "label_offset" and diag.top.evidence["also_consistent_with"] == cause, diag.summary()
+        assert "may equally be coco_category_ids" in inject_dash.readout_text
+        return
+    assert diag.top.name == cause, diag.summary()
+    assert f"{cause} (injected)" in inject_dash.readout_text
+
+
+def test_two_mistakes_are_both_reported(inject_dash):
+    inject_dash.update(**{**OFF, "scale": True, "label_offset": True})
+    names = inject_dash.result["diag"].names
+    assert "scale" in names and "label_offset" in names, names
+
+
+def test_unconverted_class_order_shows_as_a_label_cause(inject_dash):
+    inject_dash.update(**{**OFF, "knob_background_first": True})
+    top = inject_dash.result["diag"].top
+    # pairs that are surely the same object carry labels shifted by one; the background column floods label 0
+    assert top.name == "label_offset" and top.evidence["offset"] == 1, inject_dash.result["diag"].summary()
+    assert top.evidence["extra_share_of_one_label"] >= 0.8
+    assert "background row read as a class" in inject_dash.readout_text
+
+
+def test_residual_panels_hold_one_point_per_matched_pair(inject_dash):
+    inject_dash.update(**{**OFF, "plus_one": True})
+    diag = inject_dash.result["diag"]
+    for k in W.COORD_COLORS:
+        assert len(inject_dash.pts[k].get_offsets()) == diag.n_matched
+    # a "+1" puts every x2/y2 difference in the bin that holds 1 px, and no x1/y1 difference there
+    data = inject_dash.stairs["dx2"].get_data()
+    values, edges = data.values, data.edges
+    one = int(np.searchsorted(edges, 1.0, side="right")) - 1  # numpy's bins are [edge_i, edge_i+1)
+    assert values[one] >= 0.9 * diag.n_matched
+    assert inject_dash.stairs["dx1"].get_data().values[one] == 0
+
+
+@pytest.fixture(scope="module")
+def both_dash():
+    d = W.BothConventionsDashboard()
+    yield d
+    d.close()
+
+
+def test_converted_detector_keeps_labels_unconverted_does_not(both_dash):
+    both_dash.update(candidate="d2_converted", scene=0)
+    conv = P.compare_detections(both_dash.result["ref"].detections, both_dash.result["cand"].detections, iou=0.5)
+    both_dash.update(candidate="d2_raw")
+    raw = P.compare_detections(both_dash.result["ref"].detections, both_dash.result["cand"].detections, iou=0.5)
+    assert conv["agreement"] > raw["agreement"]
+    assert both_dash.result["first"] is not None
+
+
+@pytest.mark.parametrize("knob", P.INFERENCE_KNOBS)
+def test_stage_bars_are_equal_before_the_first_divergence(both_dash, knob):
+    both_dash.update(candidate=knob, scene=1)
+    r = both_dash.result
+    first = r["first"]["stage"] if r["first"] else None
+    for d in r["diffs"]:
+        if d["stage"] == first:
+            assert d["max_diff"] > 1e-4
+            break
+        assert d["max_diff"] <= 1e-4, (knob, d)
+    labelled = {t.get_text() for t in both_dash.bar_txt}
+    assert ("equal" in labelled) or first == P.STAGES[0]
+
+
+def _upload_value(name: str, content: bytes):
+    return ({"name": name, "type": "application/json", "size": len(content), "content": memoryview(content),
+             "last_modified": datetime.datetime(2026, 1, 1)},)
+
+
+@pytest.fixture()
+def upload_dash():
+    d = W.UploadDashboard()
+    yield d
+    d.close()
+
+
+def _coco(d):
+    return json.dumps(W.coco_results(d)).encode()
+
+
+def test_uploaded_files_are_diagnosed(upload_dash):
+    ref = W.detections_over_scenes(DETECTRON)
+    cand = {i: {**v, "labels": v["labels"] + 1} for i, v in ref.items()}
+    upload_dash.controls["reference"].value = _upload_value("mine.json", _coco(ref))
+    upload_dash.controls["candidate"].value = _upload_value("theirs.json", _coco(cand))
+    upload_dash.update(source=len(W.EXAMPLES) - 1)
+    assert upload_dash.error is None, upload_dash.error
+    assert upload_dash.result["diag"].top.name == "label_offset"
+    n = upload_dash.result["n_pairs"]
+    assert n == sum(len(v["boxes"]) for v in ref.values())
+    assert upload_dash.controls["pair"].max == n - 1
+
+
+def test_missing_and_broken_uploads_are_explained(upload_dash):
+    upload_dash.update(source=len(W.EXAMPLES) - 1)
+    assert upload_dash.error and "upload" in upload_dash.error
+    upload_dash.controls["reference"].value = _upload_value("mine.json", b"[{\"image_id\": 0, ")
+    upload_dash.controls["candidate"].value = _upload_value("theirs.json", b"[]")
+    assert upload_dash.error and "mine.json" in upload_dash.error
+    upload_dash.update(source=0)  # a built-in example clears the error
+    assert upload_dash.error is None
+
+
+def test_pair_browser_draws_the_selected_pair(upload_dash):
+    upload_dash.update(source=0, pair=3)
+    r = upload_dash.result
+    k = int(r["order"][3])
+    drawn = upload_dash.pair_ref.get_segments()[0]
+    x1, y1, x2, y2 = r["diag"].pairs["ref_boxes"][k].tolist()
+    assert drawn[0].tolist() == pytest.approx([x1, y1]) and drawn[2].tolist() == pytest.approx([x2, y2])
+    # pairs are browsed largest difference first
+    diffs = (r["diag"].pairs["cand_boxes"] - r["diag"].pairs["ref_boxes"]).abs().amax(dim=1)[r["order"]]
+    assert bool((diffs[:-1] >= diffs[1:]).all())
+
+
+def test_bisection_finds_each_hidden_knob():
+    d = W.BisectDashboard()
+    try:
+        found_any = False
+        for i, (label, hidden) in enumerate(W.HIDDEN):
+            d.update(hidden=i)
+            assert d.error is None, d.error
+            rep = d.result["report"]
+            ref = W.run_scene(0, W.reference_convention(hidden), converted=True)
+            plain = W.run_scene(0, DETECTRON2, converted=True)
+            if P.compare_detections(ref.detections, plain.detections)["agreement"] >= 1.0:
+                assert "did not single out" in d.readout_text or rep.found is None
+                continue  # this knob leaves the detections unchanged: nothing to find
+            found_any = True
+            assert rep.found is not None and set(rep.found) == set(hidden), (label, rep.summary())
+            assert "found the changed knob" in d.readout_text
+        assert found_any
+    finally:
+        d.close()

@@ -1,0 +1,189 @@
+"""The miniature detector: it detects, each knob enters where the module says, conversion is exact, and the
+bisection finds the knobs a reference was produced with.
+
+Expected stages come from where each knob is used (the module's table), not from running the code.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from explainer import pipeline as P
+from explainer.conventions import DETECTRON, DETECTRON2
+
+#: Where each knob first acts (module docstring): anchors are built first, then ROIAlign, then the head, masks.
+FIRST_STAGE = {
+    "legacy_plus_one": "anchors",     # Detectron's anchors are inclusive: x2 = right edge - 1
+    "anchor_offset": "anchors",
+    "anchor_rounding": "anchors",
+    "anchor_order": "anchors",
+    "roi_aligned": "pooled",
+    "sampling_ratio": "pooled",
+    "background_first": "head",       # the class columns are read in the other order
+    "mask_paste": "masks",
+}
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    det = P.fit_detector(P.synthetic_scenes(8, seed=0), DETECTRON, seed=0)
+    return det, P.synthetic_scenes(4, seed=1000)
+
+
+def test_scenes_are_deterministic_and_consistent():
+    a, b = P.synthetic_scenes(3, seed=5), P.synthetic_scenes(3, seed=5)
+    for s, t in zip(a, b):
+        assert torch.equal(s.image, t.image) and torch.equal(s.boxes, t.boxes)
+        assert s.image.shape[0] == 3 and 0 <= float(s.image.min()) and float(s.image.max()) <= 1
+        for box, mask in zip(s.boxes, s.masks):  # the box is the mask's tight box in continuous coordinates
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            assert box.tolist() == [float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1]
+        assert not (s.masks.sum(0) > 1).any(), "objects overlap"
+    assert not torch.equal(P.synthetic_scenes(1, seed=6)[0].image, a[0].image)
+
+
+def test_detector_finds_the_shapes(fitted):
+    det, scenes = fitted
+    found = total = correct = n_det = 0
+    for s in scenes:
+        d = det.run(s, DETECTRON).detections
+        gt = {"boxes": s.boxes - torch.tensor([0.0, 0.0, 1.0, 1.0]), "labels": s.labels, "scores": torch.ones(len(s.labels))}
+        c = P.compare_detections(gt, d, iou=0.5)
+        found += c["matched"]
+        total += len(s.labels)
+        correct += P.compare_detections(d, gt, iou=0.5)["matched"]
+        n_det += len(d["boxes"])
+    assert found / total >= 0.7, f"recall {found}/{total}"
+    assert correct / max(n_det, 1) >= 0.6, f"precision {correct}/{n_det}"
+
+
+@pytest.mark.parametrize("knob", P.INFERENCE_KNOBS)
+def test_each_knob_first_changes_its_own_stage(fitted, knob):
+    det, scenes = fitted
+    ref = det.run(scenes[0], DETECTRON)
+    other = det.run(scenes[0], DETECTRON.replace(**{knob: getattr(DETECTRON2, knob)}))
+    first = P.first_divergence(ref, other)
+    assert first is not None and first["stage"] == FIRST_STAGE[knob], first
+
+
+def test_same_convention_gives_identical_runs(fitted):
+    det, scenes = fitted
+    assert P.first_divergence(det.run(scenes[1], DETECTRON), det.run(scenes[1], DETECTRON)) is None
+
+
+def test_conversion_keeps_labels_and_moves_boxes_only_slightly(fitted):
+    det, scenes = fitted
+    conv = det.converted(DETECTRON2)
+    agree_conv = agree_raw = 0.0
+    for s in scenes:
+        ref = det.run(s, DETECTRON)
+        agree_conv += P.compare_detections(ref, conv.run(s, DETECTRON2), iou=0.5)["agreement"]
+        agree_raw += P.compare_detections(ref, det.run(s, DETECTRON2), iou=0.5)["agreement"]
+    assert agree_conv / len(scenes) >= 0.7     # the numerical conventions move boxes by a few pixels
+    assert agree_raw / len(scenes) <= 0.3      # unconverted weights: background read as a class, anchors misassigned
+
+
+def test_unconverted_class_order_shifts_labels_by_one(fitted):
+    det, scenes = fitted
+    s = scenes[0]
+    ref = det.run(s, DETECTRON)
+    raw = det.run(s, DETECTRON.replace(background_first=False))
+    # the same proposals and class probabilities; the columns are read one to the left
+    p_ref, p_raw = ref.stages["head"]["class_probs"], raw.stages["head"]["class_probs"]
+    assert torch.allclose(p_raw[:, 1:], p_ref[:, :-1])
+
+
+def test_conversion_round_trip_is_exact(fitted):
+    det, scenes = fitted
+    back = det.converted(DETECTRON2).converted(DETECTRON)
+    assert P.first_divergence(det.run(scenes[2], DETECTRON), back.run(scenes[2], DETECTRON)) is None
+    assert torch.equal(back.rpn_w, det.rpn_w) and torch.equal(back.cls_w, det.cls_w)
+
+
+def test_converted_anchor_rows_follow_the_anchors(fitted):
+    """After conversion, weight row a still belongs to the anchor shape it was fitted for."""
+    det, _ = fitted
+    conv = det.converted(DETECTRON2)
+    a_det = P.cell_anchors(DETECTRON.replace(anchor_rounding=False))   # exact shapes, ratio-major
+    a_d2 = P.cell_anchors(DETECTRON2)                                   # exact shapes, size-major
+    for i in range(len(a_det)):
+        j = int(((a_d2 - a_det[i]).abs().sum(1)).argmin())
+        assert torch.equal(conv.rpn_w[j], det.rpn_w[i])
+
+
+@pytest.fixture(scope="module")
+def converted_runs(fitted):
+    det, scenes = fitted
+    conv = det.converted(DETECTRON2)
+    cache = {}
+
+    def run(c):
+        if c not in cache:
+            cache[c] = conv.run(scenes[0], c)
+        return cache[c]
+
+    return conv, scenes, run
+
+
+@pytest.mark.parametrize("hidden", [(k,) for k in P.INFERENCE_KNOBS] + [("anchor_offset", "roi_aligned")])
+def test_bisection_finds_the_knobs_the_reference_used(converted_runs, hidden):
+    conv, scenes, run = converted_runs
+    reference = conv.run(scenes[0], DETECTRON2.replace(**{k: getattr(DETECTRON, k) for k in hidden}))
+    rep = P.bisect_conventions(run, reference, start=DETECTRON2, towards=DETECTRON)
+    assert rep.baseline < 1.0
+    assert rep.found is not None and set(rep.found) == set(hidden), rep.summary()
+    assert "found: " + " + ".join(rep.found) in rep.summary()
+
+
+def test_bisection_reports_knobs_without_effect(converted_runs):
+    conv, scenes, run = converted_runs
+    reference = conv.run(scenes[0], DETECTRON2.replace(roi_aligned=False))
+    rep = P.bisect_conventions(lambda c: run(c.replace(mask_paste="detectron2")), reference,
+                               start=DETECTRON2, towards=DETECTRON)
+    assert "mask_paste" in rep.no_effect and rep.found == ("roi_aligned",)
+
+
+def test_compare_detections_counts_masks():
+    box = torch.tensor([[2.0, 2.0, 8.0, 8.0]])
+    m1 = torch.zeros(1, 10, 10, dtype=torch.bool)
+    m1[0, 2:8, 2:8] = True
+    m2 = m1.clone()
+    m2[0, 2:8, 7] = False
+    a = {"boxes": box, "labels": torch.tensor([1]), "scores": torch.tensor([0.9]), "masks": m1}
+    b = {**a, "masks": m2}
+    assert P.compare_detections(a, a)["agreement"] == 1.0
+    c = P.compare_detections(a, b)
+    assert c["agreement"] == 0.0 and c["min_mask_iou"] == pytest.approx(30 / 36)
+    assert P.compare_detections(a, {**a, "labels": torch.tensor([2])})["agreement"] == 0.0
+
+
+def test_bad_input_is_explained(fitted):
+    det, scenes = fitted
+    with pytest.raises(ValueError, match="convention must be"):
+        det.run(scenes[0], "detectron")
+    with pytest.raises(ValueError, match="3 x H x W"):
+        det.run(torch.zeros(4, 64, 64), DETECTRON)
+    with pytest.raises(ValueError, match="scenes must be a non-empty list"):
+        P.fit_detector([], DETECTRON)
+    with pytest.raises(ValueError, match="knobs must be among"):
+        P.bisect_conventions(lambda c: det.run(scenes[0], c), det.run(scenes[0], DETECTRON), knobs=("box_smooth_l1_beta",))
+    with pytest.raises(ValueError, match="run must be a callable"):
+        P.bisect_conventions(None, det.run(scenes[0], DETECTRON))
+    with pytest.raises(ValueError, match="image_size must be at least"):
+        P.synthetic_scenes(1, image_size=(20, 20))
+
+
+def test_quality_scores_both_conventions_alike(fitted):
+    det, scenes = fitted
+    conv = det.converted(DETECTRON2)
+    q1 = P.quality([det.run(s, DETECTRON) for s in scenes], scenes)
+    q2 = P.quality([conv.run(s, DETECTRON2) for s in scenes], scenes)
+    assert q1["objects"] == q2["objects"] == sum(len(s.boxes) for s in scenes)
+    assert q1["recall"] >= 0.6 and q2["recall"] >= 0.6, (q1, q2)
+    # the ground truth itself, as a run, is perfect; a run of nothing finds nothing
+    gt = [{"boxes": s.boxes, "scores": torch.ones(len(s.boxes)), "labels": s.labels} for s in scenes]
+    assert P.quality(gt, scenes) == {"recall": 1.0, "precision": 1.0, "objects": q1["objects"],
+                                     "detections": q1["objects"], "found": q1["objects"]}
+    with pytest.raises(ValueError, match="runs and scenes must pair up"):
+        P.quality(gt[:1], scenes)
