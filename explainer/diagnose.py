@@ -606,6 +606,8 @@ def _near(v: float, targets: Sequence[float], tol: float) -> Optional[float]:
 def diagnose(reference, candidate, image_size=None, seed: int = 0) -> Diagnosis:
     """Diagnose why ``candidate`` differs from ``reference`` (see the module docstring).
 
+    Image ids: the two sides must share at least one (otherwise a ``ValueError`` lists both sides' ids); an
+    image present on one side only has no detections on the other, and ``Diagnosis.notes`` says which.
     ``image_size`` (height, width), optional: with it the evidence says whether a scale matches the image's
     aspect ratio (height and width swapped). ``seed`` fixes the random pairs of the robust alignment.
     """

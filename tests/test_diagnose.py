@@ -383,3 +383,13 @@ def test_cli_diagnoses_two_files(tmp_path, capsys):
     assert cli(["diagnose", r, bad]) == 2
     err = capsys.readouterr().err
     assert "bad.json: not valid JSON" in err
+
+
+def test_an_image_missing_on_one_side_is_noted_not_refused():
+    ref, cand = case("label_offset", 2)
+    last = max(cand)
+    del cand[last]
+    d = D.diagnose(ref, cand)
+    assert d.top.name == "label_offset"
+    assert any("reference detections only" in n and str(last) in n for n in d.notes), d.notes
+    assert d.unmatched["reference"]["count"] == len(ref[last]["boxes"])
