@@ -55,6 +55,8 @@ MATCH_IOU = 0.5
 UNRELATED_BELOW = 0.3
 #: Differences at or below these are "identical": box coordinates (px) and scores.
 BOX_ATOL, SCORE_ATOL = 1e-4, 1e-5
+#: Mask evidence (where the differing pixels lie) is read from at most this many differing pairs.
+MASK_PAIRS_EXAMINED = 2000
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1034,23 +1036,31 @@ def _mask_causes(R, C, p, geo) -> List[Cause]:
     coff = torch.tensor([0] + [len(s) for s in C][:-1]).cumsum(0)
     ir = roff[p["image"]] + p["ref_index"]
     ic = coff[p["image"]] + p["cand_index"]
-    inter = union = diff = ring_diff = 0.0
-    ious = []
+    diff = ring_diff = 0.0
+    miou = torch.ones(len(ir), dtype=torch.float64)
+    differing = []
     for s in range(0, len(ir), 256):
-        a = allr[ir[s:s + 256]].float()[:, None]
-        b = allc[ic[s:s + 256]].float()[:, None]
-        dil = F.max_pool2d(a, 5, 1, 2)
-        ero = -F.max_pool2d(-a, 5, 1, 2)
-        ring = (dil > 0) & ~(ero > 0)
-        x = (a > 0) ^ (b > 0)
-        i_ = ((a > 0) & (b > 0)).flatten(1).sum(1).double()
-        u_ = ((a > 0) | (b > 0)).flatten(1).sum(1).double()
-        ious.append(torch.where(u_ > 0, i_ / u_.clamp(min=1), torch.ones_like(u_)))
+        a, b = allr[ir[s:s + 256]].flatten(1), allc[ic[s:s + 256]].flatten(1)
+        differing.append(s + (a != b).any(1).nonzero()[:, 0])
+    # each differing pair in its own window (the two masks' bounding box and a margin): its IoU, and whether
+    # the differing pixels lie within 2 px of the reference contour; at most MASK_PAIRS_EXAMINED pairs
+    for k in torch.cat(differing)[:MASK_PAIRS_EXAMINED].tolist():
+        a, b = allr[ir[k]], allc[ic[k]]
+        on = a | b
+        ys, xs = on.any(1).nonzero()[:, 0], on.any(0).nonzero()[:, 0]
+        y0, y1 = max(int(ys[0]) - 3, 0), int(ys[-1]) + 4
+        x0, x1 = max(int(xs[0]) - 3, 0), int(xs[-1]) + 4
+        a, b = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
+        af = a.float()[None]
+        grown = F.max_pool2d(torch.cat([af, 1.0 - af])[None], 5, 1, 2)[0]   # dilation of a, of its complement
+        ring = (grown[0] > 0) & (grown[1] > 0)                            # within 2 px of the contour
+        x = a ^ b
+        union = float((a | b).sum())
+        miou[k] = float((a & b).sum()) / union if union else 1.0
         diff += float(x.sum())
         ring_diff += float((x & ring).sum())
     if diff == 0:
         return []
-    miou = torch.cat(ious)
     frac_ring = ring_diff / diff
     pairs_diff = float((miou < 1.0).double().mean())
     boxes_agree = geo.get("max_abs", 0.0) <= 0.5 or (geo.get("explained") is not None and bool(geo["causes"]))
@@ -1110,7 +1120,8 @@ def inject(detections, cause: str, **params) -> Detections:
 
     Parameters by cause: ``plus_one`` (amount=1.0), ``half_pixel_shift`` (shift=0.5), ``scale`` (factor=0.8),
     ``anisotropic_scale`` (sx=0.75, sy=4/3), ``translation`` (dx=16, dy=8), ``xywh_as_xyxy``,
-    ``label_offset`` (offset=1), ``label_permutation`` (seed=0), ``coco_category_ids`` (labels 0..79),
+    ``label_offset`` (offset=1), ``label_permutation`` (mapping={label: label} or a random one from seed=0),
+    ``coco_category_ids`` (labels 0..79),
     ``keypoint_half_pixel`` (shift=0.5), ``flip_off_by_one`` (shift=-1.0), ``mask_paste`` (grow=1 px),
     ``threshold_or_topk`` (score_threshold or topk), ``numerical_noise`` (sigma=0.05 px, score_sigma=1e-3, seed=0).
     """
@@ -1120,17 +1131,22 @@ def inject(detections, cause: str, **params) -> Detections:
         raise ValueError(f"cause must be one of {', '.join(injectable)}; got {cause!r}")
     known = {"plus_one": {"amount"}, "half_pixel_shift": {"shift"}, "scale": {"factor"},
              "anisotropic_scale": {"sx", "sy"}, "translation": {"dx", "dy"}, "xywh_as_xyxy": set(),
-             "label_offset": {"offset"}, "label_permutation": {"seed"}, "coco_category_ids": set(),
+             "label_offset": {"offset"}, "label_permutation": {"seed", "mapping"}, "coco_category_ids": set(),
              "keypoint_half_pixel": {"shift"}, "flip_off_by_one": {"shift"}, "mask_paste": {"grow"},
              "threshold_or_topk": {"score_threshold", "topk"}, "numerical_noise": {"sigma", "score_sigma", "seed"}}
     extra = set(params) - known[cause]
     if extra:
         raise ValueError(f"{cause} takes {sorted(known[cause]) or 'no parameters'}; unknown: {sorted(extra)}")
-    num = {k: finite_number(v, k) for k, v in params.items() if k not in ("seed", "topk")}
+    num = {k: finite_number(v, k) for k, v in params.items() if k not in ("seed", "topk", "mapping")}
     gen = torch.Generator().manual_seed(int(params.get("seed", 0)))
     all_labels = sorted({int(l) for d in dets.images.values() for l in d.labels.tolist()})
     perm = None
-    if cause == "label_permutation" and all_labels:
+    if cause == "label_permutation" and "mapping" in params:
+        m = params["mapping"]
+        if not isinstance(m, Mapping) or not all(isinstance(k, int) and isinstance(v, int) for k, v in m.items()):
+            raise ValueError(f"mapping must be a dict of integer labels {{label: new label}}, got {m!r}")
+        perm = {a: int(m.get(a, a)) for a in all_labels}
+    elif cause == "label_permutation" and all_labels:
         order = torch.randperm(len(all_labels), generator=gen)
         perm = {a: all_labels[int(order[i])] for i, a in enumerate(all_labels)}
     out = {}

@@ -64,8 +64,11 @@ def test_unconverted_class_order_shows_as_a_label_cause(inject_dash):
 def test_residual_panels_hold_one_point_per_matched_pair(inject_dash):
     inject_dash.update(**{**OFF, "plus_one": True})
     diag = inject_dash.result["diag"]
-    for k in W.COORD_COLORS:
-        assert len(inject_dash.pts[k].get_offsets()) == diag.n_matched
+    # one point per matched pair and coordinate, in each scatter panel
+    assert len(inject_dash.pts.get_offsets()) == len(inject_dash.lvl.get_offsets()) == 4 * diag.n_matched
+    # the x2 points (third block) all sit at +1 px
+    ys = inject_dash.pts.get_offsets()[:, 1].reshape(4, -1)
+    assert np.allclose(ys[2], 1.0, atol=1e-4) and np.allclose(ys[0], 0.0, atol=1e-4)
     # a "+1" puts every x2/y2 difference in the bin that holds 1 px, and no x1/y1 difference there
     data = inject_dash.stairs["dx2"].get_data()
     values, edges = data.values, data.edges
@@ -100,8 +103,13 @@ def test_stage_bars_are_equal_before_the_first_divergence(both_dash, knob):
             assert d["max_diff"] > 1e-4
             break
         assert d["max_diff"] <= 1e-4, (knob, d)
-    labelled = {t.get_text() for t in both_dash.bar_txt}
-    assert ("equal" in labelled) or first == P.STAGES[0]
+    # the bars say the same: "equal" colour before the first divergence, its own colour at it
+    from matplotlib.colors import to_hex
+    from explainer.viz.style import STYLE
+    colours = [to_hex(b.get_facecolor()) for b in both_dash.bars]
+    k = P.STAGES.index(first)
+    assert all(c == to_hex(STYLE["agree"]) for c in colours[:k]), (knob, colours)
+    assert colours[k] == to_hex(STYLE["difference"])
 
 
 def _upload_value(name: str, content: bytes):
@@ -147,9 +155,17 @@ def test_pair_browser_draws_the_selected_pair(upload_dash):
     upload_dash.update(source=0, pair=3)
     r = upload_dash.result
     k = int(r["order"][3])
-    drawn = upload_dash.pair_ref.get_segments()[0]
     x1, y1, x2, y2 = r["diag"].pairs["ref_boxes"][k].tolist()
-    assert drawn[0].tolist() == pytest.approx([x1, y1]) and drawn[2].tolist() == pytest.approx([x2, y2])
+    c1, d1, c2, d2 = r["diag"].pairs["cand_boxes"][k].tolist()
+    # on the left, the pair in image pixels; on the right, in the reference box's frame (reference = unit square)
+    ref_left = upload_dash.sel_all.get_segments()[0]
+    assert ref_left[0].tolist() == pytest.approx([x1, y1]) and ref_left[2].tolist() == pytest.approx([x2, y2])
+    unit = upload_dash.pair_ref.get_segments()[0]
+    assert unit[0].tolist() == pytest.approx([0, 0]) and unit[2].tolist() == pytest.approx([1, 1])
+    cand = upload_dash.pair_cand.get_segments()[0]
+    w, h = x2 - x1, y2 - y1
+    assert cand[0].tolist() == pytest.approx([(c1 - x1) / w, (d1 - y1) / h])
+    assert cand[2].tolist() == pytest.approx([(c2 - x1) / w, (d2 - y1) / h])
     # pairs are browsed largest difference first
     diffs = (r["diag"].pairs["cand_boxes"] - r["diag"].pairs["ref_boxes"]).abs().amax(dim=1)[r["order"]]
     assert bool((diffs[:-1] >= diffs[1:]).all())

@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import ipywidgets as widgets
+import matplotlib.colors
 import numpy as np
 import torch
 from matplotlib.collections import LineCollection
+from matplotlib.patches import Patch
+from matplotlib.ticker import NullLocator
 
 from .. import diagnose as D
 from .. import pipeline as P
@@ -47,10 +50,14 @@ MISTAKES: Dict[str, Tuple[str, str, Dict[str, Any], str]] = {
                      "x2, y2 written where COCO expects width and height"),
     "label_offset": ("labels shifted by one", "label_offset", {"offset": 1},
                      "background-first labels read as background-last"),
+    "label_permutation": ("class order permuted", "label_permutation", {"mapping": {0: 2, 1: 0, 2: 1}},
+                          "square read as triangle, disc as square, triangle as disc: another class list order"),
     "coco_category_ids": ("contiguous labels as COCO ids", "coco_category_ids", {},
                           "0..79 labels written where COCO's 1..90 category ids are expected"),
     "threshold_or_topk": ("score threshold 0.9", "threshold_or_topk", {"score_threshold": 0.9},
                           "detections scored 0.9 or less dropped (a different SCORE_THRESH_TEST)"),
+    "numerical_noise": ("numerical jitter (0.05 px)", "numerical_noise", {"sigma": 0.05, "score_sigma": 1e-3},
+                        "boxes jittered by 0.05 px and scores by 0.001, as fp16 or another backend would"),
 }
 
 #: For each inference knob: the value it takes when it is 'changed', shown next to its checkbox.
@@ -157,6 +164,11 @@ def causes_table(diag: "D.Diagnosis", injected: Optional[List[str]] = None) -> s
 # 1. both conventions over a scene, and the stage where they first diverge
 # --------------------------------------------------------------------------------------------------
 
+#: Width of the bar of a stage whose tensors are equal (a stub, so that "equal" stays visible).
+EQUAL_STUB = 4e-4
+#: Detections labelled per side in the scene panel (the best-scoring ones).
+LABELLED = 3
+
 CANDIDATES = [("Detectron2, weights converted", "d2_converted"),
               ("Detectron2, weights loaded unconverted", "d2_raw")] + [
     (f"Detectron with {k} = {_changed_value(k)!r}", k) for k in P.INFERENCE_KNOBS]
@@ -168,6 +180,17 @@ def _candidate(choice: str) -> Tuple[Convention, bool]:
     if choice == "d2_raw":
         return DETECTRON2, False
     return DETECTRON.replace(**{choice: _changed_value(choice)}), False
+
+
+@lru_cache(maxsize=64)
+def _both(candidate: str, scene: int) -> Dict[str, Any]:
+    """The reference and candidate runs of a scene, compared stage by stage (runs and comparisons cached)."""
+    conv, converted = _candidate(candidate)
+    ref = run_scene(scene, DETECTRON)
+    cand = run_scene(scene, conv, converted)
+    return dict(ref=ref, cand=cand, diffs=stage_differences(ref, cand), first=P.first_divergence(ref, cand),
+                image=course_detector()["test"][scene].image, conv=conv, converted=converted, scene=scene,
+                agree=P.compare_detections(ref.detections, cand.detections))
 
 
 @register
@@ -193,13 +216,16 @@ class BothConventionsDashboard(Dashboard):
         H, W = scene.image.shape[-2:]
         self.img = self.ax.imshow(np.zeros((H, W, 3)), extent=(0, W, H, 0), interpolation="nearest")
         self.ref_lines = LineCollection([], colors=REF_COLOR, linewidths=2.0, label="reference: Detectron (as fitted)")
-        self.cand_lines = LineCollection([], colors=CAND_COLOR, linewidths=1.6, linestyles="--", label="candidate")
+        self.cand_lines = LineCollection([], colors=CAND_COLOR, linewidths=1.6, linestyles="--",
+                                         label="candidate (chosen below)")
         self.ax.add_collection(self.ref_lines)
         self.ax.add_collection(self.cand_lines)
-        self.ref_txt = _pool_text(self.ax, 30, fontsize=7.5, color="black", va="bottom",
+        # labels ("class score") for the LABELLED best-scoring detections of each side
+        self.ref_txt = _pool_text(self.ax, LABELLED, fontsize=7.5, color="black", va="bottom",
                                   bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.8))
-        self.cand_txt = _pool_text(self.ax, 30, fontsize=7.5, color="white", va="top",
+        self.cand_txt = _pool_text(self.ax, LABELLED, fontsize=7.5, color="white", va="top",
                                    bbox=dict(facecolor=CAND_COLOR, edgecolor="none", pad=0.5, alpha=0.85))
+        self._scene_shown = None
         self.ax.set_xlim(0, W)
         self.ax.set_ylim(H, 0)
         self.ax.set_xlabel("x (image pixels)")
@@ -213,41 +239,42 @@ class BothConventionsDashboard(Dashboard):
         self.ax_st.invert_yaxis()
         self.ax_st.set_xscale("symlog", linthresh=1e-3)
         self.ax_st.set_xlim(0, 1e4)
+        self.ax_st.set_xticks([0, 1e-3, 1e-1, 1e1, 1e3], ["0", "0.001", "0.1", "10", "1000"])
+        self.ax_st.xaxis.set_minor_locator(NullLocator())
         self.ax_st.set_xlabel("largest |difference| in the stage's tensors")
-        self.ax_st.set_title("stage by stage (first divergence highlighted)", fontsize=10)
+        self.ax_st.set_title("stage by stage", fontsize=10)
+        self.ax_st.legend(handles=[Patch(color=STYLE["agree"], label="equal (short stub)"),
+                                   Patch(color=STYLE["difference"], label="first divergence"),
+                                   Patch(color=STYLE["accent"], label="differs"),
+                                   Patch(color=STYLE["neutral"], label="shapes differ (bar clipped)")],
+                          loc="lower right", fontsize=7.5)
 
     def compute(self, candidate, scene):
-        conv, converted = _candidate(candidate)
-        ref = run_scene(scene, DETECTRON)
-        cand = run_scene(scene, conv, converted)
-        diffs = stage_differences(ref, cand)
-        first = P.first_divergence(ref, cand)
-        image = course_detector()["test"][scene].image
-        return dict(ref=ref, cand=cand, diffs=diffs, first=first, image=image, conv=conv, converted=converted)
+        return _both(candidate, scene)
 
     def render(self, r):
-        self.img.set_data(r["image"].permute(1, 2, 0).clamp(0, 1).numpy())
+        if self._scene_shown != r["scene"]:  # the image stays in the cached layer while only the candidate changes
+            self.img.set_data(r["image"].permute(1, 2, 0).clamp(0, 1).numpy())
+            self._scene_shown = r["scene"]
         rd, cd = r["ref"].detections, r["cand"].detections
         self.ref_lines.set_segments(box_segments(rd["boxes"]))
         self.cand_lines.set_segments(box_segments(cd["boxes"]))
-        label = f"candidate: {r['conv'].name}{', weights converted' if r['converted'] else ''}"
-        leg = self.ax.get_legend()
-        if leg is not None and leg.get_texts()[1].get_text() != label:
-            leg.get_texts()[1].set_text(label)
-        _set_labels(self.ref_txt, rd["boxes"], [f"{int(l)} {float(s):.2f}" for l, s in zip(rd["labels"], rd["scores"])])
-        _set_labels(self.cand_txt, cd["boxes"], [f"{int(l)} {float(s):.2f}" for l, s in zip(cd["labels"], cd["scores"])],
-                    corner="bottom")
+        for pool, d, corner in ((self.ref_txt, rd, "top"), (self.cand_txt, cd, "bottom")):
+            best = torch.argsort(d["scores"], descending=True, stable=True)[:LABELLED]
+            _set_labels(pool, d["boxes"][best], [f"{int(d['labels'][i])} {float(d['scores'][i]):.2f}" for i in best],
+                        corner=corner)
         first = r["first"]["stage"] if r["first"] else None
         by_stage = {d["stage"]: d for d in r["diffs"]}
         for i, (bar, txt, st) in enumerate(zip(self.bars, self.bar_txt, self.stages)):
             d = by_stage.get(st, dict(max_diff=0.0, tensor=""))
             v = d["max_diff"]
-            shown = 5e3 if not np.isfinite(v) else v
+            shown = 5e3 if not np.isfinite(v) else max(v, EQUAL_STUB)  # equal stages keep a short green stub
             bar.set_width(shown)
-            bar.set_color(STYLE["difference"] if st == first else (STYLE["accent"] if v > 1e-4 else STYLE["agree"]))
+            bar.set_color(STYLE["difference"] if st == first else
+                          (STYLE["neutral"] if not np.isfinite(v) else (STYLE["accent"] if v > 1e-4 else STYLE["agree"])))
             txt.set_position((max(shown, 0) * 1.3 + 2e-4, i))
-            txt.set_text("shapes differ" if not np.isfinite(v) else (f"{v:.3g}" if v > 1e-4 else "equal"))
-            txt.set_visible(True)
+            txt.set_text(f"{v:.3g}" if np.isfinite(v) else "")
+            txt.set_visible(bool(np.isfinite(v) and v > 1e-4))  # equal and reshaped stages speak through colour
 
     def describe(self, r):
         first = r["first"]
@@ -256,8 +283,7 @@ class BothConventionsDashboard(Dashboard):
         else:
             head = (f"First divergence: stage <b>{html.escape(first['stage'])}</b> "
                     f"({html.escape(str(first.get('detail', '')))}).")
-        rd, cd = r["ref"].detections, r["cand"].detections
-        agree = P.compare_detections(rd, cd)
+        agree = r["agree"]
         rows = [[k, f"{v:.3g}" if isinstance(v, float) else v] for k, v in agree.items() if not isinstance(v, (list, dict))]
         return f"<div>{head}</div>" + html_table(rows, ["reference vs candidate", "value"])
 
@@ -266,8 +292,12 @@ class BothConventionsDashboard(Dashboard):
 # 2. inject mismatches, read the diagnosis and the residuals it rests on
 # --------------------------------------------------------------------------------------------------
 
-HIST_BINS = 41
-NICE_SPANS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+#: Differences are shown on a symmetric log axis, linear within +-1 px, clipped at +-SPAN px: the axes never
+#: move, so a half pixel, a "+1" and a 50 px rescale error all read off the same fixed scale.
+SPAN, LINTHRESH = 300.0, 1.0
+_FINE = np.arange(-1.55, 1.5501, 0.1)              # 0.1 px bins centred on 0, +-0.5, +-1
+_COARSE = np.geomspace(1.55, SPAN, 13)[1:]
+HIST_EDGES = np.r_[-_COARSE[::-1], _FINE, _COARSE]
 
 
 @register
@@ -297,28 +327,42 @@ class InjectDashboard(Dashboard):
 
     def build(self, fig):
         self.ax_h, self.ax_s, self.ax_l = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1.2, 1, 0.8]))
-        self.stairs, self.pts, self.lvl = {}, {}, {}
+        self.stairs = {}
         for i, (k, col) in enumerate(COORD_COLORS.items()):
-            self.stairs[k] = self.ax_h.stairs(np.zeros(HIST_BINS), np.linspace(-1, 1, HIST_BINS + 1), color=col,
+            self.stairs[k] = self.ax_h.stairs(np.zeros(len(HIST_EDGES) - 1), HIST_EDGES, color=col,
                                               linewidth=1.6, label=k.replace("d", "\u0394", 1))
-            self.pts[k] = self.ax_s.scatter([], [], s=12, color=col, alpha=0.8, label=k.replace("d", "\u0394", 1))
-            self.lvl[k] = self.ax_l.scatter([], [], s=12, color=col, alpha=0.8)
-        self.ax_h.set_xlabel("candidate - reference (px)")
+        # one scatter per panel, coloured per point by coordinate (fewer artists to draw per update)
+        self.pts = self.ax_s.scatter(np.zeros(0), np.zeros(0), s=12, alpha=0.8, marker="s", linewidths=0)
+        self.lvl = self.ax_l.scatter(np.zeros(0), np.zeros(0), s=12, alpha=0.8, marker="s", linewidths=0)
+        self.ax_h.set_xlabel("candidate - reference (px; log beyond 1 px)")
         self.ax_h.set_ylabel("matched pairs")
         self.ax_h.set_title("per-coordinate differences", fontsize=10)
         self.ax_h.legend(loc="upper left", fontsize=8)
         self.ax_s.set_xscale("log")
         self.ax_s.set_xlim(8, 256)
+        self.ax_s.set_xticks([10, 20, 50, 100, 200], ["10", "20", "50", "100", "200"])
+        self.ax_s.xaxis.set_minor_locator(NullLocator())
         self.ax_s.set_xlabel("reference box size sqrt(area) (px)")
-        self.ax_s.set_ylabel("difference (px)")
+        self.ax_s.set_ylabel("candidate - reference (px)")
         self.ax_s.set_title("against box size", fontsize=10)
         self.ax_l.set_xlim(1.5, 5.5)
         self.ax_l.set_xticks([2, 3, 4, 5], ["P2", "P3", "P4", "P5"])
         self.ax_l.set_xlabel("FPN level of\nthe reference box")
         self.ax_l.set_title("against FPN level", fontsize=10)
         self.ax_h.axvline(0, color=STYLE["grid"], linewidth=0.8)
+        ticks = [-100, -10, -1, 0, 1, 10, 100]
+        self.ax_h.set_xscale("symlog", linthresh=LINTHRESH, linscale=1.5)
+        self.ax_h.set_xlim(-SPAN, SPAN)
+        self.ax_h.set_xticks(ticks, [str(t) for t in ticks])
+        n_ref = sum(len(d["boxes"]) for d in detections_over_scenes(DETECTRON).values())
+        self.ax_h.set_ylim(0, max(n_ref, 1) * 1.1)   # at most one count per reference detection
         for ax in (self.ax_s, self.ax_l):
             ax.axhline(0, color=STYLE["grid"], linewidth=0.8)
+            ax.set_yscale("symlog", linthresh=LINTHRESH, linscale=1.5)
+            ax.set_ylim(-SPAN, SPAN)
+            ax.set_yticks(ticks, [str(t) for t in ticks])
+            ax.yaxis.set_minor_locator(NullLocator())
+        self.ax_h.xaxis.set_minor_locator(NullLocator())
         self.empty = self.ax_h.text(0.5, 0.5, "", transform=self.ax_h.transAxes, ha="center", color=STYLE["neutral"])
 
     def compute(self, **params):
@@ -337,27 +381,20 @@ class InjectDashboard(Dashboard):
 
     def render(self, r):
         res = r["diag"].residuals
-        vals = {k: res[k].double().numpy() for k in COORD_COLORS}
-        allv = np.concatenate([v for v in vals.values()]) if len(vals["dx1"]) else np.zeros(0)
-        p99 = float(np.percentile(np.abs(allv), 99)) if allv.size else 0.0
-        span = next(s for s in NICE_SPANS if s >= 1.1 * p99 or s == NICE_SPANS[-1])  # limits change in steps
-        edges = np.linspace(-span, span, HIST_BINS + 1)
-        ymax = 1
+        vals = {k: np.clip(res[k].double().numpy(), -SPAN, SPAN) for k in COORD_COLORS}
         for k, v in vals.items():
-            counts, _ = np.histogram(np.clip(v, -span, span), bins=edges)
-            self.stairs[k].set_data(counts, edges)
-            ymax = max(ymax, int(counts.max()) if counts.size else 1)
-        self.ax_h.set_xlim(-span, span)
-        self.ax_h.set_ylim(0, ymax * 1.15)
+            counts, _ = np.histogram(v, bins=HIST_EDGES)
+            self.stairs[k].set_data(counts, HIST_EDGES)
         size = res["size"].double().numpy()
         level = res["level"].double().numpy()
         jit = np.linspace(-0.25, 0.25, max(len(level), 1))[: len(level)]
-        for i, (k, v) in enumerate(vals.items()):
-            self.pts[k].set_offsets(np.c_[size, np.clip(v, -span, span)] if len(v) else np.zeros((0, 2)))
-            self.lvl[k].set_offsets(np.c_[level + jit * 0.5 + (i - 1.5) * 0.12, np.clip(v, -span, span)]
-                                    if len(v) else np.zeros((0, 2)))
-        for ax in (self.ax_s, self.ax_l):
-            ax.set_ylim(-span * 1.05, span * 1.05)
+        n = len(size)
+        cols = np.repeat(np.array([matplotlib.colors.to_rgba(c) for c in COORD_COLORS.values()]), n, axis=0)
+        ys = np.concatenate(list(vals.values()))
+        self.pts.set_offsets(np.c_[np.tile(size, 4), ys])
+        self.lvl.set_offsets(np.c_[np.concatenate([level + jit * 0.5 + (i - 1.5) * 0.12 for i in range(4)]), ys])
+        for sc in (self.pts, self.lvl):
+            sc.set_facecolors(cols)
         self.empty.set_text("" if len(vals["dx1"]) else "no matched pairs")
 
     def describe(self, r):
@@ -419,6 +456,12 @@ def _uploaded(widget, side: str):
     return path
 
 
+#: The pair panel shows this much around the reference box (in box widths and heights).
+PAIR_MARGIN = 0.6
+#: Limits of the image panel: the smallest of these that holds every box.
+NICE_EXTENTS = tuple(float(b * m) for b in (2 ** k for k in range(4, 16)) for m in (1.0, 1.5))
+
+
 @register
 class UploadDashboard(Dashboard):
     """Diagnose two COCO result files and browse their matched pairs drawn over each other."""
@@ -443,20 +486,28 @@ class UploadDashboard(Dashboard):
         for ax in (self.ax_all, self.ax_pair):
             ax.set_facecolor("#F4F4F4")
             ax.set_aspect("equal")
-            ax.set_xlabel("x (image pixels)")
+        self.ax_all.set_xlabel("x (image pixels)")
         self.ax_all.set_ylabel("y (image pixels)")
         self.all_ref = LineCollection([], colors=STYLE["reference"], linewidths=0.8, alpha=0.6)
         self.all_cand = LineCollection([], colors=CAND_COLOR, linewidths=0.8, linestyles="--", alpha=0.6)
         self.sel_all = LineCollection([], colors=STYLE["accent"], linewidths=2.5)
         for lc in (self.all_ref, self.all_cand, self.sel_all):
             self.ax_all.add_collection(lc)
+        # the selected pair in its reference box's frame: the reference is always the unit square
         self.pair_ref = LineCollection([], colors=STYLE["reference"], linewidths=2.2, label="reference")
         self.pair_cand = LineCollection([], colors=CAND_COLOR, linewidths=2.0, linestyles="--", label="candidate")
         self.ax_pair.add_collection(self.pair_ref)
         self.ax_pair.add_collection(self.pair_cand)
-        self.ax_pair.legend(handles=[self.pair_ref, self.pair_cand], loc="upper right", fontsize=8)
-        self.corner_txt = _pool_text(self.ax_pair, 4, fontsize=8)
-        self.ax_all.set_title("all detections of the image", fontsize=10)
+        self.ax_pair.set_xlim(-PAIR_MARGIN, 1 + PAIR_MARGIN)
+        self.ax_pair.set_ylim(1 + PAIR_MARGIN, -PAIR_MARGIN)
+        self.ax_pair.set_xlabel("x in reference box widths (0 = its x1, 1 = its x2)")
+        self.ax_pair.set_ylabel("y in reference box heights")
+        self.ax_pair.legend(handles=[self.pair_ref, self.pair_cand], loc="lower right", fontsize=8)
+        self.corner_txt = _pool_text(self.ax_pair, 2, fontsize=8)
+        self.ax_all.set_title("matched pairs of the selected pair's image", fontsize=10)
+        self.ax_pair.set_title("the selected pair, in its reference box's frame", fontsize=10)
+        self._extent = None
+        self._cache: Dict[Any, Any] = {}
 
     def _sides(self, source):
         kind = EXAMPLES[source][1]
@@ -464,17 +515,35 @@ class UploadDashboard(Dashboard):
             return (_uploaded(self.controls["reference"], "reference"), _uploaded(self.controls["candidate"], "candidate"))
         return _example(kind)
 
+    def _key(self, source):
+        if EXAMPLES[source][1] != "upload":
+            return ("example", source)
+        files = []
+        for side in ("reference", "candidate"):
+            v = self.controls[side].value
+            files.append((v[0]["name"], hash(bytes(v[0]["content"]))) if v else None)
+        return ("upload", tuple(files))
+
     def compute(self, source, reference, candidate, pair):
-        ref, cand = self._sides(source)
-        diag = D.diagnose(ref, cand)
-        p = diag.pairs
-        m = len(p["iou"])
-        if m:
-            worst = (p["cand_boxes"] - p["ref_boxes"]).abs().amax(dim=1)
-            order = torch.argsort(worst, descending=True, stable=True)
-        else:
-            order = torch.zeros(0, dtype=torch.long)
-        return dict(diag=diag, order=order, pair=min(pair, max(m - 1, 0)), n_pairs=m)
+        key = self._key(source)
+        if key not in self._cache:  # the pair slider only browses: the diagnosis is computed once per input
+            ref, cand = self._sides(source)
+            diag = D.diagnose(ref, cand)
+            p = diag.pairs
+            if len(p["iou"]):
+                worst = (p["cand_boxes"] - p["ref_boxes"]).abs().amax(dim=1)
+                order = torch.argsort(worst, descending=True, stable=True)
+                both = torch.cat([p["ref_boxes"], p["cand_boxes"]])
+                # a round extent: inputs of the same image size share the limits (no re-layout between them)
+                extent = next(v for v in NICE_EXTENTS if v >= float(both.max()) or v == NICE_EXTENTS[-1])
+            else:
+                order, extent = torch.zeros(0, dtype=torch.long), 1.0
+            if len(self._cache) >= 8:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = (diag, order, extent)
+        diag, order, extent = self._cache[key]
+        m = len(diag.pairs["iou"])
+        return dict(diag=diag, order=order, pair=min(pair, max(m - 1, 0)), n_pairs=m, extent=extent)
 
     def render(self, r):
         s = self.controls["pair"]
@@ -489,8 +558,11 @@ class UploadDashboard(Dashboard):
                 lc.set_segments([])
             for t in self.corner_txt:
                 t.set_visible(False)
-            self.ax_all.set_title("no matched pairs", fontsize=10)
             return
+        if self._extent != r["extent"]:  # limits change with the input only, not while browsing its pairs
+            self.ax_all.set_xlim(0, r["extent"])
+            self.ax_all.set_ylim(r["extent"], 0)
+            self._extent = r["extent"]
         k = int(r["order"][r["pair"]])
         img = int(p["image"][k])
         same = p["image"] == img
@@ -498,33 +570,27 @@ class UploadDashboard(Dashboard):
         self.all_ref.set_segments(box_segments(p["ref_boxes"][same]))
         self.all_cand.set_segments(box_segments(p["cand_boxes"][same]))
         self.sel_all.set_segments(box_segments([rb, cb]))
-        both = np.r_[p["ref_boxes"][same].numpy().ravel(), p["cand_boxes"][same].numpy().ravel()]
-        hi = float(max(both.max(), 1.0)) * 1.05
-        self.ax_all.set_xlim(0, hi)
-        self.ax_all.set_ylim(hi, 0)
-        image_ids = diag.image_ids if hasattr(diag, "image_ids") else None
-        name = image_ids[img] if image_ids is not None else img
-        self.ax_all.set_title(f"image {name}: matched pairs (selected in orange)", fontsize=10)
-        self.pair_ref.set_segments(box_segments([rb]))
-        self.pair_cand.set_segments(box_segments([cb]))
-        x0, y0 = min(rb[0], cb[0]), min(rb[1], cb[1])
-        x1, y1 = max(rb[2], cb[2]), max(rb[3], cb[3])
-        m = max(x1 - x0, y1 - y0) * 0.15 + 1.0
-        self.ax_pair.set_xlim(x0 - m, x1 + m)
-        self.ax_pair.set_ylim(y1 + m, y0 - m)
+        w, h = max(rb[2] - rb[0], 1e-9), max(rb[3] - rb[1], 1e-9)
+        rel = [(cb[0] - rb[0]) / w, (cb[1] - rb[1]) / h, (cb[2] - rb[0]) / w, (cb[3] - rb[1]) / h]
+        self.pair_ref.set_segments(box_segments([[0.0, 0.0, 1.0, 1.0]]))
+        self.pair_cand.set_segments(box_segments([rel]))
         d = [c - q for c, q in zip(cb, rb)]
-        for t, (x, y, lab) in zip(self.corner_txt, [(cb[0], cb[1], f"\u0394x1 {d[0]:+.2f}\n\u0394y1 {d[1]:+.2f}"),
-                                                     (cb[2], cb[3], f"\u0394x2 {d[2]:+.2f}\n\u0394y2 {d[3]:+.2f}")] + [(0, 0, "")] * 2):
+        lo = -PAIR_MARGIN * 0.95
+        hi = 1 + PAIR_MARGIN * 0.95
+        corners = [(min(max(rel[0], lo), hi), min(max(rel[1], lo), hi), f"\u0394x1 {d[0]:+.2f} px\n\u0394y1 {d[1]:+.2f} px"),
+                   (min(max(rel[2], lo), hi), min(max(rel[3], lo), hi), f"\u0394x2 {d[2]:+.2f} px\n\u0394y2 {d[3]:+.2f} px")]
+        for t, (x, y, lab) in zip(self.corner_txt, corners):
             t.set_position((x, y))
             t.set_text(lab)
-            t.set_visible(bool(lab))
-        self.ax_pair.set_title(f"pair {r['pair'] + 1} of {r['n_pairs']} (largest difference first)", fontsize=10)
+            t.set_visible(True)
 
     def describe(self, r):
         diag, p = r["diag"], r["diag"].pairs
         out = causes_table(diag)
         if r["n_pairs"]:
             k = int(r["order"][r["pair"]])
+            out += (f"<div>Pair {r['pair'] + 1} of {r['n_pairs']} (largest difference first), image "
+                    f"{html.escape(str(diag.image_ids[int(p['image'][k])]))}; the orange boxes on the left.</div>")
             rows = [["reference", [round(v, 2) for v in p["ref_boxes"][k].tolist()], int(p["ref_labels"][k]), f"{float(p['ref_scores'][k]):.3f}"],
                     ["candidate", [round(v, 2) for v in p["cand_boxes"][k].tolist()], int(p["cand_labels"][k]), f"{float(p['cand_scores'][k]):.3f}"]]
             out += html_table(rows, ["selected pair", "box (x1, y1, x2, y2)", "label", "score"],
@@ -572,15 +638,20 @@ class BisectDashboard(Dashboard):
 
     def build(self, fig):
         self.ax = fig.add_subplot(1, 1, 1)
-        self.n_max = 12
-        self.bars = self.ax.barh(np.arange(self.n_max), np.zeros(self.n_max), color=STYLE["neutral"])
-        self.txt = _pool_text(self.ax, self.n_max, fontsize=8, va="center")
+        # one fixed row per knob, and a last row for the best combination tried (pairs, then a greedy search)
+        self.rows = list(P.INFERENCE_KNOBS) + ["(combination)"]
+        n = len(self.rows)
+        self.bars = self.ax.barh(np.arange(n), np.zeros(n), color=STYLE["neutral"])
+        self.txt = _pool_text(self.ax, n, fontsize=8, va="center")
+        self.combo = self.ax.text(0.02, n - 1, "", fontsize=8, va="center", color="black")
         self.base = self.ax.axvline(0, color=STYLE["reference"], linestyle=":", label="agreement before any change")
         self.ax.set_xlim(0, 1.25)
         self.ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+        self.ax.set_yticks(np.arange(n), [f"set back {k}" for k in P.INFERENCE_KNOBS] + ["best combination"])
+        self.ax.set_ylim(n - 0.5, -0.5)
         self.ax.set_xlabel("agreement with the reference (fraction of its detections reproduced)")
-        self.ax.invert_yaxis()
-        self.ax.legend(loc="lower right", fontsize=8)
+        self.ax.set_title("one knob at a time, Detectron2 towards Detectron (green: agrees)", fontsize=10)
+        self.ax.legend(loc="upper right", fontsize=8)
 
     def compute(self, hidden):
         report, changed = _bisect(HIDDEN[hidden][1])
@@ -588,25 +659,24 @@ class BisectDashboard(Dashboard):
 
     def render(self, r):
         rep = r["report"]
-        trials = rep.trials[: self.n_max]
-        labels = [" + ".join(t["knobs"]) for t in trials]
         found = tuple(rep.found) if rep.found else None
-        for i, (b, t) in enumerate(zip(self.bars, self.txt)):
-            if i < len(trials):
-                a = float(trials[i]["agreement"])
-                b.set_width(a)
-                b.set_color(STYLE["agree"] if found and tuple(trials[i]["knobs"]) == found else STYLE["neutral"])
-                t.set_position((a + 0.01, i))
-                t.set_text(f"{a:.2f}")
-                t.set_visible(True)
-                b.set_visible(True)
-            else:
-                b.set_visible(False)
-                t.set_visible(False)
-        self.ax.set_yticks(np.arange(len(trials)), labels)
-        self.ax.set_ylim(max(len(trials), 1) - 0.5, -0.5)
+        singles = {t["knobs"][0]: t for t in rep.trials if len(t["knobs"]) == 1}
+        combos = [t for t in rep.trials if len(t["knobs"]) > 1]
+        best = None
+        if combos:
+            best = next((t for t in combos if found and tuple(t["knobs"]) == found),
+                        max(combos, key=lambda t: (t["agreement"], t["mean_iou"])))
+        for i, (row, b, t) in enumerate(zip(self.rows, self.bars, self.txt)):
+            trial = singles.get(row) if i < len(self.rows) - 1 else best
+            a = float(trial["agreement"]) if trial else 0.0
+            b.set_width(a)
+            hit = trial is not None and found is not None and tuple(trial["knobs"]) == found
+            b.set_color(STYLE["agree"] if hit else STYLE["neutral"])
+            t.set_position((a + 0.01, i))
+            t.set_text(f"{a:.2f}")
+            t.set_visible(trial is not None and a > 0)   # fewer texts to draw: zero bars need no number
+        self.combo.set_text(" + ".join(best["knobs"]) if best else "none needed")
         self.base.set_xdata([rep.baseline, rep.baseline])
-        self.ax.set_title(f"found: {' + '.join(found) if found else 'no single knob or pair'}", fontsize=10)
 
     def describe(self, r):
         rep = r["report"]
