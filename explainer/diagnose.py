@@ -417,7 +417,8 @@ def _pad(boxes: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def _batched_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of B x N x 4 against B x M x 4 (continuous areas): B x N x M."""
+    """IoU of B x N x 4 against B x M x 4 (continuous areas): B x N x M, in float32 (enough to rank overlaps)."""
+    a, b = a.float(), b.float()
     area_a = (a[..., 2] - a[..., 0]).clamp(min=0) * (a[..., 3] - a[..., 1]).clamp(min=0)
     area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
     lt = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
@@ -456,7 +457,7 @@ def _match(ref: List[torch.Tensor], cand: List[torch.Tensor], thr: float = MATCH
         iou[bi, :, jj] = -1.0
     if not out_b:
         return empty
-    return torch.cat(out_b), torch.cat(out_i), torch.cat(out_j), torch.cat(out_v)
+    return torch.cat(out_b), torch.cat(out_i), torch.cat(out_j), torch.cat(out_v).double()
 
 
 def _rank_pairs(ref: List[ImageDetections], cand: List[ImageDetections]):
@@ -491,9 +492,12 @@ def _lmeds_line(r: torch.Tensor, q: torch.Tensor, gen: torch.Generator, samples:
     a = (q[i] - q[j]) / dr
     b = q[i] - a * r[i]
     tol = max(2.0, 0.02 * float(q.abs().median()))
-    inl = ((q[None, :] - (a[:, None] * r[None, :] + b[:, None])).abs() <= tol)
+    # score the candidate lines on at most 2000 of the points, then take the best line's inliers among all
+    sub = torch.randperm(K, generator=gen)[:2000] if K > 2000 else torch.arange(K)
+    rs, qs = r[sub], q[sub]
+    inl = ((qs[None, :] - (a[:, None] * rs[None, :] + b[:, None])).abs() <= tol)
     best = int(inl.sum(1).argmax())
-    m = inl[best]
+    m = (q - (a[best] * r + b[best])).abs() <= tol
     if m.sum() < 2:
         return float(a[best]), float(b[best])
     X = torch.stack([r[m], torch.ones_like(r[m])], 1)
