@@ -207,7 +207,7 @@ def test_vocabulary_is_documented():
 
 @pytest.mark.parametrize("cause", STRUCTURED)
 def test_each_cause_ranked_first_in_95_percent_of_200_seeds(cause):
-    seeds = range(40) if cause == "mask_paste" else SEEDS  # masks: 40 seeds of 2 images x 15..40 masks
+    seeds = SEEDS
     wrong = []
     for seed in seeds:
         ref, cand = case(cause, seed)
@@ -226,7 +226,7 @@ PAIRS = [("scale", "label_offset"), ("plus_one", "threshold_or_topk"), ("half_pi
 
 @pytest.mark.parametrize("pair", PAIRS, ids=["+".join(p) for p in PAIRS])
 def test_two_causes_together_are_both_found(pair):
-    seeds = range(20) if "mask_paste" in pair else range(50)
+    seeds = range(50)
     missed = []
     for seed in seeds:
         ref, cand = case(pair[0], seed, extra=pair[1:])
