@@ -25,11 +25,6 @@ def _side(seed: int):
     return out
 
 
-def _coco(side):
-    return [{"image_id": k, "category_id": int(l), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": float(s)}
-            for k, d in side.items() for b, s, l in zip(d["boxes"].tolist(), d["scores"].tolist(), d["labels"].tolist())]
-
-
 def run(quick: bool = False):
     from explainer import diagnose as D
 
@@ -49,8 +44,8 @@ def run(quick: bool = False):
                                  f"{'' if expect <= got else ' (EXPECTED ' + ', '.join(sorted(expect)) + ')'}; best of runs"))
     with tempfile.TemporaryDirectory() as tmp:
         r, c = Path(tmp) / "reference.json", Path(tmp) / "candidate.json"
-        r.write_text(json.dumps(_coco(ref)))
-        c.write_text(json.dumps(_coco(scaled)))
+        r.write_text(json.dumps(D.to_coco_results(ref)))
+        c.write_text(json.dumps(D.to_coco_results(scaled)))
         t = best_of(lambda: D.diagnose(str(r), str(c)), repeat=3 if quick else 5)
         rows.append(Row("diagnose", f"diagnose two COCO result files ({n} results each), read and parsed", t, "s",
                         "< 1 s", t < 1.0, "x 0.8 and labels + 1; JSON parsing and validation included; best of runs"))

@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_SCALE_CLAMP",
     "area",
     "pairwise_iou",
+    "greedy_match",
     "encode",
     "decode",
     "clip",
@@ -123,6 +124,40 @@ def pairwise_iou(a, b, *, legacy_plus_one: bool = False) -> torch.Tensor:
     union = area_a[:, None] + area_b[None, :] - inter
     pos = inter > 0
     return torch.where(pos, inter / torch.where(pos, union, torch.ones_like(union)), torch.zeros_like(inter))
+
+
+def greedy_match(iou: torch.Tensor, threshold: float):
+    """One-to-one pairs from an overlap matrix, the best remaining pair first, each with IoU >= ``threshold`` (> 0).
+
+    ``iou``: N x M, or B x N x M for B independent images (entries below the threshold, or negative for
+    padding, never pair). Returns ``(rows, cols, values)`` for N x M and ``(batch, rows, cols, values)`` for
+    B x N x M. Computed as rounds of mutually best pairs (each row's best column whose best row it is), which
+    gives the same pairs as repeatedly taking the largest remaining entry, ties going to the lower index.
+    """
+    if not isinstance(iou, torch.Tensor) or iou.dim() not in (2, 3):
+        raise ValueError(f"iou must be an N x M or B x N x M tensor, got {type(iou).__name__} "
+                         f"{tuple(getattr(iou, 'shape', ()))}")
+    flat = iou.dim() == 2
+    m = iou[None] if flat else iou
+    m = torch.where((m >= threshold) & (m > 0), m, torch.full_like(m, -1.0))
+    rows = torch.arange(m.shape[1])
+    out = [[], [], [], []]
+    while m.numel():
+        rmax, rarg = m.max(dim=2)
+        carg = m.max(dim=1).indices
+        mutual = (rmax > 0) & (carg.gather(1, rarg) == rows[None, :])
+        if not mutual.any():
+            break
+        bi, ii = mutual.nonzero(as_tuple=True)
+        jj = rarg[bi, ii]
+        for lst, v in zip(out, (bi, ii, jj, rmax[bi, ii])):
+            lst.append(v)
+        m[bi, ii, :] = -1.0
+        m[bi, :, jj] = -1.0
+    b, i, j, v = (torch.cat(x) if x else torch.zeros(0, dtype=torch.long) for x in out)
+    if not out[3]:
+        v = torch.zeros(0, dtype=iou.dtype)
+    return (i, j, v) if flat else (b, i, j, v)
 
 
 # --------------------------------------------------------------------------------------------

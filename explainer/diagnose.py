@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from ._validate import as_tensor, finite_number, image_size as _image_size
+from .boxes import greedy_match
+from .pixels import xyxy_to_xywh
 from .labels import COCO_CATEGORY_IDS
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "Detections",
     "ImageDetections",
     "load_detections",
+    "to_coco_results",
     "diagnose",
     "inject",
     "register_cli",
@@ -227,16 +230,6 @@ class Detections:
     def n(self) -> int:
         return sum(len(d) for d in self.images.values())
 
-    def as_dicts(self) -> Dict[Any, Dict[str, torch.Tensor]]:
-        out = {}
-        for k, d in self.images.items():
-            out[k] = {"boxes": d.boxes, "scores": d.scores, "labels": d.labels}
-            if d.masks is not None:
-                out[k]["masks"] = d.masks
-            if d.keypoints is not None:
-                out[k]["keypoints"] = d.keypoints
-        return out
-
 
 def _empty_image() -> ImageDetections:
     return ImageDetections(torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.float64),
@@ -403,6 +396,25 @@ def load_detections(x, name: str = "detections") -> Detections:
                      f"got {type(x).__name__}")
 
 
+def to_coco_results(detections, *, legacy_plus_one: bool = False) -> List[Dict[str, Any]]:
+    """Detections (any form :func:`load_detections` reads) as a COCO result list, ready for ``json.dump``.
+
+    ``bbox`` is [x, y, w, h] by :func:`explainer.pixels.xyxy_to_xywh`: w = x2 - x1, or x2 - x1 + 1 under
+    ``legacy_plus_one`` (Detectron's export of inclusive boxes). Keypoints, when present, are written flat.
+    """
+    dets = load_detections(detections, name="detections")
+    out = []
+    for image_id, d in dets.images.items():
+        xywh = xyxy_to_xywh(d.boxes, legacy_plus_one=legacy_plus_one).tolist()
+        kps = d.keypoints.reshape(len(d), -1).tolist() if d.keypoints is not None else None
+        for k, (b, s, l) in enumerate(zip(xywh, d.scores.tolist(), d.labels.tolist())):
+            r = {"image_id": image_id, "category_id": int(l), "bbox": b, "score": float(s)}
+            if kps is not None:
+                r["keypoints"] = kps[k]
+            out.append(r)
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # matching
 # --------------------------------------------------------------------------------------------------
@@ -430,34 +442,16 @@ def _batched_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _match(ref: List[torch.Tensor], cand: List[torch.Tensor], thr: float = MATCH_IOU):
-    """One-to-one matching per image, greedy by IoU (ties by index): (image, ref index, cand index, IoU) tensors.
-
-    Rounds of mutually best pairs give the same result as taking the globally best remaining pair each time.
-    """
-    empty = (torch.zeros(0, dtype=torch.long),) * 3 + (torch.zeros(0, dtype=torch.float64),)
+    """One-to-one matching per image, greedy by IoU (:func:`explainer.boxes.greedy_match`), all images at once:
+    (image, ref index, cand index, IoU) tensors."""
     if not ref or all(len(r) == 0 for r in ref) or all(len(c) == 0 for c in cand):
-        return empty
+        return (torch.zeros(0, dtype=torch.long),) * 3 + (torch.zeros(0, dtype=torch.float64),)
     a, va = _pad(ref)
     b, vb = _pad(cand)
     iou = _batched_iou(a, b)
-    iou = torch.where(va[:, :, None] & vb[:, None, :] & (iou >= thr), iou, torch.full_like(iou, -1.0))
-    B, N, M = iou.shape
-    rows = torch.arange(N)
-    out_b, out_i, out_j, out_v = [], [], [], []
-    while True:
-        rmax, rarg = iou.max(dim=2)           # B x N
-        _, carg = iou.max(dim=1)              # B x M
-        mutual = (rmax >= thr) & (carg.gather(1, rarg) == rows[None, :])
-        if not mutual.any():
-            break
-        bi, ii = mutual.nonzero(as_tuple=True)
-        jj = rarg[bi, ii]
-        out_b.append(bi), out_i.append(ii), out_j.append(jj), out_v.append(rmax[bi, ii])
-        iou[bi, ii, :] = -1.0
-        iou[bi, :, jj] = -1.0
-    if not out_b:
-        return empty
-    return torch.cat(out_b), torch.cat(out_i), torch.cat(out_j), torch.cat(out_v).double()
+    iou = torch.where(va[:, :, None] & vb[:, None, :], iou, torch.full_like(iou, -1.0))
+    bi, ii, jj, v = greedy_match(iou, thr)
+    return bi, ii, jj, v.double()
 
 
 def _rank_pairs(ref: List[ImageDetections], cand: List[ImageDetections]):
@@ -652,8 +646,7 @@ def diagnose(reference, candidate, image_size=None, seed: int = 0) -> Diagnosis:
         else:
             other = n_c if n_r == 0 else n_r
             expl = (f"{which.capitalize()} has no detections while the other side has {other}.")
-        unmatched = {"reference": {"count": n_r, "scores": _cat_scores(R)},
-                     "candidate": {"count": n_c, "scores": _cat_scores(C)}}
+        unmatched = _unmatched(R, C, *(torch.zeros(0, dtype=torch.long),) * 3)
         return finish([_cause("no_detections", 1.0, ev, expl)], empty_pairs, _residuals(empty_pairs), unmatched, 0,
                       "no")
 
@@ -690,7 +683,7 @@ def diagnose(reference, candidate, image_size=None, seed: int = 0) -> Diagnosis:
     geo = _geometry_causes(pairs, alignment, image_size)
     causes += geo["causes"]
     causes += _label_causes(pairs)
-    _flood_evidence(causes, C, unmatched, n_c)
+    _flood_evidence(causes, unmatched, n_c)
     causes += _set_causes(R, C, pairs, unmatched)
     causes += _keypoint_causes(R, C, pairs, geo)
     causes += _mask_causes(R, C, pairs, geo)
@@ -708,26 +701,22 @@ def _few(ids: Sequence[Any], k: int = 5) -> str:
     return s + (f", ... ({len(ids)} in all)" if len(ids) > k else "")
 
 
-def _cat_scores(S: List[ImageDetections]) -> torch.Tensor:
-    return torch.cat([s.scores for s in S]) if S else torch.zeros(0, dtype=torch.float64)
+def _flat_index(S: List[ImageDetections], image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows of the images' detections stacked in image order: where detection ``index`` of ``image`` sits."""
+    offsets = torch.tensor([0] + [len(s) for s in S][:-1], dtype=torch.long).cumsum(0)
+    return offsets[image] + index
 
 
 def _pairs_dict(R, C, mb, mi, mj, miou) -> Dict[str, torch.Tensor]:
-    def gather(S, idx, attr):
-        if len(mb) == 0:
-            return getattr(_empty_image(), attr)
-        parts, offsets, o = [], [], 0
-        for s in S:
-            offsets.append(o)
-            o += len(s)
-            parts.append(getattr(s, attr))
-        allv = torch.cat(parts)
-        return allv[torch.tensor(offsets, dtype=torch.long)[mb] + idx]
-
-    return {"image": mb, "ref_index": mi, "cand_index": mj, "iou": miou,
-            "ref_boxes": gather(R, mi, "boxes"), "cand_boxes": gather(C, mj, "boxes"),
-            "ref_labels": gather(R, mi, "labels"), "cand_labels": gather(C, mj, "labels"),
-            "ref_scores": gather(R, mi, "scores"), "cand_scores": gather(C, mj, "scores")}
+    out = {"image": mb, "ref_index": mi, "cand_index": mj, "iou": miou}
+    for side, S, idx in (("ref", R, mi), ("cand", C, mj)):
+        flat = _flat_index(S, mb, idx)
+        for attr in ("boxes", "labels", "scores"):
+            rows = getattr(_empty_image(), attr)
+            if len(mb):
+                rows = torch.cat([getattr(s, attr) for s in S])[flat]
+            out[f"{side}_{attr}"] = rows
+    return out
 
 
 def _residuals(p) -> Dict[str, torch.Tensor]:
@@ -740,21 +729,23 @@ def _residuals(p) -> Dict[str, torch.Tensor]:
 
 
 def _unmatched(R, C, mb, mi, mj) -> Dict[str, Dict[str, Any]]:
+    """Per side: the detections without a partner, with their scores, labels, image and score rank in it."""
     out = {}
     for side, S, idx in (("reference", R, mi), ("candidate", C, mj)):
-        scores, rank, img, count_other = [], [], [], []
+        parts = {"scores": [], "labels": [], "rank": [], "image": []}
         for k, s in enumerate(S):
-            used = torch.zeros(len(s), dtype=torch.bool)
-            used[idx[mb == k]] = True
-            order = torch.argsort(s.scores, descending=True, stable=True)
-            r = torch.empty(len(s), dtype=torch.long)
-            r[order] = torch.arange(len(s))
-            scores.append(s.scores[~used])
-            rank.append(r[~used])
-            img.append(torch.full((int((~used).sum()),), k, dtype=torch.long))
-        out[side] = {"count": int(sum(len(x) for x in scores)), "scores": torch.cat(scores) if scores else torch.zeros(0),
-                     "rank": torch.cat(rank) if rank else torch.zeros(0, dtype=torch.long),
-                     "image": torch.cat(img) if img else torch.zeros(0, dtype=torch.long)}
+            free = torch.ones(len(s), dtype=torch.bool)
+            free[idx[mb == k]] = False
+            rank = torch.empty(len(s), dtype=torch.long)
+            rank[torch.argsort(s.scores, descending=True, stable=True)] = torch.arange(len(s))
+            parts["scores"].append(s.scores[free])
+            parts["labels"].append(s.labels[free])
+            parts["rank"].append(rank[free])
+            parts["image"].append(torch.full((int(free.sum()),), k, dtype=torch.long))
+        u = {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64 if k == "scores" else torch.long)
+             for k, v in parts.items()}
+        u["count"] = len(u["scores"])
+        out[side] = u
     return out
 
 
@@ -905,22 +896,13 @@ def _label_causes(p) -> List[Cause]:
     return []
 
 
-def _flood_evidence(causes: List[Cause], C, unmatched, n_c: int) -> None:
+def _flood_evidence(causes: List[Cause], unmatched, n_c: int) -> None:
     """A label offset with many extra candidate detections of one label: the background row read as a class."""
     lab = [c for c in causes if c.name in ("label_offset", "label_permutation")]
     u = unmatched["candidate"]
     if not lab or u["count"] < max(3, 0.3 * n_c):
         return
-    # unmatched candidate detections: recover their labels from image and score rank
-    ul = []
-    for k, s in enumerate(C):
-        sel = u["image"] == k
-        if sel.any():
-            order = torch.argsort(s.scores, descending=True, stable=True)
-            ul.append(s.labels[order[u["rank"][sel]]])
-    if not ul:
-        return
-    ul = torch.cat(ul)
+    ul = u["labels"]
     v, cnt = torch.unique(ul, return_counts=True)
     share = float(cnt.max()) / len(ul)
     if share >= 0.8:
@@ -979,10 +961,8 @@ def _keypoint_causes(R, C, p, geo) -> List[Cause]:
         return []
     rkp = torch.cat([k for k in rk if k is not None])
     ckp = torch.cat([k for k in ck if k is not None])
-    roff = torch.tensor([0] + [len(s) for s in R][:-1]).cumsum(0)
-    coff = torch.tensor([0] + [len(s) for s in C][:-1]).cumsum(0)
-    a = rkp[roff[p["image"]] + p["ref_index"]]
-    b = ckp[coff[p["image"]] + p["cand_index"]]
+    a = rkp[_flat_index(R, p["image"], p["ref_index"])]
+    b = ckp[_flat_index(C, p["image"], p["cand_index"])]
     vis = (a[..., 2] > 0) & (b[..., 2] > 0)
     if vis.sum() < 3:
         return []
@@ -1036,10 +1016,8 @@ def _mask_causes(R, C, p, geo) -> List[Cause]:
     shape = next(iter(shapes))
     allr = torch.cat([r.masks if r.masks is not None else torch.zeros(0, *shape, dtype=torch.bool) for r in R])
     allc = torch.cat([c.masks if c.masks is not None else torch.zeros(0, *shape, dtype=torch.bool) for c in C])
-    roff = torch.tensor([0] + [len(s) for s in R][:-1]).cumsum(0)
-    coff = torch.tensor([0] + [len(s) for s in C][:-1]).cumsum(0)
-    ir = roff[p["image"]] + p["ref_index"]
-    ic = coff[p["image"]] + p["cand_index"]
+    ir = _flat_index(R, p["image"], p["ref_index"])
+    ic = _flat_index(C, p["image"], p["cand_index"])
     diff = ring_diff = 0.0
     miou = torch.ones(len(ir), dtype=torch.float64)
     differing = []

@@ -624,15 +624,7 @@ def compare_detections(a, b, iou: float = 0.99) -> Dict[str, Any]:
     m = B.pairwise_iou(ba, bb)
     m = torch.where(da["labels"].view(-1, 1) == db["labels"].view(1, -1), m, torch.zeros_like(m))
     out["mean_iou"] = float(m.max(1).values.mean())
-    pairs = []
-    while True:
-        v = float(m.max())
-        if v < iou or v <= 0:
-            break
-        i, j = divmod(int(m.argmax()), nb)
-        pairs.append((i, j))
-        m[i, :] = -1
-        m[:, j] = -1
+    pairs = list(zip(*[t.tolist() for t in B.greedy_match(m, iou)[:2]]))
     ma, mb = da.get("masks"), db.get("masks")
     matched = 0
     for i, j in pairs:

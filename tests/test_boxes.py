@@ -462,3 +462,37 @@ def test_op_checks_cover_every_operator_with_the_flag():
     assert by_op["BoxWithNMSLimit"]["detectron"].startswith("[1]")
     assert by_op["BoxWithNMSLimit"]["detectron2"].startswith("[0, 1]")
     assert by_op["DistributeFpnProposals"]["detectron"] == "112" and by_op["DistributeFpnProposals"]["detectron2"] == "111"
+
+
+def _greedy_reference(m, thr):
+    """The definition, written plainly: take the largest remaining entry (first in row-major order on ties)."""
+    m = m.clone()
+    out = []
+    while m.numel():
+        v = float(m.max())
+        if v < thr or v <= 0:
+            break
+        i, j = divmod(int(m.argmax()), m.shape[1])
+        out.append((i, j))
+        m[i, :] = -1
+        m[:, j] = -1
+    return sorted(out)
+
+
+def test_greedy_match_equals_taking_the_best_remaining_pair():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        n, k = int(torch.randint(0, 12, (1,), generator=g)), int(torch.randint(0, 12, (1,), generator=g))
+        m = torch.rand(n, k, generator=g)
+        if trial % 3 == 0:
+            m = (m * 4).round() / 4  # many ties
+        i, j, v = boxes.greedy_match(m, 0.3)
+        assert sorted(zip(i.tolist(), j.tolist())) == _greedy_reference(m, 0.3)
+        assert bool((v >= 0.3).all())
+    batch = torch.rand(5, 7, 6, generator=g)
+    b, i, j, _ = boxes.greedy_match(batch, 0.5)
+    for k in range(5):
+        sel = b == k
+        assert sorted(zip(i[sel].tolist(), j[sel].tolist())) == _greedy_reference(batch[k], 0.5)
+    with pytest.raises(ValueError, match="iou must be an N x M or B x N x M tensor"):
+        boxes.greedy_match(torch.rand(3), 0.5)

@@ -393,3 +393,18 @@ def test_an_image_missing_on_one_side_is_noted_not_refused():
     assert d.top.name == "label_offset"
     assert any("reference detections only" in n and str(last) in n for n in d.notes), d.notes
     assert d.unmatched["reference"]["count"] == len(ref[last]["boxes"])
+
+
+def test_coco_results_round_trip_and_detectron_widths():
+    ref, _ = case("keypoint_half_pixel", 4)
+    results = D.to_coco_results(ref)
+    assert len(results) == sum(len(d["boxes"]) for d in ref.values())
+    back = D.load_detections(json.loads(json.dumps(results)))
+    for k, d in ref.items():
+        torch.testing.assert_close(back.images[k].boxes, torch.as_tensor(d["boxes"], dtype=torch.float64))
+        torch.testing.assert_close(back.images[k].keypoints, torch.as_tensor(d["keypoints"], dtype=torch.float64))
+    # Detectron's export adds 1 to w and h; read back as continuous boxes that is exactly the plus_one fingerprint
+    legacy = D.to_coco_results(ref, legacy_plus_one=True)
+    first = ref[0]["boxes"][0]
+    assert legacy[0]["bbox"][2] == pytest.approx(first[2] - first[0] + 1)
+    assert D.diagnose(results, legacy).top.name == "plus_one"

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from explainer import diagnose as D
 from explainer import pipeline as P
 from explainer.conventions import DETECTRON, DETECTRON2
 from explainer.widgets import diagnose as W
@@ -125,7 +126,7 @@ def upload_dash():
 
 
 def _coco(d):
-    return json.dumps(W.coco_results(d)).encode()
+    return json.dumps(D.to_coco_results(d)).encode()
 
 
 def test_uploaded_files_are_diagnosed(upload_dash):

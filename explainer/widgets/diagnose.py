@@ -243,11 +243,12 @@ class BothConventionsDashboard(Dashboard):
         self.ax_st.xaxis.set_minor_locator(NullLocator())
         self.ax_st.set_xlabel("largest |difference| in the stage's tensors")
         self.ax_st.set_title("stage by stage", fontsize=10)
-        self.ax_st.legend(handles=[Patch(color=STYLE["agree"], label="equal (short stub)"),
-                                   Patch(color=STYLE["difference"], label="first divergence"),
-                                   Patch(color=STYLE["accent"], label="differs"),
-                                   Patch(color=STYLE["neutral"], label="shapes differ (bar clipped)")],
-                          loc="lower right", fontsize=7.5)
+        # the key sits below the figure, clear of the bars (which can reach the right edge)
+        fig.legend(handles=[Patch(color=STYLE["agree"], label="equal (short stub)"),
+                            Patch(color=STYLE["difference"], label="first divergence"),
+                            Patch(color=STYLE["accent"], label="differs"),
+                            Patch(color=STYLE["neutral"], label="shapes differ (bar clipped)")],
+                   loc="outside lower right", ncols=4, fontsize=8, title="stage bars", title_fontsize=8)
 
     def compute(self, candidate, scene):
         return _both(candidate, scene)
@@ -414,16 +415,6 @@ class InjectDashboard(Dashboard):
 # --------------------------------------------------------------------------------------------------
 
 
-def coco_results(dets: Dict[int, Dict[str, torch.Tensor]]) -> List[Dict[str, Any]]:
-    """Detections per image as a COCO result list (bbox = [x, y, w, h], continuous coordinates)."""
-    out = []
-    for image_id, d in dets.items():
-        for b, s, l in zip(d["boxes"].tolist(), d["scores"].tolist(), d["labels"].tolist()):
-            out.append({"image_id": int(image_id), "category_id": int(l), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                        "score": float(s)})
-    return out
-
-
 EXAMPLES = [
     ("example: boxes not rescaled + labels shifted by one", ("scale", "label_offset")),
     ("example: pixel indices (+0.5) and score threshold", ("half_pixel_shift", "threshold_or_topk")),
@@ -435,15 +426,15 @@ EXAMPLES = [
 
 @lru_cache(maxsize=8)
 def _example(mistakes: Tuple[str, ...]) -> Tuple[list, list]:
+    """A built-in pair of COCO result lists: the reference with ``mistakes`` injected, or the converted run."""
     ref = detections_over_scenes(DETECTRON)
     if not mistakes:
-        return coco_results(ref), coco_results(detections_over_scenes(DETECTRON2, converted=True))
+        return D.to_coco_results(ref), D.to_coco_results(detections_over_scenes(DETECTRON2, converted=True))
     cand = D.load_detections(ref, name="candidate")
     for m in mistakes:
         _, cause, kw, _ = MISTAKES[m]
         cand = D.inject(cand, cause, **kw)
-    cand_d = {i: {"boxes": im.boxes, "scores": im.scores, "labels": im.labels} for i, im in cand.images.items()}
-    return coco_results(ref), coco_results(cand_d)
+    return D.to_coco_results(ref), D.to_coco_results(cand)
 
 
 def _uploaded(widget, side: str):
@@ -503,7 +494,9 @@ class UploadDashboard(Dashboard):
         self.ax_pair.set_xlabel("x in reference box widths (0 = its x1, 1 = its x2)")
         self.ax_pair.set_ylabel("y in reference box heights")
         self.ax_pair.legend(handles=[self.pair_ref, self.pair_cand], loc="lower right", fontsize=8)
-        self.corner_txt = _pool_text(self.ax_pair, 2, fontsize=8)
+        # corner differences: above the top-left corner, below the bottom-right one (y points down)
+        self.corner_txt = [self.ax_pair.text(0, 0, "", fontsize=8, va="bottom", ha="left", visible=False),
+                           self.ax_pair.text(0, 0, "", fontsize=8, va="top", ha="right", visible=False)]
         self.ax_all.set_title("matched pairs of the selected pair's image", fontsize=10)
         self.ax_pair.set_title("the selected pair, in its reference box's frame", fontsize=10)
         self._extent = None
