@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 from .common import Row
 
 
 def run(quick: bool = False):
-    from tools.notebooks import execute, execute_all, notebook_paths
+    from tools.notebooks import default_workers, execute, execute_all, notebook_paths
 
     paths = notebook_paths()
     rows, total = [], 0.0
@@ -23,7 +22,7 @@ def run(quick: bool = False):
     results = execute_all(paths)
     wall = time.perf_counter() - t0
     failed = [p.name for p, r in results.items() if isinstance(r, Exception)]
-    workers = max(1, min(4, os.cpu_count() or 1))
+    workers = default_workers()
     rows.append(Row("notebook execution", f"whole course, {workers} kernels at a time (make html, make test)", wall, "s",
                     "< 60 s", wall < 60.0 and not failed,
                     "failed: " + ", ".join(failed) if failed else "every notebook ran without error"))
