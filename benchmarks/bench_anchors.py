@@ -11,7 +11,7 @@ def run(quick: bool = False):
     rows = []
     for codebase in ("detectron", "detectron2"):
         n = sum(len(a) for a in all_level_anchors((800, 1333), codebase=codebase))
-        p = percentiles(time_calls(lambda: all_level_anchors((800, 1333), codebase=codebase), 10 if quick else 40, warmup=3))
+        p = percentiles(time_calls(lambda codebase=codebase: all_level_anchors((800, 1333), codebase=codebase), 10 if quick else 40, warmup=3))
         rows.append(Row("anchors", f"{codebase}: all anchors of 800x1333, P2-P6", p["p50"], "ms", "< 20 ms", p["p95"] < 20.0,
                         f"{n:,} boxes; p95 {p['p95']:.2f} ms over {p['n']} runs (cell anchors + grid shifts)"))
     return rows

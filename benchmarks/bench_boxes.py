@@ -32,8 +32,8 @@ def run(quick: bool = False):
     for n in (5000, 20000):
         for whole in (True, False):
             b, s = _random_boxes(n, seed=n, whole_pixels=whole)
-            tv = best_of(lambda: torchvision.ops.nms(b, s, 0.5), repeat=repeat)
-            legacy = best_of(lambda: boxes.nms(b, s, 0.5, legacy_plus_one=True), repeat=repeat)
+            tv = best_of(lambda b=b, s=s: torchvision.ops.nms(b, s, 0.5), repeat=repeat)
+            legacy = best_of(lambda b=b, s=s: boxes.nms(b, s, 0.5, legacy_plus_one=True), repeat=repeat)
             kind = "whole-pixel" if whole else "fractional"
             ratio = legacy / tv
             rows.append(Row("boxes", f"legacy nms / torchvision nms, {n} {kind} boxes", ratio, "x", "<= 2x", ratio <= 2.0,

@@ -9,6 +9,6 @@ def run(quick: bool = False):
     from explainer.widgets import load_all
 
     rows = []
-    for name, cls in sorted(load_all().items()):
+    for _name, cls in sorted(load_all().items()):
         rows += bench_dashboard(cls, n_updates=20 if quick else 60, n_naive=4 if quick else 12)
     return rows

@@ -38,7 +38,7 @@ def run(quick: bool = False):
     for name, cand, expect in (("x2, y2 + 1 and noise (aligned as given)", plus, {"plus_one"}),
                                ("x 0.8 and labels + 1 (robust alignment first)", scaled, {"scale", "label_offset"})):
         got = set(D.diagnose(ref, cand).names)
-        t = best_of(lambda: D.diagnose(ref, cand), repeat=3 if quick else 7)
+        t = best_of(lambda cand=cand: D.diagnose(ref, cand), repeat=3 if quick else 7)
         rows.append(Row("diagnose", f"diagnose {N_IMAGES} images x {PER_IMAGE} detections: {name}", t, "s", "< 1 s",
                         t < 1.0, f"{n} vs {n} detections as arrays; found {', '.join(sorted(got))}"
                                  f"{'' if expect <= got else ' (EXPECTED ' + ', '.join(sorted(expect)) + ')'}; best of runs"))

@@ -18,7 +18,7 @@ def run(quick: bool = False):
                 f"8 scenes of {h}x{w}; RPN ridge per anchor type, box head L-BFGS + ridge; best of runs")]
     conv = det.converted(DETECTRON2)
     for name, d, c in (("Detectron", det, DETECTRON), ("Detectron2, converted", conv, DETECTRON2)):
-        t = best_of(lambda: d.run(scene, c), repeat=5 if quick else 20)
+        t = best_of(lambda d=d, c=c: d.run(scene, c), repeat=5 if quick else 20)
         rows.append(Row("pipeline", f"miniature detector: one inference ({name})", t * 1000, "ms", "< 100 ms", t < 0.1,
                         f"{h}x{w} image, {P.PRE_NMS_TOPK}/{P.POST_NMS_TOPK} proposals before/after NMS, "
                         f"masks pasted; best of runs"))

@@ -22,8 +22,8 @@ def run(quick: bool = False):
         args = (feats, rois, (7, 7), 0.25, 2, aligned)
         ref = torchvision.ops.roi_align(*args)
         diff = (roi_align(*args) - ref).abs().max().item()
-        t_tv = best_of(lambda: torchvision.ops.roi_align(*args), repeat=2 if quick else 5)
-        t_ours = best_of(lambda: roi_align(*args), repeat=2 if quick else 5)
+        t_tv = best_of(lambda args=args: torchvision.ops.roi_align(*args), repeat=2 if quick else 5)
+        t_ours = best_of(lambda args=args: roi_align(*args), repeat=2 if quick else 5)
         ratio = t_ours / t_tv
         rows.append(Row("roi_align", f"transparent / torchvision, aligned={aligned}", ratio, "x", "<= 3x", ratio <= 3.0,
                         f"1,000 boxes, 256 channels, 7x7, sampling_ratio 2, 200x304 map: ours {1000 * t_ours:.0f} ms, "

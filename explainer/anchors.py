@@ -21,7 +21,7 @@ Sizes and strides are in image pixels. Nothing here imports matplotlib or ipywid
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -163,8 +163,8 @@ def fpn_level_configs(levels: Sequence[int] = (2, 3, 4, 5, 6), start_size: float
     """
     levels = [positive_int(v, "levels") for v in levels]
     lo = min(levels)
-    return [{"name": f"P{l}", "level": l, "stride": 2.0 ** l, "sizes": (start_size * 2.0 ** (l - lo),),
-             "aspect_ratios": tuple(aspect_ratios)} for l in levels]
+    return [{"name": f"P{lv}", "level": lv, "stride": 2.0 ** lv, "sizes": (start_size * 2.0 ** (lv - lo),),
+             "aspect_ratios": tuple(aspect_ratios)} for lv in levels]
 
 
 def c4_config(sizes: Sequence[float] = (32.0, 64.0, 128.0, 256.0, 512.0), aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> Dict:

@@ -378,10 +378,10 @@ def _legacy_keep_holds(b32: torch.Tensor, kept_rank: torch.Tensor, thresh: float
         shape = (rows.numel(), cols.numel())
         # explicit expand: torch's broadcasting min/max is far slower than on expanded views
 
-        def r(v):
+        def r(v, rows=rows, shape=shape):
             return v[rows, None].expand(shape)
 
-        def c(v):
+        def c(v, cols=cols, shape=shape):
             return v[None, cols].expand(shape)
 
         w = (torch.minimum(r(x2), c(x2)) - torch.maximum(r(x1), c(x1)) + 1).clamp(min=0)

@@ -10,7 +10,7 @@ Nothing here imports matplotlib or ipywidgets.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 

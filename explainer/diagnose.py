@@ -22,7 +22,6 @@ in their original coordinates, so the alignment never hides a difference.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -34,10 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import as_tensor, finite_number, image_size as _image_size
+from ._validate import as_tensor, finite_number
+from ._validate import image_size as _image_size
 from .boxes import greedy_match
-from .pixels import xyxy_to_xywh
 from .labels import COCO_CATEGORY_IDS
+from .pixels import xyxy_to_xywh
 
 __all__ = [
     "CAUSES",
@@ -1062,7 +1062,6 @@ def _noise_causes(p, geo, found: List[Cause]) -> List[Cause]:
     sigma = geo["sigma"]
     ds = (p["cand_scores"] - p["ref_scores"]).abs()
     max_ds = float(ds.max())
-    explained = geo["explained"]
     structured = bool(geo["causes"])
     if structured:
         ax, tx, px, ay, ty, py = geo["model"]

@@ -21,7 +21,7 @@ predictor. Nothing here imports matplotlib or ipywidgets.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Tuple
 
 import torch
 

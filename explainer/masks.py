@@ -19,13 +19,13 @@ The bilinear resize is written in torch (no OpenCV needed). Nothing here imports
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import as_boxes, as_tensor, image_size, probability, one_of
+from ._validate import as_boxes, as_tensor, image_size, one_of, probability
 
 __all__ = ["expand_boxes", "detectron_paste_steps", "paste_masks", "mask_iou", "boundary_error",
            "rasterize_disc", "perfect_mask_prediction", "synthetic_paste_experiment"]

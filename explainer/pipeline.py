@@ -47,7 +47,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -487,7 +487,7 @@ def fit_detector(scenes: Sequence[Scene], convention: Convention = DETECTRON, se
     det = MiniDetector(fitted_under=conv, rpn_w=rpn_w, cls_w=torch.zeros(1, K + 1), box_w=torch.zeros(1, 4 * K),
                        anchor_order=conv.anchor_order, background_first=conv.background_first)
     # ---- box head, on the RPN's proposals and jittered ground truth ----
-    X, cls, tgt, lab = [], [], [], []
+    X, tgt, lab = [], [], []
     for s in scenes:
         H, W = s.image_size
         maps = colour_maps(s.image)

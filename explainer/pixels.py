@@ -21,7 +21,7 @@ from typing import Sequence, Tuple
 
 import torch
 
-from ._validate import as_boxes, as_points, as_tensor, finite_number, image_size, positive_int, positive_number
+from ._validate import as_boxes, as_points, as_tensor, image_size, positive_int, positive_number
 
 __all__ = [
     "to_continuous",

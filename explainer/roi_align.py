@@ -27,11 +27,11 @@ imports matplotlib or ipywidgets.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple
 
 import torch
 
-from ._validate import as_boxes, as_tensor, finite_number, positive_int, positive_number, size_pair
+from ._validate import as_boxes, as_tensor, positive_int, positive_number, size_pair
 
 __all__ = ["roi_align", "sampling_points", "roi_pool", "assign_fpn_levels", "convert_boxes_to_rois", "ramp"]
 
@@ -158,9 +158,6 @@ def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ra
     order = torch.argsort(gh_c * gw_c)
     start = 0
     while start < k_all:
-        g_h = int(gh_c[order[start]])
-        g_w = int(gw_c[order[start]])
-        per = max(1, (2 * ph * max(g_h, 1)) * (2 * pw * max(g_w, 1)) * c)
         stop = start + 1
         while stop < k_all:
             gh2, gw2 = int(gh_c[order[stop]]), int(gw_c[order[stop]])

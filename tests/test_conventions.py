@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from explainer.conventions import DETECTRON, DETECTRON2, KNOB_DOCS, Convention, get_convention
@@ -60,6 +62,6 @@ def test_get_convention_by_name():
 
 
 def test_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         DETECTRON.legacy_plus_one = False  # type: ignore[misc]
     assert isinstance(DETECTRON, Convention)

@@ -100,7 +100,6 @@ def test_display_carries_live_widget_and_static_image(dash):
 
 def test_no_text_is_cut_off(dash):
     """Titles, axis labels, tick labels and legends lie inside the figure: nothing a reader needs is clipped."""
-    from matplotlib.legend import Legend
     from matplotlib.text import Text
 
     dash.png()  # lays the figure out and draws it

@@ -9,7 +9,6 @@ over 200 seeds per cause.
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -84,7 +83,7 @@ def apply(cause, side, rng):
     """Apply ``cause`` to ``side`` in place with a random magnitude; its own formulas, not the package's.
 
     A rescale or an offset moves keypoints with the boxes, as a missing post-processing step would."""
-    for k, d in list(side.items()):
+    for d in list(side.values()):
         b = d["boxes"]
         if cause == "plus_one":
             b[:, 2:] += 1.0

@@ -106,6 +106,7 @@ def test_stage_bars_are_equal_before_the_first_divergence(both_dash, knob):
         assert d["max_diff"] <= 1e-4, (knob, d)
     # the bars say the same: "equal" colour before the first divergence, its own colour at it
     from matplotlib.colors import to_hex
+
     from explainer.viz.style import STYLE
     colours = [to_hex(b.get_facecolor()) for b in both_dash.bars]
     k = P.STAGES.index(first)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from explainer.widgets.labels import (BoxRegressorRowsDashboard, LoadedHeadDashboard, LogitsOrderDashboard,
-                                      PredictorRowsDashboard)
+from explainer.widgets.labels import (
+    BoxRegressorRowsDashboard,
+    LoadedHeadDashboard,
+    LogitsOrderDashboard,
+    PredictorRowsDashboard,
+)
 
 
 def test_predictor_rows_follow_a_class():
@@ -34,7 +38,7 @@ def test_loaded_head_three_ways():
 
 def test_box_regressor_uses_the_neighbours_rows():
     d = BoxRegressorRowsDashboard()
-    text = d.update(cls=0)
+    d.update(cls=0)
     assert "person' decoded with the rows of 'background" in d.note.get_text()
     d.update(cls=3)
     assert d.result["used"] == "car" and d.result["iou"] < 0.99

@@ -70,8 +70,8 @@ def execute_all(paths: List[Path], workers: int = 0) -> Dict[Path, object]:
     Returns {path: (notebook, seconds)} or {path: exception}. Kernels start in parallel because most of
     a chapter's run time is its kernel starting and importing torch, which does not use a second core.
     """
-    from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     workers = workers or default_workers()
     if workers == 1 or len(paths) < 2:

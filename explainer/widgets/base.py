@@ -27,7 +27,7 @@ import html
 import io
 import re
 import traceback
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt

@@ -327,7 +327,7 @@ class NMSDashboard(Dashboard):
         rows = []
         k1, k2 = set(r["detectron"]["kept"]), set(r["detectron2"]["kept"])
         for i in range(len(self.BOXES)):
-            def cell(key, kept):
+            def cell(key, kept, i=i):
                 m = r[key]["max_iou"][i]
                 return ("kept" if i in kept else "suppressed") + (f" (IoU {m:.4f})" if m > 0 else "")
             rows.append([i, f"{float(self.SCORES[i]):.2f}", cell("detectron", k1), cell("detectron2", k2),

@@ -9,7 +9,6 @@ COCO result files the reader uploads.
 from __future__ import annotations
 
 import html
-import json
 import tempfile
 import time
 from functools import lru_cache
@@ -329,7 +328,7 @@ class InjectDashboard(Dashboard):
     def build(self, fig):
         self.ax_h, self.ax_s, self.ax_l = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1.2, 1, 0.8]))
         self.stairs = {}
-        for i, (k, col) in enumerate(COORD_COLORS.items()):
+        for k, col in COORD_COLORS.items():
             self.stairs[k] = self.ax_h.stairs(np.zeros(len(HIST_EDGES) - 1), HIST_EDGES, color=col,
                                               linewidth=1.6, label=k.replace("d", "\u0394", 1))
         # one scatter per panel, coloured per point by coordinate (fewer artists to draw per update)
@@ -545,7 +544,7 @@ class UploadDashboard(Dashboard):
             s.max = max(r["n_pairs"] - 1, 0)
         finally:
             self._holding = False
-        diag, p = r["diag"], r["diag"].pairs
+        p = r["diag"].pairs
         if not r["n_pairs"]:
             for lc in (self.all_ref, self.all_cand, self.sel_all, self.pair_ref, self.pair_cand):
                 lc.set_segments([])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
-
 import numpy as np
 import torch
 from matplotlib.collections import LineCollection
@@ -11,7 +9,7 @@ from matplotlib.patches import Polygon
 
 from .. import pixels
 from ..viz.draw import BoxArtist, PixelGrid
-from ..viz.style import STYLE, convention_style, legend_handles
+from ..viz.style import STYLE, convention_style
 from .base import Dashboard, box_sliders, checkbox, dropdown, html_table, int_slider, register
 
 D1 = convention_style("detectron")

@@ -93,7 +93,6 @@ class ROIAlignSamplingDashboard(Dashboard):
         return res
 
     def render(self, r):
-        o = r["out"]
         for key, p in self.panels.items():
             sp, pooled = r[key]
             p["box"].set(r["box"])
