@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 LAB_PORT ?= 8888
 
-.PHONY: env lab test test-fast bench html clean
+.PHONY: env lab lint test test-fast bench html clean
 
 env: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 
 lab: env
 	$(VENV)/bin/jupyter lab --notebook-dir=. notebooks/00_start_here.ipynb --ServerApp.port=$(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+lint: env
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test: env
 	$(PY) -m pytest
