@@ -35,6 +35,10 @@ SHOTS = ROOT / "build" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+#: Console errors the page may log without anything being wrong, as (pattern, why it is harmless). Empty: with
+#: the pinned JupyterLab, ipywidgets and ipympl, running every chapter logs no error at all; add an entry only with
+#: the reason it is harmless.
+HARMLESS_CONSOLE_ERRORS: list = []
 
 
 def _need_browser():
@@ -167,6 +171,7 @@ def test_notebook_in_jupyterlab(lab, browser, path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     console_errors = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console_errors.append(f"uncaught: {e}"))
     try:
         page.goto(f"{lab['url']}/lab/workspaces/{path.stem}/tree/{path.name}?reset&token={lab['token']}", wait_until="domcontentloaded", timeout=60000)
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60000)
@@ -220,6 +225,8 @@ def test_notebook_in_jupyterlab(lab, browser, path):
             assert "\u26a0" not in after_text, f"{path.name}: dashboard {i} shows a message: {after_text}"
             dash.screenshot(path=str(SHOTS / f"{path.stem}__dashboard{i}.png"))
         page.screenshot(path=str(SHOTS / f"{path.stem}.png"), full_page=True)
+        unexplained = [m for m in console_errors if not any(re.search(pat, m) for pat, _ in HARMLESS_CONSOLE_ERRORS)]
+        assert not unexplained, f"{path.name}: the page logged errors: {unexplained[:5]}"
     except BaseException:
         page.screenshot(path=str(SHOTS / f"{path.stem}__FAILED.png"), full_page=True)
         raise
