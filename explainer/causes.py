@@ -111,7 +111,7 @@ CAUSES: Dict[str, CauseInfo] = {
         "the models compute differently: anchors, ROIAlign, box decoding, NMS or weights",
         "matched boxes differ by more than numerics with no global pattern, or scores drift while boxes agree",
         "compare the two pipelines stage by stage (anchors, proposals, pooled features) or bisect the "
-        "conventions (explainer.pipeline.bisect_conventions)"),
+        "conventions (explainer.compare.bisect_conventions)"),
     "unrelated": CauseInfo(
         "the two sides do not describe the same detections",
         f"fewer than {UNRELATED_BELOW:.0%} of the detections match one to one, even after trying a global alignment",
