@@ -34,6 +34,7 @@ __all__ = [
     "d2_cell_anchors",
     "grid_anchors",
     "ratio_major_to_size_major",
+    "anchor_order_permutation",
     "anchor_report",
     "fpn_level_configs",
     "c4_config",
@@ -115,13 +116,36 @@ def d2_cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], dtyp
     return torch.tensor(rows, dtype=dtype)
 
 
+_ANCHOR_ORDERS = ("ratio_major", "size_major")
+
+
+def anchor_order_permutation(n_sizes: int, n_ratios: int, src: str, dst: str) -> torch.Tensor:
+    """Row permutation ``p`` with ``rows_dst = rows_src[p]`` between the two orders of cell anchors.
+
+    ``src``, ``dst``: ``"ratio_major"`` (Detectron's ``generate_anchors``: row = ratio_index * n_sizes +
+    size_index) or ``"size_major"`` (Detectron2's ``generate_cell_anchors``: row = size_index * n_ratios +
+    ratio_index). Anything laid out per cell anchor follows the same permutation: the anchors themselves, and
+    the per-anchor rows of an RPN's objectness and delta predictors. Returns n_sizes * n_ratios int64 indices.
+    """
+    n_sizes, n_ratios = positive_int(n_sizes, "n_sizes"), positive_int(n_ratios, "n_ratios")
+    for name, v in (("src", src), ("dst", dst)):
+        if v not in _ANCHOR_ORDERS:
+            raise ValueError(f"{name} must be 'ratio_major' or 'size_major', got {v!r}")
+    idx = torch.arange(n_sizes * n_ratios)
+    if src == dst:
+        return idx
+    # the source's rows as a grid (outer index, inner index); the destination reads that grid transposed
+    outer, inner = (n_ratios, n_sizes) if src == "ratio_major" else (n_sizes, n_ratios)
+    return idx.reshape(outer, inner).T.reshape(-1)
+
+
 def ratio_major_to_size_major(anchors, n_sizes: int, n_ratios: int) -> torch.Tensor:
     """Reorder Detectron's ratio-major rows into Detectron2's size-major order (and nothing else)."""
     a = as_tensor(anchors, "anchors")
     n_sizes, n_ratios = positive_int(n_sizes, "n_sizes"), positive_int(n_ratios, "n_ratios")
     if a.dim() != 2 or a.shape[0] != n_sizes * n_ratios:
         raise ValueError(f"anchors must have n_sizes * n_ratios = {n_sizes * n_ratios} rows, got shape {tuple(a.shape)}")
-    return a.reshape(n_ratios, n_sizes, -1).transpose(0, 1).reshape(n_sizes * n_ratios, -1)
+    return a[anchor_order_permutation(n_sizes, n_ratios, "ratio_major", "size_major")]
 
 
 # --------------------------------------------------------------------------------------------

@@ -104,26 +104,43 @@ def pairwise_iou(a, b, *, legacy_plus_one: bool = False) -> torch.Tensor:
 
     Detectron2 (``pairwise_iou``): iw = max(0, min(x2) - max(x1)), likewise ih; inter / union when
     inter > 0, else 0. Touching boxes have IoU 0.
+
+    Batches: ``a`` B x N x 4 and ``b`` B x M x 4 give B x N x M, image ``i`` of ``a`` against image ``i`` of
+    ``b`` only (the same formulas; pad images to a common N or M and ignore the padded rows and columns).
+    The result has the promoted floating dtype of ``a`` and ``b`` (float32 for lists).
     """
-    a = _boxes(a, "a", legacy_plus_one)
-    b = _boxes(b, "b", legacy_plus_one)
+    a, b = _iou_inputs(a, b, legacy_plus_one)
     a, b = _same_float(a, b)
+    a, b = a[..., :, None, :], b[..., None, :, :]      # ... x N x 1 x 4 against ... x 1 x M x 4
     if legacy_plus_one:
-        iw = torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0]) + 1
-        ih = torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1]) + 1
-        area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-        area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+        iw = torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0]) + 1
+        ih = torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1]) + 1
+        area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+        area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
         inter = iw * ih
-        ua = area_a[:, None] + area_b[None, :] - inter
+        ua = area_a + area_b - inter
         overlap = (iw > 0) & (ih > 0)
         return torch.where(overlap, inter / torch.where(overlap, ua, torch.ones_like(ua)), torch.zeros_like(inter))
-    wh = (torch.minimum(a[:, None, 2:], b[None, :, 2:]) - torch.maximum(a[:, None, :2], b[None, :, :2])).clamp(min=0)
+    wh = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
     pos = inter > 0
     return torch.where(pos, inter / torch.where(pos, union, torch.ones_like(union)), torch.zeros_like(inter))
+
+
+def _iou_inputs(a, b, legacy_plus_one: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``a``, ``b`` checked as N x 4 and M x 4 boxes, or as B x N x 4 and B x M x 4 batches of them."""
+    ta, tb = as_tensor(a, "a"), as_tensor(b, "b")
+    if ta.dim() != 3 and tb.dim() != 3:
+        return _boxes(ta, "a", legacy_plus_one), _boxes(tb, "b", legacy_plus_one)
+    if ta.dim() != 3 or tb.dim() != 3 or ta.shape[0] != tb.shape[0] or ta.shape[-1] != 4 or tb.shape[-1] != 4:
+        raise ValueError(f"a and b must be N x 4 and M x 4 boxes, or B x N x 4 and B x M x 4 batches with the same B; "
+                         f"got shapes {tuple(ta.shape)} and {tuple(tb.shape)}")
+    # rows of a batch are checked as one list of boxes (a bad row is named by its index in that list)
+    return (_boxes(ta.reshape(-1, 4), "a", legacy_plus_one).reshape(ta.shape),
+            _boxes(tb.reshape(-1, 4), "b", legacy_plus_one).reshape(tb.shape))
 
 
 def greedy_match(iou: torch.Tensor, threshold: float):

@@ -45,7 +45,6 @@ __all__ = [
     "detectron2_expected_shapes",
     "save_checkpoint",
     "write_detectron_pickle",
-    "register_cli",
 ]
 
 
@@ -551,91 +550,3 @@ def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: Union[str, os.
             os.unlink(tmp)
         raise
     return p
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-def _print_report(report: Dict[str, Any]) -> None:
-    c = report["counts"]
-    print(f"converted {c['tensors in']} tensors -> {c['tensors out']} ({c['parameters out']:,} parameters); "
-          f"ignored {c['ignored']}")
-    for name, change, what in report["predictor"]:
-        print(f"  predictor {name}: {change} ({what})")
-    for k, why in report["ignored"]:
-        print(f"  ignored {k}: {why}")
-    for k, new in report["unmapped"]:
-        print(f"  unmapped {k} -> kept as {new}")
-
-
-def _print_audit(res: Dict[str, Any]) -> None:
-    print(f"matched {res['matched']} parameters; {len(res['mismatched'])} shape mismatches, {len(res['missing'])} missing, "
-          f"{len(res['unexpected'])} unexpected")
-    for k, e, g, w, cause in res["mismatched"]:
-        print(f"  MISMATCH {e}: checkpoint {g} (as {k}), model {w}: {cause}")
-    for e, shape, cause in res["missing"]:
-        print(f"  MISSING  {e} {shape}: {cause}")
-    for k, shape, cause in res["unexpected"]:
-        print(f"  UNEXPECTED {k} {shape}: {cause}")
-    print("OK" if res["ok"] else "PROBLEMS FOUND")
-
-
-def _cmd_convert(args) -> int:
-    try:
-        ck = load_checkpoint(args.input)
-        if not ck.format.startswith("detectron "):
-            print(f"error: {args.input}: recognised as {ck.format}, not a Detectron checkpoint; nothing to convert",
-                  file=__import__("sys").stderr)
-            return 2
-        sd, report = convert_detectron_to_detectron2(ck.tensors)
-        if Path(args.output).resolve() == Path(args.input).resolve():
-            raise ValueError("the output must not be the input file")
-        save_checkpoint(sd, args.output, force=args.force)
-    except FileExistsError as e:
-        print(f"error: {e}", file=__import__("sys").stderr)
-        return 3
-    except ValueError as e:
-        print(f"error: {e}", file=__import__("sys").stderr)
-        return 2
-    if args.json:
-        print(json.dumps({"output": str(args.output), "format_in": ck.format, **{k: report[k] for k in ("counts", "predictor", "ignored", "unmapped")},
-                          "renamed": [list(r[:3]) for r in report["renamed"]]}, indent=1, default=str))
-    else:
-        print(f"{args.input}: {ck.format}, {ck.n_parameters:,} parameters")
-        _print_report(report)
-        print(f"wrote {args.output}")
-    return 0
-
-
-def _cmd_audit(args) -> int:
-    try:
-        ck = load_checkpoint(args.checkpoint)
-        tensors = ck.tensors
-        if ck.format.startswith("detectron "):
-            tensors, _ = convert_detectron_to_detectron2(tensors)
-        res = audit(tensors, args.expected)
-    except ValueError as e:
-        print(f"error: {e}", file=__import__("sys").stderr)
-        return 2
-    if args.json:
-        print(json.dumps(res, indent=1, default=list))
-    else:
-        _print_audit(res)
-    return 0 if res["ok"] else 1
-
-
-def register_cli(subparsers) -> None:
-    """Add ``convert`` and ``audit`` to ``python -m explainer``."""
-    p = subparsers.add_parser("convert", help="convert a Detectron checkpoint to Detectron2 (the input is never modified)",
-                              description="Exit codes: 0 written, 2 bad input, 3 output exists (use --force).")
-    p.add_argument("input", help="Detectron .pkl")
-    p.add_argument("output", help="Detectron2 checkpoint to write (.pth or .pkl)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=_cmd_convert)
-    a = subparsers.add_parser("audit", help="compare a checkpoint's names and shapes with what a model expects",
-                              description="Exit codes: 0 everything loads, 1 problems found, 2 bad input.")
-    a.add_argument("checkpoint", help=".pkl or .pth (a Detectron checkpoint is converted first)")
-    a.add_argument("--expected", required=True, help="JSON file: {name: shape} (or {'shapes': {...}})")
-    a.add_argument("--json", action="store_true", help="print the findings as JSON")
-    a.set_defaults(func=_cmd_audit)

@@ -17,7 +17,7 @@ stage               what happens                                             kno
                     empty boxes, keep the 1000 best
 ``proposals_nms``   NMS at 0.7 (:func:`explainer.boxes.nms`), keep 200       legacy_plus_one
 ``pooled``          ROIAlign 7x7 of each proposal and of its context         roi_aligned,
-                    (torchvision's op, which chapter 4's                     sampling_ratio
+                    (torchvision's compiled op, which chapter 4's            sampling_ratio
                     :func:`explainer.roi_align.roi_align` reproduces)
 ``head``            class probabilities (softmax over K + 1 columns) and     background_first
                     class-specific boxes (deltas weighted 10, 10, 5, 5)
@@ -38,7 +38,9 @@ converted as a real converter does. Boxes are in the convention's own coordinate
 inclusive pixel indices (x2 = last pixel), Detectron2's continuous (x2 = right edge).
 
 The training-only knobs (``post_nms_topk_*``, ``*_smooth_l1_beta``) and the keypoint and flip knobs do not
-act in this detector's inference; :data:`INFERENCE_KNOBS` lists those that do.
+act in this detector's inference; :data:`INFERENCE_KNOBS` lists those that do. Two runs are compared stage by
+stage, and the knobs bisected, in :mod:`explainer.compare`; :mod:`explainer.course` holds the course's
+fitted detector.
 """
 
 from __future__ import annotations
@@ -46,23 +48,23 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from itertools import combinations
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align  # the op Detectron2 calls; explainer.roi_align equals it (chapter 4)
 
 from . import anchors as A
 from . import boxes as B
 from . import labels as L
+from ._torchvision import torchvision_op
 from ._validate import positive_int, size_pair
-from .conventions import DETECTRON, DETECTRON2, Convention
+from .conventions import DETECTRON, Convention
 from .masks import paste_masks
+from .pixels import to_continuous, to_inclusive
 
 __all__ = [
     "Scene", "synthetic_scenes", "MiniDetector", "Run", "fit_detector", "STAGES", "INFERENCE_KNOBS",
-    "first_divergence", "compare_detections", "bisect_conventions", "BisectReport", "quality",
+    "colour_maps", "cell_anchors", "level_anchors", "check_convention",
 ]
 
 #: The pipeline's stages, in order; :attr:`Run.stages` holds each one's tensors.
@@ -121,7 +123,8 @@ def _shape_mask(kind: int, cx: float, cy: float, r: float, H: int, W: int) -> to
     return (dy <= r) & (dy >= -r) & (dx.abs() <= (dy + r) / 2)
 
 
-def synthetic_scenes(n: int = 8, image_size=(192, 256), seed: int = 0, objects: Tuple[int, int] = (3, 6)) -> List[Scene]:
+def synthetic_scenes(n: int = 8, image_size: Sequence[int] = (192, 256), seed: int = 0,
+                     objects: Tuple[int, int] = (3, 6)) -> List[Scene]:
     """``n`` images of squares, discs and triangles (one colour per class) on a noisy grey background.
 
     Object half-sizes range from 7 to 45 pixels; objects do not overlap. Deterministic for a seed.
@@ -136,7 +139,9 @@ def synthetic_scenes(n: int = 8, image_size=(192, 256), seed: int = 0, objects: 
         img = 0.5 + 0.06 * torch.randn(3, H, W, generator=g)
         img += 0.08 * torch.linspace(-1, 1, W).view(1, 1, W)  # a gentle illumination gradient
         occupied = torch.zeros(H, W, dtype=torch.bool)
-        boxes, labels, masks = [], [], []
+        boxes: List[List[float]] = []
+        labels: List[int] = []
+        masks: List[torch.Tensor] = []
         want = int(torch.randint(objects[0], objects[1] + 1, (1,), generator=g))
         for _attempt in range(60):
             if len(labels) == want:
@@ -172,9 +177,14 @@ def colour_maps(image: torch.Tensor) -> torch.Tensor:
     return torch.cat([lik, lik.max(0, keepdim=True).values])
 
 
-def _rpn_features(fg: torch.Tensor) -> torch.Tensor:
-    """Per RPN location: foreground mean over windows of 1..9 cells and left/right, up/down contrasts; h x w x D."""
-    x = fg[None, None]
+def _rpn_features(maps: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
+    """The RPN's input, L x D: per location of the stride-8 grid (ceil(H / 8) x ceil(W / 8), row by row),
+    the foreground averaged over the location's cell, its mean over windows of 1..9 cells, left/right and
+    up/down contrasts, their pairwise products and a bias. Fitting and inference both read it from here."""
+    H, W = image_size
+    fh, fw = math.ceil(H / STRIDE), math.ceil(W / STRIDE)
+    # average pooling to the grid: cells of STRIDE x STRIDE pixels when the image is a multiple of STRIDE
+    x = F.adaptive_avg_pool2d(maps[-1:][None], (fh, fw))
     feats = [x]
     for k in (3, 5, 9):
         feats.append(F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=True))
@@ -184,7 +194,8 @@ def _rpn_features(fg: torch.Tensor) -> torch.Tensor:
     f = torch.cat(feats, 1)[0]                       # D x h x w
     i, j = torch.triu_indices(len(f), len(f))
     quad = f[i] * f[j]                               # pairwise products: objectness is not linear in coverage
-    return torch.cat([f, quad, torch.ones_like(f[:1])]).permute(1, 2, 0)  # with a bias feature
+    phi = torch.cat([f, quad, torch.ones_like(f[:1])])  # with a bias feature
+    return phi.permute(1, 2, 0).reshape(fh * fw, -1)
 
 
 def _shift_contrast(x: torch.Tensor, half: int, dim: int) -> torch.Tensor:
@@ -205,33 +216,21 @@ def _shift_contrast(x: torch.Tensor, half: int, dim: int) -> torch.Tensor:
 def cell_anchors(convention: Convention) -> torch.Tensor:
     """A x 4 cell anchors centred on 0 in continuous coordinates, in the convention's row order."""
     if convention.anchor_rounding:
-        a = A.detectron_cell_anchors(STRIDE, SIZES, RATIOS).to(torch.float32)   # ratio-major, inclusive
-        a = a + torch.tensor([0.0, 0.0, 1.0, 1.0])                              # continuous (x2 + 1)
-        a = a - STRIDE / 2.0                                                     # centred on 0
-        if convention.anchor_order == "size_major":
-            a = A.ratio_major_to_size_major(a, len(SIZES), len(RATIOS))
+        a = A.detectron_cell_anchors(STRIDE, SIZES, RATIOS).to(torch.float32)   # inclusive pixel indices
+        a = to_continuous(a) - STRIDE / 2.0                                      # continuous, centred on 0
+        order = "ratio_major"
     else:
-        a = A.d2_cell_anchors(SIZES, RATIOS)                                    # size-major, centred on 0
-        if convention.anchor_order == "ratio_major":
-            a = _size_major_to_ratio_major(a)
-    return a
+        a = A.d2_cell_anchors(SIZES, RATIOS)                                    # centred on 0
+        order = "size_major"
+    return a[_anchor_rows(order, convention.anchor_order)]
 
 
-def _size_major_to_ratio_major(a: torch.Tensor) -> torch.Tensor:
-    return a.reshape(len(SIZES), len(RATIOS), 4).transpose(0, 1).reshape(-1, 4)
+def _anchor_rows(src: str, dst: str) -> torch.Tensor:
+    """Rows of this detector's cell anchors (or of its per-anchor RPN weights) from order ``src`` to ``dst``."""
+    return A.anchor_order_permutation(len(SIZES), len(RATIOS), src, dst)
 
 
-def _order_permutation(src: str, dst: str) -> torch.Tensor:
-    """Index p with rows_dst = rows_src[p] between ratio-major and size-major anchor orders."""
-    idx = torch.arange(len(SIZES) * len(RATIOS), dtype=torch.float32).view(-1, 1)
-    if src == dst:
-        return idx.view(-1).long()
-    if src == "ratio_major":
-        return A.ratio_major_to_size_major(idx, len(SIZES), len(RATIOS)).view(-1).long()
-    return _size_major_to_ratio_major(idx.expand(-1, 4)).view(-1, 4)[:, 0].long()
-
-
-def level_anchors(convention: Convention, image_size) -> torch.Tensor:
+def level_anchors(convention: Convention, image_size: Tuple[int, int]) -> torch.Tensor:
     """All anchors of the RPN level, location-major, in the convention's box coordinates."""
     H, W = image_size
     grid = A.grid_anchors(cell_anchors(convention), (math.ceil(H / STRIDE), math.ceil(W / STRIDE)), STRIDE,
@@ -241,19 +240,18 @@ def level_anchors(convention: Convention, image_size) -> torch.Tensor:
 
 def _to_convention(boxes_continuous: torch.Tensor, convention: Convention) -> torch.Tensor:
     """Detectron's box math works on inclusive pixel indices: x2 = right edge - 1."""
-    if convention.legacy_plus_one:
-        return boxes_continuous - torch.tensor([0.0, 0.0, 1.0, 1.0])
-    return boxes_continuous
+    return to_inclusive(boxes_continuous) if convention.legacy_plus_one else boxes_continuous
 
 
-def _check_convention(convention) -> Convention:
+def check_convention(convention: Any) -> Convention:
+    """``convention`` itself, or a ``ValueError`` when it is not a :class:`~explainer.conventions.Convention`."""
     if not isinstance(convention, Convention):
         raise ValueError(f"convention must be an explainer.conventions.Convention (e.g. DETECTRON), "
                          f"got {type(convention).__name__}")
     return convention
 
 
-def _check_image(image) -> torch.Tensor:
+def _check_image(image: Any) -> torch.Tensor:
     if isinstance(image, Scene):
         image = image.image
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
@@ -301,10 +299,10 @@ class MiniDetector:
         Class rows go through :func:`explainer.labels.convert_box_predictor` (background moved, background box
         rows dropped or re-inserted); the RPN's per-anchor rows are reordered between ratio- and size-major.
         """
-        convention = _check_convention(convention)
+        convention = check_convention(convention)
         out = copy.copy(self)
         if convention.anchor_order != self.anchor_order:
-            out.rpn_w = self.rpn_w[_order_permutation(self.anchor_order, convention.anchor_order)]
+            out.rpn_w = self.rpn_w[_anchor_rows(self.anchor_order, convention.anchor_order)]
             out.anchor_order = convention.anchor_order
         if convention.background_first != self.background_first:
             if self.background_first:
@@ -321,9 +319,9 @@ class MiniDetector:
         return out
 
     # -- inference ------------------------------------------------------------------------------------
-    def run(self, image, convention: Convention) -> Run:
+    def run(self, image: Union[Scene, torch.Tensor], convention: Convention) -> Run:
         """Detect in one image (a Scene or 3 x H x W tensor), reading the stored weights under ``convention``."""
-        conv = _check_convention(convention)
+        conv = check_convention(convention)
         img = _check_image(image)
         H, W = int(img.shape[1]), int(img.shape[2])
         lp1 = conv.legacy_plus_one
@@ -361,12 +359,9 @@ class MiniDetector:
         st["masks"] = {"masks": masks}
         return Run(convention=conv, stages=st, image_size=(H, W))
 
-    def _rpn(self, maps: torch.Tensor, image_size) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _rpn(self, maps: torch.Tensor, image_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
         H, W = image_size
-        fh, fw = math.ceil(H / STRIDE), math.ceil(W / STRIDE)
-        fg = F.adaptive_avg_pool2d(maps[-1:][None], (fh, fw))[0, 0] if (H % STRIDE or W % STRIDE) else \
-            F.avg_pool2d(maps[-1:][None], STRIDE)[0, 0]
-        phi = _rpn_features(fg).reshape(fh * fw, -1)                # L x D
+        phi = _rpn_features(maps, (H, W))                           # L x D
         out = torch.einsum("ld,adk->lak", phi, self.rpn_w)          # L x A x 5, location-major like the anchors
         return out[..., 0].reshape(-1), out[..., 1:].reshape(-1, 4)
 
@@ -380,10 +375,11 @@ class MiniDetector:
         ctr, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * CONTEXT
         both = torch.cat([boxes, torch.cat([ctr - half, ctr + half], 1)])
         rois = torch.cat([torch.zeros(len(both), 1), both], 1)
-        p = roi_align(feats, rois, POOL, spatial_scale=1.0 / HEAD_STRIDE, sampling_ratio=sr, aligned=conv.roi_aligned)
+        p = _roi_align(feats, rois, POOL, 1.0 / HEAD_STRIDE, sr, conv.roi_aligned)
         return torch.cat([p[: len(boxes)], p[len(boxes):]], 1)      # N x 2C x POOL x POOL
 
-    def _head(self, pooled, props, conv: Convention, image_size):
+    def _head(self, pooled: torch.Tensor, props: torch.Tensor, conv: Convention,
+              image_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
         K = self.num_classes
         x = _head_features(pooled)
         logits = x @ self.cls_w
@@ -400,7 +396,8 @@ class MiniDetector:
         boxes = B.clip(boxes.reshape(-1, 4), image_size, legacy_plus_one=conv.legacy_plus_one).reshape(-1, 4 * K)
         return probs, boxes
 
-    def _postprocess(self, probs, per_class, lp1: bool):
+    def _postprocess(self, probs: torch.Tensor, per_class: torch.Tensor,
+                     lp1: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         K = self.num_classes
         out_b, out_s, out_l = [], [], []
         for k in range(K):
@@ -417,14 +414,24 @@ class MiniDetector:
         order = torch.argsort(scores, descending=True, stable=True)[:DETECTIONS_PER_IMAGE]
         return boxes[order], scores[order], labels[order]
 
-    def _masks(self, maps, boxes, labels, conv: Convention, image_size) -> torch.Tensor:
+    def _masks(self, maps: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, conv: Convention,
+               image_size: Tuple[int, int]) -> torch.Tensor:
         H, W = image_size
         if len(boxes) == 0:
             return torch.zeros(0, H, W, dtype=torch.bool)
         rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
-        pooled = roi_align(maps[None, :-1], rois, MASK, spatial_scale=1.0, sampling_ratio=2, aligned=conv.roi_aligned)
+        pooled = _roi_align(maps[None, :-1], rois, MASK, 1.0, 2, conv.roi_aligned)
         m = pooled[torch.arange(len(boxes)), labels]                   # each detection's own class map
         return paste_masks(m, boxes, (H, W), method=conv.mask_paste)
+
+
+def _roi_align(features: torch.Tensor, rois: torch.Tensor, size: int, spatial_scale: float, sampling_ratio: int,
+               aligned: bool) -> torch.Tensor:
+    """torchvision's compiled ROIAlign, which ``torchvision.ops.roi_align`` and Detectron2's ``ROIAlign`` call
+    (K x C x size x size). Chapter 4's :func:`explainer.roi_align.roi_align` reproduces it to 1e-5; the compiled
+    op is used here because it is several times faster on this detector's hundreds of boxes, and loading it
+    does not import torchvision."""
+    return torchvision_op("roi_align")(features, rois, spatial_scale, size, size, sampling_ratio, aligned)
 
 
 def _head_features(pooled: torch.Tensor) -> torch.Tensor:
@@ -450,22 +457,28 @@ def fit_detector(scenes: Sequence[Scene], convention: Convention = DETECTRON, se
     regression (L-BFGS) over K + 1 classes, background at the convention's index, and ridge regression of each
     class's deltas (weights 10, 10, 5, 5), on the fitted RPN's proposals and jittered ground-truth boxes.
     """
-    conv = _check_convention(convention)
+    conv = check_convention(convention)
     if not isinstance(scenes, (list, tuple)) or not scenes or not all(isinstance(s, Scene) for s in scenes):
         raise ValueError("scenes must be a non-empty list of Scene (see synthetic_scenes)")
-    g = torch.Generator().manual_seed(int(seed))
-    lp1, K = conv.legacy_plus_one, len(CLASS_NAMES)
-    A_n = len(SIZES) * len(RATIOS)
-    # ---- RPN ----
+    K = len(CLASS_NAMES)
+    rpn_w, n_locations = _fit_rpn(scenes, conv)
+    det = MiniDetector(fitted_under=conv, rpn_w=rpn_w, cls_w=torch.zeros(1, K + 1), box_w=torch.zeros(1, 4 * K),
+                       anchor_order=conv.anchor_order, background_first=conv.background_first)
+    X, y, T = _head_samples(det, scenes, conv, torch.Generator().manual_seed(int(seed)))
+    det.cls_w, det.box_w = _fit_head(X, y, T, conv)
+    det.fit_report = {"rpn_locations": n_locations, "head_samples": int(len(X)), "head_positives": int((y >= 0).sum())}
+    return det
+
+
+def _fit_rpn(scenes: Sequence[Scene], conv: Convention) -> Tuple[torch.Tensor, int]:
+    """RPN weights A x D x 5 (per anchor type: objectness, 4 deltas), and the number of locations fitted on."""
+    lp1, A_n = conv.legacy_plus_one, len(SIZES) * len(RATIOS)
     feats, objs, dels, poss = [], [], [], []
     for s in scenes:
         H, W = s.image_size
         anchors = level_anchors(conv, (H, W))
         gt = _to_convention(s.boxes, conv)
-        maps = colour_maps(s.image)
-        fh, fw = math.ceil(H / STRIDE), math.ceil(W / STRIDE)
-        fg = F.adaptive_avg_pool2d(maps[-1:][None], (fh, fw))[0, 0]
-        phi = _rpn_features(fg).reshape(fh * fw, -1)
+        phi = _rpn_features(colour_maps(s.image), (H, W))
         if len(gt):
             iou = B.pairwise_iou(anchors, gt, legacy_plus_one=lp1)
             best, idx = iou.max(1)
@@ -474,20 +487,39 @@ def fit_detector(scenes: Sequence[Scene], convention: Convention = DETECTRON, se
             best = torch.zeros(len(anchors))
             target = torch.zeros(len(anchors), 4)
         feats.append(phi)
-        objs.append(best.float().view(fh * fw, A_n))
-        dels.append(target.view(fh * fw, A_n, 4))
-        poss.append((best >= 0.5).view(fh * fw, A_n))
+        objs.append(best.float().view(len(phi), A_n))
+        dels.append(target.view(len(phi), A_n, 4))
+        poss.append((best >= 0.5).view(len(phi), A_n))
     phi, obj, dl, pos = torch.cat(feats), torch.cat(objs), torch.cat(dels), torch.cat(poss)
-    D_ = phi.shape[1]
-    rpn_w = torch.zeros(A_n, D_, 5)
+    rpn_w = torch.zeros(A_n, phi.shape[1], 5)
     for a in range(A_n):
         rpn_w[a, :, 0] = _ridge(phi, obj[:, a:a + 1])[:, 0]
         if pos[:, a].sum() >= 3:
             rpn_w[a, :, 1:] = _ridge(phi[pos[:, a]], dl[pos[:, a], a], lam=1e-1)
-    det = MiniDetector(fitted_under=conv, rpn_w=rpn_w, cls_w=torch.zeros(1, K + 1), box_w=torch.zeros(1, 4 * K),
-                       anchor_order=conv.anchor_order, background_first=conv.background_first)
-    # ---- box head, on the RPN's proposals and jittered ground truth ----
-    X, tgt, lab = [], [], []
+    return rpn_w, int(len(phi))
+
+
+def _jittered(gt: torch.Tensor, g: torch.Generator) -> List[torch.Tensor]:
+    """Ground-truth boxes moved by 20% of their size, and parts of them (a half or a quadrant), ten times each."""
+    out = []
+    wh = (gt[:, 2:] - gt[:, :2]).repeat(1, 2)
+    for _ in range(10):
+        j = gt + wh * 0.2 * torch.randn(gt.shape, generator=g)
+        out.append(torch.cat([torch.minimum(j[:, :2], j[:, 2:]), torch.maximum(j[:, :2], j[:, 2:])], 1))
+        # parts of an object (a half or a quadrant of it) must score as background
+        frac = 0.45 + 0.25 * torch.rand(len(gt), 2, generator=g)
+        start = (1 - frac) * torch.rand(len(gt), 2, generator=g).round()
+        lo = gt[:, :2] + wh[:, :2] * start
+        out.append(torch.cat([lo, lo + wh[:, :2] * frac], 1))
+    return out
+
+
+def _head_samples(det: MiniDetector, scenes: Sequence[Scene], conv: Convention,
+                  g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The box head's training set: features (N x P), labels (N, -1 for background) and box targets (N x 4) of the
+    fitted RPN's proposals and of jittered ground-truth boxes."""
+    lp1 = conv.legacy_plus_one
+    xs, labels, targets = [], [], []
     for s in scenes:
         H, W = s.image_size
         maps = colour_maps(s.image)
@@ -496,32 +528,24 @@ def fit_detector(scenes: Sequence[Scene], convention: Convention = DETECTRON, se
         props = B.clip(B.decode(d, anchors, legacy_plus_one=lp1), (H, W), legacy_plus_one=lp1)
         top = torch.argsort(o, descending=True)[:POST_NMS_TOPK]
         gt = _to_convention(s.boxes, conv)
-        jit = []
-        if len(gt):
-            wh = (gt[:, 2:] - gt[:, :2]).repeat(1, 2)
-            for _ in range(10):
-                j = gt + wh * 0.2 * torch.randn(gt.shape, generator=g)
-                jit.append(torch.cat([torch.minimum(j[:, :2], j[:, 2:]), torch.maximum(j[:, :2], j[:, 2:])], 1))
-                # parts of an object (a half or a quadrant of it) must score as background
-                frac = 0.45 + 0.25 * torch.rand(len(gt), 2, generator=g)
-                start = (1 - frac) * torch.rand(len(gt), 2, generator=g).round()
-                lo = gt[:, :2] + wh[:, :2] * start
-                jit.append(torch.cat([lo, lo + wh[:, :2] * frac], 1))
-        rois = torch.cat([props[top], *jit, gt]) if len(gt) else props[top]
+        rois = torch.cat([props[top], *_jittered(gt, g), gt]) if len(gt) else props[top]
         rois = B.clip(rois, (H, W), legacy_plus_one=lp1)
         rois = rois[B.nonempty(rois, 2.0, legacy_plus_one=lp1)]
-        pooled = det._pool(maps, rois, conv)
-        X.append(_head_features(pooled))
+        xs.append(_head_features(det._pool(maps, rois, conv)))
         if len(gt):
             iou = B.pairwise_iou(rois, gt, legacy_plus_one=lp1)
             best, idx = iou.max(1)
-            label = torch.where(best >= 0.5, s.labels[idx], torch.full_like(idx, -1))
-            tgt.append(B.encode(rois, gt[idx], BOX_WEIGHTS, legacy_plus_one=lp1))
+            labels.append(torch.where(best >= 0.5, s.labels[idx], torch.full_like(idx, -1)))
+            targets.append(B.encode(rois, gt[idx], BOX_WEIGHTS, legacy_plus_one=lp1))
         else:
-            label = torch.full((len(rois),), -1, dtype=torch.int64)
-            tgt.append(torch.zeros(len(rois), 4))
-        lab.append(label)
-    X, y, T = torch.cat(X), torch.cat(lab), torch.cat(tgt)
+            labels.append(torch.full((len(rois),), -1, dtype=torch.int64))
+            targets.append(torch.zeros(len(rois), 4))
+    return torch.cat(xs), torch.cat(labels), torch.cat(targets)
+
+
+def _fit_head(X: torch.Tensor, y: torch.Tensor, T: torch.Tensor, conv: Convention) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Class weights P x (K + 1) (background at the convention's column) and box weights P x 4(K + 1) or P x 4K."""
+    K = len(CLASS_NAMES)
     col = torch.where(y < 0, 0 if conv.background_first else K, y + 1 if conv.background_first else y)
     cls_w = _fit_softmax(X, col, K + 1)
     width = 4 * (K + 1) if conv.background_first else 4 * K
@@ -531,9 +555,7 @@ def fit_detector(scenes: Sequence[Scene], convention: Convention = DETECTRON, se
         sel = y == k
         if sel.sum() >= 5:
             box_w[:, first + 4 * k:first + 4 * k + 4] = _ridge(X[sel], T[sel], lam=1e-3)
-    det.cls_w, det.box_w = cls_w, box_w
-    det.fit_report = {"rpn_locations": int(len(phi)), "head_samples": int(len(X)), "head_positives": int((y >= 0).sum())}
-    return det
+    return cls_w, box_w
 
 
 def _fit_softmax(X: torch.Tensor, y: torch.Tensor, n: int, steps: int = 100, l2: float = 1e-5) -> torch.Tensor:
@@ -541,7 +563,7 @@ def _fit_softmax(X: torch.Tensor, y: torch.Tensor, n: int, steps: int = 100, l2:
     w = torch.zeros(X.shape[1], n, requires_grad=True)
     opt = torch.optim.LBFGS([w], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
 
-    def closure():
+    def closure() -> torch.Tensor:
         opt.zero_grad()
         loss = F.cross_entropy(X @ w, y) + l2 * (w[:-1] ** 2).sum()
         loss.backward()
@@ -549,187 +571,3 @@ def _fit_softmax(X: torch.Tensor, y: torch.Tensor, n: int, steps: int = 100, l2:
 
     opt.step(closure)
     return w.detach()
-
-
-# --------------------------------------------------------------------------------------------------
-# Comparing runs
-# --------------------------------------------------------------------------------------------------
-def quality(runs: Sequence[Run], scenes: Sequence[Scene], iou: float = 0.5) -> Dict[str, float]:
-    """Recall and precision of runs against their scenes' ground truth (same label, box IoU >= ``iou``).
-
-    A run's boxes are taken in its convention's coordinates and mapped to continuous ones first
-    (Detectron's inclusive x2, y2 + 1), so both conventions are scored alike.
-    """
-    if len(runs) != len(scenes):
-        raise ValueError(f"runs and scenes must pair up; got {len(runs)} runs and {len(scenes)} scenes")
-    n_gt = n_det = hit = 0
-    for run, scene in zip(runs, scenes):
-        d = _as_dets(run)
-        boxes = d["boxes"].float()
-        if getattr(run, "convention", None) is not None and run.convention.legacy_plus_one:
-            boxes = boxes + torch.tensor([0.0, 0.0, 1.0, 1.0])
-        gt = {"boxes": scene.boxes.float(), "scores": torch.ones(len(scene.boxes)), "labels": scene.labels}
-        c = compare_detections(gt, {"boxes": boxes, "scores": d["scores"], "labels": d["labels"]}, iou=iou)
-        n_gt, n_det, hit = n_gt + c["n_a"], n_det + c["n_b"], hit + c["matched"]
-    return {"recall": hit / n_gt if n_gt else 1.0, "precision": hit / n_det if n_det else 1.0,
-            "objects": n_gt, "detections": n_det, "found": hit}
-
-
-def first_divergence(run_a: Run, run_b: Run, atol: float = 1e-4) -> Optional[Dict[str, Any]]:
-    """The first stage, in pipeline order, whose tensors differ by more than ``atol`` (or in shape); None if none."""
-    for r, name in ((run_a, "run_a"), (run_b, "run_b")):
-        if not isinstance(r, Run):
-            raise ValueError(f"{name} must be a Run (from MiniDetector.run), got {type(r).__name__}")
-    for stage in STAGES:
-        a, b = run_a.stages.get(stage, {}), run_b.stages.get(stage, {})
-        for key in a:
-            ta, tb = a[key], b.get(key)
-            if tb is None or ta.shape != tb.shape:
-                return {"stage": stage, "tensor": key, "max_abs_diff": float("inf"),
-                        "detail": f"{key}: shape {tuple(ta.shape)} vs {tuple(tb.shape) if tb is not None else None}"}
-            if ta.numel() == 0:
-                continue
-            diff = float((ta.double() - tb.double()).abs().max())
-            if diff > atol:
-                return {"stage": stage, "tensor": key, "max_abs_diff": diff,
-                        "detail": f"{key} differs by up to {diff:.3g}"}
-    return None
-
-
-def _as_dets(x) -> Dict[str, torch.Tensor]:
-    if isinstance(x, Run):
-        return x.detections
-    if isinstance(x, dict) and "boxes" in x:
-        return x
-    raise ValueError(f"detections must be a Run or a dict with 'boxes', 'scores' and 'labels', got {type(x).__name__}")
-
-
-def compare_detections(a, b, iou: float = 0.99) -> Dict[str, Any]:
-    """How far ``b`` reproduces ``a``: one-to-one matches with the same label and box IoU >= ``iou``.
-
-    Pairs are matched greedily by IoU. When both sides carry ``masks`` (N x H x W), a pair also needs mask IoU
-    >= ``iou``. Returns ``agreement`` (matched / detections of ``a``; 1.0 when both are empty), ``matched``,
-    ``n_a``, ``n_b``, ``max_box_diff`` (largest coordinate difference over the box-matched pairs, px),
-    ``min_mask_iou`` (over those pairs; 1.0 without masks) and ``mean_iou`` (each detection of ``a``'s best IoU
-    with a same-label detection of ``b``, averaged: a graded measure of how close ``b`` is).
-    """
-    da, db = _as_dets(a), _as_dets(b)
-    ba, bb = da["boxes"].float(), db["boxes"].float()
-    na, nb = len(ba), len(bb)
-    out = {"agreement": 0.0, "matched": 0, "n_a": na, "n_b": nb, "max_box_diff": 0.0, "min_mask_iou": 1.0,
-           "mean_iou": 0.0}
-    if na == 0 or nb == 0:
-        out["agreement"] = out["mean_iou"] = 1.0 if na == nb else 0.0
-        return out
-    m = B.pairwise_iou(ba, bb)
-    m = torch.where(da["labels"].view(-1, 1) == db["labels"].view(1, -1), m, torch.zeros_like(m))
-    out["mean_iou"] = float(m.max(1).values.mean())
-    pairs = list(zip(*[t.tolist() for t in B.greedy_match(m, iou)[:2]]))
-    ma, mb = da.get("masks"), db.get("masks")
-    matched = 0
-    for i, j in pairs:
-        out["max_box_diff"] = max(out["max_box_diff"], float((ba[i] - bb[j]).abs().max()))
-        ok = True
-        if ma is not None and mb is not None and len(ma) == na and len(mb) == nb:
-            inter = float((ma[i] & mb[j]).sum())
-            union = float((ma[i] | mb[j]).sum())
-            miou = inter / union if union else 1.0
-            out["min_mask_iou"] = min(out["min_mask_iou"], miou)
-            ok = miou >= iou
-        matched += ok
-    out["matched"], out["agreement"] = matched, matched / na
-    return out
-
-
-@dataclass
-class BisectReport:
-    """What changing knobs back did: ``trials`` (one dict per change), the ``found`` knobs, the ``baseline``."""
-
-    start: Convention
-    towards: Convention
-    baseline: float
-    trials: List[Dict[str, Any]]
-    found: Optional[Tuple[str, ...]]
-    no_effect: List[str]
-
-    def summary(self) -> str:
-        lines = [f"start: {self.start.name}; towards: {self.towards.name}; agreement before any change: {self.baseline:.3f}"]
-        for t in self.trials:
-            lines.append(f"  set back {' + '.join(t['knobs']):<44} agreement {t['agreement']:.3f}  "
-                         f"mean IoU {t['mean_iou']:.3f}  ({t['n_detections']} detections)")
-        if self.no_effect:
-            lines.append(f"no effect on this detector's outputs: {', '.join(self.no_effect)}")
-        lines.append(f"found: {' + '.join(self.found)}" if self.found else
-                     "found: no single knob or pair makes the outputs agree")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-def bisect_conventions(run: Callable[[Convention], Any], reference, start: Convention = DETECTRON2,
-                       towards: Convention = DETECTRON, knobs: Sequence[str] = INFERENCE_KNOBS,
-                       pairs: bool = True, agree_at: float = 1.0) -> BisectReport:
-    """Change one knob at a time from ``start`` to its value in ``towards``; report which change reproduces ``reference``.
-
-    ``run``: a callable Convention -> Run (or detections dict); ``reference``: a Run or detections. Agreement is
-    :func:`compare_detections` with IoU >= 0.99 and the same label. When no single knob reaches ``agree_at``,
-    pairs of knobs are tried (``pairs=True``), the most promising first (ranked by what each knob alone did);
-    when no pair suffices either, knobs are added greedily to the best pair while agreement improves. Knobs
-    whose change leaves the outputs unchanged are listed in ``no_effect``.
-    """
-    if not callable(run):
-        raise ValueError(f"run must be a callable Convention -> Run, got {type(run).__name__}")
-    start, towards = _check_convention(start), _check_convention(towards)
-    unknown = [k for k in knobs if k not in INFERENCE_KNOBS]
-    if unknown:
-        raise ValueError(f"knobs must be among {INFERENCE_KNOBS}; unknown: {unknown}")
-    ref = _as_dets(reference)
-    base_out = _as_dets(run(start))
-    baseline = compare_detections(ref, base_out)["agreement"]
-    differing = [k for k in knobs if getattr(start, k) != getattr(towards, k)]
-    trials, found, no_effect = [], None, []
-
-    def trial(ks: Tuple[str, ...]):
-        conv = start.replace(**{k: getattr(towards, k) for k in ks})
-        out = _as_dets(run(conv))
-        c = compare_detections(ref, out)
-        same_as_start = compare_detections(base_out, out)["agreement"] == 1.0 and len(out["boxes"]) == len(base_out["boxes"])
-        t = {"knobs": ks, "convention": conv, "agreement": c["agreement"], "mean_iou": c["mean_iou"],
-             "max_box_diff": c["max_box_diff"],
-             "n_detections": c["n_b"], "unchanged": same_as_start}
-        trials.append(t)
-        return t
-
-    if baseline < agree_at:
-        for k in differing:
-            t = trial((k,))
-            if t["unchanged"]:
-                no_effect.append(k)
-            if found is None and t["agreement"] >= agree_at:
-                found = (k,)
-        # the most promising knobs first: those whose change alone brought the outputs closest
-        effective = sorted((t for t in trials if not t["unchanged"]), key=lambda t: (-t["agreement"], -t["mean_iou"]))
-        effective = [t["knobs"][0] for t in effective]
-        if found is None and pairs:
-            for pair in combinations(effective, 2):
-                t = trial(pair)
-                if t["agreement"] >= agree_at:
-                    found = pair
-                    break
-        if found is None and len(effective) > 2:
-            # greedy: from the best pair (or single knob), keep adding the knob that helps most
-            score = lambda t: (t["agreement"], t["mean_iou"])  # noqa: E731
-            start_t = max([t for t in trials if len(t["knobs"]) == 2] or trials, key=score)
-            chosen, best = start_t["knobs"], score(start_t)
-            while found is None:
-                rest = [k for k in effective if k not in chosen]
-                if not rest:
-                    break
-                t = max((trial(chosen + (k,)) for k in rest), key=score)
-                if score(t) <= best:
-                    break
-                chosen, best = t["knobs"], score(t)
-                if t["agreement"] >= agree_at:
-                    found = chosen
-    return BisectReport(start=start, towards=towards, baseline=baseline, trials=trials, found=found, no_effect=no_effect)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from explainer import checkpoint as C
-from explainer.__main__ import main
+from explainer.cli import main
 from tests.conftest import load_golden
 
 NAMES = load_golden("checkpoint/name_map.json")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from explainer import diagnose as D
-from explainer.__main__ import main as cli
+from explainer.cli import main as cli
 
 SEEDS = range(200)
 H, W = 480, 640
@@ -79,92 +79,126 @@ def away_from(rng, lo, hi, avoid, margin):
             return v
 
 
+def _plus_one(side, rng):
+    for d in side.values():
+        d["boxes"][:, 2:] += 1.0
+
+
+def _half_pixel_shift(side, rng):
+    for d in side.values():
+        d["boxes"] += 0.5
+
+
+def _translation(side, rng):
+    dx = away_from(rng, -40, 40, (0.0, 0.5, -0.5), 1.0)
+    dy = away_from(rng, -40, 40, (0.0, 0.5, -0.5), 1.0)
+    for d in side.values():
+        d["boxes"][:, [0, 2]] += dx
+        d["boxes"][:, [1, 3]] += dy
+        if "keypoints" in d:
+            d["keypoints"][..., 0] += dx
+            d["keypoints"][..., 1] += dy
+
+
+def _scale(side, rng):
+    s = away_from(rng, 0.4, 2.5, (1.0,), 0.05)
+    for d in side.values():
+        d["boxes"] *= s
+        if "keypoints" in d:
+            d["keypoints"][..., :2] *= s
+
+
+def _anisotropic_scale(side, rng):
+    sx = rng.uniform(0.5, 2.0)
+    sy = away_from(rng, 0.5, 2.0, (sx,), 0.08)
+    for d in side.values():
+        d["boxes"][:, [0, 2]] *= sx
+        d["boxes"][:, [1, 3]] *= sy
+        if "keypoints" in d:
+            d["keypoints"][..., 0] *= sx
+            d["keypoints"][..., 1] *= sy
+
+
+def _xywh_as_xyxy(side, rng):
+    for d in side.values():
+        b = d["boxes"]
+        d["boxes"] = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1)  # (x1, y1, x2, y2) read as (x, y, w, h)
+
+
+def _label_offset(side, rng):
+    off = int(rng.choice([-1, 1, 2]))
+    for d in side.values():
+        d["labels"] = d["labels"] + off
+
+
+def _label_permutation(side, rng):
+    n = int(max(d["labels"].max() for d in side.values())) + 1
+    perm = rng.permutation(n)
+    while (perm == np.arange(n)).mean() > 0.5 or np.all(np.diff(perm) % n == (perm[1] - perm[0]) % n):
+        perm = rng.permutation(n)
+    for d in side.values():
+        d["labels"] = perm[d["labels"]]
+
+
+def _coco_category_ids(side, rng):
+    for d in side.values():
+        d["labels"] = np.array(COCO_IDS)[d["labels"]]
+
+
+def _keypoint_half_pixel(side, rng):
+    for d in side.values():
+        d["keypoints"][..., :2] += 0.5
+
+
+def _flip_off_by_one(side, rng):
+    sign = float(rng.choice([-1.0, 1.0]))
+    for d in side.values():
+        d["keypoints"][..., 0] += sign
+
+
+def _mask_paste(side, rng):
+    # the same ellipse rasterised with a contour 0.4..0.9 px further out: only pixels near the contour change
+    grow = rng.uniform(0.4, 0.9)
+    for d in side.values():
+        h, w = d["masks"].shape[1:]
+        yy, xx = np.mgrid[0:h, 0:w] + 0.5
+        cx, cy, ax, ay = (d["ellipse"][:, i, None, None] for i in range(4))
+        d["masks"] = ((xx[None] - cx) / (ax + grow)) ** 2 + ((yy[None] - cy) / (ay + grow)) ** 2 <= 1.0
+
+
+def _threshold_or_topk(side, rng):
+    if rng.uniform() < 0.5:
+        t = rng.uniform(0.2, 0.6)
+        keeps = {k: d["scores"] > t for k, d in side.items()}
+    else:
+        cap = int(rng.integers(8, 15))
+        keeps = {k: np.argsort(-d["scores"], kind="stable")[:cap] for k, d in side.items()}
+    for k, keep in keeps.items():
+        side[k] = {f: v[keep] for f, v in side[k].items()}
+
+
+def _numerical_noise(side, rng):
+    sig = rng.uniform(0.01, 0.2)
+    for d in side.values():
+        d["boxes"] = d["boxes"] + rng.normal(0, sig, d["boxes"].shape)
+        d["boxes"][:, 2:] = np.maximum(d["boxes"][:, 2:], d["boxes"][:, :2])
+        d["scores"] = d["scores"] + rng.normal(0, 1e-3, d["scores"].shape)
+
+
+#: Each cause's own formula, with its random magnitude drawn from the generator it is given.
+FORMULAS = {"plus_one": _plus_one, "half_pixel_shift": _half_pixel_shift, "translation": _translation,
+            "scale": _scale, "anisotropic_scale": _anisotropic_scale, "xywh_as_xyxy": _xywh_as_xyxy,
+            "label_offset": _label_offset, "label_permutation": _label_permutation,
+            "coco_category_ids": _coco_category_ids, "keypoint_half_pixel": _keypoint_half_pixel,
+            "flip_off_by_one": _flip_off_by_one, "mask_paste": _mask_paste, "threshold_or_topk": _threshold_or_topk,
+            "numerical_noise": _numerical_noise}
+
+
 def apply(cause, side, rng):
     """Apply ``cause`` to ``side`` in place with a random magnitude; its own formulas, not the package's.
 
     A rescale or an offset moves keypoints with the boxes, as a missing post-processing step would."""
-    for d in list(side.values()):
-        b = d["boxes"]
-        if cause == "plus_one":
-            b[:, 2:] += 1.0
-        elif cause == "half_pixel_shift":
-            b += 0.5
-    if cause == "translation":
-        dx = away_from(rng, -40, 40, (0.0, 0.5, -0.5), 1.0)
-        dy = away_from(rng, -40, 40, (0.0, 0.5, -0.5), 1.0)
-        for d in side.values():
-            d["boxes"][:, [0, 2]] += dx
-            d["boxes"][:, [1, 3]] += dy
-            if "keypoints" in d:
-                d["keypoints"][..., 0] += dx
-                d["keypoints"][..., 1] += dy
-    elif cause == "scale":
-        s = away_from(rng, 0.4, 2.5, (1.0,), 0.05)
-        for d in side.values():
-            d["boxes"] *= s
-            if "keypoints" in d:
-                d["keypoints"][..., :2] *= s
-    elif cause == "anisotropic_scale":
-        sx = rng.uniform(0.5, 2.0)
-        sy = away_from(rng, 0.5, 2.0, (sx,), 0.08)
-        for d in side.values():
-            d["boxes"][:, [0, 2]] *= sx
-            d["boxes"][:, [1, 3]] *= sy
-            if "keypoints" in d:
-                d["keypoints"][..., 0] *= sx
-                d["keypoints"][..., 1] *= sy
-    elif cause == "xywh_as_xyxy":
-        for d in side.values():
-            b = d["boxes"]
-            d["boxes"] = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1)  # (x1, y1, x2, y2) read as (x, y, w, h)
-    elif cause == "label_offset":
-        off = int(rng.choice([-1, 1, 2]))
-        for d in side.values():
-            d["labels"] = d["labels"] + off
-    elif cause == "label_permutation":
-        n = int(max(d["labels"].max() for d in side.values())) + 1
-        perm = rng.permutation(n)
-        while (perm == np.arange(n)).mean() > 0.5 or np.all(np.diff(perm) % n == (perm[1] - perm[0]) % n):
-            perm = rng.permutation(n)
-        for d in side.values():
-            d["labels"] = perm[d["labels"]]
-    elif cause == "coco_category_ids":
-        for d in side.values():
-            d["labels"] = np.array(COCO_IDS)[d["labels"]]
-    elif cause == "keypoint_half_pixel":
-        for d in side.values():
-            d["keypoints"][..., :2] += 0.5
-    elif cause == "flip_off_by_one":
-        sign = float(rng.choice([-1.0, 1.0]))
-        for d in side.values():
-            d["keypoints"][..., 0] += sign
-    elif cause == "mask_paste":
-        # the same ellipse rasterised with a contour 0.4..0.9 px further out: only pixels near the contour change
-        grow = rng.uniform(0.4, 0.9)
-        for d in side.values():
-            h, w = d["masks"].shape[1:]
-            yy, xx = np.mgrid[0:h, 0:w] + 0.5
-            cx, cy, ax, ay = (d["ellipse"][:, i, None, None] for i in range(4))
-            d["masks"] = ((xx[None] - cx) / (ax + grow)) ** 2 + ((yy[None] - cy) / (ay + grow)) ** 2 <= 1.0
-    elif cause == "threshold_or_topk":
-        if rng.uniform() < 0.5:
-            t = rng.uniform(0.2, 0.6)
-            for k, d in side.items():
-                keep = d["scores"] > t
-                side[k] = {f: v[keep] for f, v in d.items()}
-        else:
-            cap = int(rng.integers(8, 15))
-            for k, d in side.items():
-                keep = np.argsort(-d["scores"], kind="stable")[:cap]
-                side[k] = {f: v[keep] for f, v in d.items()}
-    elif cause == "numerical_noise":
-        sig = rng.uniform(0.01, 0.2)
-        for d in side.values():
-            d["boxes"] = d["boxes"] + rng.normal(0, sig, d["boxes"].shape)
-            d["boxes"][:, 2:] = np.maximum(d["boxes"][:, 2:], d["boxes"][:, :2])
-            d["scores"] = d["scores"] + rng.normal(0, 1e-3, d["scores"].shape)
-    elif cause not in ("plus_one", "half_pixel_shift"):
-        raise AssertionError(cause)
+    FORMULAS[cause](side, rng)
     return side
 
 

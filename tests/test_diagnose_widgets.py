@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from explainer import compare as CMP
+from explainer import course as C
 from explainer import diagnose as D
 from explainer import pipeline as P
 from explainer.conventions import DETECTRON, DETECTRON2
@@ -87,9 +89,9 @@ def both_dash():
 
 def test_converted_detector_keeps_labels_unconverted_does_not(both_dash):
     both_dash.update(candidate="d2_converted", scene=0)
-    conv = P.compare_detections(both_dash.result["ref"].detections, both_dash.result["cand"].detections, iou=0.5)
+    conv = CMP.compare_detections(both_dash.result["ref"].detections, both_dash.result["cand"].detections, iou=0.5)
     both_dash.update(candidate="d2_raw")
-    raw = P.compare_detections(both_dash.result["ref"].detections, both_dash.result["cand"].detections, iou=0.5)
+    raw = CMP.compare_detections(both_dash.result["ref"].detections, both_dash.result["cand"].detections, iou=0.5)
     assert conv["agreement"] > raw["agreement"]
     assert both_dash.result["first"] is not None
 
@@ -131,7 +133,7 @@ def _coco(d):
 
 
 def test_uploaded_files_are_diagnosed(upload_dash):
-    ref = W.detections_over_scenes(DETECTRON)
+    ref = C.detections_over_scenes(DETECTRON)
     cand = {i: {**v, "labels": v["labels"] + 1} for i, v in ref.items()}
     upload_dash.controls["reference"].value = _upload_value("mine.json", _coco(ref))
     upload_dash.controls["candidate"].value = _upload_value("theirs.json", _coco(cand))
@@ -151,6 +153,25 @@ def test_missing_and_broken_uploads_are_explained(upload_dash):
     assert upload_dash.error and "mine.json" in upload_dash.error
     upload_dash.update(source=0)  # a built-in example clears the error
     assert upload_dash.error is None
+
+
+def test_uploads_are_read_from_memory_without_temporary_files(upload_dash, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an upload must not need a temporary file")
+
+    for name in ("mkdtemp", "mkstemp", "NamedTemporaryFile", "TemporaryDirectory"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    ref = C.detections_over_scenes(DETECTRON)
+    upload_dash.controls["reference"].value = _upload_value("mine.json", _coco(ref))
+    upload_dash.controls["candidate"].value = _upload_value("theirs.json", _coco(ref))
+    upload_dash.update(source=len(W.EXAMPLES) - 1)
+    assert upload_dash.error is None, upload_dash.error
+    assert upload_dash.result["diag"].names == ["identical"]
+    # content is parsed, never taken for the path of a file (here: this test file's own path, as JSON)
+    upload_dash.controls["candidate"].value = _upload_value("theirs.json", json.dumps(__file__).encode())
+    assert upload_dash.error and "theirs.json" in upload_dash.error and "JSON string" in upload_dash.error
 
 
 def test_pair_browser_draws_the_selected_pair(upload_dash):
@@ -181,9 +202,9 @@ def test_bisection_finds_each_hidden_knob():
             d.update(hidden=i)
             assert d.error is None, d.error
             rep = d.result["report"]
-            ref = W.run_scene(0, W.reference_convention(hidden), converted=True)
-            plain = W.run_scene(0, DETECTRON2, converted=True)
-            if P.compare_detections(ref.detections, plain.detections)["agreement"] >= 1.0:
+            ref = C.run_scene(0, C.reference_convention(hidden), converted=True)
+            plain = C.run_scene(0, DETECTRON2, converted=True)
+            if CMP.compare_detections(ref.detections, plain.detections)["agreement"] >= 1.0:
                 assert "did not single out" in d.readout_text or rep.found is None
                 continue  # this knob leaves the detections unchanged: nothing to find
             found_any = True

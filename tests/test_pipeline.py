@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from explainer import compare as CMP
 from explainer import pipeline as P
 from explainer.conventions import DETECTRON, DETECTRON2
 
@@ -49,10 +50,10 @@ def test_detector_finds_the_shapes(fitted):
     for s in scenes:
         d = det.run(s, DETECTRON).detections
         gt = {"boxes": s.boxes - torch.tensor([0.0, 0.0, 1.0, 1.0]), "labels": s.labels, "scores": torch.ones(len(s.labels))}
-        c = P.compare_detections(gt, d, iou=0.5)
+        c = CMP.compare_detections(gt, d, iou=0.5)
         found += c["matched"]
         total += len(s.labels)
-        correct += P.compare_detections(d, gt, iou=0.5)["matched"]
+        correct += CMP.compare_detections(d, gt, iou=0.5)["matched"]
         n_det += len(d["boxes"])
     assert found / total >= 0.7, f"recall {found}/{total}"
     assert correct / max(n_det, 1) >= 0.6, f"precision {correct}/{n_det}"
@@ -63,13 +64,13 @@ def test_each_knob_first_changes_its_own_stage(fitted, knob):
     det, scenes = fitted
     ref = det.run(scenes[0], DETECTRON)
     other = det.run(scenes[0], DETECTRON.replace(**{knob: getattr(DETECTRON2, knob)}))
-    first = P.first_divergence(ref, other)
+    first = CMP.first_divergence(ref, other)
     assert first is not None and first["stage"] == FIRST_STAGE[knob], first
 
 
 def test_same_convention_gives_identical_runs(fitted):
     det, scenes = fitted
-    assert P.first_divergence(det.run(scenes[1], DETECTRON), det.run(scenes[1], DETECTRON)) is None
+    assert CMP.first_divergence(det.run(scenes[1], DETECTRON), det.run(scenes[1], DETECTRON)) is None
 
 
 def test_conversion_keeps_labels_and_moves_boxes_only_slightly(fitted):
@@ -78,8 +79,8 @@ def test_conversion_keeps_labels_and_moves_boxes_only_slightly(fitted):
     agree_conv = agree_raw = 0.0
     for s in scenes:
         ref = det.run(s, DETECTRON)
-        agree_conv += P.compare_detections(ref, conv.run(s, DETECTRON2), iou=0.5)["agreement"]
-        agree_raw += P.compare_detections(ref, det.run(s, DETECTRON2), iou=0.5)["agreement"]
+        agree_conv += CMP.compare_detections(ref, conv.run(s, DETECTRON2), iou=0.5)["agreement"]
+        agree_raw += CMP.compare_detections(ref, det.run(s, DETECTRON2), iou=0.5)["agreement"]
     assert agree_conv / len(scenes) >= 0.7     # the numerical conventions move boxes by a few pixels
     assert agree_raw / len(scenes) <= 0.3      # unconverted weights: background read as a class, anchors misassigned
 
@@ -97,7 +98,7 @@ def test_unconverted_class_order_shifts_labels_by_one(fitted):
 def test_conversion_round_trip_is_exact(fitted):
     det, scenes = fitted
     back = det.converted(DETECTRON2).converted(DETECTRON)
-    assert P.first_divergence(det.run(scenes[2], DETECTRON), back.run(scenes[2], DETECTRON)) is None
+    assert CMP.first_divergence(det.run(scenes[2], DETECTRON), back.run(scenes[2], DETECTRON)) is None
     assert torch.equal(back.rpn_w, det.rpn_w) and torch.equal(back.cls_w, det.cls_w)
 
 
@@ -130,7 +131,7 @@ def converted_runs(fitted):
 def test_bisection_finds_the_knobs_the_reference_used(converted_runs, hidden):
     conv, scenes, run = converted_runs
     reference = conv.run(scenes[0], DETECTRON2.replace(**{k: getattr(DETECTRON, k) for k in hidden}))
-    rep = P.bisect_conventions(run, reference, start=DETECTRON2, towards=DETECTRON)
+    rep = CMP.bisect_conventions(run, reference, start=DETECTRON2, towards=DETECTRON)
     assert rep.baseline < 1.0
     assert rep.found is not None and set(rep.found) == set(hidden), rep.summary()
     assert "found: " + " + ".join(rep.found) in rep.summary()
@@ -139,7 +140,7 @@ def test_bisection_finds_the_knobs_the_reference_used(converted_runs, hidden):
 def test_bisection_reports_knobs_without_effect(converted_runs):
     conv, scenes, run = converted_runs
     reference = conv.run(scenes[0], DETECTRON2.replace(roi_aligned=False))
-    rep = P.bisect_conventions(lambda c: run(c.replace(mask_paste="detectron2")), reference,
+    rep = CMP.bisect_conventions(lambda c: run(c.replace(mask_paste="detectron2")), reference,
                                start=DETECTRON2, towards=DETECTRON)
     assert "mask_paste" in rep.no_effect and rep.found == ("roi_aligned",)
 
@@ -152,10 +153,10 @@ def test_compare_detections_counts_masks():
     m2[0, 2:8, 7] = False
     a = {"boxes": box, "labels": torch.tensor([1]), "scores": torch.tensor([0.9]), "masks": m1}
     b = {**a, "masks": m2}
-    assert P.compare_detections(a, a)["agreement"] == 1.0
-    c = P.compare_detections(a, b)
+    assert CMP.compare_detections(a, a)["agreement"] == 1.0
+    c = CMP.compare_detections(a, b)
     assert c["agreement"] == 0.0 and c["min_mask_iou"] == pytest.approx(30 / 36)
-    assert P.compare_detections(a, {**a, "labels": torch.tensor([2])})["agreement"] == 0.0
+    assert CMP.compare_detections(a, {**a, "labels": torch.tensor([2])})["agreement"] == 0.0
 
 
 def test_bad_input_is_explained(fitted):
@@ -167,9 +168,9 @@ def test_bad_input_is_explained(fitted):
     with pytest.raises(ValueError, match="scenes must be a non-empty list"):
         P.fit_detector([], DETECTRON)
     with pytest.raises(ValueError, match="knobs must be among"):
-        P.bisect_conventions(lambda c: det.run(scenes[0], c), det.run(scenes[0], DETECTRON), knobs=("box_smooth_l1_beta",))
+        CMP.bisect_conventions(lambda c: det.run(scenes[0], c), det.run(scenes[0], DETECTRON), knobs=("box_smooth_l1_beta",))
     with pytest.raises(ValueError, match="run must be a callable"):
-        P.bisect_conventions(None, det.run(scenes[0], DETECTRON))
+        CMP.bisect_conventions(None, det.run(scenes[0], DETECTRON))
     with pytest.raises(ValueError, match="image_size must be at least"):
         P.synthetic_scenes(1, image_size=(20, 20))
 
@@ -177,13 +178,92 @@ def test_bad_input_is_explained(fitted):
 def test_quality_scores_both_conventions_alike(fitted):
     det, scenes = fitted
     conv = det.converted(DETECTRON2)
-    q1 = P.quality([det.run(s, DETECTRON) for s in scenes], scenes)
-    q2 = P.quality([conv.run(s, DETECTRON2) for s in scenes], scenes)
+    q1 = CMP.quality([det.run(s, DETECTRON) for s in scenes], scenes)
+    q2 = CMP.quality([conv.run(s, DETECTRON2) for s in scenes], scenes)
     assert q1["objects"] == q2["objects"] == sum(len(s.boxes) for s in scenes)
     assert q1["recall"] >= 0.6 and q2["recall"] >= 0.6, (q1, q2)
     # the ground truth itself, as a run, is perfect; a run of nothing finds nothing
     gt = [{"boxes": s.boxes, "scores": torch.ones(len(s.boxes)), "labels": s.labels} for s in scenes]
-    assert P.quality(gt, scenes) == {"recall": 1.0, "precision": 1.0, "objects": q1["objects"],
+    assert CMP.quality(gt, scenes) == {"recall": 1.0, "precision": 1.0, "objects": q1["objects"],
                                      "detections": q1["objects"], "found": q1["objects"]}
     with pytest.raises(ValueError, match="runs and scenes must pair up"):
-        P.quality(gt[:1], scenes)
+        CMP.quality(gt[:1], scenes)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces the detector is built from
+# ---------------------------------------------------------------------------------------------
+def test_anchor_order_permutation_maps_detectron_rows_onto_detectron2_rows():
+    """Detectron's generate_anchors rows (ratio-major) and Detectron2's cell anchors (size-major), both from the
+    original code (tests/data/anchors): after the permutation, row i of each is the same (size, ratio)."""
+    from explainer import anchors as A
+    from tests.conftest import load_golden
+
+    det = load_golden("anchors/detectron_generate_anchors.json")["single_call"]
+    d2 = load_golden("anchors/d2_cell_anchors.json")["single_call"]
+    n_sizes, n_ratios = 5, 3
+    p = A.anchor_order_permutation(n_sizes, n_ratios, "ratio_major", "size_major")
+    det_sqrt = torch.tensor(det["derived_sqrt_area_plus1"])[p]
+    det_aspect = torch.tensor(det["derived_aspect_h_over_w"])[p]
+    # Detectron rounds widths and heights: its sqrt(area) is within 5% of the size, its aspect within 10%
+    torch.testing.assert_close(det_sqrt, torch.tensor(d2["derived_sqrt_area"]), rtol=0.05, atol=0)
+    torch.testing.assert_close(det_aspect, torch.tensor(d2["derived_aspect_h_over_w"]), rtol=0.1, atol=0)
+    back = A.anchor_order_permutation(n_sizes, n_ratios, "size_major", "ratio_major")
+    assert torch.equal(p[back], torch.arange(15)) and torch.equal(back[p], torch.arange(15))
+    assert torch.equal(A.anchor_order_permutation(n_sizes, n_ratios, "size_major", "size_major"), torch.arange(15))
+    rows = torch.tensor(det["anchors_xyxy"])
+    assert torch.equal(A.ratio_major_to_size_major(rows, n_sizes, n_ratios), rows[p])
+    with pytest.raises(ValueError, match="dst must be 'ratio_major' or 'size_major'"):
+        A.anchor_order_permutation(5, 3, "ratio_major", "sizes_first")
+
+
+def test_roi_align_is_torchvisions_compiled_op_bit_for_bit():
+    torchvision = pytest.importorskip("torchvision")
+    g = torch.Generator().manual_seed(0)
+    feats = torch.rand(1, 4, 48, 64, generator=g)
+    xy = torch.rand(40, 2, generator=g) * 100
+    wh = 1 + torch.rand(40, 2, generator=g) * 60
+    rois = torch.cat([torch.zeros(40, 1), xy, xy + wh], 1)
+    for aligned in (False, True):
+        for sr in (-1, 2):
+            expected = torchvision.ops.roi_align(feats, rois, 7, spatial_scale=0.5, sampling_ratio=sr, aligned=aligned)
+            assert torch.equal(P._roi_align(feats, rois, 7, 0.5, sr, aligned), expected)
+
+
+def test_the_detector_runs_without_importing_torchvision():
+    """``import torchvision`` costs seconds per kernel; the detector loads only its compiled operators."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom explainer import compare, course, pipeline\n"
+            "from explainer.conventions import DETECTRON\n"
+            "det = pipeline.fit_detector(pipeline.synthetic_scenes(2, seed=0), DETECTRON)\n"
+            "det.run(pipeline.synthetic_scenes(1, seed=3)[0], DETECTRON)\n"
+            "print('torchvision' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_stage_differences_and_first_divergence_read_the_same_comparison(fitted):
+    det, scenes = fitted
+    ref = det.run(scenes[0], DETECTRON)
+    other = det.run(scenes[0], DETECTRON.replace(roi_aligned=True))
+    diffs = CMP.stage_differences(ref, other)
+    assert [d["stage"] for d in diffs] == list(P.STAGES)
+    first = CMP.first_divergence(ref, other)
+    differing = [d for d in diffs if d["max_diff"] > 1e-4]
+    assert differing[0]["stage"] == first["stage"] == "pooled"
+    # each entry's largest difference is the largest over its tensors, computed by hand here
+    for d in diffs:
+        a, b = ref.stages[d["stage"]], other.stages[d["stage"]]
+        by_hand = [float((a[k].double() - b[k].double()).abs().max()) if a[k].shape == b[k].shape and a[k].numel()
+                   else (0.0 if a[k].shape == b[k].shape else float("inf")) for k in a]
+        assert d["max_diff"] == max(by_hand)
+    # a tensor of another shape is an infinite difference, and says so
+    cut = P.Run(ref.convention, {**ref.stages, "detections": {**ref.stages["detections"],
+                                                              "boxes": ref.stages["detections"]["boxes"][:1]}},
+                ref.image_size)
+    first = CMP.first_divergence(ref, cut)
+    assert first["stage"] == "detections" and first["tensor"] == "boxes" and first["max_abs_diff"] == float("inf")
+    assert "shape" in first["detail"]

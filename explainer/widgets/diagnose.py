@@ -2,17 +2,17 @@
 diagnosis, two result files compared pair by pair, and a bisection over the knobs.
 
 Every dashboard here works on detections of the miniature detector of :mod:`explainer.pipeline`, fitted
-once per kernel under Detectron's conventions on synthetic scenes (see :func:`course_detector`), or on two
-COCO result files the reader uploads.
+once per kernel under Detectron's conventions on synthetic scenes (:func:`explainer.course.course_detector`),
+or on two COCO result files the reader uploads. The computations live in :mod:`explainer.course`,
+:mod:`explainer.compare` and :mod:`explainer.diagnose`; this module only draws them. It holds the chapter's
+four dashboards (a little over 600 lines) so that they share one palette, one table of injectable mistakes and
+the helpers that label boxes and format the evidence.
 """
 
 from __future__ import annotations
 
 import html
-import tempfile
-import time
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import ipywidgets as widgets
@@ -23,9 +23,11 @@ from matplotlib.collections import LineCollection
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
+from .. import compare as CMP
+from .. import course as C
 from .. import diagnose as D
-from .. import pipeline as P
 from ..conventions import DETECTRON, DETECTRON2, Convention
+from ..pipeline import INFERENCE_KNOBS, STAGES
 from ..viz.draw import box_segments
 from ..viz.style import OKABE_ITO, STYLE
 from .base import Dashboard, checkbox, dropdown, html_table, int_slider, register
@@ -62,64 +64,6 @@ MISTAKES: Dict[str, Tuple[str, str, Dict[str, Any], str]] = {
 #: For each inference knob: the value it takes when it is 'changed', shown next to its checkbox.
 def _changed_value(knob: str):
     return getattr(DETECTRON2, knob)
-
-
-# --------------------------------------------------------------------------------------------------
-# the course's detector, fitted once per kernel
-# --------------------------------------------------------------------------------------------------
-
-N_TRAIN, N_TEST = 8, 6
-
-
-@lru_cache(maxsize=1)
-def course_detector() -> Dict[str, Any]:
-    """The miniature detector fitted under Detectron's conventions, its test scenes and reference runs."""
-    t0 = time.perf_counter()
-    train = P.synthetic_scenes(n=N_TRAIN, seed=0)
-    det = P.fit_detector(train, convention=DETECTRON, seed=0)
-    fit_s = time.perf_counter() - t0
-    test = P.synthetic_scenes(n=N_TEST, seed=1000)
-    return dict(detector=det, converted=det.converted(DETECTRON2), train=train, test=test, fit_s=fit_s)
-
-
-_RUNS: Dict[Tuple[int, Convention, bool], "P.Run"] = {}
-
-
-def run_scene(index: int, convention: Convention, converted: bool = False) -> "P.Run":
-    """One scene through the detector (or its properly converted copy) under ``convention``; cached."""
-    key = (index, convention, converted)
-    if key not in _RUNS:
-        c = course_detector()
-        det = c["converted"] if converted else c["detector"]
-        _RUNS[key] = det.run(c["test"][index], convention)
-    return _RUNS[key]
-
-
-def detections_over_scenes(convention: Convention, converted: bool = False) -> Dict[int, Dict[str, torch.Tensor]]:
-    """{scene index: detections} over the test scenes, as :func:`explainer.diagnose.diagnose` takes them."""
-    return {i: dict(run_scene(i, convention, converted).detections) for i in range(N_TEST)}
-
-
-def stage_differences(a: "P.Run", b: "P.Run") -> List[Dict[str, Any]]:
-    """Per stage in pipeline order: the largest absolute difference over its tensors (inf when shapes differ)."""
-    out = []
-    for stage in a.stages:
-        if stage not in b.stages:
-            continue
-        worst, what = 0.0, ""
-        for k, ta in a.stages[stage].items():
-            tb = b.stages[stage].get(k)
-            if not isinstance(ta, torch.Tensor) or not isinstance(tb, torch.Tensor):
-                continue
-            if ta.shape != tb.shape:
-                worst, what = float("inf"), f"{k}: shape {tuple(ta.shape)} vs {tuple(tb.shape)}"
-                break
-            if ta.numel():
-                d = float((ta.double() - tb.double()).abs().max())
-                if d > worst:
-                    worst, what = d, k
-        out.append(dict(stage=stage, max_diff=worst, tensor=what))
-    return out
 
 
 def _pool_text(ax, n: int, **kw) -> list:
@@ -170,7 +114,7 @@ LABELLED = 3
 
 CANDIDATES = [("Detectron2, weights converted", "d2_converted"),
               ("Detectron2, weights loaded unconverted", "d2_raw")] + [
-    (f"Detectron with {k} = {_changed_value(k)!r}", k) for k in P.INFERENCE_KNOBS]
+    (f"Detectron with {k} = {_changed_value(k)!r}", k) for k in INFERENCE_KNOBS]
 
 
 def _candidate(choice: str) -> Tuple[Convention, bool]:
@@ -185,11 +129,11 @@ def _candidate(choice: str) -> Tuple[Convention, bool]:
 def _both(candidate: str, scene: int) -> Dict[str, Any]:
     """The reference and candidate runs of a scene, compared stage by stage (runs and comparisons cached)."""
     conv, converted = _candidate(candidate)
-    ref = run_scene(scene, DETECTRON)
-    cand = run_scene(scene, conv, converted)
-    return dict(ref=ref, cand=cand, diffs=stage_differences(ref, cand), first=P.first_divergence(ref, cand),
-                image=course_detector()["test"][scene].image, conv=conv, converted=converted, scene=scene,
-                agree=P.compare_detections(ref.detections, cand.detections))
+    ref = C.run_scene(scene, DETECTRON)
+    cand = C.run_scene(scene, conv, converted)
+    return dict(ref=ref, cand=cand, diffs=CMP.stage_differences(ref, cand), first=CMP.first_divergence(ref, cand),
+                image=C.course_detector().test[scene].image, conv=conv, converted=converted, scene=scene,
+                agree=CMP.compare_detections(ref.detections, cand.detections))
 
 
 @register
@@ -204,14 +148,14 @@ class BothConventionsDashboard(Dashboard):
         return {
             "candidate": dropdown("candidate", CANDIDATES, "d2_converted",
                                   "what the reference (Detectron, as fitted) is compared with", width="430px"),
-            "scene": int_slider("scene", 0, N_TEST - 1, 0, "which synthetic test image"),
+            "scene": int_slider("scene", 0, C.N_TEST - 1, 0, "which synthetic test image"),
         }
 
     def build(self, fig):
         gs = fig.add_gridspec(1, 2, width_ratios=[1.25, 1])
         self.ax = fig.add_subplot(gs[0])
         self.ax_st = fig.add_subplot(gs[1])
-        scene = course_detector()["test"][0]
+        scene = C.course_detector().test[0]
         H, W = scene.image.shape[-2:]
         self.img = self.ax.imshow(np.zeros((H, W, 3)), extent=(0, W, H, 0), interpolation="nearest")
         self.ref_lines = LineCollection([], colors=REF_COLOR, linewidths=2.0, label="reference: Detectron (as fitted)")
@@ -230,7 +174,7 @@ class BothConventionsDashboard(Dashboard):
         self.ax.set_xlabel("x (image pixels)")
         self.ax.set_ylabel("y (image pixels)")
         self.ax.legend(handles=[self.ref_lines, self.cand_lines], loc="lower left", fontsize=8, facecolor="#DDDDDD")
-        stages = list(P.STAGES)
+        stages = list(STAGES)
         self.stages = stages
         self.bars = self.ax_st.barh(np.arange(len(stages)), np.zeros(len(stages)), color=STYLE["agree"])
         self.bar_txt = _pool_text(self.ax_st, len(stages), fontsize=8, va="center")
@@ -310,7 +254,7 @@ class InjectDashboard(Dashboard):
 
     def make_controls(self):
         c = {}
-        for k in P.INFERENCE_KNOBS:
+        for k in INFERENCE_KNOBS:
             c[f"knob_{k}"] = checkbox(f"{k} = {_changed_value(k)!r}", False,
                                       f"run the Detectron-fitted detector with {k} set as in Detectron2 (weights unconverted)")
         for name, (label, _, _, tip) in MISTAKES.items():
@@ -318,7 +262,7 @@ class InjectDashboard(Dashboard):
         return c
 
     def layout_controls(self):
-        knobs = [self.controls[f"knob_{k}"] for k in P.INFERENCE_KNOBS]
+        knobs = [self.controls[f"knob_{k}"] for k in INFERENCE_KNOBS]
         mistakes = [self.controls[n] for n in MISTAKES]
         row = widgets.Layout(flex_flow="row wrap")
         return widgets.VBox([
@@ -354,7 +298,7 @@ class InjectDashboard(Dashboard):
         self.ax_h.set_xscale("symlog", linthresh=LINTHRESH, linscale=1.5)
         self.ax_h.set_xlim(-SPAN, SPAN)
         self.ax_h.set_xticks(ticks, [str(t) for t in ticks])
-        n_ref = sum(len(d["boxes"]) for d in detections_over_scenes(DETECTRON).values())
+        n_ref = sum(len(d["boxes"]) for d in C.detections_over_scenes(DETECTRON).values())
         self.ax_h.set_ylim(0, max(n_ref, 1) * 1.1)   # at most one count per reference detection
         for ax in (self.ax_s, self.ax_l):
             ax.axhline(0, color=STYLE["grid"], linewidth=0.8)
@@ -366,16 +310,16 @@ class InjectDashboard(Dashboard):
         self.empty = self.ax_h.text(0.5, 0.5, "", transform=self.ax_h.transAxes, ha="center", color=STYLE["neutral"])
 
     def compute(self, **params):
-        knobs = {k: _changed_value(k) for k in P.INFERENCE_KNOBS if params[f"knob_{k}"]}
+        knobs = {k: _changed_value(k) for k in INFERENCE_KNOBS if params[f"knob_{k}"]}
         conv = DETECTRON.replace(**knobs) if knobs else DETECTRON
-        ref = detections_over_scenes(DETECTRON)
-        cand = D.load_detections(detections_over_scenes(conv), name="candidate")
+        ref = C.detections_over_scenes(DETECTRON)
+        cand = D.load_detections(C.detections_over_scenes(conv), name="candidate")
         injected = []
         for name, (_, cause, kw, _) in MISTAKES.items():
             if params[name]:
                 cand = D.inject(cand, cause, **kw)
                 injected.append(cause)
-        size = tuple(course_detector()["test"][0].image.shape[-2:])
+        size = tuple(C.course_detector().test[0].image.shape[-2:])
         diag = D.diagnose(ref, cand, image_size=size)
         return dict(diag=diag, knobs=knobs, injected=injected, conv=conv)
 
@@ -426,9 +370,9 @@ EXAMPLES = [
 @lru_cache(maxsize=8)
 def _example(mistakes: Tuple[str, ...]) -> Tuple[list, list]:
     """A built-in pair of COCO result lists: the reference with ``mistakes`` injected, or the converted run."""
-    ref = detections_over_scenes(DETECTRON)
+    ref = C.detections_over_scenes(DETECTRON)
     if not mistakes:
-        return D.to_coco_results(ref), D.to_coco_results(detections_over_scenes(DETECTRON2, converted=True))
+        return D.to_coco_results(ref), D.to_coco_results(C.detections_over_scenes(DETECTRON2, converted=True))
     cand = D.load_detections(ref, name="candidate")
     for m in mistakes:
         _, cause, kw, _ = MISTAKES[m]
@@ -436,14 +380,12 @@ def _example(mistakes: Tuple[str, ...]) -> Tuple[list, list]:
     return D.to_coco_results(ref), D.to_coco_results(cand)
 
 
-def _uploaded(widget, side: str):
+def _uploaded(widget, side: str) -> D.Detections:
+    """The uploaded file's detections, parsed from the bytes in memory (no file is written)."""
     if not widget.value:
         raise ValueError(f"no {side} file yet: upload a COCO results JSON ([{{'image_id', 'category_id', 'bbox', 'score'}}])")
     f = widget.value[0]
-    tmp = Path(tempfile.mkdtemp(prefix="explainer-upload-"))
-    path = tmp / Path(str(f["name"])).name
-    path.write_bytes(bytes(f["content"]))
-    return path
+    return D.detections_from_json(bytes(f["content"]), name=str(f["name"]))
 
 
 #: The pair panel shows this much around the reference box (in box widths and heights).
@@ -523,8 +465,7 @@ class UploadDashboard(Dashboard):
             diag = D.diagnose(ref, cand)
             p = diag.pairs
             if len(p["iou"]):
-                worst = (p["cand_boxes"] - p["ref_boxes"]).abs().amax(dim=1)
-                order = torch.argsort(worst, descending=True, stable=True)
+                order = diag.pairs_by_difference()
                 both = torch.cat([p["ref_boxes"], p["cand_boxes"]])
                 # a round extent: inputs of the same image size share the limits (no re-layout between them)
                 extent = next(v for v in NICE_EXTENTS if v >= float(both.max()) or v == NICE_EXTENTS[-1])
@@ -597,22 +538,17 @@ class UploadDashboard(Dashboard):
 # 4. bisect the knobs
 # --------------------------------------------------------------------------------------------------
 
-HIDDEN = [(k, (k,)) for k in P.INFERENCE_KNOBS] + [("anchor_offset + roi_aligned", ("anchor_offset", "roi_aligned"))]
-
-
-def reference_convention(hidden: Tuple[str, ...]) -> Convention:
-    """Detectron2's conventions with the ``hidden`` knobs left at Detectron's values: how the reference ran."""
-    return DETECTRON2.replace(**{k: getattr(DETECTRON, k) for k in hidden})
+HIDDEN = [(k, (k,)) for k in INFERENCE_KNOBS] + [("anchor_offset + roi_aligned", ("anchor_offset", "roi_aligned"))]
 
 
 @lru_cache(maxsize=16)
 def _bisect(hidden: Tuple[str, ...], scene: int = 0):
     """Bisect from Detectron2's conventions towards Detectron's on the converted detector, against a reference
     that the same converted detector produced with the ``hidden`` knobs at Detectron's values."""
-    reference = run_scene(scene, reference_convention(hidden), converted=True)
-    report = P.bisect_conventions(lambda conv: run_scene(scene, conv, converted=True), reference,
-                                  start=DETECTRON2, towards=DETECTRON)
-    return report, reference_convention(hidden)
+    reference = C.run_scene(scene, C.reference_convention(hidden), converted=True)
+    report = CMP.bisect_conventions(lambda conv: C.run_scene(scene, conv, converted=True), reference,
+                                    start=DETECTRON2, towards=DETECTRON)
+    return report, C.reference_convention(hidden)
 
 
 @register
@@ -631,7 +567,7 @@ class BisectDashboard(Dashboard):
     def build(self, fig):
         self.ax = fig.add_subplot(1, 1, 1)
         # one fixed row per knob, and a last row for the best combination tried (pairs, then a greedy search)
-        self.rows = list(P.INFERENCE_KNOBS) + ["(combination)"]
+        self.rows = list(INFERENCE_KNOBS) + ["(combination)"]
         n = len(self.rows)
         self.bars = self.ax.barh(np.arange(n), np.zeros(n), color=STYLE["neutral"])
         self.txt = _pool_text(self.ax, n, fontsize=8, va="center")
@@ -639,7 +575,7 @@ class BisectDashboard(Dashboard):
         self.base = self.ax.axvline(0, color=STYLE["reference"], linestyle=":", label="agreement before any change")
         self.ax.set_xlim(0, 1.25)
         self.ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
-        self.ax.set_yticks(np.arange(n), [f"set back {k}" for k in P.INFERENCE_KNOBS] + ["best combination"])
+        self.ax.set_yticks(np.arange(n), [f"set back {k}" for k in INFERENCE_KNOBS] + ["best combination"])
         self.ax.set_ylim(n - 0.5, -0.5)
         self.ax.set_xlabel("agreement with the reference (fraction of its detections reproduced)")
         self.ax.set_title("one knob at a time, Detectron2 towards Detectron (green: agrees)", fontsize=10)

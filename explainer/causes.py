@@ -1,0 +1,156 @@
+"""The vocabulary of the diagnosis: every cause it can name, the fingerprint it looks for, and the fix.
+
+:data:`CAUSES` is what :func:`explainer.diagnose.diagnose` reports from two sets of detections, and what a
+stage-by-stage comparison of two models names when it finds the same mistake inside them. A found cause is a
+:class:`Cause`: its name, a strength in [0, 1], the evidence in numbers and the fix. Nothing here imports
+matplotlib or ipywidgets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import numpy as np
+import torch
+
+__all__ = ["CAUSES", "CauseInfo", "Cause", "make_cause", "UNRELATED_BELOW", "BOX_ATOL", "SCORE_ATOL"]
+
+#: Below this fraction of matched detections the two sides are called unrelated.
+UNRELATED_BELOW = 0.3
+#: Differences at or below these are "identical": box coordinates (px) and scores.
+BOX_ATOL, SCORE_ATOL = 1e-4, 1e-5
+
+
+@dataclass(frozen=True)
+class CauseInfo:
+    """One entry of the vocabulary: what it means, the fingerprint the diagnosis looks for, and the fix."""
+
+    meaning: str
+    fingerprint: str
+    fix: str
+
+
+#: Every cause :func:`diagnose` can report, in the order the course introduces them.
+CAUSES: Dict[str, CauseInfo] = {
+    "identical": CauseInfo(
+        "the two sides agree",
+        f"every detection matched, boxes within {BOX_ATOL:g} px, scores within {SCORE_ATOL:g}, same labels",
+        "nothing to fix"),
+    "no_detections": CauseInfo(
+        "one side (or both) has no detections",
+        "an empty side",
+        "check the export of the empty side: the input image (normalisation, BGR/RGB, size), the score threshold, "
+        "and that its results were written at all"),
+    "plus_one": CauseInfo(
+        "Detectron's inclusive box corners (width = x2 - x1 + 1) against Detectron2's continuous ones",
+        "x1, y1 agree; x2 and y2 differ by exactly 1 px",
+        "convert inclusive boxes with x2 += 1, y2 += 1 (Detectron's COCO export adds 1 to w and h); "
+        "in Caffe2 operators set legacy_plus_one to match the model's training code"),
+    "half_pixel_shift": CauseInfo(
+        "pixel indices (centre of the first pixel = 0) read as continuous coordinates (its left edge = 0)",
+        "all four coordinates shifted by the same 0.5 px",
+        "add or subtract 0.5 where one side converts between pixel indices and coordinates "
+        "(ROIAlign aligned=True, MODEL.ROI_BOX_HEAD.POOLER_TYPE, the exporter's coordinate convention)"),
+    "scale": CauseInfo(
+        "boxes left in the resized input's frame (the rescale to the original image is missing or doubled)",
+        "every coordinate multiplied by one constant",
+        "rescale the boxes to the original image size (Detectron2's detector_postprocess with the original "
+        "height and width; Detectron divides by im_scale)"),
+    "anisotropic_scale": CauseInfo(
+        "x and y rescaled by different factors: height and width swapped, or a resize that ignored the aspect ratio",
+        "x coordinates times sx, y coordinates times sy, sx != sy",
+        "pass (height, width) where (height, width) is expected, and rescale x by the width ratio, y by the height ratio"),
+    "translation": CauseInfo(
+        "a constant offset: padding or a crop that is not undone",
+        "x coordinates + dx, y coordinates + dy, the same for every box",
+        "subtract the padding (letterbox) offset or add back the crop origin before comparing"),
+    "xywh_as_xyxy": CauseInfo(
+        "(x1, y1, x2, y2) written where (x, y, width, height) is expected, or the other way round",
+        "x1, y1 agree; the candidate's width equals the reference's x2 (and its height the reference's y2)",
+        "convert with w = x2 - x1, h = y2 - y1 when writing COCO's bbox (and back with x2 = x + w on reading)"),
+    "label_offset": CauseInfo(
+        "class indices shifted: background first (Detectron, 0 = background) against last (Detectron2), "
+        "or 1-based against 0-based label maps",
+        "boxes match; candidate label = reference label + k for one constant k",
+        "reorder the classifier rows when converting (background row first vs last) or map labels with the "
+        "dataset's contiguous id mapping"),
+    "label_permutation": CauseInfo(
+        "a different class order (label map, or the classifier's rows permuted)",
+        "boxes match; each reference label maps to one candidate label, not by a constant offset",
+        "use the same class list (in the same order) on both sides; for COCO, the dataset's metadata "
+        "thing_dataset_id_to_contiguous_id"),
+    "coco_category_ids": CauseInfo(
+        "COCO's category ids (1..90, with gaps) against the 80 contiguous labels",
+        "labels shifted by +1 for the first 11 classes and by more after each gap (12, 26, 29, 30, 45, ...)",
+        "map contiguous labels through COCO's category id list when writing results (and back when reading)"),
+    "keypoint_half_pixel": CauseInfo(
+        "keypoints as pixel indices (COCO annotations) against continuous coordinates (raw Detectron2 output)",
+        "keypoints shifted by the same 0.5 px in x and y while the boxes agree",
+        "subtract 0.5 from raw Detectron2 keypoints when writing COCO results (its COCO evaluator does this)"),
+    "flip_off_by_one": CauseInfo(
+        "a horizontal flip computed as W - 1 - x (pixel indices) on one side and W - x (coordinates) on the other",
+        "keypoints (or flipped boxes) differ by exactly 1 px in x and not at all in y",
+        "flip continuous coordinates with W - x and pixel indices with W - 1 - x; keep one convention per quantity"),
+    "mask_paste": CauseInfo(
+        "masks pasted into the image by different methods (Detectron's per-box resize vs Detectron2's grid sampling)",
+        "boxes agree; masks differ only within 2 px of their contour",
+        "use the same paste (Detectron2's paste_masks_in_image, or its legacy paste for Detectron models)"),
+    "threshold_or_topk": CauseInfo(
+        "a different score threshold, detection cap or pre/post-NMS top-k",
+        "matched detections agree; the unmatched ones are all scored below the matched ones, or beyond a "
+        "per-image count",
+        "align MODEL.ROI_HEADS.SCORE_THRESH_TEST / TEST.SCORE_THRESH, TEST.DETECTIONS_PER_IMAGE / "
+        "TEST.DETECTIONS_PER_IM and the RPN top-k settings"),
+    "numerical_noise": CauseInfo(
+        "floating-point differences (fp16, another backend, another resize implementation)",
+        "small, unstructured differences in boxes and scores, no pattern shared by the pairs",
+        "nothing, if the size is acceptable; otherwise compare the preprocessed input tensors first"),
+    "inference_difference": CauseInfo(
+        "the models compute differently: anchors, ROIAlign, box decoding, NMS or weights",
+        "matched boxes differ by more than numerics with no global pattern, or scores drift while boxes agree",
+        "compare the two pipelines stage by stage (anchors, proposals, pooled features) or bisect the "
+        "conventions (explainer.compare.bisect_conventions)"),
+    "unrelated": CauseInfo(
+        "the two sides do not describe the same detections",
+        f"fewer than {UNRELATED_BELOW:.0%} of the detections match one to one, even after trying a global alignment",
+        "check that both files are for the same images (image ids, file order) and the same model; "
+        "if they are, the converted model is broken: compare its stages with the original's"),
+}
+
+
+@dataclass
+class Cause:
+    """One ranked cause: ``name`` (a key of :data:`CAUSES`), ``strength`` in [0, 1], ``evidence``, ``fix``."""
+
+    name: str
+    strength: float
+    evidence: Dict[str, Any]
+    fix: str
+    explanation: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The cause as JSON-ready values (numbers rounded, tensors as lists)."""
+        return {"name": self.name, "strength": round(float(self.strength), 4), "evidence": _jsonable(self.evidence),
+                "fix": self.fix, "explanation": self.explanation}
+
+
+def make_cause(name: str, strength: float, evidence: Dict[str, Any], explanation: str) -> Cause:
+    """A :class:`Cause` of the vocabulary, its strength clipped to [0, 1] and the vocabulary's fix."""
+    return Cause(name, float(min(max(strength, 0.0), 1.0)), evidence, CAUSES[name].fix, explanation)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, torch.Tensor):
+        return _jsonable(v.tolist())
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return round(f, 6) if math.isfinite(f) else str(f)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    return v

@@ -1,0 +1,193 @@
+"""The command line: ``python -m explainer <command> ...`` (or ``explainer <command> ...``); ``--help`` lists them.
+
+==============  ==========================================================  ===============================
+command         what it does                                                exit codes
+==============  ==========================================================  ===============================
+``convert``     a Detectron ``.pkl`` to a Detectron2 checkpoint             0 written, 2 bad input,
+                (:mod:`explainer.checkpoint`); the input is never modified  3 output exists (use --force)
+``audit``       a checkpoint's names and shapes against what a model        0 loads, 1 problems found,
+                expects (:func:`explainer.checkpoint.audit`)                2 bad input
+``diagnose``    why two COCO result files differ                            0 identical, 1 causes found,
+                (:func:`explainer.diagnose.diagnose`)                       2 bad input
+==============  ==========================================================  ===============================
+
+This module owns the parser; each command is a function here that reads its arguments, calls plain
+functions of the computation modules and prints. Bad input (and a bad command line) ends with one line
+``error: ...`` on stderr and exit code 2. A new command (a layer-by-layer ``trace``, say) is one more entry
+in :data:`COMMANDS`: a function that adds its arguments and a function that runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
+
+from . import checkpoint as ckpt
+from . import diagnose as diag
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its own errors (a missing argument, an unknown option) as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _fail(e: BaseException, code: int = BAD_INPUT) -> int:
+    print("error: " + " ".join(str(e).split()), file=sys.stderr)
+    return code
+
+
+# --------------------------------------------------------------------------------------------------
+# convert
+# --------------------------------------------------------------------------------------------------
+def _convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="Detectron .pkl")
+    p.add_argument("output", help="Detectron2 checkpoint to write (.pth or .pkl)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    try:
+        ck = ckpt.load_checkpoint(args.input)
+        if not ck.format.startswith("detectron "):
+            raise ValueError(f"{args.input}: recognised as {ck.format}, not a Detectron checkpoint; nothing to convert")
+        sd, report = ckpt.convert_detectron_to_detectron2(ck.tensors)
+        if Path(args.output).resolve() == Path(args.input).resolve():
+            raise ValueError("the output must not be the input file")
+        ckpt.save_checkpoint(sd, args.output, force=args.force)
+    except FileExistsError as e:
+        return _fail(e, code=3)
+    except (ValueError, OSError) as e:
+        return _fail(e)
+    if args.json:
+        print(json.dumps({"output": str(args.output), "format_in": ck.format,
+                          **{k: report[k] for k in ("counts", "predictor", "ignored", "unmapped")},
+                          "renamed": [list(r[:3]) for r in report["renamed"]]}, indent=1, default=str))
+    else:
+        print(f"{args.input}: {ck.format}, {ck.n_parameters:,} parameters")
+        _print_conversion(report)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _print_conversion(report: Dict[str, Any]) -> None:
+    c = report["counts"]
+    print(f"converted {c['tensors in']} tensors -> {c['tensors out']} ({c['parameters out']:,} parameters); "
+          f"ignored {c['ignored']}")
+    for name, change, what in report["predictor"]:
+        print(f"  predictor {name}: {change} ({what})")
+    for k, why in report["ignored"]:
+        print(f"  ignored {k}: {why}")
+    for k, new in report["unmapped"]:
+        print(f"  unmapped {k} -> kept as {new}")
+
+
+# --------------------------------------------------------------------------------------------------
+# audit
+# --------------------------------------------------------------------------------------------------
+def _audit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help=".pkl or .pth (a Detectron checkpoint is converted first)")
+    p.add_argument("--expected", required=True, help="JSON file: {name: shape} (or {'shapes': {...}})")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+
+def _audit(args: argparse.Namespace) -> int:
+    try:
+        ck = ckpt.load_checkpoint(args.checkpoint)
+        tensors = ck.tensors
+        if ck.format.startswith("detectron "):
+            tensors, _ = ckpt.convert_detectron_to_detectron2(tensors)
+        res = ckpt.audit(tensors, args.expected)
+    except (ValueError, OSError) as e:
+        return _fail(e)
+    if args.json:
+        print(json.dumps(res, indent=1, default=list))
+    else:
+        _print_audit(res)
+    return 0 if res["ok"] else 1
+
+
+def _print_audit(res: Dict[str, Any]) -> None:
+    print(f"matched {res['matched']} parameters; {len(res['mismatched'])} shape mismatches, {len(res['missing'])} missing, "
+          f"{len(res['unexpected'])} unexpected")
+    for k, e, g, w, cause in res["mismatched"]:
+        print(f"  MISMATCH {e}: checkpoint {g} (as {k}), model {w}: {cause}")
+    for e, shape, cause in res["missing"]:
+        print(f"  MISSING  {e} {shape}: {cause}")
+    for k, shape, cause in res["unexpected"]:
+        print(f"  UNEXPECTED {k} {shape}: {cause}")
+    print("OK" if res["ok"] else "PROBLEMS FOUND")
+
+
+# --------------------------------------------------------------------------------------------------
+# diagnose
+# --------------------------------------------------------------------------------------------------
+def _diagnose_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reference", help="COCO results JSON of the original model")
+    p.add_argument("candidate", help="COCO results JSON of the converted model")
+    p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    p.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
+                   help="image height and width (lets the evidence recognise swapped height and width)")
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    try:
+        size = tuple(args.image_size) if args.image_size else None
+        d = diag.diagnose(args.reference, args.candidate, image_size=size)
+    except (ValueError, OSError) as e:
+        return _fail(e)
+    print(json.dumps(d.to_dict(), indent=2) if args.json else d.summary())
+    return 0 if d.names == ["identical"] else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# the parser
+# --------------------------------------------------------------------------------------------------
+#: name -> (help, description, add the arguments, run); the order of ``--help``.
+COMMANDS: Dict[str, Tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "convert": ("convert a Detectron checkpoint to Detectron2 (the input is never modified)",
+                "Exit codes: 0 written, 2 bad input, 3 output exists (use --force).",
+                _convert_arguments, _convert),
+    "audit": ("compare a checkpoint's names and shapes with what a model expects",
+              "Exit codes: 0 everything loads, 1 problems found, 2 bad input.",
+              _audit_arguments, _audit),
+    "diagnose": ("explain why two sets of detections (COCO result JSON files) differ",
+                 "Match the candidate's detections to the reference's and name the convention mistakes "
+                 "that explain the differences. Exit codes: 0 identical, 1 differences explained, 2 bad input.",
+                 _diagnose_arguments, _diagnose),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command in :data:`COMMANDS`."""
+    parser = _Parser(prog="python -m explainer",
+                     description="Detectron vs Detectron2: convert and audit checkpoints, diagnose differing detections.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, description, add_arguments, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=description)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; returns its exit code (2 and the help when no command is given)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return BAD_INPUT
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Apply one cause of the diagnosis's vocabulary to detections: the mistakes the course injects, and readers' experiments.
+
+:data:`INJECTIONS` holds one entry per cause that can be injected: its parameters with their defaults, and
+the function that applies it to one image's detections. :func:`inject` reads the detections, checks the
+cause and the parameters, and applies the entry to every image. The causes that describe a comparison
+rather than a mistake (``identical``, ``no_detections``, ``unrelated``, ``inference_difference``) are not
+injectable. Nothing here imports matplotlib or ipywidgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ._validate import finite_number
+from .detections import Detections, ImageDetections, load_detections
+from .labels import COCO_CATEGORY_IDS
+from .matching import xyxy_read_as_xywh
+
+__all__ = ["INJECTIONS", "Injection", "inject"]
+
+
+@dataclass
+class _Context:
+    """What an entry's function may use besides the image: the parameters (defaults filled in), a random
+    generator seeded with ``seed`` and shared by all images in order, and every label of the input."""
+
+    params: Dict[str, Any]
+    generator: torch.Generator
+    labels: List[int]
+    permutation: Dict[int, int] = field(default_factory=dict)
+
+
+#: image id, that image's detections (boxes, scores, labels already copied) and the context -> new detections
+Apply = Callable[[Any, ImageDetections, _Context], ImageDetections]
+
+
+@dataclass(frozen=True)
+class Injection:
+    """How to inject one cause: ``defaults`` names every parameter it takes (None: optional, no default),
+    ``apply`` changes one image's detections, ``prepare`` (optional) runs once before the first image.
+    Parameters are finite numbers unless named in ``raw``."""
+
+    defaults: Dict[str, Any]
+    apply: Apply
+    raw: FrozenSet[str] = frozenset()
+    prepare: Optional[Callable[[_Context], None]] = None
+
+
+# -- the entries -----------------------------------------------------------------------------------
+def _plus_one(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    d.boxes[:, 2:] += c.params["amount"]
+    return d
+
+
+def _half_pixel_shift(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    d.boxes += c.params["shift"]
+    return d
+
+
+def _scale(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    d.boxes *= c.params["factor"]
+    return d
+
+
+def _anisotropic_scale(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    d.boxes[:, 0::2] *= c.params["sx"]
+    d.boxes[:, 1::2] *= c.params["sy"]
+    return d
+
+
+def _translation(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    d.boxes[:, 0::2] += c.params["dx"]
+    d.boxes[:, 1::2] += c.params["dy"]
+    return d
+
+
+def _xywh_as_xyxy(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    d.boxes = xyxy_read_as_xywh(d.boxes)
+    return d
+
+
+def _label_offset(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    d.labels = d.labels + int(c.params["offset"])
+    return d
+
+
+def _label_permutation_prepare(c: _Context) -> None:
+    """One permutation for all images: the given mapping, or a random one of every label of the input."""
+    m = c.params["mapping"]
+    if m is not None:
+        if not isinstance(m, Mapping) or not all(isinstance(a, int) and isinstance(b, int) for a, b in m.items()):
+            raise ValueError(f"mapping must be a dict of integer labels {{label: new label}}, got {m!r}")
+        c.permutation = {a: int(m.get(a, a)) for a in c.labels}
+    elif c.labels:
+        order = torch.randperm(len(c.labels), generator=c.generator)
+        c.permutation = {a: c.labels[int(order[i])] for i, a in enumerate(c.labels)}
+
+
+def _label_permutation(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    d.labels = torch.tensor([c.permutation[int(v)] for v in d.labels.tolist()], dtype=torch.long)
+    return d
+
+
+def _coco_category_ids(k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    labels = d.labels
+    if labels.numel() and (labels.min() < 0 or labels.max() > 79):
+        raise ValueError(f"coco_category_ids needs contiguous labels 0..79; image {k} has "
+                         f"{int(labels.min())}..{int(labels.max())}")
+    d.labels = torch.tensor(COCO_CATEGORY_IDS, dtype=torch.long)[labels]
+    return d
+
+
+def _keypoints(cause: str, k: Any, d: ImageDetections) -> torch.Tensor:
+    if d.keypoints is None:
+        raise ValueError(f"{cause} needs keypoints; image {k} has none")
+    return d.keypoints.clone()
+
+
+def _keypoint_half_pixel(k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    d.keypoints = _keypoints("keypoint_half_pixel", k, d)
+    d.keypoints[..., :2] += c.params["shift"]
+    return d
+
+
+def _flip_off_by_one(k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    d.keypoints = _keypoints("flip_off_by_one", k, d)
+    d.keypoints[..., 0] += c.params["shift"]
+    return d
+
+
+def _mask_paste(k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    """Masks grown (``grow`` > 0) or shrunk (< 0) by ``|grow|`` px: a square dilation or erosion."""
+    if d.masks is None:
+        raise ValueError(f"mask_paste needs masks; image {k} has none")
+    g = int(c.params["grow"])
+    mf = d.masks.float()[:, None]
+    d.masks = (F.max_pool2d(mf, 2 * g + 1, 1, g) if g > 0 else -F.max_pool2d(-mf, -2 * g + 1, 1, -g))[:, 0] > 0
+    return d
+
+
+def _threshold_or_topk(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    s = d.scores
+    keep = torch.ones(len(s), dtype=torch.bool)
+    if c.params["score_threshold"] is not None:
+        keep &= s > c.params["score_threshold"]
+    if c.params["topk"] is not None:
+        top = torch.argsort(s, descending=True, stable=True)[:int(c.params["topk"])]
+        t = torch.zeros(len(s), dtype=torch.bool)
+        t[top] = True
+        keep &= t
+    return d.take(keep)
+
+
+def _numerical_noise(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    b = d.boxes + torch.randn(d.boxes.shape, generator=c.generator, dtype=torch.float64) * c.params["sigma"]
+    b[:, 2:] = torch.maximum(b[:, 2:], b[:, :2])
+    d.boxes = b
+    d.scores = d.scores + torch.randn(d.scores.shape, generator=c.generator, dtype=torch.float64) * c.params["score_sigma"]
+    return d
+
+
+#: Every injectable cause, in the order of :data:`explainer.causes.CAUSES`.
+INJECTIONS: Dict[str, Injection] = {
+    "plus_one": Injection({"amount": 1.0}, _plus_one),
+    "half_pixel_shift": Injection({"shift": 0.5}, _half_pixel_shift),
+    "scale": Injection({"factor": 0.8}, _scale),
+    "anisotropic_scale": Injection({"sx": 0.75, "sy": 4 / 3}, _anisotropic_scale),
+    "translation": Injection({"dx": 16.0, "dy": 8.0}, _translation),
+    "xywh_as_xyxy": Injection({}, _xywh_as_xyxy),
+    "label_offset": Injection({"offset": 1}, _label_offset),
+    "label_permutation": Injection({"mapping": None, "seed": 0}, _label_permutation, frozenset({"mapping", "seed"}),
+                                   _label_permutation_prepare),
+    "coco_category_ids": Injection({}, _coco_category_ids),
+    "keypoint_half_pixel": Injection({"shift": 0.5}, _keypoint_half_pixel),
+    "flip_off_by_one": Injection({"shift": -1.0}, _flip_off_by_one),
+    "mask_paste": Injection({"grow": 1}, _mask_paste),
+    "threshold_or_topk": Injection({"score_threshold": None, "topk": None}, _threshold_or_topk, frozenset({"topk"})),
+    "numerical_noise": Injection({"sigma": 0.05, "score_sigma": 1e-3, "seed": 0}, _numerical_noise, frozenset({"seed"})),
+}
+
+
+def inject(detections: Any, cause: str, **params: Any) -> Detections:
+    """Apply one cause to detections (any form :func:`explainer.detections.load_detections` reads) and return
+    new :class:`~explainer.detections.Detections`; the input is left unchanged.
+
+    Parameters by cause (defaults in :data:`INJECTIONS`): ``plus_one`` (amount=1.0), ``half_pixel_shift``
+    (shift=0.5), ``scale`` (factor=0.8), ``anisotropic_scale`` (sx=0.75, sy=4/3), ``translation`` (dx=16, dy=8),
+    ``xywh_as_xyxy``, ``label_offset`` (offset=1), ``label_permutation`` (mapping={label: label} or a random one
+    from seed=0), ``coco_category_ids`` (labels 0..79), ``keypoint_half_pixel`` (shift=0.5), ``flip_off_by_one``
+    (shift=-1.0), ``mask_paste`` (grow=1 px), ``threshold_or_topk`` (score_threshold or topk),
+    ``numerical_noise`` (sigma=0.05 px, score_sigma=1e-3, seed=0).
+    """
+    dets = load_detections(detections, name="detections")
+    if cause not in INJECTIONS:
+        raise ValueError(f"cause must be one of {', '.join(INJECTIONS)}; got {cause!r}")
+    entry = INJECTIONS[cause]
+    extra = set(params) - set(entry.defaults)
+    if extra:
+        raise ValueError(f"{cause} takes {sorted(entry.defaults) or 'no parameters'}; unknown: {sorted(extra)}")
+    given = {k: v if k in entry.raw else finite_number(v, k) for k, v in params.items()}
+    ctx = _Context({**entry.defaults, **given}, torch.Generator().manual_seed(int(params.get("seed", 0))),
+                   sorted({int(l) for d in dets.images.values() for l in d.labels.tolist()}))
+    if entry.prepare is not None:
+        entry.prepare(ctx)
+    out = {}
+    for k, d in dets.images.items():
+        copy = ImageDetections(d.boxes.clone(), d.scores.clone(), d.labels.clone(), d.masks, d.keypoints)
+        out[k] = entry.apply(k, copy, ctx)
+    return Detections(out, dets.source)

@@ -1,0 +1,143 @@
+"""The pieces under the diagnosis: batched box IoU, one-to-one matching, reading detections from memory, and
+the table of injectable causes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from explainer import boxes as B
+from explainer import diagnose as D
+from explainer import matching as M
+from explainer.detections import ImageDetections, detections_from_json
+from explainer.inject import INJECTIONS, inject
+
+
+def random_boxes(g: torch.Generator, *shape: int, dtype=torch.float32) -> torch.Tensor:
+    xy = torch.rand(*shape, 2, generator=g, dtype=torch.float64) * 200
+    wh = 1 + torch.rand(*shape, 2, generator=g, dtype=torch.float64) * 80
+    return torch.cat([xy, xy + wh], -1).to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# pairwise_iou over batches
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("legacy_plus_one", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_iou_is_the_per_image_iou(legacy_plus_one, dtype):
+    g = torch.Generator().manual_seed(1)
+    a, b = random_boxes(g, 5, 7, dtype=dtype), random_boxes(g, 5, 9, dtype=dtype)
+    got = B.pairwise_iou(a, b, legacy_plus_one=legacy_plus_one)
+    assert got.shape == (5, 7, 9) and got.dtype == dtype
+    for i in range(5):
+        assert torch.equal(got[i], B.pairwise_iou(a[i], b[i], legacy_plus_one=legacy_plus_one))
+
+
+def test_batched_iou_agrees_with_torchvision_box_iou():
+    torchvision = pytest.importorskip("torchvision")
+    g = torch.Generator().manual_seed(2)
+    a, b = random_boxes(g, 3, 20), random_boxes(g, 3, 30)
+    got = B.pairwise_iou(a, b)
+    for i in range(3):
+        torch.testing.assert_close(got[i], torchvision.ops.box_iou(a[i], b[i]), rtol=1e-6, atol=1e-7)
+
+
+def test_iou_dtypes_and_shapes():
+    g = torch.Generator().manual_seed(3)
+    a32, b64 = random_boxes(g, 2, 3), random_boxes(g, 2, 4, dtype=torch.float64)
+    assert B.pairwise_iou(a32, b64).dtype == torch.float64          # promoted, as for N x 4 boxes
+    assert B.pairwise_iou(a32.tolist(), a32.tolist()).dtype == torch.float32
+    assert B.pairwise_iou([[0, 0, 10, 10]], [[5, 0, 15, 10]]).tolist() == [[pytest.approx(1 / 3)]]
+    with pytest.raises(ValueError, match=r"batches with the same B; got shapes \(2, 3, 4\) and \(4, 4\)"):
+        B.pairwise_iou(a32, b64[0])
+    with pytest.raises(ValueError, match=r"got shapes \(2, 3, 4\) and \(1, 4, 4\)"):
+        B.pairwise_iou(a32, b64[:1])
+    with pytest.raises(ValueError, match=r"a must satisfy x2 >= x1"):
+        B.pairwise_iou(a32.flip(-1), b64)
+
+
+# ---------------------------------------------------------------------------------------------
+# matching
+# ---------------------------------------------------------------------------------------------
+def test_match_boxes_pairs_each_image_as_greedy_match_does():
+    g = torch.Generator().manual_seed(4)
+    ref = [random_boxes(g, n, dtype=torch.float64) for n in (6, 0, 9)]
+    cand = [r + torch.randn(r.shape, generator=g, dtype=torch.float64) * 3 for r in ref[:2]] + [random_boxes(g, 4)]
+    m = M.match_boxes(ref, cand)
+    for i in range(3):
+        if not len(ref[i]) or not len(cand[i]):
+            assert not (m.image == i).any()
+            continue
+        rows, cols, vals = B.greedy_match(B.pairwise_iou(ref[i].float(), cand[i].float()), M.MATCH_IOU)
+        here = m.image == i
+        assert m.ref_index[here].tolist() == rows.tolist() and m.cand_index[here].tolist() == cols.tolist()
+        assert torch.equal(m.iou[here], vals.double())
+
+
+def test_boxes_turned_inside_out_by_a_hypothesis_match_nothing():
+    # xyxy read as xywh from boxes left of the origin: x2' = x1 + x2 < x1
+    ref = torch.tensor([[-30.0, -20.0, -10.0, -5.0], [0.0, 0.0, 10.0, 10.0]], dtype=torch.float64)
+    m = M.match_boxes([M.xyxy_read_as_xywh(ref)], [ref])
+    assert m.ref_index.tolist() == [1] and m.cand_index.tolist() == [1]
+
+
+def test_residual_levels_follow_detectron2s_rule():
+    # sides of 100, 112, 223.9, 224, 500 px: levels 2, 3, 3, 4, 5 (floor(4 + log2(side / 224)), clamped to 2..5)
+    sides = torch.tensor([100.0, 112.0, 223.9, 224.0, 500.0], dtype=torch.float64)
+    boxes = torch.stack([torch.zeros(5), torch.zeros(5), sides, sides], 1).double()
+    pairs = {"ref_boxes": boxes, "cand_boxes": boxes + 1, "image": torch.zeros(5, dtype=torch.long)}
+    res = M.residuals(pairs)
+    assert res["level"].tolist() == [2, 3, 3, 4, 5]
+    assert res["size"].tolist() == sides.tolist() and res["dx2"].tolist() == [1.0] * 5
+
+
+# ---------------------------------------------------------------------------------------------
+# reading uploaded content
+# ---------------------------------------------------------------------------------------------
+def test_detections_from_json_reads_bytes_and_names_the_input():
+    entry = {"image_id": 7, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.5}
+    d = detections_from_json(json.dumps([entry]).encode(), name="upload.json")
+    assert d.source == "upload.json" and d.images[7].boxes.tolist() == [[1.0, 2.0, 4.0, 6.0]]
+    assert detections_from_json(memoryview(json.dumps([entry]).encode()), name="x").n == 1
+    with pytest.raises(ValueError, match=r"upload\.json: not valid JSON \(line 1, column 3"):
+        detections_from_json(b"[{", name="upload.json")
+    with pytest.raises(ValueError, match=r"upload\.json: not a text file"):
+        detections_from_json(b"\xff\xfe\x00", name="upload.json")
+    with pytest.raises(ValueError, match=r"upload\.json: holds a JSON string"):
+        detections_from_json(json.dumps("/etc/hostname").encode(), name="upload.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# injecting causes
+# ---------------------------------------------------------------------------------------------
+def test_every_mistake_of_the_vocabulary_is_injectable():
+    comparisons = {"identical", "no_detections", "unrelated", "inference_difference"}
+    assert list(INJECTIONS) == [c for c in D.CAUSES if c not in comparisons]
+
+
+def test_inject_leaves_its_input_alone_and_checks_its_parameters():
+    boxes = np.array([[10.0, 10.0, 50.0, 40.0], [60.0, 5.0, 90.0, 35.0]])
+    side = {0: {"boxes": boxes.copy(), "scores": np.array([0.9, 0.4]), "labels": np.array([1, 2]),
+                "keypoints": np.ones((2, 3, 3))}}
+    dets = D.load_detections(side)
+    before = dets.images[0].boxes.clone()
+    out = inject(dets, "translation", dx=3.0)
+    assert torch.equal(dets.images[0].boxes, before)
+    assert out.images[0].boxes.tolist() == (before + torch.tensor([3.0, 8.0, 3.0, 8.0], dtype=torch.float64)).tolist()
+    assert inject(dets, "threshold_or_topk", topk=1).images[0].scores.tolist() == [0.9]
+    assert inject(dets, "label_permutation", mapping={1: 2, 2: 1}).images[0].labels.tolist() == [2, 1]
+    assert inject(dets, "flip_off_by_one").images[0].keypoints[..., 0].tolist() == [[0.0] * 3] * 2
+    with pytest.raises(ValueError, match=r"translation takes \['dx', 'dy'\]; unknown: \['dz'\]"):
+        inject(dets, "translation", dz=1.0)
+    with pytest.raises(ValueError, match=r"dx must be a finite number"):
+        inject(dets, "translation", dx=float("nan"))
+    with pytest.raises(ValueError, match=r"mapping must be a dict of integer labels"):
+        inject(dets, "label_permutation", mapping=[1, 2])
+    with pytest.raises(ValueError, match=r"mask_paste needs masks; image 0 has none"):
+        inject(dets, "mask_paste")
+    with pytest.raises(ValueError, match=r"cause must be one of plus_one, half_pixel_shift"):
+        inject(dets, "identical")
+    assert len(ImageDetections.empty()) == 0
