@@ -96,7 +96,9 @@ class Checkpoint:
 
 
 _DETECTRON_NAME = re.compile(r"^(conv1|res\d|res_conv1|fpn_|conv_rpn|rpn_|fc\d|cls_score|bbox_pred|mask_fcn|_\[mask\]|conv5_mask|kps_|conv_fcn|head_conv)")
-_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # torch.save before 1.6: pickle of its magic number
+# torch.save's format before the zip archive (the default until torch 1.6, per torch.save's docstring in
+# torch/serialization.py) starts with a pickle of its magic number; the oldest one is a tar archive
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 
 
 def _array_to_tensor(a: np.ndarray, where: str) -> torch.Tensor:
@@ -133,7 +135,7 @@ def _torch_refusal(e: BaseException) -> str:
     core = msg.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in msg else msg
     lines = [s.strip() for s in re.split(r"\n|(?<=\.) ", core) if s.strip() and "weights_only" not in s
              and "trust" not in s and "torch.load" not in s and "add_safe_globals" not in s and "safe_globals" not in s]
-    core = short_repr(" ".join(lines[:2]) or type(e).__name__, 160)[1:-1]
+    core = short_repr(" ".join(lines[:2]).rstrip(". ") or type(e).__name__, 160)[1:-1]
     if "Weights only load failed" in msg or isinstance(e, pickle.UnpicklingError):
         return f"refused by torch's restricted loader: {core}; {NOTHING_RAN}"
     return f"not a readable .pth checkpoint (truncated or corrupted?): {core}; get a fresh copy of the file"
@@ -156,8 +158,8 @@ def _read_object(p: Path, limits: Limits) -> Tuple[Any, str]:
         if head[:4] == b"PK\x03\x04":
             return _load_pth(f, size, limits), "pth"
         if head.startswith(_TORCH_LEGACY_MAGIC) or head[257:262] == b"ustar":
-            raise Refused("written by torch.save in its legacy format (before torch 1.6), which is not read here: "
-                          "save it again with a current torch.save where it was made")
+            raise Refused("written by torch.save in its legacy format (the default before torch 1.6), which is not "
+                          "read here: save it again with a current torch.save where it was made")
         obj = RestrictedUnpickler(f, size=size, limits=limits).load()
     check_structure(obj, limits)
     return obj, "pkl"
@@ -201,11 +203,17 @@ def load_checkpoint(path: Union[str, os.PathLike], *, limits: Optional[Limits] =
     try:
         obj, fmt_prefix = _read_object(p, lim)
     except Refused as e:
-        raise ValueError(f"{p}: {e}") from None
+        msg = str(e)
+        if "truncated or corrupted" in msg and "fresh copy" not in msg:
+            msg += "; get a fresh copy of the file"
+        raise ValueError(f"{p}: {msg}") from None
     except MemoryError:
         raise ValueError(f"{p}: needs more memory than is available; free memory or load it on a larger machine") from None
     except RecursionError:
         raise ValueError(f"{p}: nested too deeply to read; {NOTHING_RAN}") from None
+    except Exception as e:  # anything else a damaged file makes the readers raise
+        raise ValueError(f"{p}: not a readable checkpoint (truncated or corrupted?): {type(e).__name__}: "
+                         f"{short_repr(str(e), 120)[1:-1]}; get a fresh copy of the file") from None
     return _as_checkpoint(obj, p, fmt_prefix)
 
 
@@ -573,7 +581,11 @@ class _Py2PickleWriter:
         self._global("numpy", "ndarray")
         self.f.write(pickle.BININT1 + b"\x00" + pickle.TUPLE1)
         self._str(b"b")
-        self.f.write(pickle.TUPLE3 + pickle.REDUCE + pickle.MARK + pickle.BININT1 + b"\x01")
+        self.f.write(pickle.TUPLE3)
+        self._put(("args", len(self.memo)))
+        self.f.write(pickle.REDUCE)
+        self._put(("array", len(self.memo)))
+        self.f.write(pickle.MARK + pickle.BININT1 + b"\x01")
         self.save(tuple(int(d) for d in a.shape))
         spec, order = f"{a.dtype.kind}{a.dtype.itemsize}", {"=": "<", "|": "|"}.get(a.dtype.byteorder, a.dtype.byteorder)
 
@@ -589,7 +601,9 @@ class _Py2PickleWriter:
         self._get_or_put(("dtype", spec, order), dtype)
         self.f.write(pickle.NEWFALSE)
         self._str(np.ascontiguousarray(a).tobytes() if a.ndim else a.tobytes())
-        self.f.write(pickle.TUPLE + pickle.BUILD)
+        self.f.write(pickle.TUPLE)
+        self._put(("state", len(self.memo)))  # cPickle memoises tuples too
+        self.f.write(pickle.BUILD)
 
     def save(self, obj: Any) -> None:
         if obj is None or isinstance(obj, bool):

@@ -168,7 +168,7 @@ def _check_kind(st: os.stat_result, limits: Limits) -> None:
 
 def _os_refusal(e: OSError) -> Refused:
     if isinstance(e, FileNotFoundError):
-        return Refused("no such file")
+        return Refused("no such file (check the path)")
     if isinstance(e, PermissionError):
         return Refused("cannot be read: permission denied (check the permissions of the file and its folders)")
     return Refused(f"cannot be read: {e.strerror or type(e).__name__}")
@@ -351,6 +351,7 @@ def _g_encode(vm: "RestrictedUnpickler", args: tuple) -> bytes:
         vm.charge(len(args[0]), "_codecs.encode")
         out = args[0].encode("latin1")
         vm.release(args[0])
+        vm.release(args)
         return out
     raise Refused(f"_codecs.encode called with {short_repr(args[1:] if len(args) > 1 else args)} (only latin-1 text "
                   f"is accepted); {NOTHING_RAN}")
@@ -539,7 +540,8 @@ class RestrictedUnpickler:
         self.charge(nbytes, f"an array of shape {short_repr(shape, 40)} {dt}")
 
     def release(self, obj: Any) -> None:
-        """Drop the memo's reference to a large string once an array has consumed it (peak memory ~1x)."""
+        """Drop the memo's reference to a large string (or a tuple holding one) once an array has consumed it, so
+        that the string is freed as the load goes (peak memory about 1x the file instead of 2x)."""
         k = self._big.pop(id(obj), None)
         if k is not None and self.memo.get(k) is obj:
             self.memo[k] = _RELEASED
@@ -628,6 +630,7 @@ class RestrictedUnpickler:
         arr = np.ndarray((0,), np.int8)
         arr.__setstate__((1, shape, dt, bool(fortran), raw))  # arguments checked above; numpy copies the data
         self.release(raw)
+        self.release(state)
         inst.array = arr
 
     def _build_dtype(self, inst: _DTypeBuilder, state: Any) -> None:
@@ -857,8 +860,12 @@ def _memo_get(vm: RestrictedUnpickler, i: int) -> None:
 def _memo_put(vm: RestrictedUnpickler, i: int) -> None:
     x = vm.top()
     vm.memo[i] = x
-    if type(x) in (str, bytes, bytearray) and len(x) >= _BIG:
-        vm._big[id(x)] = i
+    if _holds_big(x) or (type(x) is tuple and any(_holds_big(v) for v in x[:8])):
+        vm._big[id(x)] = i  # a large string, or a tuple holding one (Python 2's cPickle memoises both)
+
+
+def _holds_big(x: Any) -> bool:
+    return type(x) in (str, bytes, bytearray) and len(x) >= _BIG
 
 
 def _sized(fmt: str, conv: Callable[[RestrictedUnpickler, bytes], Any]) -> _Op:
@@ -972,6 +979,8 @@ def check_structure(obj: Any, limits: Limits = DEFAULT_LIMITS) -> None:
                     s, d = (1 + len(ch) // 64 if isinstance(ch, (str, bytes, bytearray)) else 1), 0
                 total += s
                 depth = max(depth, d + 1)
+                if total > limits.max_expanded:
+                    break
             if total > limits.max_expanded:
                 raise Refused(f"holds a structure that reaches more than {limits.max_expanded:,} items when walked "
                               f"(shared references counted each time they are reached); {NOTHING_RAN}")
@@ -1091,8 +1100,8 @@ def check_torch_zip(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS) -> 
     try:
         zf = zipfile.ZipFile(f)
         infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, struct.error, UnicodeDecodeError) as e:
-        raise Refused(f"not a readable .pth checkpoint (truncated or corrupted?): {short_repr(str(e), 120)[1:-1]}") from None
+    except Exception as e:  # zipfile raises BadZipFile, NotImplementedError, struct.error, ... on a damaged directory
+        raise Refused(f"not a readable .pth checkpoint (truncated or corrupted?): {_why(e)}") from None
     with zf:
         members = _check_members(infos, size, budget, limits)
         prefix = infos[0].filename.split("/", 1)[0]
@@ -1104,8 +1113,8 @@ def check_torch_zip(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS) -> 
             raise Refused(f"not a readable .pth checkpoint (truncated or corrupted?): no {prefix}/data.pkl in the archive")
         try:
             data = zf.read(pkl)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
-            raise Refused(f"not a readable .pth checkpoint (truncated or corrupted?): {short_repr(str(e), 120)[1:-1]}") from None
+        except Exception as e:  # a damaged member: bad CRC, bad header, bad deflate stream, ...
+            raise Refused(f"not a readable .pth checkpoint (truncated or corrupted?): {_why(e)}") from None
     scan = TorchPickleScan(io.BytesIO(data), size=len(data), limits=limits, data_budget=budget)
     check_structure(scan.load(), limits)
     total = 0
@@ -1119,6 +1128,10 @@ def check_torch_zip(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS) -> 
         total += nbytes
     if total > budget:  # pragma: no cover - members were already bounded by the same budget
         raise Refused(f"declares {format_bytes(total)} of storages, over its budget of {format_bytes(budget)}; {NOTHING_RAN}")
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {short_repr(str(e), 120)[1:-1]}"
 
 
 def _check_members(infos: List[zipfile.ZipInfo], size: int, budget: int, limits: Limits) -> Dict[str, zipfile.ZipInfo]:

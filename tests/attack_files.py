@@ -60,11 +60,11 @@ def by(b: bytes) -> bytes:
 
 
 def put(i: int) -> bytes:
-    return pickle.LONG_BINPUT + struct.pack("<I", i)
+    return pickle.BINPUT + bytes([i]) if i < 256 else pickle.LONG_BINPUT + struct.pack("<I", i)
 
 
 def get(i: int) -> bytes:
-    return pickle.LONG_BINGET + struct.pack("<I", i)
+    return pickle.BINGET + bytes([i]) if i < 256 else pickle.LONG_BINGET + struct.pack("<I", i)
 
 
 def in_dict(value: bytes, key: str = "conv1_w", proto: bytes = P2) -> bytes:
@@ -271,6 +271,17 @@ PAYLOADS: Dict[str, Tuple[Callable[[str], bytes], bool]] = {
                                                    + u("<") + pickle.NONE + pickle.MARK + u("a") + pickle.TUPLE
                                                    + pickle.EMPTY_DICT + i4(4096) + i4(-1) + pickle.BININT1 + b"\x10"
                                                    + pickle.TUPLE + pickle.BUILD), False),
+    "reconstruct_memmap": (lambda m: in_dict(g("numpy.core.multiarray", "_reconstruct") + g("numpy", "memmap")
+                                             + pickle.MARK + pickle.BININT1 + b"\x00" + pickle.TUPLE + by(b"b")
+                                             + pickle.TUPLE3 + pickle.REDUCE), False),
+    "reconstruct_other_subtype": (lambda m: in_dict(g("numpy.core.multiarray", "_reconstruct") + g("builtins", "dict")
+                                                    + pickle.MARK + pickle.BININT1 + b"\x00" + pickle.TUPLE + by(b"b")
+                                                    + pickle.TUPLE3 + pickle.REDUCE), False),
+    "bytes_with_a_codec": (lambda m: in_dict(g("builtins", "bytes") + u("78") + u("hex_codec") + pickle.TUPLE2
+                                             + pickle.REDUCE), False),
+    "reduce_args_not_a_tuple": (lambda m: in_dict(g("builtins", "list") + pickle.EMPTY_LIST + pickle.REDUCE), False),
+    "copyreg_reconstructor": (lambda m: P2 + g("copy_reg", "_reconstructor") + g("os", "_wrap_close") + g("builtins", "object")
+                              + pickle.NONE + pickle.TUPLE3 + pickle.REDUCE + pickle.STOP, False),
     "ext_code": (lambda m: P2 + pickle.EXT1 + b"\xf0" + u(_touch(m)) + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP, True),
     "persid": (lambda m: b"P" + _touch(m).encode() + b"\n.", False),
     "binpersid": (lambda m: P2 + u(_touch(m)) + pickle.BINPERSID + pickle.STOP, False),

@@ -350,6 +350,8 @@ def test_python2_detectron_file_with_large_and_0d_arrays(tmp_path):
     ck = C.load_checkpoint(path)
     assert ck.format == "detectron (pkl)" and ck.extra["cfg"].startswith("MODEL")
     _same(ck.tensors, arrays)
+    ref = pickle.loads(data, encoding="latin1")  # how Detectron's load_object reads its files in Python 3
+    assert ref["cfg"] == ck.extra["cfg"] and all(np.array_equal(ref["blobs"][k], arrays[k]) for k in arrays)
 
 
 def test_torch_save_files_load_as_torch_reads_them(tmp_path):
@@ -372,6 +374,14 @@ def test_torch_save_files_load_as_torch_reads_them(tmp_path):
         assert ck.format == "detectron2 (pth)" and set(ck.tensors) == set(ref)
         assert all(torch.equal(ck.tensors[k], ref[k]) and ck.tensors[k].shape == ref[k].shape for k in ref)
         assert ck.tensors["1.num_batches_tracked"].shape == ()
+
+
+def test_legacy_torch_format_is_refused_unread(tmp_path):
+    path = tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))  # a real legacy file
+    with pytest.raises(ValueError, match="legacy format"):
+        C.load_checkpoint(path)
 
 
 def test_hand_built_archive_is_what_torch_reads(tmp_path):
@@ -466,6 +476,16 @@ def test_temporary_file_is_removed_on_any_exception(tmp_path, monkeypatch, exc):
         raise exc("interrupted")
     monkeypatch.setattr(C.torch, "save", failing_save)
     with pytest.raises(exc):
+        C.save_checkpoint({"w": torch.ones(1)}, tmp_path / "o.pth")
+    assert not list(tmp_path.iterdir())
+
+
+def test_failed_write_is_one_value_error(tmp_path, monkeypatch):
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(C.torch, "save", full_disk)
+    with pytest.raises(ValueError, match="could not be written: No space left on device; nothing was written"):
         C.save_checkpoint({"w": torch.ones(1)}, tmp_path / "o.pth")
     assert not list(tmp_path.iterdir())
 
