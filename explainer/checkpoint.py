@@ -1,16 +1,28 @@
 """Checkpoints: load Detectron and Detectron2 weights without running untrusted code, convert, and audit.
 
-* :func:`load_checkpoint` reads a Detectron ``.pkl`` (a pickled dict, often ``{"blobs": {...}}``, usually written by
-  Python 2, hence ``encoding="latin1"``), a Detectron2 ``.pkl`` (``{"model": {...}, "__author__": ...}``) and a
-  ``.pth`` (``torch.load(..., weights_only=True)``). Pickles go through :class:`RestrictedUnpickler`, which admits
-  only builtin containers, numbers, strings and numpy arrays/dtypes: any other global (a ``__reduce__`` payload,
-  an unknown class) is refused by name before anything of it runs.
+* :func:`load_checkpoint` reads a Detectron ``.pkl`` (a pickled dict, often ``{"blobs": {...}}``, written by
+  Python 2's ``cPickle`` at protocol 2 and read back with ``encoding="latin1"``, as ``save_object`` and
+  ``load_object`` in Detectron's ``detectron/utils/io.py`` do), a Detectron2 ``.pkl``
+  (``{"model": {...}, "__author__": ...}``) and a torch ``.pth`` archive. Pickles are read by
+  :class:`RestrictedUnpickler` (:mod:`explainer.safe_load`), which builds only containers, numbers, strings and
+  numeric numpy arrays: any other global (a ``__reduce__`` payload, an unknown class) is refused by name before
+  anything of it runs. A ``.pth``'s members and its ``data.pkl`` are checked the same way before
+  ``torch.load(..., weights_only=True)`` reads it. Every size a file declares is checked before anything is
+  allocated, within the limits of :class:`Limits` (defaults: files up to ``MAX_FILE_BYTES`` = 8 GiB, one array
+  up to ``MAX_ARRAY_BYTES`` = 4 GiB, all arrays up to ``MAX_TOTAL_BYTES`` = 8 GiB and at most ``EXPANSION`` = 4
+  times the file's size, ``MAX_OPS`` = 2 million pickle operations, ``MAX_DEPTH`` = 100 nesting levels,
+  ``MAX_EXPANDED`` = 10 million items reached when walking the result with shared references counted each
+  time; the full list is in :mod:`explainer.safe_load`). Each refusal is one short ``ValueError`` naming the
+  file, what was wrong and what to do.
 * :func:`convert_detectron_to_detectron2` renames blobs to the names Detectron2's loader produces
   (``detectron2/checkpoint/c2_model_loading.py``), converts the predictors (background last, background box rows
   and mask channel dropped; see :mod:`explainer.labels`) and reports every blob it left out and why.
 * :func:`audit` compares a state dict with what a model expects (a dict of shapes, an ``nn.Module`` or a JSON
   file), matching names by suffix as Detectron2's ``align_and_update_state_dicts`` does, and explains each
   finding (``NUM_CLASSES`` counted with or without background, class-agnostic heads, renamed layers).
+* :func:`save_checkpoint` writes atomically (a temporary file, then a rename) with the permissions a plain
+  ``open()`` would give; :func:`exit_on_sigterm` lets a command line turn SIGTERM into a clean exit that removes
+  the temporary file.
 
 Command line: ``python -m explainer convert IN OUT [--force]`` and ``python -m explainer audit CKPT --expected SPEC``.
 Nothing here imports matplotlib or ipywidgets.
@@ -18,23 +30,40 @@ Nothing here imports matplotlib or ipywidgets.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import os
 import pickle
 import re
-import tempfile
+import secrets
+import signal
+import stat
+import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from . import labels as L
+from .safe_load import (
+    DEFAULT_LIMITS,
+    NOTHING_RAN,
+    Limits,
+    Refused,
+    RestrictedUnpickler,
+    check_structure,
+    check_torch_zip,
+    open_untrusted,
+    short_repr,
+)
 
 __all__ = [
     "RestrictedUnpickler",
+    "Limits",
+    "DEFAULT_LIMITS",
     "Checkpoint",
     "load_checkpoint",
     "detectron_to_detectron2_name",
@@ -44,6 +73,7 @@ __all__ = [
     "synthetic_detectron_checkpoint",
     "detectron2_expected_shapes",
     "save_checkpoint",
+    "exit_on_sigterm",
     "write_detectron_pickle",
 ]
 
@@ -51,30 +81,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Safe loading
 # --------------------------------------------------------------------------------------------
-_ALLOWED_GLOBALS = {
-    ("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes",
-                               "bytearray", "bool", "slice")
-} | {
-    ("__builtin__", n) for n in ("dict", "list", "tuple", "set", "frozenset", "int", "long", "float", "complex", "str",
-                                  "unicode", "bytes", "bytearray", "bool")
-} | {
-    ("collections", "OrderedDict"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-    ("_codecs", "encode"),  # how protocol-2 pickles carry bytes (array buffers); only encodes a string
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only builtin containers, numbers, strings and numpy arrays and dtypes."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused global '{module}.{name}'")
-
-
 @dataclass
 class Checkpoint:
     """A loaded checkpoint: a flat name -> tensor dict, the format recognised, and what else the file held."""
@@ -89,15 +95,32 @@ class Checkpoint:
 
 
 _DETECTRON_NAME = re.compile(r"^(conv1|res\d|res_conv1|fpn_|conv_rpn|rpn_|fc\d|cls_score|bbox_pred|mask_fcn|_\[mask\]|conv5_mask|kps_|conv_fcn|head_conv)")
+# torch.save's format before the zip archive (the default until torch 1.6, per torch.save's docstring in
+# torch/serialization.py) starts with a pickle of its magic number; the oldest one is a tar archive
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+
+
+def _array_to_tensor(a: np.ndarray, where: str) -> torch.Tensor:
+    """A numeric array as a tensor of the same shape (0-d stays 0-d), native byte order, contiguous, writable."""
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if not (a.flags.c_contiguous and a.flags.writeable):
+        a = np.array(a, order="C", copy=True)
+    try:
+        return torch.from_numpy(a)
+    except TypeError:
+        raise ValueError(f"{where}: an array of dtype {a.dtype}, which torch cannot hold") from None
 
 
 def _to_tensors(d: Mapping, where: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    tensors, other = {}, {}
+    """Split a mapping into name -> tensor (numeric arrays and tensors) and everything else."""
+    tensors: Dict[str, torch.Tensor] = {}
+    other: Dict[str, Any] = {}
     for k, v in d.items():
         if not isinstance(k, str):
-            raise ValueError(f"{where}: keys must be parameter names (strings), found {type(k).__name__} {k!r}")
-        if isinstance(v, np.ndarray) and v.dtype != object:
-            tensors[k] = torch.from_numpy(np.ascontiguousarray(v))
+            raise ValueError(f"{where}: keys must be parameter names (strings), found {type(k).__name__} {short_repr(k)}")
+        if isinstance(v, np.ndarray) and v.dtype.kind in "biufc":
+            tensors[k] = _array_to_tensor(v, f"{where} {short_repr(k)}")
         elif isinstance(v, torch.Tensor):
             tensors[k] = v
         else:
@@ -105,41 +128,43 @@ def _to_tensors(d: Mapping, where: str) -> Tuple[Dict[str, torch.Tensor], Dict[s
     return tensors, other
 
 
-def load_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
-    """Read a Detectron ``.pkl``, a Detectron2 ``.pkl`` or a ``.pth`` into a :class:`Checkpoint`, safely.
+def _torch_refusal(e: BaseException) -> str:
+    """torch.load's complaint, reduced to its cause: without its advice to retry with weights_only=False."""
+    msg = str(e)
+    core = msg.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in msg else msg
+    lines = [s.strip() for s in re.split(r"\n|(?<=\.) ", core) if s.strip() and "weights_only" not in s
+             and "trust" not in s and "torch.load" not in s and "add_safe_globals" not in s and "safe_globals" not in s]
+    core = short_repr(" ".join(lines[:2]).rstrip(". ") or type(e).__name__, 160)[1:-1]
+    if "Weights only load failed" in msg or isinstance(e, pickle.UnpicklingError):
+        return f"refused by torch's restricted loader: {core}; {NOTHING_RAN}"
+    return f"not a readable .pth checkpoint (truncated or corrupted?): {core}; get a fresh copy of the file"
 
-    Raises ``ValueError`` naming the file and the problem: missing, a directory, truncated or corrupted, a refused
-    pickle global, or a structure that is not a checkpoint.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise ValueError(f"{p}: no such file")
-    if p.is_dir():
-        raise ValueError(f"{p}: is a directory, expected a checkpoint file (.pkl or .pth)")
-    data = p.read_bytes()
-    if not data:
-        raise ValueError(f"{p}: the file is empty")
-    is_zip = data[:4] == b"PK\x03\x04"
-    if p.suffix == ".pth" or is_zip:
-        try:
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise ValueError(f"{p}: refused by torch.load(weights_only=True): {e}") from None
-        except Exception as e:
-            raise ValueError(f"{p}: not a readable .pth checkpoint (truncated or corrupted?): {type(e).__name__}: {e}") from None
-        fmt_prefix = "pth"
-    else:
-        try:
-            obj = RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-        except pickle.UnpicklingError as e:
-            msg = str(e)
-            if msg.startswith("refused global"):
-                raise ValueError(f"{p}: {msg}: this pickle holds something other than arrays and containers, and "
-                                 "was not loaded (nothing in it ran)") from None
-            raise ValueError(f"{p}: not a readable pickle (truncated or corrupted?): {msg}") from None
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, UnicodeDecodeError, OverflowError) as e:
-            raise ValueError(f"{p}: not a readable pickle (truncated or corrupted?): {type(e).__name__}: {e}") from None
-        fmt_prefix = "pkl"
+
+def _load_pth(f: BinaryIO, size: int, limits: Limits) -> Any:
+    check_torch_zip(f, size, limits)  # sizes and data.pkl checked before torch reads anything
+    f.seek(0)
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for files it cannot read
+        raise Refused(_torch_refusal(e)) from None
+
+
+def _read_object(p: Path, limits: Limits) -> Tuple[Any, str]:
+    """The file's top-level object and the container format ("pkl" or "pth")."""
+    with open_untrusted(p, limits) as (f, size):
+        head = f.read(512)
+        f.seek(0)
+        if head[:4] == b"PK\x03\x04":
+            return _load_pth(f, size, limits), "pth"
+        if head.startswith(_TORCH_LEGACY_MAGIC) or head[257:262] == b"ustar":
+            raise Refused("written by torch.save in its legacy format (the default before torch 1.6), which is not "
+                          "read here: save it again with a current torch.save where it was made")
+        obj = RestrictedUnpickler(f, size=size, limits=limits).load()
+    check_structure(obj, limits)
+    return obj, "pkl"
+
+
+def _as_checkpoint(obj: Any, p: Path, fmt_prefix: str) -> Checkpoint:
     if not isinstance(obj, Mapping):
         raise ValueError(f"{p}: expected a dict of parameters, found a {type(obj).__name__}")
     if "blobs" in obj and isinstance(obj["blobs"], Mapping):
@@ -159,8 +184,36 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Checkpoint:
         else:
             fmt = "state_dict"
     if not tensors:
-        raise ValueError(f"{p}: holds no arrays or tensors; keys found: {sorted(map(str, obj))[:10]}")
+        keys = sorted(short_repr(k, 40) for k in list(obj)[:10])
+        raise ValueError(f"{p}: holds no arrays or tensors; keys found: {', '.join(keys)}{' ...' if len(obj) > 10 else ''}")
     return Checkpoint(tensors, f"{fmt} ({fmt_prefix})", extra)
+
+
+def load_checkpoint(path: Union[str, os.PathLike], *, limits: Optional[Limits] = None) -> Checkpoint:
+    """Read a Detectron ``.pkl``, a Detectron2 ``.pkl`` or a ``.pth`` into a :class:`Checkpoint`, safely.
+
+    Raises one short ``ValueError`` naming the file and the problem: missing, unreadable, not a regular file
+    (a directory, a FIFO, a device), larger than ``limits.max_file_bytes``, truncated or corrupted, a refused
+    pickle global, a declared size the file does not back (see :class:`Limits`; ``limits`` defaults to
+    ``DEFAULT_LIMITS``), or a structure that is not a checkpoint. Nothing in a refused file is run.
+    """
+    p = Path(path)
+    lim = DEFAULT_LIMITS if limits is None else limits
+    try:
+        obj, fmt_prefix = _read_object(p, lim)
+    except Refused as e:
+        msg = str(e)
+        if "truncated or corrupted" in msg and "fresh copy" not in msg:
+            msg += "; get a fresh copy of the file"
+        raise ValueError(f"{p}: {msg}") from None
+    except MemoryError:
+        raise ValueError(f"{p}: needs more memory than is available; free memory or load it on a larger machine") from None
+    except RecursionError:
+        raise ValueError(f"{p}: nested too deeply to read; {NOTHING_RAN}") from None
+    except Exception as e:  # anything else a damaged file makes the readers raise
+        raise ValueError(f"{p}: not a readable checkpoint (truncated or corrupted?): {type(e).__name__}: "
+                         f"{short_repr(str(e), 120)[1:-1]}; get a fresh copy of the file") from None
+    return _as_checkpoint(obj, p, fmt_prefix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,63 +543,226 @@ def detectron2_expected_shapes(num_classes: int = 80, small: bool = False) -> Di
     return out
 
 
-class _Python2StylePickler(pickle._Pickler):
-    """Protocol 2 with byte strings written as Python 2 ``str`` (BINSTRING), as Detectron's files are."""
+class _Py2PickleWriter:
+    """Protocol 2 as Python 2's ``cPickle`` wrote Detectron's model files: names and array data as Python 2
+    ``str`` (SHORT_BINSTRING/BINSTRING), arrays through ``numpy.core.multiarray._reconstruct`` + BUILD, every
+    string and reused object memoised. Handles what a checkpoint holds: dicts, lists, tuples, strings, bytes,
+    numbers, None, booleans and numeric numpy arrays."""
 
-    dispatch = dict(pickle._Pickler.dispatch)
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.memo: Dict[Any, int] = {}
 
-    def _save_py2_str(self, obj: bytes) -> None:
-        n = len(obj)
-        if n < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
+    def _put(self, key: Any) -> None:
+        i = self.memo[key] = len(self.memo)
+        self.f.write(pickle.BINPUT + bytes([i]) if i < 256 else pickle.LONG_BINPUT + struct.pack("<I", i))
+
+    def _get_or_put(self, key: Any, write: Any) -> None:
+        if key in self.memo:
+            i = self.memo[key]
+            self.f.write(pickle.BINGET + bytes([i]) if i < 256 else pickle.LONG_BINGET + struct.pack("<I", i))
         else:
-            self.write(pickle.BINSTRING + n.to_bytes(4, "little") + obj)
-        self.memoize(obj)
+            write()
+            self._put(key)
 
-    dispatch[bytes] = _save_py2_str
+    def _str(self, b: bytes) -> None:
+        self.f.write(pickle.SHORT_BINSTRING + bytes([len(b)]) if len(b) < 256 else pickle.BINSTRING + struct.pack("<i", len(b)))
+        self.f.write(b)
+        self._put(("str", len(self.memo)))
+
+    def _global(self, module: str, name: str) -> None:
+        self._get_or_put(("global", module, name), lambda: self.f.write(pickle.GLOBAL + f"{module}\n{name}\n".encode()))
+
+    def _array(self, a: np.ndarray) -> None:
+        if a.dtype.kind not in "biufc":
+            raise ValueError(f"write_detectron_pickle: arrays must be numeric, got dtype {a.dtype}")
+        self._global("numpy.core.multiarray", "_reconstruct")
+        self._global("numpy", "ndarray")
+        self.f.write(pickle.BININT1 + b"\x00" + pickle.TUPLE1)
+        self._str(b"b")
+        self.f.write(pickle.TUPLE3)
+        self._put(("args", len(self.memo)))
+        self.f.write(pickle.REDUCE)
+        self._put(("array", len(self.memo)))
+        self.f.write(pickle.MARK + pickle.BININT1 + b"\x01")
+        self.save(tuple(int(d) for d in a.shape))
+        spec, order = f"{a.dtype.kind}{a.dtype.itemsize}", {"=": "<", "|": "|"}.get(a.dtype.byteorder, a.dtype.byteorder)
+
+        def dtype() -> None:
+            self._global("numpy", "dtype")
+            self._str(spec.encode())
+            self.f.write(pickle.BININT1 + b"\x00" + pickle.BININT1 + b"\x01" + pickle.TUPLE3 + pickle.REDUCE)
+            self._put(("dtype-object", spec, order))
+            self.f.write(pickle.MARK + pickle.BININT1 + b"\x03")
+            self._str(order.encode())
+            self.f.write(pickle.NONE * 3 + (pickle.BININT + struct.pack("<i", -1)) * 2 + pickle.BININT1 + b"\x00"
+                         + pickle.TUPLE + pickle.BUILD)
+        self._get_or_put(("dtype", spec, order), dtype)
+        self.f.write(pickle.NEWFALSE)
+        self._str(np.ascontiguousarray(a).tobytes() if a.ndim else a.tobytes())
+        self.f.write(pickle.TUPLE)
+        self._put(("state", len(self.memo)))  # cPickle memoises tuples too
+        self.f.write(pickle.BUILD)
+
+    def save(self, obj: Any) -> None:
+        if obj is None or isinstance(obj, bool):
+            self.f.write(pickle.NONE if obj is None else pickle.NEWTRUE if obj else pickle.NEWFALSE)
+        elif isinstance(obj, int):
+            self.f.write(pickle.BININT + struct.pack("<i", obj) if -2**31 <= obj < 2**31 else pickle.LONG1 + bytes([(obj.bit_length() + 8) // 8]) + obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True))
+        elif isinstance(obj, float):
+            self.f.write(pickle.BINFLOAT + struct.pack(">d", obj))
+        elif isinstance(obj, (str, bytes)):
+            self._str(obj.encode("latin1") if isinstance(obj, str) else obj)
+        elif isinstance(obj, np.ndarray):
+            self._array(obj)
+        elif isinstance(obj, (list, tuple, dict)):
+            self._container(obj)
+        else:
+            raise ValueError(f"write_detectron_pickle: cannot write a {type(obj).__name__}")
+
+    def _container(self, obj: Union[list, tuple, dict]) -> None:
+        if isinstance(obj, tuple):
+            self.f.write(pickle.MARK)
+            for x in obj:
+                self.save(x)
+            self.f.write(pickle.TUPLE)
+            return
+        self.f.write(pickle.EMPTY_DICT if isinstance(obj, dict) else pickle.EMPTY_LIST)
+        self._put(("container", len(self.memo)))
+        items: List[Any] = list(obj.items()) if isinstance(obj, dict) else list(obj)
+        for start in range(0, len(items), 1000):  # cPickle's batch size
+            self.f.write(pickle.MARK)
+            for it in items[start:start + 1000]:
+                for x in (it if isinstance(obj, dict) else (it,)):
+                    self.save(x)
+            self.f.write(pickle.SETITEMS if isinstance(obj, dict) else pickle.APPENDS)
 
 
 def write_detectron_pickle(obj: Mapping[str, Any], path: Union[str, os.PathLike]) -> Path:
     """Write a dict (e.g. ``{"blobs": {...}}``) the way Detectron's Python 2 ``cPickle`` wrote model files.
 
-    Array buffers are stored as Python 2 byte strings, so reading needs ``encoding="latin1"`` exactly as a real
-    Detectron ``.pkl`` does. Used for the synthetic checkpoint of the tests, the notebook and the benchmark.
+    Protocol 2 with names and array buffers as Python 2 byte strings, so reading needs ``encoding="latin1"``
+    exactly as a real Detectron ``.pkl`` does. Used for the synthetic checkpoint of the tests, the notebook and
+    the benchmark. Written atomically like :func:`save_checkpoint` (an existing file is replaced).
     """
     p = Path(path)
-    with open(p, "wb") as f:
-        _Python2StylePickler(f, protocol=2).dump(obj)
+    mode = _output_mode(p, force=True)
+    with _atomic_output(p, mode) as f:
+        f.write(pickle.PROTO + b"\x02")
+        _Py2PickleWriter(f).save(dict(obj))
+        f.write(pickle.STOP)
     return p
 
 
 # --------------------------------------------------------------------------------------------
 # Writing, atomically
 # --------------------------------------------------------------------------------------------
+def _output_mode(p: Path, force: bool) -> Optional[int]:
+    """Check the output path; the permission bits to give it (an overwritten file keeps its own), else None."""
+    try:
+        st: Optional[os.stat_result] = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except NotADirectoryError:
+        raise ValueError(f"{p.parent}: is not a folder") from None
+    except OSError as e:
+        raise ValueError(f"{p}: cannot be written: {e.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise ValueError(f"{p}: is a directory; give the path of a file ending in .pth or .pkl")
+        if not force:
+            raise FileExistsError(f"{p}: exists; pass --force to overwrite it")
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{p}: exists and is not a regular file (a FIFO or a device?); choose another output path")
+        return stat.S_IMODE(st.st_mode) & 0o777
+    folder = p.parent
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder" if not folder.exists() else f"{folder}: is not a folder")
+    return None
+
+
+@contextlib.contextmanager
+def _atomic_output(p: Path, mode: Optional[int]) -> Iterator[BinaryIO]:
+    """A new file next to ``p``, renamed onto ``p`` when the block succeeds; removed on any exception.
+
+    The temporary file is created with ``0o666`` so that the umask applies exactly as for ``open(p, "wb")``
+    (``mode``, when given, replaces that: an overwritten file keeps its permissions). Errors from the file
+    system (permission denied, no space, read-only) become one ``ValueError``; nothing is left behind.
+    """
+    created: List[str] = []
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        while True:
+            created.append(os.path.join(p.parent, f".{p.name}.{secrets.token_hex(8)}.tmp"))
+            try:
+                fd = os.open(created[-1], flags, 0o666)
+                break
+            except FileExistsError:
+                created.pop()
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+        os.replace(created[-1], p)
+        created.clear()
+    except OSError as e:
+        what = "cannot write in its folder" if isinstance(e, PermissionError) else "could not be written"
+        raise ValueError(f"{p}: {what}: {e.strerror or type(e).__name__}; nothing was written (choose a folder you "
+                         "can write to, with free space)") from None
+    finally:
+        for tmp in created:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: Union[str, os.PathLike], force: bool = False,
                     meta: Optional[Dict[str, Any]] = None) -> Path:
     """Write a Detectron2 checkpoint atomically (a temporary file in the same folder, then a rename).
 
     ``.pth``: ``torch.save({"model": state_dict, ...})``; ``.pkl``: Detectron2's pickle layout with numpy arrays
-    (``{"model": {...}, "__author__": ...}``). An existing file is refused unless ``force``.
+    (``{"model": {...}, "__author__": ...}``). The new file gets the permissions ``open()`` would give it
+    (``0o666`` less the umask; an overwritten file keeps its own). An existing file is refused with
+    ``FileExistsError`` unless ``force``; a directory, a missing or unwritable folder, or a failed write raise
+    ``ValueError``. The temporary file is removed on any exception, KeyboardInterrupt included, and on SIGTERM
+    when the caller runs inside :func:`exit_on_sigterm`.
     """
     p = Path(path)
     if p.suffix not in (".pth", ".pkl"):
         raise ValueError(f"{p}: the output must end in .pth or .pkl")
-    if p.exists() and not force:
-        raise FileExistsError(f"{p}: exists; pass --force to overwrite it")
-    if not p.parent.exists():
-        raise ValueError(f"{p.parent}: no such folder")
+    mode = _output_mode(p, force)
     meta = dict(meta or {})
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if p.suffix == ".pth":
-                torch.save({"model": dict(state_dict), **meta}, f)
-            else:
-                pickle.dump({"model": {k: v.detach().cpu().numpy() for k, v in state_dict.items()}, "__author__": "explainer",
-                             "matching_heuristics": True, **meta}, f, protocol=4)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _atomic_output(p, mode) as f:
+        if p.suffix == ".pth":
+            torch.save({"model": dict(state_dict), **meta}, f)
+        else:
+            pickle.dump({"model": {k: v.detach().cpu().numpy() for k, v in state_dict.items()}, "__author__": "explainer",
+                         "matching_heuristics": True, **meta}, f, protocol=4)
     return p
+
+
+@contextlib.contextmanager
+def exit_on_sigterm(code: int = 128 + signal.SIGTERM) -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(code)`` (143 by default, the shell's 128 + 15), so that
+    ``finally`` clauses run -- :func:`save_checkpoint` removes its temporary file -- and the process exits with
+    ``code``. Further SIGTERMs are ignored while that cleanup runs; the previous handler is restored when the
+    block ends. In a thread other than the main one (where Python cannot install signal handlers) it does
+    nothing. Library functions never install it themselves: the command line wraps its work in it::
+
+        with exit_on_sigterm():
+            save_checkpoint(sd, out)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(code)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
