@@ -477,6 +477,7 @@ class CaseBuilder:
         self.atol, self.rtol = atol, rtol
         self.net = CourseNetwork(detector)
         self.reference = trace.record(self.net, self.image, self.boxes, names=STAGES)
+        self.scene: Any = None
         self._exports: Dict[Tuple[str, int], Tuple[Path, List[str], float]] = {}
         self._cases: Dict[str, Case] = {}
 
@@ -538,4 +539,51 @@ def course_boxes(detector: P.MiniDetector, scene: P.Scene, n: int = 32) -> torch
     return run.stages["proposals_nms"]["boxes"][: int(n)].clone()
 
 
-__all__ += ["course_boxes"]
+_COURSE: Dict[str, Any] = {}
+
+
+def course_builder() -> CaseBuilder:
+    """Chapter 11's :class:`CaseBuilder`, made once per process: the detector fitted under Detectron2's conventions
+    on 8 scenes (seed 0), test scene 1000 and its 32 best proposals. Its ONNX files go to a temporary directory
+    that is removed when the process exits."""
+    if "builder" not in _COURSE:
+        import atexit
+        import shutil
+        import tempfile
+
+        det = P.fit_detector(P.synthetic_scenes(8, seed=0), DETECTRON2, seed=0)
+        scene = P.synthetic_scenes(1, seed=1000)[0]
+        workdir = tempfile.mkdtemp(prefix="explainer-onnx-")
+        atexit.register(shutil.rmtree, workdir, True)
+        builder = CaseBuilder(det, scene.image, course_boxes(det, scene, 32), workdir)
+        builder.scene = scene
+        _COURSE["builder"] = builder
+    return _COURSE["builder"]
+
+
+def first_divergence_rows(builder: CaseBuilder, mismatches: Sequence[str] = ()) -> List[List[str]]:
+    """One row per mismatch (default all): its label, the first divergent stage, the cause, the fitted
+    parameters and how many later stages inherit it; computed with ``builder``."""
+    rows = []
+    for key in mismatches or list(MISMATCHES):
+        rep = builder.case(key).report
+        label = MISMATCHES[key][0]
+        if rep.first_divergence is None:
+            rows.append([label, "none", "", "", "0"])
+            continue
+        s = rep.stages[rep.first_divergence]
+        ev = s.cause.evidence
+        if s.cause.name == "shift":
+            detail = f"(dy, dx) = ({ev['dy']:+.2f}, {ev['dx']:+.2f}) {ev['unit']}"
+        elif s.cause.name == "channel_permutation":
+            detail = f"p = {ev['permutation']}"
+        elif s.cause.name == "channel_affine":
+            detail = f"scale {[round(v, 3) for v in ev['scale']]}, bias {[round(v, 3) for v in ev['bias']]}"
+        else:
+            detail = ""
+        n_inh = sum(x.cause.name == "inherited" for x in rep.stages.values())
+        rows.append([label, s.name, s.cause.name, detail, str(n_inh)])
+    return rows
+
+
+__all__ += ["course_boxes", "course_builder", "first_divergence_rows"]

@@ -251,8 +251,9 @@ class StageComparison:
 
     ``pairing`` says how the candidate's stage was found: ``"name_map"``, ``"name"`` or ``"order"`` (plus
     ``" (reshaped)"`` when the shapes agree only once axes of size 1 are dropped). ``rel_error`` is
-    ||c - r|| / ||r||, ``cosine`` the cosine similarity of the two flattened tensors. ``inherited_from`` names the
-    divergence an ``inherited`` stage carries along.
+    ||c - r|| / ||r||, ``cosine`` the cosine similarity of the two flattened tensors, ``tolerances`` the largest
+    |c - r| / (atol + rtol |r|) (above 1, the stage fails). ``inherited_from`` names the divergence an
+    ``inherited`` stage carries along.
     """
 
     name: str
@@ -264,6 +265,7 @@ class StageComparison:
     rel_error: float
     cosine: float
     failing: int
+    tolerances: float
     passed: bool
     cause: Cause
     inherited_from: Optional[str] = None
@@ -272,7 +274,7 @@ class StageComparison:
     def to_dict(self) -> Dict[str, Any]:
         d = {"name": self.name, "candidate": self.candidate, "pairing": self.pairing, "shape": list(self.shape),
              "max_abs": self.max_abs, "mean_abs": self.mean_abs, "rel_error": self.rel_error, "cosine": self.cosine,
-             "failing_values": self.failing, "passed": self.passed, "cause": self.cause.to_dict(),
+             "failing_values": self.failing, "tolerances": self.tolerances, "passed": self.passed, "cause": self.cause.to_dict(),
              "inherited_from": self.inherited_from}
         if self.own_cause is not None:
             d["own_cause"] = self.own_cause.to_dict()
@@ -444,7 +446,7 @@ def _measure(r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float) -> Dict
     """Errors over every value, in chunks; the tensors are flat and of one floating dtype."""
     n = r.numel()
     s_abs = s_dd = s_rr = s_cc = s_rc = 0.0
-    m_abs, c_max, d_min, d_max = 0.0, 0.0, math.inf, -math.inf
+    m_abs, c_max, d_min, d_max, worst = 0.0, 0.0, math.inf, -math.inf, 0.0
     failing = 0
     for a in range(0, n, _CHUNK):
         rr, cc = r[a:a + _CHUNK], c[a:a + _CHUNK]
@@ -452,7 +454,10 @@ def _measure(r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float) -> Dict
         ad = d.abs()
         m_abs = max(m_abs, float(ad.max()))
         s_abs += float(ad.sum(dtype=torch.float64))
-        failing += int((ad > atol + rtol * rr.abs()).sum())
+        tol = atol + rtol * rr.abs()
+        failing += int((ad > tol).sum())
+        ratio = torch.where(tol > 0, ad / tol.clamp_min(1e-300), torch.where(ad > 0, math.inf, 0.0))
+        worst = max(worst, float(ratio.max()))
         d_min, d_max = min(d_min, float(d.min())), max(d_max, float(d.max()))
         c_max = max(c_max, float(cc.abs().max()))
         s_dd += float(torch.dot(d, d))
@@ -463,13 +468,14 @@ def _measure(r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float) -> Dict
     rel = math.sqrt(s_dd) / nr if nr > 0 else (0.0 if s_dd == 0 else math.inf)
     cos = s_rc / (nr * nc) if nr > 0 and nc > 0 else (1.0 if nr == nc else 0.0)
     return {"max_abs": m_abs, "mean_abs": s_abs / max(n, 1), "rel_error": rel, "cosine": cos, "failing": failing,
-            "d_min": d_min if n else 0.0, "d_max": d_max if n else 0.0, "c_absmax": c_max}
+            "d_min": d_min if n else 0.0, "d_max": d_max if n else 0.0, "c_absmax": c_max, "tolerances": worst}
 
 
 def _finite_measure(r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float) -> Dict[str, float]:
     ok = torch.isfinite(r) & torch.isfinite(c)
     m = _measure(r[ok], c[ok], atol, rtol) if bool(ok.any()) else _measure(r[:0], c[:0], atol, rtol)
     m["failing"] += int((~ok).sum())
+    m["tolerances"] = math.inf
     return m
 
 
@@ -585,7 +591,7 @@ def _compare_stage(rname: str, cname: str, how: str, r: torch.Tensor, c: torch.T
         found = TC.fit_cause(st, m["d_min"], m["d_max"], m["c_absmax"])
     return StageComparison(name=rname, candidate=cname, pairing=how, shape=tuple(r.shape), max_abs=m["max_abs"],
                            mean_abs=m["mean_abs"], rel_error=m["rel_error"], cosine=m["cosine"],
-                           failing=int(m["failing"]), passed=passed, cause=found)
+                           failing=int(m["failing"]), tolerances=m["tolerances"], passed=passed, cause=found)
 
 
 # --------------------------------------------------------------------------------------------------
