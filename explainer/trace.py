@@ -634,12 +634,19 @@ def load_dump(path) -> Dict[str, Any]:
             raise ValueError(f"{p}: not a readable .npz archive ({type(e).__name__}) (save it with numpy.savez)") \
                 from None
     elif suffix in (".pt", ".pth"):
+        import pickle
+
         try:
             data = torch.load(str(p), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "unsupported global" not in str(e).lower():             # not a pickle of foreign objects
+                raise ValueError(f"{p}: not a readable torch file (save {{stage name: tensor}} with torch.save, "
+                                 f"or arrays with numpy.savez)") from None
+            raise ValueError(f"{p}: refused to load: it holds objects other than tensors and plain containers "
+                             f"(save {{stage name: tensor}} with torch.save, or arrays with numpy.savez)") from None
         except Exception as e:
-            what = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise ValueError(f"{p}: refused to load: not a plain dict of tensors ({what}) (save "
-                             f"{{stage name: tensor}} with torch.save, or arrays with numpy.savez)") from None
+            raise ValueError(f"{p}: not a readable torch file ({type(e).__name__}) (save {{stage name: tensor}} "
+                             f"with torch.save, or arrays with numpy.savez)") from None
         if not isinstance(data, Mapping):
             raise ValueError(f"{p}: holds a {type(data).__name__}, not a dict of tensors (save {{stage name: tensor}})")
         _flatten_dump("", data, out, p)

@@ -596,7 +596,8 @@ def test_trace_command_exit_codes_and_output(tmp_path, capsys):
     assert d["first_divergence"] == "input" and d["stages"][1]["pairing"] == "name_map"
 
 
-@pytest.mark.parametrize("case", ["missing", "pickle", "not_dict", "bad_suffix", "bad_map", "no_pair", "npz_pickle"])
+@pytest.mark.parametrize("case", ["missing", "pickle", "junk_pt", "not_dict", "bad_suffix", "bad_map", "no_pair",
+                                  "npz_pickle"])
 def test_trace_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
     good = tmp_path / "good.npz"
     np.savez(good, a=np.zeros(3, dtype=np.float32))
@@ -606,6 +607,9 @@ def test_trace_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
     elif case == "pickle":
         torch.save({"a": _NotATensor()}, tmp_path / "evil.pt")
         args[1] = tmp_path / "evil.pt"
+    elif case == "junk_pt":
+        (tmp_path / "junk.pt").write_bytes(b"these bytes are not a torch file")
+        args[1] = tmp_path / "junk.pt"
     elif case == "not_dict":
         torch.save(torch.zeros(3), tmp_path / "t.pt")
         args[1] = tmp_path / "t.pt"
@@ -629,6 +633,10 @@ def test_trace_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
     assert lines[0].startswith(f"error: {bad_file}: ")
     assert "(" in lines[0] and lines[0].endswith(")")
     assert "weights_only=False" not in err
+    expected = {"pickle": "refused to load", "junk_pt": "not a readable torch file", "npz_pickle": "pickled objects",
+                "no_pair": "no stage pairs up", "bad_suffix": "unknown dump format", "missing": "no such file",
+                "not_dict": "not a dict of tensors", "bad_map": "not valid JSON"}[case]
+    assert expected in lines[0]
 
 
 def test_trace_command_in_a_subprocess(tmp_path):
