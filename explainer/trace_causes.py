@@ -211,6 +211,8 @@ def channel_affine(st: Stage) -> Optional[Cause]:
     r, c, _ = st.flat_sample()
     if r.shape[1] < 8:
         return None
+    if len(r) > 16 and not _explained(*_affine_residual(r[:16], c[:16]), c[:16], st)[0]:
+        return None                                                   # the first channels already refute it
     a, b = _affine_fit(r, c)
     if torch.allclose(a, torch.ones_like(a), atol=1e-6) and float(b.abs().max()) <= st.atol:
         return None
@@ -221,6 +223,11 @@ def channel_affine(st: Stage) -> Optional[Cause]:
     ev = {"channels": len(scale), "scale": scale, "bias": bias}
     return cause("channel_affine", frac, ev, f"each of the {len(scale)} channels scaled and shifted: scale "
                  f"{_fmt_list(scale)}, bias {_fmt_list(bias)}")
+
+
+def _affine_residual(r: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    a, b = _affine_fit(r, c)
+    return c - (a * r + b), c - r
 
 
 def _fmt_list(v: List[float], limit: int = 6) -> str:
@@ -245,7 +252,10 @@ def channel_permutation(st: Stage) -> Optional[Cause]:
     nr, nc = zr.norm(dim=1, keepdim=True), zc.norm(dim=1, keepdim=True)
     if bool((nr <= 1e-12).any() or (nc <= 1e-12).any()):
         return None                                                     # constant channels cannot be matched
-    corr = (zc / nc).float() @ (zr / nr).float().T                      # C x C, candidate rows
+    ur, uc = (zr / nr).float(), (zc / nc).float()
+    if n_ch > 16 and float((uc[:16] @ ur.T).amax(dim=1).min()) < 0.9:
+        return None                                                     # a channel with no counterpart
+    corr = uc @ ur.T                                                    # C x C, candidate rows
     best = corr.argmax(dim=1)
     if len(set(best.tolist())) != n_ch or bool((best == torch.arange(n_ch)).all()):
         return None
@@ -401,7 +411,8 @@ def estimate_shift(ref: torch.Tensor, cand: torch.Tensor, search: int = 4) -> Di
     d, err, base = _gauss_newton(residual, (0.0, 0.0))
     if search > 0 and not (base > 0 and 1.0 - err / base >= SHIFT_EXPLAINED):
         start = _integer_search(r, c, search)
-        if start != (0.0, 0.0):
+        at_start, _, _, base_start = residual(torch.tensor(start, dtype=torch.float64))
+        if start != (0.0, 0.0) and float((at_start * at_start).sum()) < 0.5 * base_start:
             d2, err2, base2 = _gauss_newton(residual, start)
             if base2 > 0 and err2 / base2 < (err / base if base > 0 else math.inf):
                 d, err, base = d2, err2, base2
@@ -411,21 +422,25 @@ def estimate_shift(ref: torch.Tensor, cand: torch.Tensor, search: int = 4) -> Di
 
 
 def _integer_search(r: torch.Tensor, c: torch.Tensor, search: int) -> Tuple[float, float]:
-    """The whole-cell shift (within +-search) with the smallest relative squared error, on a few items and channels."""
+    """The whole-cell shift (within +-search) that best aligns c with r, by cross-correlation (FFT) on a few
+    items and channels; each map is centred, so the peak is where c(y, x) best matches r(y + ky, x + kx)."""
     h, w = r.shape[-2:]
     y0, x0 = max(0, (h - 32) // 2), max(0, (w - 32) // 2)
     r, c = r[:2, :2, y0:y0 + 32, x0:x0 + 32], c[:2, :2, y0:y0 + 32, x0:x0 + 32]
     h, w = r.shape[-2:]
-    best, best_ratio = (0.0, 0.0), math.inf
-    for iy in range(-min(search, h - 2), min(search, h - 2) + 1):
-        for ix in range(-min(search, w - 2), min(search, w - 2) + 1):
-            cy, cx = slice(max(0, -iy), h - max(0, iy)), slice(max(0, -ix), w - max(0, ix))
-            ry, rx = slice(max(0, iy), h + min(0, iy)), slice(max(0, ix), w + min(0, ix))
-            cc = c[..., cy, cx]
-            e = float(((cc - r[..., ry, rx]) ** 2).sum())
-            b = float(((cc - r[..., cy, cx]) ** 2).sum())
-            if b > 0 and e / b < best_ratio:
-                best, best_ratio = (float(iy), float(ix)), e / b
+    r = r - r.mean(dim=(-2, -1), keepdim=True)
+    c = c - c.mean(dim=(-2, -1), keepdim=True)
+    size = (2 * h, 2 * w)                                             # zero padding: no wrap-around
+    corr = torch.fft.irfft2(torch.fft.rfft2(r, s=size) * torch.fft.rfft2(c, s=size).conj(), s=size).sum(dim=(0, 1))
+    ky = min(search, h - 2)
+    kx = min(search, w - 2)
+    best, best_val = (0.0, 0.0), -math.inf
+    for iy in range(-ky, ky + 1):
+        for ix in range(-kx, kx + 1):
+            overlap = (h - abs(iy)) * (w - abs(ix))
+            v = float(corr[iy % size[0], ix % size[1]]) / overlap
+            if v > best_val:
+                best, best_val = (float(iy), float(ix)), v
     return best
 
 
@@ -442,10 +457,12 @@ def shift(st: Stage) -> Optional[Cause]:
     if h < 3 or w < 3:
         return None
     items = torch.arange(min(n, 8)) * n // min(n, 8)
-    r, c = st.r[items], st.c[items]
-    if ch > 4:                                                        # the channels that differ most
-        pick = (c - r).abs().amax(dim=(0, 2, 3)).topk(4).indices.sort().values
-        r, c = r[:, pick], c[:, pick]
+    r, c = st.r, st.c
+    if ch > 4:                                                        # the channels that differ most, on the sample
+        sr, sc, _ = st.flat_sample()
+        pick = (sc - sr).abs().amax(dim=1).topk(4).indices.sort().values
+        r, c = r.index_select(1, pick), c.index_select(1, pick)
+    r, c = r.index_select(0, items), c.index_select(0, items)
     win, margin = 32, 6
     if h > win + 2 * margin or w > win + 2 * margin:                  # the window where they differ most
         e = (c - r).abs().float().sum(dim=(0, 1))[None, None]
