@@ -14,6 +14,10 @@ the errors are computed on every value by the caller.
 
 A shift is reported in cells of the stage's grid; for a ROI-pooled stage given a :class:`Pooler`, as the shift
 of its boxes in cells of the feature map it was pooled from.
+
+The module is a little over 600 lines because the vocabulary and the fit of each of its entries belong together
+(a fit fills its entry's evidence, :func:`apply_cause` reads it back); the shift fit, the longest, keeps its
+interpolation and search helpers beside it.
 """
 
 from __future__ import annotations
