@@ -61,8 +61,7 @@ CAUSES: Dict[str, CauseInfo] = {
         "candidate - reference is the same number everywhere",
         "find the +1 (legacy_plus_one, TO_REMOVE, an inclusive width) or the offset in this stage's code"),
     "channel_affine": CauseInfo(
-        "each channel scaled and shifted: another pixel mean or std, BatchNorm folded with another eps, "
-        "a FrozenBatchNorm against a BatchNorm",
+        "each channel scaled and shifted: another pixel mean or std, a BatchNorm folded or frozen with another eps",
         "candidate channel c = scale_c x reference channel c + bias_c",
         "use the same MODEL.PIXEL_MEAN / PIXEL_STD (and channel order) on both sides; fold BatchNorm with the "
         "eps it was trained with"),

@@ -639,6 +639,19 @@ def test_trace_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
     assert expected in lines[0]
 
 
+def test_register_cli_adds_a_trace_subcommand(tmp_path, capsys):
+    import argparse
+
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    np.savez(tmp_path / "ref.npz", **{k: v.numpy() for k, v in _chain(x).items()})
+    np.savez(tmp_path / "cand.npz", **{k: v.numpy() for k, v in _chain(x, perm=[2, 1, 0]).items()})
+    parser = argparse.ArgumentParser()
+    T.register_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["trace", str(tmp_path / "ref.npz"), str(tmp_path / "cand.npz"), "--json"])
+    assert args.func(args) == 1
+    assert json.loads(capsys.readouterr().out)["first_divergence"] == "input"
+
+
 def test_trace_command_in_a_subprocess(tmp_path):
     x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
     np.savez(tmp_path / "ref.npz", **{k: v.numpy() for k, v in _chain(x).items()})
