@@ -56,6 +56,7 @@ from torchvision.ops import roi_align
 
 from . import pipeline as P
 from . import trace
+from . import trace_causes as TC
 from .conventions import DETECTRON2
 
 __all__ = [
@@ -341,10 +342,10 @@ def image_to_bgr(image: torch.Tensor) -> torch.Tensor:
 
 
 def box_pooler_spec(boxes: torch.Tensor, aligned: bool = DETECTRON2.roi_aligned,
-                    sampling_ratio: int = DETECTRON2.sampling_ratio) -> trace.TC.Pooler:
+                    sampling_ratio: int = DETECTRON2.sampling_ratio) -> TC.Pooler:
     """How :class:`CourseNetwork`'s ``box_pooler`` pools ``boxes``, for ``compare(..., poolers=...)``."""
     rois = _rois_with_context(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4), P.CONTEXT)
-    return trace.TC.Pooler(features="head_pool", rois=rois, output_size=(P.POOL, P.POOL),
+    return TC.Pooler(features="head_pool", rois=rois, output_size=(P.POOL, P.POOL),
                            spatial_scale=1.0 / P.HEAD_STRIDE, sampling_ratio=int(sampling_ratio), aligned=bool(aligned))
 
 
