@@ -41,7 +41,7 @@ from .trace_causes import CAUSES
 
 __all__ = [
     "CAUSES", "ATOL", "RTOL", "record", "onnx_intermediates", "onnx_module_outputs", "compare", "StageComparison",
-    "TraceReport", "load_dump", "trace_command", "register_cli",
+    "TraceReport", "load_dump", "trace_command", "register_cli", "single_thread",
 ]
 
 #: Default tolerance: a value passes when |candidate - reference| <= ATOL + RTOL |reference|.
@@ -323,9 +323,12 @@ def _check_arguments(reference, candidate, name_map, atol, rtol) -> None:
 
 
 @contextmanager
-def _one_thread():
-    """Run torch single-threaded meanwhile: the comparison streams through memory in small chunks, where a
-    second thread gains little and waiting for a busy core at every operation costs milliseconds."""
+def single_thread():
+    """Run torch single-threaded meanwhile, then restore the thread count.
+
+    The comparison streams through memory in small chunks, where a second thread gains little, and on a machine
+    whose cores are busy, waiting for the other thread at every operation costs milliseconds each time.
+    """
     n = torch.get_num_threads()
     if n > 1:
         torch.set_num_threads(1)
@@ -363,7 +366,7 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map
     stages: Dict[str, StageComparison] = {}
     roots: List[StageComparison] = []
     first: Optional[str] = None
-    with _one_thread():
+    with single_thread():
         for rname, cname, how in pairs:
             pooler = poolers.get(rname)
             stages[rname] = _compare_stage(rname, cname, how, ref[rname], cand[cname], atol, rtol, pooler,

@@ -671,3 +671,14 @@ def test_trace_command_in_a_subprocess(tmp_path):
     bad = run(tmp_path / "ref.npz", tmp_path / "evil.pt")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith(f"error: {tmp_path / 'evil.pt'}: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_single_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with T.single_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with T.single_thread():
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
