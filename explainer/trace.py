@@ -47,7 +47,7 @@ __all__ = [
 #: Default tolerance: a value passes when |candidate - reference| <= ATOL + RTOL |reference|.
 ATOL, RTOL = 1e-4, 1e-3
 #: Values are measured in chunks of this many (the chunk stays in the processor's cache).
-_CHUNK = 1 << 16
+_CHUNK = 1 << 17
 
 
 # --------------------------------------------------------------------------------------------------
