@@ -1,0 +1,550 @@
+"""Find the first layer where two runs of a network diverge, and say why.
+
+Two runs of "the same" network (PyTorch against ONNX Runtime, Detectron against Detectron2, a model before and
+after conversion) are dumped stage by stage, and :func:`compare` walks the reference's stages in order:
+
+* :func:`record` taps named intermediate outputs of a ``torch.nn.Module`` with forward hooks (this and the next
+  two live in :mod:`explainer.trace_capture`);
+* :func:`onnx_intermediates` runs an ONNX model in ONNX Runtime with chosen intermediate values exposed as
+  extra graph outputs (on a copy made with ``onnx.utils.Extractor``; the user's file is never written);
+* :func:`onnx_module_outputs` finds, in a model exported by ``torch.onnx.export``'s TorchScript route, the
+  value each module produced (its node names carry the module path), so stages pair up by name;
+* :func:`compare` pairs the stages, measures every value (max and mean absolute error, relative error,
+  cosine similarity, pass/fail against ``|c - r| <= atol + rtol |r|``, the rule of ``numpy.allclose``), names
+  the **first divergence** and fits a cause to each failing stage from the vocabulary
+  :data:`explainer.trace_causes.CAUSES` (each with its meaning, fingerprint and fix, in the form of
+  :data:`explainer.diagnose.CAUSES`). Stages after a divergence whose difference has no cause of its own, or
+  the same one, are reported as ``inherited``.
+
+From the command line, :func:`trace_command` compares two saved dumps (``.npz``, or a ``.pt`` file holding a
+dict of tensors, loaded with ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import trace_causes as TC
+from .diagnose import Cause
+from .trace_capture import onnx_intermediates, onnx_module_outputs, record
+from .trace_causes import CAUSES
+
+__all__ = [
+    "CAUSES", "ATOL", "RTOL", "record", "onnx_intermediates", "onnx_module_outputs", "compare", "StageComparison",
+    "TraceReport", "load_dump", "trace_command", "register_cli", "single_thread",
+]
+
+#: Default tolerance: a value passes when |candidate - reference| <= ATOL + RTOL |reference|.
+ATOL, RTOL = 1e-4, 1e-3
+#: Values are measured in chunks of this many (the chunk stays in the processor's cache).
+_CHUNK = 1 << 17
+
+
+# --------------------------------------------------------------------------------------------------
+# comparing
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class StageComparison:
+    """One paired stage: its errors, whether it passed, and its cause.
+
+    ``pairing`` says how the candidate's stage was found: ``"name_map"``, ``"name"`` or ``"order"`` (plus
+    ``" (reshaped)"`` when the shapes agree only once axes of size 1 are dropped). ``rel_error`` is
+    ||c - r|| / ||r||, ``cosine`` the cosine similarity of the two flattened tensors, ``tolerances`` the largest
+    |c - r| / (atol + rtol |r|), above 1 exactly when the stage fails (values are read in chunks, and a chunk
+    whose differences all lie within atol counts as max |c - r| / atol, an upper bound, without dividing). ``inherited_from`` names the divergence an
+    ``inherited`` stage carries along.
+    """
+
+    name: str
+    candidate: str
+    pairing: str
+    shape: Tuple[int, ...]
+    max_abs: float
+    mean_abs: float
+    rel_error: float
+    cosine: float
+    failing: int
+    tolerances: float
+    passed: bool
+    cause: Cause
+    inherited_from: Optional[str] = None
+    own_cause: Optional[Cause] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = {"name": self.name, "candidate": self.candidate, "pairing": self.pairing, "shape": list(self.shape),
+             "max_abs": self.max_abs, "mean_abs": self.mean_abs, "rel_error": self.rel_error, "cosine": self.cosine,
+             "failing_values": self.failing, "tolerances": self.tolerances, "passed": self.passed, "cause": self.cause.to_dict(),
+             "inherited_from": self.inherited_from}
+        if self.own_cause is not None:
+            d["own_cause"] = self.own_cause.to_dict()
+        return _jsonable(d)
+
+
+@dataclass
+class TraceReport:
+    """The comparison of two runs, stage by stage in the reference's order."""
+
+    stages: Dict[str, StageComparison]
+    first_divergence: Optional[str]
+    atol: float
+    rtol: float
+    unpaired_reference: List[str] = field(default_factory=list)
+    unpaired_candidate: List[str] = field(default_factory=list)
+
+    @property
+    def root_causes(self) -> List[StageComparison]:
+        """Failing stages with a cause of their own (the first divergence first)."""
+        return [s for s in self.stages.values() if not s.passed and s.cause.name != "inherited"]
+
+    @property
+    def ok(self) -> bool:
+        return self.first_divergence is None
+
+    def summary(self) -> str:
+        how = Counter(s.pairing.split(" ")[0] for s in self.stages.values())
+        lines = [f"{len(self.stages)} stages compared (paired by " +
+                 ", ".join(f"{k}: {v}" for k, v in how.items()) +
+                 f"); a value passes when |candidate - reference| <= {self.atol:g} + {self.rtol:g} |reference|."]
+        if self.first_divergence is None:
+            lines.append("no divergence: every stage is identical or within the tolerance.")
+        else:
+            first = self.stages[self.first_divergence]
+            lines.append(f"first divergence: {first.name} ({first.cause.name}): {first.cause.explanation}")
+        lines.append(f"{'stage':<28} {'max abs':>10} {'mean abs':>10} {'rel err':>9} {'cosine':>9}  result")
+        for s in self.stages.values():
+            mark = "  <- first divergence" if s.name == self.first_divergence else ""
+            res = s.cause.name if s.passed else f"FAIL {s.cause.name}"
+            if s.inherited_from:
+                res += f" from {s.inherited_from}"
+            lines.append(f"{s.name[:28]:<28} {s.max_abs:>10.3g} {s.mean_abs:>10.3g} {s.rel_error:>9.2g} "
+                         f"{s.cosine:>9.6f}  {res}{mark}")
+        for k, s in enumerate(self.root_causes, 1):
+            ev = "; ".join(f"{key} = {_fmt(v)}" for key, v in s.cause.evidence.items())
+            lines.append(f"{k}. {s.name}: {s.cause.name}: {s.cause.explanation}")
+            if ev:
+                lines.append(f"   evidence: {ev}")
+            lines.append(f"   fix: {s.cause.fix}")
+        if self.unpaired_reference or self.unpaired_candidate:
+            lines.append(f"not compared: reference stages {self.unpaired_reference}, "
+                         f"candidate stages {self.unpaired_candidate}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _jsonable({"first_divergence": self.first_divergence, "atol": self.atol, "rtol": self.rtol,
+                          "stages": [s.to_dict() for s in self.stages.values()],
+                          "root_causes": [s.name for s in self.root_causes],
+                          "unpaired_reference": list(self.unpaired_reference),
+                          "unpaired_candidate": list(self.unpaired_candidate)})
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        body = ", ".join(_fmt(x) for x in v[:12])
+        return "[" + body + (f", ... ({len(v)} in all)" if len(v) > 12 else "") + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, torch.Tensor):
+        return _jsonable(v.tolist())
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return f if math.isfinite(f) else str(f)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    return v
+
+
+def _as_tensor(name: str, v: Any, side: str) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        t = v.detach().cpu()
+    elif isinstance(v, (np.ndarray, np.generic, int, float, list, tuple)):
+        try:
+            a = np.asarray(v)
+        except Exception:
+            raise ValueError(f"{side} stage {name!r} is not numeric") from None
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"{side} stage {name!r} is not numeric (dtype {a.dtype})")
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    else:
+        raise ValueError(f"{side} stage {name!r} must be a tensor or an array, got {type(v).__name__}")
+    if t.dtype in (torch.float16, torch.bfloat16, torch.bool) or not (t.is_floating_point() or t.is_complex()):
+        t = t.to(torch.float64 if t.dtype in (torch.int64, torch.int32) else torch.float32)
+    if t.is_complex():
+        raise ValueError(f"{side} stage {name!r} is complex; compare real tensors")
+    return t.contiguous()
+
+
+def _squeezed(shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    return tuple(s for s in shape if s != 1)
+
+
+def _compatible(a: torch.Tensor, b: torch.Tensor) -> bool:
+    sa, sb = tuple(a.shape), tuple(b.shape)
+    return sa == sb or _squeezed(sa) == _squeezed(sb)
+
+
+def _pair(ref: Mapping[str, torch.Tensor], cand: Mapping[str, torch.Tensor],
+          name_map: Optional[Mapping[str, str]]) -> Tuple[List[Tuple[str, str, str]], List[str], List[str]]:
+    """[(reference name, candidate name, how)], unpaired reference names, unpaired candidate names."""
+    name_map = dict(name_map or {})
+    bad_keys = [k for k in name_map if k not in ref]
+    bad_vals = [v for v in name_map.values() if v not in cand]
+    if bad_keys or bad_vals:
+        raise ValueError(f"name_map names stages that are not in the dumps: reference {bad_keys}, "
+                         f"candidate {bad_vals}")
+    paired: Dict[str, Tuple[str, str]] = {r: (name_map[r], "name_map") for r in ref if r in name_map}
+    used = {c for c, _ in paired.values()}
+    for r in ref:
+        if r not in paired and r in cand and r not in used:
+            paired[r] = (r, "name")
+            used.add(r)
+    bad = [f"{r} {list(ref[r].shape)} vs {c} {list(cand[c].shape)}" for r, (c, _) in paired.items()
+           if not _compatible(ref[r], cand[c])]
+    if bad:
+        raise ValueError(f"stages paired by name have shapes that cannot be paired: {bad}")
+    _pair_in_order(ref, cand, paired, used)
+    pairs = [(r, *paired[r]) for r in ref if r in paired]
+    un_r = [r for r in ref if r not in paired]
+    un_c = [c for c in cand if c not in used]
+    if not pairs:
+        raise ValueError(f"no stage pairs up (by name_map, by name, or in order with equal shapes); unpaired "
+                         f"reference stages: {un_r}; unpaired candidate stages: {un_c}")
+    return pairs, un_r, un_c
+
+
+def _pair_in_order(ref: Mapping[str, torch.Tensor], cand: Mapping[str, torch.Tensor],
+                   paired: Dict[str, Tuple[str, str]], used: set) -> None:
+    """Pair the remaining stages in order: each with the next remaining candidate stage of a compatible shape."""
+    rest = [c for c in cand if c not in used]
+    j = 0
+    for r in ref:
+        if r in paired:
+            continue
+        k = next((k for k in range(j, len(rest)) if _compatible(ref[r], cand[rest[k]])), None)
+        if k is not None:
+            paired[r] = (rest[k], "order")
+            used.add(rest[k])
+            j = k + 1
+
+
+def _measure(r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float) -> Dict[str, float]:
+    """Errors over every value in one streaming pass; the tensors are flat and of one floating dtype.
+
+    Each chunk is read once into reused buffers: d = c - r, its smallest and largest value, sum |d|, the dot
+    products r.r, d.d, r.d (the relative error and the cosine follow, as c = r + d) and, where some |d| exceeds
+    ``atol``, |d| / (atol + rtol |r|) with the number of values above 1. A chunk whose differences all lie within
+    ``atol`` passes without that division and contributes max |d| / atol to ``tolerances``, an upper bound.
+    """
+    n = r.numel()
+    s_abs = s_dd = s_rr = s_rd = 0.0
+    d_min, d_max, worst, c_max = math.inf, -math.inf, 0.0, 0.0
+    failing = 0
+    size = min(_CHUNK, max(n, 1))
+    d_buf, t_buf = torch.empty(size, dtype=r.dtype), torch.empty(size, dtype=r.dtype)
+    floor = torch.full((size,), float(atol), dtype=r.dtype)
+    tiny = torch.finfo(r.dtype).tiny
+    for a in range(0, n, _CHUNK):
+        rr, cc = r[a:a + _CHUNK], c[a:a + _CHUNK]
+        k = rr.numel()
+        d = torch.sub(cc, rr, out=d_buf[:k])
+        lo, hi = (float(v) for v in torch.aminmax(d))
+        d_min, d_max = min(d_min, lo), max(d_max, hi)
+        s_rr += float(torch.dot(rr, rr))
+        s_dd += float(torch.dot(d, d))
+        s_rd += float(torch.dot(rr, d))
+        s_abs += float(d.abs_().sum())
+        big = max(-lo, hi)
+        if big <= atol:
+            worst = max(worst, big / atol if atol > 0 else 0.0)
+            continue
+        tol = torch.abs(rr, out=t_buf[:k])
+        c_max = max(c_max, float(tol.max()) + big)
+        torch.add(floor[:k], tol, alpha=rtol, out=tol)                # atol + rtol |r|
+        if atol <= 0:
+            tol.clamp_min_(tiny)
+        ratio = d.div_(tol)
+        top = float(ratio.max())
+        worst = max(worst, top)
+        if top > 1.0:
+            failing += int(torch.count_nonzero(ratio > 1.0))
+    s_cc, s_rc = s_rr + 2.0 * s_rd + s_dd, s_rr + s_rd
+    nr, nc = math.sqrt(s_rr), math.sqrt(max(s_cc, 0.0))
+    rel = math.sqrt(s_dd) / nr if nr > 0 else (0.0 if s_dd == 0 else math.inf)
+    cos = s_rc / (nr * nc) if nr > 0 and nc > 0 else (1.0 if nr == nc else 0.0)
+    return {"max_abs": max(-d_min, d_max, 0.0) if n else 0.0, "mean_abs": s_abs / max(n, 1), "rel_error": rel,
+            "cosine": min(max(cos, -1.0), 1.0), "failing": failing, "tolerances": worst,
+            "d_min": d_min if n else 0.0, "d_max": d_max if n else 0.0, "c_absmax": c_max}
+
+
+def _finite_measure(r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float) -> Dict[str, float]:
+    ok = torch.isfinite(r) & torch.isfinite(c)
+    rf, cf = (r[ok], c[ok]) if bool(ok.any()) else (r[:0], c[:0])
+    m = _measure(rf, cf, atol, rtol)
+    m["failing"] += int((~ok).sum())
+    m["tolerances"] = math.inf
+    return m
+
+
+def _check_arguments(reference, candidate, name_map, atol, rtol) -> None:
+    for n, v in (("reference", reference), ("candidate", candidate)):
+        if not isinstance(v, Mapping) or not v:
+            raise ValueError(f"{n} must be a non-empty dict {{stage name: tensor}}, got "
+                             f"{type(v).__name__ if not isinstance(v, Mapping) else 'an empty dict'}")
+    for n, tol in (("atol", atol), ("rtol", rtol)):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0 or not math.isfinite(tol):
+            raise ValueError(f"{n} must be a finite number >= 0, got {tol!r}")
+    if name_map is not None and (not isinstance(name_map, Mapping) or
+                                 not all(isinstance(k, str) and isinstance(x, str) for k, x in name_map.items())):
+        raise ValueError("name_map must be a dict {reference stage name: candidate stage name} of strings")
+
+
+@contextmanager
+def single_thread():
+    """Run torch single-threaded meanwhile, then restore the thread count.
+
+    The comparison streams through memory in small chunks, where a second thread gains little, and on a machine
+    whose cores are busy, waiting for the other thread at every operation costs milliseconds each time.
+    """
+    n = torch.get_num_threads()
+    if n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            torch.set_num_threads(n)
+
+
+def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map: Optional[Mapping[str, str]] = None,
+            atol: float = ATOL, rtol: float = RTOL, poolers: Optional[Mapping[str, TC.Pooler]] = None) -> TraceReport:
+    """Compare two runs stage by stage; find the first divergence and why.
+
+    ``reference``, ``candidate``: {stage name: tensor or array}, in network order (as :func:`record`,
+    :func:`onnx_intermediates` and :func:`load_dump` return them). Stages pair by ``name_map`` ({reference name:
+    candidate name}), else by equal name, else in order among the rest when their shapes are equal (axes of size
+    1 aside). A value passes when |c - r| <= ``atol`` + ``rtol`` |r|; a stage passes when every value does.
+    ``poolers``: {stage: :class:`explainer.trace_causes.Pooler`} for ROI-pooled stages: how the reference pooled
+    them (from which reference stage, which boxes, ``roi_align``'s arguments), so that a shift of the boxes is
+    fitted in feature cells; a pooled map alone cannot show a shift smaller than its bins. Raises
+    ``ValueError`` when nothing pairs or paired shapes differ, listing the names. The comparison runs torch
+    single-threaded and restores the thread count afterwards.
+    """
+    _check_arguments(reference, candidate, name_map, atol, rtol)
+    ref = {str(k): _as_tensor(str(k), v, "reference") for k, v in reference.items()}
+    cand = {str(k): _as_tensor(str(k), v, "candidate") for k, v in candidate.items()}
+    pairs, un_r, un_c = _pair(ref, cand, name_map)
+    poolers = dict(poolers or {})
+    bad = [f"{k} (pooled from {getattr(p, 'features', None)!r})" for k, p in poolers.items()
+           if k not in ref or not isinstance(p, TC.Pooler) or p.features not in ref]
+    if bad:
+        raise ValueError(f"poolers must map reference stages to a Pooler whose features name a reference stage; "
+                         f"not so for {bad}")
+    stages: Dict[str, StageComparison] = {}
+    roots: List[StageComparison] = []
+    first: Optional[str] = None
+    with single_thread():
+        for rname, cname, how in pairs:
+            pooler = poolers.get(rname)
+            stages[rname] = _compare_stage(rname, cname, how, ref[rname], cand[cname], atol, rtol, pooler,
+                                           ref[pooler.features] if pooler is not None else None)
+    for rname, s in stages.items():
+        if not s.passed:
+            if first is None:
+                first = rname
+            elif s.cause.name != "non_finite":
+                _inherit(s, roots)
+            if s.cause.name != "inherited":
+                roots.append(s)
+    return TraceReport(stages=stages, first_divergence=first, atol=float(atol), rtol=float(rtol),
+                       unpaired_reference=un_r, unpaired_candidate=un_c)
+
+
+def _inherit(s: StageComparison, roots: List[StageComparison]) -> None:
+    """Mark a failing stage after a divergence as inherited when it has no cause of its own or the same one."""
+    src = next((r for r in reversed(roots) if TC.same_cause(r.cause, s.cause)), None)
+    if src is None and s.cause.name == "unexplained" and roots:
+        src = roots[-1]
+    if src is None:
+        return
+    s.own_cause, s.inherited_from = s.cause, src.name
+    how = "the same cause" if s.cause.name != "unexplained" else "no cause of its own"
+    s.cause = TC.cause("inherited", s.cause.strength, {"from": src.name, "own_fit": s.cause.name},
+                       f"{how}: carried along from {src.name} ({src.cause.name})")
+
+
+def _compare_stage(rname: str, cname: str, how: str, r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float,
+                   pooler: Optional[TC.Pooler], pooled_from: Optional[torch.Tensor]) -> StageComparison:
+    if tuple(r.shape) != tuple(c.shape):
+        c = c.reshape(r.shape)
+        how += " (reshaped)"
+    if r.dtype != c.dtype:
+        dt = torch.promote_types(r.dtype, c.dtype)
+        r, c = r.to(dt), c.to(dt)
+    rf, cf = r.reshape(-1), c.reshape(-1)
+    m = _measure(rf, cf, atol, rtol)
+    nonfinite = None
+    if not all(math.isfinite(m[k]) for k in ("max_abs", "mean_abs", "rel_error")):  # NaN and inf reach the sums
+        nonfinite = TC.non_finite(rf, cf, tuple(r.shape))
+        if nonfinite is not None:
+            m = _finite_measure(rf, cf, atol, rtol)
+    passed = nonfinite is None and m["failing"] == 0
+    if nonfinite is not None:
+        found = nonfinite
+    elif passed:
+        same = m["max_abs"] == 0.0
+        found = TC.cause("identical" if same else "numerical_noise", 1.0, {"max_abs": m["max_abs"]},
+                         "every value equal" if same else f"every value within the tolerance (max |difference| "
+                         f"{m['max_abs']:.3g})")
+    else:
+        st = TC.Stage(r, c, atol, rtol, pooler=pooler, pooled_from=pooled_from)
+        found = TC.fit_cause(st, m["d_min"], m["d_max"], m["c_absmax"])
+    return StageComparison(name=rname, candidate=cname, pairing=how, shape=tuple(r.shape), max_abs=m["max_abs"],
+                           mean_abs=m["mean_abs"], rel_error=m["rel_error"], cosine=m["cosine"],
+                           failing=int(m["failing"]), tolerances=m["tolerances"], passed=passed, cause=found)
+
+
+# --------------------------------------------------------------------------------------------------
+# dumps on disk and the command line
+# --------------------------------------------------------------------------------------------------
+def _flatten_dump(prefix: str, value: Any, out: Dict[str, Any], path: Path) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten_dump(f"{prefix}.{k}" if prefix else str(k), v, out, path)
+    elif isinstance(value, (list, tuple)) and prefix:
+        for i, v in enumerate(value):
+            _flatten_dump(f"{prefix}.{i}", v, out, path)
+    elif isinstance(value, (torch.Tensor, np.ndarray)):
+        out[prefix] = value
+    else:
+        raise ValueError(f"{path}: stage {prefix!r} holds a {type(value).__name__} (save only tensors, "
+                         f"keyed by stage name)")
+
+
+def load_dump(path) -> Dict[str, Any]:
+    """Read a dump of stages: ``.npz`` (``numpy.savez``) or ``.pt`` (``torch.save`` of a dict of tensors).
+
+    ``.npz`` files are read with ``allow_pickle=False``; ``.pt`` files with ``torch.load(weights_only=True)``,
+    which refuses anything but tensors and plain containers. Nested dicts and lists become dotted names.
+    Raises ``ValueError`` naming the file and what to do.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such file (give a .npz or .pt dump of stage tensors)")
+    suffix = p.suffix.lower()
+    out: Dict[str, Any] = {}
+    if suffix == ".npz":
+        try:
+            with np.load(str(p), allow_pickle=False) as z:
+                for k in z.files:
+                    out[k] = z[k]
+        except ValueError as e:
+            raise ValueError(f"{p}: holds pickled objects ({e}) (save plain arrays with numpy.savez)") from None
+        except Exception as e:
+            raise ValueError(f"{p}: not a readable .npz archive ({type(e).__name__}) (save it with numpy.savez)") \
+                from None
+    elif suffix in (".pt", ".pth"):
+        import pickle
+
+        try:
+            data = torch.load(str(p), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "unsupported global" not in str(e).lower():             # not a pickle of foreign objects
+                raise ValueError(f"{p}: not a readable torch file (save {{stage name: tensor}} with torch.save, "
+                                 f"or arrays with numpy.savez)") from None
+            raise ValueError(f"{p}: refused to load: it holds objects other than tensors and plain containers "
+                             f"(save {{stage name: tensor}} with torch.save, or arrays with numpy.savez)") from None
+        except Exception as e:
+            raise ValueError(f"{p}: not a readable torch file ({type(e).__name__}) (save {{stage name: tensor}} "
+                             f"with torch.save, or arrays with numpy.savez)") from None
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{p}: holds a {type(data).__name__}, not a dict of tensors (save {{stage name: tensor}})")
+        _flatten_dump("", data, out, p)
+    else:
+        raise ValueError(f"{p}: unknown dump format {suffix or '(no suffix)'!r} (use .npz or .pt)")
+    if not out:
+        raise ValueError(f"{p}: holds no stages (save at least one named tensor)")
+    return out
+
+
+def _load_map(path) -> Dict[str, str]:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such file (give a JSON object {{reference stage: candidate stage}})")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not valid JSON ({type(e).__name__}) (write a JSON object "
+                         f"{{reference stage: candidate stage}})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{p}: must be a JSON object of strings {{reference stage: candidate stage}}")
+    return data
+
+
+def _error(message: str) -> int:
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
+
+
+def trace_command(reference_path, candidate_path, map_path=None, as_json: bool = False) -> int:
+    """Compare two dumps and print the report (or its JSON); the ``trace`` command of ``python -m explainer``.
+
+    Exit codes, as the ``diagnose`` command's: 0 when no stage diverges (identical or within the tolerance),
+    1 when a divergence and its causes were found, 2 on bad input (one line ``error: <file>: <what> (<what to
+    do>)`` on stderr, no traceback).
+    """
+    try:
+        ref = load_dump(reference_path)
+        cand = load_dump(candidate_path)
+        name_map = _load_map(map_path) if map_path is not None else None
+    except ValueError as e:                     # the loaders name the file first
+        return _error(str(e))
+    try:
+        report = compare(ref, cand, name_map=name_map)
+    except ValueError as e:
+        return _error(f"{candidate_path}: {e} (dump the same stages on both sides, or pair them with a JSON "
+                      f"name map {{reference stage: candidate stage}})")
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.summary())
+    return 0 if report.ok else 1
+
+
+def register_cli(subparsers) -> None:
+    """Add ``trace`` to an ``argparse`` sub-command set (as :func:`explainer.diagnose.register_cli` adds
+    ``diagnose``): ``trace reference candidate [--map names.json] [--json]``."""
+    p = subparsers.add_parser(
+        "trace", help="find the first stage where two runs of a network diverge, and why",
+        description="Compare two dumps of a network's stages (.npz, or a .pt dict of tensors) in the reference's "
+                    "order and name the first divergence and its cause. Exit codes: 0 no divergence, 1 a "
+                    "divergence with its causes, 2 bad input.")
+    p.add_argument("reference", help="dump of the original run (.npz or .pt)")
+    p.add_argument("candidate", help="dump of the converted run (.npz or .pt)")
+    p.add_argument("--map", dest="map_path", metavar="NAMES.JSON",
+                   help="JSON object {reference stage: candidate stage} for stages named differently")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=lambda args: trace_command(args.reference, args.candidate, args.map_path, args.as_json))

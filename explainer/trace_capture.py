@@ -1,0 +1,213 @@
+"""Capturing the stages of a run: a ``torch.nn.Module``'s intermediate outputs, or an ONNX model's in ONNX Runtime.
+
+The capture half of :mod:`explainer.trace` (which re-exports these functions): :func:`record` taps module
+outputs with forward hooks; :func:`onnx_intermediates` exposes chosen values of an ONNX model as graph outputs of
+a copy (``onnx.utils.Extractor`` after ``onnx.shape_inference``) and lets ONNX Runtime compute them;
+:func:`onnx_module_outputs` maps the module paths that ``torch.onnx.export`` (TorchScript route) writes into node
+names to the values each module produced.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+__all__ = ["record", "onnx_intermediates", "onnx_module_outputs"]
+
+
+# --------------------------------------------------------------------------------------------------
+# capturing stages
+# --------------------------------------------------------------------------------------------------
+def _flatten_output(name: str, value: Any, out: Dict[str, torch.Tensor]) -> None:
+    if isinstance(value, torch.Tensor):
+        out[name] = value.detach().clone()
+    elif isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            _flatten_output(f"{name}.{i}", v, out)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten_output(f"{name}.{k}", v, out)
+
+
+def record(module: torch.nn.Module, *inputs: Any, names: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+    """Run ``module(*inputs)`` under ``torch.no_grad()`` and return the outputs of its submodules, by module path.
+
+    ``names``: the module paths to tap (``dict(module.named_modules())`` keys; ``""`` is the module itself, recorded
+    as ``"output"``); default every submodule. A module that returns a tuple or list gives ``name.0``,
+    ``name.1``, ... (a dict, ``name.key``); a module called twice gives ``name`` then ``name:1``. Outputs are
+    cloned (an in-place operation later in the network cannot change them) and keep the order in which they were
+    produced. The hooks are removed afterwards, also when the forward pass raises.
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    modules = dict(module.named_modules())
+    if names is None:
+        targets = [n for n in modules if n]
+    else:
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise ValueError("names must be a list of module paths (strings)")
+        unknown = [n for n in names if n not in modules]
+        if unknown:
+            some = [n for n in modules if n][:12]
+            raise ValueError(f"names: no module {unknown} in {type(module).__name__}; module paths include {some}")
+        targets = list(dict.fromkeys(names))
+    out: Dict[str, torch.Tensor] = {}
+    calls: Counter = Counter()
+
+    def hook_for(path: str):
+        def hook(_mod, _args, output):
+            k = calls[path]
+            calls[path] += 1
+            base = path or "output"
+            _flatten_output(base if k == 0 else f"{base}:{k}", output, out)
+        return hook
+
+    handles = []
+    try:
+        for path in targets:
+            handles.append(modules[path].register_forward_hook(hook_for(path)))
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def _load_onnx(model):
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        return m
+    if isinstance(model, (bytes, bytearray)):
+        return onnx.load_from_string(bytes(model))
+    if isinstance(model, (str, Path)):
+        p = Path(model)
+        if not p.is_file():
+            raise ValueError(f"model_path: file {str(p)!r} does not exist (expected an .onnx file)")
+        try:
+            return onnx.load(str(p))
+        except Exception as e:  # onnx raises DecodeError and others for a file that is not a model
+            raise ValueError(f"{p}: not an ONNX model ({type(e).__name__}: {e})") from None
+    raise ValueError(f"model_path must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
+
+
+def onnx_module_outputs(model) -> Dict[str, List[str]]:
+    """{module path: the values it produced} for a model exported by ``torch.onnx.export(..., dynamo=False)``.
+
+    That exporter names each node after the module that created it (``/rpn_head/objectness_logits/Conv``); a
+    value belongs to a module's outputs when a node inside the module produced it and a node outside it (or the
+    graph's output) reads it. Values are listed in graph order.
+    """
+    m = _load_onnx(model)
+    graph = m.graph
+    producer_scope: Dict[str, Tuple[str, ...]] = {}
+    consumers: Dict[str, List[Tuple[str, ...]]] = {}
+    for node in graph.node:
+        scope = tuple(p for p in node.name.split("/")[1:-1] if p) if node.name.startswith("/") else ()
+        for v in node.output:
+            if v:
+                producer_scope[v] = scope
+        for v in node.input:
+            if v:
+                consumers.setdefault(v, []).append(scope)
+    graph_outputs = {o.name for o in graph.output}
+    out: Dict[str, List[str]] = {}
+    for node in graph.node:
+        for v in node.output:
+            scope = producer_scope.get(v, ())
+            for k in range(1, len(scope) + 1):
+                prefix = scope[:k]
+                leaves = v in graph_outputs or any(cs[:k] != prefix for cs in consumers.get(v, []))
+                if leaves:
+                    out.setdefault(".".join(prefix), []).append(v)
+    return out
+
+
+def _feed_array(name: str, value: Any, elem_type: int) -> np.ndarray:
+    import onnx
+
+    arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    want = onnx.helper.tensor_dtype_to_np_dtype(elem_type) if elem_type else arr.dtype
+    if arr.dtype != want:
+        if np.issubdtype(arr.dtype, np.floating) and np.issubdtype(want, np.floating):
+            arr = arr.astype(want)
+        elif np.issubdtype(arr.dtype, np.integer) and np.issubdtype(want, np.integer):
+            arr = arr.astype(want)
+        else:
+            raise ValueError(f"feeds[{name!r}] has dtype {arr.dtype}, the model expects {np.dtype(want)}")
+    return np.ascontiguousarray(arr)
+
+
+def onnx_intermediates(model_path, feeds: Mapping[str, Any], names: Optional[Sequence[str]] = None,
+                       providers: Sequence[str] = ("CPUExecutionProvider",)) -> Dict[str, np.ndarray]:
+    """Run an ONNX model in ONNX Runtime and return chosen intermediate values, computed by ONNX Runtime.
+
+    ``model_path``: an ``.onnx`` file (or an ``onnx.ModelProto`` / its bytes); ``feeds``: {graph input name:
+    array or tensor} (floating feeds are cast to the input's float type); ``names``: the values to return (node
+    outputs or graph inputs; default every graph input and every node output). The model is copied with
+    ``onnx.utils.Extractor`` (which runs ``onnx.shape_inference`` and turns the chosen values into graph outputs
+    with their inferred types), and ONNX Runtime runs that copy from memory; a model over protobuf's 2 GB limit
+    goes through a temporary directory that is always removed. The user's file is never written.
+    Returns {name: array} in graph order (inputs first).
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx.utils import Extractor
+
+    model = _load_onnx(model_path)
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    input_names = [i.name for i in inputs]
+    if not isinstance(feeds, Mapping):
+        raise ValueError(f"feeds must be a dict {{input name: array}}, got {type(feeds).__name__}")
+    missing = [n for n in input_names if n not in feeds]
+    extra = [n for n in feeds if n not in input_names]
+    if missing or extra:
+        raise ValueError(f"feeds must give exactly the model's inputs {input_names}; missing {missing}, unknown {extra}")
+    produced = [v for node in graph.node for v in node.output if v]
+    order = input_names + produced
+    if names is None:
+        wanted = order
+    else:
+        if isinstance(names, str):
+            raise ValueError("names must be a list of value names, not one string")
+        known = set(order)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"names: no value {unknown} in the model; values include {order[:10]}")
+        pos = {n: i for i, n in enumerate(order)}
+        wanted = sorted(dict.fromkeys(names), key=pos.__getitem__)
+    arrays = {i.name: _feed_array(i.name, feeds[i.name], i.type.tensor_type.elem_type) for i in inputs}
+    node_values = [n for n in wanted if n not in arrays]
+    result: Dict[str, np.ndarray] = {n: arrays[n] for n in wanted if n in arrays}
+    if node_values:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        typed = {v.name for v in (*inferred.graph.value_info, *inferred.graph.output)}
+        # a value shape inference could not type (a custom operator's output) is exposed without a type
+        inferred.graph.value_info.extend(onnx.helper.make_empty_tensor_value_info(n)
+                                         for n in node_values if n not in typed)
+        extracted = Extractor(inferred).extract_model(input_names, node_values)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if extracted.ByteSize() < (1 << 31) - (1 << 20):
+            sess = ort.InferenceSession(extracted.SerializeToString(), opts, providers=list(providers))
+            got = sess.run(node_values, arrays)
+        else:
+            with tempfile.TemporaryDirectory(prefix="explainer-trace-") as tmp:
+                path = Path(tmp) / "model.onnx"
+                onnx.save_model(extracted, str(path), save_as_external_data=True, location="weights.bin")
+                sess = ort.InferenceSession(str(path), opts, providers=list(providers))
+                got = sess.run(node_values, arrays)
+                del sess
+        for n, v in zip(node_values, got):
+            result[n] = v
+    return {n: result[n] for n in wanted}

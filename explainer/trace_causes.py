@@ -1,0 +1,640 @@
+"""Why one stage of two runs differs: the fingerprints :func:`explainer.trace.compare` fits, and their vocabulary.
+
+Each fit takes the reference and candidate tensors of one stage (same shape) and returns a
+:class:`explainer.diagnose.Cause` when its hypothesis explains the difference, else ``None``. A hypothesis
+explains a difference when undoing it leaves the stage within the tolerance, or removes at least
+:data:`EXPLAINED` of the squared difference (a shift is an interpolation, so its bar is :data:`SHIFT_EXPLAINED`).
+
+Layout conventions: a tensor of 4 or more dimensions is N x C x ... x H x W (a batch of feature maps; extra
+middle axes are folded into the batch), 3 dimensions C x H x W, 2 dimensions rows x channels (class logits,
+boxes: N x 4), 1 dimension a vector. Channels are axis C (the columns of a 2-D tensor); the two last axes of a
+tensor of 3 or more dimensions are its grid (y, x). Fits run on a deterministic sample of at most
+:data:`SAMPLE` values, so that a stage of 17 million values costs a few milliseconds; the pass/fail test and
+the errors are computed on every value by the caller.
+
+A shift is reported in cells of the stage's grid; for a ROI-pooled stage given a :class:`Pooler`, as the shift
+of its boxes in cells of the feature map it was pooled from.
+
+The module is a little over 600 lines because the vocabulary and the fit of each of its entries belong together
+(a fit fills its entry's evidence, :func:`apply_cause` reads it back); the shift fit, the longest, keeps its
+interpolation and search helpers beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from .diagnose import Cause, CauseInfo
+
+__all__ = ["CAUSES", "EXPLAINED", "SHIFT_EXPLAINED", "SAMPLE", "Stage", "Pooler", "fit_cause", "same_cause",
+           "cause", "estimate_shift", "shift_map", "apply_cause"]
+
+#: A structured cause must remove at least this fraction of the squared difference ...
+EXPLAINED = 0.999
+#: ... a shift (fitted by bilinear interpolation of the reference) at least this fraction.
+SHIFT_EXPLAINED = 0.9
+#: Fits read at most this many values of a stage.
+SAMPLE = 1 << 17
+#: Shifts smaller than this (in the reported unit) are not called shifts.
+MIN_SHIFT = 0.02
+
+#: Every cause :func:`explainer.trace.compare` can report for a stage, in the order they are tried.
+CAUSES: Dict[str, CauseInfo] = {
+    "identical": CauseInfo(
+        "the stage is bit for bit the same in both runs",
+        "every value equal",
+        "nothing to fix"),
+    "numerical_noise": CauseInfo(
+        "floating-point differences (another kernel, operation order, fused operations, another runtime)",
+        "every value within the tolerance |candidate - reference| <= atol + rtol |reference|",
+        "nothing, if the size is acceptable"),
+    "non_finite": CauseInfo(
+        "NaN or infinity in the stage (a division by zero, log of 0, an overflow in float16)",
+        "a non-finite value on either side",
+        "find the operation that produces it in this stage: a missing epsilon, a clamp, an overflowing dtype"),
+    "constant_offset": CauseInfo(
+        "one constant added to every value (e.g. +1 on box coordinates: inclusive against continuous corners)",
+        "candidate - reference is the same number everywhere",
+        "find the +1 (legacy_plus_one, TO_REMOVE, an inclusive width) or the offset in this stage's code"),
+    "channel_affine": CauseInfo(
+        "each channel scaled and shifted: another pixel mean or std, a BatchNorm folded or frozen with another eps",
+        "candidate channel c = scale_c x reference channel c + bias_c",
+        "use the same MODEL.PIXEL_MEAN / PIXEL_STD (and channel order) on both sides; fold BatchNorm with the "
+        "eps it was trained with"),
+    "channel_permutation": CauseInfo(
+        "channels in another order: BGR against RGB at the input, the classifier's background row moved "
+        "(first in Detectron, last in Detectron2), anchor rows in another order (ratio- or size-major)",
+        "each candidate channel equals one reference channel (up to a scale and bias), in another order",
+        "feed the channel order the model expects (INPUT.FORMAT); convert the classifier and box rows "
+        "(background first vs last); reorder the RPN rows between ratio-major and size-major"),
+    "border": CauseInfo(
+        "differences confined to a frame along the edges: another padding (zero vs reflect, TF 'SAME' vs "
+        "symmetric) or a border mode",
+        "the differing values all lie within k cells of an edge",
+        "use the same padding on both sides (explicit symmetric padding and 'VALID' instead of TF's 'SAME'); "
+        "the side widths show which edges are padded"),
+    "shift": CauseInfo(
+        "the grid sampled at positions shifted by a constant (dy, dx): half a pixel from ROIAlign aligned or "
+        "a resize's coordinate mode, a stride's worth from padding",
+        "candidate(y, x) = reference(y + dy, x + dx) for one (dy, dx), fitted to 0.01 cell",
+        "align the coordinate conventions: ROIAlign aligned=True (POOLER_TYPE ROIAlignV2; ONNX RoiAlign "
+        "coordinate_transformation_mode='half_pixel', opset >= 16), the same Resize coordinate mode "
+        "(PyTorch align_corners=False is ONNX 'half_pixel' / 'pytorch_half_pixel'), the same padding"),
+    "unexplained": CauseInfo(
+        "the stage computes something else, with no fingerprint of a convention",
+        "fails the tolerance; no cause above explains it",
+        "compare this stage's code, weights and attributes on both sides; split it into smaller stages"),
+    "inherited": CauseInfo(
+        "the difference comes from an earlier stage",
+        "fails after an earlier divergence, with no cause of its own or the same cause as that divergence",
+        "fix the earlier divergence first"),
+}
+
+
+def cause(name: str, strength: float, evidence: Dict[str, Any], explanation: str) -> Cause:
+    """A :class:`explainer.diagnose.Cause` of this vocabulary."""
+    return Cause(name, float(min(max(strength, 0.0), 1.0)), evidence, CAUSES[name].fix, explanation)
+
+
+# --------------------------------------------------------------------------------------------------
+# a stage's tensors, laid out for the fits
+# --------------------------------------------------------------------------------------------------
+class Stage:
+    """The two tensors of one stage as N x C x H x W (see the module's layout conventions), with samples."""
+
+    def __init__(self, ref: torch.Tensor, cand: torch.Tensor, atol: float, rtol: float,
+                 pooler: Optional["Pooler"] = None, pooled_from: Optional[torch.Tensor] = None):
+        self.shape = tuple(ref.shape)
+        self.atol, self.rtol = float(atol), float(rtol)
+        self.r, self.spatial, self.channels = _layout(ref)
+        self.c, _, _ = _layout(cand)
+        self.ref, self.cand = ref, cand
+        self.pooler, self.pooled_from = pooler, pooled_from
+        self._flat: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+
+    def tol(self, ref: torch.Tensor) -> torch.Tensor:
+        return self.atol + self.rtol * ref.abs()
+
+    def flat_sample(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ref C x P, cand C x P, positions P as flat indices into N x H x W), float64; P evenly spaced."""
+        if self._flat is None:
+            n, c, h, w = self.r.shape
+            total = n * h * w
+            p = min(total, max(64, SAMPLE // max(c, 1)))
+            pos = torch.arange(p, dtype=torch.int64) * total // p        # distinct, evenly spaced
+            b, s = pos // (h * w), pos % (h * w)
+            r = self.r.reshape(n, c, h * w)[b, :, s].T.double()
+            cd = self.c.reshape(n, c, h * w)[b, :, s].T.double()
+            self._flat = (r, cd, pos)
+        return self._flat
+
+
+def _layout(t: torch.Tensor) -> Tuple[torch.Tensor, bool, bool]:
+    """(N x C x H x W view, has a grid, has channels)."""
+    if t.dim() >= 5:
+        t = t.movedim(1, -3).reshape(-1, t.shape[1], t.shape[-2], t.shape[-1])
+    if t.dim() == 4:
+        return t, True, True
+    if t.dim() == 3:
+        return t.unsqueeze(0), True, True
+    if t.dim() == 2:
+        return t.T.unsqueeze(0).unsqueeze(-1), False, True      # 1 x C x rows x 1
+    return t.reshape(1, 1, -1, 1), False, False
+
+
+def _explained(resid: torch.Tensor, diff: torch.Tensor, target: torch.Tensor, st: Stage) -> Tuple[bool, float]:
+    """(explained, fraction of the squared difference removed) for a residual left after undoing a cause."""
+    dd = float((diff * diff).sum())
+    rr = float((resid * resid).sum())
+    frac = 1.0 - rr / dd if dd > 0 else 1.0
+    within = bool((resid.abs() <= st.tol(target)).all())
+    return within or frac >= EXPLAINED, frac
+
+
+def _rounded(v, digits: int = 4):
+    if isinstance(v, (list, tuple)):
+        return [_rounded(x, digits) for x in v]
+    return round(float(v), digits)
+
+
+def _short(values: List[Any], limit: int = 8) -> str:
+    body = ", ".join(str(v) for v in values[:limit])
+    return f"[{body}{f', ... ({len(values)} in all)' if len(values) > limit else ''}]"
+
+
+# --------------------------------------------------------------------------------------------------
+# the fits, cheapest first
+# --------------------------------------------------------------------------------------------------
+def non_finite(ref: torch.Tensor, cand: torch.Tensor, shape: Optional[Tuple[int, ...]] = None) -> Optional[Cause]:
+    """NaN or infinity on either side (counted on every value); the first one's index in ``shape``."""
+    bad_r, bad_c = ~torch.isfinite(ref), ~torch.isfinite(cand)
+    nr, nc = int(bad_r.sum()), int(bad_c.sum())
+    if nr == 0 and nc == 0:
+        return None
+    first = torch.nonzero((bad_r | bad_c).reshape(shape if shape is not None else ref.shape))[0].tolist()
+    ev = {"nan_in_reference": int(torch.isnan(ref).sum()), "inf_in_reference": nr - int(torch.isnan(ref).sum()),
+          "nan_in_candidate": int(torch.isnan(cand).sum()), "inf_in_candidate": nc - int(torch.isnan(cand).sum()),
+          "first_index": first}
+    side = "both runs" if nr and nc else "the reference" if nr else "the candidate"
+    return cause("non_finite", 1.0, ev, f"{nr + nc} non-finite values in {side}, the first at index {first}")
+
+
+def constant_offset(st: Stage, d_min: float, d_max: float, c_absmax: float) -> Optional[Cause]:
+    """candidate - reference is one constant (read from the minimum and maximum difference over every value)."""
+    off, spread = 0.5 * (d_min + d_max), 0.5 * (d_max - d_min)
+    if abs(off) <= st.atol or spread > st.atol + st.rtol * c_absmax:
+        return None
+    r, c, _ = st.flat_sample()
+    resid = c - r - off
+    ok, frac = _explained(resid, c - r, c, st)
+    if not ok:
+        return None
+    return cause("constant_offset", frac, {"offset": _rounded(off, 6), "spread": _rounded(spread, 8)},
+                 f"candidate = reference {'+' if off >= 0 else '-'} {abs(off):.4g} everywhere")
+
+
+def _affine_fit(r: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per row least squares c = a r + b (a = 1 where a reference row is constant)."""
+    mr, mc = r.mean(1, keepdim=True), c.mean(1, keepdim=True)
+    vr = ((r - mr) ** 2).mean(1, keepdim=True)
+    cov = ((r - mr) * (c - mc)).mean(1, keepdim=True)
+    flat = vr <= 1e-12 * (1.0 + mr * mr)
+    a = torch.where(flat, torch.ones_like(vr), cov / torch.where(flat, torch.ones_like(vr), vr))
+    return a, mc - a * mr
+
+
+def channel_affine(st: Stage) -> Optional[Cause]:
+    """Each channel c' = scale_c c + bias_c (needs at least 8 sampled values per channel)."""
+    if not st.channels:
+        return None
+    r, c, _ = st.flat_sample()
+    if r.shape[1] < 8:
+        return None
+    if len(r) > 16 and not _explained(*_affine_residual(r[:16], c[:16]), c[:16], st)[0]:
+        return None                                                   # the first channels already refute it
+    a, b = _affine_fit(r, c)
+    if torch.allclose(a, torch.ones_like(a), atol=1e-6) and float(b.abs().max()) <= st.atol:
+        return None
+    ok, frac = _explained(c - (a * r + b), c - r, c, st)
+    if not ok:
+        return None
+    scale, bias = _rounded(a.view(-1).tolist(), 6), _rounded(b.view(-1).tolist(), 6)
+    ev = {"channels": len(scale), "scale": scale, "bias": bias}
+    return cause("channel_affine", frac, ev, f"each of the {len(scale)} channels scaled and shifted: scale "
+                 f"{_fmt_list(scale)}, bias {_fmt_list(bias)}")
+
+
+def _affine_residual(r: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    a, b = _affine_fit(r, c)
+    return c - (a * r + b), c - r
+
+
+def _fmt_list(v: List[float], limit: int = 6) -> str:
+    body = ", ".join(f"{x:.4g}" for x in v[:limit])
+    return f"[{body}{', ...' if len(v) > limit else ''}]"
+
+
+def channel_permutation(st: Stage) -> Optional[Cause]:
+    """Candidate channel i = reference channel p[i] (up to a scale and bias), p not the identity.
+
+    Channels are matched by correlation on the sample; the match must be one to one and, once undone,
+    explain the difference.
+    """
+    if not st.channels:
+        return None
+    r, c, _ = st.flat_sample()
+    n_ch, n = r.shape
+    if n_ch < 2 or n < 4:
+        return None
+    zr = r - r.mean(1, keepdim=True)
+    zc = c - c.mean(1, keepdim=True)
+    nr, nc = zr.norm(dim=1, keepdim=True), zc.norm(dim=1, keepdim=True)
+    if bool((nr <= 1e-12).any() or (nc <= 1e-12).any()):
+        return None                                                     # constant channels cannot be matched
+    ur, uc = (zr / nr).float(), (zc / nc).float()
+    if n_ch > 16 and float((uc[:16] @ ur.T).amax(dim=1).min()) < 0.9:
+        return None                                                     # a channel with no counterpart
+    corr = uc @ ur.T                                                    # C x C, candidate rows
+    best = corr.argmax(dim=1)
+    if len(set(best.tolist())) != n_ch or bool((best == torch.arange(n_ch)).all()):
+        return None
+    if float(corr[torch.arange(n_ch), best].min()) < 0.9:
+        return None
+    rp = r[best]
+    a, b = _affine_fit(rp, c)
+    pure = torch.allclose(a, torch.ones_like(a), atol=1e-4) and float(b.abs().max()) <= st.atol
+    model = rp if pure else a * rp + b
+    ok, frac = _explained(c - model, c - r, c, st)
+    if not ok:
+        return None
+    perm = best.tolist()
+    moved = sum(int(p != i) for i, p in enumerate(perm))
+    ev: Dict[str, Any] = {"permutation": perm, "channels_moved": moved, "channels": n_ch}
+    text = f"candidate channel i = reference channel p[i] with p = {_short(perm, 16)}"
+    if not pure:
+        ev["then_scale"] = _rounded(a.view(-1).tolist(), 6)
+        ev["then_bias"] = _rounded(b.view(-1).tolist(), 6)
+        text += f", then scaled {_fmt_list(ev['then_scale'])} and shifted {_fmt_list(ev['then_bias'])}"
+    return cause("channel_permutation", frac, ev, text)
+
+
+def border(st: Stage) -> Optional[Cause]:
+    """Every failing value within k cells of an edge of the grid (k at most a quarter of the grid)."""
+    if not st.spatial:
+        return None
+    n, ch, h, w = st.r.shape
+    k_max = min(h, w) // 4
+    if k_max < 1:
+        return None
+    r, c, pos = st.flat_sample()                                      # a cheap look first
+    fail = ((c - r).abs() > st.tol(c)).any(0)
+    s = pos % (h * w)
+    ys, xs = s // w, s % w
+    depth = torch.minimum(torch.minimum(ys, h - 1 - ys), torch.minimum(xs, w - 1 - xs))
+    if bool((fail & (depth >= k_max)).any()):
+        return None
+    over = ((st.c - st.r).abs() - st.tol(st.c)).amax(dim=(0, 1)) > 0     # H x W: any failing value there
+    if not bool(over.any()):
+        return None
+    yy, xx = torch.nonzero(over, as_tuple=True)
+    depth = torch.minimum(torch.minimum(yy, h - 1 - yy), torch.minimum(xx, w - 1 - xx))
+    k = int(depth.max()) + 1
+    if k > k_max:
+        return None
+    mid_x, mid_y = (xx >= k) & (xx < w - k), (yy >= k) & (yy < h - k)   # away from the other sides' frames
+    sides = {"top": _width(yy[mid_x & (yy < k)] + 1), "bottom": _width(h - yy[mid_x & (yy >= h - k)]),
+             "left": _width(xx[mid_y & (xx < k)] + 1), "right": _width(w - xx[mid_y & (xx >= w - k)])}
+    inner = (st.c - st.r)[..., k:h - k, k:w - k]
+    ev = {"k": k, "sides": sides, "grid": [h, w],
+          "max_abs_in_frame": _rounded(float((st.c - st.r).abs().max()), 6),
+          "max_abs_inside": _rounded(float(inner.abs().max()) if inner.numel() else 0.0, 8)}
+    return cause("border", 1.0, ev, f"every difference lies within {k} cell(s) of an edge of the {h} x {w} grid "
+                 f"(widths: top {sides['top']}, bottom {sides['bottom']}, left {sides['left']}, right {sides['right']})")
+
+
+def _width(v: torch.Tensor) -> int:
+    return int(v.max()) if v.numel() else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# shift
+# --------------------------------------------------------------------------------------------------
+def _shifted(r: torch.Tensor, dy: float, dx: float):
+    """r (N x C x H x W) read at (y + dy, x + dx) by bilinear interpolation, where both neighbours exist.
+
+    The shift is the same at every position, so the four neighbours are slices of ``r``. Returns (values,
+    d/dy, d/dx, (y slice, x slice) of the output positions they belong to), or None when nothing is left.
+    """
+    h, w = r.shape[-2:]
+    ky, kx = math.floor(dy), math.floor(dx)
+    fy, fx = dy - ky, dx - kx
+    y0, y1 = max(0, -ky), min(h, h - 1 - ky)
+    x0, x1 = max(0, -kx), min(w, w - 1 - kx)
+    if y1 <= y0 or x1 <= x0:
+        return None
+    a = r[..., y0 + ky:y1 + ky, x0 + kx:x1 + kx]
+    b = r[..., y0 + ky:y1 + ky, x0 + kx + 1:x1 + kx + 1]
+    c = r[..., y0 + ky + 1:y1 + ky + 1, x0 + kx:x1 + kx]
+    d = r[..., y0 + ky + 1:y1 + ky + 1, x0 + kx + 1:x1 + kx + 1]
+    top, bot = a + fx * (b - a), c + fx * (d - c)
+    return top + fy * (bot - top), bot - top, (b - a) + fy * ((d - c) - (b - a)), (slice(y0, y1), slice(x0, x1))
+
+
+def shift_map(ref: torch.Tensor, dy: float, dx: float) -> torch.Tensor:
+    """The reference read at (y + dy, x + dx) by bilinear interpolation (NaN where that leaves the grid).
+
+    ``ref`` is N x C x H x W or C x H x W. What :func:`estimate_shift` fits, and what a dashboard shows as the
+    explanation of a shift.
+    """
+    out = torch.full_like(ref, float("nan"))
+    got = _shifted(ref, float(dy), float(dx))
+    if got is not None:
+        out[..., got[3][0], got[3][1]] = got[0]
+    return out
+
+
+def _gauss_newton(residual, d0: Tuple[float, float], iters: int = 12):
+    """Minimise ||residual(d)||^2 over d = (dy, dx); ``residual(d)`` returns (e, J_y, J_x, baseline ||.||^2).
+
+    Gives up early when, after 4 steps, less than half of the squared difference is explained (no shift).
+    Returns (d, squared error, baseline).
+    """
+    d = torch.tensor(d0, dtype=torch.float64)
+    e, jy, jx, base = residual(d)
+    err = float((e * e).sum())
+    for it in range(iters):
+        a11, a12, a22 = float((jy * jy).sum()), float((jy * jx).sum()), float((jx * jx).sum())
+        g1, g2 = float((jy * e).sum()), float((jx * e).sum())
+        det = a11 * a22 - a12 * a12
+        if det <= 1e-300 * max(a11 * a22, 1.0):
+            break
+        step = torch.tensor([(a22 * g1 - a12 * g2) / det, (a11 * g2 - a12 * g1) / det], dtype=torch.float64)
+        lam, moved = 1.0, False
+        while lam > 1e-2:
+            t_e, t_jy, t_jx, t_base = residual(d + lam * step)
+            t_err = float((t_e * t_e).sum())
+            if t_base > 0 and t_err / t_base <= err / max(base, 1e-300):
+                d, e, jy, jx, base, err, moved = d + lam * step, t_e, t_jy, t_jx, t_base, t_err, True
+                break
+            lam *= 0.5
+        if not moved or float((lam * step).abs().max()) < 1e-5:
+            break
+        if it >= 3 and base > 0 and err / base > 0.5:
+            break
+    return d, err, base
+
+
+def estimate_shift(ref: torch.Tensor, cand: torch.Tensor, search: int = 4) -> Dict[str, float]:
+    """Fit cand(y, x) = ref(y + dy, x + dx), ref read by bilinear interpolation, to N x C x H x W tensors.
+
+    (dy, dx) is in cells of the grid. Gauss-Newton from (0, 0); when that explains less than
+    :data:`SHIFT_EXPLAINED`, a search over whole cells (up to ``search``) finds another start. Only positions
+    whose shifted sample stays inside the grid count. Returns ``dy``, ``dx``, ``explained`` (the fraction of the
+    squared difference removed, on those positions) and ``positions``.
+    """
+    r, c = ref.double(), cand.double()
+    if r.dim() == 3:
+        r, c = r.unsqueeze(0), c.unsqueeze(0)
+    count = [0]
+    empty = torch.zeros(1, dtype=torch.float64)
+
+    def residual(d: torch.Tensor):
+        got = _shifted(r, float(d[0]), float(d[1]))
+        if got is None:
+            return empty, empty, empty, 0.0
+        val, gy, gx, (ys, xs) = got
+        cc = c[..., ys, xs]
+        count[0] = int(val[0, 0].numel() * val.shape[0])
+        return cc - val, gy, gx, float(((cc - r[..., ys, xs]) ** 2).sum())
+
+    d, err, base = _gauss_newton(residual, (0.0, 0.0))
+    if search > 0 and not (base > 0 and 1.0 - err / base >= SHIFT_EXPLAINED):
+        start = _integer_search(r, c, search)
+        at_start, _, _, base_start = residual(torch.tensor(start, dtype=torch.float64))
+        if start != (0.0, 0.0) and float((at_start * at_start).sum()) < 0.5 * base_start:
+            d2, err2, base2 = _gauss_newton(residual, start)
+            if base2 > 0 and err2 / base2 < (err / base if base > 0 else math.inf):
+                d, err, base = d2, err2, base2
+    residual(d)
+    return {"dy": float(d[0]), "dx": float(d[1]), "explained": 1.0 - err / base if base > 0 else 0.0,
+            "positions": count[0]}
+
+
+def _integer_search(r: torch.Tensor, c: torch.Tensor, search: int) -> Tuple[float, float]:
+    """The whole-cell shift (within +-search) that best aligns c with r, by cross-correlation (FFT) on a few
+    items and channels; each map is centred, so the peak is where c(y, x) best matches r(y + ky, x + kx)."""
+    h, w = r.shape[-2:]
+    y0, x0 = max(0, (h - 32) // 2), max(0, (w - 32) // 2)
+    r, c = r[:2, :2, y0:y0 + 32, x0:x0 + 32], c[:2, :2, y0:y0 + 32, x0:x0 + 32]
+    h, w = r.shape[-2:]
+    r = r - r.mean(dim=(-2, -1), keepdim=True)
+    c = c - c.mean(dim=(-2, -1), keepdim=True)
+    size = (2 * h, 2 * w)                                             # zero padding: no wrap-around
+    corr = torch.fft.irfft2(torch.fft.rfft2(r, s=size) * torch.fft.rfft2(c, s=size).conj(), s=size).sum(dim=(0, 1))
+    ky = min(search, h - 2)
+    kx = min(search, w - 2)
+    best, best_val = (0.0, 0.0), -math.inf
+    for iy in range(-ky, ky + 1):
+        for ix in range(-kx, kx + 1):
+            overlap = (h - abs(iy)) * (w - abs(ix))
+            v = float(corr[iy % size[0], ix % size[1]]) / overlap
+            if v > best_val:
+                best, best_val = (float(iy), float(ix)), v
+    return best
+
+
+def shift(st: Stage) -> Optional[Cause]:
+    """A constant (dy, dx) shift of the grid, fitted on a window of a few items and channels.
+
+    For a stage given a :class:`Pooler`, the shift is the pooling boxes' instead (:func:`pooled_shift`).
+    """
+    if st.pooler is not None and st.pooled_from is not None:
+        return pooled_shift(st)
+    if not st.spatial:
+        return None
+    n, ch, h, w = st.r.shape
+    if h < 3 or w < 3:
+        return None
+    items = torch.arange(min(n, 8)) * n // min(n, 8)
+    r, c = st.r, st.c
+    if ch > 4:                                                        # the channels that differ most, on the sample
+        sr, sc, _ = st.flat_sample()
+        pick = (sc - sr).abs().amax(dim=1).topk(4).indices.sort().values
+        r, c = r.index_select(1, pick), c.index_select(1, pick)
+    r, c = r.index_select(0, items), c.index_select(0, items)
+    win, margin = 32, 6
+    if h > win + 2 * margin or w > win + 2 * margin:                  # the window where they differ most
+        e = (c - r).abs().float().sum(dim=(0, 1))[None, None]
+        kh, kw = min(win, h), min(win, w)
+        stride = max(1, min(kh, kw) // 4)
+        e = torch.nn.functional.avg_pool2d(e, (kh, kw), stride=stride)[0, 0]
+        iy, ix = divmod(int(e.argmax()), e.shape[1])
+        y0, x0 = iy * stride, ix * stride
+        ya, yb = max(y0 - margin, 0), min(y0 + kh + margin, h)
+        xa, xb = max(x0 - margin, 0), min(x0 + kw + margin, w)
+        r, c = r[..., ya:yb, xa:xb], c[..., ya:yb, xa:xb]
+    est = estimate_shift(r, c)
+    return _shift_cause(est, "cells of the stage's grid", {"items": len(items), "channels": int(r.shape[1]),
+                                                           "window": [int(r.shape[2]), int(r.shape[3])]})
+
+
+def _shift_cause(est: Dict[str, float], unit: str, extra: Dict[str, Any]) -> Optional[Cause]:
+    if est["explained"] < SHIFT_EXPLAINED or max(abs(est["dy"]), abs(est["dx"])) < MIN_SHIFT:
+        return None
+    dy, dx = round(est["dy"], 3), round(est["dx"], 3)
+    ev = {"dy": dy, "dx": dx, "unit": unit, "explained": _rounded(est["explained"], 4), **extra}
+    return cause("shift", est["explained"], ev,
+                 f"the candidate reads its input at (y {dy:+.2f}, x {dx:+.2f}) {unit} where the reference reads "
+                 f"(y, x); this explains {est['explained']:.1%} of the squared difference")
+
+
+# --------------------------------------------------------------------------------------------------
+# shift of a ROI-pooled stage
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pooler:
+    """How a stage was pooled with torchvision's ``roi_align``, so that a shift of its boxes can be fitted.
+
+    ``features``: the name of the reference stage that was pooled (N x C x H x W); ``rois``: R x 5 (batch index,
+    x1, y1, x2, y2) in the coordinates ``spatial_scale`` maps to the feature map (image pixels); and the op's
+    ``output_size``, ``spatial_scale``, ``sampling_ratio`` and ``aligned``, as the reference ran it.
+
+    A pooled map alone cannot show a shift smaller than its bins (a 7 x 7 bin of a 40-pixel box spans several
+    feature cells); the features it was pooled from can.
+    """
+
+    features: str
+    rois: torch.Tensor
+    output_size: Tuple[int, int]
+    spatial_scale: float
+    sampling_ratio: int
+    aligned: bool
+
+    def pool(self, features: torch.Tensor, dy: float = 0.0, dx: float = 0.0) -> torch.Tensor:
+        """The reference's pooling with every box moved by (dy, dx) feature cells."""
+        from torchvision.ops import roi_align
+
+        move = torch.tensor([0.0, dx, dy, dx, dy], dtype=torch.float64) / self.spatial_scale
+        rois = (self.rois.double() + move).to(features.dtype)
+        return roi_align(features, rois, self.output_size, spatial_scale=self.spatial_scale,
+                         sampling_ratio=self.sampling_ratio, aligned=self.aligned)
+
+
+def pooled_shift(st: Stage) -> Optional[Cause]:
+    """Fit cand = pool(reference features, boxes moved by (dy, dx) feature cells) by Gauss-Newton.
+
+    The derivatives are finite differences of ``roi_align`` (1e-3 cell). Needs the pooler to reproduce the
+    reference stage at (0, 0); otherwise no shift is claimed.
+    """
+    pooler = st.pooler
+    if pooler is None or st.pooled_from is None:
+        return None
+    feats = st.pooled_from.double()
+    r, c = st.ref.double(), st.cand.double()
+    if tuple(pooler.pool(feats).shape) != tuple(r.shape):
+        return None
+    if float((pooler.pool(feats) - r).abs().max()) > st.atol + st.rtol * float(r.abs().max()):
+        return None
+    h = 1e-3
+
+    def residual(d: torch.Tensor):
+        dy, dx = float(d[0]), float(d[1])
+        val = pooler.pool(feats, dy, dx)
+        jy = (pooler.pool(feats, dy + h, dx) - pooler.pool(feats, dy - h, dx)) / (2 * h)
+        jx = (pooler.pool(feats, dy, dx + h) - pooler.pool(feats, dy, dx - h)) / (2 * h)
+        return c - val, jy, jx, float(((c - r) ** 2).sum())
+
+    d, err, base = _gauss_newton(residual, (0.0, 0.0), iters=20)
+    est = {"dy": float(d[0]), "dx": float(d[1]), "explained": 1.0 - err / base if base > 0 else 0.0}
+    scale = 1.0 / pooler.spatial_scale
+    return _shift_cause(est, "feature cells", {"in_image_pixels": [_rounded(est["dy"] * scale, 3),
+                                                                   _rounded(est["dx"] * scale, 3)],
+                                               "pooled_from": pooler.features, "boxes": int(len(pooler.rois))})
+
+
+def fit_cause(st: Stage, d_min: float, d_max: float, c_absmax: float) -> Cause:
+    """The first cause that explains a failing stage, cheapest first; ``unexplained`` when none does.
+
+    ``d_min``, ``d_max``: the smallest and largest candidate - reference over every value; ``c_absmax`` the
+    largest |candidate|.
+    """
+    for fit in (lambda: constant_offset(st, d_min, d_max, c_absmax), lambda: channel_affine(st),
+                lambda: channel_permutation(st), lambda: border(st), lambda: shift(st)):
+        found = fit()
+        if found is not None:
+            return found
+    return cause("unexplained", 0.0, {}, "no fingerprint (offset, channel scale, channel order, border, shift) "
+                 "explains the difference")
+
+
+def apply_cause(found: Cause, reference: torch.Tensor, pooler: Optional[Pooler] = None,
+                pooled_from: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+    """The reference with a fitted cause applied: what the cause predicts the candidate to be (its shape).
+
+    Defined for ``constant_offset``, ``channel_affine``, ``channel_permutation`` and ``shift`` (NaN where a
+    shifted sample leaves the grid); None for the others, which have no model of the candidate.
+    """
+    ev = found.evidence
+    r = reference.double()
+    if found.name == "constant_offset":
+        return r + float(ev["offset"])
+    if found.name in ("channel_affine", "channel_permutation"):
+        v, _, _ = _layout(r)                                          # N x C x H x W view
+        n_ch = v.shape[1]
+        if found.name == "channel_permutation":
+            perm = ev.get("permutation", [])
+            if len(perm) != n_ch:                                     # shortened in the evidence: not applicable
+                return None
+            v = v[:, perm]
+        scale = ev.get("scale", ev.get("then_scale"))
+        bias = ev.get("bias", ev.get("then_bias"))
+        if scale is not None and bias is not None:
+            if len(scale) != n_ch or len(bias) != n_ch:
+                return None
+            v = v * torch.tensor(scale, dtype=v.dtype).view(1, -1, 1, 1) + torch.tensor(bias, dtype=v.dtype).view(1, -1, 1, 1)
+        return _unlayout(v, reference.shape)
+    if found.name == "shift":
+        if pooler is not None and pooled_from is not None:
+            return pooler.pool(pooled_from.double(), float(ev["dy"]), float(ev["dx"]))
+        v, spatial, _ = _layout(r)
+        if not spatial:
+            return None
+        return _unlayout(shift_map(v, float(ev["dy"]), float(ev["dx"])), reference.shape)
+    return None
+
+
+def _unlayout(v: torch.Tensor, shape) -> torch.Tensor:
+    """Back from the N x C x H x W view of :func:`_layout` to the stage's own shape."""
+    shape = tuple(shape)
+    if len(shape) >= 5:
+        moved = list(shape)
+        c = moved.pop(1)
+        moved.insert(len(moved) - 2, c)
+        return v.reshape(moved).movedim(-3, 1)
+    if len(shape) == 4:
+        return v
+    if len(shape) == 3:
+        return v[0]
+    if len(shape) == 2:
+        return v[0, :, :, 0].T
+    return v.reshape(shape)
+
+
+def same_cause(a: Cause, b: Cause) -> bool:
+    """Whether two stages show the same cause with the same parameters (a divergence carried along)."""
+    if a.name != b.name:
+        return False
+    ea, eb = a.evidence, b.evidence
+    if a.name == "channel_permutation":
+        return ea.get("permutation") == eb.get("permutation")
+    if a.name == "shift":
+        return ea.get("unit") == eb.get("unit") and math.hypot(ea["dy"] - eb["dy"], ea["dx"] - eb["dx"]) <= 0.1
+    if a.name == "constant_offset":
+        return abs(ea["offset"] - eb["offset"]) <= 1e-3 * max(1.0, abs(ea["offset"]))
+    if a.name == "border":
+        return ea.get("k") == eb.get("k")
+    return a.name == "non_finite"
