@@ -9,12 +9,14 @@ command         what it does                                                exit
                 expects (:func:`explainer.checkpoint.audit`)                2 bad input
 ``diagnose``    why two COCO result files differ                            0 identical, 1 causes found,
                 (:func:`explainer.diagnose.diagnose`)                       2 bad input
+``trace``       the first stage where two dumps of a network's stages       0 no divergence, 1 divergence
+                diverge, and why (:func:`explainer.trace.compare`)          and its causes, 2 bad input
 ==============  ==========================================================  ===============================
 
 This module owns the parser; each command is a function here that reads its arguments, calls plain
 functions of the computation modules and prints. Bad input (and a bad command line) ends with one line
-``error: ...`` on stderr and exit code 2. A new command (a layer-by-layer ``trace``, say) is one more entry
-in :data:`COMMANDS`: a function that adds its arguments and a function that runs it.
+``error: ...`` on stderr and exit code 2. A new command is one more entry in :data:`COMMANDS`: a function that
+adds its arguments and a function that runs it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from . import checkpoint as ckpt
 from . import diagnose as diag
+from . import trace
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -150,6 +153,21 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# trace
+# --------------------------------------------------------------------------------------------------
+def _trace_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reference", help="dump of the original run (.npz, or a .pt dict of tensors)")
+    p.add_argument("candidate", help="dump of the converted run (.npz, or a .pt dict of tensors)")
+    p.add_argument("--map", dest="map_path", metavar="NAMES.JSON",
+                   help="JSON object {reference stage: candidate stage} for stages named differently")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _trace(args: argparse.Namespace) -> int:
+    return trace.trace_command(args.reference, args.candidate, args.map_path, as_json=args.json)
+
+
+# --------------------------------------------------------------------------------------------------
 # the parser
 # --------------------------------------------------------------------------------------------------
 #: name -> (help, description, add the arguments, run); the order of ``--help``.
@@ -164,13 +182,19 @@ COMMANDS: Dict[str, Tuple[str, str, Callable[[argparse.ArgumentParser], None], C
                  "Match the candidate's detections to the reference's and name the convention mistakes "
                  "that explain the differences. Exit codes: 0 identical, 1 differences explained, 2 bad input.",
                  _diagnose_arguments, _diagnose),
+    "trace": ("find the first stage where two runs of a network diverge, and why",
+              "Compare two dumps of a network's stages (.npz, or a .pt dict of tensors) in the reference's order and "
+              "name the first divergence and its cause. Exit codes: 0 no divergence, 1 a divergence with its causes, "
+              "2 bad input.",
+              _trace_arguments, _trace),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command in :data:`COMMANDS`."""
     parser = _Parser(prog="python -m explainer",
-                     description="Detectron vs Detectron2: convert and audit checkpoints, diagnose differing detections.")
+                     description="Detectron vs Detectron2: convert and audit checkpoints, diagnose differing detections, "
+                                 "find where two runs of a network diverge.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_, description, add_arguments, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=description)

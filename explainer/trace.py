@@ -41,7 +41,7 @@ from .trace_causes import CAUSES
 
 __all__ = [
     "CAUSES", "ATOL", "RTOL", "record", "onnx_intermediates", "onnx_module_outputs", "compare", "StageComparison",
-    "TraceReport", "load_dump", "trace_command", "register_cli", "single_thread",
+    "TraceReport", "load_dump", "trace_command", "single_thread",
 ]
 
 #: Default tolerance: a value passes when |candidate - reference| <= ATOL + RTOL |reference|.
@@ -533,18 +533,3 @@ def trace_command(reference_path, candidate_path, map_path=None, as_json: bool =
         print(report.summary())
     return 0 if report.ok else 1
 
-
-def register_cli(subparsers) -> None:
-    """Add ``trace`` to an ``argparse`` sub-command set (as :func:`explainer.diagnose.register_cli` adds
-    ``diagnose``): ``trace reference candidate [--map names.json] [--json]``."""
-    p = subparsers.add_parser(
-        "trace", help="find the first stage where two runs of a network diverge, and why",
-        description="Compare two dumps of a network's stages (.npz, or a .pt dict of tensors) in the reference's "
-                    "order and name the first divergence and its cause. Exit codes: 0 no divergence, 1 a "
-                    "divergence with its causes, 2 bad input.")
-    p.add_argument("reference", help="dump of the original run (.npz or .pt)")
-    p.add_argument("candidate", help="dump of the converted run (.npz or .pt)")
-    p.add_argument("--map", dest="map_path", metavar="NAMES.JSON",
-                   help="JSON object {reference stage: candidate stage} for stages named differently")
-    p.add_argument("--json", dest="as_json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=lambda args: trace_command(args.reference, args.candidate, args.map_path, args.as_json))

@@ -90,4 +90,4 @@ def test_every_entry_point_goes_through_explainer_cli():
     assert __main__.main is cli.main
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts["explainer"] in ("explainer.__main__:main", "explainer.cli:main")
-    assert set(cli.COMMANDS) == {"convert", "audit", "diagnose"}
+    assert set(cli.COMMANDS) == {"convert", "audit", "diagnose", "trace"}

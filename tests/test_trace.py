@@ -639,17 +639,15 @@ def test_trace_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
     assert expected in lines[0]
 
 
-def test_register_cli_adds_a_trace_subcommand(tmp_path, capsys):
-    import argparse
+def test_trace_subcommand_of_the_command_line(tmp_path, capsys):
+    from explainer import cli
 
     x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
     np.savez(tmp_path / "ref.npz", **{k: v.numpy() for k, v in _chain(x).items()})
     np.savez(tmp_path / "cand.npz", **{k: v.numpy() for k, v in _chain(x, perm=[2, 1, 0]).items()})
-    parser = argparse.ArgumentParser()
-    T.register_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["trace", str(tmp_path / "ref.npz"), str(tmp_path / "cand.npz"), "--json"])
-    assert args.func(args) == 1
+    assert cli.main(["trace", str(tmp_path / "ref.npz"), str(tmp_path / "cand.npz"), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["first_divergence"] == "input"
+    assert cli.main(["trace", str(tmp_path / "ref.npz"), str(tmp_path / "ref.npz")]) == 0
 
 
 def test_trace_command_in_a_subprocess(tmp_path):
@@ -659,9 +657,8 @@ def test_trace_command_in_a_subprocess(tmp_path):
     torch.save({"a": _NotATensor()}, tmp_path / "evil.pt")
 
     def run(*paths):
-        code = ("import sys; from explainer.trace import trace_command; "
-                f"sys.exit(trace_command(*{[str(p) for p in paths]!r}))")
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "explainer", "trace", *map(str, paths)], capture_output=True,
+                              text=True, cwd=ROOT,
                               env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
 
     ok = run(tmp_path / "ref.npz", tmp_path / "ref.npz")
