@@ -248,8 +248,9 @@ def all_level_anchors(image_size: Sequence[int] = (800, 1333), configs: Sequence
     for c in configs:
         fs = (math.ceil(h / c["stride"]), math.ceil(w / c["stride"]))
         cell = cell_anchors(c["stride"], c["sizes"], c["aspect_ratios"], convention)
-        grid = grid_anchors(cell, fs, c["stride"], convention.offset)
-        out.append(to_inclusive(grid) if convention.legacy_plus_one else grid)
+        if convention.legacy_plus_one:  # x2 - 1 on the A cell anchors rather than on every anchor of the grid
+            cell = to_inclusive(cell)
+        out.append(grid_anchors(cell, fs, c["stride"], convention.offset))
     return out
 
 
