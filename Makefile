@@ -26,10 +26,10 @@ lint: env
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-test: env
+test: lint
 	$(PY) -m pytest
 
-test-fast: env
+test-fast: lint
 	$(PY) -m pytest -m "not notebook and not browser"
 
 bench: env

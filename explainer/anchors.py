@@ -26,13 +26,15 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
-from ._validate import as_tensor, finite_number, positive_int, positive_number, size_pair
-from .pixels import to_continuous
+from ._validate import ArrayLike, as_tensor, finite_number, positive_int, positive_number, size_pair
+from .conventions import DETECTRON2, Convention
+from .pixels import to_continuous, to_inclusive
 
 __all__ = [
     "detectron_cell_anchors",
     "d2_cell_anchors",
     "grid_anchors",
+    "cell_anchors",
     "ratio_major_to_size_major",
     "anchor_order_permutation",
     "anchor_report",
@@ -85,12 +87,12 @@ def detectron_cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios:
 
     Rows are ratio-major: row = ratio_index * len(sizes) + size_index.
     """
-    stride = positive_number(stride, "stride")
-    sizes = np.array(_positive_list(sizes, "sizes"), dtype=np.float64)
+    stride_px = positive_number(stride, "stride")
+    size_arr = np.array(_positive_list(sizes, "sizes"), dtype=np.float64)
     ratios = np.array(_positive_list(aspect_ratios, "aspect_ratios"), dtype=np.float64)
-    base = np.array([1, 1, stride, stride], dtype=np.float64) - 1
+    base = np.array([1, 1, stride_px, stride_px], dtype=np.float64) - 1
     ratio_anchors = _ratio_enum(base, ratios)
-    scales = sizes / stride
+    scales = size_arr / stride_px
     out = np.vstack([_scale_enum(ratio_anchors[i, :], scales) for i in range(ratio_anchors.shape[0])])
     return torch.from_numpy(out)
 
@@ -139,7 +141,7 @@ def anchor_order_permutation(n_sizes: int, n_ratios: int, src: str, dst: str) ->
     return idx.reshape(outer, inner).T.reshape(-1)
 
 
-def ratio_major_to_size_major(anchors, n_sizes: int, n_ratios: int) -> torch.Tensor:
+def ratio_major_to_size_major(anchors: ArrayLike, n_sizes: int, n_ratios: int) -> torch.Tensor:
     """Reorder Detectron's ratio-major rows into Detectron2's size-major order (and nothing else)."""
     a = as_tensor(anchors, "anchors")
     n_sizes, n_ratios = positive_int(n_sizes, "n_sizes"), positive_int(n_ratios, "n_ratios")
@@ -151,7 +153,7 @@ def ratio_major_to_size_major(anchors, n_sizes: int, n_ratios: int) -> torch.Ten
 # --------------------------------------------------------------------------------------------
 # Grids
 # --------------------------------------------------------------------------------------------
-def grid_anchors(cell_anchors, feature_size, stride: float, offset: float = 0.0) -> torch.Tensor:
+def grid_anchors(cell_anchors: ArrayLike, feature_size: Sequence[int], stride: float, offset: float = 0.0) -> torch.Tensor:
     """All anchors of one level: (H * W * A) x 4, location-major (for each location, every cell anchor).
 
     ``feature_size`` is (height, width) in feature cells. Shifts are ``arange(offset * stride, W * stride,
@@ -173,6 +175,29 @@ def grid_anchors(cell_anchors, feature_size, stride: float, offset: float = 0.0)
     sx, sy = sx.reshape(-1), sy.reshape(-1)
     shifts = torch.stack((sx, sy, sx, sy), dim=1)
     return (shifts.view(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4)
+
+
+def cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios: Sequence[float], convention: Convention = DETECTRON2,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A x 4 cell anchors centred on (0, 0) in continuous coordinates, as the convention's anchor knobs make them.
+
+    ``anchor_rounding``: Detectron's rounded sizes (:func:`detectron_cell_anchors`, read as [x1, y1, x2 + 1, y2 + 1]
+    and moved from its centre stride / 2 to 0) instead of Detectron2's exact ones (:func:`d2_cell_anchors`);
+    ``anchor_order``: rows ratio-major (for each ratio, every size) or size-major. Place them on a grid with
+    :func:`grid_anchors` and ``offset=convention.offset``. Both presets' rows are exactly their codebase's cell
+    anchors in continuous coordinates.
+    """
+    if not isinstance(convention, Convention):
+        raise TypeError(f"convention must be an explainer.conventions.Convention, got {type(convention).__name__}")
+    n_sizes, n_ratios = len(_positive_list(sizes, "sizes")), len(_positive_list(aspect_ratios, "aspect_ratios"))
+    if convention.anchor_rounding:
+        a = to_continuous(detectron_cell_anchors(stride, sizes, aspect_ratios)) - positive_number(stride, "stride") / 2.0
+        if convention.anchor_order == "size_major":  # generate_anchors' rows are ratio-major
+            a = ratio_major_to_size_major(a, n_sizes, n_ratios)
+        return a.to(dtype)
+    if convention.anchor_order == "ratio_major":  # generate_cell_anchors' rows are size-major: one ratio at a time
+        return torch.cat([d2_cell_anchors(sizes, (r,), dtype=dtype) for r in aspect_ratios])
+    return d2_cell_anchors(sizes, aspect_ratios, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,29 +254,31 @@ def anchor_report(stride: float, sizes: Sequence[float], aspect_ratios: Sequence
     return rows
 
 
-def all_level_anchors(image_size=(800, 1333), configs: Sequence[Dict] | None = None, *, codebase: str = "detectron2",
-                      offset: float = 0.0) -> List[torch.Tensor]:
+def all_level_anchors(image_size: Sequence[int] = (800, 1333), configs: Sequence[Dict] | None = None,
+                      convention: Convention = DETECTRON2) -> List[torch.Tensor]:
     """Every anchor of an image over the levels of ``configs`` (default: FPN P2..P6), one tensor per level.
 
-    Feature sizes are ceil(image / stride). ``codebase="detectron"`` uses Detectron's cell anchors and
-    shifts (offset 0 on its pixel-index anchors); ``"detectron2"`` uses exact cell anchors and ``offset``.
+    Feature sizes are ceil(image / stride). Each level is :func:`cell_anchors` under ``convention`` on a grid
+    with its ``offset`` (``MODEL.ANCHOR_GENERATOR.OFFSET``), location-major, float32, in the convention's box
+    coordinates: inclusive pixel indices under ``legacy_plus_one`` (x2 - 1), continuous otherwise. With
+    ``DETECTRON`` that is Detectron's own grid: ``generate_anchors`` shifted by ``arange(W) * stride``; with
+    ``DETECTRON2``, ``DefaultAnchorGenerator`` with OFFSET 0.0.
     """
-    h, w = image_size
+    h, w = size_pair(image_size, "image_size")
     configs = list(configs) if configs is not None else fpn_level_configs()
-    if codebase not in ("detectron", "detectron2"):
-        raise ValueError(f"codebase must be 'detectron' or 'detectron2', got {codebase!r}")
+    if not isinstance(convention, Convention):
+        raise TypeError(f"convention must be an explainer.conventions.Convention, got {type(convention).__name__}")
     out = []
     for c in configs:
         fs = (math.ceil(h / c["stride"]), math.ceil(w / c["stride"]))
-        if codebase == "detectron":
-            cell = detectron_cell_anchors(c["stride"], c["sizes"], c["aspect_ratios"]).to(torch.float32)
-            out.append(grid_anchors(cell, fs, c["stride"], 0.0))
-        else:
-            out.append(grid_anchors(d2_cell_anchors(c["sizes"], c["aspect_ratios"]), fs, c["stride"], offset))
+        cell = cell_anchors(c["stride"], c["sizes"], c["aspect_ratios"], convention)
+        if convention.legacy_plus_one:  # x2 - 1 on the A cell anchors rather than on every anchor of the grid
+            cell = to_inclusive(cell)
+        out.append(grid_anchors(cell, fs, c["stride"], convention.offset))
     return out
 
 
-def proposal_shift(configs: Sequence[Dict] | None = None, deltas=None, offset: float = 0.0) -> List[Dict]:
+def proposal_shift(configs: Sequence[Dict] | None = None, deltas: ArrayLike | None = None, offset: float = 0.0) -> List[Dict]:
     """The same RPN deltas decoded on each codebase's anchors at feature location (0, 0), per level.
 
     Each codebase decodes with its own box coder (Detectron's ``bbox_transform`` with "+1" and the "- 1" on

@@ -29,13 +29,13 @@ ipywidgets.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from ._validate import as_boxes, as_tensor, finite_number, image_size, probability
-from .pixels import to_continuous, to_inclusive
+from ._validate import ArrayLike, as_boxes, as_tensor, finite_number, image_size, probability
+from .pixels import box_size, to_continuous, to_inclusive
 
 __all__ = [
     "to_continuous",
@@ -61,7 +61,7 @@ __all__ = [
 DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 
 
-def _boxes(b, name: str, legacy_plus_one: bool) -> torch.Tensor:
+def _boxes(b: ArrayLike, name: str, legacy_plus_one: bool) -> torch.Tensor:
     return as_boxes(b, name, legacy_plus_one=legacy_plus_one)
 
 
@@ -83,19 +83,18 @@ def _same_float(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.T
 # --------------------------------------------------------------------------------------------
 # Area and IoU
 # --------------------------------------------------------------------------------------------
-def area(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
+def area(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Box areas, N, in square image pixels.
 
     Detectron ``boxes_area``: (x2 - x1 + 1) * (y2 - y1 + 1).
     Detectron2 ``Boxes.area``: (x2 - x1) * (y2 - y1).
+    The widths and heights are :func:`explainer.pixels.box_size`'s.
     """
-    b = _boxes(boxes, "boxes", legacy_plus_one)
-    if legacy_plus_one:
-        return (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    w, h = box_size(boxes, legacy_plus_one=legacy_plus_one)
+    return w * h
 
 
-def pairwise_iou(a, b, *, legacy_plus_one: bool = False) -> torch.Tensor:
+def pairwise_iou(a: ArrayLike, b: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Intersection over union of every box of ``a`` (N x 4) with every box of ``b`` (M x 4): N x M.
 
     Detectron (``cython_bbox.pyx:bbox_overlaps``): iw = min(x2) - max(x1) + 1, ih likewise; the
@@ -130,7 +129,7 @@ def pairwise_iou(a, b, *, legacy_plus_one: bool = False) -> torch.Tensor:
     return torch.where(pos, inter / torch.where(pos, union, torch.ones_like(union)), torch.zeros_like(inter))
 
 
-def _iou_inputs(a, b, legacy_plus_one: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def _iou_inputs(a: ArrayLike, b: ArrayLike, legacy_plus_one: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """``a``, ``b`` checked as N x 4 and M x 4 boxes, or as B x N x 4 and B x M x 4 batches of them."""
     ta, tb = as_tensor(a, "a"), as_tensor(b, "b")
     if ta.dim() != 3 and tb.dim() != 3:
@@ -143,7 +142,7 @@ def _iou_inputs(a, b, legacy_plus_one: bool) -> Tuple[torch.Tensor, torch.Tensor
             _boxes(tb.reshape(-1, 4), "b", legacy_plus_one).reshape(tb.shape))
 
 
-def greedy_match(iou: torch.Tensor, threshold: float):
+def greedy_match(iou: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, ...]:
     """One-to-one pairs from an overlap matrix, the best remaining pair first, each with IoU >= ``threshold`` (> 0).
 
     ``iou``: N x M, or B x N x M for B independent images (entries below the threshold, or negative for
@@ -158,7 +157,7 @@ def greedy_match(iou: torch.Tensor, threshold: float):
     m = iou[None] if flat else iou
     m = torch.where((m >= threshold) & (m > 0), m, torch.full_like(m, -1.0))
     rows = torch.arange(m.shape[1])
-    out = [[], [], [], []]
+    out: List[List[torch.Tensor]] = [[], [], [], []]
     while m.numel():
         rmax, rarg = m.max(dim=2)
         carg = m.max(dim=1).indices
@@ -180,7 +179,7 @@ def greedy_match(iou: torch.Tensor, threshold: float):
 # --------------------------------------------------------------------------------------------
 # Box regression
 # --------------------------------------------------------------------------------------------
-def encode(boxes, targets, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), *, legacy_plus_one: bool = False) -> torch.Tensor:
+def encode(boxes: ArrayLike, targets: ArrayLike, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Regression deltas (dx, dy, dw, dh), N x 4, that move each box (N x 4) onto its target (N x 4).
 
     Detectron ``bbox_transform_inv`` (``legacy_plus_one=True``)::
@@ -198,16 +197,8 @@ def encode(boxes, targets, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), *, l
         raise ValueError(f"targets must have one row per box: got {tgt.shape[0]} targets for {src.shape[0]} boxes")
     wx, wy, ww, wh = _weights(weights)
     src, tgt = _same_float(src, tgt)
-    if legacy_plus_one:
-        ex_w = src[:, 2] - src[:, 0] + 1.0
-        ex_h = src[:, 3] - src[:, 1] + 1.0
-        gt_w = tgt[:, 2] - tgt[:, 0] + 1.0
-        gt_h = tgt[:, 3] - tgt[:, 1] + 1.0
-    else:
-        ex_w = src[:, 2] - src[:, 0]
-        ex_h = src[:, 3] - src[:, 1]
-        gt_w = tgt[:, 2] - tgt[:, 0]
-        gt_h = tgt[:, 3] - tgt[:, 1]
+    ex_w, ex_h = box_size(src, legacy_plus_one=legacy_plus_one)
+    gt_w, gt_h = box_size(tgt, legacy_plus_one=legacy_plus_one)
     for name, w in (("boxes", ex_w), ("boxes", ex_h), ("targets", gt_w), ("targets", gt_h)):
         if w.numel() and not (w > 0).all():
             bad = int((w <= 0).nonzero()[0])
@@ -224,7 +215,7 @@ def encode(boxes, targets, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), *, l
     return torch.stack((dx, dy, dw, dh), dim=1)
 
 
-def decode(deltas, boxes, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = DEFAULT_SCALE_CLAMP,
+def decode(deltas: ArrayLike, boxes: ArrayLike, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = DEFAULT_SCALE_CLAMP,
            *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Apply regression deltas (N x 4k: k boxes per row, e.g. one per class) to boxes (N x 4): N x 4k.
 
@@ -251,12 +242,7 @@ def decode(deltas, boxes, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale
     wx, wy, ww, wh = _weights(weights)
     clamp = finite_number(scale_clamp, "scale_clamp")
     d, b = _same_float(d, b)
-    if legacy_plus_one:
-        widths = b[:, 2] - b[:, 0] + 1.0
-        heights = b[:, 3] - b[:, 1] + 1.0
-    else:
-        widths = b[:, 2] - b[:, 0]
-        heights = b[:, 3] - b[:, 1]
+    widths, heights = box_size(b, legacy_plus_one=legacy_plus_one)
     ctr_x = b[:, 0] + 0.5 * widths
     ctr_y = b[:, 1] + 0.5 * heights
     dx = d[:, 0::4] / wx
@@ -281,7 +267,7 @@ def decode(deltas, boxes, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale
 # --------------------------------------------------------------------------------------------
 # Clipping and small-box filtering
 # --------------------------------------------------------------------------------------------
-def clip(boxes, image_size_hw, *, legacy_plus_one: bool = False) -> torch.Tensor:
+def clip(boxes: ArrayLike, image_size_hw: Sequence[int], *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Clamp boxes (N x 4) into an image of ``image_size_hw = (height, width)``: N x 4.
 
     Detectron ``clip_tiled_boxes`` / ``clip_boxes_to_image``: all four coordinates to
@@ -298,17 +284,15 @@ def clip(boxes, image_size_hw, *, legacy_plus_one: bool = False) -> torch.Tensor
     return out
 
 
-def nonempty(boxes, min_size: float = 0.0, *, legacy_plus_one: bool = False) -> torch.Tensor:
+def nonempty(boxes: ArrayLike, min_size: float = 0.0, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Indices (int64) of the boxes larger than ``min_size`` in both directions.
 
     Detectron ``filter_small_boxes``: keep (x2 - x1 + 1 > min_size) and (y2 - y1 + 1 > min_size).
     Detectron2 ``Boxes.nonempty(threshold)``: keep (x2 - x1 > threshold) and (y2 - y1 > threshold).
     """
-    b = _boxes(boxes, "boxes", legacy_plus_one)
     t = finite_number(min_size, "min_size")
-    extra = 1.0 if legacy_plus_one else 0.0
-    keep = (b[:, 2] - b[:, 0] + extra > t) & (b[:, 3] - b[:, 1] + extra > t)
-    return keep.nonzero().flatten()
+    w, h = box_size(boxes, legacy_plus_one=legacy_plus_one)
+    return ((w > t) & (h > t)).nonzero().flatten()
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,7 +443,7 @@ def _torchvision_nms():
     return torchvision.ops.nms
 
 
-def nms(boxes, scores, iou_threshold: float, *, legacy_plus_one: bool = False) -> torch.Tensor:
+def nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Greedy non-maximum suppression: indices (int64) of the kept boxes, in descending score order.
 
     ``boxes``: N x 4; ``scores``: N; ``iou_threshold`` in [0, 1].
@@ -507,7 +491,7 @@ def nms(boxes, scores, iou_threshold: float, *, legacy_plus_one: bool = False) -
 
     order = _legacy_order(s)
     b32 = b.to(torch.float32)[order]
-    shifted = b32 + b32.new_tensor([0.0, 0.0, 1.0, 1.0])
+    shifted = to_continuous(b32)
     # distinct scores in processing order make torchvision follow exactly that order
     rank_scores = torch.arange(b32.shape[0], 0, -1, dtype=torch.float32)
     kept_rank = tv_nms(shifted, rank_scores, nms_threshold_as_strict(t))
@@ -519,7 +503,7 @@ def nms(boxes, scores, iou_threshold: float, *, legacy_plus_one: bool = False) -
 # --------------------------------------------------------------------------------------------
 # Helpers for the chapter's figures and tables
 # --------------------------------------------------------------------------------------------
-def iou_by_size(sizes, shift: float = 1.0, *, diagonal: bool = False) -> Dict[str, torch.Tensor]:
+def iou_by_size(sizes: ArrayLike, shift: float = 1.0, *, diagonal: bool = False) -> Dict[str, torch.Tensor]:
     """IoU of a square box of each size with the same box moved ``shift`` pixels, under both conventions.
 
     ``sizes``: K box sides in image pixels (the four numbers are [0, 0, s, s] and [d, 0, s + d, s], or
@@ -542,7 +526,7 @@ def iou_by_size(sizes, shift: float = 1.0, *, diagonal: bool = False) -> Dict[st
     return out
 
 
-def nms_disagreement_by_size(sizes, n_boxes: int = 300, iou_threshold: float = 0.5, jitter: float = 0.25,
+def nms_disagreement_by_size(sizes: Sequence[float], n_boxes: int = 300, iou_threshold: float = 0.5, jitter: float = 0.25,
                              seed: int = 0) -> Dict[str, List[int]]:
     """How often the two NMS rules keep different boxes, for clusters of boxes of each size.
 
@@ -576,7 +560,7 @@ def nms_disagreement_by_size(sizes, n_boxes: int = 300, iou_threshold: float = 0
     return out
 
 
-def regression_drift(proposals, targets, weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0)) -> Dict[str, torch.Tensor]:
+def regression_drift(proposals: ArrayLike, targets: ArrayLike, weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0)) -> Dict[str, torch.Tensor]:
     """What a Detectron-trained box head asks for, and what Detectron2's decoder makes of it.
 
     The head learned Detectron's deltas: ``encode(proposals, targets, legacy_plus_one=True)``.
@@ -594,52 +578,66 @@ def regression_drift(proposals, targets, weights: Sequence[float] = (10.0, 10.0,
     return {"deltas": deltas, "detectron": legacy, "detectron2": d2, "detectron2_mapped": mapped, "drift": d2 - legacy}
 
 
+def _fmt_box(t: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{v:.3f}".rstrip("0").rstrip(".") for v in t.tolist()) + "]"
+
+
+def _check_generate_proposals() -> Tuple[str, str, str, bool]:
+    anchor = torch.tensor([[0.0, 0.0, 15.0, 15.0]])
+    rpn_delta = torch.tensor([[0.1, -0.1, 0.2, 0.1]])
+    legacy = clip(decode(rpn_delta, anchor, legacy_plus_one=True), (16, 16), legacy_plus_one=True)[0]
+    d2 = clip(decode(rpn_delta, anchor), (16, 16))[0]
+    return ("anchor [0, 0, 15, 15], RPN deltas [0.1, -0.1, 0.2, 0.1], weights 1: decode, clip to a 16 x 16 image",
+            _fmt_box(legacy), _fmt_box(d2), not torch.equal(legacy, d2))
+
+
+def _check_decode() -> Tuple[str, str, str, bool]:
+    proposal = torch.tensor([[20.0, 30.0, 79.0, 99.0]])
+    head_delta = torch.tensor([[1.0, -0.5, 0.5, -0.25]])
+    legacy = decode(head_delta, proposal, (10, 10, 5, 5), legacy_plus_one=True)[0]
+    d2 = decode(head_delta, proposal, (10, 10, 5, 5))[0]
+    return ("proposal [20, 30, 79, 99], deltas [1, -0.5, 0.5, -0.25], weights (10, 10, 5, 5): decode",
+            _fmt_box(legacy), _fmt_box(d2), not torch.equal(legacy, d2))
+
+
+def _check_nms() -> Tuple[str, str, str, bool]:
+    pair = torch.tensor([[10.0, 20.0, 18.0, 24.0], [12.0, 18.0, 18.0, 25.0]])
+    pair_scores = torch.tensor([0.8, 0.9])
+    legacy = sorted(nms(pair, pair_scores, 0.5, legacy_plus_one=True).tolist())
+    d2 = sorted(nms(pair, pair_scores, 0.5).tolist())
+    iou1 = float(pairwise_iou(pair[:1], pair[1:], legacy_plus_one=True))
+    iou2 = float(pairwise_iou(pair[:1], pair[1:]))
+    return ("boxes [10, 20, 18, 24] (score 0.8) and [12, 18, 18, 25] (0.9), NMS at 0.5: kept",
+            f"{legacy} (IoU {iou1:.4f})", f"{d2} (IoU {iou2:.4f})", legacy != d2)
+
+
+def _check_area() -> Tuple[str, str, str, bool]:
+    level_box = torch.tensor([[10.0, 10.0, 121.0, 121.0]])
+    a1 = float(area(level_box, legacy_plus_one=True)[0])
+    a2 = float(area(level_box)[0])
+    return ("box [10, 10, 121, 121]: sqrt(area), which picks the FPN level (boundary 224 / 2 = 112)",
+            f"{math.sqrt(a1):g}", f"{math.sqrt(a2):g}", a1 != a2)
+
+
+#: The live check of each kind named by ``CAFFE2_LEGACY_PLUS_ONE_OPS[...]["live_check"]``.
+_OP_CHECKS: Dict[str, Callable[[], Tuple[str, str, str, bool]]] = {
+    "decode": _check_decode, "nms": _check_nms, "area": _check_area,
+}
+
+
 def legacy_plus_one_op_checks() -> List[Dict[str, object]]:
     """One live check per Caffe2 operator that gained ``legacy_plus_one``, computed with this module.
 
     Returns one dict per operator of ``explainer.export_ops.CAFFE2_LEGACY_PLUS_ONE_OPS`` (same order),
     with ``op``, ``check`` (what is computed), ``detectron`` and ``detectron2`` (the two values, as
-    text) and ``differs`` (bool).
+    text) and ``differs`` (bool). ``GenerateProposals`` decodes an anchor and clips it; the other
+    operators get the check their ``live_check`` names.
     """
     from .export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS
 
-    anchor = torch.tensor([[0.0, 0.0, 15.0, 15.0]])
-    rpn_delta = torch.tensor([[0.1, -0.1, 0.2, 0.1]])
-    proposal = torch.tensor([[20.0, 30.0, 79.0, 99.0]])
-    head_delta = torch.tensor([[1.0, -0.5, 0.5, -0.25]])
-    pair = torch.tensor([[10.0, 20.0, 18.0, 24.0], [12.0, 18.0, 18.0, 25.0]])
-    pair_scores = torch.tensor([0.8, 0.9])
-    level_box = torch.tensor([[10.0, 10.0, 121.0, 121.0]])
-    out = []
-
-    def fmt(t):
-        return "[" + ", ".join(f"{v:.3f}".rstrip("0").rstrip(".") for v in t.tolist()) + "]"
-
+    out: List[Dict[str, object]] = []
     for op in CAFFE2_LEGACY_PLUS_ONE_OPS:
-        kind = op["live_check"]
-        if op["op"] == "GenerateProposals":
-            legacy = clip(decode(rpn_delta, anchor, legacy_plus_one=True), (16, 16), legacy_plus_one=True)[0]
-            d2 = clip(decode(rpn_delta, anchor), (16, 16))[0]
-            check = "anchor [0, 0, 15, 15], RPN deltas [0.1, -0.1, 0.2, 0.1], weights 1: decode, clip to a 16 x 16 image"
-            row = (fmt(legacy), fmt(d2), not torch.equal(legacy, d2))
-        elif kind == "decode":
-            legacy = decode(head_delta, proposal, (10, 10, 5, 5), legacy_plus_one=True)[0]
-            d2 = decode(head_delta, proposal, (10, 10, 5, 5))[0]
-            check = "proposal [20, 30, 79, 99], deltas [1, -0.5, 0.5, -0.25], weights (10, 10, 5, 5): decode"
-            row = (fmt(legacy), fmt(d2), not torch.equal(legacy, d2))
-        elif kind == "nms":
-            legacy = sorted(nms(pair, pair_scores, 0.5, legacy_plus_one=True).tolist())
-            d2 = sorted(nms(pair, pair_scores, 0.5).tolist())
-            iou1 = float(pairwise_iou(pair[:1], pair[1:], legacy_plus_one=True))
-            iou2 = float(pairwise_iou(pair[:1], pair[1:]))
-            check = "boxes [10, 20, 18, 24] (score 0.8) and [12, 18, 18, 25] (0.9), NMS at 0.5: kept"
-            row = (f"{legacy} (IoU {iou1:.4f})", f"{d2} (IoU {iou2:.4f})", legacy != d2)
-        elif kind == "area":
-            a1 = float(area(level_box, legacy_plus_one=True)[0])
-            a2 = float(area(level_box)[0])
-            check = "box [10, 10, 121, 121]: sqrt(area), which picks the FPN level (boundary 224 / 2 = 112)"
-            row = (f"{math.sqrt(a1):g}", f"{math.sqrt(a2):g}", a1 != a2)
-        else:  # a check this module cannot compute
-            check, row = "not computed here", ("", "", False)
-        out.append({"op": op["op"], "check": check, "detectron": row[0], "detectron2": row[1], "differs": row[2]})
+        fn = _check_generate_proposals if op["op"] == "GenerateProposals" else _OP_CHECKS.get(op["live_check"])
+        check, legacy, d2, differs = fn() if fn is not None else ("not computed here", "", "", False)
+        out.append({"op": op["op"], "check": check, "detectron": legacy, "detectron2": d2, "differs": differs})
     return out

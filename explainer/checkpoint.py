@@ -340,7 +340,7 @@ def convert_detectron2_to_detectron_predictor(state_dict: Mapping[str, torch.Ten
         params["mask_head.predictor.bias"] = find("mask_head.predictor.bias")
     except ValueError:
         pass
-    return L.convert_box_predictor(params, to="detectron", bg_box_rows=bg_box_rows)
+    return L.convert_box_predictor(params, background_first=True, bg_box_rows=bg_box_rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,7 +413,7 @@ def _cause(name: str, got: Tuple[int, ...], want: Tuple[int, ...]) -> str:
     return "different layer configuration"
 
 
-def audit(state_dict: Mapping[str, Any], expected) -> Dict[str, Any]:
+def audit(state_dict: Mapping[str, Any], expected: Union[Mapping[str, Any], "torch.nn.Module", str, os.PathLike]) -> Dict[str, Any]:
     """Compare a state dict with what a model expects; every finding comes with its likely cause.
 
     Names are matched by suffix as Detectron2's loader does. Returns {"matched", "missing", "unexpected",

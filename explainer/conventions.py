@@ -6,8 +6,14 @@ operator (``legacy_plus_one``, ``aligned``, ``offset``, ...). :class:`Convention
 all of them so that a whole pipeline can be switched at once, or one knob at a time::
 
     from explainer.conventions import DETECTRON, DETECTRON2
-    DETECTRON2.replace(roi_aligned=False)      # Detectron2 with the legacy ROIAlign
-    DETECTRON2.diff(DETECTRON)                 # the knobs that differ, by name
+    conv = DETECTRON2.replace(roi_aligned=False)   # Detectron2 with the legacy ROIAlign
+    DETECTRON2.diff(DETECTRON)                     # the knobs that differ, by name
+    roi_align(x, rois, 7, aligned=conv.aligned, sampling_ratio=conv.sampling_ratio)   # explainer.roi_align
+
+Where a bare flag would be ambiguous inside the bundle, the field carries a qualifier
+(``roi_aligned``, ``anchor_offset``, ``hflip_minus_one``) and the bundle also answers to the
+operator's own name through a read-only property (``aligned``, ``offset``, ``minus_one``), so that a
+call reads ``fn(..., aligned=conv.aligned)``.
 
 Where each default comes from (file paths are in the original repositories):
 
@@ -25,7 +31,8 @@ roi_aligned               False: ``ROIAlign`` (no -0.5 shift)    True: ``POOLER_
 sampling_ratio            2 (``ROI_XFORM_SAMPLING_RATIO`` in     0 (``POOLER_SAMPLING_RATIO``:
                           the shipped configs)                   adaptive)
 background_first          True: label 0 is background            False: label K is background
-mask_paste                "detectron" (``segm_results``)         "detectron2" (``paste_masks_in_image``)
+mask_paste                "segm_results" (``core/test.py``)      "paste_masks_in_image"
+                                                                 (``layers/mask_ops.py``)
 post_nms_topk_per_image   False: per batch in training           True (``find_top_rpn_proposals``)
 post_nms_topk_train       2000                                   1000 (``Base-RCNN-FPN.yaml``)
 rpn_smooth_l1_beta        1/9                                    0.0 (``MODEL.RPN.SMOOTH_L1_BETA``: L1)
@@ -41,27 +48,31 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Tuple
 
-__all__ = ["Convention", "DETECTRON", "DETECTRON2", "PRESETS", "get_convention", "KNOB_DOCS"]
+__all__ = ["Convention", "DETECTRON", "DETECTRON2", "PRESETS", "get_convention", "KNOB_DOCS", "MASK_PASTES"]
 
 _ANCHOR_ORDERS = ("ratio_major", "size_major")
-_MASK_PASTES = ("detectron", "detectron2")
+#: The two ways of pasting a mask, named after the functions that do it: Detectron's ``core/test.py:segm_results``
+#: and Detectron2's ``layers/mask_ops.py:paste_masks_in_image``.
+MASK_PASTES = ("segm_results", "paste_masks_in_image")
 
 #: One sentence per knob: what it changes and where a user meets it.
 KNOB_DOCS: Dict[str, str] = {
     "legacy_plus_one": "box width is x2 - x1 + 1 (Caffe2 ops' legacy_plus_one); clip to W-1; NMS suppresses at IoU >= t",
-    "anchor_offset": "MODEL.ANCHOR_GENERATOR.OFFSET: first anchor centre at offset*stride (continuous coordinates)",
+    "anchor_offset": "MODEL.ANCHOR_GENERATOR.OFFSET (the generator's offset; Convention.offset): first anchor centre at "
+                     "offset*stride (continuous coordinates)",
     "anchor_rounding": "round anchor widths/heights to whole pixels (Detectron's np.round in _ratio_enum)",
     "anchor_order": "row order of the cell anchors: ratio-major (Detectron) or size-major (Detectron2)",
-    "roi_aligned": "ROIAlign aligned=True shifts boxes by -0.5 after scaling (POOLER_TYPE ROIAlignV2)",
+    "roi_aligned": "ROIAlign's aligned (Convention.aligned): True shifts boxes by -0.5 after scaling (POOLER_TYPE ROIAlignV2)",
     "sampling_ratio": "ROIAlign samples per bin side; 0 means adaptive ceil(roi/output) (POOLER_SAMPLING_RATIO)",
     "background_first": "class label 0 is background (Detectron) instead of label K (Detectron2)",
-    "mask_paste": "how a 28x28 mask is pasted into the image: 'detectron' (segm_results) or 'detectron2' (grid_sample)",
+    "mask_paste": "how a 28x28 mask is pasted into the image: 'segm_results' (Detectron) or 'paste_masks_in_image' (Detectron2)",
     "post_nms_topk_per_image": "RPN.POST_NMS_TOPK_TRAIN counted per image (Detectron2) or per batch (Detectron training)",
     "post_nms_topk_train": "MODEL.RPN.POST_NMS_TOPK_TRAIN",
     "rpn_smooth_l1_beta": "MODEL.RPN.SMOOTH_L1_BETA (0 means L1)",
     "box_smooth_l1_beta": "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA (0 means L1)",
     "keypoint_half_pixel": "keypoints become continuous coordinates (+0.5 on load, -0.5 on export)",
-    "hflip_minus_one": "horizontal flip maps x to W - x - 1 (pixel indices) instead of W - x (coordinates)",
+    "hflip_minus_one": "horizontal flip maps x to W - x - 1 (pixel indices) instead of W - x (coordinates); the flips' "
+                       "minus_one (Convention.minus_one)",
 }
 
 
@@ -98,8 +109,8 @@ class Convention:
             raise ValueError(f"anchor_offset must be a number in [0, 1), got {off!r}")
         if self.anchor_order not in _ANCHOR_ORDERS:
             raise ValueError(f"anchor_order must be one of {_ANCHOR_ORDERS}, got {self.anchor_order!r}")
-        if self.mask_paste not in _MASK_PASTES:
-            raise ValueError(f"mask_paste must be one of {_MASK_PASTES}, got {self.mask_paste!r}")
+        if self.mask_paste not in MASK_PASTES:
+            raise ValueError(f"mask_paste must be one of {MASK_PASTES}, got {self.mask_paste!r}")
         if isinstance(self.sampling_ratio, bool) or not isinstance(self.sampling_ratio, int) or self.sampling_ratio < 0:
             raise ValueError(f"sampling_ratio must be an integer >= 0 (0 = adaptive), got {self.sampling_ratio!r}")
         k = self.post_nms_topk_train
@@ -109,6 +120,22 @@ class Convention:
             b = getattr(self, knob)
             if isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0:
                 raise ValueError(f"{knob} must be a number >= 0 (0 means L1), got {b!r}")
+
+    # -- the operators' own names for the qualified fields (read-only) ----------------------
+    @property
+    def aligned(self) -> bool:
+        """ROIAlign's ``aligned`` argument (``POOLER_TYPE`` ROIAlignV2 is True): the field :attr:`roi_aligned`."""
+        return self.roi_aligned
+
+    @property
+    def offset(self) -> float:
+        """``MODEL.ANCHOR_GENERATOR.OFFSET`` (the anchor generator's ``offset``): the field :attr:`anchor_offset`."""
+        return self.anchor_offset
+
+    @property
+    def minus_one(self) -> bool:
+        """The flip rule x -> W - x - 1 (``minus_one`` of :func:`explainer.pixels.flip_x`): the field :attr:`hflip_minus_one`."""
+        return self.hflip_minus_one
 
     # -- derived, read-only views named after config values --------------------------------
     @property
@@ -133,6 +160,11 @@ class Convention:
     def replace(self, **knobs: Any) -> "Convention":
         """A copy with some knobs changed, named after the change: ``DETECTRON2.replace(roi_aligned=False)``."""
         known = set(self.knobs())
+        views = {"aligned": "roi_aligned", "offset": "anchor_offset", "minus_one": "hflip_minus_one"}
+        given_views = sorted(set(knobs) & set(views))
+        if given_views:
+            v = given_views[0]
+            raise ValueError(f"{v} is a read-only view of the knob {views[v]}; replace {views[v]}=... instead")
         unknown = sorted(set(knobs) - known - {"name"})
         if unknown:
             raise ValueError(
@@ -168,7 +200,7 @@ DETECTRON = Convention(
     roi_aligned=False,
     sampling_ratio=2,
     background_first=True,
-    mask_paste="detectron",
+    mask_paste="segm_results",
     post_nms_topk_per_image=False,
     post_nms_topk_train=2000,
     rpn_smooth_l1_beta=1.0 / 9.0,
@@ -186,7 +218,7 @@ DETECTRON2 = Convention(
     roi_aligned=True,
     sampling_ratio=0,
     background_first=False,
-    mask_paste="detectron2",
+    mask_paste="paste_masks_in_image",
     post_nms_topk_per_image=True,
     post_nms_topk_train=1000,
     rpn_smooth_l1_beta=0.0,

@@ -10,11 +10,11 @@ Nothing here imports matplotlib or ipywidgets.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
-from ._validate import as_boxes, as_tensor, one_of, positive_int, positive_number, size_pair
+from ._validate import ArrayLike, as_boxes, as_tensor, one_of, positive_int, positive_number, size_pair
 from .export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS, CAFFE2_OPS_WITHOUT_PLUS_ONE  # noqa: F401  (re-exported tables)
 
 __all__ = [
@@ -88,7 +88,7 @@ def _antialias_weights(n_in: int, n_out: int) -> torch.Tensor:
     return m
 
 
-def resize(image, size, mode: str = "half_pixel", antialias: bool = False) -> torch.Tensor:
+def resize(image: ArrayLike, size: Sequence[int], mode: str = "half_pixel", antialias: bool = False) -> torch.Tensor:
     """Bilinear resize of an N x C x H x W (or C x H x W) image to ``size`` = (height, width), on a coordinate mode.
 
     Built on :func:`resize_coordinate_map`: each output pixel interpolates the input linearly at its mapped
@@ -132,7 +132,7 @@ def _axis_samples(a0, a1, n: int, length: int):
     return pos, valid
 
 
-def crop_and_resize(image, boxes, crop_size, extrapolation_value: float = 0.0) -> torch.Tensor:
+def crop_and_resize(image: ArrayLike, boxes: ArrayLike, crop_size: Union[int, Sequence[int]], extrapolation_value: float = 0.0) -> torch.Tensor:
     """``tf.image.crop_and_resize`` on a 1 x C x H x W tensor: K x C x crop_h x crop_w.
 
     ``boxes``: K x 4 normalised [y1, x1, y2, x2] (TensorFlow's order), corner-aligned: y1 maps to row y1 (H - 1)
@@ -175,14 +175,14 @@ def crop_and_resize(image, boxes, crop_size, extrapolation_value: float = 0.0) -
     return out.to(x.dtype)
 
 
-def naive_crop_and_resize_boxes(boxes, feature_size, spatial_scale: float = 1.0) -> torch.Tensor:
+def naive_crop_and_resize_boxes(boxes: ArrayLike, feature_size: Sequence[int], spatial_scale: float = 1.0) -> torch.Tensor:
     """The first thing people try: box corners divided by the map size, [y1/H, x1/W, y2/H, x2/W] (misaligned)."""
     b = as_boxes(boxes, "boxes", allow_inverted=True).to(torch.float64) * positive_number(spatial_scale, "spatial_scale")
     H, W = (positive_int(v, "feature_size") for v in feature_size)
     return torch.stack([b[:, 1] / H, b[:, 0] / W, b[:, 3] / H, b[:, 2] / W], 1)
 
 
-def roi_align_box_to_crop_and_resize(boxes, feature_size, crop_size: int, spatial_scale: float = 1.0,
+def roi_align_box_to_crop_and_resize(boxes: ArrayLike, feature_size: Sequence[int], crop_size: int, spatial_scale: float = 1.0,
                                      pad_border: bool = True) -> torch.Tensor:
     """Turn ROIAlign boxes (image pixels, x1 y1 x2 y2) into ``crop_and_resize`` boxes, as tensorpack does.
 
@@ -206,7 +206,7 @@ def roi_align_box_to_crop_and_resize(boxes, feature_size, crop_size: int, spatia
     return torch.stack([ny0, nx0, ny0 + nh, nx0 + nw], 1)
 
 
-def roi_align_via_crop_and_resize(features, boxes, resolution: int, spatial_scale: float = 1.0,
+def roi_align_via_crop_and_resize(features: ArrayLike, boxes: ArrayLike, resolution: int, spatial_scale: float = 1.0,
                                   pad_border: bool = True) -> torch.Tensor:
     """tensorpack's ROIAlign on TensorFlow: ``crop_and_resize`` at 2R x 2R on transformed boxes, then 2 x 2 average.
 

@@ -21,11 +21,11 @@ predictor. Nothing here imports matplotlib or ipywidgets.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from ._validate import as_tensor, one_of, positive_int
+from ._validate import ArrayLike, as_tensor, one_of, positive_int
 
 __all__ = [
     "background_first_to_last",
@@ -48,7 +48,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Logits, probabilities and labels
 # --------------------------------------------------------------------------------------------
-def _dim_tensor(x, dim: int, name: str = "x") -> Tuple[torch.Tensor, int]:
+def _dim_tensor(x: ArrayLike, dim: int, name: str = "x") -> Tuple[torch.Tensor, int]:
     t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
     if t.dim() == 0:
         raise ValueError(f"{name} must have at least one dimension (the class dimension)")
@@ -59,20 +59,20 @@ def _dim_tensor(x, dim: int, name: str = "x") -> Tuple[torch.Tensor, int]:
     return t, dim
 
 
-def background_first_to_last(x, dim: int = -1) -> torch.Tensor:
+def background_first_to_last(x: ArrayLike, dim: int = -1) -> torch.Tensor:
     """Detectron order [bg, c1..cK] -> Detectron2 order [c1..cK, bg] along ``dim`` (logits, probabilities, rows)."""
     t, dim = _dim_tensor(x, dim)
     return torch.cat([t.narrow(dim, 1, t.shape[dim] - 1), t.narrow(dim, 0, 1)], dim=dim)
 
 
-def background_last_to_first(x, dim: int = -1) -> torch.Tensor:
+def background_last_to_first(x: ArrayLike, dim: int = -1) -> torch.Tensor:
     """Detectron2 order [c1..cK, bg] -> Detectron order [bg, c1..cK] along ``dim``."""
     t, dim = _dim_tensor(x, dim)
     n = t.shape[dim]
     return torch.cat([t.narrow(dim, n - 1, 1), t.narrow(dim, 0, n - 1)], dim=dim)
 
 
-def _labels(labels, num_classes: int, name: str) -> torch.Tensor:
+def _labels(labels: ArrayLike, num_classes: int, name: str) -> torch.Tensor:
     k = positive_int(num_classes, "num_classes")
     t = torch.as_tensor(labels)
     if t.is_floating_point() and not torch.equal(t, t.round()):
@@ -84,13 +84,13 @@ def _labels(labels, num_classes: int, name: str) -> torch.Tensor:
     return t
 
 
-def detectron_to_d2_labels(labels, num_classes: int) -> torch.Tensor:
+def detectron_to_d2_labels(labels: ArrayLike, num_classes: int) -> torch.Tensor:
     """Detectron labels (0 = background, 1..K) to Detectron2 labels (0..K-1, K = background); K = ``num_classes``."""
     t = _labels(labels, num_classes, "labels")
     return torch.where(t == 0, torch.full_like(t, num_classes), t - 1)
 
 
-def d2_to_detectron_labels(labels, num_classes: int) -> torch.Tensor:
+def d2_to_detectron_labels(labels: ArrayLike, num_classes: int) -> torch.Tensor:
     """Detectron2 labels (0..K-1, K = background) to Detectron labels (0 = background, 1..K)."""
     t = _labels(labels, num_classes, "labels")
     return torch.where(t == num_classes, torch.zeros_like(t), t + 1)
@@ -113,50 +113,39 @@ def _shapes(params: Mapping) -> str:
     return ", ".join(f"{k} {tuple(as_tensor(v, k).shape)}" for k, v in params.items())
 
 
-def convert_box_predictor(params: Mapping, to: str = "detectron2", bg_box_rows: str = "copy") -> Dict[str, torch.Tensor]:
-    """Convert box (and mask) predictor weights between the two layouts.
+def _has_mask(params: Mapping, weight: str, bias: str) -> bool:
+    return weight in params or bias in params
 
-    ``to="detectron2"``: ``params`` in Detectron's names (``cls_score_w/_b``, ``bbox_pred_w/_b`` and optionally
-    ``mask_fcn_logits_w/_b``), background first. Returns exactly what Detectron2's loader produces:
-    ``cls_score.*`` with the background row moved last, ``bbox_pred.*`` without the 4 background rows (8 -> 4
-    rows when class-agnostic), ``mask_head.predictor.*`` without the background channel. A class-agnostic
-    Detectron mask head (1 channel) is refused: Detectron2's loader silently leaves it with 0 channels.
 
-    ``to="detectron"``: ``params`` in those Detectron2 names; background moved first and 4 background box
-    rows re-inserted at the front (``bg_box_rows="copy"`` repeats class 0's rows, as tensorpack's
-    ``convert_d2.py`` does; ``"zeros"`` fills zeros), and a zero background mask channel re-inserted.
-    """
-    one_of(to, "to", ("detectron2", "detectron"))
-    one_of(bg_box_rows, "bg_box_rows", ("copy", "zeros"))
-    if not isinstance(params, Mapping):
-        raise ValueError(f"params must be a dict of name -> tensor, got {type(params).__name__}")
-    out: Dict[str, torch.Tensor] = {}
-    if to == "detectron2":
-        cw, cb, bw, bb = (_get(params, k) for k in _DETECTRON_KEYS)
-        n = cw.shape[0]
-        if cw.dim() != 2 or cb.shape != (n,) or n < 2:
-            raise ValueError(f"cls_score_w must be (K+1) x D with K >= 1 and cls_score_b (K+1,); found {_shapes(params)}")
-        if bw.dim() != 2 or bb.shape != (bw.shape[0],) or bw.shape[1] != cw.shape[1]:
-            raise ValueError(f"bbox_pred_w must be rows x D (D = {cw.shape[1]}) with a matching bbox_pred_b; found {_shapes(params)}")
-        if bw.shape[0] not in (4 * n, 8):
-            raise ValueError(f"bbox_pred_w has {bw.shape[0]} rows: for cls_score's {n} rows (K = {n - 1}) expected "
-                             f"4(K+1) = {4 * n} (class-specific) or 8 (class-agnostic); found {_shapes(params)}")
-        out["cls_score.weight"] = background_first_to_last(cw, 0)
-        out["cls_score.bias"] = background_first_to_last(cb, 0)
-        out["bbox_pred.weight"] = bw[4:]
-        out["bbox_pred.bias"] = bb[4:]
-        if "mask_fcn_logits_w" in params or "mask_fcn_logits_b" in params:
-            mw, mb = _get(params, "mask_fcn_logits_w"), _get(params, "mask_fcn_logits_b")
-            if mw.shape[0] == 1:
-                raise ValueError("mask_fcn_logits_w has 1 channel: a class-agnostic Detectron mask head "
-                                 "(MRCNN.CLS_SPECIFIC_MASK False) has no background channel to drop; Detectron2's loader "
-                                 "would leave 0 channels. Load it into a class-agnostic Detectron2 mask head "
-                                 "(MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True) without conversion.")
-            if mw.shape[0] != n or mb.shape != (n,):
-                raise ValueError(f"mask_fcn_logits_w must have K+1 = {n} channels like cls_score; found {_shapes(params)}")
-            out["mask_head.predictor.weight"] = mw[1:]
-            out["mask_head.predictor.bias"] = mb[1:]
-        return out
+def _to_background_last(params: Mapping) -> Dict[str, torch.Tensor]:
+    """Detectron names and layout to what Detectron2's loader (``convert_c2_detectron_names``) produces."""
+    cw, cb, bw, bb = (_get(params, k) for k in _DETECTRON_KEYS)
+    n = cw.shape[0]
+    if cw.dim() != 2 or cb.shape != (n,) or n < 2:
+        raise ValueError(f"cls_score_w must be (K+1) x D with K >= 1 and cls_score_b (K+1,); found {_shapes(params)}")
+    if bw.dim() != 2 or bb.shape != (bw.shape[0],) or bw.shape[1] != cw.shape[1]:
+        raise ValueError(f"bbox_pred_w must be rows x D (D = {cw.shape[1]}) with a matching bbox_pred_b; found {_shapes(params)}")
+    if bw.shape[0] not in (4 * n, 8):
+        raise ValueError(f"bbox_pred_w has {bw.shape[0]} rows: for cls_score's {n} rows (K = {n - 1}) expected "
+                         f"4(K+1) = {4 * n} (class-specific) or 8 (class-agnostic); found {_shapes(params)}")
+    out = {"cls_score.weight": background_first_to_last(cw, 0), "cls_score.bias": background_first_to_last(cb, 0),
+           "bbox_pred.weight": bw[4:], "bbox_pred.bias": bb[4:]}
+    if _has_mask(params, "mask_fcn_logits_w", "mask_fcn_logits_b"):
+        mw, mb = _get(params, "mask_fcn_logits_w"), _get(params, "mask_fcn_logits_b")
+        if mw.shape[0] == 1:
+            raise ValueError("mask_fcn_logits_w has 1 channel: a class-agnostic Detectron mask head "
+                             "(MRCNN.CLS_SPECIFIC_MASK False) has no background channel to drop; Detectron2's loader "
+                             "would leave 0 channels. Load it into a class-agnostic Detectron2 mask head "
+                             "(MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True) without conversion.")
+        if mw.shape[0] != n or mb.shape != (n,):
+            raise ValueError(f"mask_fcn_logits_w must have K+1 = {n} channels like cls_score; found {_shapes(params)}")
+        out["mask_head.predictor.weight"] = mw[1:]
+        out["mask_head.predictor.bias"] = mb[1:]
+    return out
+
+
+def _to_background_first(params: Mapping, bg_box_rows: str) -> Dict[str, torch.Tensor]:
+    """Detectron2 names and layout back to Detectron's, re-inserting the background rows and channel."""
     cw, cb, bw, bb = (_get(params, k) for k in _D2_KEYS)
     n = cw.shape[0]
     if cw.dim() != 2 or cb.shape != (n,) or n < 2:
@@ -165,13 +154,12 @@ def convert_box_predictor(params: Mapping, to: str = "detectron2", bg_box_rows: 
     if bw.dim() != 2 or bb.shape != (bw.shape[0],) or bw.shape[0] not in (4 * k, 4):
         raise ValueError(f"bbox_pred.weight has {bw.shape[0]} rows: for K = {k} expected 4K = {4 * k} (class-specific) "
                          f"or 4 (class-agnostic); found {_shapes(params)}")
-    out["cls_score_w"] = background_last_to_first(cw, 0)
-    out["cls_score_b"] = background_last_to_first(cb, 0)
-    bg_w = bw[:4].clone() if bg_box_rows == "copy" else torch.zeros_like(bw[:4])
-    bg_b = bb[:4].clone() if bg_box_rows == "copy" else torch.zeros_like(bb[:4])
-    out["bbox_pred_w"] = torch.cat([bg_w, bw])
-    out["bbox_pred_b"] = torch.cat([bg_b, bb])
-    if "mask_head.predictor.weight" in params or "mask_head.predictor.bias" in params:
+    copy = bg_box_rows == "copy"
+    bg_w = bw[:4].clone() if copy else torch.zeros_like(bw[:4])
+    bg_b = bb[:4].clone() if copy else torch.zeros_like(bb[:4])
+    out = {"cls_score_w": background_last_to_first(cw, 0), "cls_score_b": background_last_to_first(cb, 0),
+           "bbox_pred_w": torch.cat([bg_w, bw]), "bbox_pred_b": torch.cat([bg_b, bb])}
+    if _has_mask(params, "mask_head.predictor.weight", "mask_head.predictor.bias"):
         mw, mb = _get(params, "mask_head.predictor.weight"), _get(params, "mask_head.predictor.bias")
         if mw.shape[0] != k or mb.shape != (k,):
             raise ValueError(f"mask_head.predictor.weight must have K = {k} channels; found {_shapes(params)}")
@@ -180,7 +168,75 @@ def convert_box_predictor(params: Mapping, to: str = "detectron2", bg_box_rows: 
     return out
 
 
-def guess_class_order(params: Mapping) -> Dict[str, object]:
+def convert_box_predictor(params: Mapping[str, ArrayLike], *, background_first: bool = False,
+                          bg_box_rows: str = "copy") -> Dict[str, torch.Tensor]:
+    """Convert box (and mask) predictor weights between the two layouts; ``background_first`` is the layout produced.
+
+    ``background_first=False`` (Detectron2's layout, the default): ``params`` in Detectron's names (``cls_score_w/_b``,
+    ``bbox_pred_w/_b`` and optionally ``mask_fcn_logits_w/_b``), background first. Returns exactly what Detectron2's
+    loader produces: ``cls_score.*`` with the background row moved last, ``bbox_pred.*`` without the 4 background
+    rows (8 -> 4 rows when class-agnostic), ``mask_head.predictor.*`` without the background channel. A
+    class-agnostic Detectron mask head (1 channel) is refused: Detectron2's loader silently leaves it with 0 channels.
+
+    ``background_first=True`` (Detectron's layout): ``params`` in those Detectron2 names; background moved first and 4
+    background box rows re-inserted at the front (``bg_box_rows="copy"`` repeats class 0's rows, as tensorpack's
+    ``convert_d2.py`` does; ``"zeros"`` fills zeros), and a zero background mask channel re-inserted. From a
+    convention: ``background_first=conv.background_first`` gives the layout that convention's model loads.
+    """
+    if not isinstance(background_first, bool):
+        raise ValueError(f"background_first must be True or False (the layout produced), got {background_first!r}")
+    one_of(bg_box_rows, "bg_box_rows", ("copy", "zeros"))
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be a dict of name -> tensor, got {type(params).__name__}")
+    return _to_background_first(params, bg_box_rows) if background_first else _to_background_last(params)
+
+
+def _find(params: Mapping, *suffixes: str) -> Tuple[Optional[str], Optional[torch.Tensor]]:
+    """The first entry whose name ends with one of ``suffixes`` (with or without a module prefix)."""
+    for key, v in params.items():
+        if any(key == s or key.endswith("." + s) or key.endswith(s) for s in suffixes):
+            return key, as_tensor(v, key)
+    return None, None
+
+
+def _box_rows_vote(key: str, rows: int, n: int) -> Tuple[str, str]:
+    """(vote, evidence) from bbox_pred's row count for a classifier with n = K + 1 rows; vote "" is no evidence."""
+    if rows == 4 * n:
+        return "detectron", f"{key}: {rows} rows = 4 x {n}: includes background boxes (Detectron)"
+    if rows == 8 and n == 3:
+        return "", (f"{key}: 8 rows: Detectron2 class-specific with K = 2, or Detectron class-agnostic (bg, fg): "
+                    "shapes cannot tell")
+    if rows == 4 * (n - 1):
+        return "detectron2", f"{key}: {rows} rows = 4 x {n - 1}: no background boxes (Detectron2)"
+    if rows == 8:
+        return "detectron", f"{key}: 8 rows: class-agnostic with a background box (Detectron CLS_AGNOSTIC_BBOX_REG)"
+    if rows == 4:
+        return "detectron2", f"{key}: 4 rows: class-agnostic without a background box (Detectron2)"
+    return "", f"{key}: {rows} rows fits neither 4(K+1) = {4 * n} nor 4K = {4 * (n - 1)}"
+
+
+def _mask_channels_vote(key: str, channels: int, n: int) -> Tuple[str, Optional[str]]:
+    """(vote, evidence) from the mask predictor's channel count; evidence None says nothing at all."""
+    if channels == n:
+        return "detectron", f"{key}: {channels} channels = K+1: includes a background channel (Detectron)"
+    if channels == n - 1:
+        return "detectron2", f"{key}: {channels} channels = K: no background channel (Detectron2)"
+    if channels == 1:
+        return "", f"{key}: 1 channel: a class-agnostic mask head (no evidence of order)"
+    return "", None
+
+
+def _bias_vote(bias: torch.Tensor, n: int) -> Tuple[str, str]:
+    """(vote, evidence) from the position of the largest classifier bias (a trained background prior): weak."""
+    top = int(torch.argmax(bias))
+    if top == 0:
+        return "detectron", "largest classifier bias at row 0: background first? (weak evidence: a trained background prior)"
+    if top == n - 1:
+        return "detectron2", f"largest classifier bias at row {n - 1}: background last? (weak evidence)"
+    return "", f"largest classifier bias at row {top}: not a background row; no evidence of order"
+
+
+def guess_class_order(params: Mapping[str, ArrayLike]) -> Dict[str, object]:
     """Whether predictor weights are in Detectron or Detectron2 layout, and K, with the evidence.
 
     ``params`` may use either codebase's names (Detectron ``cls_score_w``..., Detectron2 ``cls_score.weight``...,
@@ -193,61 +249,28 @@ def guess_class_order(params: Mapping) -> Dict[str, object]:
     """
     if not isinstance(params, Mapping):
         raise ValueError(f"params must be a dict of name -> tensor, got {type(params).__name__}")
-
-    def find(*suffixes):
-        for key, v in params.items():
-            if any(key == s or key.endswith("." + s) or key.endswith(s) for s in suffixes):
-                return key, as_tensor(v, key)
-        return None, None
-
-    ck, cw = find("cls_score_w", "cls_score.weight")
-    bk, bw = find("bbox_pred_w", "bbox_pred.weight")
-    _, cb = find("cls_score_b", "cls_score.bias")
-    mk, mw = find("mask_fcn_logits_w", "mask_head.predictor.weight", "predictor.weight")
+    ck, cw = _find(params, "cls_score_w", "cls_score.weight")
+    bk, bw = _find(params, "bbox_pred_w", "bbox_pred.weight")
+    _, cb = _find(params, "cls_score_b", "cls_score.bias")
+    mk, mw = _find(params, "mask_fcn_logits_w", "mask_head.predictor.weight", "predictor.weight")
     if cw is None:
         raise ValueError(f"params has no classifier weight (cls_score_w or cls_score.weight); keys: {sorted(params)}")
     n = cw.shape[0]
     evidence: List[str] = [f"{ck}: {n} rows, so K = {n - 1} foreground classes plus background"]
-    votes = {"detectron": 0, "detectron2": 0}
-    if bw is not None:
-        r = bw.shape[0]
-        if r == 4 * n:
-            votes["detectron"] += 2
-            evidence.append(f"{bk}: {r} rows = 4 x {n}: includes background boxes (Detectron)")
-        elif r == 8 and n == 3:
-            evidence.append(f"{bk}: 8 rows: Detectron2 class-specific with K = 2, or Detectron class-agnostic (bg, fg): "
-                            "shapes cannot tell")
-        elif r == 4 * (n - 1):
-            votes["detectron2"] += 2
-            evidence.append(f"{bk}: {r} rows = 4 x {n - 1}: no background boxes (Detectron2)")
-        elif r == 8:
-            votes["detectron"] += 2
-            evidence.append(f"{bk}: 8 rows: class-agnostic with a background box (Detectron CLS_AGNOSTIC_BBOX_REG)")
-        elif r == 4:
-            votes["detectron2"] += 2
-            evidence.append(f"{bk}: 4 rows: class-agnostic without a background box (Detectron2)")
-        else:
-            evidence.append(f"{bk}: {r} rows fits neither 4(K+1) = {4 * n} nor 4K = {4 * (n - 1)}")
-    if mw is not None:
-        c = mw.shape[0]
-        if c == n:
-            votes["detectron"] += 2
-            evidence.append(f"{mk}: {c} channels = K+1: includes a background channel (Detectron)")
-        elif c == n - 1:
-            votes["detectron2"] += 2
-            evidence.append(f"{mk}: {c} channels = K: no background channel (Detectron2)")
-        elif c == 1:
-            evidence.append(f"{mk}: 1 channel: a class-agnostic mask head (no evidence of order)")
+    votes = {"detectron": 0, "detectron2": 0, "": 0}
+    shape_votes: List[Tuple[str, Optional[str]]] = []
+    if bk is not None and bw is not None:
+        shape_votes.append(_box_rows_vote(bk, bw.shape[0], n))
+    if mk is not None and mw is not None:
+        shape_votes.append(_mask_channels_vote(mk, mw.shape[0], n))
+    for vote, note in shape_votes:
+        votes[vote] += 2
+        if note is not None:
+            evidence.append(note)
     if cb is not None and votes["detectron"] == votes["detectron2"]:
-        top = int(torch.argmax(cb))
-        if top == 0:
-            votes["detectron"] += 1
-            evidence.append("largest classifier bias at row 0: background first? (weak evidence: a trained background prior)")
-        elif top == n - 1:
-            votes["detectron2"] += 1
-            evidence.append(f"largest classifier bias at row {n - 1}: background last? (weak evidence)")
-        else:
-            evidence.append(f"largest classifier bias at row {top}: not a background row; no evidence of order")
+        vote, note = _bias_vote(cb, n)
+        votes[vote] += 1
+        evidence.append(note)
     if votes["detectron"] == votes["detectron2"]:
         layout = "cannot tell"
     else:
@@ -277,7 +300,7 @@ COCO_CLASS_NAMES: List[str] = [
 _ID_TO_INDEX = {cid: i for i, cid in enumerate(COCO_CATEGORY_IDS)}
 
 
-def coco_id_to_contiguous(ids) -> torch.Tensor:
+def coco_id_to_contiguous(ids: ArrayLike) -> torch.Tensor:
     """COCO category ids (1..90 with gaps) to contiguous labels 0..79 (Detectron2's dataset mapping)."""
     t = torch.as_tensor(ids).long().reshape(-1)
     bad = [int(v) for v in t if int(v) not in _ID_TO_INDEX]
@@ -286,7 +309,7 @@ def coco_id_to_contiguous(ids) -> torch.Tensor:
     return torch.tensor([_ID_TO_INDEX[int(v)] for v in t], dtype=torch.long).reshape(torch.as_tensor(ids).shape)
 
 
-def contiguous_to_coco_id(labels) -> torch.Tensor:
+def contiguous_to_coco_id(labels: ArrayLike) -> torch.Tensor:
     """Contiguous labels 0..79 to COCO category ids."""
     t = torch.as_tensor(labels).long()
     if t.numel() and (t.min() < 0 or t.max() > 79):
@@ -315,7 +338,8 @@ def synthetic_region_features(num_classes: int = 5, per_class: int = 200, dim: i
     return torch.cat(feats), torch.cat(labels)
 
 
-def train_box_classifier(features, labels, num_outputs: int, steps: int = 300, lr: float = 0.5, seed: int = 0):
+def train_box_classifier(features: ArrayLike, labels: ArrayLike, num_outputs: int, steps: int = 300, lr: float = 0.5,
+                         seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Fit a linear softmax classifier (a ``cls_score`` layer) by full-batch gradient descent; returns (W, b)."""
     x = as_tensor(features, "features")
     y = torch.as_tensor(labels).long()
@@ -332,7 +356,7 @@ def train_box_classifier(features, labels, num_outputs: int, steps: int = 300, l
     return w.detach(), b.detach()
 
 
-def load_into_background_last_head(w, b, mode: str, seed: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
+def load_into_background_last_head(w: ArrayLike, b: ArrayLike, mode: str, seed: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
     """A Detectron2 head (K+1 outputs, background last) loaded from background-first weights, three ways.
 
     * ``"converted"``: the background row moved last, as Detectron2's loader does.
@@ -352,7 +376,7 @@ def load_into_background_last_head(w, b, mode: str, seed: int = 1) -> Tuple[torc
     return torch.randn(n, w.shape[1], generator=g) * 0.01, torch.zeros(n)
 
 
-def confusion_matrix(pred, true, num_labels: int) -> torch.Tensor:
+def confusion_matrix(pred: ArrayLike, true: ArrayLike, num_labels: int) -> torch.Tensor:
     """Counts[t, p]: how often true label t was predicted as p (labels 0..num_labels-1)."""
     p, t = torch.as_tensor(pred).long().reshape(-1), torch.as_tensor(true).long().reshape(-1)
     n = positive_int(num_labels, "num_labels")

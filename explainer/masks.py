@@ -3,6 +3,9 @@
 Coordinate conventions: boxes are N x 4 (x1, y1, x2, y2) in image pixels as each codebase's box head outputs them;
 ``image_size`` is (height, width). Pixel (i, j) has its centre at (j + 0.5, i + 0.5).
 
+The two methods are named after those functions: ``mask_paste="segm_results"`` and
+``mask_paste="paste_masks_in_image"`` (the values of :attr:`explainer.conventions.Convention.mask_paste`).
+
 * **Detectron** (``core/test.py:segm_results``): zero-pad the mask to (M+2) x (M+2) (against OpenCV's border
   replication), expand the box by (M+2)/M about its centre with half-widths (x2 - x1)/2 (no +1,
   ``utils/boxes.py:expand_boxes``), truncate to int32 (towards zero), resize the padded mask with OpenCV's
@@ -25,13 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import as_boxes, as_tensor, image_size, one_of, probability
+from ._validate import ArrayLike, as_boxes, as_tensor, image_size, one_of, probability
+from .conventions import MASK_PASTES
+from .pixels import to_inclusive
 
 __all__ = ["expand_boxes", "detectron_paste_steps", "paste_masks", "mask_iou", "boundary_error",
            "rasterize_disc", "perfect_mask_prediction", "synthetic_paste_experiment"]
 
 
-def expand_boxes(boxes, scale: float) -> torch.Tensor:
+def expand_boxes(boxes: ArrayLike, scale: float) -> torch.Tensor:
     """Detectron's ``expand_boxes``: scale half-widths (x2 - x1)/2 about the centre (no +1)."""
     b = as_boxes(boxes, "boxes", allow_inverted=True).to(torch.float64)
     w_half = (b[:, 2] - b[:, 0]) * 0.5 * scale
@@ -77,7 +82,7 @@ def _check(masks, boxes, size, threshold):
     return m, b, (h, w), t
 
 
-def detectron_paste_steps(mask, box, image_size_hw, threshold: float = 0.5) -> Dict[str, object]:
+def detectron_paste_steps(mask: ArrayLike, box: ArrayLike, image_size_hw: Sequence[int], threshold: float = 0.5) -> Dict[str, object]:
     """Every step of Detectron's ``segm_results`` for one mask: padded mask, expanded box, integer box, resized
     mask (soft), binary mask in the box, and the pasted H x W boolean image."""
     m, b, (H, W), t = _check(torch.as_tensor(mask)[None] if torch.as_tensor(mask).dim() == 2 else mask,
@@ -123,19 +128,23 @@ def _detectron_region(mask: torch.Tensor, box: torch.Tensor, H: int, W: int, thr
     return y0, y_1, x0, x_1, steps, region
 
 
-def paste_masks(masks, boxes, image_size_hw, threshold: float = 0.5, method: str = "detectron2", soft: bool = False) -> torch.Tensor:
+def paste_masks(masks: ArrayLike, boxes: ArrayLike, image_size_hw: Sequence[int], threshold: float = 0.5, mask_paste: str = "paste_masks_in_image",
+                soft: bool = False) -> torch.Tensor:
     """Paste N x M x M masks into an image: N x H x W booleans (or floats in [0, 1] with ``soft=True``).
 
-    ``method="detectron"`` reproduces ``segm_results`` (binarised with ``> threshold``; its soft variant is the
-    resized mask before binarising, placed in the image); ``method="detectron2"`` reproduces
-    ``paste_masks_in_image`` (``>= threshold``). Boxes partly or wholly outside the image are valid.
+    ``mask_paste="segm_results"`` reproduces Detectron's ``core/test.py:segm_results`` (binarised with
+    ``> threshold``; its soft variant is the resized mask before binarising, placed in the image);
+    ``mask_paste="paste_masks_in_image"`` reproduces Detectron2's ``layers/mask_ops.py:paste_masks_in_image``
+    (``>= threshold``). From a convention: ``mask_paste=conv.mask_paste``. ``boxes`` are N x 4 as that
+    codebase's box head outputs them (inclusive pixel indices for ``segm_results``, continuous coordinates for
+    ``paste_masks_in_image``); boxes partly or wholly outside the image are valid.
     """
-    one_of(method, "method", ("detectron", "detectron2"))
+    one_of(mask_paste, "mask_paste", MASK_PASTES)
     m, b, (H, W), t = _check(masks, boxes, image_size_hw, threshold)
     n = m.shape[0]
     out = torch.zeros(n, H, W, dtype=torch.float32 if soft else torch.bool)
     for i in range(n):
-        if method == "detectron2":
+        if mask_paste == "paste_masks_in_image":
             ya, yb, xa, xb, vals = _d2_paste_region(m[i], b[i], H, W)
             if vals is not None:
                 out[i, ya:yb, xa:xb] = vals if soft else vals >= t
@@ -147,7 +156,7 @@ def paste_masks(masks, boxes, image_size_hw, threshold: float = 0.5, method: str
     return out
 
 
-def mask_iou(a, b) -> torch.Tensor:
+def mask_iou(a: ArrayLike, b: ArrayLike) -> torch.Tensor:
     """IoU of boolean masks (..., H, W); 1 when both are empty."""
     a, b = torch.as_tensor(a).bool(), torch.as_tensor(b).bool()
     if a.shape != b.shape:
@@ -161,7 +170,7 @@ def _dilate(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.max_pool2d(x[None, None].float(), 2 * r + 1, stride=1, padding=r)[0, 0] > 0
 
 
-def boundary_error(a, b) -> Dict[str, int]:
+def boundary_error(a: ArrayLike, b: ArrayLike) -> Dict[str, int]:
     """Where two H x W boolean masks differ: in total, and within 1 and 2 pixels of a's contour (8-neighbourhood)."""
     a, b = torch.as_tensor(a).bool(), torch.as_tensor(b).bool()
     if a.shape != b.shape or a.dim() != 2:
@@ -188,7 +197,7 @@ def _inside(shape: str, xs: torch.Tensor, ys: torch.Tensor, centre: Sequence[flo
     raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
 
 
-def rasterize_disc(centre: Sequence[float], radius: float, image_size_hw, supersample: int = 1, shape: str = "disc") -> torch.Tensor:
+def rasterize_disc(centre: Sequence[float], radius: float, image_size_hw: Sequence[int], supersample: int = 1, shape: str = "disc") -> torch.Tensor:
     """H x W coverage of a disc or diamond (continuous coordinates): with ``supersample=1`` a boolean mask of the pixels
     whose centre is inside; with more, the covered fraction of each pixel (s x s samples)."""
     H, W = image_size(image_size_hw)
@@ -226,15 +235,16 @@ def synthetic_paste_experiment(sizes: Sequence[float] = (8, 16, 32, 64, 128), n:
     for d in sizes:
         r = d / 2.0
         side = int(math.ceil(d + 8))
-        ious = {"detectron": [], "detectron2": []}
+        ious: Dict[str, List[float]] = {"detectron": [], "detectron2": []}
         for _ in range(n):
             c = (4 + r + float(torch.rand(1, generator=g)), 4 + r + float(torch.rand(1, generator=g)))
             gt = rasterize_disc(c, r, (side, side), shape=shape)
             box = [c[0] - r, c[1] - r, c[0] + r, c[1] + r]
             mask = perfect_mask_prediction(c, r, box, M, shape=shape)
-            d2 = paste_masks(mask[None], [box], (side, side), method="detectron2")[0]
-            inc = [box[0], box[1], box[2] - 1.0, box[3] - 1.0]  # the same box as Detectron's inclusive indices
-            d1 = paste_masks(mask[None], [inc], (side, side), method="detectron")[0]
+            d2 = paste_masks(mask[None], [box], (side, side), mask_paste="paste_masks_in_image")[0]
+            # the same box as Detectron's inclusive indices, mapped in double and handed over as float32 like the box
+            inc = to_inclusive(torch.tensor([box], dtype=torch.float64)).float()
+            d1 = paste_masks(mask[None], inc, (side, side), mask_paste="segm_results")[0]
             ious["detectron"].append(float(mask_iou(d1, gt)))
             ious["detectron2"].append(float(mask_iou(d2, gt)))
         rows.append({"size": float(d), "detectron": float(np.mean(ious["detectron"])), "detectron2": float(np.mean(ious["detectron2"])),

@@ -43,11 +43,12 @@ chapter 11 traces, each as a real export run in ONNX Runtime.
 from __future__ import annotations
 
 import copy
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,9 @@ from . import pipeline as P
 from . import trace
 from . import trace_causes as TC
 from .conventions import DETECTRON2
+
+if TYPE_CHECKING:  # only for annotations: onnx is imported where it is used
+    import onnx
 
 __all__ = [
     "PIXEL_MEAN", "PIXEL_STD", "STAGES", "CourseNetwork", "export_onnx", "set_resize_mode", "onnx_stage_names",
@@ -352,7 +356,8 @@ def box_pooler_spec(boxes: torch.Tensor, aligned: bool = DETECTRON2.roi_aligned,
 # --------------------------------------------------------------------------------------------------
 # export
 # --------------------------------------------------------------------------------------------------
-def export_onnx(net: nn.Module, image: torch.Tensor, boxes: torch.Tensor, path, opset_version: int = 16) -> List[str]:
+def export_onnx(net: nn.Module, image: torch.Tensor, boxes: torch.Tensor, path: Union[str, os.PathLike],
+                opset_version: int = 16) -> List[str]:
     """Export ``net`` to ``path`` with the TorchScript exporter (``dynamo=False``); returns its warnings.
 
     Inputs are named ``image`` and ``boxes`` (the number of boxes is a dynamic axis). The returned list holds the
@@ -379,7 +384,7 @@ def export_onnx(net: nn.Module, image: torch.Tensor, boxes: torch.Tensor, path, 
     return out
 
 
-def set_resize_mode(model, mode: str):
+def set_resize_mode(model: Union["onnx.ModelProto", str, os.PathLike], mode: str) -> "onnx.ModelProto":
     """A copy of an ONNX model whose ``Resize`` nodes use another ``coordinate_transformation_mode``.
 
     ``model`` is an ``onnx.ModelProto`` or a path; ``mode`` one of ONNX's modes (``"half_pixel"``,
@@ -391,7 +396,7 @@ def set_resize_mode(model, mode: str):
     modes = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize")
     if mode not in modes:
         raise ValueError(f"mode must be one of {modes}, got {mode!r}")
-    m = onnx.load(str(model)) if isinstance(model, (str, Path)) else copy.deepcopy(model)
+    m = copy.deepcopy(model) if isinstance(model, onnx.ModelProto) else onnx.load(os.fspath(model))
     found = 0
     for node in m.graph.node:
         if node.op_type == "Resize":
@@ -405,7 +410,7 @@ def set_resize_mode(model, mode: str):
     return m
 
 
-def onnx_stage_names(model) -> Dict[str, str]:
+def onnx_stage_names(model: Union["onnx.ModelProto", str, os.PathLike]) -> Dict[str, str]:
     """{stage of :data:`STAGES`: ONNX value name} for an export of :class:`CourseNetwork` by :func:`export_onnx`."""
     found = trace.onnx_module_outputs(model)
     out = {"input": "image"}

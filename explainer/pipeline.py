@@ -60,7 +60,7 @@ from ._torchvision import torchvision_op
 from ._validate import positive_int, size_pair
 from .conventions import DETECTRON, Convention
 from .masks import paste_masks
-from .pixels import to_continuous, to_inclusive
+from .pixels import to_inclusive
 
 __all__ = [
     "Scene", "synthetic_scenes", "MiniDetector", "Run", "fit_detector", "STAGES", "INFERENCE_KNOBS",
@@ -215,14 +215,7 @@ def _shift_contrast(x: torch.Tensor, half: int, dim: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 def cell_anchors(convention: Convention) -> torch.Tensor:
     """A x 4 cell anchors centred on 0 in continuous coordinates, in the convention's row order."""
-    if convention.anchor_rounding:
-        a = A.detectron_cell_anchors(STRIDE, SIZES, RATIOS).to(torch.float32)   # inclusive pixel indices
-        a = to_continuous(a) - STRIDE / 2.0                                      # continuous, centred on 0
-        order = "ratio_major"
-    else:
-        a = A.d2_cell_anchors(SIZES, RATIOS)                                    # centred on 0
-        order = "size_major"
-    return a[_anchor_rows(order, convention.anchor_order)]
+    return A.cell_anchors(STRIDE, SIZES, RATIOS, convention)
 
 
 def _anchor_rows(src: str, dst: str) -> torch.Tensor:
@@ -234,7 +227,7 @@ def level_anchors(convention: Convention, image_size: Tuple[int, int]) -> torch.
     """All anchors of the RPN level, location-major, in the convention's box coordinates."""
     H, W = image_size
     grid = A.grid_anchors(cell_anchors(convention), (math.ceil(H / STRIDE), math.ceil(W / STRIDE)), STRIDE,
-                          offset=float(convention.anchor_offset))
+                          offset=float(convention.offset))
     return _to_convention(grid, convention)
 
 
@@ -305,16 +298,14 @@ class MiniDetector:
             out.rpn_w = self.rpn_w[_anchor_rows(self.anchor_order, convention.anchor_order)]
             out.anchor_order = convention.anchor_order
         if convention.background_first != self.background_first:
-            if self.background_first:
-                p = L.convert_box_predictor({"cls_score_w": self.cls_w.T, "cls_score_b": torch.zeros(self.cls_w.shape[1]),
-                                             "bbox_pred_w": self.box_w.T, "bbox_pred_b": torch.zeros(self.box_w.shape[1])},
-                                            to="detectron2")
-                out.cls_w, out.box_w = p["cls_score.weight"].T.contiguous(), p["bbox_pred.weight"].T.contiguous()
-            else:
-                p = L.convert_box_predictor({"cls_score.weight": self.cls_w.T, "cls_score.bias": torch.zeros(self.cls_w.shape[1]),
-                                             "bbox_pred.weight": self.box_w.T, "bbox_pred.bias": torch.zeros(self.box_w.shape[1])},
-                                            to="detectron")
-                out.cls_w, out.box_w = p["cls_score_w"].T.contiguous(), p["bbox_pred_w"].T.contiguous()
+            bias = {"cls": torch.zeros(self.cls_w.shape[1]), "box": torch.zeros(self.box_w.shape[1])}
+            names = (("cls_score_w", "cls_score_b", "bbox_pred_w", "bbox_pred_b") if self.background_first else
+                     ("cls_score.weight", "cls_score.bias", "bbox_pred.weight", "bbox_pred.bias"))
+            p = L.convert_box_predictor(dict(zip(names, (self.cls_w.T, bias["cls"], self.box_w.T, bias["box"]))),
+                                        background_first=convention.background_first)
+            cls_key, box_key = (("cls_score_w", "bbox_pred_w") if convention.background_first else
+                                ("cls_score.weight", "bbox_pred.weight"))
+            out.cls_w, out.box_w = p[cls_key].T.contiguous(), p[box_key].T.contiguous()
             out.background_first = convention.background_first
         return out
 
@@ -375,7 +366,7 @@ class MiniDetector:
         ctr, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * CONTEXT
         both = torch.cat([boxes, torch.cat([ctr - half, ctr + half], 1)])
         rois = torch.cat([torch.zeros(len(both), 1), both], 1)
-        p = _roi_align(feats, rois, POOL, 1.0 / HEAD_STRIDE, sr, conv.roi_aligned)
+        p = _roi_align(feats, rois, POOL, 1.0 / HEAD_STRIDE, sr, conv.aligned)
         return torch.cat([p[: len(boxes)], p[len(boxes):]], 1)      # N x 2C x POOL x POOL
 
     def _head(self, pooled: torch.Tensor, props: torch.Tensor, conv: Convention,
@@ -420,9 +411,9 @@ class MiniDetector:
         if len(boxes) == 0:
             return torch.zeros(0, H, W, dtype=torch.bool)
         rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
-        pooled = _roi_align(maps[None, :-1], rois, MASK, 1.0, 2, conv.roi_aligned)
+        pooled = _roi_align(maps[None, :-1], rois, MASK, 1.0, 2, conv.aligned)
         m = pooled[torch.arange(len(boxes)), labels]                   # each detection's own class map
-        return paste_masks(m, boxes, (H, W), method=conv.mask_paste)
+        return paste_masks(m, boxes, (H, W), mask_paste=conv.mask_paste)
 
 
 def _roi_align(features: torch.Tensor, rois: torch.Tensor, size: int, spatial_scale: float, sampling_ratio: int,

@@ -17,11 +17,11 @@ All functions take tensors, numpy arrays or lists and return float tensors; boxe
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 
-from ._validate import as_boxes, as_points, as_tensor, image_size, positive_int, positive_number
+from ._validate import ArrayLike, as_boxes, as_points, as_tensor, image_size, positive_int, positive_number
 
 __all__ = [
     "to_continuous",
@@ -29,7 +29,6 @@ __all__ = [
     "pixel_centre",
     "pixel_index",
     "box_size",
-    "box_area",
     "box_centre",
     "pixel_coverage",
     "flip_x",
@@ -49,7 +48,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # The +1 mapping
 # --------------------------------------------------------------------------------------------
-def to_continuous(boxes) -> torch.Tensor:
+def to_continuous(boxes: ArrayLike) -> torch.Tensor:
     """Inclusive pixel-index boxes (Detectron) to continuous boxes: [x1, y1, x2 + 1, y2 + 1].
 
     ``boxes``: N x 4. Returns N x 4 (a new tensor).
@@ -58,7 +57,7 @@ def to_continuous(boxes) -> torch.Tensor:
     return b + b.new_tensor([0.0, 0.0, 1.0, 1.0])
 
 
-def to_inclusive(boxes) -> torch.Tensor:
+def to_inclusive(boxes: ArrayLike) -> torch.Tensor:
     """Continuous boxes (Detectron2) to inclusive pixel-index boxes: [x1, y1, x2 - 1, y2 - 1].
 
     Exact inverse of :func:`to_continuous`. Non-integer corners stay non-integer: Detectron's
@@ -68,12 +67,12 @@ def to_inclusive(boxes) -> torch.Tensor:
     return b - b.new_tensor([0.0, 0.0, 1.0, 1.0])
 
 
-def pixel_centre(index) -> torch.Tensor:
+def pixel_centre(index: ArrayLike) -> torch.Tensor:
     """Continuous coordinate of the centre of pixel ``index``: index + 0.5 (Heckbert's c = d + 0.5)."""
     return as_tensor(index, "index") + 0.5
 
 
-def pixel_index(coordinate) -> torch.Tensor:
+def pixel_index(coordinate: ArrayLike) -> torch.Tensor:
     """The pixel that contains a continuous coordinate: floor(c) (Heckbert's d = floor(c))."""
     return torch.floor(as_tensor(coordinate, "coordinate"))
 
@@ -81,20 +80,18 @@ def pixel_index(coordinate) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Size, area, centre under each model
 # --------------------------------------------------------------------------------------------
-def box_size(boxes, *, legacy_plus_one: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Widths and heights (N each): x2 - x1 (+ 1 under ``legacy_plus_one``)."""
+def box_size(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Widths and heights (N each): Detectron's x2 - x1 + 1 (``legacy_plus_one``) or Detectron2's x2 - x1.
+
+    The one width formula of the package: :func:`explainer.boxes.area` multiplies these.
+    """
     b = as_boxes(boxes, "boxes", legacy_plus_one=legacy_plus_one)
-    extra = 1.0 if legacy_plus_one else 0.0
-    return b[:, 2] - b[:, 0] + extra, b[:, 3] - b[:, 1] + extra
+    if legacy_plus_one:
+        return b[:, 2] - b[:, 0] + 1.0, b[:, 3] - b[:, 1] + 1.0
+    return b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
 
 
-def box_area(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
-    """Areas (N) in square pixels: Detectron's (x2 - x1 + 1)(y2 - y1 + 1) or Detectron2's (x2 - x1)(y2 - y1)."""
-    w, h = box_size(boxes, legacy_plus_one=legacy_plus_one)
-    return w * h
-
-
-def box_centre(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
+def box_centre(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Centres (N x 2) as each codebase computes them: x1 + 0.5 * w with its own w.
 
     Detectron's centre (x1 + 0.5 (x2 - x1 + 1)) is a continuous coordinate even though its
@@ -105,16 +102,15 @@ def box_centre(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
     return torch.stack([b[:, 0] + 0.5 * w, b[:, 1] + 0.5 * h], dim=1)
 
 
-def pixel_coverage(box: Sequence[float], image_size_hw, *, inclusive: bool = False) -> torch.Tensor:
+def pixel_coverage(box: Sequence[float], image_size_hw: Sequence[int], *, inclusive: bool = False) -> torch.Tensor:
     """Fraction of each pixel covered by one box, H x W, in [0, 1].
 
     ``inclusive=True`` reads the box as Detectron's pixel indices (it covers the pixels x1..x2 whole);
     otherwise it is a continuous rectangle and border pixels are covered partly.
     """
     h, w = image_size(image_size_hw)
-    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box", legacy_plus_one=inclusive)[0]
-    if inclusive:
-        b = b + b.new_tensor([0.0, 0.0, 1.0, 1.0])
+    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box", legacy_plus_one=inclusive)
+    b = (to_continuous(b) if inclusive else b)[0]
     xs = torch.arange(w, dtype=torch.float64)
     ys = torch.arange(h, dtype=torch.float64)
     cov_x = (torch.minimum(xs + 1, b[2]) - torch.maximum(xs, b[0])).clamp(min=0, max=1)
@@ -125,7 +121,7 @@ def pixel_coverage(box: Sequence[float], image_size_hw, *, inclusive: bool = Fal
 # --------------------------------------------------------------------------------------------
 # Horizontal flip
 # --------------------------------------------------------------------------------------------
-def flip_x(x, width, *, minus_one: bool = False) -> torch.Tensor:
+def flip_x(x: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tensor:
     """Mirror x coordinates in an image of ``width`` pixels.
 
     Continuous coordinates map x -> W - x (Detectron2, fvcore ``HFlipTransform``); pixel indices map
@@ -138,11 +134,13 @@ def flip_x(x, width, *, minus_one: bool = False) -> torch.Tensor:
     return (w - 1.0 if minus_one else w) - t
 
 
-def hflip_boxes(boxes, width, *, minus_one: bool = False) -> torch.Tensor:
+def hflip_boxes(boxes: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tensor:
     """Mirror N x 4 boxes: the new x1 is the flipped x2 and vice versa.
 
     ``minus_one=False``: Detectron2 (x1' = W - x2, x2' = W - x1). ``minus_one=True``: Detectron's
     ``roidb.extend_with_flipped_entries`` (x1' = W - x2 - 1, x2' = W - x1 - 1), right for inclusive indices.
+    Each is right in its own pixel model: they cover the same pixels. From a convention:
+    ``hflip_boxes(boxes, W, minus_one=conv.minus_one)``.
     """
     b = as_boxes(boxes, "boxes", legacy_plus_one=minus_one)
     out = b.clone()
@@ -151,7 +149,7 @@ def hflip_boxes(boxes, width, *, minus_one: bool = False) -> torch.Tensor:
     return out
 
 
-def hflip_points(points, width, *, minus_one: bool = False) -> torch.Tensor:
+def hflip_points(points: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tensor:
     """Mirror N x 2 (x, y) points, or N x 3 (x, y, visibility): only x changes."""
     t = as_tensor(points, "points")
     if t.dim() != 2 or t.shape[-1] not in (2, 3):
@@ -162,7 +160,7 @@ def hflip_points(points, width, *, minus_one: bool = False) -> torch.Tensor:
     return out
 
 
-def hflip_polygon(polygon, width, *, minus_one: bool = False) -> torch.Tensor:
+def hflip_polygon(polygon: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tensor:
     """Mirror a polygon given flat [x0, y0, x1, y1, ...] (COCO) or as K x 2; returns the same layout.
 
     Polygons are continuous coordinates, so ``minus_one=True`` (Detectron's ``flip_segms``) moves
@@ -180,7 +178,7 @@ def hflip_polygon(polygon, width, *, minus_one: bool = False) -> torch.Tensor:
     return pts.reshape(-1) if flat else pts
 
 
-def coco_keypoints_to_continuous(keypoints) -> torch.Tensor:
+def coco_keypoints_to_continuous(keypoints: ArrayLike) -> torch.Tensor:
     """COCO keypoints (pixel indices, N x 2 or N x 3) to continuous coordinates: +0.5 on x and y.
 
     Detectron2's ``load_coco_json`` does this on load.
@@ -193,7 +191,7 @@ def coco_keypoints_to_continuous(keypoints) -> torch.Tensor:
     return out
 
 
-def continuous_keypoints_to_coco(keypoints) -> torch.Tensor:
+def continuous_keypoints_to_coco(keypoints: ArrayLike) -> torch.Tensor:
     """Continuous keypoints back to COCO pixel indices: -0.5 (Detectron2's ``instances_to_coco_json``)."""
     t = as_tensor(keypoints, "keypoints")
     if t.dim() != 2 or t.shape[-1] not in (2, 3):
@@ -206,7 +204,7 @@ def continuous_keypoints_to_coco(keypoints) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # COCO's [x, y, w, h]
 # --------------------------------------------------------------------------------------------
-def xywh_to_xyxy(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
+def xywh_to_xyxy(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """COCO [x, y, w, h] to corners: Detectron2 x2 = x + w; Detectron x2 = x + max(0, w - 1)."""
     t = as_tensor(boxes, "boxes")
     if t.dim() == 1 and t.numel() == 0:
@@ -223,7 +221,7 @@ def xywh_to_xyxy(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
     return out
 
 
-def xyxy_to_xywh(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
+def xyxy_to_xywh(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Corners to COCO [x, y, w, h]: w = x2 - x1 (+ 1 under ``legacy_plus_one``, Detectron's ``xyxy_to_xywh``)."""
     b = as_boxes(boxes, "boxes", legacy_plus_one=legacy_plus_one)
     w, h = box_size(b, legacy_plus_one=legacy_plus_one)
@@ -236,7 +234,7 @@ def xyxy_to_xywh(boxes, *, legacy_plus_one: bool = False) -> torch.Tensor:
 _RESIZE_MODES = ("half_pixel", "align_corners", "asymmetric")
 
 
-def resize_index(index, in_size: int, out_size: int, *, mode: str = "half_pixel") -> torch.Tensor:
+def resize_index(index: ArrayLike, in_size: int, out_size: int, *, mode: str = "half_pixel") -> torch.Tensor:
     """Where input pixel ``index`` (its centre) lands in the output pixel grid, as a fractional index.
 
     * ``half_pixel`` (``align_corners=False``; PIL, OpenCV, Detectron2): continuous x -> s x, so
@@ -258,7 +256,7 @@ def resize_index(index, in_size: int, out_size: int, *, mode: str = "half_pixel"
     raise ValueError(f"mode must be one of {', '.join(_RESIZE_MODES)}; got {mode!r}")
 
 
-def scale_boxes(boxes, scale: float, *, legacy_plus_one: bool = False) -> torch.Tensor:
+def scale_boxes(boxes: ArrayLike, scale: float, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Boxes after resizing the image by ``scale``, as each codebase computes them.
 
     Both codebases multiply the four numbers by the scale (Detectron: ``boxes * im_scale`` in
@@ -272,7 +270,7 @@ def scale_boxes(boxes, scale: float, *, legacy_plus_one: bool = False) -> torch.
     return b * s
 
 
-def compare_box(box: Sequence[float]) -> dict:
+def compare_box(box: Sequence[float]) -> Dict[str, Dict[str, Any]]:
     """One box read under both models: width, height, area, centre and covered continuous extent.
 
     ``box`` is (x1, y1, x2, y2); the same four numbers are read as Detectron's inclusive indices and

@@ -27,18 +27,19 @@ imports matplotlib or ipywidgets.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
-from ._validate import as_boxes, as_tensor, positive_int, positive_number, size_pair
+from ._validate import ArrayLike, as_boxes, as_tensor, positive_int, positive_number, size_pair
+from .boxes import area
 
-__all__ = ["roi_align", "sampling_points", "roi_pool", "assign_fpn_levels", "convert_boxes_to_rois", "ramp"]
+__all__ = ["roi_align", "sampling_points", "roi_pool", "roi_pool_bins", "assign_fpn_levels", "convert_boxes_to_rois", "ramp"]
 
 _CHUNK_FLOATS = 8_000_000  # about 32 MB of gathered features at a time
 
 
-def _output_size(output_size) -> Tuple[int, int]:
+def _output_size(output_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     if isinstance(output_size, int) and not isinstance(output_size, bool):
         output_size = (output_size, output_size)
     return size_pair(output_size, "output_size")
@@ -50,7 +51,7 @@ def ramp(size: int) -> torch.Tensor:
     return (torch.arange(n).view(n, 1) * 10 + torch.arange(n).view(1, n)).float()[None, None]
 
 
-def convert_boxes_to_rois(boxes, n_images: int) -> torch.Tensor:
+def convert_boxes_to_rois(boxes: Union[ArrayLike, List[ArrayLike]], n_images: int) -> torch.Tensor:
     """A K x 5 tensor (batch index, x1, y1, x2, y2) from K x 5 or a list of per-image N_i x 4 tensors."""
     if isinstance(boxes, (list, tuple)):
         parts = []
@@ -127,7 +128,7 @@ def _geometry(rois: torch.Tensor, ph: int, pw: int, spatial_scale: float, sampli
     return x1, y1, w, h, gw, gh
 
 
-def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
+def roi_align(input: ArrayLike, boxes: Union[ArrayLike, List[ArrayLike]], output_size: Union[int, Sequence[int]], spatial_scale: float = 1.0, sampling_ratio: int = -1,
               aligned: bool = False) -> torch.Tensor:
     """ROIAlign with the signature and semantics of ``torchvision.ops.roi_align``.
 
@@ -191,7 +192,7 @@ def _roi_align_chunk(feats, batch, x1, y1, w, h, gw, gh, count, ph, pw, H, W) ->
     return res / count[:, None, None, None]
 
 
-def sampling_points(box: Sequence[float], output_size, feature_size, spatial_scale: float = 1.0,
+def sampling_points(box: Sequence[float], output_size: Union[int, Sequence[int]], feature_size: Sequence[int], spatial_scale: float = 1.0,
                     sampling_ratio: int = -1, aligned: bool = False) -> Dict[str, torch.Tensor]:
     """Everything ROIAlign does for one box, for drawing, in feature-map coordinates (feature cells).
 
@@ -234,12 +235,51 @@ def sampling_points(box: Sequence[float], output_size, feature_size, spatial_sca
     return res
 
 
-def roi_pool(input, boxes, output_size, spatial_scale: float = 1.0) -> torch.Tensor:
+def _round_half_away(v: float) -> int:
+    """``std::round``: half away from zero."""
+    return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+
+
+def _pool_bins(box: Sequence[float], ph: int, pw: int, scale: float, H: int, W: int
+               ) -> Tuple[Tuple[int, int, int, int], List[Tuple[int, int, int, int]]]:
+    """ROIPool's rounded box (x1, y1, x2, y2 in feature cells) and its ph * pw bins (x_start, y_start, x_end, y_end),
+    row by row, each clipped to the W x H map (an empty bin has end <= start)."""
+    sx, sy, ex, ey = (_round_half_away(v * scale) for v in box)
+    rw, rh = max(ex - sx + 1, 1), max(ey - sy + 1, 1)
+    bh, bw = rh / ph, rw / pw
+    bins = []
+    for p in range(ph):
+        hs = min(max(int(math.floor(p * bh)) + sy, 0), H)
+        he = min(max(int(math.ceil((p + 1) * bh)) + sy, 0), H)
+        for q in range(pw):
+            ws = min(max(int(math.floor(q * bw)) + sx, 0), W)
+            we = min(max(int(math.ceil((q + 1) * bw)) + sx, 0), W)
+            bins.append((ws, hs, we, he))
+    return (sx, sy, ex, ey), bins
+
+
+def roi_pool_bins(box: Sequence[float], output_size: Union[int, Sequence[int]], feature_size: Sequence[int],
+                  spatial_scale: float = 1.0) -> Dict[str, object]:
+    """The bins :func:`roi_pool` takes the maximum over, for one box (image pixels) on an H x W map (``feature_size``).
+
+    Returns ``rounded`` (the box's corners rounded to whole feature cells, half away from zero) and ``bins``: out_h x
+    out_w tuples (x_start, y_start, x_end, y_end) in feature cells, row by row, clipped to the map.
+    """
+    ph, pw = _output_size(output_size)
+    H, W = size_pair(feature_size, "feature_size")
+    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box", allow_inverted=True)[0].tolist()
+    rounded, bins = _pool_bins(b, ph, pw, positive_number(spatial_scale, "spatial_scale"), H, W)
+    return {"rounded": rounded, "bins": bins}
+
+
+def roi_pool(input: ArrayLike, boxes: Union[ArrayLike, List[ArrayLike]], output_size: Union[int, Sequence[int]],
+             spatial_scale: float = 1.0) -> torch.Tensor:
     """ROIPool (torchvision's ``roi_pool``, Detectron2's ``POOLER_TYPE: ROIPool``): the quantized predecessor.
 
     Corners are rounded to whole feature cells (half away from zero), the size keeps a legacy +1
     (roi = max(end - start + 1, 1)), bins are [floor(p * bin), ceil((p + 1) * bin)) clipped to the map, and each
-    output is the maximum over its bin (0 for an empty bin). Returns K x C x out_h x out_w.
+    output is the maximum over its bin (0 for an empty bin); :func:`roi_pool_bins` lists the bins of one box.
+    Returns K x C x out_h x out_w.
     """
     x = as_tensor(input, "input")
     if x.dim() != 4:
@@ -249,26 +289,15 @@ def roi_pool(input, boxes, output_size, spatial_scale: float = 1.0) -> torch.Ten
     rois = convert_boxes_to_rois(boxes, x.shape[0])
     n, c, H, W = x.shape
     out = x.new_zeros((rois.shape[0], c, ph, pw))
-
-    def rnd(v: float) -> int:  # std::round: half away from zero
-        return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
-
-    for k, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
-        sx, sy, ex, ey = rnd(x1 * scale), rnd(y1 * scale), rnd(x2 * scale), rnd(y2 * scale)
-        rw, rh = max(ex - sx + 1, 1), max(ey - sy + 1, 1)
-        bh, bw = rh / ph, rw / pw
-        for p in range(ph):
-            hs = min(max(int(math.floor(p * bh)) + sy, 0), H)
-            he = min(max(int(math.ceil((p + 1) * bh)) + sy, 0), H)
-            for q in range(pw):
-                ws = min(max(int(math.floor(q * bw)) + sx, 0), W)
-                we = min(max(int(math.ceil((q + 1) * bw)) + sx, 0), W)
-                if he > hs and we > ws:
-                    out[k, :, p, q] = x[int(b), :, hs:he, ws:we].amax(dim=(1, 2))
+    for k, (b, *box) in enumerate(rois.tolist()):
+        _, bins = _pool_bins(box, ph, pw, scale, H, W)
+        for i, (ws, hs, we, he) in enumerate(bins):
+            if he > hs and we > ws:
+                out[k, :, i // pw, i % pw] = x[int(b), :, hs:he, ws:we].amax(dim=(1, 2))
     return out
 
 
-def assign_fpn_levels(boxes, *, legacy_plus_one: bool = False, min_level: int = 2, max_level: int = 5,
+def assign_fpn_levels(boxes: ArrayLike, *, legacy_plus_one: bool = False, min_level: int = 2, max_level: int = 5,
                       canonical_box_size: float = 224.0, canonical_level: int = 4) -> torch.Tensor:
     """The FPN level each RoI is pooled from (N levels, as integers).
 
@@ -282,8 +311,6 @@ def assign_fpn_levels(boxes, *, legacy_plus_one: bool = False, min_level: int = 
     if hi < lo:
         raise ValueError(f"max_level ({hi}) must be >= min_level ({lo})")
     s0 = positive_number(canonical_box_size, "canonical_box_size")
-    extra = 1.0 if legacy_plus_one else 0.0
-    area = (b[:, 2] - b[:, 0] + extra) * (b[:, 3] - b[:, 1] + extra)
     eps = 1e-6 if legacy_plus_one else 1e-8
-    lvl = torch.floor(canonical_level + torch.log2(torch.sqrt(area) / s0 + eps))
+    lvl = torch.floor(canonical_level + torch.log2(torch.sqrt(area(b, legacy_plus_one=legacy_plus_one)) / s0 + eps))
     return lvl.clamp(lo, hi).long()

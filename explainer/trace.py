@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from . import trace_causes as TC
-from .diagnose import Cause
+from .causes import Cause
 from .trace_capture import onnx_intermediates, onnx_module_outputs, record
 from .trace_causes import CAUSES
 
@@ -323,7 +324,7 @@ def _check_arguments(reference, candidate, name_map, atol, rtol) -> None:
 
 
 @contextmanager
-def single_thread():
+def single_thread() -> Iterator[None]:
     """Run torch single-threaded meanwhile, then restore the thread count.
 
     The comparison streams through memory in small chunks, where a second thread gains little, and on a machine
@@ -444,7 +445,7 @@ def _flatten_dump(prefix: str, value: Any, out: Dict[str, Any], path: Path) -> N
                          f"keyed by stage name)")
 
 
-def load_dump(path) -> Dict[str, Any]:
+def load_dump(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """Read a dump of stages: ``.npz`` (``numpy.savez``) or ``.pt`` (``torch.save`` of a dict of tensors).
 
     ``.npz`` files are read with ``allow_pickle=False``; ``.pt`` files with ``torch.load(weights_only=True)``,
@@ -509,7 +510,8 @@ def _error(message: str) -> int:
     return 2
 
 
-def trace_command(reference_path, candidate_path, map_path=None, as_json: bool = False) -> int:
+def trace_command(reference_path: Union[str, os.PathLike], candidate_path: Union[str, os.PathLike],
+                  map_path: Union[str, os.PathLike, None] = None, as_json: bool = False) -> int:
     """Compare two dumps and print the report (or its JSON); the ``trace`` command of ``python -m explainer``.
 
     Exit codes, as the ``diagnose`` command's: 0 when no stage diverges (identical or within the tolerance),

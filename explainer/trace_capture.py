@@ -9,10 +9,14 @@ names to the values each module produced.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:  # only for annotations: onnx is imported where it is used
+    import onnx
 
 import numpy as np
 import torch
@@ -99,7 +103,7 @@ def _load_onnx(model):
     raise ValueError(f"model_path must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
 
 
-def onnx_module_outputs(model) -> Dict[str, List[str]]:
+def onnx_module_outputs(model: Union["onnx.ModelProto", str, os.PathLike]) -> Dict[str, List[str]]:
     """{module path: the values it produced} for a model exported by ``torch.onnx.export(..., dynamo=False)``.
 
     That exporter names each node after the module that created it (``/rpn_head/objectness_logits/Conv``); a
@@ -146,7 +150,7 @@ def _feed_array(name: str, value: Any, elem_type: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def onnx_intermediates(model_path, feeds: Mapping[str, Any], names: Optional[Sequence[str]] = None,
+def onnx_intermediates(model_path: Union["onnx.ModelProto", str, os.PathLike], feeds: Mapping[str, Any], names: Optional[Sequence[str]] = None,
                        providers: Sequence[str] = ("CPUExecutionProvider",)) -> Dict[str, np.ndarray]:
     """Run an ONNX model in ONNX Runtime and return chosen intermediate values, computed by ONNX Runtime.
 

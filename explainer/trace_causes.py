@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from .diagnose import Cause, CauseInfo
+from .causes import Cause, CauseInfo
 
 __all__ = ["CAUSES", "EXPLAINED", "SHIFT_EXPLAINED", "SAMPLE", "Stage", "Pooler", "fit_cause", "same_cause",
            "cause", "estimate_shift", "shift_map", "apply_cause"]

@@ -22,6 +22,9 @@ Sources (paths in the original repositories):
 * Flips: Detectron ``roidb.extend_with_flipped_entries``, ``segms.flip_segms`` and
   ``keypoints.flip_keypoints`` use W - x - 1; Detectron2 (fvcore ``HFlipTransform``) uses W - x on
   continuous coordinates, and its keypoints are continuous after the +0.5 of ``load_coco_json``.
+  Boxes flip with :func:`explainer.pixels.hflip_boxes`; polygons and keypoints here. Each flip takes the
+  knobs that act as booleans (``minus_one``, and ``keypoint_half_pixel`` for keypoints); from a convention,
+  ``minus_one=conv.minus_one``.
 
 Nothing here imports matplotlib or ipywidgets.
 """
@@ -33,15 +36,13 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 import torch
 
 from . import pixels
-from ._validate import as_boxes, as_tensor, finite_number, positive_int
-from .conventions import Convention, get_convention
+from ._validate import ArrayLike, as_boxes, as_tensor, finite_number, positive_int
 
 __all__ = [
     "select_post_nms_topk",
     "smooth_l1",
     "smooth_l1_grad",
     "FVCORE_L1_BETA",
-    "hflip_boxes",
     "hflip_polygons",
     "hflip_keypoints",
     "keypoint_flip_indices",
@@ -116,7 +117,7 @@ def _beta(beta) -> float:
     return b
 
 
-def smooth_l1(x, beta: float) -> torch.Tensor:
+def smooth_l1(x: ArrayLike, beta: float) -> torch.Tensor:
     """Element-wise smooth L1 of residuals ``x``: 0.5 x²/beta where |x| < beta, else |x| - 0.5 beta.
 
     ``beta`` below 1e-5 gives plain L1 |x|, as fvcore's ``smooth_l1_loss`` (Detectron2's default
@@ -130,7 +131,7 @@ def smooth_l1(x, beta: float) -> torch.Tensor:
     return torch.where(n < b, 0.5 * n * n / b, n - 0.5 * b)
 
 
-def smooth_l1_grad(x, beta: float) -> torch.Tensor:
+def smooth_l1_grad(x: ArrayLike, beta: float) -> torch.Tensor:
     """d smooth_l1 / dx: x/beta inside the quadratic zone, sign(x) outside (sign(x) everywhere for L1)."""
     b = _beta(beta)
     t = as_tensor(x, "x")
@@ -142,32 +143,18 @@ def smooth_l1_grad(x, beta: float) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Flip augmentation
 # --------------------------------------------------------------------------------------------
-def _minus_one(convention: Union[str, Convention]) -> bool:
-    return get_convention(convention).hflip_minus_one
-
-
-def hflip_boxes(boxes, width, *, convention: Union[str, Convention] = "detectron2") -> torch.Tensor:
-    """Flip N x 4 boxes as each codebase's data loader does.
-
-    Detectron (``hflip_minus_one``): x1' = W - x2 - 1, x2' = W - x1 - 1 on inclusive indices.
-    Detectron2: x1' = W - x2, x2' = W - x1 on continuous coordinates. Each is right in its own pixel
-    model (the tests prove they cover the same pixels).
-    """
-    return pixels.hflip_boxes(boxes, width, minus_one=_minus_one(convention))
-
-
-def hflip_polygons(polygons, width, *, convention: Union[str, Convention] = "detectron2") -> List[torch.Tensor]:
+def hflip_polygons(polygons: Union[ArrayLike, Sequence[ArrayLike]], width: float, *, minus_one: bool = False) -> List[torch.Tensor]:
     """Flip a list of polygons (each flat [x0, y0, x1, y1, ...], continuous coordinates as in COCO).
 
-    Detectron's ``flip_segms`` uses W - x - 1, so its flipped polygons land one pixel left of where
-    the flipped image puts the object; Detectron2's W - x is exact.
+    ``minus_one=True`` is Detectron's ``flip_segms`` (W - x - 1): its flipped polygons land one pixel left of
+    where the flipped image puts the object; ``minus_one=False`` is Detectron2's W - x, exact. From a
+    convention: ``minus_one=conv.minus_one``.
     """
     if isinstance(polygons, torch.Tensor) and polygons.dim() == 1:
         polygons = [polygons]
     if not isinstance(polygons, (list, tuple)):
         raise ValueError("polygons must be a list of flat [x0, y0, x1, y1, ...] coordinate lists")
-    m = _minus_one(convention)
-    return [pixels.hflip_polygon(p, width, minus_one=m) for p in polygons]
+    return [pixels.hflip_polygon(p, width, minus_one=minus_one) for p in polygons]
 
 
 def keypoint_flip_indices(names: Sequence[str], flip_map: Union[Mapping[str, str], Sequence[Tuple[str, str]]]) -> List[int]:
@@ -208,15 +195,19 @@ def _check_permutation(flip_map, k: int) -> torch.Tensor:
     return perm
 
 
-def hflip_keypoints(keypoints, width, flip_map, *, convention: Union[str, Convention] = "detectron2") -> torch.Tensor:
+def hflip_keypoints(keypoints: ArrayLike, width: float, flip_map: Sequence[int], *, minus_one: bool = False,
+                    keypoint_half_pixel: bool = True) -> torch.Tensor:
     """Flip COCO keypoints (pixel indices) and swap left/right, as each codebase's pipeline does.
 
     ``keypoints``: K x 3 or N x K x 3 (x, y, visibility) in COCO's pixel-index space; ``flip_map``: a
-    permutation of 0..K-1 that swaps left and right (see :func:`keypoint_flip_indices`).
+    permutation of 0..K-1 that swaps left and right (see :func:`keypoint_flip_indices`). Two knobs act:
+    ``keypoint_half_pixel`` (+0.5 before the flip and -0.5 after it) and ``minus_one`` (the flip W - x - 1);
+    from a convention: ``minus_one=conv.minus_one, keypoint_half_pixel=conv.keypoint_half_pixel``.
 
-    * Detectron (``flip_keypoints``): x' = W - x - 1 on the pixel index, then the swap.
-    * Detectron2: +0.5 on load (``load_coco_json``), W - x (``HFlipTransform.apply_coords``), the swap
-      (``transform_keypoint_annotations``), -0.5 on export (``instances_to_coco_json``).
+    * Detectron (``minus_one=True, keypoint_half_pixel=False``; ``flip_keypoints``): x' = W - x - 1 on the pixel
+      index, then the swap.
+    * Detectron2 (the defaults): +0.5 on load (``load_coco_json``), W - x (``HFlipTransform.apply_coords``), the
+      swap (``transform_keypoint_annotations``), -0.5 on export (``instances_to_coco_json``).
     Both give W - 1 - x: each is right, which the tests check.
     """
     t = as_tensor(keypoints, "keypoints")
@@ -226,13 +217,12 @@ def hflip_keypoints(keypoints, width, flip_map, *, convention: Union[str, Conven
     if t.dim() != 3 or t.shape[-1] != 3:
         raise ValueError(f"keypoints must have shape (K, 3) or (N, K, 3) as (x, y, visibility), got {tuple(as_tensor(keypoints, 'keypoints').shape)}")
     perm = _check_permutation(flip_map, t.shape[1])
-    conv = get_convention(convention)
     flat = t.reshape(-1, 3)
-    if conv.keypoint_half_pixel:
+    if keypoint_half_pixel:
         cont = pixels.coco_keypoints_to_continuous(flat)
-        out = pixels.continuous_keypoints_to_coco(pixels.hflip_points(cont, width, minus_one=conv.hflip_minus_one))
+        out = pixels.continuous_keypoints_to_coco(pixels.hflip_points(cont, width, minus_one=minus_one))
     else:
-        out = pixels.hflip_points(flat, width, minus_one=conv.hflip_minus_one)
+        out = pixels.hflip_points(flat, width, minus_one=minus_one)
     out = out.reshape(t.shape)[:, perm]
     return out[0] if single else out
 
@@ -258,7 +248,7 @@ DETECTRON1_COMPARISON_SETTINGS: List[Tuple[str, str, str, str]] = [
 # --------------------------------------------------------------------------------------------
 # A synthetic batch for the chapter: crowded and sparse images
 # --------------------------------------------------------------------------------------------
-def synthetic_proposal_batch(n_images: int, n_proposals: int = 2000, image_size=(600, 800), seed: int = 0) -> Dict[str, list]:
+def synthetic_proposal_batch(n_images: int, n_proposals: int = 2000, image_size: Tuple[int, int] = (600, 800), seed: int = 0) -> Dict[str, list]:
     """Proposals after NMS for a batch whose images alternate between crowded and sparse scenes.
 
     Image 0, 2, ... hold 12 objects and most of their proposals score high; images 1, 3, ... hold one

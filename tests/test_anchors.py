@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explainer import anchors as A
+from explainer.conventions import DETECTRON, DETECTRON2
 from explainer.pixels import to_continuous
 from tests.conftest import load_golden
 
@@ -127,7 +128,54 @@ def test_all_level_anchors_count_for_800x1333():
     n = [len(a) for a in A.all_level_anchors((800, 1333))]
     expected = [math.ceil(800 / s) * math.ceil(1333 / s) * 3 for s in (4, 8, 16, 32, 64)]
     assert n == expected and sum(n) == 267069
-    assert [len(a) for a in A.all_level_anchors((800, 1333), codebase="detectron")] == expected
+    assert [len(a) for a in A.all_level_anchors((800, 1333), convention=DETECTRON)] == expected
+
+
+ONE_LEVEL = [{"name": "P4", "level": 4, "stride": 16.0, "sizes": (32.0,), "aspect_ratios": RATIOS}]
+
+
+def test_all_level_anchors_are_each_codebases_grid():
+    # a 48 x 64 image at stride 16 is the goldens' 3 x 4 feature map
+    det = A.all_level_anchors((48, 64), ONE_LEVEL, convention=DETECTRON)[0]
+    assert det.dtype == torch.float32
+    assert torch.equal(det, torch.tensor(DET["grid_3x4_stride16_size32"]["all_anchors_xyxy"], dtype=torch.float32))
+    for offset, conv in (("0.0", DETECTRON2), ("0.5", DETECTRON2.replace(anchor_offset=0.5))):
+        got = A.all_level_anchors((48, 64), ONE_LEVEL, convention=conv)[0]
+        torch.testing.assert_close(got, torch.tensor(D2["grid_3x4_stride16_size32"][f"offset_{offset}"]["all_anchors_xyxy"]),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_all_level_anchors_under_detectron_is_generate_anchors_shifted_by_arange_times_stride():
+    # Detectron's ops/generate_proposals.py: shifts arange(W) * stride added to every cell anchor, location-major
+    h, w = 100, 130
+    for lv, got in zip(DET["fpn_levels"]["levels"], A.all_level_anchors((h, w), convention=DETECTRON)):
+        s = lv["stride"]
+        cell = torch.tensor(lv["anchors_xyxy"], dtype=torch.float64)
+        ys, xs = torch.meshgrid(torch.arange(math.ceil(h / s)) * s, torch.arange(math.ceil(w / s)) * s, indexing="ij")
+        shifts = torch.stack([xs.reshape(-1), ys.reshape(-1)] * 2, 1).double()
+        assert torch.equal(got.double(), (shifts[:, None] + cell[None]).reshape(-1, 4)), lv["stride"]
+
+
+def test_cell_anchors_follow_rounding_and_order():
+    det = torch.tensor(DET["single_call"]["anchors_xyxy"], dtype=torch.float64)  # ratio-major, inclusive, centre 7.5
+    exact = torch.tensor(D2["single_call"]["generate_cell_anchors_float64"], dtype=torch.float64)  # size-major
+    got = A.cell_anchors(16, SIZES, RATIOS, DETECTRON, dtype=torch.float64)
+    assert torch.equal(got, to_continuous(det) - 8.0)  # continuous, centred on 0
+    n_s, n_r = len(SIZES), len(RATIOS)
+    by_size = DETECTRON.replace(anchor_order="size_major")
+    assert torch.equal(A.cell_anchors(16, SIZES, RATIOS, by_size, dtype=torch.float64),
+                       got.reshape(n_r, n_s, 4).transpose(0, 1).reshape(-1, 4))
+    assert torch.equal(A.cell_anchors(16, SIZES, RATIOS, DETECTRON2, dtype=torch.float64), exact)
+    by_ratio = DETECTRON2.replace(anchor_order="ratio_major")
+    assert torch.equal(A.cell_anchors(16, SIZES, RATIOS, by_ratio, dtype=torch.float64),
+                       exact.reshape(n_s, n_r, 4).transpose(0, 1).reshape(-1, 4))
+
+
+def test_a_side_is_a_convention_not_a_string():
+    with pytest.raises(TypeError, match="convention must be an explainer.conventions.Convention"):
+        A.all_level_anchors((800, 1333), convention="detectron")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="convention must be an explainer.conventions.Convention"):
+        A.cell_anchors(16, (32,), (1.0,), "detectron2")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("call, needle", [

@@ -65,7 +65,7 @@ def test_round_trips(k, seed, fill):
            "bbox_pred_w": torch.randn(4 * (k + 1), 3, generator=g), "bbox_pred_b": torch.randn(4 * (k + 1), generator=g),
            "mask_fcn_logits_w": torch.randn(k + 1, 2, 1, 1, generator=g), "mask_fcn_logits_b": torch.randn(k + 1, generator=g)}
     d2 = L.convert_box_predictor(det)
-    back = L.convert_box_predictor(d2, to="detectron", bg_box_rows=fill)
+    back = L.convert_box_predictor(d2, background_first=True, bg_box_rows=fill)
     for key in ("cls_score_w", "cls_score_b"):
         assert torch.equal(back[key], det[key])
     assert torch.equal(back["bbox_pred_w"][4:], det["bbox_pred_w"][4:])  # foreground rows survive exactly
@@ -144,6 +144,6 @@ def test_bad_predictors_name_parameter_and_shapes(params, needle):
 def test_reverse_direction_checks_shapes():
     with pytest.raises(ValueError, match="expected 4K = 12"):
         L.convert_box_predictor({"cls_score.weight": torch.zeros(4, 2), "cls_score.bias": torch.zeros(4),
-                                 "bbox_pred.weight": torch.zeros(16, 2), "bbox_pred.bias": torch.zeros(16)}, to="detectron")
-    with pytest.raises(ValueError, match="to must be one of"):
-        L.convert_box_predictor(INPUTS, to="tensorflow")
+                                 "bbox_pred.weight": torch.zeros(16, 2), "bbox_pred.bias": torch.zeros(16)}, background_first=True)
+    with pytest.raises(ValueError, match="background_first must be True or False"):
+        L.convert_box_predictor(INPUTS, background_first="detectron")  # a side is a boolean, never a string

@@ -66,7 +66,7 @@ def test_all_ones_mask_pastes_to_the_box_pixels(x1, y1, w, h, m):
     # Detectron, with its mask sizes (14, 28): the inclusive box's pixels x1..x2 (on whole-pixel boxes), up to one pixel at
     # each edge (int truncation, and expand_boxes' half-widths without +1)
     inc = [float(int(x1)), float(int(y1)), float(int(x1 + w)), float(int(y1 + h))]
-    d1 = Mk.paste_masks(torch.ones(1, 28 if m > 14 else 14, 28 if m > 14 else 14), [inc], (60, 80), method="detectron")[0]
+    d1 = Mk.paste_masks(torch.ones(1, 28 if m > 14 else 14, 28 if m > 14 else 14), [inc], (60, 80), mask_paste="segm_results")[0]
     cover = pixel_coverage(inc, (60, 80), inclusive=True) > 0
     grown = torch.nn.functional.max_pool2d(cover[None, None].float(), 3, 1, 1)[0, 0] > 0
     outside = torch.nn.functional.pad((~cover)[None, None].float(), (1, 1, 1, 1), value=1.0)  # beyond the image is outside
@@ -74,27 +74,27 @@ def test_all_ones_mask_pastes_to_the_box_pixels(x1, y1, w, h, m):
     assert (d1 <= grown).all() and (shrunk <= d1).all()
 
 
-@given(st.floats(0.05, 0.95), st.floats(0.05, 0.95), st.sampled_from(["detectron", "detectron2"]), st.integers(0, 1000))
+@given(st.floats(0.05, 0.95), st.floats(0.05, 0.95), st.sampled_from(["segm_results", "paste_masks_in_image"]), st.integers(0, 1000))
 def test_monotone_in_threshold(t1, t2, method, seed):
     lo, hi = min(t1, t2), max(t1, t2)
     g = torch.Generator().manual_seed(seed)
     m = torch.rand(2, 14, 14, generator=g)
     boxes = [[3.2, 4.1, 30.7, 22.9], [-5.0, 10.0, 12.0, 50.0]]
-    a = Mk.paste_masks(m, boxes, (40, 50), threshold=lo, method=method)
-    b = Mk.paste_masks(m, boxes, (40, 50), threshold=hi, method=method)
+    a = Mk.paste_masks(m, boxes, (40, 50), threshold=lo, mask_paste=method)
+    b = Mk.paste_masks(m, boxes, (40, 50), threshold=hi, mask_paste=method)
     assert (b <= a).all()
 
 
 def test_thresholds_are_strict_or_not():
     half = torch.full((1, 4, 4), 0.5)
     assert Mk.paste_masks(half, [[0.0, 0.0, 4.0, 4.0]], (4, 4))[0].all()                                  # >= 0.5
-    assert not Mk.paste_masks(half, [[0.0, 0.0, 3.0, 3.0]], (4, 4), method="detectron")[0].any()          # > 0.5
+    assert not Mk.paste_masks(half, [[0.0, 0.0, 3.0, 3.0]], (4, 4), mask_paste="segm_results")[0].any()          # > 0.5
 
 
 def test_boxes_outside_the_image_are_valid():
     out = Mk.paste_masks(MASK[None].repeat(2, 1, 1), [[100.0, 100.0, 130.0, 120.0], [-50.0, -40.0, -10.0, -5.0]], (40, 50))
     assert not out.any()
-    out = Mk.paste_masks(MASK[None].repeat(2, 1, 1), [[100.0, 100.0, 130.0, 120.0], [-50.0, -40.0, -10.0, -5.0]], (40, 50), method="detectron")
+    out = Mk.paste_masks(MASK[None].repeat(2, 1, 1), [[100.0, 100.0, 130.0, 120.0], [-50.0, -40.0, -10.0, -5.0]], (40, 50), mask_paste="segm_results")
     assert not out.any()
 
 
@@ -127,7 +127,8 @@ def test_detectron2_paste_is_better_on_small_objects():
     (lambda: Mk.paste_masks(torch.ones(1, 0, 0), [[0.0, 0, 5, 5]], (10, 10)), "M >= 1"),
     (lambda: Mk.paste_masks(torch.ones(1, 4, 4), [[0.0, 0, float("inf"), 5]], (10, 10)), "finite"),
     (lambda: Mk.paste_masks(torch.ones(1, 4, 4), [[0.0, 0, 5, 5]], (10, 10), threshold=1.5), "threshold must be in [0, 1]"),
-    (lambda: Mk.paste_masks(torch.ones(1, 4, 4), [[0.0, 0, 5, 5]], (10, 10), method="pil"), "method must be one of"),
+    (lambda: Mk.paste_masks(torch.ones(1, 4, 4), [[0.0, 0, 5, 5]], (10, 10), mask_paste="pil"), "mask_paste must be one of"),
+    (lambda: Mk.paste_masks(torch.ones(1, 4, 4), [[0.0, 0, 5, 5]], (10, 10), mask_paste="detectron"), "mask_paste must be one of"),
 ])
 def test_bad_input(call, needle):
     with pytest.raises(ValueError) as e:
@@ -139,8 +140,8 @@ def test_both_methods_equal_the_original_code():
     ref = load_golden("masks/paste_reference.json")
     n = len(ref["d2_boxes"])
     ms = MASK[None].repeat(n, 1, 1)
-    det = Mk.paste_masks(ms, ref["detectron_boxes"], ref["image_size"], method="detectron").reshape(n, -1)
-    d2 = Mk.paste_masks(ms, ref["d2_boxes"], ref["image_size"], method="detectron2").reshape(n, -1)
+    det = Mk.paste_masks(ms, ref["detectron_boxes"], ref["image_size"], mask_paste="segm_results").reshape(n, -1)
+    d2 = Mk.paste_masks(ms, ref["d2_boxes"], ref["image_size"], mask_paste="paste_masks_in_image").reshape(n, -1)
     for k in range(n):
         assert torch.nonzero(det[k]).flatten().tolist() == ref["detectron_on"][k], f"Detectron, box {k}"
         assert torch.nonzero(d2[k]).flatten().tolist() == ref["d2_on"][k], f"Detectron2, box {k}"

@@ -10,7 +10,7 @@ def test_paste_readout_counts_match_the_package():
     d = MaskPasteDashboard()
     text = d.update(x1=4.3, y1=3.7, x2=22.8, y2=17.2, threshold=0.5)
     d2 = Mk.paste_masks(MASK[None], [[4.3, 3.7, 22.8, 17.2]], (22, 28))[0]
-    d1 = Mk.paste_masks(MASK[None], [[4.3, 3.7, 21.8, 16.2]], (22, 28), method="detectron")[0]
+    d1 = Mk.paste_masks(MASK[None], [[4.3, 3.7, 21.8, 16.2]], (22, 28), mask_paste="segm_results")[0]
     line = next(x for x in text.splitlines() if x.startswith("pixels on"))
     assert line.split()[-2:] == [str(int(d1.sum())), str(int(d2.sum()))]
     assert d.result["err"]["differ"] == int((d1 ^ d2).sum()) > 0

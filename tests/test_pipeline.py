@@ -140,7 +140,7 @@ def test_bisection_finds_the_knobs_the_reference_used(converted_runs, hidden):
 def test_bisection_reports_knobs_without_effect(converted_runs):
     conv, scenes, run = converted_runs
     reference = conv.run(scenes[0], DETECTRON2.replace(roi_aligned=False))
-    rep = CMP.bisect_conventions(lambda c: run(c.replace(mask_paste="detectron2")), reference,
+    rep = CMP.bisect_conventions(lambda c: run(c.replace(mask_paste="paste_masks_in_image")), reference,
                                start=DETECTRON2, towards=DETECTRON)
     assert "mask_paste" in rep.no_effect and rep.found == ("roi_aligned",)
 

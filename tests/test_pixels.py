@@ -13,7 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from explainer import pixels
+from explainer import boxes, pixels
 from tests.conftest import load_golden
 
 G = load_golden("pixels/pixels_goldens.json")
@@ -72,8 +72,11 @@ def test_coco_xywh_conversions_match_both_codebases():
 
 def test_areas_match_both_codebases():
     src = torch.tensor(G["src_boxes"])
-    torch.testing.assert_close(pixels.box_area(src, legacy_plus_one=True), torch.tensor(G["legacy_area_src"]), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(pixels.box_area(src), torch.tensor(G["d2_area_src"]), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(boxes.area(src, legacy_plus_one=True), torch.tensor(G["legacy_area_src"]), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(boxes.area(src), torch.tensor(G["d2_area_src"]), rtol=1e-5, atol=1e-4)
+    for plus in (True, False):  # one width formula: the area is the product of box_size's width and height
+        w, h = pixels.box_size(src, legacy_plus_one=plus)
+        assert torch.equal(boxes.area(src, legacy_plus_one=plus), w * h)
 
 
 # ---------------------------------------------------------------- worked numbers derived by hand
@@ -183,7 +186,7 @@ def test_scaling_agrees_only_when_scale_is_one(b, s):
     [
         (lambda: pixels.to_continuous([[0, 0, 1]]), "boxes must have shape (N, 4)"),
         (lambda: pixels.to_continuous([[0, 0, float("nan"), 1]]), "boxes must be finite"),
-        (lambda: pixels.box_area([[5, 0, 1, 1]]), "x2 >= x1"),
+        (lambda: pixels.box_size([[5, 0, 1, 1]]), "x2 >= x1"),
         (lambda: pixels.hflip_boxes([[0, 0, 1, 1]], -3), "width must be > 0"),
         (lambda: pixels.resize_index([0], 4, 0), "out_size must be a whole number >= 1"),
         (lambda: pixels.resize_index([0], 4, 8, mode="bicubic"), "mode must be one of"),

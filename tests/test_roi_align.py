@@ -8,7 +8,7 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explainer.roi_align import assign_fpn_levels, roi_align, roi_pool, sampling_points
+from explainer.roi_align import assign_fpn_levels, roi_align, roi_pool, roi_pool_bins, sampling_points
 from tests.conftest import load_golden
 
 RAMP = (torch.arange(10).view(10, 1) * 10 + torch.arange(10).view(1, 10)).float()[None, None]  # value 10 y + x
@@ -105,6 +105,27 @@ def test_sampling_points_reproduce_the_output():
 def test_roi_pool_equals_torchvision(case):
     x, rois, out, scale, _, _ = case
     torch.testing.assert_close(roi_pool(x, rois, out, scale), torchvision.ops.roi_pool(x, rois, out, scale))
+
+
+@given(roi_case())
+def test_roi_pool_bins_are_the_bins_torchvision_takes_the_maximum_over(case):
+    x, rois, out, scale, _, _ = case
+    ref = torchvision.ops.roi_pool(x, rois, out, scale)
+    oh, ow = (out, out) if isinstance(out, int) else out
+    for k, (b, *box) in enumerate(rois.tolist()):
+        bins = roi_pool_bins(box, out, x.shape[-2:], scale)["bins"]
+        assert len(bins) == oh * ow
+        for i, (ws, hs, we, he) in enumerate(bins):
+            cell = x[int(b), :, hs:he, ws:we]
+            want = cell.amax(dim=(1, 2)) if cell.numel() else torch.zeros(x.shape[1], dtype=x.dtype)
+            torch.testing.assert_close(ref[k, :, i // ow, i % ow], want)
+
+
+def test_roi_pool_bins_by_hand():
+    # box [1.3, 1.6, 5.4, 4.7]: corners round to (1, 2, 5, 5), +1 sizes 5 x 4, 2 x 2 bins: x [1, 4) [3, 6), y [2, 4) [4, 6)
+    got = roi_pool_bins([1.3, 1.6, 5.4, 4.7], 2, (8, 8))
+    assert got["rounded"] == (1, 2, 5, 5)
+    assert got["bins"] == [(1, 2, 4, 4), (3, 2, 6, 4), (1, 4, 4, 6), (3, 4, 6, 6)]
 
 
 def test_fpn_levels_match_both_codebases():

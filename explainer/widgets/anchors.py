@@ -10,6 +10,7 @@ from matplotlib.collections import LineCollection
 
 from .. import anchors as A
 from ..pixels import to_continuous
+from ..viz.draw import box_segments
 from ..viz.style import STYLE, convention_style
 from .base import Dashboard, dropdown, html_table, register, slider
 
@@ -28,11 +29,6 @@ def _photo():
 
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         return np.asarray(Image.open(f).convert("RGB"))
-
-
-def _outlines(boxes: np.ndarray) -> list:
-    """Closed rectangle outlines for a LineCollection."""
-    return [[(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)] for x1, y1, x2, y2 in boxes]
 
 
 @register
@@ -111,16 +107,16 @@ class AnchorGridDashboard(Dashboard):
         if len(xs) + len(ys) > 400:  # very fine grids: every other line keeps the photo visible
             xs, ys = xs[::2], ys[::2]
         self.grid.set_segments([[(x, 0), (x, self.H)] for x in xs] + [[(0, y), (self.W, y)] for y in ys])
-        self.a1.set_segments(_outlines(r["g1"]))
-        self.a2.set_segments(_outlines(r["g2"]))
+        self.a1.set_segments(box_segments(r["g1"]))
+        self.a2.set_segments(box_segments(r["g2"]))
         c1 = (r["g1"][:, :2] + r["g1"][:, 2:]) / 2
         c2 = (r["g2"][:, :2] + r["g2"][:, 2:]) / 2
         self.c1.set_data(c1[:, 0], c1[:, 1])
         self.c2.set_data(c2[:, 0], c2[:, 1])
         # zoom: in feature cells, origin at the location's grid point (top-left corner of its cell)
         det, d2 = r["det"] / s, (r["d2"] + r["offset"] * s) / s
-        self.z1.set_segments(_outlines(det))
-        self.z2.set_segments(_outlines(d2))
+        self.z1.set_segments(box_segments(det))
+        self.z2.set_segments(box_segments(d2))
         k = np.arange(-int(ZOOM_CELLS) - 1, int(ZOOM_CELLS) + 2)
         self.cell.set_segments([[(x, k[0]), (x, k[-1])] for x in k] + [[(k[0], y), (k[-1], y)] for y in k])
         cd = (det[:, :2] + det[:, 2:]) / 2

@@ -10,12 +10,15 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullLocator
 
 from .. import boxes
+from ..conventions import DETECTRON, DETECTRON2
 from ..viz.draw import BoxArtist, PixelGrid, set_box
 from ..viz.style import STYLE, convention_style
 from .base import Dashboard, checkbox, dropdown, html_table, register, slider
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")
+#: each panel's key in the results and the convention whose knobs it computes with
+SIDES = (("detectron", DETECTRON), ("detectron2", DETECTRON2))
 
 
 def _fmt_box(b) -> str:
@@ -267,14 +270,15 @@ class NMSDashboard(Dashboard):
     def build(self, fig):
         self.axes = fig.subplots(1, 2, sharey=True)
         self.rects = {}
-        for ax, key in zip(self.axes, ("detectron", "detectron2")):
+        for ax, (key, conv) in zip(self.axes, SIDES):
             st = convention_style(key)
             PixelGrid(ax, self.W, self.H, centres=False, labels=False)
-            ax.set_title(st["short"] + (": pixels x1..x2, IoU >= t" if key == "detectron" else ": [x1, x2), IoU > t"), fontsize=10)
+            ax.set_title(st["short"] + (": pixels x1..x2, IoU >= t" if conv.nms_suppresses_ties else ": [x1, x2), IoU > t"),
+                         fontsize=10)
             rs = []
             for i, b in enumerate(self.BOXES.tolist()):
                 r = Rectangle((0, 0), 0, 0, fill=False, lw=2, edgecolor=st["color"], linestyle=st["linestyle"], zorder=3)
-                set_box(r, b, inclusive=(key == "detectron"))
+                set_box(r, b, inclusive=conv.legacy_plus_one)
                 ax.add_patch(r)
                 if i % 2 == 0:  # label pairs at opposite corners so that they never overlap
                     ax.text(b[0] + 0.2, b[1] - 0.2, f"#{i} {self.SCORES[i]:.2f}", fontsize=7, color=STYLE["reference"], va="bottom")
@@ -293,13 +297,12 @@ class NMSDashboard(Dashboard):
         self.axes[1].legend(handles=[Line2D([], [], color=D2["color"], ls=D2["linestyle"], lw=2, label="kept"),
                                      Line2D([], [], color=STYLE["neutral"], ls=":", lw=1, label="suppressed")],
                             loc="lower left", fontsize=8)
-        self.ious = {key: boxes.pairwise_iou(self.BOXES, self.BOXES, legacy_plus_one=(key == "detectron"))
-                     for key in ("detectron", "detectron2")}
+        self.ious = {key: boxes.pairwise_iou(self.BOXES, self.BOXES, legacy_plus_one=conv.legacy_plus_one) for key, conv in SIDES}
 
     def compute(self, threshold):
         out = {"threshold": threshold}
-        for key, plus in (("detectron", True), ("detectron2", False)):
-            kept = boxes.nms(self.BOXES, self.SCORES, threshold, legacy_plus_one=plus).tolist()
+        for key, conv in SIDES:
+            kept = boxes.nms(self.BOXES, self.SCORES, threshold, legacy_plus_one=conv.legacy_plus_one).tolist()
             iou = self.ious[key]
             # for each box, its largest IoU with a kept box of higher score (what decided its fate)
             worst = []

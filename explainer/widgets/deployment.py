@@ -115,8 +115,8 @@ class CropAndResizeDashboard(Dashboard):
         if x2 <= x1 or y2 <= y1:
             raise ValueError(f"box must have x2 > x1 and y2 > y1; got x1={x1}, x2={x2}, y1={y1}, y2={y2}")
         box = torch.tensor([[x1, y1, x2, y2]], dtype=torch.float64)
-        ref = R.roi_align(FEATURE, torch.tensor([[0.0, x1, y1, x2, y2]]), res, 1.0, 2, True)[0, 0].numpy()
-        sp = R.sampling_points([x1, y1, x2, y2], res, (MAP, MAP), 1.0, 2, True)
+        ref = R.roi_align(FEATURE, torch.tensor([[0.0, x1, y1, x2, y2]]), res, spatial_scale=1.0, sampling_ratio=2, aligned=True)[0, 0].numpy()
+        sp = R.sampling_points([x1, y1, x2, y2], res, (MAP, MAP), spatial_scale=1.0, sampling_ratio=2, aligned=True)
         n = 2 * res
         naive_b = D.naive_crop_and_resize_boxes(box, (MAP, MAP))
         naive = torch.nn.functional.avg_pool2d(D.crop_and_resize(FEATURE, naive_b, n), 2, 2)[0, 0].numpy()

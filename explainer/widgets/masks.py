@@ -9,6 +9,7 @@ import torch
 from matplotlib.colors import ListedColormap
 
 from .. import masks as Mk
+from ..pixels import to_inclusive
 from ..viz.draw import BoxArtist, PixelGrid
 from ..viz.style import STYLE, convention_style
 from .base import Dashboard, box_sliders, dropdown, html_table, int_slider, register, slider
@@ -21,6 +22,11 @@ _i, _j = np.mgrid[0:28, 0:28].astype(np.float32)
 MASK = torch.from_numpy(1.0 / (1.0 + np.exp(-(10.0 - np.hypot(_i - 13.2, _j - 14.7)) / 1.5)))
 # 0 none, 1 both, 2 Detectron only, 3 Detectron2 only
 AGREE_CMAP = ListedColormap(["#FFFFFF", "#BBBBBB", D1["color"], D2["color"]])
+
+
+def _inclusive(x1: float, y1: float, x2: float, y2: float) -> torch.Tensor:
+    """The slider box (continuous) as Detectron's box head gives it: inclusive indices x2 - 1, y2 - 1 (1 x 4, float64)."""
+    return to_inclusive(torch.tensor([[x1, y1, x2, y2]], dtype=torch.float64))
 
 
 def _box_controls(defaults):
@@ -57,8 +63,9 @@ class MaskPasteDashboard(Dashboard):
         if x2 - x1 < 1 or y2 - y1 < 1:
             raise ValueError(f"box must be at least 1 px wide and high; got {x2 - x1:.2g} x {y2 - y1:.2g}")
         box = [x1, y1, x2, y2]
-        d2 = Mk.paste_masks(MASK[None], [box], (H, W), threshold)[0]
-        d1 = Mk.paste_masks(MASK[None], [[x1, y1, x2 - 1, y2 - 1]], (H, W), threshold, method="detectron")[0]
+        d2 = Mk.paste_masks(MASK[None], [box], (H, W), threshold, mask_paste="paste_masks_in_image")[0]
+        # float32, as the Detectron2 box given as a list
+        d1 = Mk.paste_masks(MASK[None], _inclusive(x1, y1, x2, y2).float(), (H, W), threshold, mask_paste="segm_results")[0]
         cat = (d1 & d2).int() * 1 + (d1 & ~d2).int() * 2 + (~d1 & d2).int() * 3
         return dict(box=box, d1=d1, d2=d2, cat=cat.numpy(), iou=float(Mk.mask_iou(d1, d2)), err=Mk.boundary_error(d2, d1),
                     threshold=threshold)
@@ -100,7 +107,7 @@ class PasteStepsDashboard(Dashboard):
         PixelGrid(self.a1, W, H, centres=False)
         self.box = BoxArtist(self.a1, "detectron2", label="the box", fill_alpha=0.0, linewidth=1.5)
         self.box.rect.set_edgecolor(STYLE["reference"])
-        self.ebox = BoxArtist(self.a1, "detectron", inclusive=False, label="2. expanded by 30/28", fill_alpha=0.0, linewidth=1.2)
+        self.ebox = BoxArtist(self.a1, "detectron", inclusive=True, label="2. expanded by 30/28", fill_alpha=0.0, linewidth=1.2)
         self.ibox = BoxArtist(self.a1, "detectron", inclusive=True, label="3. truncated to int, +1 size: 4. resized here", fill_alpha=0.0,
                               linewidth=2.0)
         self.ibox.rect.set_linestyle(":")
@@ -111,12 +118,13 @@ class PasteStepsDashboard(Dashboard):
     def compute(self, x1, y1, x2, y2):
         if x2 - x1 < 1 or y2 - y1 < 1:
             raise ValueError(f"box must be at least 1 px wide and high; got {x2 - x1:.2g} x {y2 - y1:.2g}")
-        st = Mk.detectron_paste_steps(MASK, [x1, y1, x2 - 1, y2 - 1], (H, W))
+        inc = _inclusive(x1, y1, x2, y2)
+        st = Mk.detectron_paste_steps(MASK, inc, (H, W))
         cw, ch = (x2 - x1) / 28, (y2 - y1) / 28
         cx = x1 + (np.arange(28) + 0.5) * cw
         cy = y1 + (np.arange(28) + 0.5) * ch
         gx, gy = np.meshgrid(cx, cy)
-        return dict(box=[x1, y1, x2, y2], st=st, gx=gx.ravel(), gy=gy.ravel())
+        return dict(box=[x1, y1, x2, y2], inc=inc[0].tolist(), st=st, gx=gx.ravel(), gy=gy.ravel())
 
     def render(self, r):
         st = r["st"]
@@ -124,14 +132,13 @@ class PasteStepsDashboard(Dashboard):
         self.soft.set_data(st["resized"].numpy())
         self.soft.set_extent((ix1, ix2 + 1, iy2 + 1, iy1))
         self.box.set(r["box"])
-        e = st["expanded_box"].tolist()
-        self.ebox.set([e[0], e[1], e[2] + 1, e[3] + 1])  # drawn as the pixels its inclusive corners name
+        self.ebox.set(st["expanded_box"].tolist())  # drawn as the pixels its inclusive corners name
         self.ibox.set([ix1, iy1, ix2, iy2])
         self.cells.set_data(r["gx"], r["gy"])
 
     def describe(self, r):
         st = r["st"]
-        rows = [["Detectron's box (inclusive: x2 - 1)", [round(v, 2) for v in (r["box"][0], r["box"][1], r["box"][2] - 1, r["box"][3] - 1)]],
+        rows = [["Detectron's box (inclusive: x2 - 1)", [round(v, 2) for v in r["inc"]]],
                 ["2. expanded (x 30/28, half-widths without +1)", [round(v, 2) for v in st["expanded_box"].tolist()]],
                 ["3. truncated to int32", st["int_box"].tolist()],
                 ["4. resized to (w x h)", f"{st['resized'].shape[1]} x {st['resized'].shape[0]}"],

@@ -154,8 +154,7 @@ class ResizeDashboard(Dashboard):
         d1, d2 = r["d1"], r["d2"]
         self.box_d1.set([d1[0], -0.9, d1[2], -0.5])
         self.box_d2.set([d2[0], -0.45, d2[2], -0.05])
-        b1, b2 = r["box"]
-        self.box_in.set([b1 * s, yi, (b2 + 1) * s, yi + 1])
+        self.box_in.set([d2[0], yi, d2[2], yi + 1])  # the input pixels b1..b2 scaled: Detectron2's box
         self.ax.set_xlim(-0.3, 16.3)  # fixed: a limit change would force a full redraw
         self.ax.set_title(f"scale s = {m}/{n} = {s:.3g}; mode {r['mode']}", fontsize=10)
 

@@ -13,6 +13,7 @@ import torch
 from matplotlib.collections import LineCollection
 
 from .. import roi_align as R
+from ..conventions import DETECTRON, DETECTRON2
 from ..viz.draw import BoxArtist, PixelGrid, label_cells
 from ..viz.style import STYLE, convention_style
 from .base import Dashboard, box_sliders, dropdown, html_table, int_slider, register, slider
@@ -55,7 +56,8 @@ class ROIAlignSamplingDashboard(Dashboard):
     def build(self, fig):
         self.panels = {}
         axes = fig.subplots(1, 2)
-        for ax, (key, aligned, s) in zip(axes, (("detectron", False, D1), ("detectron2", True, D2))):
+        for ax, (key, conv, s) in zip(axes, (("detectron", DETECTRON, D1), ("detectron2", DETECTRON2, D2))):
+            aligned = conv.aligned
             PixelGrid(ax, MAP, MAP, centres=False, labels=True, unit="feature cells")
             label_cells(ax, FEATURE[0, 0].numpy())
             box = BoxArtist(ax, "detectron2", label="the box x spatial_scale", fill_alpha=0.06, linewidth=1.5)
@@ -87,8 +89,8 @@ class ROIAlignSamplingDashboard(Dashboard):
         rois = torch.tensor([[0.0, *img_box]])
         res = {"img_box": img_box, "box": (x1, y1, x2, y2), "out": out, "sr": sr, "stride": stride, "sample": sample}
         for key, p in self.panels.items():
-            sp = R.sampling_points(img_box, out, (MAP, MAP), scale, sr, p["aligned"])
-            pooled = R.roi_align(FEATURE, rois, out, scale, sr, p["aligned"])[0, 0].numpy()
+            sp = R.sampling_points(img_box, out, (MAP, MAP), spatial_scale=scale, sampling_ratio=sr, aligned=p["aligned"])
+            pooled = R.roi_align(FEATURE, rois, out, spatial_scale=scale, sampling_ratio=sr, aligned=p["aligned"])[0, 0].numpy()
             res[key] = (sp, pooled)
         return res
 
@@ -183,8 +185,8 @@ class ROIAlignErrorDashboard(Dashboard):
         cells = box / stride
         # measured, not assumed: sample positions of both conventions for this box on its level
         b = [0.0, 0.0, float(box), float(box)]
-        s_false = R.sampling_points(b, 7, (256, 256), 1.0 / stride, 2, False)
-        s_true = R.sampling_points(b, 7, (256, 256), 1.0 / stride, 2, True)
+        s_false = R.sampling_points(b, 7, (256, 256), spatial_scale=1.0 / stride, sampling_ratio=2, aligned=False)
+        s_true = R.sampling_points(b, 7, (256, 256), spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
         measured = float((s_false["points"] - s_true["points"]).mean(0)[0]) * stride if len(s_true["points"]) and len(s_false["points"]) else float("nan")
         clamped = cells < 1.0
         return dict(box=box, level=lvl, stride=stride, shift=shift, pct=100 * shift / box, cells=cells, measured=measured,
@@ -234,17 +236,10 @@ class ROIPoolDashboard(Dashboard):
             raise ValueError(f"box must have x2 >= x1 and y2 >= y1; got x1={x1}, x2={x2}, y1={y1}, y2={y2}")
         rois = torch.tensor([[0.0, x1, y1, x2, y2]])
         pooled = R.roi_pool(FEATURE, rois, out)[0, 0].numpy()
-        aligned = R.roi_align(FEATURE, rois, out, 1.0, 0, True)[0, 0].numpy()
-        sx, sy, ex, ey = (int(np.floor(abs(v) + 0.5)) for v in (x1, y1, x2, y2))
-        rw, rh = max(ex - sx + 1, 1), max(ey - sy + 1, 1)
-        bins = []
-        for p in range(out):
-            hs, he = int(np.floor(p * rh / out)) + sy, int(np.ceil((p + 1) * rh / out)) + sy
-            for q in range(out):
-                ws, we = int(np.floor(q * rw / out)) + sx, int(np.ceil((q + 1) * rw / out)) + sx
-                bins.append((min(ws, MAP), min(hs, MAP), min(we, MAP), min(he, MAP)))
-        return dict(box=(x1, y1, x2, y2), out=out, pooled=pooled, aligned=aligned, bins=bins,
-                    rounded=(sx, sy, ex, ey))
+        aligned = R.roi_align(FEATURE, rois, out, spatial_scale=1.0, sampling_ratio=0, aligned=True)[0, 0].numpy()
+        pool = R.roi_pool_bins((x1, y1, x2, y2), out, (MAP, MAP))
+        return dict(box=(x1, y1, x2, y2), out=out, pooled=pooled, aligned=aligned, bins=pool["bins"],
+                    rounded=pool["rounded"])
 
     def render(self, r):
         self.box.set(r["box"])

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from matplotlib.patches import Polygon
 
-from .. import training
+from .. import pixels, training
+from ..conventions import DETECTRON, DETECTRON2
 from ..viz.draw import BoxArtist
 from ..viz.style import STYLE, convention_style
 from .base import Dashboard, checkbox, dropdown, html_table, int_slider, register, slider
@@ -215,15 +216,15 @@ class FlipAugmentationDashboard(Dashboard):
         if box[0, 0] < 0 or box[0, 2] > W:
             raise ValueError("the annotations must stay inside the image; move them back")
         res = {"box": box[0].numpy(), "poly": poly.reshape(-1, 2).numpy(), "kp": kp.numpy(), "zoom": zoom}
-        for key in ("detectron", "detectron2"):
-            if key == "detectron":  # Detectron's boxes are inclusive indices: convert, flip, convert back to draw
-                inc = box - torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
-                fb = training.hflip_boxes(inc, W, convention=key) + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+        for key, conv in (("detectron", DETECTRON), ("detectron2", DETECTRON2)):
+            if conv.legacy_plus_one:  # Detectron's boxes are inclusive indices: convert, flip, convert back to draw
+                fb = pixels.to_continuous(pixels.hflip_boxes(pixels.to_inclusive(box), W, minus_one=conv.minus_one))
             else:
-                fb = training.hflip_boxes(box, W, convention=key)
+                fb = pixels.hflip_boxes(box, W, minus_one=conv.minus_one)
             res[f"{key}_box"] = fb[0].numpy()
-            res[f"{key}_poly"] = training.hflip_polygons([poly], W, convention=key)[0].reshape(-1, 2).numpy()
-            res[f"{key}_kp"] = training.hflip_keypoints(kp, W, FLIP_INDICES, convention=key).numpy()
+            res[f"{key}_poly"] = training.hflip_polygons([poly], W, minus_one=conv.minus_one)[0].reshape(-1, 2).numpy()
+            res[f"{key}_kp"] = training.hflip_keypoints(kp, W, FLIP_INDICES, minus_one=conv.minus_one,
+                                                        keypoint_half_pixel=conv.keypoint_half_pixel).numpy()
         return res
 
     def render(self, r):
