@@ -26,6 +26,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from . import _validate as _v
 from ._validate import ArrayLike, as_tensor, finite_number, positive_int, positive_number, size_pair
 from .conventions import DETECTRON2, Convention
 from .pixels import to_continuous, to_inclusive
@@ -46,13 +47,7 @@ __all__ = [
 
 
 def _positive_list(values, name: str) -> List[float]:
-    try:
-        vals = [float(v) for v in values]
-    except TypeError:
-        raise ValueError(f"{name} must be a sequence of positive numbers, got {values!r}") from None
-    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
-        raise ValueError(f"{name} must be a non-empty sequence of positive numbers, got {list(values)!r}")
-    return vals
+    return _v.positive_numbers(values, name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +148,7 @@ def ratio_major_to_size_major(anchors: ArrayLike, n_sizes: int, n_ratios: int) -
 # --------------------------------------------------------------------------------------------
 # Grids
 # --------------------------------------------------------------------------------------------
+@_v.finite_result
 def grid_anchors(cell_anchors: ArrayLike, feature_size: Sequence[int], stride: float, offset: float = 0.0) -> torch.Tensor:
     """All anchors of one level: (H * W * A) x 4, location-major (for each location, every cell anchor).
 
@@ -164,6 +160,7 @@ def grid_anchors(cell_anchors: ArrayLike, feature_size: Sequence[int], stride: f
     if cell.dim() != 2 or cell.shape[-1] != 4 or cell.shape[0] == 0:
         raise ValueError(f"cell_anchors must have shape (A, 4) with A >= 1, got {tuple(cell.shape)}")
     fh, fw = size_pair(feature_size, "feature_size")
+    _v.check_values(fh * fw * cell.shape[0] * 4, "feature_size", f"{fh * fw:,} locations x {cell.shape[0]} anchors")
     stride = positive_number(stride, "stride")
     off = finite_number(offset, "offset")
     if not 0.0 <= off < 1.0:
@@ -188,7 +185,7 @@ def cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios: Sequence[
     anchors in continuous coordinates.
     """
     if not isinstance(convention, Convention):
-        raise TypeError(f"convention must be an explainer.conventions.Convention, got {type(convention).__name__}")
+        raise _v.WrongType(f"convention must be an explainer.conventions.Convention, got {type(convention).__name__}")
     n_sizes, n_ratios = len(_positive_list(sizes, "sizes")), len(_positive_list(aspect_ratios, "aspect_ratios"))
     if convention.anchor_rounding:
         a = to_continuous(detectron_cell_anchors(stride, sizes, aspect_ratios)) - positive_number(stride, "stride") / 2.0
@@ -210,7 +207,8 @@ def fpn_level_configs(levels: Sequence[int] = (2, 3, 4, 5, 6), start_size: float
     Detectron: ``FPN.RPN_ANCHOR_START_SIZE`` 32, levels 2..6; Detectron2: ``Base-RCNN-FPN.yaml``
     ``SIZES [[32], [64], [128], [256], [512]]`` with strides 4..64.
     """
-    levels = [positive_int(v, "levels") for v in levels]
+    levels = [positive_int(v, "levels", maximum=60) for v in _v.numbers(levels, "levels")]
+    start_size, aspect_ratios = positive_number(start_size, "start_size"), _positive_list(aspect_ratios, "aspect_ratios")
     lo = min(levels)
     return [{"name": f"P{lv}", "level": lv, "stride": 2.0 ** lv, "sizes": (start_size * 2.0 ** (lv - lo),),
              "aspect_ratios": tuple(aspect_ratios)} for lv in levels]
@@ -218,6 +216,7 @@ def fpn_level_configs(levels: Sequence[int] = (2, 3, 4, 5, 6), start_size: float
 
 def c4_config(sizes: Sequence[float] = (32.0, 64.0, 128.0, 256.0, 512.0), aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> Dict:
     """A single-level (C4) configuration: stride 16 and several sizes."""
+    sizes, aspect_ratios = _positive_list(sizes, "sizes"), _positive_list(aspect_ratios, "aspect_ratios")
     return {"name": "C4", "level": 4, "stride": 16.0, "sizes": tuple(sizes), "aspect_ratios": tuple(aspect_ratios)}
 
 
@@ -267,7 +266,7 @@ def all_level_anchors(image_size: Sequence[int] = (800, 1333), configs: Sequence
     h, w = size_pair(image_size, "image_size")
     configs = list(configs) if configs is not None else fpn_level_configs()
     if not isinstance(convention, Convention):
-        raise TypeError(f"convention must be an explainer.conventions.Convention, got {type(convention).__name__}")
+        raise _v.WrongType(f"convention must be an explainer.conventions.Convention, got {type(convention).__name__}")
     out = []
     for c in configs:
         fs = (math.ceil(h / c["stride"]), math.ceil(w / c["stride"]))

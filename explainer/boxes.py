@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from . import _validate as _v
 from ._validate import ArrayLike, as_boxes, as_tensor, finite_number, image_size, probability
 from .pixels import box_size, to_continuous, to_inclusive
 
@@ -150,6 +151,8 @@ def greedy_match(iou: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, ...
     B x N x M. Computed as rounds of mutually best pairs (each row's best column whose best row it is), which
     gives the same pairs as repeatedly taking the largest remaining entry, ties going to the lower index.
     """
+    iou = as_tensor(iou, "iou") if isinstance(iou, torch.Tensor) else iou
+    threshold = finite_number(threshold, "threshold")
     if not isinstance(iou, torch.Tensor) or iou.dim() not in (2, 3):
         raise ValueError(f"iou must be an N x M or B x N x M tensor, got {type(iou).__name__} "
                          f"{tuple(getattr(iou, 'shape', ()))}")
@@ -179,6 +182,7 @@ def greedy_match(iou: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, ...
 # --------------------------------------------------------------------------------------------
 # Box regression
 # --------------------------------------------------------------------------------------------
+@_v.finite_result
 def encode(boxes: ArrayLike, targets: ArrayLike, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Regression deltas (dx, dy, dw, dh), N x 4, that move each box (N x 4) onto its target (N x 4).
 
@@ -215,6 +219,7 @@ def encode(boxes: ArrayLike, targets: ArrayLike, weights: Sequence[float] = (1.0
     return torch.stack((dx, dy, dw, dh), dim=1)
 
 
+@_v.finite_result
 def decode(deltas: ArrayLike, boxes: ArrayLike, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = DEFAULT_SCALE_CLAMP,
            *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Apply regression deltas (N x 4k: k boxes per row, e.g. one per class) to boxes (N x 4): N x 4k.
@@ -275,7 +280,7 @@ def clip(boxes: ArrayLike, image_size_hw: Sequence[int], *, legacy_plus_one: boo
     [0, W] x [0, H]. A box touching the right border therefore ends at x2 = W - 1 in one and W in the
     other (the same pixels), but a box starting beyond W - 1 keeps x1 = W - 1 in Detectron only.
     """
-    h, w = image_size(image_size_hw, "image_size")
+    h, w = image_size(image_size_hw, "image_size_hw")
     b = _boxes(boxes, "boxes", legacy_plus_one)
     top_x, top_y = (w - 1, h - 1) if legacy_plus_one else (w, h)
     out = b.clone()
@@ -515,7 +520,7 @@ def iou_by_size(sizes: ArrayLike, shift: float = 1.0, *, diagonal: bool = False)
     if sz.numel() and (not torch.isfinite(sz).all() or (sz <= 0).any()):
         raise ValueError("sizes must be positive, finite box sides in pixels")
     d = finite_number(shift, "shift")
-    dy = d if diagonal else 0.0
+    dy = d if _v.flag(diagonal, "diagonal") else 0.0
     zeros = torch.zeros_like(sz)
     a = torch.stack([zeros, zeros, sz, sz], 1)
     b = torch.stack([zeros + d, zeros + dy, sz + d, sz + dy], 1)
@@ -534,15 +539,14 @@ def nms_disagreement_by_size(sizes: Sequence[float], n_boxes: int = 300, iou_thr
     centres in a square of side 20 s, with corners jittered by ``jitter * s`` and rounded to whole
     pixels (Detectron's pixel indices), and random scores (seeded). Both rules run on the same four
     numbers per box. Returns lists of K values: ``detectron_kept``, ``detectron2_kept`` and
-    ``differ`` (boxes kept by exactly one of the two).
+    ``differ`` (boxes kept by exactly one of the two). ``n_boxes`` is at most 100,000.
     """
-    sz = [finite_number(v, "sizes") for v in sizes]
+    sz = _v.numbers(sizes, "sizes")
     if any(v <= 0 for v in sz):
         raise ValueError("sizes must be positive box sides in pixels")
-    n = int(finite_number(n_boxes, "n_boxes"))
-    if n < 1:
-        raise ValueError(f"n_boxes must be >= 1, got {n_boxes!r}")
-    g = torch.Generator().manual_seed(int(seed))
+    n = _v.positive_int(n_boxes, "n_boxes", maximum=100_000)
+    iou_threshold, jitter = probability(iou_threshold, "iou_threshold"), finite_number(jitter, "jitter", minimum=0.0)
+    g = torch.Generator().manual_seed(_v.seed(seed))
     out: Dict[str, List[int]] = {"detectron_kept": [], "detectron2_kept": [], "differ": []}
     for side in sz:
         centres = torch.rand(10, 2, generator=g, dtype=torch.float64) * 20 * side

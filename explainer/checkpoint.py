@@ -31,7 +31,6 @@ Nothing here imports matplotlib or ipywidgets.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pickle
 import re
@@ -47,6 +46,7 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
+from . import _validate as _v
 from . import labels as L
 from .safe_load import (
     DEFAULT_LIMITS,
@@ -254,6 +254,8 @@ _FPN_OUT = re.compile(r"^fpn\.res(\d)\.\d+\.sum\.(norm\.)?(weight|bias)$")
 
 def detectron_to_detectron2_name(name: str) -> Tuple[str, str]:
     """The Detectron2 name of one Detectron blob, and its family (stem, res stages, fpn, rpn, box head, ...)."""
+    if not isinstance(name, str):
+        raise _v.WrongType(f"name must be a blob name (a string), got {type(name).__name__}: {name!r}")
     k = name.replace("_", ".")
     for pat, rep in _SUFFIX_RULES:
         k = re.sub(pat, rep, k)
@@ -351,12 +353,7 @@ def _expected_shapes(expected) -> Dict[str, Tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in expected.state_dict().items()}
     if isinstance(expected, (str, os.PathLike)):
         p = Path(expected)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{p}: no such file (expected a JSON spec of parameter names and shapes)") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: not valid JSON: {e}") from None
+        data = _v.read_json(p, "a JSON spec of parameter names and shapes")
         expected = data.get("shapes", data) if isinstance(data, dict) else data
     if not isinstance(expected, Mapping):
         raise ValueError("expected must be a dict of name -> shape, an nn.Module or a JSON file path")
@@ -366,7 +363,7 @@ def _expected_shapes(expected) -> Dict[str, Tuple[int, ...]]:
             out[k] = tuple(v.shape)
         else:
             try:
-                out[k] = tuple(int(x) for x in v)
+                out[k] = tuple(_v.whole_number(x, f"expected[{k!r}]", 0) for x in v)
             except TypeError:
                 raise ValueError(f"expected[{k!r}] must be a shape (list of ints) or a tensor, got {v!r}") from None
     return out
@@ -498,8 +495,10 @@ def synthetic_detectron_checkpoint(num_classes: int = 80, small: bool = False, s
 
     Realistic blob names and shapes (about 44 M parameters for K = 80; ``small=True`` divides every width by 16
     for fast tests), small random float32 values, a few ``*_momentum`` optimizer blobs and bookkeeping entries,
-    as Detectron's files have. Nothing is downloaded.
+    as Detectron's files have. Nothing is downloaded. ``num_classes`` is at most 10,000.
     """
+    num_classes, seed = _v.positive_int(num_classes, "num_classes", maximum=10_000), _v.seed(seed)
+    small, momentum = _v.flag(small, "small"), _v.flag(momentum, "momentum")
     rng = np.random.default_rng(seed)
     width = 16 if small else 1
     blobs: Dict[str, Any] = {}
@@ -518,6 +517,7 @@ def detectron2_expected_shapes(num_classes: int = 80, small: bool = False) -> Di
     Built from the same layer list as :func:`synthetic_detectron_checkpoint`, named as in Detectron2's model
     (``backbone.bottom_up...``, ``roi_heads.box_predictor...``), with FrozenBatchNorm statistics.
     """
+    num_classes, small = _v.positive_int(num_classes, "num_classes", maximum=10_000), _v.flag(small, "small")
     width = 16 if small else 1
     out: Dict[str, Tuple[int, ...]] = {}
     layers = _resnet_blobs(width) + _fpn_maskrcnn_blobs(width, num_classes)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from . import boxes as B
+from ._validate import finite_number, probability
 from .conventions import DETECTRON, DETECTRON2, Convention
 from .masks import mask_iou
 from .pipeline import INFERENCE_KNOBS, STAGES, Run, Scene, check_convention
@@ -72,6 +73,7 @@ def first_divergence(run_a: Run, run_b: Run, atol: float = 1e-4) -> Optional[Dic
 
     Returns ``stage``, ``tensor``, ``max_abs_diff`` and ``detail`` (a phrase): read off :func:`stage_differences`.
     """
+    atol = finite_number(atol, "atol", minimum=0.0)
     for d in stage_differences(run_a, run_b):
         for key, (diff, detail) in d["tensors"].items():
             if diff > atol:
@@ -100,6 +102,7 @@ def compare_detections(a: DetectionsLike, b: DetectionsLike, iou: float = 0.99) 
     detection of ``a``'s best IoU with a same-label detection of ``b``, averaged: a graded measure of how
     close ``b`` is).
     """
+    iou = probability(iou, "iou")
     da, db = _as_dets(a), _as_dets(b)
     ba, bb = da["boxes"].float(), db["boxes"].float()
     na, nb = len(ba), len(bb)
@@ -131,6 +134,7 @@ def quality(runs: Sequence[DetectionsLike], scenes: Sequence[Scene], iou: float 
     A run's boxes are taken in its convention's coordinates and mapped to continuous ones first
     (Detectron's inclusive x2, y2 + 1), so both conventions are scored alike.
     """
+    iou = probability(iou, "iou")
     if len(runs) != len(scenes):
         raise ValueError(f"runs and scenes must pair up; got {len(runs)} runs and {len(scenes)} scenes")
     n_gt = n_det = hit = 0

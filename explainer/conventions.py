@@ -239,6 +239,7 @@ def get_convention(name_or_convention: "str | Convention") -> Convention:
         key = {"detectron1": "detectron", "d1": "detectron", "d2": "detectron2"}.get(key, key)
         if key in PRESETS:
             return PRESETS[key]
-    raise ValueError(
-        f"convention must be 'detectron', 'detectron2' or a Convention, got {name_or_convention!r}"
-    )
+    from ._validate import WrongType  # here, so that importing the package does not import torch
+
+    error = ValueError if isinstance(name_or_convention, str) else WrongType
+    raise error(f"name_or_convention must be 'detectron', 'detectron2' or a Convention, got {name_or_convention!r}")

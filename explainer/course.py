@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
+from ._validate import flag, whole_number
 from .conventions import DETECTRON, DETECTRON2, Convention
 from .pipeline import MiniDetector, Run, Scene, fit_detector, synthetic_scenes
 
@@ -47,9 +48,17 @@ def course_detector() -> Course:
                   test=synthetic_scenes(n=N_TEST, seed=1000), fit_s=fit_s)
 
 
-@lru_cache(maxsize=256)
 def run_scene(index: int, convention: Convention, converted: bool = False) -> Run:
-    """Test scene ``index`` through the detector (or its properly converted copy) under ``convention``; cached."""
+    """Test scene ``index`` (0..N_TEST - 1) through the detector (or its properly converted copy) under
+    ``convention``; cached."""
+    from .pipeline import check_convention
+
+    return _run_scene(whole_number(index, "index", 0, N_TEST - 1), check_convention(convention),
+                      flag(converted, "converted"))
+
+
+@lru_cache(maxsize=256)
+def _run_scene(index: int, convention: Convention, converted: bool) -> Run:
     c = course_detector()
     det = c.converted if converted else c.detector
     return det.run(c.test[index], convention)
@@ -57,6 +66,7 @@ def run_scene(index: int, convention: Convention, converted: bool = False) -> Ru
 
 def detections_over_scenes(convention: Convention, converted: bool = False) -> Dict[int, Dict[str, torch.Tensor]]:
     """{scene index: detections} over the test scenes, as :func:`explainer.diagnose.diagnose` takes them."""
+    converted = flag(converted, "converted")
     return {i: dict(run_scene(i, convention, converted).detections) for i in range(N_TEST)}
 
 

@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
+from . import _validate as _v
 from ._validate import ArrayLike, as_boxes, as_tensor, one_of, positive_int, positive_number, size_pair
 from .export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS, CAFFE2_OPS_WITHOUT_PLUS_ONE  # noqa: F401  (re-exported tables)
 
@@ -107,6 +108,9 @@ def resize(image: ArrayLike, size: Sequence[int], mode: str = "half_pixel", anti
         raise ValueError(f"image must be C x H x W or N x C x H x W, got shape {tuple(as_tensor(image, 'image').shape)}")
     oh, ow = size_pair(size, "size")
     one_of(mode, "mode", RESIZE_MODES)
+    antialias = _v.flag(antialias, "antialias")
+    _v.check_values(x.shape[0] * x.shape[1] * oh * ow + oh * x.shape[-2] + ow * x.shape[-1], "size",
+                    f"{x.shape[0] * x.shape[1]} maps of {oh:,} x {ow:,} pixels")
     H, W = x.shape[-2:]
     mats = []
     for n_in, n_out in ((H, oh), (W, ow)):
@@ -151,7 +155,9 @@ def crop_and_resize(image: ArrayLike, boxes: ArrayLike, crop_size: Union[int, Se
         raise ValueError("boxes must be finite")
     if isinstance(crop_size, int):
         crop_size = (crop_size, crop_size)
-    ch, cw = (positive_int(v, "crop_size") for v in crop_size)
+    ch, cw = size_pair(crop_size, "crop_size")
+    extrapolation_value = _v.finite_number(extrapolation_value, "extrapolation_value")
+    _v.check_values(b.shape[0] * x.shape[1] * ch * cw * 4, "crop_size", f"{b.shape[0]:,} crops of {ch:,} x {cw:,}")
     _, c, H, W = x.shape
     b = b.to(torch.float64)
     ys, vy = _axis_samples(b[:, 0], b[:, 2], ch, H)
@@ -175,13 +181,15 @@ def crop_and_resize(image: ArrayLike, boxes: ArrayLike, crop_size: Union[int, Se
     return out.to(x.dtype)
 
 
+@_v.finite_result
 def naive_crop_and_resize_boxes(boxes: ArrayLike, feature_size: Sequence[int], spatial_scale: float = 1.0) -> torch.Tensor:
     """The first thing people try: box corners divided by the map size, [y1/H, x1/W, y2/H, x2/W] (misaligned)."""
     b = as_boxes(boxes, "boxes", allow_inverted=True).to(torch.float64) * positive_number(spatial_scale, "spatial_scale")
-    H, W = (positive_int(v, "feature_size") for v in feature_size)
+    H, W = size_pair(feature_size, "feature_size")
     return torch.stack([b[:, 1] / H, b[:, 0] / W, b[:, 3] / H, b[:, 2] / W], 1)
 
 
+@_v.finite_result
 def roi_align_box_to_crop_and_resize(boxes: ArrayLike, feature_size: Sequence[int], crop_size: int, spatial_scale: float = 1.0,
                                      pad_border: bool = True) -> torch.Tensor:
     """Turn ROIAlign boxes (image pixels, x1 y1 x2 y2) into ``crop_and_resize`` boxes, as tensorpack does.
@@ -192,8 +200,9 @@ def roi_align_box_to_crop_and_resize(boxes: ArrayLike, feature_size: Sequence[in
     nx0 = (x1 + s/2 - 0.5) / (W - 1) and nw = s (crop_size - 1) / (W - 1). Returns K x 4 [y1, x1, y2, x2].
     """
     b = as_boxes(boxes, "boxes", allow_inverted=True).to(torch.float64) * positive_number(spatial_scale, "spatial_scale")
-    H, W = (positive_int(v, "feature_size") for v in feature_size)
+    H, W = size_pair(feature_size, "feature_size")
     n = positive_int(crop_size, "crop_size", minimum=2)
+    pad_border = _v.flag(pad_border, "pad_border")
     if pad_border:
         b = b + 1.0
         H, W = H + 2, W + 2
@@ -219,6 +228,7 @@ def roi_align_via_crop_and_resize(features: ArrayLike, boxes: ArrayLike, resolut
     if f.dim() != 4 or f.shape[0] != 1:
         raise ValueError(f"features must be 1 x C x H x W, got shape {tuple(f.shape)}")
     r = positive_int(resolution, "resolution")
+    pad_border = _v.flag(pad_border, "pad_border")
     H, W = f.shape[-2:]
     img = torch.nn.functional.pad(f, (1, 1, 1, 1), mode="replicate") if pad_border else f
     tb = roi_align_box_to_crop_and_resize(boxes, (H, W), 2 * r, spatial_scale, pad_border)

@@ -25,6 +25,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from . import _validate as _v
 from ._validate import ArrayLike, as_tensor, one_of, positive_int
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
 # Logits, probabilities and labels
 # --------------------------------------------------------------------------------------------
 def _dim_tensor(x: ArrayLike, dim: int, name: str = "x") -> Tuple[torch.Tensor, int]:
+    as_tensor(x, name)  # refuses non-numbers, booleans, complex numbers, NaN and inf; the dtype is kept below
+    dim = _v.whole_number(dim, "dim")
     t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
     if t.dim() == 0:
         raise ValueError(f"{name} must have at least one dimension (the class dimension)")
@@ -74,7 +77,7 @@ def background_last_to_first(x: ArrayLike, dim: int = -1) -> torch.Tensor:
 
 def _labels(labels: ArrayLike, num_classes: int, name: str) -> torch.Tensor:
     k = positive_int(num_classes, "num_classes")
-    t = torch.as_tensor(labels)
+    t = as_tensor(labels, name, integer=True)
     if t.is_floating_point() and not torch.equal(t, t.round()):
         raise ValueError(f"{name} must be integer class labels")
     t = t.long()
@@ -302,7 +305,7 @@ _ID_TO_INDEX = {cid: i for i, cid in enumerate(COCO_CATEGORY_IDS)}
 
 def coco_id_to_contiguous(ids: ArrayLike) -> torch.Tensor:
     """COCO category ids (1..90 with gaps) to contiguous labels 0..79 (Detectron2's dataset mapping)."""
-    t = torch.as_tensor(ids).long().reshape(-1)
+    t = as_tensor(ids, "ids", integer=True).reshape(-1)
     bad = [int(v) for v in t if int(v) not in _ID_TO_INDEX]
     if bad:
         raise ValueError(f"ids must be COCO category ids (1..90 without {sorted(set(range(1, 91)) - set(COCO_CATEGORY_IDS))}); got {bad[:5]}")
@@ -311,7 +314,7 @@ def coco_id_to_contiguous(ids: ArrayLike) -> torch.Tensor:
 
 def contiguous_to_coco_id(labels: ArrayLike) -> torch.Tensor:
     """Contiguous labels 0..79 to COCO category ids."""
-    t = torch.as_tensor(labels).long()
+    t = as_tensor(labels, "labels", integer=True)
     if t.numel() and (t.min() < 0 or t.max() > 79):
         raise ValueError(f"labels must be contiguous COCO labels in 0..79, found {int(t.min())}..{int(t.max())}")
     return torch.tensor(COCO_CATEGORY_IDS, dtype=torch.long)[t]
@@ -327,7 +330,10 @@ def synthetic_region_features(num_classes: int = 5, per_class: int = 200, dim: i
     Background regions are the most frequent, as in a detector's sampled RoIs. Returns (N x dim, N).
     """
     k = positive_int(num_classes, "num_classes")
-    g = torch.Generator().manual_seed(seed)
+    per_class, dim = positive_int(per_class, "per_class"), positive_int(dim, "dim")
+    background_fraction = _v.finite_number(background_fraction, "background_fraction", minimum=0.0, maximum=0.99)
+    _v.check_values(per_class * k / (1 - background_fraction) * dim, "per_class", f"{k} classes x {per_class:,} regions")
+    g = torch.Generator().manual_seed(_v.seed(seed))
     centres = torch.randn(k + 1, dim, generator=g) * 2.0
     n_bg = int(per_class * k * background_fraction / (1 - background_fraction))
     counts = [n_bg] + [per_class] * k
@@ -342,9 +348,14 @@ def train_box_classifier(features: ArrayLike, labels: ArrayLike, num_outputs: in
                          seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Fit a linear softmax classifier (a ``cls_score`` layer) by full-batch gradient descent; returns (W, b)."""
     x = as_tensor(features, "features")
-    y = torch.as_tensor(labels).long()
+    y = as_tensor(labels, "labels", integer=True)
     n_out = positive_int(num_outputs, "num_outputs", minimum=2)
-    g = torch.Generator().manual_seed(seed)
+    if x.dim() != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"features must be N x D and labels N, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    if y.numel() and (y.min() < 0 or y.max() >= n_out):
+        raise ValueError(f"labels must be in 0..{n_out - 1} for num_outputs={n_out}, found {int(y.min())}..{int(y.max())}")
+    lr, steps = _v.positive_number(lr, "lr"), positive_int(steps, "steps", maximum=100_000)
+    g = torch.Generator().manual_seed(_v.seed(seed))
     w = (torch.randn(n_out, x.shape[1], generator=g) * 0.01).requires_grad_()
     b = torch.zeros(n_out, requires_grad=True)
     opt = torch.optim.SGD([w, b], lr=lr, momentum=0.9)
@@ -371,17 +382,17 @@ def load_into_background_last_head(w: ArrayLike, b: ArrayLike, mode: str, seed: 
         return background_first_to_last(w, 0), background_first_to_last(b, 0)
     if mode == "naive":
         return w.clone(), b.clone()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_v.seed(seed))
     n = w.shape[0] + 1
     return torch.randn(n, w.shape[1], generator=g) * 0.01, torch.zeros(n)
 
 
 def confusion_matrix(pred: ArrayLike, true: ArrayLike, num_labels: int) -> torch.Tensor:
     """Counts[t, p]: how often true label t was predicted as p (labels 0..num_labels-1)."""
-    p, t = torch.as_tensor(pred).long().reshape(-1), torch.as_tensor(true).long().reshape(-1)
-    n = positive_int(num_labels, "num_labels")
+    p, t = as_tensor(pred, "pred", integer=True).reshape(-1), as_tensor(true, "true", integer=True).reshape(-1)
+    n = positive_int(num_labels, "num_labels", maximum=1 << 14)
     if p.numel() != t.numel():
         raise ValueError(f"pred and true must have the same length, got {p.numel()} and {t.numel()}")
     if p.numel() and (min(int(p.min()), int(t.min())) < 0 or max(int(p.max()), int(t.max())) >= n):
-        raise ValueError(f"labels must be in 0..{n - 1}")
+        raise ValueError(f"pred and true must be labels in 0..{n - 1}")
     return torch.bincount(t * n + p, minlength=n * n).reshape(n, n)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import _validate as _v
 from ._validate import ArrayLike, as_boxes, as_tensor, image_size, one_of, probability
 from .conventions import MASK_PASTES
 from .pixels import to_inclusive
@@ -36,8 +37,10 @@ __all__ = ["expand_boxes", "detectron_paste_steps", "paste_masks", "mask_iou", "
            "rasterize_disc", "perfect_mask_prediction", "synthetic_paste_experiment"]
 
 
+@_v.finite_result
 def expand_boxes(boxes: ArrayLike, scale: float) -> torch.Tensor:
     """Detectron's ``expand_boxes``: scale half-widths (x2 - x1)/2 about the centre (no +1)."""
+    scale = _v.finite_number(scale, "scale")
     b = as_boxes(boxes, "boxes", allow_inverted=True).to(torch.float64)
     w_half = (b[:, 2] - b[:, 0]) * 0.5 * scale
     h_half = (b[:, 3] - b[:, 1]) * 0.5 * scale
@@ -68,6 +71,14 @@ def _cv2_linear_resize(img: torch.Tensor, out_h: int, out_w: int) -> torch.Tenso
     return my @ img.to(torch.float64) @ mx.t()
 
 
+def _check_resize(b: torch.Tensor, name: str) -> None:
+    """Detectron resizes the padded mask to the whole expanded box (by (M + 2) / M <= 3): refuse absurd boxes."""
+    if b.numel():
+        bw, bh = (b[:, 2] - b[:, 0]).double() * 3 + 3, (b[:, 3] - b[:, 1]).double() * 3 + 3
+        _v.check_values(float((bw * bh).max()), name, "the mask resized to the largest box (segm_results)",
+                        "Detectron resizes the mask to the whole box; crop the box to the image first")
+
+
 def _check(masks, boxes, size, threshold):
     m = as_tensor(masks, "masks")
     if m.dim() == 2:
@@ -77,7 +88,8 @@ def _check(masks, boxes, size, threshold):
     b = as_boxes(boxes, "boxes", allow_inverted=False)
     if b.shape[0] != m.shape[0]:
         raise ValueError(f"masks has {m.shape[0]} masks but boxes has {b.shape[0]} boxes")
-    h, w = image_size(size)
+    h, w = image_size(size, "image_size_hw")
+    _v.check_values(m.shape[0] * h * w, "image_size_hw", f"{m.shape[0]:,} masks of {h:,} x {w:,} pixels")
     t = probability(threshold, "threshold")
     return m, b, (h, w), t
 
@@ -85,8 +97,10 @@ def _check(masks, boxes, size, threshold):
 def detectron_paste_steps(mask: ArrayLike, box: ArrayLike, image_size_hw: Sequence[int], threshold: float = 0.5) -> Dict[str, object]:
     """Every step of Detectron's ``segm_results`` for one mask: padded mask, expanded box, integer box, resized
     mask (soft), binary mask in the box, and the pasted H x W boolean image."""
+    mask, box = as_tensor(mask, "mask"), _v.as_box(box, "box")
     m, b, (H, W), t = _check(torch.as_tensor(mask)[None] if torch.as_tensor(mask).dim() == 2 else mask,
                              torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), image_size_hw, threshold)
+    _check_resize(b, "box")
     y0, y1, x0, x1, steps, region = _detectron_region(m[0], b[0], H, W, t)
     out = torch.zeros(H, W, dtype=torch.bool)
     if region is not None:
@@ -140,7 +154,10 @@ def paste_masks(masks: ArrayLike, boxes: ArrayLike, image_size_hw: Sequence[int]
     ``paste_masks_in_image``); boxes partly or wholly outside the image are valid.
     """
     one_of(mask_paste, "mask_paste", MASK_PASTES)
+    soft = _v.flag(soft, "soft")
     m, b, (H, W), t = _check(masks, boxes, image_size_hw, threshold)
+    if mask_paste == "segm_results":
+        _check_resize(b, "boxes")
     n = m.shape[0]
     out = torch.zeros(n, H, W, dtype=torch.float32 if soft else torch.bool)
     for i in range(n):
@@ -158,7 +175,7 @@ def paste_masks(masks: ArrayLike, boxes: ArrayLike, image_size_hw: Sequence[int]
 
 def mask_iou(a: ArrayLike, b: ArrayLike) -> torch.Tensor:
     """IoU of boolean masks (..., H, W); 1 when both are empty."""
-    a, b = torch.as_tensor(a).bool(), torch.as_tensor(b).bool()
+    a, b = _v.as_mask(a, "a"), _v.as_mask(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"masks must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     inter = (a & b).flatten(-2).sum(-1).double()
@@ -172,7 +189,7 @@ def _dilate(x: torch.Tensor, r: int) -> torch.Tensor:
 
 def boundary_error(a: ArrayLike, b: ArrayLike) -> Dict[str, int]:
     """Where two H x W boolean masks differ: in total, and within 1 and 2 pixels of a's contour (8-neighbourhood)."""
-    a, b = torch.as_tensor(a).bool(), torch.as_tensor(b).bool()
+    a, b = _v.as_mask(a, "a"), _v.as_mask(b, "b")
     if a.shape != b.shape or a.dim() != 2:
         raise ValueError(f"masks must be two H x W masks of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     contour = _dilate(a, 1) & _dilate(~a, 1)  # pixels with both an inside and an outside pixel among their 8 neighbours
@@ -197,10 +214,20 @@ def _inside(shape: str, xs: torch.Tensor, ys: torch.Tensor, centre: Sequence[flo
     raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
 
 
+def _centre(centre: Sequence[float]) -> List[float]:
+    c = _v.numbers(centre, "centre")
+    if len(c) != 2:
+        raise ValueError(f"centre must be two numbers (x, y), got {len(c)}")
+    return c
+
+
 def rasterize_disc(centre: Sequence[float], radius: float, image_size_hw: Sequence[int], supersample: int = 1, shape: str = "disc") -> torch.Tensor:
     """H x W coverage of a disc or diamond (continuous coordinates): with ``supersample=1`` a boolean mask of the pixels
     whose centre is inside; with more, the covered fraction of each pixel (s x s samples)."""
-    H, W = image_size(image_size_hw)
+    H, W = image_size(image_size_hw, "image_size_hw")
+    centre, radius, shape = _centre(centre), _v.finite_number(radius, "radius", minimum=0.0), one_of(shape, "shape", SHAPES)
+    supersample = _v.positive_int(supersample, "supersample")
+    _v.check_values(H * W * supersample ** 2, "supersample", f"{H:,} x {W:,} pixels x {supersample ** 2:,} samples")
     s = max(int(supersample), 1)
     off = (torch.arange(s, dtype=torch.float64) + 0.5) / s
     ys = (torch.arange(H, dtype=torch.float64)[:, None] + off[None]).reshape(-1)
@@ -213,6 +240,9 @@ def rasterize_disc(centre: Sequence[float], radius: float, image_size_hw: Sequen
 def perfect_mask_prediction(centre: Sequence[float], radius: float, box: Sequence[float], M: int = 28, supersample: int = 8,
                             shape: str = "disc") -> torch.Tensor:
     """The M x M mask a perfect head would predict for a disc: the fraction of each mask cell the disc covers."""
+    centre, radius, shape = _centre(centre), _v.finite_number(radius, "radius", minimum=0.0), one_of(shape, "shape", SHAPES)
+    box, M, supersample = _v.as_box(box, "box")[0].tolist(), _v.positive_int(M, "M"), _v.positive_int(supersample, "supersample")
+    _v.check_values((M * supersample) ** 2, "supersample", f"{M} x {M} cells x {supersample ** 2:,} samples")
     x1, y1, x2, y2 = (float(v) for v in box)
     cw, ch = (x2 - x1) / M, (y2 - y1) / M
     off = (torch.arange(supersample, dtype=torch.float64) + 0.5) / supersample
@@ -230,7 +260,9 @@ def synthetic_paste_experiment(sizes: Sequence[float] = (8, 16, 32, 64, 128), n:
     box head outputs; Detectron receives the same box as inclusive indices, x2 - 1), predicts a perfect M x M mask and
     pastes it both ways. Returns per size the mean IoU of each method and the mean number of differing pixels.
     """
-    g = torch.Generator().manual_seed(seed)
+    sizes, n, M, shape = _v.positive_numbers(sizes, "sizes"), _v.positive_int(n, "n"), _v.positive_int(M, "M"), one_of(shape, "shape", SHAPES)
+    _v.check_values((max(sizes) + 9) ** 2, "sizes", "an image around the largest disc")
+    g = torch.Generator().manual_seed(_v.seed(seed))
     rows = []
     for d in sizes:
         r = d / 2.0

@@ -58,6 +58,7 @@ from torchvision.ops import roi_align
 from . import pipeline as P
 from . import trace
 from . import trace_causes as TC
+from ._validate import as_boxes, as_tensor, flag, whole_number
 from .conventions import DETECTRON2
 
 if TYPE_CHECKING:  # only for annotations: onnx is imported where it is used
@@ -340,6 +341,7 @@ def image_to_bgr(image: torch.Tensor) -> torch.Tensor:
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be a 3 x H x W RGB tensor in [0, 1], got "
                          f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
+    image = as_tensor(image, "image")
     if image.shape[1] % P.STRIDE or image.shape[2] % P.STRIDE:
         raise ValueError(f"image height and width must be multiples of {P.STRIDE}, got {tuple(image.shape[1:])}")
     return (image.flip(0) * 255.0).unsqueeze(0).to(torch.float32).contiguous()
@@ -348,6 +350,8 @@ def image_to_bgr(image: torch.Tensor) -> torch.Tensor:
 def box_pooler_spec(boxes: torch.Tensor, aligned: bool = DETECTRON2.roi_aligned,
                     sampling_ratio: int = DETECTRON2.sampling_ratio) -> TC.Pooler:
     """How :class:`CourseNetwork`'s ``box_pooler`` pools ``boxes``, for ``compare(..., poolers=...)``."""
+    boxes, aligned = as_boxes(boxes, "boxes").to(torch.float32), flag(aligned, "aligned")
+    sampling_ratio = whole_number(sampling_ratio, "sampling_ratio")
     rois = _rois_with_context(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4), P.CONTEXT)
     return TC.Pooler(features="head_pool", rois=rois, output_size=(P.POOL, P.POOL),
                            spatial_scale=1.0 / P.HEAD_STRIDE, sampling_ratio=int(sampling_ratio), aligned=bool(aligned))

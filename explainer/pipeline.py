@@ -57,7 +57,8 @@ from . import anchors as A
 from . import boxes as B
 from . import labels as L
 from ._torchvision import torchvision_op
-from ._validate import positive_int, size_pair
+from ._validate import WrongType, as_tensor, check_values, positive_int, size_pair, whole_number
+from ._validate import seed as _seed
 from .conventions import DETECTRON, Convention
 from .masks import paste_masks
 from .pixels import to_inclusive
@@ -133,7 +134,9 @@ def synthetic_scenes(n: int = 8, image_size: Sequence[int] = (192, 256), seed: i
     H, W = size_pair(image_size, "image_size")
     if H < 64 or W < 64:
         raise ValueError(f"image_size must be at least (64, 64), got {(H, W)}")
-    g = torch.Generator().manual_seed(int(seed))
+    check_values(n * 4 * H * W, "n", f"{n:,} images of {H:,} x {W:,} pixels")
+    objects = _objects(objects)
+    g = torch.Generator().manual_seed(_seed(seed))
     scenes = []
     for _ in range(n):
         img = 0.5 + 0.06 * torch.randn(3, H, W, generator=g)
@@ -172,6 +175,9 @@ def synthetic_scenes(n: int = 8, image_size: Sequence[int] = (192, 256), seed: i
 # --------------------------------------------------------------------------------------------------
 def colour_maps(image: torch.Tensor) -> torch.Tensor:
     """(K + 1) x H x W: each class's colour likelihood in [0, 1], then their maximum (foreground)."""
+    image = as_tensor(image, "image")
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be a 3 x H x W RGB tensor, got shape {tuple(image.shape)}")
     d2 = ((image.unsqueeze(0) - CLASS_COLOURS.view(-1, 3, 1, 1)) ** 2).sum(1)
     lik = torch.exp(-d2 / (2 * 0.18 ** 2))
     return torch.cat([lik, lik.max(0, keepdim=True).values])
@@ -215,6 +221,7 @@ def _shift_contrast(x: torch.Tensor, half: int, dim: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 def cell_anchors(convention: Convention) -> torch.Tensor:
     """A x 4 cell anchors centred on 0 in continuous coordinates, in the convention's row order."""
+    convention = check_convention(convention)
     return A.cell_anchors(STRIDE, SIZES, RATIOS, convention)
 
 
@@ -225,7 +232,8 @@ def _anchor_rows(src: str, dst: str) -> torch.Tensor:
 
 def level_anchors(convention: Convention, image_size: Tuple[int, int]) -> torch.Tensor:
     """All anchors of the RPN level, location-major, in the convention's box coordinates."""
-    H, W = image_size
+    convention = check_convention(convention)
+    H, W = size_pair(image_size, "image_size")
     grid = A.grid_anchors(cell_anchors(convention), (math.ceil(H / STRIDE), math.ceil(W / STRIDE)), STRIDE,
                           offset=float(convention.offset))
     return _to_convention(grid, convention)
@@ -239,9 +247,19 @@ def _to_convention(boxes_continuous: torch.Tensor, convention: Convention) -> to
 def check_convention(convention: Any) -> Convention:
     """``convention`` itself, or a ``ValueError`` when it is not a :class:`~explainer.conventions.Convention`."""
     if not isinstance(convention, Convention):
-        raise ValueError(f"convention must be an explainer.conventions.Convention (e.g. DETECTRON), "
-                         f"got {type(convention).__name__}")
+        raise WrongType(f"convention must be an explainer.conventions.Convention (e.g. DETECTRON), "
+                        f"got {type(convention).__name__}")
     return convention
+
+
+def _objects(objects: Any) -> Tuple[int, int]:
+    """(fewest, most) objects per scene: whole numbers with 1 <= fewest <= most <= 60 (the placement attempts)."""
+    if isinstance(objects, (str, bytes)) or not isinstance(objects, (tuple, list)) or len(objects) != 2:
+        raise WrongType(f"objects must be (fewest, most) objects per scene, got {objects!r}")
+    lo, hi = whole_number(objects[0], "objects fewest", 1, 60), whole_number(objects[1], "objects most", 1, 60)
+    if hi < lo:
+        raise ValueError(f"objects must be (fewest, most) with fewest <= most, got {objects!r}")
+    return lo, hi
 
 
 def _check_image(image: Any) -> torch.Tensor:

@@ -21,7 +21,19 @@ from typing import Any, Dict, Sequence, Tuple
 
 import torch
 
-from ._validate import ArrayLike, as_boxes, as_points, as_tensor, image_size, positive_int, positive_number
+from ._validate import (
+    ArrayLike,
+    as_box,
+    as_boxes,
+    as_points,
+    as_tensor,
+    finite_result,
+    flag,
+    image_size,
+    one_of,
+    positive_int,
+    positive_number,
+)
 
 __all__ = [
     "to_continuous",
@@ -108,8 +120,9 @@ def pixel_coverage(box: Sequence[float], image_size_hw: Sequence[int], *, inclus
     ``inclusive=True`` reads the box as Detectron's pixel indices (it covers the pixels x1..x2 whole);
     otherwise it is a continuous rectangle and border pixels are covered partly.
     """
-    h, w = image_size(image_size_hw)
-    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box", legacy_plus_one=inclusive)
+    h, w = image_size(image_size_hw, "image_size_hw")
+    inclusive = flag(inclusive, "inclusive")
+    b = as_box(box, "box", legacy_plus_one=inclusive)
     b = (to_continuous(b) if inclusive else b)[0]
     xs = torch.arange(w, dtype=torch.float64)
     ys = torch.arange(h, dtype=torch.float64)
@@ -121,6 +134,7 @@ def pixel_coverage(box: Sequence[float], image_size_hw: Sequence[int], *, inclus
 # --------------------------------------------------------------------------------------------
 # Horizontal flip
 # --------------------------------------------------------------------------------------------
+@finite_result
 def flip_x(x: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tensor:
     """Mirror x coordinates in an image of ``width`` pixels.
 
@@ -128,9 +142,8 @@ def flip_x(x: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tens
     i -> W - 1 - i (``minus_one=True``: Detectron's boxes, polygons and keypoints).
     """
     w = positive_number(width, "width")
+    minus_one = flag(minus_one, "minus_one")
     t = as_tensor(x, "x")
-    if t.numel() and not torch.isfinite(t).all():
-        raise ValueError("x must be finite")
     return (w - 1.0 if minus_one else w) - t
 
 
@@ -142,7 +155,7 @@ def hflip_boxes(boxes: ArrayLike, width: float, *, minus_one: bool = False) -> t
     Each is right in its own pixel model: they cover the same pixels. From a convention:
     ``hflip_boxes(boxes, W, minus_one=conv.minus_one)``.
     """
-    b = as_boxes(boxes, "boxes", legacy_plus_one=minus_one)
+    b = as_boxes(boxes, "boxes", legacy_plus_one=flag(minus_one, "minus_one"))
     out = b.clone()
     out[:, 0] = flip_x(b[:, 2], width, minus_one=minus_one)
     out[:, 2] = flip_x(b[:, 0], width, minus_one=minus_one)
@@ -151,6 +164,7 @@ def hflip_boxes(boxes: ArrayLike, width: float, *, minus_one: bool = False) -> t
 
 def hflip_points(points: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tensor:
     """Mirror N x 2 (x, y) points, or N x 3 (x, y, visibility): only x changes."""
+    flag(minus_one, "minus_one")
     t = as_tensor(points, "points")
     if t.dim() != 2 or t.shape[-1] not in (2, 3):
         raise ValueError(f"points must have shape (N, 2) or (N, 3), got {tuple(t.shape)}")
@@ -166,6 +180,7 @@ def hflip_polygon(polygon: ArrayLike, width: float, *, minus_one: bool = False) 
     Polygons are continuous coordinates, so ``minus_one=True`` (Detectron's ``flip_segms``) moves
     them one pixel too far left.
     """
+    flag(minus_one, "minus_one")
     t = as_tensor(polygon, "polygon")
     flat = t.dim() == 1
     if flat:
@@ -204,8 +219,10 @@ def continuous_keypoints_to_coco(keypoints: ArrayLike) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # COCO's [x, y, w, h]
 # --------------------------------------------------------------------------------------------
+@finite_result
 def xywh_to_xyxy(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """COCO [x, y, w, h] to corners: Detectron2 x2 = x + w; Detectron x2 = x + max(0, w - 1)."""
+    legacy_plus_one = flag(legacy_plus_one, "legacy_plus_one")
     t = as_tensor(boxes, "boxes")
     if t.dim() == 1 and t.numel() == 0:
         t = t.reshape(0, 4)
@@ -234,6 +251,7 @@ def xyxy_to_xywh(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Te
 _RESIZE_MODES = ("half_pixel", "align_corners", "asymmetric")
 
 
+@finite_result
 def resize_index(index: ArrayLike, in_size: int, out_size: int, *, mode: str = "half_pixel") -> torch.Tensor:
     """Where input pixel ``index`` (its centre) lands in the output pixel grid, as a fractional index.
 
@@ -244,6 +262,7 @@ def resize_index(index: ArrayLike, in_size: int, out_size: int, *, mode: str = "
     """
     n_in = positive_int(in_size, "in_size")
     n_out = positive_int(out_size, "out_size")
+    one_of(mode, "mode", _RESIZE_MODES)
     i = as_tensor(index, "index")
     if mode == "half_pixel":
         return (i + 0.5) * (n_out / n_in) - 0.5
@@ -256,6 +275,7 @@ def resize_index(index: ArrayLike, in_size: int, out_size: int, *, mode: str = "
     raise ValueError(f"mode must be one of {', '.join(_RESIZE_MODES)}; got {mode!r}")
 
 
+@finite_result
 def scale_boxes(boxes: ArrayLike, scale: float, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Boxes after resizing the image by ``scale``, as each codebase computes them.
 
@@ -277,7 +297,7 @@ def compare_box(box: Sequence[float]) -> Dict[str, Dict[str, Any]]:
     as Detectron2's continuous coordinates, which is what happens when a box crosses codebases
     without conversion.
     """
-    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box")
+    b = as_box(box, "box")
     out = {}
     for key, plus in (("detectron", True), ("detectron2", False)):
         w, h = box_size(b, legacy_plus_one=plus)

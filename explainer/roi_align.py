@@ -31,6 +31,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
+from . import _validate as _v
 from ._validate import ArrayLike, as_boxes, as_tensor, positive_int, positive_number, size_pair
 from .boxes import area
 
@@ -48,11 +49,13 @@ def _output_size(output_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
 def ramp(size: int) -> torch.Tensor:
     """The classic test map: a 1 x 1 x size x size feature whose value at (y, x) is 10 y + x."""
     n = positive_int(size, "size")
+    _v.check_values(n * n, "size", f"a {n:,} x {n:,} map")
     return (torch.arange(n).view(n, 1) * 10 + torch.arange(n).view(1, n)).float()[None, None]
 
 
 def convert_boxes_to_rois(boxes: Union[ArrayLike, List[ArrayLike]], n_images: int) -> torch.Tensor:
     """A K x 5 tensor (batch index, x1, y1, x2, y2) from K x 5 or a list of per-image N_i x 4 tensors."""
+    n_images = positive_int(n_images, "n_images")
     if isinstance(boxes, (list, tuple)):
         parts = []
         for i, b in enumerate(boxes):
@@ -144,6 +147,10 @@ def roi_align(input: ArrayLike, boxes: Union[ArrayLike, List[ArrayLike]], output
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
         raise ValueError(f"sampling_ratio must be an integer (<= 0 for adaptive), got {sampling_ratio!r}")
     rois = convert_boxes_to_rois(boxes, x.shape[0])
+    aligned = _v.flag(aligned, "aligned")
+    _v.check_values(rois.shape[0] * x.shape[1] * ph * pw, "boxes", f"{rois.shape[0]:,} RoIs x {x.shape[1]} channels")
+    _v.check_sampling((rois[:, 3] - rois[:, 1]).abs() * scale, (rois[:, 4] - rois[:, 2]).abs() * scale, (ph, pw),
+                      sampling_ratio, x.shape[1])
     n, c, H, W = x.shape
     k_all = rois.shape[0]
     out = x.new_zeros((k_all, c, ph, pw))
@@ -202,8 +209,11 @@ def sampling_points(box: Sequence[float], output_size: Union[int, Sequence[int]]
     invalid sample), plus the grid size and count.
     """
     ph, pw = _output_size(output_size)
-    H, W = (positive_int(v, "feature_size") for v in feature_size)
-    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box", allow_inverted=True)
+    H, W = size_pair(feature_size, "feature_size")
+    b = _v.as_box(box, "box", allow_inverted=True)
+    sampling_ratio, aligned = _v.whole_number(sampling_ratio, "sampling_ratio"), _v.flag(aligned, "aligned")
+    scale = positive_number(spatial_scale, "spatial_scale")
+    _v.check_sampling((b[:, 2] - b[:, 0]).abs() * scale, (b[:, 3] - b[:, 1]).abs() * scale, (ph, pw), sampling_ratio, 4, "box")
     rois = torch.cat([torch.zeros(1, 1, dtype=torch.float64), b], 1)
     x1, y1, w, h, gw, gh = _geometry(rois, ph, pw, positive_number(spatial_scale, "spatial_scale"), int(sampling_ratio), aligned,
                                      torch.float64)
@@ -267,7 +277,8 @@ def roi_pool_bins(box: Sequence[float], output_size: Union[int, Sequence[int]], 
     """
     ph, pw = _output_size(output_size)
     H, W = size_pair(feature_size, "feature_size")
-    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box", allow_inverted=True)[0].tolist()
+    _v.check_values(ph * pw, "output_size", f"{ph:,} x {pw:,} bins listed one by one", limit=1 << 20)
+    b = _v.as_box(box, "box", allow_inverted=True)[0].tolist()
     rounded, bins = _pool_bins(b, ph, pw, positive_number(spatial_scale, "spatial_scale"), H, W)
     return {"rounded": rounded, "bins": bins}
 
@@ -287,6 +298,8 @@ def roi_pool(input: ArrayLike, boxes: Union[ArrayLike, List[ArrayLike]], output_
     ph, pw = _output_size(output_size)
     scale = positive_number(spatial_scale, "spatial_scale")
     rois = convert_boxes_to_rois(boxes, x.shape[0])
+    _v.check_values(rois.shape[0] * ph * pw, "boxes", f"{rois.shape[0]:,} RoIs x {ph * pw:,} bins pooled one by one",
+                    limit=1 << 20)
     n, c, H, W = x.shape
     out = x.new_zeros((rois.shape[0], c, ph, pw))
     for k, (b, *box) in enumerate(rois.tolist()):
@@ -308,6 +321,7 @@ def assign_fpn_levels(boxes: ArrayLike, *, legacy_plus_one: bool = False, min_le
     """
     b = as_boxes(boxes, "boxes", legacy_plus_one=legacy_plus_one).to(torch.float64)
     lo, hi = positive_int(min_level, "min_level"), positive_int(max_level, "max_level")
+    canonical_level = _v.whole_number(canonical_level, "canonical_level")
     if hi < lo:
         raise ValueError(f"max_level ({hi}) must be >= min_level ({lo})")
     s0 = positive_number(canonical_box_size, "canonical_box_size")

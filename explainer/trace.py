@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from . import trace_causes as TC
+from ._validate import read_json
 from .causes import Cause
 from .trace_capture import onnx_intermediates, onnx_module_outputs, record
 from .trace_causes import CAUSES
@@ -493,13 +494,7 @@ def load_dump(path: Union[str, os.PathLike]) -> Dict[str, Any]:
 
 def _load_map(path) -> Dict[str, str]:
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p}: no such file (give a JSON object {{reference stage: candidate stage}})")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{p}: not valid JSON ({type(e).__name__}) (write a JSON object "
-                         f"{{reference stage: candidate stage}})") from None
+    data = read_json(p, "a JSON object {reference stage: candidate stage}")
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ValueError(f"{p}: must be a JSON object of strings {{reference stage: candidate stage}}")
     return data

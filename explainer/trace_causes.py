@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from ._validate import as_tensor, finite_number, one_of, whole_number
 from .causes import Cause, CauseInfo
 
 __all__ = ["CAUSES", "EXPLAINED", "SHIFT_EXPLAINED", "SAMPLE", "Stage", "Pooler", "fit_cause", "same_cause",
@@ -97,6 +98,7 @@ CAUSES: Dict[str, CauseInfo] = {
 
 def cause(name: str, strength: float, evidence: Dict[str, Any], explanation: str) -> Cause:
     """A :class:`explainer.diagnose.Cause` of this vocabulary."""
+    name, strength = one_of(name, "name", tuple(CAUSES)), finite_number(strength, "strength")
     return Cause(name, float(min(max(strength, 0.0), 1.0)), evidence, CAUSES[name].fix, explanation)
 
 
@@ -348,8 +350,11 @@ def shift_map(ref: torch.Tensor, dy: float, dx: float) -> torch.Tensor:
     """The reference read at (y + dy, x + dx) by bilinear interpolation (NaN where that leaves the grid).
 
     ``ref`` is N x C x H x W or C x H x W. What :func:`estimate_shift` fits, and what a dashboard shows as the
-    explanation of a shift.
+    explanation of a shift. ``ref`` must be finite; the NaN of the result mark only what lies outside the grid.
     """
+    ref, dy, dx = as_tensor(ref, "ref"), finite_number(dy, "dy"), finite_number(dx, "dx")
+    if ref.dim() not in (3, 4):
+        raise ValueError(f"ref must be C x H x W or N x C x H x W, got shape {tuple(ref.shape)}")
     out = torch.full_like(ref, float("nan"))
     got = _shifted(ref, float(dy), float(dx))
     if got is not None:
@@ -396,7 +401,11 @@ def estimate_shift(ref: torch.Tensor, cand: torch.Tensor, search: int = 4) -> Di
     whose shifted sample stays inside the grid count. Returns ``dy``, ``dx``, ``explained`` (the fraction of the
     squared difference removed, on those positions) and ``positions``.
     """
-    r, c = ref.double(), cand.double()
+    r, c = as_tensor(ref, "ref", dtype=torch.float64), as_tensor(cand, "cand", dtype=torch.float64)
+    search = whole_number(search, "search", 0, 64)
+    if r.dim() not in (3, 4) or r.shape != c.shape:
+        raise ValueError(f"ref and cand must be C x H x W or N x C x H x W of the same shape, got {tuple(r.shape)} and "
+                         f"{tuple(c.shape)}")
     if r.dim() == 3:
         r, c = r.unsqueeze(0), c.unsqueeze(0)
     count = [0]

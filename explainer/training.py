@@ -36,7 +36,18 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 import torch
 
 from . import pixels
-from ._validate import ArrayLike, as_boxes, as_tensor, finite_number, positive_int
+from ._validate import (
+    ArrayLike,
+    as_boxes,
+    as_tensor,
+    check_values,
+    finite_number,
+    flag,
+    positive_int,
+    probability,
+    size_pair,
+)
+from ._validate import seed as _seed
 
 __all__ = [
     "select_post_nms_topk",
@@ -73,6 +84,7 @@ def select_post_nms_topk(proposals_per_image: Sequence, scores_per_image: Sequen
     Ties in score keep the lower index first (a stable sort), for both rules.
     """
     k = positive_int(k, "k")
+    per_image = flag(per_image, "per_image")
     if not isinstance(proposals_per_image, (list, tuple)) or not isinstance(scores_per_image, (list, tuple)):
         raise ValueError("proposals_per_image and scores_per_image must be lists with one entry per image")
     if len(proposals_per_image) == 0:
@@ -150,6 +162,7 @@ def hflip_polygons(polygons: Union[ArrayLike, Sequence[ArrayLike]], width: float
     where the flipped image puts the object; ``minus_one=False`` is Detectron2's W - x, exact. From a
     convention: ``minus_one=conv.minus_one``.
     """
+    flag(minus_one, "minus_one")
     if isinstance(polygons, torch.Tensor) and polygons.dim() == 1:
         polygons = [polygons]
     if not isinstance(polygons, (list, tuple)):
@@ -184,9 +197,11 @@ def keypoint_flip_indices(names: Sequence[str], flip_map: Union[Mapping[str, str
 
 
 def _check_permutation(flip_map, k: int) -> torch.Tensor:
+    if isinstance(flip_map, (str, bytes)) or flip_map is None:
+        raise ValueError(f"flip_map must be a permutation of 0..{k - 1} (a list of indices), got {flip_map!r}")
     try:
-        perm = torch.as_tensor(list(flip_map), dtype=torch.long)
-    except (TypeError, ValueError):
+        perm = as_tensor(list(flip_map), "flip_map", integer=True)
+    except TypeError:
         raise ValueError(f"flip_map must be a permutation of 0..{k - 1} (a list of indices), got {flip_map!r}") from None
     if perm.dim() != 1 or perm.numel() != k or sorted(perm.tolist()) != list(range(k)):
         raise ValueError(f"flip_map must be a permutation of 0..{k - 1}, got {list(flip_map)!r}")
@@ -210,6 +225,7 @@ def hflip_keypoints(keypoints: ArrayLike, width: float, flip_map: Sequence[int],
       swap (``transform_keypoint_annotations``), -0.5 on export (``instances_to_coco_json``).
     Both give W - 1 - x: each is right, which the tests check.
     """
+    minus_one, keypoint_half_pixel = flag(minus_one, "minus_one"), flag(keypoint_half_pixel, "keypoint_half_pixel")
     t = as_tensor(keypoints, "keypoints")
     single = t.dim() == 2
     if single:
@@ -261,6 +277,10 @@ def synthetic_proposal_batch(n_images: int, n_proposals: int = 2000, image_size:
 
     n_images = positive_int(n_images, "n_images")
     n_proposals = positive_int(n_proposals, "n_proposals")
+    check_values(n_images * n_proposals * 4, "n_proposals", f"{n_images:,} images x {n_proposals:,} proposals")
+    image_size, seed = size_pair(image_size, "image_size"), _seed(seed)
+    if min(image_size) < 21:
+        raise ValueError(f"image_size must be at least 21 x 21 pixels (background boxes are drawn inside), got {image_size}")
     h, w = image_size
     out: Dict[str, list] = {"gt": [], "proposals": [], "scores": [], "best_iou": [], "kind": []}
     for i in range(n_images):
@@ -296,7 +316,7 @@ def synthetic_proposal_batch(n_images: int, n_proposals: int = 2000, image_size:
 def topk_effect(batch: Dict[str, list], k: int, positive_iou: float = 0.5) -> Dict[str, list]:
     """Per image: proposals kept and positives among them (IoU >= ``positive_iou``) under both rules."""
     k = positive_int(k, "k")
-    iou_t = finite_number(positive_iou, "positive_iou")
+    iou_t = probability(positive_iou, "positive_iou")
     res: Dict[str, list] = {}
     # select on indices so that the IoU of each kept proposal is known
     idx = [torch.arange(len(s), dtype=torch.float32).repeat(4, 1).t() for s in batch["scores"]]
