@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while torch is still being imported: exit as the command line does
+    sys.exit(130)
 
 __all__ = ["main"]
 

@@ -3,8 +3,8 @@
 ==============  ==========================================================  ===============================
 command         what it does                                                exit codes
 ==============  ==========================================================  ===============================
-``convert``     a Detectron ``.pkl`` to a Detectron2 checkpoint             0 written, 2 bad input,
-                (:mod:`explainer.checkpoint`); the input is never modified  3 output exists (use --force)
+``convert``     a Detectron ``.pkl`` to a Detectron2 checkpoint             0 written, 2 bad input (an
+                (:mod:`explainer.checkpoint`); the input is never modified  existing output without --force)
 ``audit``       a checkpoint's names and shapes against what a model        0 loads, 1 problems found,
                 expects (:func:`explainer.checkpoint.audit`)                2 bad input
 ``diagnose``    why two COCO result files differ                            0 identical, 1 causes found,
@@ -13,17 +13,24 @@ command         what it does                                                exit
                 diverge, and why (:func:`explainer.trace.compare`)          and its causes, 2 bad input
 ==============  ==========================================================  ===============================
 
+Every command also exits 130 when interrupted (Ctrl-C) and 143 when terminated (SIGTERM), quietly, as a shell
+reports a process ended by those signals; a file being written is then removed, never left half-written.
+
 This module owns the parser; each command is a function here that reads its arguments, calls plain
 functions of the computation modules and prints. Bad input (and a bad command line) ends with one line
-``error: ...`` on stderr and exit code 2. A new command is one more entry in :data:`COMMANDS`: a function that
-adds its arguments and a function that runs it.
+``error: <file>: <what> (<what to do>)`` on stderr and exit code 2, never a traceback (an unexpected exception
+is reported the same way; set ``EXPLAINER_TRACEBACK=1`` to see where it came from). Files written (``convert``)
+get the permissions a plain ``open()`` would give them (0o666 less the umask). A new command is one more entry in
+:data:`COMMANDS`: a function that adds its arguments and a function that runs it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
@@ -31,9 +38,14 @@ from . import checkpoint as ckpt
 from . import diagnose as diag
 from . import trace
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "EXIT_CODES", "build_parser", "main"]
 
 BAD_INPUT = 2
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+TERMINATED = 143   # 128 + SIGTERM
+
+#: The exit codes every command shares, for ``--help``.
+EXIT_CODES = "Every command exits 2 on bad input, 130 when interrupted (Ctrl-C) and 143 when terminated (SIGTERM)."
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,7 +55,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _fail(e: BaseException, code: int = BAD_INPUT) -> int:
+def _fail(e: object, code: int = BAD_INPUT) -> int:
+    """Print one line ``error: ...`` (whitespace folded) on stderr; return ``code``."""
     print("error: " + " ".join(str(e).split()), file=sys.stderr)
     return code
 
@@ -58,17 +71,39 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def _check_output(output: str, input_: str, force: bool) -> None:
+    """Refuse an output that cannot be written, before the input is read (``save_checkpoint`` checks again)."""
+    p = Path(output)
+    if p.suffix not in (".pth", ".pkl"):
+        raise ValueError(f"{p}: the output must end in .pth or .pkl (name the Detectron2 checkpoint to write)")
+    if p.is_dir():
+        raise ValueError(f"{p}: is a directory (give the path of a file ending in .pth or .pkl)")
+    if p.exists() or p.is_symlink():
+        if p.resolve() == Path(input_).resolve():
+            raise ValueError(f"{p}: is the input file (write the conversion to another file)")
+        if not force:
+            raise ValueError(f"{p}: already exists (pass --force to overwrite it, or choose another output)")
+    folder = p.parent
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder (create it, or choose another output)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{p}: cannot write in its folder {folder}: permission denied (choose a folder you can "
+                         "write to)")
+
+
 def _convert(args: argparse.Namespace) -> int:
     try:
+        _check_output(args.output, args.input, args.force)
         ck = ckpt.load_checkpoint(args.input)
         if not ck.format.startswith("detectron "):
-            raise ValueError(f"{args.input}: recognised as {ck.format}, not a Detectron checkpoint; nothing to convert")
+            raise ValueError(f"{args.input}: recognised as {ck.format}, not a Detectron checkpoint (nothing to "
+                             "convert; give a Detectron .pkl)")
         sd, report = ckpt.convert_detectron_to_detectron2(ck.tensors)
         if Path(args.output).resolve() == Path(args.input).resolve():
-            raise ValueError("the output must not be the input file")
+            raise ValueError(f"{args.output}: is the input file (write the conversion to another file)")
         ckpt.save_checkpoint(sd, args.output, force=args.force)
-    except FileExistsError as e:
-        return _fail(e, code=3)
+    except FileExistsError:  # appeared since the check above
+        return _fail(f"{args.output}: already exists (pass --force to overwrite it, or choose another output)")
     except (ValueError, OSError) as e:
         return _fail(e)
     if args.json:
@@ -173,19 +208,22 @@ def _trace(args: argparse.Namespace) -> int:
 #: name -> (help, description, add the arguments, run); the order of ``--help``.
 COMMANDS: Dict[str, Tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "convert": ("convert a Detectron checkpoint to Detectron2 (the input is never modified)",
-                "Exit codes: 0 written, 2 bad input, 3 output exists (use --force).",
+                "Write the Detectron2 checkpoint atomically (nothing half-written is ever left). Exit codes: 0 "
+                "written, 2 bad input (an existing output without --force included), 130 interrupted, 143 "
+                "terminated.",
                 _convert_arguments, _convert),
     "audit": ("compare a checkpoint's names and shapes with what a model expects",
-              "Exit codes: 0 everything loads, 1 problems found, 2 bad input.",
+              "Exit codes: 0 everything loads, 1 problems found, 2 bad input, 130 interrupted, 143 terminated.",
               _audit_arguments, _audit),
     "diagnose": ("explain why two sets of detections (COCO result JSON files) differ",
                  "Match the candidate's detections to the reference's and name the convention mistakes "
-                 "that explain the differences. Exit codes: 0 identical, 1 differences explained, 2 bad input.",
+                 "that explain the differences. Exit codes: 0 identical, 1 differences explained, 2 bad input, "
+                 "130 interrupted, 143 terminated.",
                  _diagnose_arguments, _diagnose),
     "trace": ("find the first stage where two runs of a network diverge, and why",
               "Compare two dumps of a network's stages (.npz, or a .pt dict of tensors) in the reference's order and "
               "name the first divergence and its cause. Exit codes: 0 no divergence, 1 a divergence with its causes, "
-              "2 bad input.",
+              "2 bad input, 130 interrupted, 143 terminated.",
               _trace_arguments, _trace),
 }
 
@@ -194,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of every command in :data:`COMMANDS`."""
     parser = _Parser(prog="python -m explainer",
                      description="Detectron vs Detectron2: convert and audit checkpoints, diagnose differing detections, "
-                                 "find where two runs of a network diverge.")
+                                 "find where two runs of a network diverge.",
+                     epilog=EXIT_CODES + " Bad input is reported in one line: error: <file>: <what> (<what to do>).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_, description, add_arguments, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=description)
@@ -204,13 +243,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run one command; returns its exit code (2 and the help when no command is given)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "run", None):
-        parser.print_help()
-        return BAD_INPUT
-    return int(args.run(args))
+    """Run one command; returns its exit code (2 and the help when no command is given).
+
+    Ctrl-C returns 130 without a traceback; SIGTERM exits with 143 (``SystemExit``) once the ``finally`` clauses
+    have run, so that a file being written is removed (:func:`explainer.checkpoint.exit_on_sigterm`). Any other
+    unexpected exception is reported in one line with exit code 2.
+    """
+    try:
+        with ckpt.exit_on_sigterm(TERMINATED):
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if not getattr(args, "run", None):
+                parser.print_help()
+                return BAD_INPUT
+            return int(args.run(args))
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except (ValueError, OSError) as e:  # a command that let one through: still one line
+        return _fail(e)
+    except Exception as e:  # never a traceback for a user; EXPLAINER_TRACEBACK=1 shows it
+        if os.environ.get("EXPLAINER_TRACEBACK"):
+            traceback.print_exc()
+        return _fail(f"unexpected {type(e).__name__}: {e} (this is a bug in explainer; set EXPLAINER_TRACEBACK=1 "
+                     "to see where it happened)")
 
 
 if __name__ == "__main__":

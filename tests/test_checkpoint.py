@@ -165,7 +165,7 @@ def test_cli_convert_audit_and_refusals(tmp_path, small, capsys):
     out = tmp_path / "model_d2.pth"
     assert main(["convert", str(src), str(out)]) == 0
     assert out.exists() and src.read_bytes() == before  # the input is never modified
-    assert main(["convert", str(src), str(out)]) == 3    # refuses to overwrite
+    assert main(["convert", str(src), str(out)]) == 2    # refuses to overwrite: bad input
     assert "--force" in capsys.readouterr().err
     assert main(["convert", str(src), str(out), "--force"]) == 0
     spec = tmp_path / "spec.json"

@@ -44,7 +44,7 @@ def test_convert_writes_once_and_refuses_to_overwrite(detectron_pkl, tmp_path):
     assert r.returncode == 0, r.stderr
     assert out.exists() and f"wrote {out}" in r.stdout
     r = run("convert", str(detectron_pkl), str(out))
-    assert r.returncode == 3 and "--force" in one_error_line(r)
+    assert r.returncode == 2 and "--force" in one_error_line(r)
     r = run("convert", str(tmp_path / "nope.pkl"), str(tmp_path / "x.pth"))
     assert r.returncode == 2 and "nope.pkl" in one_error_line(r)
 
