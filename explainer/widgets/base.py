@@ -11,7 +11,9 @@ A dashboard owns one matplotlib figure, a set of ipywidgets controls and a text 
   the result, and :meth:`Dashboard.describe` returns the read-out (HTML), which states the numbers
   shown, so it doubles as alt text and as the hook of the browser test.
 * :meth:`Dashboard.update` sets any controls by name and recomputes: tests and benchmarks drive
-  dashboards with it, without a browser.
+  dashboards with it, without a browser. A value a control cannot hold (a string or None for a slider or a
+  checkbox, NaN, a number outside the slider's range, an option the dropdown does not offer) is refused like an
+  invalid combination: a message in the read-out, the controls and the last good drawing unchanged.
 
 Subclasses declare their controls in :meth:`make_controls` (every control has a ``description``
 and a ``tooltip``) and name in ``primary`` the control that the browser test moves.
@@ -32,7 +34,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
+from traitlets import TraitError
 
+from .._validate import finite_number, whole_number
 from ..viz.style import apply_style
 from ..viz.tables import html_table  # noqa: F401  (re-exported for dashboards)
 
@@ -100,6 +104,50 @@ def checkbox(description: str, value: bool, tooltip: str) -> widgets.Checkbox:
 def toggle(description: str, options, value, tooltip: str) -> widgets.ToggleButtons:
     return widgets.ToggleButtons(options=options, value=value, description=description, tooltip=tooltip,
                                  style={"description_width": "initial", "button_width": "auto"}, layout=_layout())
+
+
+_NUMBER_CONTROLS = (widgets.FloatSlider, widgets.FloatText, widgets.BoundedFloatText, widgets.FloatLogSlider)
+_INT_CONTROLS = (widgets.IntSlider, widgets.IntText, widgets.BoundedIntText)
+_CHOICE_CONTROLS = (widgets.Dropdown, widgets.ToggleButtons, widgets.RadioButtons, widgets.Select,
+                    widgets.SelectionSlider)
+
+
+def _range(w) -> Tuple[float, float]:
+    if isinstance(w, widgets.FloatLogSlider):
+        return w.base ** w.min, w.base ** w.max
+    return w.min, w.max
+
+
+def _control_value(name: str, w: widgets.Widget, v: Any) -> Any:
+    """``v`` as control ``name`` holds it, or ``ValueError`` saying what it takes (booleans for a checkbox, a finite
+    number within its range for a slider, one of its options for a dropdown)."""
+    if isinstance(w, (widgets.Checkbox, widgets.ToggleButton)):
+        if not isinstance(v, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {v!r}")
+        return bool(v)
+    if isinstance(w, _INT_CONTROLS + _NUMBER_CONTROLS):
+        x: Any = whole_number(v, name) if isinstance(w, _INT_CONTROLS) else finite_number(v, name)
+        if hasattr(w, "min") and hasattr(w, "max"):
+            lo, hi = _range(w)
+            if not lo <= x <= hi:
+                raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {x:g}")
+        return x
+    if isinstance(w, _CHOICE_CONTROLS):
+        allowed = [o[1] if isinstance(o, tuple) else o for o in w.options]
+        for a in allowed:
+            if a is v or (_same_kind(a, v) and a == v):
+                return a
+        shown = ", ".join(repr(a) for a in allowed[:8]) + (", ..." if len(allowed) > 8 else "")
+        raise ValueError(f"{name} must be one of {shown}; got {v!r}")
+    return v
+
+
+def _same_kind(a: Any, b: Any) -> bool:
+    """Both numbers (booleans apart), or both of one type: ``1 == True`` and ``0 == 0.0`` must not pick an option by
+    accident of Python's equality."""
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+    return (number(a) and number(b)) or type(a) is type(b)
 
 
 def _is_widget_canvas(canvas) -> bool:
@@ -291,10 +339,25 @@ class Dashboard:
         unknown = sorted(set(params) - set(self.controls))
         if unknown:
             raise ValueError(f"unknown control(s) {unknown} for {type(self).__name__}; controls: {sorted(self.controls)}")
+        values, problems = {}, []
+        for k, v in params.items():
+            try:
+                values[k] = _control_value(k, self.controls[k], v)
+            except ValueError as e:
+                problems.append(str(e))
+        if problems:
+            self._show_error("; ".join(problems))
+            return self.readout_text
+        before = {k: self.controls[k].value for k in values}
         self._holding = True
         try:
-            for k, v in params.items():
+            for k, v in values.items():
                 self.controls[k].value = v
+        except TraitError as e:  # a value the control itself refuses: put every control back
+            for k, v in before.items():
+                self.controls[k].value = v
+            self._show_error(f"{k}: {' '.join(str(e).split())[:300]}")
+            return self.readout_text
         finally:
             self._holding = False
         self.refresh()
