@@ -535,13 +535,22 @@ def iou_by_size(sizes: ArrayLike, shift: float = 1.0, *, diagonal: bool = False)
 
 def nms_disagreement_by_size(sizes: Sequence[float], n_boxes: int = 300, iou_threshold: float = 0.5, jitter: float = 0.25,
                              seed: int = 0) -> Dict[str, List[int]]:
-    """How often the two NMS rules keep different boxes, for clusters of boxes of each size.
+    """How often the two NMS rules keep different boxes, for clusters of boxes of each size, in three settings.
 
-    For each size s (image pixels), ``n_boxes`` boxes of side about s are drawn around 10 random
-    centres in a square of side 20 s, with corners jittered by ``jitter * s`` and rounded to whole
-    pixels (Detectron's pixel indices), and random scores (seeded). Both rules run on the same four
-    numbers per box. Returns lists of K values: ``detectron_kept``, ``detectron2_kept`` and
-    ``differ`` (boxes kept by exactly one of the two).
+    For each size s (image pixels), ``n_boxes`` boxes of side about s are drawn around 10 random centres in a square
+    of side 20 s, with corners jittered by ``jitter * s``, and random scores (seeded). Detectron's NMS
+    (``legacy_plus_one=True``) runs on Detectron's boxes; Detectron2's runs on:
+
+    * ``differ``: the same four numbers per box, rounded to whole pixels (as when Detectron-style boxes are handed
+      to Detectron2 unchanged): "+1" and the tie rule both act;
+    * ``differ_mapped``: the same whole-pixel boxes mapped with :func:`to_continuous` ([x1, y1, x2 + 1, y2 + 1]), as a
+      correctly converted model's boxes are: IoUs are then equal, and only the tie rule remains (an IoU exactly equal
+      to the threshold is suppressed by ``>=`` and kept by ``>``);
+    * ``differ_mapped_fractional``: the same, with the corners left fractional (decoded boxes are): exact ties no
+      longer occur.
+
+    Returns lists of K values: ``detectron_kept``, ``detectron2_kept`` (same numbers), and the three ``differ*`` counts
+    (boxes kept by exactly one of the two rules).
     """
     sz = [finite_number(v, "sizes") for v in sizes]
     if any(v <= 0 for v in sz):
@@ -550,20 +559,28 @@ def nms_disagreement_by_size(sizes: Sequence[float], n_boxes: int = 300, iou_thr
     if n < 1:
         raise ValueError(f"n_boxes must be >= 1, got {n_boxes!r}")
     g = torch.Generator().manual_seed(int(seed))
-    out: Dict[str, List[int]] = {"detectron_kept": [], "detectron2_kept": [], "differ": []}
+    out: Dict[str, List[int]] = {"detectron_kept": [], "detectron2_kept": [], "differ": [], "differ_mapped": [],
+                                 "differ_mapped_fractional": []}
     for side in sz:
         centres = torch.rand(10, 2, generator=g, dtype=torch.float64) * 20 * side
         c = centres[torch.randint(0, 10, (n,), generator=g)]
         half = side / 2
-        b = torch.cat([c - half, c + half], 1) + (torch.rand(n, 4, generator=g, dtype=torch.float64) - 0.5) * 2 * jitter * side
-        b = torch.round(b)
+        frac = torch.cat([c - half, c + half], 1) + (torch.rand(n, 4, generator=g, dtype=torch.float64) - 0.5) * 2 * jitter * side
+        frac[:, 2:] = torch.maximum(frac[:, 2:], frac[:, :2])
+        b = torch.round(frac)
         b[:, 2:] = torch.maximum(b[:, 2:], b[:, :2])
         scores = torch.rand(n, generator=g)
         k1 = set(nms(b, scores, iou_threshold, legacy_plus_one=True).tolist())
         k2 = set(nms(b, scores, iou_threshold).tolist())
+        k3 = set(nms(to_continuous(b), scores, iou_threshold).tolist())
+        f32 = frac.to(torch.float32)  # the legacy NMS computes in float32: compare both on the same float32 corners
+        k1f = set(nms(f32, scores, iou_threshold, legacy_plus_one=True).tolist())
+        k3f = set(nms(to_continuous(f32), scores, iou_threshold).tolist())
         out["detectron_kept"].append(len(k1))
         out["detectron2_kept"].append(len(k2))
         out["differ"].append(len(k1 ^ k2))
+        out["differ_mapped"].append(len(k1 ^ k3))
+        out["differ_mapped_fractional"].append(len(k1f ^ k3f))
     return out
 
 

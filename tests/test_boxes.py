@@ -408,6 +408,9 @@ def test_nms_disagreement_fades_with_box_size():
     assert got["differ"][2] <= 2 and got["differ"][3] <= 2
     # +1 makes IoUs larger, so on small boxes Detectron suppresses more
     assert got["detectron_kept"][0] < got["detectron2_kept"][0]
+    # mapped with to_continuous, whole-pixel boxes differ only through exact ties, and fractional ones not at all
+    assert 0 < max(got["differ_mapped"]) < max(got["differ"])
+    assert got["differ_mapped_fractional"] == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="sizes must be positive"):
         boxes.nms_disagreement_by_size([0])
 

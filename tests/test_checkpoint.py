@@ -249,7 +249,7 @@ def test_reordered_rpn_predicts_for_each_anchor_what_detectron_predicted(c4):
     det = _by_anchor(A.rpn_outputs_per_anchor(b["rpn_cls_logits_w"], b["rpn_cls_logits_b"], b["rpn_bbox_pred_w"],
                                                b["rpn_bbox_pred_b"], probe, *args, convention=DETECTRON))
     # Detectron's own reading: every anchor's proposal is the object (96 x 192 centred on the anchors' centre 8, 8)
-    for logit, prop in det.values():
+    for _logit, prop in det.values():
         assert prop == pytest.approx([8 - 48, 8 - 96, 8 + 48, 8 + 96], abs=1e-4)
     d2 = DETECTRON2.replace(anchor_offset=0.5)  # Detectron's grid: only the row order differs
     for reorder, same in ((True, 15), (False, 3)):
