@@ -571,22 +571,31 @@ def convert_detectron_to_detectron2(blobs: Mapping[str, Any], *, reorder_anchors
         out.update(conv)
         report["predictor"] = _predictor_report(pred, conv)
         report["K"] = pred["cls_score_w"].shape[0] - 1 if "cls_score_w" in pred else None
+    momentum = "optimizer state (SGD momentum): Detectron2's loader drops *_momentum"
+    _rename_into(out, report, {k: v for k, v in tensors.items() if k not in _PREDICTOR_BLOBS}, detectron_to_detectron2_name,
+                 lambda k: momentum if k.endswith("_momentum") else "", "blobs", n_in=len(tensors))
+    return out, report
+
+
+def _rename_into(out: Dict[str, torch.Tensor], report: Dict[str, Any], tensors: Mapping[str, torch.Tensor],
+                 rename: Any, ignore: Any, what: str, n_in: int) -> None:
+    """Put every tensor into ``out`` under ``rename(name)[0]`` (or list it as ignored when ``ignore(name)`` gives a
+    reason), recording ``renamed``, ``unmapped`` (family "other") and the ``counts`` (``n_in`` tensors read) in
+    ``report``."""
     for k in sorted(tensors):
-        if k in _PREDICTOR_BLOBS:
+        why = ignore(k)
+        if why:
+            report["ignored"].append((k, why))
             continue
-        if k.endswith("_momentum"):
-            report["ignored"].append((k, "optimizer state (SGD momentum): Detectron2's loader drops *_momentum"))
-            continue
-        new, family = detectron_to_detectron2_name(k)
+        new, family = rename(k)
         if new in out:
-            raise ValueError(f"blobs {k!r} and another blob both map to {new!r}")
+            raise ValueError(f"{what} {k!r} and another one both map to {new!r}")
         out[new] = tensors[k]
         if family == "other":
             report["unmapped"].append((k, new))
         report["renamed"].append((k, new, family, tuple(tensors[k].shape)))
-    report["counts"] = {"tensors in": len(tensors), "tensors out": len(out), "ignored": len(report["ignored"]),
-                        "parameters out": int(sum(t.numel() for t in out.values()))}
-    return out, report
+    report["counts"] = {"tensors in": n_in, "tensors out": len(out),
+                        "ignored": len(report["ignored"]), "parameters out": int(sum(t.numel() for t in out.values()))}
 
 
 def convert_checkpoint(ck: Checkpoint, *, reorder_anchors: bool = True, rpn_anchors: Optional[Tuple[int, int]] = None

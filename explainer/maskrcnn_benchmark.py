@@ -134,7 +134,7 @@ def convert_maskrcnn_benchmark_to_detectron2(state_dict: Mapping[str, Any], *, r
     (``roi_heads.mask.feature_extractor.head``; Detectron2's C4 mask head shares the box head's), RetinaNet, and
     anything else no rule maps (kept under its name and listed as ``unmapped``).
     """
-    from .checkpoint import _predictor_report, reorder_rpn_anchor_rows
+    from .checkpoint import _predictor_report, _rename_into, reorder_rpn_anchor_rows
 
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"state_dict must be a dict of name -> tensor, got {type(state_dict).__name__}")
@@ -160,21 +160,10 @@ def convert_maskrcnn_benchmark_to_detectron2(state_dict: Mapping[str, Any], *, r
         out.update(conv)
         report["predictor"] = _predictor_report(pred, conv)
         report["K"] = pred["cls_score_w"].shape[0] - 1
-    for k in sorted(tensors):
-        if k in _PREDICTORS:
-            continue
-        if re.match(r"^rpn\.anchor_generator\.cell_anchors\.\d+$", k):
-            report["ignored"].append((k, "anchor buffer: Detectron2 builds its anchors from the config"))
-            continue
-        new, family = maskrcnn_benchmark_to_detectron2_name(k)
-        if new in out:
-            raise ValueError(f"parameters {k!r} and another one both map to {new!r}")
-        out[new] = tensors[k]
-        if family == "other":
-            report["unmapped"].append((k, new))
-        report["renamed"].append((k, new, family, tuple(tensors[k].shape)))
-    report["counts"] = {"tensors in": len(tensors), "tensors out": len(out), "ignored": len(report["ignored"]),
-                        "parameters out": int(sum(t.numel() for t in out.values()))}
+    buffer = "anchor buffer: Detectron2 builds its anchors from the config"
+    _rename_into(out, report, {k: v for k, v in tensors.items() if k not in _PREDICTORS}, maskrcnn_benchmark_to_detectron2_name,
+                 lambda k: buffer if re.match(r"^rpn\.anchor_generator\.cell_anchors\.\d+$", k) else "", "parameters",
+                 n_in=len(tensors))
     return out, report
 
 

@@ -357,22 +357,29 @@ def test_maskrcnn_benchmark_state_dict_converts_and_audits_clean(arch):
     assert all("anchor buffer" in ignored[k] for k in sd if "cell_anchors" in k)
 
 
-def test_maskrcnn_benchmark_names_by_hand():
-    n = M.maskrcnn_benchmark_to_detectron2_name
-    assert n("backbone.body.stem.conv1.weight") == ("stem.conv1.weight", "stem")
-    assert n("backbone.body.stem.bn1.running_var")[0] == "stem.conv1.norm.running_var"
-    assert n("module.backbone.body.layer1.0.downsample.0.weight")[0] == "res2.0.shortcut.weight"
-    assert n("backbone.body.layer3.5.bn2.bias")[0] == "res4.5.conv2.norm.bias"
-    assert n("backbone.fpn.fpn_inner4.weight")[0] == "fpn_lateral5.weight"
-    assert n("backbone.fpn.fpn_layer1.bias")[0] == "fpn_output2.bias"
-    assert n("roi_heads.box.feature_extractor.head.layer4.2.conv3.weight")[0] == "res5.2.conv3.weight"
-    assert n("roi_heads.box.feature_extractor.fc7.bias")[0] == "box_head.fc2.bias"
-    assert n("rpn.head.bbox_pred.weight")[0] == "proposal_generator.rpn_head.anchor_deltas.weight"
-    assert n("roi_heads.mask.predictor.conv5_mask.weight")[0] == "mask_head.deconv.weight"
-    assert n("roi_heads.keypoint.feature_extractor.conv_fcn3.weight")[0] == "roi_heads.keypoint_head.conv_fcn3.weight"
-    assert n("roi_heads.keypoint.predictor.kps_score_lowres.bias")[0] == "roi_heads.keypoint_head.score_lowres.bias"
-    assert n("roi_heads.mask.feature_extractor.head.layer4.0.conv1.weight")[1] == "other"
-    assert n("backbone.fpn.top_blocks.p6.weight")[1] == "other"
+# maskrcnn-benchmark module paths (modeling/backbone/resnet.py, fpn.py, rpn/rpn.py, roi_heads/*) -> the names
+# Detectron2's loader gives the same layers of a Detectron checkpoint ("other": no rule, kept as it is)
+MB_NAMES = [
+    ("backbone.body.stem.conv1.weight", "stem.conv1.weight", "stem"),
+    ("backbone.body.stem.bn1.running_var", "stem.conv1.norm.running_var", "stem"),
+    ("module.backbone.body.layer1.0.downsample.0.weight", "res2.0.shortcut.weight", "res stages"),
+    ("backbone.body.layer3.5.bn2.bias", "res4.5.conv2.norm.bias", "res stages"),
+    ("backbone.fpn.fpn_inner4.weight", "fpn_lateral5.weight", "fpn"),
+    ("backbone.fpn.fpn_layer1.bias", "fpn_output2.bias", "fpn"),
+    ("roi_heads.box.feature_extractor.head.layer4.2.conv3.weight", "res5.2.conv3.weight", "res stages"),
+    ("roi_heads.box.feature_extractor.fc7.bias", "box_head.fc2.bias", "box head"),
+    ("rpn.head.bbox_pred.weight", "proposal_generator.rpn_head.anchor_deltas.weight", "rpn"),
+    ("roi_heads.mask.predictor.conv5_mask.weight", "mask_head.deconv.weight", "mask head"),
+    ("roi_heads.keypoint.feature_extractor.conv_fcn3.weight", "roi_heads.keypoint_head.conv_fcn3.weight", "keypoint head"),
+    ("roi_heads.keypoint.predictor.kps_score_lowres.bias", "roi_heads.keypoint_head.score_lowres.bias", "keypoint head"),
+    ("roi_heads.mask.feature_extractor.head.layer4.0.conv1.weight", "roi_heads.mask.feature_extractor.head.layer4.0.conv1.weight", "other"),
+    ("backbone.fpn.top_blocks.p6.weight", "backbone.fpn.top_blocks.p6.weight", "other"),
+]
+
+
+@pytest.mark.parametrize("name, d2, family", MB_NAMES)
+def test_maskrcnn_benchmark_names_by_hand(name, d2, family):
+    assert M.maskrcnn_benchmark_to_detectron2_name(name) == (d2, family)
 
 
 def test_maskrcnn_benchmark_rpn_rows_follow_its_anchor_buffer():

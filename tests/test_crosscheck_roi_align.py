@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from explainer.roi_align import ramp, roi_align
+from tests.test_roi_align import roi_case
 
 TOL = 1e-5  # float32 on both sides; values of order 1 (the ramp cases are scaled to match)
 
@@ -116,31 +116,10 @@ def test_zero_size_box_with_adaptive_sampling_is_zero_in_onnx_runtime_too(ort_ro
     np.testing.assert_allclose(_ours(ramp(10), rois, 2, 1.0, 0, True), want, atol=1e-4)
 
 
-# ---------------------------------------------------------------- random cases
-@st.composite
-def roi_case(draw):
-    seed = draw(st.integers(0, 2 ** 31 - 1))
-    g = torch.Generator().manual_seed(seed)
-    n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
-    h, w = draw(st.integers(1, 14)), draw(st.integers(1, 14))
-    x = torch.randn(n, c, h, w, generator=g)
-    scale = draw(st.sampled_from([1.0, 0.5, 0.25, 0.125, 2.0]))
-    k = draw(st.integers(1, 6))
-    span = torch.tensor([w / scale, h / scale])
-    xy = (torch.rand(k, 2, generator=g) * 1.6 - 0.3) * span             # some start outside the map
-    kind = torch.rand(k, 1, generator=g)
-    wh = torch.rand(k, 2, generator=g) * span * 0.8
-    wh = torch.where(kind < 0.15, torch.zeros_like(wh), wh)               # zero-size boxes
-    wh = torch.where((kind >= 0.15) & (kind < 0.3), wh * 0.05, wh)        # tiny boxes
-    idx = torch.randint(0, n, (k, 1), generator=g).float()
-    rois = torch.cat([idx, xy, xy + wh], 1)
-    out = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
-    return x, rois, out, scale, draw(st.sampled_from([0, 1, 2, 3, 4])), draw(st.booleans())
-
-
+# ---------------------------------------------------------------- random cases (the strategy of the torchvision check)
 @settings(max_examples=120, deadline=None)
 @given(roi_case())
 def test_equals_onnx_runtime_on_random_maps_and_boxes(ort_roi_align, case):
-    x, rois, out, scale, sr, aligned = case
+    x, rois, out, scale, sr, aligned = case  # sampling_ratio -1 is adaptive, RoiAlign's 0
     want = ort_roi_align(x, rois, out, scale, sr, aligned)
     np.testing.assert_allclose(_ours(x, rois, out, scale, sr, aligned), want, atol=TOL, rtol=TOL)
