@@ -17,8 +17,9 @@ What is refused:
   original code computes in, so that areas and sums cannot overflow float16's range of 65504;
 * sizes whose results would allocate absurd memory, before anything is allocated: at most
   :data:`MAX_VALUES` = 2**28 (268,435,456) values in one result or intermediate, which is 1 GiB of float32;
-* box and point coordinates beyond :data:`MAX_COORDINATE` = 2**60 pixels in magnitude, whose areas would overflow
-  float32 (the products of two such sides, and their sums, stay below float32's largest value).
+* box and point coordinates beyond :data:`MAX_COORDINATE` = 2**500 pixels in magnitude, whose areas would overflow
+  float64. Boxes and points beyond :data:`FLOAT32_SAFE` = 2**60 pixels, whose areas would overflow float32 (about
+  3.4e38), are converted to float64, so that two identical boxes 1e20 wide still have IoU 1.
 
 :func:`finite_result` guards what the checks above cannot foresee: a computation whose finite inputs overflow
 (exp of a large delta, a quotient by a tiny width) raises instead of returning inf or NaN.
@@ -45,6 +46,7 @@ __all__ = [
     "WrongType",
     "MAX_VALUES",
     "MAX_COORDINATE",
+    "FLOAT32_SAFE",
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
     "as_tensor",
@@ -77,9 +79,12 @@ ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[Any], float]
 
 #: The most values one result (or one intermediate) may hold: 2**28, 1 GiB of float32.
 MAX_VALUES = 1 << 28
-#: The largest magnitude of a box or point coordinate, in pixels: 2**60. The area of a box within it, and the sum
-#: of two such areas, stay below float32's largest value (about 3.4e38).
-MAX_COORDINATE = float(1 << 60)
+#: The largest coordinate magnitude computed in float32, in pixels: 2**60. The area of a box within it, and the sum
+#: of two such areas, stay below float32's largest value (about 3.4e38); boxes beyond are computed in float64.
+FLOAT32_SAFE = float(1 << 60)
+#: The largest magnitude of a box or point coordinate, in pixels: 2**500, whose areas (and their sums) stay below
+#: float64's largest value (about 1.8e308).
+MAX_COORDINATE = 2.0 ** 500
 #: The largest JSON file :func:`read_json` reads: 64 MiB.
 MAX_JSON_BYTES = 64 << 20
 #: The deepest nesting :func:`read_json` accepts.
@@ -222,17 +227,25 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
-def _coordinates_in_range(t: torch.Tensor, name: str) -> None:
-    if t.numel() and t.abs().max() > MAX_COORDINATE:
+def _coordinates_in_range(t: torch.Tensor, name: str) -> torch.Tensor:
+    """``t`` itself, or as float64 when a coordinate is beyond :data:`FLOAT32_SAFE`; refuses beyond
+    :data:`MAX_COORDINATE`."""
+    if not t.numel():
+        return t
+    m = float(t.abs().max())
+    if m > MAX_COORDINATE:
         bad = t.abs() > MAX_COORDINATE
         row = int(bad.nonzero()[0][0])
-        raise ValueError(f"{name} must lie within +-2**60 pixels (areas beyond overflow float32); row {row} is "
+        raise ValueError(f"{name} must lie within +-2**500 pixels (areas beyond overflow float64); row {row} is "
                          f"{t[row].tolist()}")
+    if m > FLOAT32_SAFE and t.dtype != torch.float64:
+        return t.to(torch.float64)
+    return t
 
 
 def as_boxes(boxes: ArrayLike, name: str = "boxes", *, allow_inverted: bool = False, legacy_plus_one: bool = False) -> torch.Tensor:
     """Check an N x 4 (x1, y1, x2, y2) box tensor: finite values within +-:data:`MAX_COORDINATE` and x2 >= x1,
-    y2 >= y1 (float16 becomes float32).
+    y2 >= y1 (float16 becomes float32; beyond :data:`FLOAT32_SAFE`, float64).
 
     Under ``legacy_plus_one`` a box may have x2 = x1 - 1 (an empty box in inclusive indices).
     """
@@ -246,7 +259,7 @@ def as_boxes(boxes: ArrayLike, name: str = "boxes", *, allow_inverted: bool = Fa
     if t.numel() and not all_finite(t):
         bad = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
         raise ValueError(f"{name} must be finite; row {bad} is {t[bad].tolist()}")
-    _coordinates_in_range(t, name)
+    t = _coordinates_in_range(t, name)
     if not allow_inverted and t.numel():
         slack = 1.0 if legacy_plus_one else 0.0
         inv = (t[:, 2] + slack < t[:, 0]) | (t[:, 3] + slack < t[:, 1])
@@ -278,7 +291,7 @@ def as_points(points: ArrayLike, name: str = "points", dim: int = 2) -> torch.Te
     if t.numel() and not all_finite(t):
         bad = int((~torch.isfinite(t)).any(dim=1).nonzero()[0])
         raise ValueError(f"{name} must be finite; row {bad} is {t[bad].tolist()}")
-    _coordinates_in_range(t, name)
+    t = _coordinates_in_range(t, name)
     return t
 
 

@@ -129,6 +129,8 @@ def anchor_order_permutation(n_sizes: int, n_ratios: int, src: str, dst: str) ->
     """
     n_sizes, n_ratios = positive_int(n_sizes, "n_sizes"), positive_int(n_ratios, "n_ratios")
     for name, v in (("src", src), ("dst", dst)):
+        if not isinstance(v, str):
+            raise _v.WrongType(f"{name} must be 'ratio_major' or 'size_major', got {type(v).__name__}: {v!r}")
         if v not in _ANCHOR_ORDERS:
             raise ValueError(f"{name} must be 'ratio_major' or 'size_major', got {v!r}")
     idx = torch.arange(n_sizes * n_ratios)
@@ -170,7 +172,7 @@ def permute_anchor_rows(rows: ArrayLike, n_sizes: int, n_ratios: int, src: str, 
 
 
 def _conv1x1(weight: ArrayLike, bias: ArrayLike, feature: ArrayLike, name: str) -> torch.Tensor:
-    w, b = as_tensor(weight, f"{name} weight"), as_tensor(bias, f"{name} bias")
+    w, b = as_tensor(weight, f"{name}_weight"), as_tensor(bias, f"{name}_bias")
     f = as_tensor(feature, "feature").reshape(-1)
     if w.dim() not in (2, 4) or w.shape[1] != f.numel() or b.shape != (w.shape[0],):
         raise ValueError(f"{name} must be a 1 x 1 convolution (rows x {f.numel()} [x 1 x 1]) with one bias per row; "
@@ -226,14 +228,17 @@ def object_answering_rpn(channels: int, stride: float, sizes: Sequence[float], a
 
     c = positive_int(channels, "channels")
     stride = positive_number(stride, "stride")
-    w_obj, h_obj = (positive_number(v, "object_size") for v in object_size)
+    sides = _v.positive_numbers(object_size, "object_size")
+    if len(sides) != 2:
+        raise ValueError(f"object_size must be (width, height), got {len(sides)} numbers")
+    w_obj, h_obj = sides
     anchors = to_continuous(detectron_cell_anchors(stride, sizes, aspect_ratios))
     a = anchors.shape[0]
     centre = stride / 2.0
     obj = torch.tensor([[centre - w_obj / 2, centre - h_obj / 2, centre + w_obj / 2, centre + h_obj / 2]], dtype=torch.float64)
     deltas = encode(anchors, obj.expand(a, 4))
     logits = 10.0 * (pairwise_iou(anchors, obj)[:, 0] - 0.5)
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(_v.seed(seed))
     w_cls = torch.randn(a, c, generator=g, dtype=torch.float64) * 0.01
     w_box = torch.randn(4 * a, c, generator=g, dtype=torch.float64) * 0.01
     w_cls[:, 0], w_box[:, 0] = logits, deltas.reshape(-1)

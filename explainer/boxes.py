@@ -67,10 +67,7 @@ def _boxes(b: ArrayLike, name: str, legacy_plus_one: bool) -> torch.Tensor:
 
 
 def _weights(weights) -> Tuple[float, float, float, float]:
-    try:
-        w = tuple(float(finite_number(v, "weights")) for v in weights)
-    except TypeError:
-        raise ValueError(f"weights must be four numbers (wx, wy, ww, wh), got {weights!r}") from None
+    w = tuple(_v.numbers(weights, "weights"))
     if len(w) != 4 or any(v <= 0 for v in w):
         raise ValueError(f"weights must be four positive numbers (wx, wy, ww, wh), got {weights!r}")
     return w  # type: ignore[return-value]
@@ -151,9 +148,9 @@ def greedy_match(iou: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, ...
     B x N x M. Computed as rounds of mutually best pairs (each row's best column whose best row it is), which
     gives the same pairs as repeatedly taking the largest remaining entry, ties going to the lower index.
     """
-    iou = as_tensor(iou, "iou") if isinstance(iou, torch.Tensor) else iou
+    iou = as_tensor(iou, "iou")
     threshold = finite_number(threshold, "threshold")
-    if not isinstance(iou, torch.Tensor) or iou.dim() not in (2, 3):
+    if iou.dim() not in (2, 3):
         raise ValueError(f"iou must be an N x M or B x N x M tensor, got {type(iou).__name__} "
                          f"{tuple(getattr(iou, 'shape', ()))}")
     flat = iou.dim() == 2
@@ -502,6 +499,9 @@ def nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float, *, legacy_plu
         return tv_nms(b, s, t)
 
     order = _legacy_order(s.to(torch.float32))  # dets[:, 4] of the float32 dets array
+    if b.dtype == torch.float64 and float(b.abs().max()) > _v.FLOAT32_SAFE:
+        # areas beyond float32's range, where Detectron's float32 gives inf and NaN: the literal loop in float64
+        return order[_legacy_nms_greedy(b[order], t)]
     b32 = b.to(torch.float32)[order]
     shifted = to_continuous(b32)
     # distinct scores in processing order make torchvision follow exactly that order

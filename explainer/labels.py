@@ -195,7 +195,7 @@ def convert_box_predictor(params: Mapping[str, ArrayLike], *, background_first: 
     convention: ``background_first=conv.background_first`` gives the layout that convention's model loads.
     """
     if not isinstance(background_first, bool):
-        raise ValueError(f"background_first must be True or False (the layout produced), got {background_first!r}")
+        raise _v.WrongType(f"background_first must be True or False (the layout produced), got {background_first!r}")
     one_of(bg_box_rows, "bg_box_rows", ("copy", "zeros"))
     if not isinstance(params, Mapping):
         raise ValueError(f"params must be a dict of name -> tensor, got {type(params).__name__}")
@@ -216,6 +216,7 @@ def detectron2_loads_mask_predictor(weight: ArrayLike, bias: ArrayLike, model_ch
     loader logs, or ""), and the ``weight`` and ``bias`` the model ends up with.
     """
     w, b = as_tensor(weight, "weight"), as_tensor(bias, "bias")
+    _v.seed(seed)
     if w.dim() != 4 or w.shape[2:] != (1, 1) or b.shape != (w.shape[0],) or w.shape[0] < 1:
         raise ValueError(f"weight must be channels x C x 1 x 1 with one bias per channel; got weight {tuple(w.shape)}, "
                          f"bias {tuple(b.shape)}")
@@ -225,7 +226,7 @@ def detectron2_loads_mask_predictor(weight: ArrayLike, bias: ArrayLike, model_ch
     if tuple(cut_w.shape) == model_shape:
         return {"checkpoint_shape": tuple(cut_w.shape), "model_shape": model_shape, "loaded": True, "warning": "",
                 "weight": cut_w.clone(), "bias": cut_b.clone()}
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(_v.seed(seed))
     warning = (f"Shape of mask_head.predictor.weight in checkpoint is torch.Size({list(cut_w.shape)}), while shape of "
                f"roi_heads.mask_head.predictor.weight in model is torch.Size({list(model_shape)}). "
                "mask_head.predictor.weight will not be loaded. Please double check and see if this is desired.")

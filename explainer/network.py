@@ -338,10 +338,9 @@ class CourseNetwork(nn.Module):
 
 def image_to_bgr(image: torch.Tensor) -> torch.Tensor:
     """A scene's 3 x H x W RGB image in [0, 1] as the network's input: 1 x 3 x H x W, BGR, 0-255, float32."""
-    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be a 3 x H x W RGB tensor in [0, 1], got "
-                         f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
     image = as_tensor(image, "image")
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be a 3 x H x W RGB tensor in [0, 1], got {tuple(image.shape)}")
     if image.shape[1] % P.STRIDE or image.shape[2] % P.STRIDE:
         raise ValueError(f"image height and width must be multiples of {P.STRIDE}, got {tuple(image.shape[1:])}")
     return (image.flip(0) * 255.0).unsqueeze(0).to(torch.float32).contiguous()

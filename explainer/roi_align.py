@@ -145,8 +145,7 @@ def roi_align(input: ArrayLike, boxes: Union[ArrayLike, List[ArrayLike]], output
         raise ValueError(f"input must be N x C x H x W, got shape {tuple(x.shape)}")
     ph, pw = _output_size(output_size)
     scale = positive_number(spatial_scale, "spatial_scale")
-    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
-        raise ValueError(f"sampling_ratio must be an integer (<= 0 for adaptive), got {sampling_ratio!r}")
+    sampling_ratio = _v.whole_number(sampling_ratio, "sampling_ratio")
     rois = convert_boxes_to_rois(boxes, x.shape[0])
     aligned = _v.flag(aligned, "aligned")
     _v.check_values(rois.shape[0] * x.shape[1] * ph * pw, "boxes", f"{rois.shape[0]:,} RoIs x {x.shape[1]} channels")
@@ -260,10 +259,12 @@ def sampling_grid_note(box: Sequence[float], output_size: Union[int, Sequence[in
     0, ``count`` being clamped to 1 over an empty sum), and 1 for any positive size, however small.
     """
     ph, pw = _output_size(output_size)
-    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box", allow_inverted=True)
+    b = _v.as_box(box, "box", allow_inverted=True)
     rois = torch.cat([torch.zeros(1, 1, dtype=torch.float64), b], 1)
-    sr = int(sampling_ratio)
-    _, _, w, h, gw, gh = _geometry(rois, ph, pw, positive_number(spatial_scale, "spatial_scale"), sr, aligned, torch.float64)
+    sr, aligned = _v.whole_number(sampling_ratio, "sampling_ratio"), _v.flag(aligned, "aligned")
+    scale = positive_number(spatial_scale, "spatial_scale")
+    _v.check_sampling((b[:, 2] - b[:, 0]).abs() * scale, (b[:, 3] - b[:, 1]).abs() * scale, (ph, pw), sr, 1, "box")
+    _, _, w, h, gw, gh = _geometry(rois, ph, pw, scale, sr, aligned, torch.float64)
     rw, rh, g_w, g_h = float(w[0]), float(h[0]), int(gw[0]), int(gh[0])
     empty = g_w <= 0 or g_h <= 0
     size = f"RoI {rw:.3g} x {rh:.3g} cells"
@@ -300,6 +301,7 @@ def aligned_effect_on_course_detector(iou: float = 0.5) -> Dict[str, Any]:
     from .course import N_TEST, course_detector, run_scene
     from .masks import mask_iou
 
+    iou = _v.probability(iou, "iou")
     runs = {a: [run_scene(i, DETECTRON2.replace(roi_aligned=a), converted=True).detections for i in range(N_TEST)]
             for a in (False, True)}
     scenes = course_detector().test

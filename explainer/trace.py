@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from . import trace_causes as TC
-from ._validate import read_json
+from ._validate import WrongType, read_json
 from .causes import Cause
 from .trace_capture import onnx_intermediates, onnx_module_outputs, record
 from .trace_causes import CAUSES
@@ -317,7 +317,9 @@ def _check_arguments(reference, candidate, name_map, atol, rtol) -> None:
             raise ValueError(f"{n} must be a non-empty dict {{stage name: tensor}}, got "
                              f"{type(v).__name__ if not isinstance(v, Mapping) else 'an empty dict'}")
     for n, tol in (("atol", atol), ("rtol", rtol)):
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0 or not math.isfinite(tol):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)):
+            raise WrongType(f"{n} must be a finite number >= 0, got {type(tol).__name__}: {tol!r}")
+        if not tol >= 0 or not math.isfinite(tol):
             raise ValueError(f"{n} must be a finite number >= 0, got {tol!r}")
     if name_map is not None and (not isinstance(name_map, Mapping) or
                                  not all(isinstance(k, str) and isinstance(x, str) for k, x in name_map.items())):

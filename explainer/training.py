@@ -38,6 +38,7 @@ import torch
 from . import pixels
 from ._validate import (
     ArrayLike,
+    WrongType,
     as_boxes,
     as_tensor,
     check_values,
@@ -198,11 +199,11 @@ def keypoint_flip_indices(names: Sequence[str], flip_map: Union[Mapping[str, str
 
 def _check_permutation(flip_map, k: int) -> torch.Tensor:
     if isinstance(flip_map, (str, bytes)) or flip_map is None:
-        raise ValueError(f"flip_map must be a permutation of 0..{k - 1} (a list of indices), got {flip_map!r}")
+        raise WrongType(f"flip_map must be a permutation of 0..{k - 1} (a list of indices), got {flip_map!r}")
     try:
         perm = as_tensor(list(flip_map), "flip_map", integer=True)
     except TypeError:
-        raise ValueError(f"flip_map must be a permutation of 0..{k - 1} (a list of indices), got {flip_map!r}") from None
+        raise WrongType(f"flip_map must be a permutation of 0..{k - 1} (a list of indices), got {flip_map!r}") from None
     if perm.dim() != 1 or perm.numel() != k or sorted(perm.tolist()) != list(range(k)):
         raise ValueError(f"flip_map must be a permutation of 0..{k - 1}, got {list(flip_map)!r}")
     if not torch.equal(perm[perm], torch.arange(k)):

@@ -8,6 +8,7 @@ here and why; the attack suite checks that every callable of ``__all__`` is in o
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
@@ -86,7 +87,7 @@ MUTATIONS: Dict[str, List[Tuple[str, Callable[[Any], Any]]]] = {
     "boxes": [("nan", lambda v: _with_first(v, NAN)), ("inf", lambda v: _with_first(v, INF)),
               ("strings", _as_strings), ("none", lambda v: None),
               ("bool", lambda v: torch.as_tensor(v) > 0), ("complex", lambda v: torch.as_tensor(v).to(torch.complex64)),
-              ("huge", lambda v: _with_first(v, -1e20))],
+              ("huge", lambda v: _with_first(v, -1e300))],
     "mask": [("nan", lambda v: _with_first(v, NAN)), ("strings", _as_strings), ("none", lambda v: None),
              ("fraction", lambda v: _with_first(v, 0.3)), ("complex", lambda v: torch.as_tensor(v).to(torch.complex64))],
     "number": [("nan", lambda v: NAN), ("inf", lambda v: INF), ("string", lambda v: str(v)), ("none", lambda v: None),
@@ -106,6 +107,7 @@ MUTATIONS: Dict[str, List[Tuple[str, Callable[[Any], Any]]]] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def _scene_run():
     from explainer.conventions import DETECTRON2
     from explainer.course import run_scene
@@ -176,6 +178,14 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
         "anchors.fpn_level_configs": {"levels": nums([2, 3]), "start_size": num(32.0), "aspect_ratios": nums([1.0])},
         "anchors.c4_config": {"sizes": nums([32.0]), "aspect_ratios": nums([1.0])},
         "anchors.all_level_anchors": {"image_size": pair((64, 96)), "convention": fixed(DETECTRON)},
+        "anchors.permute_anchor_rows": {"rows": arr(torch.arange(6.0)), "n_sizes": whole(2), "n_ratios": whole(3),
+                                        "src": choice("ratio_major"), "dst": choice("size_major"), "per_anchor": whole(1)},
+        "anchors.rpn_outputs_per_anchor": {"objectness_weight": arr(torch.ones(2, 3, 1, 1)), "objectness_bias": arr(torch.zeros(2)),
+                                           "deltas_weight": arr(torch.ones(8, 3, 1, 1) / 10), "deltas_bias": arr(torch.zeros(8)),
+                                           "feature": arr([1.0, 0.0, 0.0]), "stride": num(16.0), "sizes": nums([32.0]),
+                                           "aspect_ratios": nums([0.5, 1.0]), "convention": fixed(DETECTRON)},
+        "anchors.object_answering_rpn": {"channels": whole(3), "stride": num(16.0), "sizes": nums([32.0]),
+                                         "aspect_ratios": nums([0.5, 1.0]), "object_size": nums((96.0, 192.0)), "seed": whole(0)},
         "anchors.proposal_shift": {"deltas": arr([0.1, 0.0, 0.0, 0.1], optional=True), "offset": num(0.5)},
         # roi_align
         "roi_align.roi_align": {"input": arr(FEAT), "boxes": boxes(ROIS), "output_size": pair((2, 2)),
@@ -189,6 +199,9 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
                                         "max_level": whole(5), "canonical_box_size": num(224.0), "canonical_level": whole(4)},
         "roi_align.convert_boxes_to_rois": {"boxes": boxes(ROIS), "n_images": whole(1)},
         "roi_align.ramp": {"size": whole(4)},
+        "roi_align.sampling_grid_note": {"box": boxes(BOX1), "output_size": pair((2, 2)), "spatial_scale": num(1.0),
+                                         "sampling_ratio": whole(-1), "aligned": flag(False)},
+        "roi_align.aligned_effect_on_course_detector": {"iou": num(0.5)},
         # masks
         "masks.expand_boxes": {"boxes": boxes(BOX2), "scale": num(1.2)},
         "masks.detectron_paste_steps": {"mask": arr(torch.rand(4, 4, generator=torch.Generator().manual_seed(0))),
@@ -220,6 +233,8 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
                                         "lr": num(0.1), "seed": whole(0)},
         "labels.load_into_background_last_head": {"w": arr(torch.ones(3, 2)), "b": arr(torch.zeros(3)),
                                                   "mode": choice("num_classes_off_by_one"), "seed": whole(1)},
+        "labels.detectron2_loads_mask_predictor": {"weight": arr(torch.ones(4, 2, 1, 1)), "bias": arr(torch.zeros(4)),
+                                                   "model_channels": whole(3), "seed": whole(0)},
         "labels.confusion_matrix": {"pred": arr([0, 1, 1]), "true": arr([0, 1, 0]), "num_labels": whole(2)},
         # training
         "training.select_post_nms_topk": {"proposals_per_image": fixed([torch.tensor(BOX2)]),
@@ -296,6 +311,9 @@ EXEMPT: Dict[str, str] = {
     "checkpoint.load_checkpoint": "files: tests/test_attacks_checkpoint.py",
     "checkpoint.save_checkpoint": "files: tests/test_attacks_checkpoint.py",
     "checkpoint.write_detectron_pickle": "files: tests/test_attacks_checkpoint.py",
+    "checkpoint.convert_checkpoint": "takes a loaded Checkpoint: tests/test_attacks_checkpoint.py and test_attacks_cli.py",
+    "checkpoint.detectron_cfg_values": "reads a checkpoint's cfg text (tests/test_checkpoint.py)",
+    "checkpoint.reorder_rpn_anchor_rows": "takes a checkpoint's tensors (tests/test_checkpoint.py)",
     "checkpoint.exit_on_sigterm": "a context manager: tests/test_attacks_checkpoint.py and tests/test_attacks_cli.py",
     "trace.load_dump": "files: tests/test_attacks_cli.py (trace)",
     "trace.trace_command": "files: tests/test_attacks_cli.py (trace)",
