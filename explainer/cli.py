@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import traceback
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 from . import checkpoint as ckpt
 from . import diagnose as diag
 from . import trace
+from ._validate import read_json
 
 __all__ = ["COMMANDS", "EXIT_CODES", "build_parser", "main"]
 
@@ -74,13 +76,31 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep the RPN's rows in the source's anchor order (ratio-major) instead of Detectron2's (size-major)")
 
 
+def _check_input(path: str, what: str) -> None:
+    """Refuse, before anything opens it, an input that is missing, not a regular file (a directory, a FIFO, which
+    would block, a device such as ``/dev/zero``, which never ends) or unreadable."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file (give the path of {what})") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read: {e.strerror} (give the path of {what})") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{path}: is a directory (give the path of {what})")
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise ValueError(f"{path}: is {kind}, not a regular file (save {what} to a file and give its path)")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{path}: cannot be read: permission denied (make it readable, or give another copy)")
+
+
 def _check_output(output: str, input_: str, force: bool) -> None:
     """Refuse an output that cannot be written, before the input is read (``save_checkpoint`` checks again)."""
     p = Path(output)
-    if p.suffix not in (".pth", ".pkl"):
-        raise ValueError(f"{p}: the output must end in .pth or .pkl (name the Detectron2 checkpoint to write)")
     if p.is_dir():
         raise ValueError(f"{p}: is a directory (give the path of a file ending in .pth or .pkl)")
+    if p.suffix not in (".pth", ".pkl"):
+        raise ValueError(f"{p}: the output must end in .pth or .pkl (name the Detectron2 checkpoint to write)")
     if p.exists() or p.is_symlink():
         if p.resolve() == Path(input_).resolve():
             raise ValueError(f"{p}: is the input file (write the conversion to another file)")
@@ -96,6 +116,7 @@ def _check_output(output: str, input_: str, force: bool) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     try:
+        _check_input(args.input, "a Detectron .pkl or maskrcnn-benchmark .pth checkpoint")
         _check_output(args.output, args.input, args.force)
         ck = ckpt.load_checkpoint(args.input)
         try:
@@ -147,6 +168,8 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
 
 def _audit(args: argparse.Namespace) -> int:
     try:
+        _check_input(args.checkpoint, "a .pkl or .pth checkpoint")
+        _check_input(args.expected, "a JSON spec of parameter names and shapes")
         ck = ckpt.load_checkpoint(args.checkpoint)
         tensors = ck.tensors
         if ck.format.startswith("detectron "):
@@ -187,9 +210,19 @@ def _diagnose_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
+    what = "a COCO results JSON file, a list of detections"
     try:
+        _check_input(args.reference, what)
+        _check_input(args.candidate, what)
         size = tuple(args.image_size) if args.image_size else None
         d = diag.diagnose(args.reference, args.candidate, image_size=size)
+    except RecursionError:  # which file is nested too deeply: the bounded reader says
+        try:
+            for path in (args.reference, args.candidate):
+                read_json(path, what)
+        except ValueError as e:
+            return _fail(e)
+        return _fail(f"{args.reference}, {args.candidate}: nested too deeply ({what} is expected)")
     except (ValueError, OSError) as e:
         return _fail(e)
     print(json.dumps(d.to_dict(), indent=2) if args.json else d.summary())
@@ -208,6 +241,13 @@ def _trace_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _trace(args: argparse.Namespace) -> int:
+    try:
+        for path in (args.reference, args.candidate):
+            _check_input(path, "a .npz or .pt dump of stage tensors")
+        if args.map_path:
+            _check_input(args.map_path, "a JSON object {reference stage: candidate stage}")
+    except ValueError as e:
+        return _fail(e)
     return trace.trace_command(args.reference, args.candidate, args.map_path, as_json=args.json)
 
 

@@ -1,7 +1,7 @@
 """The command line, run as a user runs it: ``python -m explainer <command>`` in a separate process.
 
 Every command exits 0 on success, 1 when it found problems (audit, diagnose), 2 on bad input with one line
-``error: ...`` on stderr (3 for ``convert`` onto an existing file).
+``error: ...`` on stderr (an existing output without ``--force`` included).
 """
 
 from __future__ import annotations
