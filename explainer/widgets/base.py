@@ -25,9 +25,12 @@ and the notebook output also carries a static PNG so that exported HTML shows th
 
 from __future__ import annotations
 
+import atexit
 import html
 import io
 import re
+import shutil
+import tempfile
 import traceback
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -148,6 +151,18 @@ def _same_kind(a: Any, b: Any) -> bool:
     def number(x: Any) -> bool:
         return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
     return (number(a) and number(b)) or type(a) is type(b)
+
+
+#: Temporary folders made by dashboards and not yet removed; whatever is left is removed when the kernel exits.
+_TEMP_FOLDERS: List[str] = []
+
+
+def _remove_folders(folders: List[str]) -> None:
+    while folders:
+        shutil.rmtree(folders.pop(), ignore_errors=True)
+
+
+atexit.register(_remove_folders, _TEMP_FOLDERS)
 
 
 def _is_widget_canvas(canvas) -> bool:
@@ -437,10 +452,22 @@ class Dashboard:
         bundle["text/plain"] = self.readout_text or type(self).__name__
         return bundle
 
+    def temporary_folder(self) -> str:
+        """A new temporary folder for this dashboard's files: removed by :meth:`close`, or when the kernel exits."""
+        path = tempfile.mkdtemp(prefix="explainer-dashboard-")
+        _TEMP_FOLDERS.append(path)
+        self.__dict__.setdefault("_temp_folders", []).append(path)
+        return path
+
     def close(self) -> None:
-        """Close the figure and the widgets (used by benchmarks and tests)."""
+        """Close the figure and the widgets, and remove the dashboard's temporary folders."""
         plt.close(self.fig)
         self.widget.close()
+        mine = self.__dict__.pop("_temp_folders", [])
+        for path in mine:
+            if path in _TEMP_FOLDERS:
+                _TEMP_FOLDERS.remove(path)
+        _remove_folders(mine)
 
     # -- benchmark hooks -----------------------------------------------------------------------
     def bench_states(self) -> List[Dict[str, Any]]:
