@@ -42,7 +42,7 @@ def test_each_post_processing_mistake_is_ranked_first(inject_dash, mistake):
     if cause == "coco_category_ids":
         # the detector has 3 classes, all below COCO's first id gap: ids = labels + 1, indistinguishable
         # from an offset, and the diagnosis says so
-        assert diag.top.name == "label_offset" and diag.top.evidence["also_consistent_with"] == cause, diag.summary()
+        assert diag.top.name == "label_offset" and cause in diag.top.evidence["also_consistent_with"], diag.summary()
         assert "may equally be coco_category_ids" in inject_dash.readout_text
         return
     assert diag.top.name == cause, diag.summary()
