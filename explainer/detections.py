@@ -239,11 +239,9 @@ def detections_from_json(content: Union[bytes, bytearray, memoryview, str], name
     ``name`` (a file name, say) is what error messages call the input.
     """
     data = _parse_json(content, name)
-    if isinstance(data, str):  # content is never read as the path of another file
-        raise ValueError(f"{name}: holds a JSON string, not detections (expected a COCO result list "
-                         f"[{{'image_id', 'category_id', 'bbox', 'score'}}, ...])")
-    if not isinstance(data, (list, dict)):
-        raise ValueError(f"{name}: holds a JSON {type(data).__name__}, not detections (expected a COCO result list "
+    if not isinstance(data, (list, dict)):  # a JSON string is never read as the path of another file
+        what = {str: "a JSON string", type(None): "JSON null", bool: "JSON true/false"}.get(type(data), "a JSON number")
+        raise ValueError(f"{name}: holds {what}, not detections (expected a COCO result list "
                          f"[{{'image_id', 'category_id', 'bbox', 'score'}}, ...])")
     return load_detections(data, name=name)
 
@@ -254,8 +252,10 @@ def _parse_json(content: Union[bytes, bytearray, memoryview, str], name: str) ->
     except UnicodeDecodeError as e:
         raise ValueError(f"{name}: not a UTF-8 text file (byte {e.start} is {e.object[e.start:e.start + 1]!r}; "
                          f"expected COCO results JSON)") from None
+    if not text.strip():
+        raise ValueError(f"{name}: is empty (expected COCO results JSON; was the file written completely?)")
     try:
-        return json.loads(text)
+        return json.loads(text[1:] if text.startswith("\ufeff") else text)  # a byte-order mark is not content
     except json.JSONDecodeError as e:
         raise ValueError(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except RecursionError:

@@ -110,6 +110,7 @@ def _against_size(res: Dict[str, torch.Tensor]) -> str:
 
 
 def _worst_pairs(diag: Any, k: int) -> str:
+    from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
     from .draw import box_segments
@@ -130,13 +131,12 @@ def _worst_pairs(diag: Any, k: int) -> str:
         title = f"image {str(diag.image_ids[int(p['image'][i])])[:14]}, labels {int(p['ref_labels'][i])}/{int(p['cand_labels'][i])}"
         _draw_masks(ax, diag, i, rb)
         for seg, colour, ls in ((box_segments([[0, 0, 1, 1]]), "#000000", "-"), (box_segments([rel]), "#CC79A7", "--")):
-            for s in seg:
-                ax.plot(s[:, 0], s[:, 1], color=colour, linestyle=ls, linewidth=1.5)
+            ax.add_collection(LineCollection(seg, colors=colour, linestyles=ls, linewidths=1.5))
         lo = min(-0.3, *(v for v in rel)) if all(math.isfinite(v) for v in rel) else -0.3
         hi = max(1.3, *(v for v in rel)) if all(math.isfinite(v) for v in rel) else 1.3
         ax.set_xlim(max(lo, -3), min(hi, 4))
         ax.set_ylim(min(hi, 4), max(lo, -3))
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_aspect("equal", adjustable="box")
         ax.tick_params(labelsize=7)
         d = max(abs(c - r) for c, r in zip(cb, rb))
         ax.set_title(f"{title}\nmax |\u0394| {d:.3g} px, IoU {float(p['iou'][i]):.3f}", fontsize=8)
