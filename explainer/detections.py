@@ -322,6 +322,9 @@ def _from_mapping(x: Mapping, name: str) -> Detections:
         return _from_coco(x["annotations"], name)
     if not x:
         raise ValueError(f"{name}: an empty JSON object, not detections (expected a COCO result list)")
+    fast = _images_fast(x)
+    if fast is not None:
+        return Detections.from_flat(fast, name)
     images = {}
     for k, v in x.items():
         key = _image_key(k, f"{name}: key {_short(k)}")
@@ -330,6 +333,59 @@ def _from_mapping(x: Mapping, name: str) -> Detections:
                              f"{type(v).__name__} (is this a COCO results file? expected a list of results)")
         images[key] = _from_dict(v, f"{name}: image {_short(k)}")
     return Detections(images, name)
+
+
+_FAST_FIELDS = ({"boxes"}, {"boxes", "scores"}, {"boxes", "labels"}, {"boxes", "scores", "labels"})
+
+
+def _column(arrs: List[Any], ndim: int) -> Optional[np.ndarray]:
+    """One field of every image stacked as float64, or None unless each is a real-valued array of ``ndim`` dims."""
+    out = []
+    for a in arrs:
+        if isinstance(a, torch.Tensor):
+            if a.device.type != "cpu" or a.requires_grad:
+                return None
+            a = a.numpy()
+        if type(a) is not np.ndarray or a.dtype.kind not in "fiu" or a.ndim != ndim or (ndim == 2 and a.shape[1] != 4):
+            return None
+        out.append(a)
+    return np.concatenate(out).astype(np.float64, copy=False) if out else None
+
+
+def _images_fast(x: Mapping) -> Optional[FlatDetections]:
+    """``{image id: {"boxes", "scores", "labels"}}`` of arrays stacked in one step, checked on the stack, with no
+    per-image tensor work: None when anything is unusual (other fields, lists, a check that fails), so that
+    :func:`_from_dict` reads it image by image and names the image in its message."""
+    vals = list(x.values())
+    if not all(type(v) is dict for v in vals) or len({frozenset(v) for v in vals}) != 1:
+        return None
+    fields = set(vals[0])
+    if fields not in _FAST_FIELDS:
+        return None
+    try:
+        ids = [_image_key(k, "") for k in x]
+    except ValueError:
+        return None
+    boxes = _column([v["boxes"] for v in vals], 2)
+    if boxes is None or len(set(ids)) != len(ids):
+        return None
+    counts = np.fromiter((len(v["boxes"]) for v in vals), dtype=np.int64, count=len(vals))
+    cols = {}
+    for f in fields - {"boxes"}:
+        col = _column([v[f] for v in vals], 1)
+        if col is None or not np.array_equal(np.fromiter((len(v[f]) for v in vals), np.int64, len(vals)), counts):
+            return None
+        cols[f] = col
+    with np.errstate(invalid="ignore"):
+        if ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+            return None
+    labels = cols.get("labels", np.zeros(len(boxes)))
+    if not (np.isfinite(labels).all() and (labels == np.round(labels)).all() and (np.abs(labels) < 2 ** 53).all()):
+        return None
+    n = len(boxes)
+    image = torch.repeat_interleave(torch.arange(len(vals)), torch.from_numpy(counts))
+    scores = torch.from_numpy(cols["scores"]) if "scores" in cols else torch.ones(n, dtype=torch.float64)
+    return FlatDetections(ids, image, torch.from_numpy(boxes), scores, torch.from_numpy(labels.astype(np.int64)))
 
 
 def _from_list(x: Sequence[Any], name: str) -> Detections:

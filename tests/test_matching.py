@@ -198,3 +198,37 @@ def test_inject_leaves_its_input_alone_and_checks_its_parameters():
     with pytest.raises(ValueError, match=r"cause must be one of plus_one, half_pixel_shift"):
         inject(dets, "identical")
     assert len(ImageDetections.empty()) == 0
+
+
+def test_dicts_of_arrays_per_image_are_read_as_one_stack_alike():
+    # the stacked reading of {image: {"boxes", "scores", "labels"}} gives what reading image by image gives, and
+    # anything it does not take (a list, an inverted box, a fractional label) is read image by image, named
+    from explainer.detections import _from_dict, _images_fast, load_detections
+
+    rng = np.random.default_rng(4)
+    side = {}
+    for k in (7, "a", 3):
+        n = int(rng.integers(0, 6))
+        xy = rng.uniform(0, 50, (n, 2))
+        side[k] = {"boxes": np.concatenate([xy, xy + rng.uniform(0, 9, (n, 2))], 1).astype(np.float32),
+                   "scores": torch.rand(n, dtype=torch.float64), "labels": rng.integers(0, 80, n)}
+    side[7]["boxes"] = side[7]["boxes"].reshape(-1, 4)
+    fast = _images_fast(side)
+    assert fast is not None and fast.image_ids == [7, "a", 3]
+    for k, d in zip(side, load_detections(side).images.values()):
+        want = _from_dict(side[k], "x")
+        assert torch.equal(d.boxes, want.boxes) and torch.equal(d.scores, want.scores)
+        assert torch.equal(d.labels, want.labels) and d.labels.dtype == torch.long
+    bad = {**side, 3: {**side[3], "labels": np.r_[side[3]["labels"][:-1], 1.5] if len(side[3]["labels"]) else [1.5]}}
+    bad[3]["boxes"] = np.array([[0.0, 0, 1, 1]] * len(bad[3]["labels"]))
+    bad[3]["scores"] = np.ones(len(bad[3]["labels"]))
+    assert _images_fast(bad) is None
+    with pytest.raises(ValueError, match=r"image 3: field 'labels' must be whole numbers"):
+        load_detections(bad)
+    inverted = {**side, "a": {"boxes": np.array([[5.0, 5, 4, 9]]), "scores": np.ones(1), "labels": np.ones(1)}}
+    with pytest.raises(ValueError, match=r"image 'a': field 'boxes' row 0 has a negative width"):
+        load_detections(inverted)
+    short = {**side, "a": {"boxes": np.array([[1.0, 1, 4, 9]]), "scores": np.ones(2), "labels": np.ones(1)}}
+    with pytest.raises(ValueError, match=r"image 'a': field 'scores' has 2 values for 1 boxes"):
+        load_detections(short)
+    assert _images_fast({1: {"boxes": [[0, 0, 1, 1]]}}) is None and _images_fast({1: {"boxes": np.ones((1, 4), bool)}}) is None
