@@ -84,8 +84,30 @@ def _xywh_as_xyxy(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
     return d
 
 
-def _label_offset(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
-    d.labels = d.labels + int(c.params["offset"])
+def _label_offset(k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    """``space="labels"``: label + offset. ``space="coco_index"``: labels are COCO category ids, each replaced by
+    the id ``offset`` places further in COCO's list (``COCO_IDS[i + offset]`` for ``COCO_IDS[i]``: the class order
+    off by ``offset`` in a model that writes COCO ids); detections whose class falls off either end of the list
+    are dropped, as the background row would take them."""
+    off, space = int(c.params["offset"]), c.params["space"]
+    if space == "labels":
+        d.labels = d.labels + off
+        return d
+    if space != "coco_index":
+        raise ValueError(f"label_offset: space must be 'labels' or 'coco_index'; got {space!r}")
+    ids = torch.tensor(COCO_CATEGORY_IDS, dtype=torch.long)
+    index = torch.full((int(ids.max()) + 2,), -1, dtype=torch.long)
+    index[ids] = torch.arange(len(ids))
+    lab = d.labels
+    inside = (lab >= 0) & (lab < len(index))
+    i = torch.where(inside, index[lab.clamp(0, len(index) - 1)], torch.full_like(lab, -1))
+    if bool((i < 0).any()):
+        bad = int(lab[i < 0][0])
+        raise ValueError(f"label_offset with space='coco_index' needs COCO category ids; image {k} has {bad}")
+    j = i + off
+    keep = (j >= 0) & (j < len(ids))
+    d = d.take(keep)
+    d.labels = ids[j[keep]]
     return d
 
 
@@ -213,7 +235,7 @@ INJECTIONS: Dict[str, Injection] = {
     "anisotropic_scale": Injection({"sx": 0.75, "sy": 4 / 3}, _anisotropic_scale),
     "translation": Injection({"dx": 16.0, "dy": 8.0}, _translation),
     "xywh_as_xyxy": Injection({}, _xywh_as_xyxy),
-    "label_offset": Injection({"offset": 1}, _label_offset),
+    "label_offset": Injection({"offset": 1, "space": "labels"}, _label_offset, frozenset({"space"})),
     "label_permutation": Injection({"mapping": None, "seed": 0}, _label_permutation, frozenset({"mapping", "seed"}),
                                    _label_permutation_prepare),
     "coco_category_ids": Injection({}, _coco_category_ids),
@@ -233,7 +255,8 @@ def inject(detections: Any, cause: str, **params: Any) -> Detections:
 
     Parameters by cause (defaults in :data:`INJECTIONS`): ``plus_one`` (amount=1.0), ``half_pixel_shift``
     (shift=0.5), ``scale`` (factor=0.8), ``anisotropic_scale`` (sx=0.75, sy=4/3), ``translation`` (dx=16, dy=8),
-    ``xywh_as_xyxy``, ``label_offset`` (offset=1), ``label_permutation`` (mapping={label: label} or a random one
+    ``xywh_as_xyxy``, ``label_offset`` (offset=1; space="labels", or "coco_index": COCO ids moved ``offset``
+    places in COCO's list), ``label_permutation`` (mapping={label: label} or a random one
     from seed=0), ``coco_category_ids`` (labels 0..79), ``keypoint_half_pixel`` (shift=0.5), ``flip_off_by_one``
     (shift=-1.0), ``mask_paste`` (grow=1 px), ``non_finite`` (field="boxes" | "scores" | "keypoints",
     fraction=0.1, seed=0), ``missing_field`` (field="masks" | "keypoints", empty=False: with True, masks kept
