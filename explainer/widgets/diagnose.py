@@ -566,8 +566,8 @@ class UploadDashboard(Dashboard):
         self.pair_masks.set_data(rgba)
         self.pair_masks.set_extent(((x0 - rb[0]) / w, (x0 + a.shape[1] - rb[0]) / w,
                                     (y0 + a.shape[0] - rb[1]) / h, (y0 - rb[1]) / h))
-        self.mask_txt.set_text(f"mask IoU {ev['iou']:.3f}, boundary F {ev['boundary_f']:.3f}\n"
-                               f"blue: reference only, orange: candidate only")
+        self.mask_txt.set_text(f"mask IoU {ev['iou']:.3f}, boundary F {ev['boundary_f']:.3f}, "
+                               f"area {ev['area_difference']:+d} px\nblue: reference only, orange: candidate only")
 
     def describe(self, r):
         diag, p = r["diag"], r["diag"].pairs
