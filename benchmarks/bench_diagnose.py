@@ -80,7 +80,7 @@ def scale_sides(n_images: int, n: int, seed: int = 0):
     return image, (boxes, scores, labels), (cand, scores + rng.normal(0, 1e-6, n), labels + 1)
 
 
-def _measure(n_images: int, n: int, repeat: int) -> dict:
+def _measure(n_images: int, n: int, repeat: int, files: bool = False) -> dict:
     """In this process: build the two sides (as the per-image dict a user passes), diagnose ``repeat`` times."""
     from explainer import diagnose as D
 
@@ -100,8 +100,23 @@ def _measure(n_images: int, n: int, repeat: int) -> dict:
         times.append(time.perf_counter() - t0)
         names = d.names
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"best_s": min(times), "peak_gb": rss_kb / 2 ** 20, "names": names, "matched": d.n_matched,
-            "images": len(ids)}
+    out = {"best_s": min(times), "peak_gb": rss_kb / 2 ** 20, "names": names, "matched": d.n_matched,
+           "images": len(ids)}
+    if files:  # after the memory reading: the same two sides as COCO result files, read, parsed and diagnosed
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = [Path(tmp) / "reference.json", Path(tmp) / "candidate.json"]
+            for path, s in zip(paths, (r, c)):
+                path.write_text(json.dumps(D.to_coco_results(s)))
+            file_times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                D.diagnose(str(paths[0]), str(paths[1]))
+                file_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for path in paths:
+                json.loads(path.read_bytes())
+            out.update(files_s=min(file_times), json_s=time.perf_counter() - t0)
+    return out
 
 
 def _scale_rows(quick: bool):
@@ -109,7 +124,7 @@ def _scale_rows(quick: bool):
     for n_images, n, t_max, gb_max in SCALE:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         out = subprocess.run([sys.executable, "-m", "benchmarks.bench_diagnose", str(n_images), str(n),
-                              str(2 if quick else 3)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
+                              str(2 if quick else 3)] + (["files"] if n_images == SCALE[0][0] else []), capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
         if out.returncode != 0:
             raise RuntimeError(f"scale benchmark failed: {out.stderr[-2000:]}")
         m = json.loads(out.stdout.strip().splitlines()[-1])
@@ -122,8 +137,12 @@ def _scale_rows(quick: bool):
         rows.append(Row("diagnose", f"peak memory, {n:,} per side over {n_images:,} images", m["peak_gb"], "GB",
                         f"< {gb_max:g} GB", m["peak_gb"] < gb_max, "ru_maxrss of that process (Python and torch "
                         "included)"))
+        if "files_s" in m:
+            rows.append(Row("diagnose", f"the same from two COCO result files ({n:,} results each), read and parsed",
+                            m["files_s"], "s", "", None, f"of which about {m['json_s']:.2f} s is Python's json.loads of "
+                            f"the two files; best of runs"))
     return rows
 
 
 if __name__ == "__main__":
-    print(json.dumps(_measure(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))))
+    print(json.dumps(_measure(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:] == ["files"])))
