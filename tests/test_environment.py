@@ -9,7 +9,7 @@ import tomllib
 from tools.notebooks import ROOT
 
 # pip name -> conda-forge name, where they differ
-CONDA_NAME = {"torch": "pytorch"}
+CONDA_NAME = {"torch": "pytorch", "opencv-python-headless": "py-opencv"}
 
 
 def _name(spec: str) -> str:
@@ -19,7 +19,9 @@ def _name(spec: str) -> str:
 def _pyproject():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     project = data["project"]
-    specs = list(project["dependencies"]) + list(project["optional-dependencies"]["test"])
+    specs = list(project["dependencies"])
+    for group in project["optional-dependencies"].values():   # test, crosscheck, ...
+        specs += list(group)
     return {CONDA_NAME.get(_name(s), _name(s)): s for s in specs}
 
 
