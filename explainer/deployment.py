@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
-from ._validate import ArrayLike, as_boxes, as_tensor, one_of, positive_int, positive_number, size_pair
+from ._validate import ArrayLike, as_boxes, as_tensor, finite_number, one_of, positive_int, positive_number, size_pair
 from .export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS, CAFFE2_OPS_WITHOUT_PLUS_ONE  # noqa: F401  (re-exported tables)
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "resize_coordinate_map",
     "resize",
     "crop_and_resize",
+    "crop_and_resize_positions",
     "roi_align_box_to_crop_and_resize",
     "roi_align_via_crop_and_resize",
     "naive_crop_and_resize_boxes",
@@ -394,6 +395,15 @@ def _axis_samples(a0: torch.Tensor, a1: torch.Tensor, n: int, length: int) -> Tu
     return pos, valid
 
 
+def crop_and_resize_positions(start: float, end: float, crop: int, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where ``tf.image.crop_and_resize`` samples along one axis of ``length`` pixels, for a box from ``start`` to
+    ``end`` (normalised) and ``crop`` samples: the float32 positions in pixel indices, and which lie inside
+    [0, length - 1] (the others take the extrapolation value)."""
+    a = torch.tensor([finite_number(start, "start"), finite_number(end, "end")], dtype=_F32)
+    pos, valid = _axis_samples(a[:1], a[1:], positive_int(crop, "crop"), positive_int(length, "length"))
+    return pos[0], valid[0]
+
+
 def crop_and_resize(image: ArrayLike, boxes: ArrayLike, crop_size: Union[int, Sequence[int]], extrapolation_value: float = 0.0) -> torch.Tensor:
     """``tf.image.crop_and_resize`` (bilinear) on a 1 x C x H x W tensor: K x C x crop_h x crop_w, float32.
 
@@ -520,9 +530,9 @@ def conv_output_centres(size: int, kernel: int, stride: int, padding: str = "tf_
 
 
 #: The layers of a ResNet-50 that change the stride, in order: (name, kernel, stride), for the main branch of each
-#: stage's first block with the stride in the 3 x 3 convolution (torchvision) or in the first 1 x 1
-#: (``MODEL.RESNETS.STRIDE_IN_1X1``: the MSRA/Caffe2 models of Detectron and Detectron2), and for the projection
-#: shortcut (a 1 x 1, stride 2). Stride-1 layers with odd kernels are centred under every padding and do not move
+#: stage's first block with the stride in the 3 x 3 convolution (torchvision, Caffe2's "C2" models) or in the first
+#: 1 x 1 (``MODEL.RESNETS.STRIDE_IN_1X1``, Detectron's ``RESNETS.STRIDE_1X1``: the original MSRA ResNets), and for
+#: the projection shortcut (a 1 x 1, stride 2). Stride-1 layers with odd kernels are centred under every padding and do not move
 #: the grid.
 RESNET_STRIDE_LAYERS: Dict[str, List[Tuple[str, int, int]]] = {
     "stem": [("conv1 7x7/2", 7, 2), ("max pool 3x3/2", 3, 2)],
@@ -556,7 +566,8 @@ def backbone_offsets(size: int, stride_in_1x1: bool = False, padding: str = "tf_
     :func:`same_padding`, which depends on each layer's input length) or ``"tensorpack"`` (its explicit pads and
     "VALID" convolutions, with ``tf_pad_mode`` = ``BACKBONE.TF_PAD_MODE``; tensorpack pads only the stem, the pool
     and the 3 x 3 stride-2 convolutions, and uses "SAME" for the 1 x 1s). ``stride_in_1x1`` is Detectron2's
-    ``MODEL.RESNETS.STRIDE_IN_1X1`` (the MSRA models): the stride then sits in a 1 x 1, which no padding moves.
+    ``MODEL.RESNETS.STRIDE_IN_1X1`` (the original MSRA ResNets): the stride then sits in a 1 x 1, which no padding
+    moves.
 
     Returns one entry per stride 2, 4, 8, 16, 32: ``stride``, ``size`` (the feature length), ``main`` (offset of the
     main branch, px) and ``shortcut`` (offset of the projection shortcut that is added to it, px; stride 2 and 4 have

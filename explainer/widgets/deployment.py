@@ -31,6 +31,18 @@ def _patch():
     return torch.from_numpy(a[40:60, 54:74].copy())[None, None]
 
 
+@lru_cache(maxsize=1)
+def photo_bgr() -> torch.Tensor:
+    """matplotlib's bundled photo (grace_hopper.jpg) as a 3 x H x W uint8 tensor in BGR order: what ``cv2.imread``
+    gives Detectron, and what Detectron2 feeds its model with ``INPUT.FORMAT`` "BGR". Decoded once, by Pillow."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        rgb = np.asarray(Image.open(f).convert("RGB"))
+    return torch.from_numpy(rgb[:, :, ::-1].copy()).permute(2, 0, 1).contiguous()
+
+
 @register
 class ResizeModesDashboard(Dashboard):
     """A small photo patch resized under each coordinate mode, against half_pixel, and the shift it causes."""
