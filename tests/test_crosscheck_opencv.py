@@ -9,28 +9,15 @@ fails under CI=true.
 
 from __future__ import annotations
 
-import importlib
-import os
-
 import numpy as np
 import pytest
 import torch
 
 from explainer import deployment as D
 from explainer import masks as Mk
+from tests.crosscheck import require
 
-
-def _require(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        msg = f"{name} is not installed ({e}); the cross-check needs pip install -e '.[crosscheck]'"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg, allow_module_level=True)
-
-
-cv2 = _require("cv2")
+cv2 = require("cv2", module_level=True)
 
 
 @pytest.fixture

@@ -10,28 +10,14 @@ CI=true.
 
 from __future__ import annotations
 
-import importlib
-import os
-
 import numpy as np
-import pytest
 import torch
 
 from explainer import deployment as D
+from tests.crosscheck import require
 
-
-def _require(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        msg = f"{name} is not installed ({e}); the cross-check needs pip install -e '.[crosscheck]'"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg, allow_module_level=True)
-
-
-Image = _require("PIL.Image")
-PIL = _require("PIL")
+Image = require("PIL.Image", module_level=True)
+PIL = require("PIL", module_level=True)
 PILLOW_MAJOR = int(PIL.__version__.split(".")[0])
 
 

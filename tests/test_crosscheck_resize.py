@@ -7,8 +7,6 @@ ONNX Runtime is an independent implementation of the ONNX specification. The che
 
 from __future__ import annotations
 
-import importlib
-import os
 import warnings
 
 import numpy as np
@@ -17,20 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from explainer import deployment as D
+from tests.crosscheck import require
 
-
-def _require(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        msg = f"{name} is not installed ({e}); the cross-check needs pip install -e '.[crosscheck]'"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg, allow_module_level=True)
-
-
-onnx = _require("onnx")
-ort = _require("onnxruntime")
+onnx = require("onnx", module_level=True)
+ort = require("onnxruntime", module_level=True)
 from onnx import TensorProto, helper  # noqa: E402
 
 SIZES = [(1, 1), (1, 5), (2, 3), (4, 7), (7, 4), (9, 13), (13, 9), (6, 1), (16, 16)]

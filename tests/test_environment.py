@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import tomllib
 
 from tools.notebooks import ROOT
 
 # pip name -> conda-forge name, where they differ
-CONDA_NAME = {"torch": "pytorch", "opencv-python-headless": "py-opencv"}
+CONDA_NAME = {"torch": "pytorch", "opencv-python-headless": "opencv"}
 
 
 def _name(spec: str) -> str:
@@ -20,8 +21,8 @@ def _pyproject():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     project = data["project"]
     specs = list(project["dependencies"])
-    for group in project["optional-dependencies"].values():   # test, crosscheck, ...
-        specs += list(group)
+    for extra in ("test", "crosscheck"):
+        specs += list(project["optional-dependencies"][extra])
     return {CONDA_NAME.get(_name(s), _name(s)): s for s in specs}
 
 
@@ -76,3 +77,21 @@ def test_lower_bounds_agree():
 def test_binder_installs_the_package():
     _, pip_section = _environment()
     assert "-e ." in pip_section, "environment.yml must install the package itself (pip: [-e .]) for Binder"
+
+
+def test_make_test_installs_the_crosscheck_extra():
+    text = (ROOT / "Makefile").read_text()
+    assert "-e '.[test,crosscheck]'" in text, "make env must install the test and crosscheck extras"
+
+
+def test_a_missing_crosscheck_package_is_skipped_with_its_name_and_fails_in_ci(monkeypatch):
+    from tests.crosscheck import require
+
+    missing = "a_package_that_is_not_installed"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=f"{missing} is not installed.*crosscheck"):
+        require(missing)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=f"must run in CI, but {missing} is not installed"):
+        require(missing)
+    assert require("json").__name__ == "json"
