@@ -44,14 +44,21 @@ COMPARISONS = "configs/Detectron1-Comparisons/README.md"
 
 @dataclass(frozen=True)
 class Source:
-    """A citation: the repository (owner/name @ commit), the file, and a short verbatim quote."""
+    """A citation: the repository (owner/name @ commit), the file, the line the quote starts on, and the quote,
+    verbatim up to line breaks and indentation (a quote may run over several lines)."""
 
     repository: str
     file: str
+    line: int
     quote: str
 
+    @property
+    def where(self) -> str:
+        """Repository, file and line, as a table prints them."""
+        return f"{self.repository}, {self.file}, l. {self.line}"
+
     def __str__(self) -> str:
-        return f'{self.repository}, {self.file}: "{self.quote}"'
+        return f'{self.where}: "{self.quote}"'
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ DIFFERENCES: Tuple[Difference, ...] = (
         fingerprint="plus_one",
         official_effect='No figure for the box coding; on NMS the compatibility notes say "The effect here is very '
                         'negligible, though."',
-        source=(Source(D2_REPO, COMPAT, "non-maximum suppression. The effect here is very negligible, though."),),
+        source=(Source(D2_REPO, COMPAT, 21, "non-maximum suppression. The effect here is very negligible, though."),),
         unfixable="Detectron2's Box2BoxTransform, Boxes.clip, nonempty and batched_nms cannot be told to add 1: a "
                   "converted model decodes, clips and suppresses without the +1 unless it runs through Caffe2 "
                   "operators with legacy_plus_one",
@@ -105,7 +112,7 @@ DIFFERENCES: Tuple[Difference, ...] = (
         flag="MODEL.ANCHOR_GENERATOR.OFFSET: 0.5",
         fingerprint="inference_difference",
         official_effect='For models trained with either value: "The value is not expected to affect model accuracy."',
-        source=(Source(D2_REPO, "detectron2/config/defaults.py",
+        source=(Source(D2_REPO, "detectron2/config/defaults.py", 193,
                        "Recommend to use 0.5, which means half stride. The value is not expected to affect model "
                        "accuracy."),),
         unfixable="nothing: OFFSET 0.5 puts the centres where Detectron's are",
@@ -118,7 +125,7 @@ DIFFERENCES: Tuple[Difference, ...] = (
         fingerprint="inference_difference",
         official_effect='For the two anchor generators as a whole (offset and rounding), trained each: "They yield the '
                         'same AP".',
-        source=(Source(D2_REPO, "detectron2/modeling/anchor_generator.py",
+        source=(Source(D2_REPO, "detectron2/modeling/anchor_generator.py", 197,
                        "This is different from the anchor generator defined in the original Faster R-CNN code or "
                        "Detectron. They yield the same AP"),),
         unfixable="DefaultAnchorGenerator has no rounding option: a converted model keeps Detectron2's exact anchor "
@@ -131,9 +138,9 @@ DIFFERENCES: Tuple[Difference, ...] = (
         flag="",
         fingerprint="channel_permutation",
         official_effect="No figure: rows in the wrong order are a wrong model, not a small effect.",
-        source=(Source(D1_REPO, "detectron/modeling/generate_anchors.py",
+        source=(Source(D1_REPO, "detectron/modeling/generate_anchors.py", 73,
                        "anchors = _ratio_enum(anchor, aspect_ratios)"),
-                Source(D2_REPO, "detectron2/checkpoint/c2_model_loading.py",
+                Source(D2_REPO, "detectron2/checkpoint/c2_model_loading.py", 112,
                        'k.replace("rpn.cls.logits", "proposal_generator.rpn_head.objectness_logits")')),
         unfixable="convert_c2_detectron_names renames the RPN weights without reordering their rows: with several "
                   "sizes per level (Detectron's C4 configs: 5 sizes x 3 ratios) most rows land on another anchor "
@@ -147,8 +154,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
         fingerprint="shift",
         official_effect='For trained models: "Use ROIAlignV2. This does not significantly affect AP."; the minimum '
                         'size: "should be negligible".',
-        source=(Source(D2_REPO, COMPARISONS, "Use `ROIAlignV2`. This does not significantly affect AP."),
-                Source(D2_REPO, COMPAT, "This will lead to tiny differences in the output, but should be "
+        source=(Source(D2_REPO, COMPARISONS, 12, "Use `ROIAlignV2`. This does not significantly affect AP."),
+                Source(D2_REPO, COMPAT, 44, "This will lead to tiny differences in the output, but should be "
                                         "negligible.")),
         unfixable="nothing: POOLER_TYPE ROIAlign is Detectron's operator (aligned=False)",
         chapter="04_roialign.ipynb", when="inference", knob="roi_aligned"),
@@ -160,9 +167,9 @@ DIFFERENCES: Tuple[Difference, ...] = (
         fingerprint="inference_difference",
         official_effect='For trained models: "This does not significantly affect AP."; for a Detectron2 model run '
                         'with 2 instead of 0 (tensorpack\'s conversion): "the final AP may be different by <0.5".',
-        source=(Source(D2_REPO, COMPARISONS, "Use `POOLER_SAMPLING_RATIO=0` instead of 2. This does not "
+        source=(Source(D2_REPO, COMPARISONS, 11, "Use `POOLER_SAMPLING_RATIO=0` instead of 2. This does not "
                                              "significantly affect AP."),
-                Source(TP_REPO, "examples/FasterRCNN/convert_d2/README.md",
+                Source(TP_REPO, "examples/FasterRCNN/convert_d2/README.md", 44,
                        "The results are quite similar, and the final AP may be different by <0.5.")),
         unfixable="nothing: POOLER_SAMPLING_RATIO 2 is Detectron's setting",
         chapter="04_roialign.ipynb", when="inference", knob="sampling_ratio"),
@@ -174,7 +181,7 @@ DIFFERENCES: Tuple[Difference, ...] = (
              "background rows of bbox_pred and mask_fcn_logits",
         fingerprint="label_offset",
         official_effect="No figure: a layout, converted exactly.",
-        source=(Source(D2_REPO, "detectron2/checkpoint/c2_model_loading.py",
+        source=(Source(D2_REPO, "detectron2/checkpoint/c2_model_loading.py", 199,
                        "new_weights[renamed] = torch.cat([weights[orig][1:], weights[orig][:1]])"),),
         unfixable="a class-agnostic Detectron mask head has one channel, which the converter's w[1:] removes: "
                   "Detectron2 then refuses the empty tensor with a warning and keeps a randomly initialised mask "
@@ -191,8 +198,9 @@ DIFFERENCES: Tuple[Difference, ...] = (
         official_effect='"can improve mask AP on COCO by ~0.5% absolute"; the Detectron1-Comparisons Mask R-CNN, '
                         'trained with ROIAlign and sampling ratio 2, is "1 AP better in mask AP, due to more correct '
                         'implementation" (34.9 against Detectron\'s 33.9), a gain the README does not split.',
-        source=(Source(D2_REPO, COMPAT, "This change can improve mask AP on COCO by ~0.5% absolute."),
-                Source(D2_REPO, COMPARISONS, "We're 1 AP better in mask AP, due to more correct implementation.")),
+        source=(Source(D2_REPO, COMPAT, 48, "This change can improve mask AP on COCO by ~0.5% absolute."),
+                Source(D2_REPO, COMPARISONS, 81, "We're 1 AP better in mask AP, due to more correct implementation."),
+                Source(D2_REPO, COMPARISONS, 68, '<td align="center">34.9</td>')),
         unfixable="no config key selects Detectron's paste (layers/mask_ops.py keeps paste_mask_in_image_old, with "
                   "PIL instead of OpenCV, to call by hand); and a Detectron-trained head learned masks on inclusive "
                   "boxes (roi_data/mask_rcnn.py, utils/segms.py:polys_to_mask_wrt_box with w = x2 - x1)",
@@ -205,10 +213,10 @@ DIFFERENCES: Tuple[Difference, ...] = (
         fingerprint="channel_affine",
         official_effect="No figure. Detectron's config: \"We use the same pixel mean for all networks even though "
                         "it's not exactly what they were trained with\".",
-        source=(Source(D1_REPO, "detectron/core/config.py",
+        source=(Source(D1_REPO, "detectron/core/config.py", 949,
                        "We use the same pixel mean for all networks even though it's not exactly what they were "
                        "trained with"),
-                Source(D2_REPO, "detectron2/config/defaults.py",
+                Source(D2_REPO, "detectron2/config/defaults.py", 41,
                        "Default values are the mean pixel value from ImageNet: [103.53, 116.28, 123.675]")),
         unfixable="nothing: MODEL.PIXEL_MEAN takes Detectron's values",
         chapter="08_deployment_caffe2_onnx_tensorflow.ipynb", when="input"),
@@ -221,9 +229,9 @@ DIFFERENCES: Tuple[Difference, ...] = (
         flag="",
         fingerprint="numerical_noise",
         official_effect="No figure.",
-        source=(Source(D1_REPO, "detectron/utils/blob.py",
-                       "im = cv2.resize(im, None, None, fx=im_scale, fy=im_scale, interpolation=cv2.INTER_LINEAR)"),
-                Source(D2_REPO, "detectron2/data/transforms/transform.py",
+        source=(Source(D1_REPO, "detectron/utils/blob.py", 117,
+                       "im = cv2.resize( im, None, None, fx=im_scale, fy=im_scale, interpolation=cv2.INTER_LINEAR )"),
+                Source(D2_REPO, "detectron2/data/transforms/transform.py", 122,
                        "pil_image = pil_image.resize((self.new_w, self.new_h), interp_method)")),
         unfixable="ResizeTransform resizes uint8 images with PIL after rounding to uint8; the filter, the rounding "
                   "and the .5-tie sizes are not configurable (a custom transform is)",
@@ -235,7 +243,7 @@ DIFFERENCES: Tuple[Difference, ...] = (
         flag='INPUT.FORMAT: "BGR"',
         fingerprint="channel_permutation",
         official_effect="No figure: a swapped order is a wrong input.",
-        source=(Source(D2_REPO, "detectron2/config/defaults.py", '_C.INPUT.FORMAT = "BGR"'),),
+        source=(Source(D2_REPO, "detectron2/config/defaults.py", 84, '_C.INPUT.FORMAT = "BGR"'),),
         unfixable="nothing, as long as the image reaches the model in the order its first layer was trained on",
         chapter="08_deployment_caffe2_onnx_tensorflow.ipynb", when="input"),
     Difference(
@@ -245,7 +253,7 @@ DIFFERENCES: Tuple[Difference, ...] = (
         flag="PREPROC.PIXEL_MEAN (tensorpack): cfg.MODEL.PIXEL_MEAN[::-1]",
         fingerprint="channel_affine",
         official_effect="No figure.",
-        source=(Source(TP_REPO, "examples/FasterRCNN/convert_d2/convert_d2.py",
+        source=(Source(TP_REPO, "examples/FasterRCNN/convert_d2/convert_d2.py", 25,
                        'ret.append(("PREPROC.PIXEL_MEAN", cfg.MODEL.PIXEL_MEAN[::-1]))'),),
         unfixable="nothing: reverse the mean when the config's order differs",
         chapter="08_deployment_caffe2_onnx_tensorflow.ipynb", when="input"),
@@ -258,10 +266,13 @@ DIFFERENCES: Tuple[Difference, ...] = (
         official_effect="Keypoint R-CNN box AP 53.6 (Detectron) against 53.1 (Detectron2, keypoint AP 64.2 in both); "
                         '"1000 proposals per-image is found to hurt box AP. Therefore we increase it to 1500 '
                         'per-image."',
-        source=(Source(D2_REPO, COMPARISONS, "Keypoint R-CNN: Detectron's AP is box 53.6, keypoint 64.2."),
-                Source(D2_REPO, "configs/Detectron1-Comparisons/keypoint_rcnn_R_50_FPN_1x.yaml",
-                       "1000 proposals per-image is found to hurt box AP."),
-                Source(D2_REPO, COMPAT, "The fix may lead to a small accuracy drop for a few models (e.g. keypoint "
+        source=(Source(D2_REPO, COMPARISONS, 78, "Keypoint R-CNN: Detectron's AP is box 53.6, keypoint 64.2."),
+                Source(D2_REPO, COMPARISONS, 55, '<td align="center">53.1</td> <td align="center"></td> '
+                                                 '<td align="center">64.2</td>'),
+                Source(D2_REPO, "configs/Detectron1-Comparisons/keypoint_rcnn_R_50_FPN_1x.yaml", 22,
+                       "1000 proposals per-image is found to hurt box AP. Therefore we increase it to 1500 "
+                       "per-image."),
+                Source(D2_REPO, COMPAT, 56, "The fix may lead to a small accuracy drop for a few models (e.g. keypoint "
                                         "detection)")),
         unfixable="a per-batch budget: Detectron2 counts per image",
         chapter="07_training_differences.ipynb", when="training", knob="post_nms_topk_per_image"),
@@ -273,7 +284,7 @@ DIFFERENCES: Tuple[Difference, ...] = (
         fingerprint="identical",
         official_effect='"this tends to slightly decrease box AP50 while improving box AP for higher overlap '
                         'thresholds (and leading to a slight overall improvement in box AP)"',
-        source=(Source(D2_REPO, COMPAT, "We have observed that this tends to slightly decrease box AP50 while "
+        source=(Source(D2_REPO, COMPAT, 59, "We have observed that this tends to slightly decrease box AP50 while "
                                         "improving box AP for higher overlap thresholds"),),
         unfixable="nothing",
         chapter="07_training_differences.ipynb", when="training", knob="rpn_smooth_l1_beta"),
@@ -285,7 +296,7 @@ DIFFERENCES: Tuple[Difference, ...] = (
         fingerprint="flip_off_by_one",
         official_effect='No figure; the notes say the coordinate interpretation "affects how flip augmentation is '
                         'implemented".',
-        source=(Source(D2_REPO, COMPAT, "Note that this affects how flip augmentation is implemented."),),
+        source=(Source(D2_REPO, COMPAT, 64, "Note that this affects how flip augmentation is implemented."),),
         unfixable="HFlipTransform flips continuous coordinates; there is no option for W - 1 - x",
         chapter="07_training_differences.ipynb", when="training", knob="hflip_minus_one"),
     Difference(
@@ -295,7 +306,7 @@ DIFFERENCES: Tuple[Difference, ...] = (
         flag="",
         fingerprint="keypoint_half_pixel",
         official_effect="No figure.",
-        source=(Source(D2_REPO, COMPAT, "The coordinates in COCO keypoint annotations are interpreted as pixel "
+        source=(Source(D2_REPO, COMPAT, 62, "The coordinates in COCO keypoint annotations are interpreted as pixel "
                                         "indices in range `[0, width - 1]` or `[0, height - 1]`."),),
         unfixable="nothing when results go through Detectron2's COCO writer; raw outputs are 0.5 px off",
         chapter="01_pixels_and_coordinates.ipynb", when="inference", knob="keypoint_half_pixel"),
@@ -542,6 +553,6 @@ def table_rows(measured: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Li
             live = (f"boxes {m['boxes']:.0%}, masks {m['masks']:.0%} of {m['detections']} detections reproduced "
                     f"(mean IoU {m['mean_box_iou']:.3f} / {m['mean_mask_iou']:.3f}); recall {m['recall'][0]:.2f} -> "
                     f"{m['recall'][1]:.2f}, precision {m['precision'][0]:.2f} -> {m['precision'][1]:.2f}")
-        official = d.official_effect + " [" + "; ".join(f"{s.repository}, {s.file}" for s in d.source) + "]"
+        official = d.official_effect + " [" + "; ".join(s.where for s in d.source) + "]"
         rows.append([d.title, live, official, d.flag or "(none)", d.unfixable, d.chapter])
     return rows
