@@ -19,18 +19,33 @@ from typing import List, Optional, Sequence
 
 from tools.notebooks import ROOT
 
-__all__ = ["FILE_ALLOWLIST", "voila_command", "chapter_url", "main"]
+__all__ = ["FILE_ALLOWLIST", "voila_command", "voila_env", "chapter_url", "main"]
 
 #: Files Voila may serve besides the notebooks: images, the docs and the cheat sheet.
 FILE_ALLOWLIST = [r".*\.(png|jpg|gif|svg)", r"docs/[^/]+\.md", r"build/cheatsheet\.(html|pdf)"]
 
 
+#: Where the course's Voila template ("course": the lab template, offline) lives, as a Jupyter data directory.
+TEMPLATES = Path(__file__).resolve().parent
+
+
 def voila_command(port: int, token: str, root: Path = ROOT, python: str = sys.executable) -> List[str]:
-    """The Voila command line: serve ``root`` on 127.0.0.1:``port``, sources stripped, no browser."""
+    """The Voila command line: serve ``root`` on 127.0.0.1:``port``, sources stripped, no browser.
+
+    Run it with :func:`voila_env`, which makes the course's template findable.
+    """
     allow = "[" + ", ".join(repr(p) for p in FILE_ALLOWLIST) + "]"
     return [python, "-m", "voila", str(root), "--no-browser", "--Voila.ip=127.0.0.1", f"--Voila.port={port}",
-            "--Voila.port_retries=0", f"--Voila.token={token}", "--strip_sources=True",
+            "--Voila.port_retries=0", f"--Voila.token={token}", "--strip_sources=True", "--template=course",
             "--VoilaConfiguration.show_tracebacks=False", f"--VoilaConfiguration.file_allowlist={allow}"]
+
+
+def voila_env(base: Optional[dict] = None) -> dict:
+    """The environment for :func:`voila_command`: the course's template on JUPYTER_PATH, no forced plot backend."""
+    env = dict(os.environ if base is None else base)
+    env["JUPYTER_PATH"] = os.pathsep.join([str(TEMPLATES)] + [p for p in [env.get("JUPYTER_PATH")] if p])
+    env.pop("MPLBACKEND", None)  # the notebooks choose ipympl's backend themselves
+    return env
 
 
 def chapter_url(base: str, notebook: str, token: str = "") -> str:
@@ -46,10 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     url = chapter_url(f"http://127.0.0.1:{args.port}", "00_start_here.ipynb", token)
     print(f"Presenting the course at\n\n    {url}\n\nOpen it in a browser (the links lead from chapter to chapter). "
           "Ctrl-C stops the server.", flush=True)
-    env = dict(os.environ)
-    env.pop("MPLBACKEND", None)  # the notebooks choose ipympl's backend themselves
     try:
-        return subprocess.call(voila_command(args.port, token), env=env, cwd=ROOT)
+        return subprocess.call(voila_command(args.port, token), env=voila_env(), cwd=ROOT)
     except KeyboardInterrupt:
         return 0
 

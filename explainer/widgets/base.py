@@ -61,6 +61,16 @@ def register(cls):
 
 _DESC_STYLE = {"description_width": "initial"}
 
+#: Widest figure, in CSS pixels: the notebook column of JupyterLab in a 1280 px browser with the file browser open
+#: is 848 px, and ipympl adds a 2 px margin on each side. A wider figure is drawn at a lower dpi to fit.
+MAX_FIGURE_PX = 820
+#: ipympl draws its toolbar over the canvas (absolutely positioned), where it hides titles and axis labels. In a
+#: dashboard it takes a row of its own above the figure instead, shown while the pointer is over the figure.
+_TOOLBAR_CSS = (
+    "<style>.explainer-dashboard .jupyter-matplotlib-toolbar{position:static!important;order:-1;"
+    "align-self:flex-end;margin:0 2px 2px 0}</style>"
+)
+
 
 def _layout(width: str = "auto") -> widgets.Layout:
     return widgets.Layout(width=width, margin="2px 12px 2px 0")
@@ -232,7 +242,8 @@ class Dashboard:
         self.figure_name = figure_name or f"explainer:{type(self).__name__}"
         with plt.ioff():
             plt.close(self.figure_name)  # re-running a cell replaces the figure instead of leaking one
-            self.fig = plt.figure(num=self.figure_name, figsize=self.figsize, layout="constrained")
+            dpi = min(float(plt.rcParams["figure.dpi"]), MAX_FIGURE_PX / self.figsize[0])
+            self.fig = plt.figure(num=self.figure_name, figsize=self.figsize, dpi=dpi, layout="constrained")
             self.build(self.fig)
         self.fast_draw = CachedFigureDraw(self.fig) if self.cache_static_layer else None
         self._static_image: Optional[widgets.Image] = None
@@ -241,7 +252,7 @@ class Dashboard:
             canvas.header_visible = False
             canvas.footer_visible = False
             canvas.resizable = False
-            canvas.toolbar_position = "left"
+            canvas.toolbar_position = "top"          # a horizontal row, placed above the figure by _TOOLBAR_CSS
             canvas.toolbar_visible = "fade-in-fade-out"
             canvas.capture_scroll = False
             fig_widget = canvas
@@ -253,7 +264,7 @@ class Dashboard:
         self.controls[self.primary].add_class("explainer-primary")
         for w in self.controls.values():
             w.observe(self._on_control, names="value")
-        children: List[widgets.Widget] = []
+        children: List[widgets.Widget] = [widgets.HTML(_TOOLBAR_CSS, layout=widgets.Layout(display="none"))]
         if self.title:
             children.append(widgets.HTML(f"<b style='font-size:15px'>{html.escape(self.title)}</b>"))
         children += [fig_widget, self.layout_controls(), self.readout]
@@ -363,7 +374,7 @@ class Dashboard:
             Image.fromarray(np.asarray(canvas.buffer_rgba())).save(buf, format="png")
             return buf.getvalue()
         buf = io.BytesIO()
-        self.fig.savefig(buf, format="png")
+        self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
         return buf.getvalue()
 
     def _repr_mimebundle_(self, **kwargs):
