@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -275,6 +276,24 @@ def _unexplained(errors: list) -> list:
     return [m for m in errors if not any(re.search(pat, m) for pat, _ in HARMLESS_CONSOLE_ERRORS)]
 
 
+@contextmanager
+def _page(browser, shot: str):
+    """A fresh page at the laptop viewport; a screenshot of it afterwards (``__FAILED`` when the test failed), and
+    no console error or request to another host allowed."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport=VIEWPORT)
+    errors = _console(page)
+    try:
+        yield page
+        page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
+        assert not _unexplained(errors), f"{shot}: the page logged errors: {errors[:5]}"
+    except BaseException:
+        page.screenshot(path=str(SHOTS / f"{shot}__FAILED.png"), full_page=True)
+        raise
+    finally:
+        page.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # JupyterLab
 # --------------------------------------------------------------------------------------------------
@@ -341,10 +360,7 @@ def _check_cells_ran(page, name: str) -> None:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_in_jupyterlab(lab, browser, path):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport=VIEWPORT)
-    console_errors = _console(page)
-    try:
+    with _page(browser, path.stem) as page:
         _open_in_lab(page, lab, path)
         _run_all(page, path)
         _check_cells_ran(page, path.name)
@@ -352,30 +368,17 @@ def test_notebook_in_jupyterlab(lab, browser, path):
         _check_fit(page, path.name)
         _check_dashboards(page, path.name, _n_dashboards(path), path.stem)
         _answer_selfcheck(page, path.name)
-        page.screenshot(path=str(SHOTS / f"{path.stem}.png"), full_page=True)
-        assert not _unexplained(console_errors), f"{path.name}: the page logged errors: {console_errors[:5]}"
-    except BaseException:
-        page.screenshot(path=str(SHOTS / f"{path.stem}__FAILED.png"), full_page=True)
-        raise
-    finally:
-        page.close()
 
 
 def test_navigation_links_open_chapters_in_jupyterlab(lab, browser):
     """The header's "next" link opens the next chapter, and the glossary link opens the glossary."""
-    page = browser.new_page(viewport=VIEWPORT)
-    try:
+    with _page(browser, "navigation") as page:
         _open_in_lab(page, lab, NOTEBOOKS[3])
         header = page.locator(".jp-MarkdownCell").first
         header.locator("a", has_text="next:").click()
         page.locator(".lm-TabBar-tab.lm-mod-current", has_text=CHAPTERS[4].file[:12]).wait_for(timeout=30000)
         page.locator(".jp-MarkdownCell a:visible", has_text="glossary").first.click()
         page.locator(".lm-TabBar-tab.lm-mod-current", has_text="glossary.md").wait_for(timeout=30000)
-    except BaseException:
-        page.screenshot(path=str(SHOTS / "navigation__FAILED.png"), full_page=True)
-        raise
-    finally:
-        page.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -394,46 +397,41 @@ def _check_voila_links(page, voila, path: Path) -> None:
     assert reply.ok and "# Glossary" in reply.text(), f"{path.name}: {glossary[0]} -> {reply.status}"
 
 
+def _open_in_voila(page, voila, path: Path) -> None:
+    """Open a chapter as `make present` serves it and wait until its widgets are on the page."""
+    page.goto(chapter_url(voila["url"], path.name, voila["token"]), wait_until="load", timeout=300000)
+    page.locator(".explainer-selfcheck").first.wait_for(timeout=120000)
+    deadline = time.time() + 60
+    while page.locator(".explainer-dashboard canvas").count() < _n_dashboards(path) and time.time() < deadline:
+        time.sleep(0.3)
+    time.sleep(1.0)
+
+
+def _check_rendered_without_code(page, name: str, number: int) -> None:
+    text = page.locator("body").inner_text()
+    for bad in ("Traceback", "Error displaying widget", "There was an error when executing", "model not found"):
+        assert bad not in text, f"{name}: '{bad}' shown"
+    assert page.locator("[data-mime-type='application/vnd.jupyter.error']").count() == 0, f"{name}: a cell failed"
+    assert page.locator(".jp-InputArea-editor, .cm-editor").count() == 0, f"{name}: code is shown"
+    assert "SelfCheck(chapter=" not in text and "setup_notebook" not in text, f"{name}: code is shown"
+    assert re.search(rf"Chapter {number} of \d+", text), f"{name}: no navigation line"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_chapter_in_voila(voila, browser, path):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport=VIEWPORT)
-    console_errors = _console(page)
     name = f"{path.name} (Voila)"
-    try:
-        page.goto(chapter_url(voila["url"], path.name, voila["token"]), wait_until="load", timeout=300000)
-        page.locator(".explainer-selfcheck").first.wait_for(timeout=120000)
-        expected = _n_dashboards(path)
-        deadline = time.time() + 60
-        while page.locator(".explainer-dashboard canvas").count() < expected and time.time() < deadline:
-            time.sleep(0.3)
-        time.sleep(1.0)
-        text = page.locator("body").inner_text()
-        for bad in ("Traceback", "Error displaying widget", "There was an error when executing", "model not found"):
-            assert bad not in text, f"{name}: '{bad}' shown"
-        assert page.locator("[data-mime-type='application/vnd.jupyter.error']").count() == 0, f"{name}: a cell failed"
-        assert page.locator(".jp-InputArea-editor, .cm-editor").count() == 0, f"{name}: code is shown"
-        assert "SelfCheck(chapter=" not in text and "setup_notebook" not in text, f"{name}: code is shown"
-        assert re.search(rf"Chapter {path.name[:2].lstrip('0') or '0'} of \d+", text), f"{name}: no navigation line"
+    with _page(browser, f"voila_{path.stem}") as page:
+        _open_in_voila(page, voila, path)
+        _check_rendered_without_code(page, name, int(path.name[:2]))
         _check_fit(page, name)
-        _check_dashboards(page, name, expected, f"voila_{path.stem}")
+        _check_dashboards(page, name, _n_dashboards(path), f"voila_{path.stem}")
         _answer_selfcheck(page, name)
         _check_voila_links(page, voila, path)
-        page.screenshot(path=str(SHOTS / f"voila_{path.stem}.png"), full_page=True)
-        assert not _unexplained(console_errors), f"{name}: the page logged errors: {console_errors[:5]}"
-    except BaseException:
-        page.screenshot(path=str(SHOTS / f"voila_{path.stem}__FAILED.png"), full_page=True)
-        raise
-    finally:
-        page.close()
 
 
 def test_voila_next_link_opens_the_next_chapter(voila, browser):
-    page = browser.new_page(viewport=VIEWPORT)
-    try:
+    with _page(browser, "voila_next") as page:
         page.goto(chapter_url(voila["url"], CHAPTERS[0].file, voila["token"]), wait_until="load", timeout=300000)
         page.locator("a", has_text="next:").first.click()
         page.wait_for_url(re.compile(re.escape(CHAPTERS[1].file) + "$"), timeout=60000)
         page.get_by_text(f"Chapter 1 of {CHAPTERS[-1].number}").first.wait_for(timeout=300000)
-    finally:
-        page.close()
