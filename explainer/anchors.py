@@ -21,7 +21,7 @@ Sizes and strides are in image pixels. Nothing here imports matplotlib or ipywid
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ __all__ = [
     "cell_anchors",
     "ratio_major_to_size_major",
     "anchor_order_permutation",
+    "permute_anchor_rows",
+    "rpn_outputs_per_anchor",
+    "object_answering_rpn",
     "anchor_report",
     "fpn_level_configs",
     "c4_config",
@@ -148,6 +151,101 @@ def ratio_major_to_size_major(anchors: ArrayLike, n_sizes: int, n_ratios: int) -
     if a.dim() != 2 or a.shape[0] != n_sizes * n_ratios:
         raise ValueError(f"anchors must have n_sizes * n_ratios = {n_sizes * n_ratios} rows, got shape {tuple(a.shape)}")
     return a[anchor_order_permutation(n_sizes, n_ratios, "ratio_major", "size_major")]
+
+
+def permute_anchor_rows(rows: ArrayLike, n_sizes: int, n_ratios: int, src: str, dst: str, per_anchor: int = 1) -> torch.Tensor:
+    """An RPN predictor's weight or bias with its per-anchor rows moved from one cell-anchor order to the other.
+
+    ``rows``: A * ``per_anchor`` rows along dim 0, A = ``n_sizes * n_ratios``: the objectness predictor
+    (``rpn_cls_logits`` / ``objectness_logits``, ``per_anchor=1``) or the delta predictor (``rpn_bbox_pred`` /
+    ``anchor_deltas``, ``per_anchor=4``). The deltas are laid out anchor-major, then coordinate, in both
+    codebases: row 4a + c is coordinate c of anchor a (Detectron's ``generate_proposals.py`` reads the
+    (4A, H, W) output as (H, W, A, 4); Detectron2's ``rpn.py`` views (N, A*B, H, W) as (N, A, B, H, W)). So
+    block a of 4 rows moves as one, by :func:`anchor_order_permutation`.
+    """
+    t = as_tensor(rows, "rows")
+    n_sizes, n_ratios = positive_int(n_sizes, "n_sizes"), positive_int(n_ratios, "n_ratios")
+    k = positive_int(per_anchor, "per_anchor")
+    a = n_sizes * n_ratios
+    if t.dim() == 0 or t.shape[0] != a * k:
+        raise ValueError(f"rows must have n_sizes * n_ratios * per_anchor = {n_sizes} * {n_ratios} * {k} = {a * k} rows "
+                         f"along dim 0, got shape {tuple(t.shape)}")
+    perm = anchor_order_permutation(n_sizes, n_ratios, src, dst)
+    return t.reshape(a, k, *t.shape[1:])[perm].reshape(t.shape)
+
+
+def _conv1x1(weight: ArrayLike, bias: ArrayLike, feature: ArrayLike, name: str) -> torch.Tensor:
+    w, b = as_tensor(weight, f"{name} weight"), as_tensor(bias, f"{name} bias")
+    f = as_tensor(feature, "feature").reshape(-1)
+    if w.dim() not in (2, 4) or w.shape[1] != f.numel() or b.shape != (w.shape[0],):
+        raise ValueError(f"{name} must be a 1 x 1 convolution (rows x {f.numel()} [x 1 x 1]) with one bias per row; "
+                         f"got weight {tuple(w.shape)}, bias {tuple(b.shape)}")
+    return w.reshape(w.shape[0], -1).to(torch.float64) @ f.to(torch.float64) + b.to(torch.float64)
+
+
+def rpn_outputs_per_anchor(objectness_weight: ArrayLike, objectness_bias: ArrayLike, deltas_weight: ArrayLike,
+                           deltas_bias: ArrayLike, feature: ArrayLike, stride: float, sizes: Sequence[float],
+                           aspect_ratios: Sequence[float], convention: Convention = DETECTRON2) -> Dict[str, torch.Tensor]:
+    """What an RPN head predicts at one feature location for each of its cell anchors, read under ``convention``.
+
+    The head's last two layers are 1 x 1 convolutions: ``objectness_weight`` (A x C [x 1 x 1]) and its bias, and
+    ``deltas_weight`` (4A x C [x 1 x 1]) and its bias; ``feature`` is the C values at the location (0, 0) after the
+    RPN's hidden conv. Row a is read as the convention's cell anchor a (:func:`cell_anchors`: its order, rounding
+    and ``offset``), and its deltas are decoded on that anchor with RPN weights (1, 1, 1, 1), in continuous
+    coordinates (the same numbers as Detectron's +1 decode, chapter 2). Returns float64 tensors of A rows:
+    ``size``, ``ratio`` (the anchor each row is read as), ``anchors`` and ``proposals`` (A x 4, image pixels,
+    continuous), ``logits``.
+    """
+    from .boxes import decode
+
+    sizes_l, ratios_l = _positive_list(sizes, "sizes"), _positive_list(aspect_ratios, "aspect_ratios")
+    stride = positive_number(stride, "stride")
+    a = len(sizes_l) * len(ratios_l)
+    logits = _conv1x1(objectness_weight, objectness_bias, feature, "objectness")
+    deltas = _conv1x1(deltas_weight, deltas_bias, feature, "deltas")
+    if logits.numel() != a or deltas.numel() != 4 * a:
+        raise ValueError(f"{len(sizes_l)} sizes x {len(ratios_l)} ratios = {a} anchors need {a} objectness rows and {4 * a} "
+                         f"delta rows; got {logits.numel()} and {deltas.numel()}")
+    cell = cell_anchors(stride, sizes_l, ratios_l, convention, dtype=torch.float64) + convention.offset * stride
+    if convention.anchor_order == "size_major":
+        size, ratio = ([s for s in sizes_l for _ in ratios_l], [r for _ in sizes_l for r in ratios_l])
+    else:
+        size, ratio = ([s for _ in ratios_l for s in sizes_l], [r for r in ratios_l for _ in sizes_l])
+    return {"size": torch.tensor(size, dtype=torch.float64), "ratio": torch.tensor(ratio, dtype=torch.float64),
+            "anchors": cell, "logits": logits, "proposals": decode(deltas.reshape(a, 4), cell)}
+
+
+def object_answering_rpn(channels: int, stride: float, sizes: Sequence[float], aspect_ratios: Sequence[float],
+                         object_size: Tuple[float, float] = (96.0, 192.0), seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Detectron-layout RPN predictors (ratio-major rows) that answer one feature as a trained RPN would an object.
+
+    For the feature ``e_0`` (1 in channel 0, 0 elsewhere) at location (0, 0), the predictors output for each of
+    Detectron's cell anchors (:func:`detectron_cell_anchors`, at its centre stride / 2) the deltas that move that
+    anchor exactly onto an object of ``object_size`` = (width, height) pixels centred on the same point, and an
+    objectness logit of 10 (IoU - 0.5), IoU being the anchor's overlap with the object. The other channels carry
+    small random weights (seeded), as an untrained part of a real head would. Returns float32 ``objectness_weight``
+    (A x C x 1 x 1), ``objectness_bias`` (A), ``deltas_weight`` (4A x C x 1 x 1), ``deltas_bias`` (4A) and ``feature``
+    (C): the blobs ``rpn_cls_logits_w/_b`` and ``rpn_bbox_pred_w/_b`` of a Detectron checkpoint, and the probe.
+    """
+    from .boxes import encode, pairwise_iou
+
+    c = positive_int(channels, "channels")
+    stride = positive_number(stride, "stride")
+    w_obj, h_obj = (positive_number(v, "object_size") for v in object_size)
+    anchors = to_continuous(detectron_cell_anchors(stride, sizes, aspect_ratios))
+    a = anchors.shape[0]
+    centre = stride / 2.0
+    obj = torch.tensor([[centre - w_obj / 2, centre - h_obj / 2, centre + w_obj / 2, centre + h_obj / 2]], dtype=torch.float64)
+    deltas = encode(anchors, obj.expand(a, 4))
+    logits = 10.0 * (pairwise_iou(anchors, obj)[:, 0] - 0.5)
+    g = torch.Generator().manual_seed(int(seed))
+    w_cls = torch.randn(a, c, generator=g, dtype=torch.float64) * 0.01
+    w_box = torch.randn(4 * a, c, generator=g, dtype=torch.float64) * 0.01
+    w_cls[:, 0], w_box[:, 0] = logits, deltas.reshape(-1)
+    feature = torch.zeros(c, dtype=torch.float64)
+    feature[0] = 1.0
+    return {"objectness_weight": w_cls.float()[:, :, None, None], "objectness_bias": torch.zeros(a),
+            "deltas_weight": w_box.float()[:, :, None, None], "deltas_bias": torch.zeros(4 * a), "feature": feature.float()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -299,28 +299,30 @@ def nonempty(boxes: ArrayLike, min_size: float = 0.0, *, legacy_plus_one: bool =
 # NMS
 # --------------------------------------------------------------------------------------------
 def nms_threshold_as_strict(iou_threshold: float) -> float:
-    """The threshold t' for which ``ovr > t'`` holds exactly when ``ovr >= iou_threshold``, for float32 ovr.
+    """The double t' for which torchvision's test ``ovr > t'`` makes exactly Detectron's decisions, for float32 ovr.
 
-    ``cython_nms.pyx`` and torchvision's CPU kernel both compute the overlap ``ovr`` in float32 and
-    compare it with a double threshold. Every float32 value x satisfies x >= t exactly when
-    x >= c, where c is the smallest float32 >= t; and x >= c exactly when x > c_, where c_ is the
-    float32 just below c (no float32 lies between them). So t' = c_, returned as a double, turns
-    Detectron's ``>=`` into torchvision's ``>`` without changing a single decision.
+    ``cython_nms.pyx:nms`` declares ``np.float32_t thresh``: the Python float (``cfg.TEST.NMS``, ``RPN_NMS_THRESH``)
+    is rounded to the nearest float32 c when it is passed in, the overlap ``ovr`` is a float32 (``cdef
+    np.float32_t inter, ovr``), and the test ``ovr >= thresh`` compares two float32. torchvision's CPU kernel
+    (``nms_kernel.cpp``) also computes ``ovr`` in float32 for float32 boxes, but compares it with ``double
+    iou_threshold`` using ``>``. For a float32 x, x >= c holds exactly when x > c_, where c_ is the float32 just
+    below c (no float32 lies between them); so t' = c_, returned as a double, turns Detectron's test into
+    torchvision's without changing a single decision.
+
+    The rounding of the threshold matters: 0.7 rounds down to float32 0.699999988. An IoU of exactly 63/90
+    (integer boxes with +1 areas 90 and 63) computes to that same float32, so Detectron suppresses the box
+    (0.699999988 >= 0.699999988), where a comparison with the double 0.7 would keep it.
     """
-    c = _ceil_float32(probability(iou_threshold, "iou_threshold"))
+    c = _float32_threshold(probability(iou_threshold, "iou_threshold"))
     return float(np.nextafter(c, np.float32(-np.inf)))
 
 
-def _ceil_float32(t: float) -> np.float32:
-    """The smallest float32 >= t: for a float32 x, ``x >= t`` (compared in double) is ``x >= _ceil_float32(t)``.
+def _float32_threshold(t: float) -> np.float32:
+    """``thresh`` as ``cython_nms.pyx`` holds it (``np.float32_t``): the double rounded to the nearest float32.
 
-    (torch compares a float32 tensor with a Python float in float32, rounding the threshold to
-    nearest; this keeps the comparison exact.)
+    (torch compares a float32 tensor with a 0-d float32 tensor in float32, as the .pyx does.)
     """
-    c = np.float32(t)
-    if float(c) < t:  # float32 rounding went down: the smallest float32 >= t is the next one up
-        c = np.nextafter(c, np.float32(np.inf))
-    return c
+    return np.float32(t)
 
 
 def _legacy_order(scores: torch.Tensor) -> torch.Tensor:
@@ -358,7 +360,7 @@ def _legacy_keep_holds(b32: torch.Tensor, kept_rank: torch.Tensor, thresh: float
     Overlaps are computed with the literal float32 formulas of ``cython_nms.pyx``.
     """
     n = b32.shape[0]
-    thresh32 = torch.tensor(_ceil_float32(thresh))
+    thresh32 = torch.tensor(_float32_threshold(thresh))
     x1, y1, x2, y2 = b32.unbind(1)
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
     suppressed = torch.zeros(n, dtype=torch.bool)
@@ -370,11 +372,11 @@ def _legacy_keep_holds(b32: torch.Tensor, kept_rank: torch.Tensor, thresh: float
     by_x = kept_rank[torch.argsort(x1[kept_rank])]
     for s in range(0, by_x.numel(), chunk):
         rows = by_x[s:s + chunk]
-        if thresh > 0:
+        if thresh32 > 0:
             lo = int(torch.searchsorted(xs, x1[rows].min() - max_w - 1.0))
             hi = int(torch.searchsorted(xs, x2[rows].max() + 1.0, right=True))
             cols = xorder[lo:hi]
-        else:  # IoU 0 >= 0 suppresses even disjoint boxes: every column counts
+        else:  # IoU 0 >= 0 suppresses even disjoint boxes (a threshold below 2^-150 rounds to 0): every column counts
             cols = pos
         shape = (rows.numel(), cols.numel())
         # explicit expand: torch's broadcasting min/max is far slower than on expanded views
@@ -399,7 +401,7 @@ def _legacy_keep_holds(b32: torch.Tensor, kept_rank: torch.Tensor, thresh: float
 def _legacy_nms_greedy(b32: torch.Tensor, thresh: float) -> torch.Tensor:
     """Detectron's greedy loop, vectorised over the boxes after the current one (boxes in processing order)."""
     n = b32.shape[0]
-    thresh32 = torch.tensor(_ceil_float32(thresh))
+    thresh32 = torch.tensor(_float32_threshold(thresh))
     x1, y1, x2, y2 = b32.unbind(1)
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
     suppressed = torch.zeros(n, dtype=torch.bool)
@@ -451,13 +453,18 @@ def nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float, *, legacy_plu
     Detectron2 (``legacy_plus_one=False``) calls ``torchvision.ops.nms``: no +1, a box is suppressed
     when its IoU with a kept, higher-scoring box is **> iou_threshold**.
 
-    Detectron (``cython_nms.pyx:nms``, ``legacy_plus_one=True``), in float32::
+    Detectron (``cython_nms.pyx:nms``, ``legacy_plus_one=True``), everything in float32, the threshold included
+    (``np.float32_t thresh``: 0.7 becomes 0.699999988)::
 
         areas = (x2 - x1 + 1) * (y2 - y1 + 1);  order = scores.argsort()[::-1]
         for each i in order, unless suppressed:
             w = max(0, min(x2[i], x2[j]) - max(x1[i], x1[j]) + 1)   (h likewise)
             ovr = w*h / (areas[i] + areas[j] - w*h)
             suppress every later j with ovr >= thresh
+
+    For example boxes [474, 276, 482, 285] (score 0.388) and [475, 276, 481, 284] (0.761) at 0.7: the +1 IoU is
+    63/90, which float32 computes as 0.699999988 = float32(0.7), so Detectron suppresses box 0 and keeps [1];
+    torchvision's IoU without +1 is 48/72 and it keeps both.
 
     Detectron returns ``np.where(suppressed == 0)`` (ascending index); sort the result to compare.
     Among equal scores Detectron's order is whatever numpy's default (unstable) sort leaves, reversed;
@@ -466,11 +473,11 @@ def nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float, *, legacy_plu
     first; with distinct scores the two orders agree.)
 
     How it is computed fast: the legacy arithmetic on a box is torchvision's on [x1, y1, x2 + 1, y2 + 1],
-    and ``>= t`` is ``> t'`` with t' from :func:`nms_threshold_as_strict`; so torchvision runs on the
-    shifted boxes, fed in Detectron's order. When the coordinates lie on a grid where float32 cannot
-    round x2 + 1 or x2 - x1 + 1 (whole pixels, for instance) the result is exact by construction;
-    otherwise it is checked against the literal float32 formulas and, in the rare case that a one-ulp
-    rounding difference changes a decision, recomputed with the literal loop.
+    and Detectron's ``ovr >= float32(t)`` is torchvision's ``ovr > t'`` with t' from
+    :func:`nms_threshold_as_strict`; so torchvision runs on the shifted boxes, fed in Detectron's order. When the
+    coordinates lie on a grid where float32 cannot round x2 + 1 or x2 - x1 + 1 (whole pixels, for instance) the
+    result is exact by construction; otherwise it is checked against the literal float32 formulas and, in the
+    rare case that a one-ulp rounding difference changes a decision, recomputed with the literal loop.
     """
     tv_nms = _torchvision_nms()
     b = _boxes(boxes, "boxes", legacy_plus_one)
@@ -489,7 +496,7 @@ def nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float, *, legacy_plu
         b, s = _same_float(b, s)
         return tv_nms(b, s, t)
 
-    order = _legacy_order(s)
+    order = _legacy_order(s.to(torch.float32))  # dets[:, 4] of the float32 dets array
     b32 = b.to(torch.float32)[order]
     shifted = to_continuous(b32)
     # distinct scores in processing order make torchvision follow exactly that order
@@ -528,13 +535,22 @@ def iou_by_size(sizes: ArrayLike, shift: float = 1.0, *, diagonal: bool = False)
 
 def nms_disagreement_by_size(sizes: Sequence[float], n_boxes: int = 300, iou_threshold: float = 0.5, jitter: float = 0.25,
                              seed: int = 0) -> Dict[str, List[int]]:
-    """How often the two NMS rules keep different boxes, for clusters of boxes of each size.
+    """How often the two NMS rules keep different boxes, for clusters of boxes of each size, in three settings.
 
-    For each size s (image pixels), ``n_boxes`` boxes of side about s are drawn around 10 random
-    centres in a square of side 20 s, with corners jittered by ``jitter * s`` and rounded to whole
-    pixels (Detectron's pixel indices), and random scores (seeded). Both rules run on the same four
-    numbers per box. Returns lists of K values: ``detectron_kept``, ``detectron2_kept`` and
-    ``differ`` (boxes kept by exactly one of the two).
+    For each size s (image pixels), ``n_boxes`` boxes of side about s are drawn around 10 random centres in a square
+    of side 20 s, with corners jittered by ``jitter * s``, and random scores (seeded). Detectron's NMS
+    (``legacy_plus_one=True``) runs on Detectron's boxes; Detectron2's runs on:
+
+    * ``differ``: the same four numbers per box, rounded to whole pixels (as when Detectron-style boxes are handed
+      to Detectron2 unchanged): "+1" and the tie rule both act;
+    * ``differ_mapped``: the same whole-pixel boxes mapped with :func:`to_continuous` ([x1, y1, x2 + 1, y2 + 1]), as a
+      correctly converted model's boxes are: IoUs are then equal, and only the tie rule remains (an IoU exactly equal
+      to the threshold is suppressed by ``>=`` and kept by ``>``);
+    * ``differ_mapped_fractional``: the same, with the corners left fractional (decoded boxes are): exact ties no
+      longer occur.
+
+    Returns lists of K values: ``detectron_kept``, ``detectron2_kept`` (same numbers), and the three ``differ*`` counts
+    (boxes kept by exactly one of the two rules).
     """
     sz = [finite_number(v, "sizes") for v in sizes]
     if any(v <= 0 for v in sz):
@@ -543,20 +559,28 @@ def nms_disagreement_by_size(sizes: Sequence[float], n_boxes: int = 300, iou_thr
     if n < 1:
         raise ValueError(f"n_boxes must be >= 1, got {n_boxes!r}")
     g = torch.Generator().manual_seed(int(seed))
-    out: Dict[str, List[int]] = {"detectron_kept": [], "detectron2_kept": [], "differ": []}
+    out: Dict[str, List[int]] = {"detectron_kept": [], "detectron2_kept": [], "differ": [], "differ_mapped": [],
+                                 "differ_mapped_fractional": []}
     for side in sz:
         centres = torch.rand(10, 2, generator=g, dtype=torch.float64) * 20 * side
         c = centres[torch.randint(0, 10, (n,), generator=g)]
         half = side / 2
-        b = torch.cat([c - half, c + half], 1) + (torch.rand(n, 4, generator=g, dtype=torch.float64) - 0.5) * 2 * jitter * side
-        b = torch.round(b)
+        frac = torch.cat([c - half, c + half], 1) + (torch.rand(n, 4, generator=g, dtype=torch.float64) - 0.5) * 2 * jitter * side
+        frac[:, 2:] = torch.maximum(frac[:, 2:], frac[:, :2])
+        b = torch.round(frac)
         b[:, 2:] = torch.maximum(b[:, 2:], b[:, :2])
         scores = torch.rand(n, generator=g)
         k1 = set(nms(b, scores, iou_threshold, legacy_plus_one=True).tolist())
         k2 = set(nms(b, scores, iou_threshold).tolist())
+        k3 = set(nms(to_continuous(b), scores, iou_threshold).tolist())
+        f32 = frac.to(torch.float32)  # the legacy NMS computes in float32: compare both on the same float32 corners
+        k1f = set(nms(f32, scores, iou_threshold, legacy_plus_one=True).tolist())
+        k3f = set(nms(to_continuous(f32), scores, iou_threshold).tolist())
         out["detectron_kept"].append(len(k1))
         out["detectron2_kept"].append(len(k2))
         out["differ"].append(len(k1 ^ k2))
+        out["differ_mapped"].append(len(k1 ^ k3))
+        out["differ_mapped_fractional"].append(len(k1f ^ k3f))
     return out
 
 

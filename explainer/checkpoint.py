@@ -16,15 +16,20 @@
   file, what was wrong and what to do.
 * :func:`convert_detectron_to_detectron2` renames blobs to the names Detectron2's loader produces
   (``detectron2/checkpoint/c2_model_loading.py``), converts the predictors (background last, background box rows
-  and mask channel dropped; see :mod:`explainer.labels`) and reports every blob it left out and why.
+  and mask channel dropped; see :mod:`explainer.labels`), moves the RPN's rows from Detectron's ratio-major anchor
+  order to Detectron2's size-major one (which Detectron2's loader does not do; :func:`reorder_rpn_anchor_rows`) and
+  reports every blob it left out and why. :func:`convert_checkpoint` also takes maskrcnn-benchmark state dicts
+  (:mod:`explainer.maskrcnn_benchmark`).
 * :func:`audit` compares a state dict with what a model expects (a dict of shapes, an ``nn.Module`` or a JSON
   file), matching names by suffix as Detectron2's ``align_and_update_state_dicts`` does, and explains each
-  finding (``NUM_CLASSES`` counted with or without background, class-agnostic heads, renamed layers).
+  finding (``NUM_CLASSES`` counted with or without background, class-agnostic heads, renamed layers), and warns
+  where shapes cannot tell (an RPN with more than 3 anchors per location, whose rows may be in either order).
 * :func:`save_checkpoint` writes atomically (a temporary file, then a rename) with the permissions a plain
   ``open()`` would give; :func:`exit_on_sigterm` lets a command line turn SIGTERM into a clean exit that removes
   the temporary file.
 
-Command line: ``python -m explainer convert IN OUT [--force]`` and ``python -m explainer audit CKPT --expected SPEC``.
+Command line: ``python -m explainer convert IN OUT [--force] [--no-reorder-anchors]`` and ``python -m explainer audit
+CKPT --expected SPEC``.
 Nothing here imports matplotlib or ipywidgets.
 """
 
@@ -47,6 +52,7 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
+from . import anchors as A
 from . import labels as L
 from .safe_load import (
     DEFAULT_LIMITS,
@@ -68,6 +74,9 @@ __all__ = [
     "load_checkpoint",
     "detectron_to_detectron2_name",
     "convert_detectron_to_detectron2",
+    "convert_checkpoint",
+    "detectron_cfg_values",
+    "reorder_rpn_anchor_rows",
     "convert_detectron2_to_detectron_predictor",
     "audit",
     "synthetic_detectron_checkpoint",
@@ -231,6 +240,10 @@ _SUFFIX_RULES = [
     (r"^pred\.(weight|bias)$", r"linear.\1"),  # an ImageNet classifier's final layer
 ]
 _FAMILY_RULES = [
+    # DensePose (Detectron2's convert_basic_c2_names, in its order: "Index.UV" before "U"/"V", anywhere in the name)
+    ("densepose", r"^body\.conv\.fcn", "body_conv_fcn"), ("densepose", r"AnnIndex\.lowres", "ann_index_lowres"),
+    ("densepose", r"Index\.UV\.lowres", "index_uv_lowres"), ("densepose", r"U\.lowres", "u_lowres"),
+    ("densepose", r"V\.lowres", "v_lowres"),
     ("stem", r"^res\.conv1\.norm\.", "stem.conv1.norm."),
     ("stem", r"^conv1\.", "stem.conv1."),
     ("res stages", r"\.branch1\.", ".shortcut."), ("res stages", r"\.branch2a\.", ".conv1."),
@@ -276,54 +289,340 @@ def detectron_to_detectron2_name(name: str) -> Tuple[str, str]:
 _PREDICTOR_BLOBS = {"cls_score_w", "cls_score_b", "bbox_pred_w", "bbox_pred_b", "mask_fcn_logits_w", "mask_fcn_logits_b"}
 
 
-def convert_detectron_to_detectron2(blobs: Mapping[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+# --------------------------------------------------------------------------------------------
+# The checkpoint's cfg, and the RPN's anchor rows
+# --------------------------------------------------------------------------------------------
+_CFG_KEY = re.compile(r"^(\s*)(-\s+)?([A-Za-z_][A-Za-z0-9_]*):(?:\s+(.*))?$")
+_CFG_ITEM = re.compile(r"^(\s*)-\s+(.*)$")
+_CFG_MAX_CHARS = 1_000_000
+
+
+def _cfg_scalar(text: str) -> Any:
+    t = text.strip().strip("'\"")
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        return t
+
+
+def _cfg_value(text: str, anchors: Dict[str, Any]) -> Tuple[Any, Optional[str], bool]:
+    """(value, anchor it defines, True when a block sequence follows) of one YAML value as ``yaml.dump`` writes it."""
+    t = text.strip()
+    anchor = None
+    m = re.match(r"^&(\S+)\s*(.*)$", t)
+    if m:
+        anchor, t = m.group(1), m.group(2).strip()
+    if t.startswith("*"):
+        return anchors.get(t[1:].strip()), anchor, False
+    t = re.sub(r"^!!python/(tuple|list)\s*", "", t)
+    t = re.sub(r"^!!\S+\s*", "", t)
+    if t == "":
+        return [], anchor, True
+    if (t.startswith("[") and t.endswith("]")) or (t.startswith("(") and t.endswith(")")):
+        inner = t[1:-1].strip()
+        return ([_cfg_scalar(v) for v in inner.split(",")] if inner else []), anchor, False
+    return _cfg_scalar(t), anchor, False
+
+
+def _split_flow(text: str) -> List[str]:
+    """Split a YAML flow collection's items at the commas that are not inside brackets."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p for p in parts + [cur] if p.strip()]
+
+
+def _cfg_key_line(line: str, stack: List[Tuple[int, str]], out: Dict[str, Any],
+                  anchors: Dict[str, Any]) -> Optional[Tuple[str, int, Optional[str]]]:
+    """Read one ``KEY: value`` line into ``out``; returns (path, indent, anchor) when a block sequence follows."""
+    m = _CFG_KEY.match(line)
+    if not m or m.group(2):
+        return None
+    indent, key, rest = len(m.group(1)), m.group(3), (m.group(4) or "").strip()
+    while stack and stack[-1][0] >= indent:
+        stack.pop()
+    if not key[0].isupper():  # dictitems:, state:, __immutable__: ... are structure, not part of the path
+        if key == "dictitems" and rest.startswith("{") and rest.endswith("}"):  # a flow mapping of scalar items
+            prefix = ".".join(k for _, k in stack if k)
+            for part in _split_flow(rest[1:-1]):
+                k, _, v = part.partition(":")
+                if k.strip() and k.strip()[0].isupper():
+                    out[f"{prefix}.{k.strip()}" if prefix else k.strip()] = _cfg_value(v, anchors)[0]
+        stack.append((indent, ""))
+        return None
+    path = ".".join([k for _, k in stack if k] + [key])
+    if rest == "" or re.sub(r"^&\S+\s*", "", rest).startswith("!!python/object"):
+        stack.append((indent, key))  # a nested mapping follows
+        return None
+    value, anchor, block = _cfg_value(rest, anchors)
+    out[path] = value
+    if block:
+        return path, indent, anchor
+    if anchor:
+        anchors[anchor] = value
+    return None
+
+
+def _cfg_from_text(text: str) -> Dict[str, Any]:
+    """Dotted key -> value for the mappings and scalar sequences of a YAML text as Detectron's cfg dump has them.
+
+    Detectron's ``save_model_to_weights_file`` stores ``yaml.dump(cfg)``: nested ``AttrDict`` s written as
+    ``!!python/object/new:...AttrDict`` with their items under ``dictitems:``, tuples as ``!!python/tuple`` (block or
+    flow style), shared tuples as anchors and aliases (``&id001`` / ``*id001``). Only the text is read: no tag is
+    constructed and nothing is run. Lower-case keys (``dictitems``, ``state``) are structure and not part of the path.
+    """
+    out: Dict[str, Any] = {}
+    anchors: Dict[str, Any] = {}
+    stack: List[Tuple[int, str]] = []
+    seq: Optional[Tuple[str, int, Optional[str]]] = None  # a key collecting a block sequence: path, indent, anchor
+    for line in text[:_CFG_MAX_CHARS].splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        item = _CFG_ITEM.match(line)
+        if seq is not None:
+            if item and len(item.group(1)) >= seq[1] and not _CFG_KEY.match(line):
+                out[seq[0]].append(_cfg_scalar(item.group(2)))
+                continue
+            if seq[2]:
+                anchors[seq[2]] = out[seq[0]]
+        seq = _cfg_key_line(line, stack, out, anchors)
+    if seq is not None and seq[2]:
+        anchors[seq[2]] = out[seq[0]]
+    return out
+
+
+def _flatten(d: Mapping, prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, (tuple, list)) else v
+    return out
+
+
+def detectron_cfg_values(cfg: Any) -> Dict[str, Any]:
+    """A Detectron checkpoint's ``cfg`` as dotted keys (``"RPN.SIZES": [32, 64, ...]``); {} when there is none.
+
+    ``cfg`` is what a Detectron ``.pkl`` stores next to its ``blobs`` (``detectron/utils/net.py:
+    save_model_to_weights_file`` saves ``dict(blobs=blobs, cfg=yaml.dump(cfg))``), i.e. the YAML text, or an
+    already parsed dict. The text is read as text (see :func:`_cfg_from_text`): keys with scalar or sequence
+    values, such as ``RPN.SIZES``, ``RPN.ASPECT_RATIOS``, ``FPN.FPN_ON``, ``MODEL.NUM_CLASSES``.
+    """
+    if isinstance(cfg, bytes):
+        cfg = cfg.decode("latin1")
+    if isinstance(cfg, str):
+        return _cfg_from_text(cfg)
+    if isinstance(cfg, Mapping):
+        return _flatten(cfg)
+    return {}
+
+
+def _rpn_layout(n_anchors: int, fpn: bool, rpn_anchors: Optional[Tuple[int, int]], rpn_anchors_source: str, cfg: Any,
+                assumed_ratios: str, fpn_source: str) -> Tuple[int, int, str]:
+    """(n_sizes, n_ratios, where that came from) for an RPN head with ``n_anchors`` rows per location."""
+    if rpn_anchors is not None:
+        try:
+            n_s, n_r = (int(v) for v in rpn_anchors)
+        except (TypeError, ValueError):
+            raise ValueError(f"rpn_anchors must be (number of sizes, number of aspect ratios), got {rpn_anchors!r}") from None
+        source = rpn_anchors_source
+    elif fpn:
+        return 1, n_anchors, fpn_source
+    else:
+        values = detectron_cfg_values(cfg)
+        sizes, ratios = values.get("RPN.SIZES"), values.get("RPN.ASPECT_RATIOS")
+        if values.get("FPN.FPN_ON") is True:
+            return 1, n_anchors, "the checkpoint's cfg (FPN.FPN_ON: one size per level)"
+        if isinstance(sizes, list) and isinstance(ratios, list) and sizes and ratios:
+            n_s, n_r = len(sizes), len(ratios)
+            source = f"the checkpoint's cfg (RPN.SIZES {sizes}, RPN.ASPECT_RATIOS {ratios})"
+        elif n_anchors % 3 == 0:
+            n_s, n_r = n_anchors // 3, 3
+            source = (f"assumed: no cfg in the checkpoint and no rpn_anchors argument, so 3 ratios as {assumed_ratios} "
+                      f"({n_anchors} rows = {n_anchors // 3} sizes x 3 ratios)")
+        else:
+            raise ValueError(f"the RPN has {n_anchors} anchors per location and neither the checkpoint's cfg nor an argument "
+                             "says how many sizes and aspect ratios they are: pass rpn_anchors=(sizes, ratios), or turn the "
+                             "reorder off (reorder_anchors=False, --no-reorder-anchors)")
+    if n_s < 1 or n_r < 1 or n_s * n_r != n_anchors:
+        raise ValueError(f"the RPN predicts {n_anchors} anchors per location, but {source} gives {n_s} sizes x {n_r} ratios "
+                         f"= {n_s * n_r}")
+    return n_s, n_r, source
+
+
+def reorder_rpn_anchor_rows(tensors: Mapping[str, torch.Tensor], objectness: Tuple[str, str], deltas: Tuple[str, str], *,
+                            reorder: bool = True, fpn: bool = False, rpn_anchors: Optional[Tuple[int, int]] = None,
+                            rpn_anchors_source: str = "argument rpn_anchors", cfg: Any = None,
+                            assumed_ratios: str = "Detectron's default RPN.ASPECT_RATIOS (0.5, 1, 2)",
+                            fpn_source: str = "blob names (FPN: one size per level, so the two orders coincide)"
+                            ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """The RPN predictors' rows moved from ratio-major (Detectron, maskrcnn-benchmark) to size-major (Detectron2).
+
+    ``objectness`` and ``deltas`` name the (weight, bias) of the two 1 x 1 convolutions in ``tensors``. The number of
+    sizes and ratios comes from ``rpn_anchors`` = (sizes, ratios) if given (``rpn_anchors_source`` names where they
+    were read), else from ``fpn`` (one size per level: nothing moves), else from ``cfg`` (``RPN.SIZES``,
+    ``RPN.ASPECT_RATIOS``, ``FPN.FPN_ON``; see :func:`detectron_cfg_values`), else 3 ratios are assumed
+    (``assumed_ratios`` says why) when the row count allows it, and a ``ValueError`` says what to pass when not.
+    Returns the moved tensors (by name; empty when the checkpoint has no such RPN) and a report: ``anchors``
+    (rows per location), ``sizes``, ``ratios``, ``source``, ``permutation`` (Detectron2 row k takes row
+    ``permutation[k]``), ``rows_moved`` and ``reordered``.
+    """
+    names = [*objectness, *deltas]
+    if not all(n in tensors for n in names):
+        return {}, {"anchors": 0, "reordered": False, "source": "no RPN predictor in the checkpoint", "permutation": [],
+                    "rows_moved": 0}
+    ow, ob, dw, db = (tensors[n] for n in names)
+    a = ow.shape[0]
+    if ob.shape != (a,) or dw.shape[0] != 4 * a or db.shape != (4 * a,):
+        raise ValueError(f"the RPN predictors do not fit one another: {objectness[0]} {tuple(ow.shape)}, {objectness[1]} "
+                         f"{tuple(ob.shape)}, {deltas[0]} {tuple(dw.shape)}, {deltas[1]} {tuple(db.shape)} (expected A, A, 4A, 4A rows)")
+    report: Dict[str, Any] = {"anchors": a, "reordered": False}
+    if not reorder:
+        report.update(source="turned off (reorder_anchors=False)", permutation=list(range(a)), rows_moved=0)
+        return {}, report
+    n_s, n_r, source = _rpn_layout(a, fpn, rpn_anchors, rpn_anchors_source, cfg, assumed_ratios, fpn_source)
+    perm = A.anchor_order_permutation(n_s, n_r, "ratio_major", "size_major")
+    moved = int((perm != torch.arange(a)).sum())
+    report.update(sizes=n_s, ratios=n_r, source=source, permutation=perm.tolist(), rows_moved=moved, reordered=moved > 0)
+    if not moved:
+        return {}, report
+    out = {objectness[0]: A.permute_anchor_rows(ow, n_s, n_r, "ratio_major", "size_major"),
+           objectness[1]: A.permute_anchor_rows(ob, n_s, n_r, "ratio_major", "size_major"),
+           deltas[0]: A.permute_anchor_rows(dw, n_s, n_r, "ratio_major", "size_major", per_anchor=4),
+           deltas[1]: A.permute_anchor_rows(db, n_s, n_r, "ratio_major", "size_major", per_anchor=4)}
+    return out, report
+
+
+def _predictor_report(pred: Dict[str, torch.Tensor], conv: Dict[str, torch.Tensor]) -> List[Tuple[str, str, str]]:
+    rows = [("cls_score", f"{tuple(pred['cls_score_w'].shape)} -> {tuple(conv['cls_score.weight'].shape)}", "background row moved last"),
+            ("bbox_pred", f"{tuple(pred['bbox_pred_w'].shape)} -> {tuple(conv['bbox_pred.weight'].shape)}", "4 background rows dropped")]
+    if "mask_fcn_logits_w" in pred:
+        agnostic = pred["mask_fcn_logits_w"].shape[0] == 1
+        rows.append(("mask_fcn_logits", f"{tuple(pred['mask_fcn_logits_w'].shape)} -> "
+                     f"{tuple(conv['mask_head.predictor.weight'].shape)}",
+                     "class-agnostic: kept, load with MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True (Detectron2's own loader "
+                     "cuts it to 0 channels, skips it with a warning and leaves the predictor random)" if agnostic
+                     else "background channel dropped"))
+    return rows
+
+
+def convert_detectron_to_detectron2(blobs: Mapping[str, Any], *, reorder_anchors: bool = True,
+                                    rpn_anchors: Optional[Tuple[int, int]] = None, cfg: Any = None
+                                    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Detectron blobs -> (Detectron2 state dict, report).
 
+    Names follow Detectron2's loader (``c2_model_loading.py:convert_c2_detectron_names``): backbone, FPN, RPN, box,
+    mask, keypoint and DensePose heads. The predictors change layout as that loader does (background last, background
+    box rows and mask channel dropped; see :mod:`explainer.labels`). Keypoint heads are only renamed (they have no
+    background channel); Detectron's fixed bilinear upsampling ``kps_score`` becomes ``roi_heads.keypoint_head.score.*``,
+    which Detectron2's head does not have (it upsamples with ``interpolate``), so Detectron2 reports it as unused.
+
+    One step goes beyond Detectron2's loader, which never touches the RPN's tensors: with ``reorder_anchors`` (the
+    default) the rows of ``rpn_cls_logits`` and ``rpn_bbox_pred`` move from Detectron's ratio-major anchor order to
+    Detectron2's size-major one (:func:`reorder_rpn_anchor_rows`). It matters when a level has several sizes (C4:
+    Detectron's C4 configs set 5 sizes x 3 ratios = 15 anchors); the shapes match either way, so without it the
+    model loads silently with 12 of 15 anchors predicted by another anchor's rows. The numbers of sizes and ratios
+    come from ``rpn_anchors`` = (sizes, ratios), else from the blob names (FPN: one size per level, nothing moves),
+    else from the checkpoint's ``cfg`` (pass ``Checkpoint.extra["cfg"]``), else 3 ratios are assumed (Detectron's
+    default ``RPN.ASPECT_RATIOS``, which none of its configs changes); the report says which.
+
     The report lists ``renamed`` (old, new, family, shape), ``predictor`` (what the class-order conversion did),
-    ``ignored`` (blob, reason) and ``counts``. Optimizer state (``*_momentum``) is left out, as Detectron2's loader
-    does; a blob that no rule maps is kept under its dotted name and listed as ``unmapped``.
+    ``rpn_anchors`` (the reorder: see :func:`reorder_rpn_anchor_rows`), ``ignored`` (blob, reason) and ``counts``.
+    Optimizer state (``*_momentum``) is left out, as Detectron2's loader does; a blob that no rule maps is kept under
+    its dotted name and listed as ``unmapped``.
     """
     if not isinstance(blobs, Mapping):
         raise ValueError(f"blobs must be a dict of name -> array, got {type(blobs).__name__}")
+    if not isinstance(reorder_anchors, bool):
+        raise ValueError(f"reorder_anchors must be True or False, got {reorder_anchors!r}")
     tensors = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))) for k, v in blobs.items()
                if isinstance(v, (np.ndarray, torch.Tensor))}
     report: Dict[str, Any] = {"renamed": [], "predictor": [], "ignored": [], "unmapped": []}
     for k, v in blobs.items():
         if not isinstance(v, (np.ndarray, torch.Tensor)):
             report["ignored"].append((k, f"not an array ({type(v).__name__}): bookkeeping, not a parameter"))
+    fpn = "rpn_cls_logits_fpn2_w" in tensors
+    suffix = "_fpn2" if fpn else ""
+    moved, report["rpn_anchors"] = reorder_rpn_anchor_rows(
+        tensors, (f"rpn_cls_logits{suffix}_w", f"rpn_cls_logits{suffix}_b"), (f"rpn_bbox_pred{suffix}_w", f"rpn_bbox_pred{suffix}_b"),
+        reorder=reorder_anchors, fpn=fpn, rpn_anchors=rpn_anchors, cfg=cfg)
+    tensors.update(moved)
     out: Dict[str, torch.Tensor] = {}
     pred = {k: tensors[k] for k in _PREDICTOR_BLOBS if k in tensors}
     if pred:
-        if "mask_fcn_logits_w" in pred and pred["mask_fcn_logits_w"].shape[0] == 1:
-            raise ValueError("mask_fcn_logits_w has 1 channel (a class-agnostic Detectron mask head): Detectron2's loader "
-                             "would leave the mask predictor with 0 channels. Convert it for a class-agnostic Detectron2 mask "
-                             "head (MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK) by renaming only.")
         conv = L.convert_box_predictor(pred)
-        for new, t in conv.items():
-            out[new] = t
-        K = pred["cls_score_w"].shape[0] - 1 if "cls_score_w" in pred else None
-        report["predictor"] = [
-            ("cls_score", f"{tuple(pred['cls_score_w'].shape)} -> {tuple(conv['cls_score.weight'].shape)}", "background row moved last"),
-            ("bbox_pred", f"{tuple(pred['bbox_pred_w'].shape)} -> {tuple(conv['bbox_pred.weight'].shape)}", "4 background rows dropped"),
-        ] + ([("mask_fcn_logits", f"{tuple(pred['mask_fcn_logits_w'].shape)} -> {tuple(conv['mask_head.predictor.weight'].shape)}",
-               "background channel dropped")] if "mask_fcn_logits_w" in pred else [])
-        report["K"] = K
+        out.update(conv)
+        report["predictor"] = _predictor_report(pred, conv)
+        report["K"] = pred["cls_score_w"].shape[0] - 1 if "cls_score_w" in pred else None
+    momentum = "optimizer state (SGD momentum): Detectron2's loader drops *_momentum"
+    _rename_into(out, report, {k: v for k, v in tensors.items() if k not in _PREDICTOR_BLOBS}, detectron_to_detectron2_name,
+                 lambda k: momentum if k.endswith("_momentum") else "", "blobs", n_in=len(tensors))
+    return out, report
+
+
+def _rename_into(out: Dict[str, torch.Tensor], report: Dict[str, Any], tensors: Mapping[str, torch.Tensor],
+                 rename: Any, ignore: Any, what: str, n_in: int) -> None:
+    """Put every tensor into ``out`` under ``rename(name)[0]`` (or list it as ignored when ``ignore(name)`` gives a
+    reason), recording ``renamed``, ``unmapped`` (family "other") and the ``counts`` (``n_in`` tensors read) in
+    ``report``."""
     for k in sorted(tensors):
-        if k in _PREDICTOR_BLOBS:
+        why = ignore(k)
+        if why:
+            report["ignored"].append((k, why))
             continue
-        if k.endswith("_momentum"):
-            report["ignored"].append((k, "optimizer state (SGD momentum): Detectron2's loader drops *_momentum"))
-            continue
-        new, family = detectron_to_detectron2_name(k)
+        new, family = rename(k)
         if new in out:
-            raise ValueError(f"blobs {k!r} and another blob both map to {new!r}")
+            raise ValueError(f"{what} {k!r} and another one both map to {new!r}")
         out[new] = tensors[k]
         if family == "other":
             report["unmapped"].append((k, new))
         report["renamed"].append((k, new, family, tuple(tensors[k].shape)))
-    report["counts"] = {"tensors in": len(tensors), "tensors out": len(out), "ignored": len(report["ignored"]),
-                        "parameters out": int(sum(t.numel() for t in out.values()))}
-    return out, report
+    report["counts"] = {"tensors in": n_in, "tensors out": len(out),
+                        "ignored": len(report["ignored"]), "parameters out": int(sum(t.numel() for t in out.values()))}
+
+
+def convert_checkpoint(ck: Checkpoint, *, reorder_anchors: bool = True, rpn_anchors: Optional[Tuple[int, int]] = None
+                       ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """A loaded Detectron or maskrcnn-benchmark checkpoint -> (Detectron2 state dict, report, with ``source``).
+
+    A Detectron file (``{"blobs": ..., "cfg": ...}``, or blob names) goes through
+    :func:`convert_detectron_to_detectron2` with its ``cfg``; a state dict whose names are maskrcnn-benchmark's module
+    paths (``backbone.body.``, ``rpn.head.``, ``roi_heads.box.``) through
+    :func:`explainer.maskrcnn_benchmark.convert_maskrcnn_benchmark_to_detectron2`. Anything else (a Detectron2
+    checkpoint, another state dict) raises a ``ValueError`` saying what was recognised.
+    """
+    from .maskrcnn_benchmark import convert_maskrcnn_benchmark_to_detectron2, is_maskrcnn_benchmark_state_dict
+
+    if not isinstance(ck, Checkpoint):
+        raise ValueError(f"ck must be a Checkpoint (from load_checkpoint), got {type(ck).__name__}")
+    if ck.format.startswith("detectron "):
+        sd, report = convert_detectron_to_detectron2(ck.tensors, reorder_anchors=reorder_anchors, rpn_anchors=rpn_anchors,
+                                                     cfg=ck.extra.get("cfg"))
+        report["source"] = "Detectron"
+    elif is_maskrcnn_benchmark_state_dict(ck.tensors):
+        sd, report = convert_maskrcnn_benchmark_to_detectron2(ck.tensors, reorder_anchors=reorder_anchors, rpn_anchors=rpn_anchors)
+        report["source"] = "maskrcnn-benchmark"
+    else:
+        raise ValueError(f"recognised as {ck.format}, neither a Detectron checkpoint nor a maskrcnn-benchmark state dict; "
+                         "nothing to convert")
+    return sd, report
 
 
 def convert_detectron2_to_detectron_predictor(state_dict: Mapping[str, torch.Tensor], bg_box_rows: str = "copy") -> Dict[str, torch.Tensor]:
@@ -387,6 +686,21 @@ def _align(loaded: List[str], expected: List[str]) -> Dict[str, str]:
     return match
 
 
+def _mask_cause(got: int, want: int) -> str:
+    """Why a mask predictor with ``got`` channels does not fit one with ``want`` ("" when nothing specific)."""
+    if got == 0:
+        return ("0 channels: a class-agnostic (1-channel) Detectron mask head cut by the background-channel rule w[1:]; "
+                "Detectron2 skips it with a warning and the predictor stays random: keep the channel "
+                "(labels.convert_box_predictor does) and set MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True")
+    if got == want + 1:
+        return "mask predictor keeps its background channel (not converted)"
+    if got == 1 or want == 1:
+        return "class-agnostic against class-specific mask head (CLS_AGNOSTIC_MASK)"
+    if abs(got - want) == 1:
+        return "NUM_CLASSES off by one in the mask predictor"
+    return ""
+
+
 def _cause(name: str, got: Tuple[int, ...], want: Tuple[int, ...]) -> str:
     if "cls_score" in name and len(got) and len(want) and abs(got[0] - want[0]) == 1:
         return (f"NUM_CLASSES counted differently: {got[0]} rows against {want[0]} (K+1 rows expected; Detectron counts background "
@@ -402,12 +716,9 @@ def _cause(name: str, got: Tuple[int, ...], want: Tuple[int, ...]) -> str:
         if g % 4 == 0 and w % 4 == 0 and abs(g - w) == 4:
             return f"NUM_CLASSES off by one ({g // 4} classes against {w // 4})"
     if "predictor" in name and "mask" in name and len(got) and len(want):
-        if got[0] == want[0] + 1:
-            return "mask predictor keeps its background channel (not converted)"
-        if got[0] == 1 or want[0] == 1:
-            return "class-agnostic against class-specific mask head (CLS_AGNOSTIC_MASK)"
-        if abs(got[0] - want[0]) == 1:
-            return "NUM_CLASSES off by one in the mask predictor"
+        cause = _mask_cause(got[0], want[0])
+        if cause:
+            return cause
     if len(got) == len(want) and got[1:] == want[1:]:
         return "different number of output channels"
     return "different layer configuration"
@@ -417,8 +728,10 @@ def audit(state_dict: Mapping[str, Any], expected: Union[Mapping[str, Any], "tor
     """Compare a state dict with what a model expects; every finding comes with its likely cause.
 
     Names are matched by suffix as Detectron2's loader does. Returns {"matched", "missing", "unexpected",
-    "mismatched", "ok"}: missing/unexpected are (name, shape, likely cause) and mismatched (loaded name, expected
-    name, loaded shape, expected shape, likely cause).
+    "mismatched", "warnings", "ok"}: missing/unexpected are (name, shape, likely cause), mismatched (loaded name,
+    expected name, loaded shape, expected shape, likely cause), and warnings (name, shape, what to check) for what
+    loads but may be wrong: an RPN head with more than 3 anchors per location, whose rows may be in the other
+    codebase's anchor order (see :func:`reorder_rpn_anchor_rows`). Warnings do not change ``ok``.
     """
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"state_dict must be a dict of name -> tensor, got {type(state_dict).__name__}")
@@ -448,7 +761,31 @@ def audit(state_dict: Mapping[str, Any], expected: Union[Mapping[str, Any], "tor
         unexpected.append((k, got[k], cause))
     benign = [m for m in missing if "benign" in m[2]]
     return {"matched": len(match) - len(mismatched), "missing": missing, "unexpected": unexpected, "mismatched": mismatched,
-            "ok": not mismatched and not unexpected and len(benign) == len(missing)}
+            "warnings": _rpn_order_warnings(got), "ok": not mismatched and not unexpected and len(benign) == len(missing)}
+
+
+_RPN_OBJECTNESS = ("objectness_logits.weight", "rpn_cls_logits_w", "rpn.head.cls_logits.weight")
+
+
+def _rpn_order_warnings(got: Mapping[str, Tuple[int, ...]]) -> List[Tuple[str, Tuple[int, ...], str]]:
+    """A warning per RPN objectness predictor whose rows could be in either anchor order (shapes cannot tell)."""
+    out = []
+    for k, shape in sorted(got.items()):
+        if not k.endswith(_RPN_OBJECTNESS) and not re.search(r"rpn_cls_logits_fpn\d+_w$", k):
+            continue
+        a = shape[0] if shape else 0
+        if a <= 3:
+            continue
+        example = ""
+        if a % 3 == 0:
+            moved = int((A.anchor_order_permutation(a // 3, 3, "ratio_major", "size_major") != torch.arange(a)).sum())
+            example = f" (as {a // 3} sizes x 3 ratios, {moved} of {a} rows would sit on another anchor)"
+        out.append((k, shape, f"{a} anchors per location: if they are several sizes x several aspect ratios, Detectron and "
+                              "maskrcnn-benchmark order them ratio-major and Detectron2 size-major. The shapes match either "
+                              f"way, so nothing here can tell whether the rows were reordered{example}. Detectron2's "
+                              "convert_c2_detectron_names does not reorder them; explainer's converter does "
+                              "(reorder_anchors=True, the default)."))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,40 +830,96 @@ def _fpn_maskrcnn_blobs(width: int, num_classes: int) -> List[Tuple[str, Tuple[i
     return out
 
 
-def synthetic_detectron_checkpoint(num_classes: int = 80, small: bool = False, seed: int = 0, momentum: bool = True) -> Dict[str, Any]:
-    """A Detectron-layout ResNet-50-FPN Mask R-CNN checkpoint ``{"blobs": {...}}`` built deterministically.
+#: Detectron's C4 configs (``configs/12_2017_baselines/*R-50-C4*``): ``RPN.SIZES: (32, 64, 128, 256, 512)`` with the
+#: default ``RPN.ASPECT_RATIOS: (0.5, 1, 2)``, at ``RPN.STRIDE`` 16: 15 anchors per location.
+C4_RPN_SIZES = (32.0, 64.0, 128.0, 256.0, 512.0)
+C4_RPN_RATIOS = (0.5, 1.0, 2.0)
+C4_RPN_STRIDE = 16.0
 
-    Realistic blob names and shapes (about 44 M parameters for K = 80; ``small=True`` divides every width by 16
-    for fast tests), small random float32 values, a few ``*_momentum`` optimizer blobs and bookkeeping entries,
-    as Detectron's files have. Nothing is downloaded.
+
+def _c4_maskrcnn_blobs(width: int, num_classes: int) -> List[Tuple[str, Tuple[int, ...]]]:
+    """RPN and heads of Detectron's ResNet-50-C4 Mask R-CNN: RPN on res4 (1024 channels), res5 as the RoI head."""
+    c = lambda n: max(1, n // width)  # noqa: E731
+    a = len(C4_RPN_SIZES) * len(C4_RPN_RATIOS)
+    f4, f5, m = c(1024), c(2048), c(256)
+    return [("conv_rpn_w", (f4, f4, 3, 3)), ("conv_rpn_b", (f4,)), ("rpn_cls_logits_w", (a, f4, 1, 1)), ("rpn_cls_logits_b", (a,)),
+            ("rpn_bbox_pred_w", (4 * a, f4, 1, 1)), ("rpn_bbox_pred_b", (4 * a,)),
+            ("cls_score_w", (num_classes + 1, f5)), ("cls_score_b", (num_classes + 1,)),
+            ("bbox_pred_w", (4 * (num_classes + 1), f5)), ("bbox_pred_b", (4 * (num_classes + 1),)),
+            ("conv5_mask_w", (f5, m, 2, 2)), ("conv5_mask_b", (m,)),
+            ("mask_fcn_logits_w", (num_classes + 1, m, 1, 1)), ("mask_fcn_logits_b", (num_classes + 1,))]
+
+
+def _synthetic_cfg(arch: str, num_classes: int) -> str:
+    """A few keys of the cfg, as Detectron's ``yaml.dump(cfg)`` writes them (nested AttrDicts, flow-style tuples)."""
+    tag = "!!python/object/new:detectron.utils.collections.AttrDict"
+    fpn_on = "true" if arch == "fpn" else "false"
+    sizes = ", ".join(f"{v:g}" for v in (C4_RPN_SIZES if arch == "c4" else (64, 128, 256, 512)))
+    return "\n".join([
+        tag, "dictitems:",
+        f"  FPN: {tag}", "    dictitems:", f"      FPN_ON: {fpn_on}", "      RPN_ANCHOR_START_SIZE: 32",
+        "      RPN_ASPECT_RATIOS: &id001 !!python/tuple [0.5, 1, 2]", "    state: {__immutable__: true}",
+        f"  MODEL: {tag}", f"    dictitems: {{NUM_CLASSES: {num_classes + 1}, TYPE: generalized_rcnn}}",
+        "    state: {__immutable__: true}",
+        f"  RPN: {tag}", "    dictitems:", "      ASPECT_RATIOS: *id001", "      RPN_ON: true",
+        f"      SIZES: !!python/tuple [{sizes}]", "      STRIDE: 16", "    state: {__immutable__: true}",
+        "state: {__immutable__: true}", ""])
+
+
+def synthetic_detectron_checkpoint(num_classes: int = 80, small: bool = False, seed: int = 0, momentum: bool = True,
+                                   arch: str = "fpn") -> Dict[str, Any]:
+    """A Detectron-layout Mask R-CNN checkpoint ``{"blobs": {...}, "cfg": ...}`` built deterministically.
+
+    ``arch="fpn"``: ResNet-50-FPN (about 44 M parameters for K = 80); ``arch="c4"``: ResNet-50-C4, whose RPN on res4
+    has 5 sizes x 3 ratios = 15 anchors per location, as Detectron's C4 configs set. Realistic blob names and shapes
+    (``small=True`` divides every width by 16 for fast tests), small random float32 values, a few ``*_momentum``
+    optimizer blobs, and a ``cfg`` in the form Detectron stores (YAML text; only the keys the conversion reads).
+    The C4 checkpoint's RPN predictors are :func:`explainer.anchors.object_answering_rpn`: for the feature ``e_0`` they
+    answer as a trained RPN would an object of 96 x 192 pixels, so that what each anchor predicts can be read.
+    Nothing is downloaded.
     """
+    if arch not in ("fpn", "c4"):
+        raise ValueError(f"arch must be 'fpn' or 'c4', got {arch!r}")
     rng = np.random.default_rng(seed)
     width = 16 if small else 1
     blobs: Dict[str, Any] = {}
-    for name, shape in _resnet_blobs(width) + _fpn_maskrcnn_blobs(width, num_classes):
+    heads = _fpn_maskrcnn_blobs(width, num_classes) if arch == "fpn" else _c4_maskrcnn_blobs(width, num_classes)
+    for name, shape in _resnet_blobs(width) + heads:
         blobs[name] = (rng.standard_normal(shape, dtype=np.float32) * 0.01)
+    if arch == "c4":
+        rpn = A.object_answering_rpn(blobs["rpn_cls_logits_w"].shape[1], C4_RPN_STRIDE, C4_RPN_SIZES, C4_RPN_RATIOS, seed=seed)
+        for blob, key in (("rpn_cls_logits_w", "objectness_weight"), ("rpn_cls_logits_b", "objectness_bias"),
+                          ("rpn_bbox_pred_w", "deltas_weight"), ("rpn_bbox_pred_b", "deltas_bias")):
+            blobs[blob] = rpn[key].numpy()
     if momentum:
-        for name in ("conv1_w", "fc6_b", "cls_score_w"):
+        for name in ("conv1_w", "fc6_b" if arch == "fpn" else "conv_rpn_b", "cls_score_w"):
             blobs[f"{name}_momentum"] = np.zeros_like(blobs[name])
     blobs["cls_score_b"][0] = 2.0  # a trained background prior
-    return {"blobs": blobs, "cfg": "synthetic: ResNet-50-FPN Mask R-CNN, NUM_CLASSES %d" % (num_classes + 1)}
+    return {"blobs": blobs, "cfg": _synthetic_cfg(arch, num_classes)}
 
 
-def detectron2_expected_shapes(num_classes: int = 80, small: bool = False) -> Dict[str, Tuple[int, ...]]:
-    """Parameter names and shapes of Detectron2's ResNet-50-FPN Mask R-CNN (as its model's state_dict names them).
+def detectron2_expected_shapes(num_classes: int = 80, small: bool = False, arch: str = "fpn") -> Dict[str, Tuple[int, ...]]:
+    """Parameter names and shapes of Detectron2's ResNet-50-FPN (or ``arch="c4"``: -C4) Mask R-CNN, as its model's
+    state_dict names them.
 
     Built from the same layer list as :func:`synthetic_detectron_checkpoint`, named as in Detectron2's model
-    (``backbone.bottom_up...``, ``roi_heads.box_predictor...``), with FrozenBatchNorm statistics.
+    (``backbone.bottom_up...`` with FPN, ``backbone...`` and ``roi_heads.res5...`` with C4, ``roi_heads.box_predictor...``),
+    with FrozenBatchNorm statistics.
     """
+    if arch not in ("fpn", "c4"):
+        raise ValueError(f"arch must be 'fpn' or 'c4', got {arch!r}")
     width = 16 if small else 1
     out: Dict[str, Tuple[int, ...]] = {}
-    layers = _resnet_blobs(width) + _fpn_maskrcnn_blobs(width, num_classes)
+    layers = _resnet_blobs(width) + (_fpn_maskrcnn_blobs(width, num_classes) if arch == "fpn" else _c4_maskrcnn_blobs(width, num_classes))
     for name, shape in layers:
         new, family = detectron_to_detectron2_name(name)
         if name in _PREDICTOR_BLOBS:
             continue
         if family in ("stem", "res stages"):
-            new = "backbone.bottom_up." + new
+            if arch == "c4" and new.startswith("res5."):
+                new = "roi_heads." + new
+            else:
+                new = ("backbone.bottom_up." if arch == "fpn" else "backbone.") + new
             if new.endswith("norm.weight"):
                 out[new.replace("norm.weight", "norm.running_mean")] = shape
                 out[new.replace("norm.weight", "norm.running_var")] = shape
@@ -535,7 +928,7 @@ def detectron2_expected_shapes(num_classes: int = 80, small: bool = False) -> Di
         elif family in ("box head", "mask head"):
             new = "roi_heads." + new
         out[new] = shape
-    h = max(1, 1024 // width)
+    h = max(1, (1024 if arch == "fpn" else 2048) // width)
     f = max(1, 256 // width)
     out.update({"roi_heads.box_predictor.cls_score.weight": (num_classes + 1, h), "roi_heads.box_predictor.cls_score.bias": (num_classes + 1,),
                 "roi_heads.box_predictor.bbox_pred.weight": (4 * num_classes, h), "roi_heads.box_predictor.bbox_pred.bias": (4 * num_classes,),

@@ -3,8 +3,9 @@
 ==============  ==========================================================  ===============================
 command         what it does                                                exit codes
 ==============  ==========================================================  ===============================
-``convert``     a Detectron ``.pkl`` to a Detectron2 checkpoint             0 written, 2 bad input,
-                (:mod:`explainer.checkpoint`); the input is never modified  3 output exists (use --force)
+``convert``     a Detectron ``.pkl`` or a maskrcnn-benchmark ``.pth`` to a  0 written, 2 bad input,
+                Detectron2 checkpoint (:mod:`explainer.checkpoint`); the    3 output exists (use --force)
+                input is never modified
 ``audit``       a checkpoint's names and shapes against what a model        0 loads, 1 problems found,
                 expects (:func:`explainer.checkpoint.audit`)                2 bad input
 ``diagnose``    why two COCO result files differ                            0 identical, 1 causes found,
@@ -52,18 +53,21 @@ def _fail(e: BaseException, code: int = BAD_INPUT) -> int:
 # convert
 # --------------------------------------------------------------------------------------------------
 def _convert_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="Detectron .pkl")
+    p.add_argument("input", help="Detectron .pkl, or a maskrcnn-benchmark .pth")
     p.add_argument("output", help="Detectron2 checkpoint to write (.pth or .pkl)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-reorder-anchors", action="store_true",
+                   help="keep the RPN's rows in the source's anchor order (ratio-major) instead of Detectron2's (size-major)")
 
 
 def _convert(args: argparse.Namespace) -> int:
     try:
         ck = ckpt.load_checkpoint(args.input)
-        if not ck.format.startswith("detectron "):
-            raise ValueError(f"{args.input}: recognised as {ck.format}, not a Detectron checkpoint; nothing to convert")
-        sd, report = ckpt.convert_detectron_to_detectron2(ck.tensors)
+        try:
+            sd, report = ckpt.convert_checkpoint(ck, reorder_anchors=not args.no_reorder_anchors)
+        except ValueError as e:
+            raise ValueError(f"{args.input}: {e}") from None
         if Path(args.output).resolve() == Path(args.input).resolve():
             raise ValueError("the output must not be the input file")
         ckpt.save_checkpoint(sd, args.output, force=args.force)
@@ -73,7 +77,7 @@ def _convert(args: argparse.Namespace) -> int:
         return _fail(e)
     if args.json:
         print(json.dumps({"output": str(args.output), "format_in": ck.format,
-                          **{k: report[k] for k in ("counts", "predictor", "ignored", "unmapped")},
+                          **{k: report[k] for k in ("counts", "predictor", "rpn_anchors", "ignored", "unmapped")},
                           "renamed": [list(r[:3]) for r in report["renamed"]]}, indent=1, default=str))
     else:
         print(f"{args.input}: {ck.format}, {ck.n_parameters:,} parameters")
@@ -88,6 +92,10 @@ def _print_conversion(report: Dict[str, Any]) -> None:
           f"ignored {c['ignored']}")
     for name, change, what in report["predictor"]:
         print(f"  predictor {name}: {change} ({what})")
+    rpn = report.get("rpn_anchors", {})
+    if rpn.get("anchors"):
+        moved = f"{rpn['rows_moved']} of {rpn['anchors']} rows moved, Detectron2 row k <- row {rpn['permutation']}[k]"
+        print(f"  RPN anchor rows: {moved if rpn['reordered'] else 'not moved'} ({rpn['source']})")
     for k, why in report["ignored"]:
         print(f"  ignored {k}: {why}")
     for k, new in report["unmapped"]:
@@ -108,7 +116,7 @@ def _audit(args: argparse.Namespace) -> int:
         ck = ckpt.load_checkpoint(args.checkpoint)
         tensors = ck.tensors
         if ck.format.startswith("detectron "):
-            tensors, _ = ckpt.convert_detectron_to_detectron2(tensors)
+            tensors, _ = ckpt.convert_checkpoint(ck)
         res = ckpt.audit(tensors, args.expected)
     except (ValueError, OSError) as e:
         return _fail(e)
@@ -128,6 +136,8 @@ def _print_audit(res: Dict[str, Any]) -> None:
         print(f"  MISSING  {e} {shape}: {cause}")
     for k, shape, cause in res["unexpected"]:
         print(f"  UNEXPECTED {k} {shape}: {cause}")
+    for k, shape, note in res.get("warnings", []):
+        print(f"  WARNING  {k} {shape}: {note}")
     print("OK" if res["ok"] else "PROBLEMS FOUND")
 
 
@@ -172,7 +182,7 @@ def _trace(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 #: name -> (help, description, add the arguments, run); the order of ``--help``.
 COMMANDS: Dict[str, Tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
-    "convert": ("convert a Detectron checkpoint to Detectron2 (the input is never modified)",
+    "convert": ("convert a Detectron (or maskrcnn-benchmark) checkpoint to Detectron2 (the input is never modified)",
                 "Exit codes: 0 written, 2 bad input, 3 output exists (use --force).",
                 _convert_arguments, _convert),
     "audit": ("compare a checkpoint's names and shapes with what a model expects",

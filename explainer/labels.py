@@ -33,6 +33,7 @@ __all__ = [
     "detectron_to_d2_labels",
     "d2_to_detectron_labels",
     "convert_box_predictor",
+    "detectron2_loads_mask_predictor",
     "guess_class_order",
     "COCO_CATEGORY_IDS",
     "COCO_CLASS_NAMES",
@@ -132,13 +133,15 @@ def _to_background_last(params: Mapping) -> Dict[str, torch.Tensor]:
            "bbox_pred.weight": bw[4:], "bbox_pred.bias": bb[4:]}
     if _has_mask(params, "mask_fcn_logits_w", "mask_fcn_logits_b"):
         mw, mb = _get(params, "mask_fcn_logits_w"), _get(params, "mask_fcn_logits_b")
-        if mw.shape[0] == 1:
-            raise ValueError("mask_fcn_logits_w has 1 channel: a class-agnostic Detectron mask head "
-                             "(MRCNN.CLS_SPECIFIC_MASK False) has no background channel to drop; Detectron2's loader "
-                             "would leave 0 channels. Load it into a class-agnostic Detectron2 mask head "
-                             "(MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True) without conversion.")
+        if mw.shape[0] == 1 and mb.shape == (1,):
+            # class-agnostic (MRCNN.CLS_SPECIFIC_MASK False): no background channel to drop; renamed only, for a
+            # Detectron2 head with MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK True
+            out["mask_head.predictor.weight"] = mw.clone()
+            out["mask_head.predictor.bias"] = mb.clone()
+            return out
         if mw.shape[0] != n or mb.shape != (n,):
-            raise ValueError(f"mask_fcn_logits_w must have K+1 = {n} channels like cls_score; found {_shapes(params)}")
+            raise ValueError(f"mask_fcn_logits_w must have K+1 = {n} channels like cls_score (or 1, class-agnostic); "
+                             f"found {_shapes(params)}")
         out["mask_head.predictor.weight"] = mw[1:]
         out["mask_head.predictor.bias"] = mb[1:]
     return out
@@ -175,8 +178,13 @@ def convert_box_predictor(params: Mapping[str, ArrayLike], *, background_first: 
     ``background_first=False`` (Detectron2's layout, the default): ``params`` in Detectron's names (``cls_score_w/_b``,
     ``bbox_pred_w/_b`` and optionally ``mask_fcn_logits_w/_b``), background first. Returns exactly what Detectron2's
     loader produces: ``cls_score.*`` with the background row moved last, ``bbox_pred.*`` without the 4 background
-    rows (8 -> 4 rows when class-agnostic), ``mask_head.predictor.*`` without the background channel. A
-    class-agnostic Detectron mask head (1 channel) is refused: Detectron2's loader silently leaves it with 0 channels.
+    rows (8 -> 4 rows when class-agnostic), ``mask_head.predictor.*`` without the background channel.
+
+    One exception: a class-agnostic Detectron mask head (``MRCNN.CLS_SPECIFIC_MASK: False``, 1 channel and no
+    background channel) is kept as it is, for a Detectron2 head with ``MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK: True``.
+    Detectron2's loader cuts it like every mask predictor (``w[1:]``) to 0 channels; ``align_and_update_state_dicts``
+    then warns that the shapes differ ("... will not be loaded") and skips it, so the model's mask predictor keeps its
+    random initialisation (:func:`detectron2_loads_mask_predictor` shows it).
 
     ``background_first=True`` (Detectron's layout): ``params`` in those Detectron2 names; background moved first and 4
     background box rows re-inserted at the front (``bg_box_rows="copy"`` repeats class 0's rows, as tensorpack's
@@ -189,6 +197,37 @@ def convert_box_predictor(params: Mapping[str, ArrayLike], *, background_first: 
     if not isinstance(params, Mapping):
         raise ValueError(f"params must be a dict of name -> tensor, got {type(params).__name__}")
     return _to_background_first(params, bg_box_rows) if background_first else _to_background_last(params)
+
+
+def detectron2_loads_mask_predictor(weight: ArrayLike, bias: ArrayLike, model_channels: int, seed: int = 0) -> Dict[str, object]:
+    """What a Detectron2 model's mask predictor holds after its loader reads a Detectron ``mask_fcn_logits``.
+
+    ``weight`` (channels x C x 1 x 1) and ``bias``: the Detectron blobs; ``model_channels``: the predictor's channels in
+    the Detectron2 model (K, or 1 with ``MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK``). The loader
+    (``convert_c2_detectron_names``) drops channel 0 of every mask predictor, ``w[1:]``;
+    ``align_and_update_state_dicts`` loads the result only if its shape is the model's, and otherwise logs "Shape of
+    ... in checkpoint is ..., while shape of ... in model is ..." and "... will not be loaded", and the predictor
+    keeps its initialisation (``mask_head.py``: weights normal with std 0.001, bias 0; seeded here).
+
+    Returns ``checkpoint_shape`` (after ``w[1:]``), ``model_shape``, ``loaded`` (bool), ``warning`` (the text the
+    loader logs, or ""), and the ``weight`` and ``bias`` the model ends up with.
+    """
+    w, b = as_tensor(weight, "weight"), as_tensor(bias, "bias")
+    if w.dim() != 4 or w.shape[2:] != (1, 1) or b.shape != (w.shape[0],) or w.shape[0] < 1:
+        raise ValueError(f"weight must be channels x C x 1 x 1 with one bias per channel; got weight {tuple(w.shape)}, "
+                         f"bias {tuple(b.shape)}")
+    k = positive_int(model_channels, "model_channels")
+    cut_w, cut_b = w[1:], b[1:]
+    model_shape = (k, w.shape[1], 1, 1)
+    if tuple(cut_w.shape) == model_shape:
+        return {"checkpoint_shape": tuple(cut_w.shape), "model_shape": model_shape, "loaded": True, "warning": "",
+                "weight": cut_w.clone(), "bias": cut_b.clone()}
+    g = torch.Generator().manual_seed(int(seed))
+    warning = (f"Shape of mask_head.predictor.weight in checkpoint is torch.Size({list(cut_w.shape)}), while shape of "
+               f"roi_heads.mask_head.predictor.weight in model is torch.Size({list(model_shape)}). "
+               "mask_head.predictor.weight will not be loaded. Please double check and see if this is desired.")
+    return {"checkpoint_shape": tuple(cut_w.shape), "model_shape": model_shape, "loaded": False, "warning": warning,
+            "weight": torch.randn(model_shape, generator=g) * 0.001, "bias": torch.zeros(k)}
 
 
 def _find(params: Mapping, *suffixes: str) -> Tuple[Optional[str], Optional[torch.Tensor]]:

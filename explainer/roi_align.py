@@ -27,14 +27,15 @@ imports matplotlib or ipywidgets.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 
 from ._validate import ArrayLike, as_boxes, as_tensor, positive_int, positive_number, size_pair
 from .boxes import area
 
-__all__ = ["roi_align", "sampling_points", "roi_pool", "roi_pool_bins", "assign_fpn_levels", "convert_boxes_to_rois", "ramp"]
+__all__ = ["roi_align", "sampling_points", "sampling_grid_note", "roi_pool", "roi_pool_bins", "assign_fpn_levels",
+           "convert_boxes_to_rois", "ramp", "aligned_effect_on_course_detector"]
 
 _CHUNK_FLOATS = 8_000_000  # about 32 MB of gathered features at a time
 
@@ -233,6 +234,103 @@ def sampling_points(box: Sequence[float], output_size: Union[int, Sequence[int]]
     res.update(points=torch.stack([xs[X], ys[Y]], 1), valid=(ys[Y] >= -1) & (ys[Y] <= H) & (xs[X] >= -1) & (xs[X] <= W),
                neighbours=neigh, weights=weights, bin_of=torch.stack([X // g_w, Y // g_h], 1))
     return res
+
+
+def sampling_grid_note(box: Sequence[float], output_size: Union[int, Sequence[int]], spatial_scale: float = 1.0,
+                       sampling_ratio: int = -1, aligned: bool = False) -> Dict[str, Any]:
+    """How many samples each bin of one box gets, and why: the case torchvision's kernel is in.
+
+    Returns ``roi_size`` (w, h in feature cells, after the kernel's clamp), ``grid`` (samples per bin, h x w), ``empty``
+    (True when the grid has no sample, so every output is exactly 0) and ``why`` (a sentence). The cases, from
+    ``roi_align_kernel.cpp``: with ``aligned=False`` the RoI is widened to at least 1 x 1 cell, so every box is sampled;
+    with ``aligned=True`` there is no minimum size. Then ``sampling_ratio > 0`` gives that many samples per bin side
+    whatever the size (a zero-size box samples its single point, interpolated; only a point outside [-1, size] of
+    the map reads 0); ``sampling_ratio <= 0`` gives
+    ceil(roi size / output size) per side: 0 when the width or height is <= 0 (an empty grid: the output is exactly
+    0, ``count`` being clamped to 1 over an empty sum), and 1 for any positive size, however small.
+    """
+    ph, pw = _output_size(output_size)
+    b = as_boxes(torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), "box", allow_inverted=True)
+    rois = torch.cat([torch.zeros(1, 1, dtype=torch.float64), b], 1)
+    sr = int(sampling_ratio)
+    _, _, w, h, gw, gh = _geometry(rois, ph, pw, positive_number(spatial_scale, "spatial_scale"), sr, aligned, torch.float64)
+    rw, rh, g_w, g_h = float(w[0]), float(h[0]), int(gw[0]), int(gh[0])
+    empty = g_w <= 0 or g_h <= 0
+    size = f"RoI {rw:.3g} x {rh:.3g} cells"
+    if not aligned:
+        why = f"{size} (aligned=False widens it to at least 1 x 1 cell), so it is always sampled"
+    elif sr > 0:
+        why = f"{size}; sampling_ratio {sr} gives {sr} x {sr} samples per bin whatever the size" + (
+            " (a zero-size box samples its single point, interpolated)" if rw == 0 or rh == 0 else "")
+    elif empty:
+        why = (f"{size}; sampling_ratio 0 gives ceil(size / output) = {max(g_h, 0)} x {max(g_w, 0)} (h x w) samples per bin: "
+               "an empty grid, so the output is exactly 0")
+    else:
+        why = f"{size}; sampling_ratio 0 gives ceil(size / output) = {g_h} x {g_w} (h x w) samples per bin"
+    return {"roi_size": (rw, rh), "grid": (g_h, g_w), "empty": empty, "why": why}
+
+
+def aligned_effect_on_course_detector(iou: float = 0.5) -> Dict[str, Any]:
+    """Run the course's converted detector (:mod:`explainer.course`) on its test scenes with ``aligned`` True and False.
+
+    The detector was fitted under Detectron's conventions (``aligned=False``) and converted to Detectron2's layout;
+    both runs use Detectron2's conventions and differ only in ``roi_aligned`` (``POOLER_TYPE`` ROIAlignV2 against
+    ROIAlign), which acts in its box head's pooling and in its mask pooling. Detections are matched one to one (same
+    label, box IoU >= ``iou``). Returns ``detections`` ({False: n, True: n}), ``recall`` and ``precision`` against the
+    scenes' ground truth ({False: ..., True: ...}, :func:`explainer.compare.quality` at IoU 0.5), ``matched``, ``box_iou_mean`` and
+    ``box_iou_min`` over the matched pairs, ``box_shift_max`` (largest coordinate difference, px), ``mask_iou_mean``,
+    ``mask_offset`` ({False: (dx, dy), True: (dx, dy)}: the mask's centroid minus its box's centre, image pixels,
+    averaged over the matched pairs whose masks are not empty; it includes each shape's own centroid, e.g. a
+    triangle's lies below its box's centre), and ``mask_offset_change`` and ``mask_offset_change_abs``: the mean and
+    the mean absolute value, over those pairs, of (offset with aligned=True) - (offset with aligned=False).
+    """
+    from .boxes import greedy_match, pairwise_iou
+    from .compare import quality
+    from .conventions import DETECTRON2
+    from .course import N_TEST, course_detector, run_scene
+    from .masks import mask_iou
+
+    runs = {a: [run_scene(i, DETECTRON2.replace(roi_aligned=a), converted=True).detections for i in range(N_TEST)]
+            for a in (False, True)}
+    scenes = course_detector().test
+    scores = {a: quality(runs[a], scenes) for a in (False, True)}
+    ious: List[float] = []
+    shifts: List[float] = []
+    miou: List[float] = []
+    offsets: Dict[bool, List[torch.Tensor]] = {False: [], True: []}
+    for f, t in zip(runs[False], runs[True]):
+        m = pairwise_iou(f["boxes"], t["boxes"])
+        m = torch.where(f["labels"][:, None] == t["labels"][None, :], m, torch.zeros_like(m))
+        rows, cols, vals = greedy_match(m, iou)
+        ious += vals.tolist()
+        if len(rows):
+            shifts.append(float((f["boxes"][rows] - t["boxes"][cols]).abs().max()))
+            miou += mask_iou(f["masks"][rows], t["masks"][cols]).tolist()
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            o_f, o_t = _mask_offset(f["masks"][r], f["boxes"][r]), _mask_offset(t["masks"][c], t["boxes"][c])
+            if bool(torch.isfinite(o_f).all() and torch.isfinite(o_t).all()):  # an empty mask has no centroid
+                offsets[False].append(o_f)
+                offsets[True].append(o_t)
+    nan2 = (float("nan"), float("nan"))
+    mean_offset = {a: tuple(torch.stack(v).mean(0).tolist()) if v else nan2 for a, v in offsets.items()}
+    change = torch.stack(offsets[True]) - torch.stack(offsets[False]) if offsets[True] else None
+    return {"detections": {a: sum(len(d["boxes"]) for d in runs[a]) for a in (False, True)}, "matched": len(ious),
+            "recall": {a: scores[a]["recall"] for a in scores}, "precision": {a: scores[a]["precision"] for a in scores},
+            "box_iou_mean": sum(ious) / len(ious) if ious else float("nan"), "box_iou_min": min(ious, default=float("nan")),
+            "box_shift_max": max(shifts, default=0.0), "mask_iou_mean": sum(miou) / len(miou) if miou else float("nan"),
+            "mask_offset": mean_offset,
+            "mask_offset_change": tuple(change.mean(0).tolist()) if change is not None else nan2,
+            "mask_offset_change_abs": tuple(change.abs().mean(0).tolist()) if change is not None else nan2}
+
+
+def _mask_offset(mask: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Centroid of a pasted mask's pixels (pixel centres, continuous coordinates) minus its box's centre: (dx, dy)."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if len(xs) == 0:
+        return torch.full((2,), float("nan"), dtype=torch.float64)
+    centroid = torch.stack([xs.double().mean(), ys.double().mean()]) + 0.5
+    b = box.double()
+    return centroid - (b[:2] + b[2:]) / 2
 
 
 def _round_half_away(v: float) -> int:

@@ -190,3 +190,46 @@ def test_bad_input(call, needle):
     with pytest.raises(ValueError) as e:
         call()
     assert needle in str(e.value)
+
+
+# ---------------------------------------------------------------- RPN predictor rows in the two anchor orders
+def test_permute_anchor_rows_moves_blocks_of_four_deltas():
+    n_s, n_r = 5, 3
+    obj = torch.arange(15.0)
+    deltas = torch.arange(60.0)  # row 4a + c
+    moved = A.permute_anchor_rows(obj, n_s, n_r, "ratio_major", "size_major")
+    # size-major row k = (s, r) = divmod(k, n_r) holds Detectron's ratio-major row r * n_s + s
+    want = [r * n_s + s for s, r in (divmod(k, n_r) for k in range(15))]
+    assert moved.tolist() == want
+    dm = A.permute_anchor_rows(deltas, n_s, n_r, "ratio_major", "size_major", per_anchor=4)
+    assert dm.tolist() == [4 * a + c for a in want for c in range(4)]
+    back = A.permute_anchor_rows(dm, n_s, n_r, "size_major", "ratio_major", per_anchor=4)
+    assert torch.equal(back, deltas)
+    w = torch.randn(60, 7, 1, 1)  # a 1 x 1 conv weight: rows move with their input channels
+    assert torch.equal(A.permute_anchor_rows(w, n_s, n_r, "ratio_major", "size_major", per_anchor=4)[4:8], w[4 * want[1]:4 * want[1] + 4])
+    with pytest.raises(ValueError, match="rows must have n_sizes"):
+        A.permute_anchor_rows(torch.zeros(14), n_s, n_r, "ratio_major", "size_major")
+
+
+def test_rpn_outputs_per_anchor_read_in_each_order():
+    stride, sizes, ratios = 16.0, (32.0, 64.0, 128.0), (0.5, 1.0, 2.0)
+    rpn = A.object_answering_rpn(8, stride, sizes, ratios, object_size=(60.0, 30.0))
+    det = A.rpn_outputs_per_anchor(rpn["objectness_weight"], rpn["objectness_bias"], rpn["deltas_weight"], rpn["deltas_bias"],
+                                   rpn["feature"], stride, sizes, ratios, convention=DETECTRON)
+    # Detectron's rows are ratio-major; each one decodes onto the object, centred on the anchors' centre stride / 2
+    assert det["size"].tolist() == [32, 64, 128] * 3 and det["ratio"].tolist() == [0.5] * 3 + [1.0] * 3 + [2.0] * 3
+    torch.testing.assert_close(det["proposals"], torch.tensor([[8 - 30.0, 8 - 15.0, 8 + 30.0, 8 + 15.0]] * 9, dtype=torch.float64),
+                               atol=1e-4, rtol=0)
+    # objectness 10 (IoU - 0.5): highest for the anchor most like a 60 x 30 box (ratio 0.5, size 32: 46 x 24 px, the
+    # rounded anchor of the chapter, in continuous coordinates)
+    assert (det["size"][det["logits"].argmax()].item(), det["ratio"][det["logits"].argmax()].item()) == (32.0, 0.5)
+    d2 = A.rpn_outputs_per_anchor(rpn["objectness_weight"], rpn["objectness_bias"], rpn["deltas_weight"], rpn["deltas_bias"],
+                                  rpn["feature"], stride, sizes, ratios, convention=DETECTRON2)
+    assert d2["size"].tolist() == [32] * 3 + [64] * 3 + [128] * 3 and d2["ratio"].tolist() == [0.5, 1.0, 2.0] * 3
+    assert torch.equal(d2["anchors"], A.d2_cell_anchors(sizes, ratios, dtype=torch.float64))  # OFFSET 0: centred on 0
+    with pytest.raises(ValueError, match="need 9 objectness rows"):
+        A.rpn_outputs_per_anchor(rpn["objectness_weight"][:8], rpn["objectness_bias"][:8], rpn["deltas_weight"],
+                                 rpn["deltas_bias"], rpn["feature"], stride, sizes, ratios)
+    with pytest.raises(ValueError, match="objectness must be a 1 x 1 convolution"):
+        A.rpn_outputs_per_anchor(rpn["objectness_weight"], rpn["objectness_bias"], rpn["deltas_weight"], rpn["deltas_bias"],
+                                 torch.zeros(5), stride, sizes, ratios)

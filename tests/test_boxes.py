@@ -34,12 +34,21 @@ def close(actual, expected, atol=1e-5, rtol=1e-5):
 
 # ---------------------------------------------------------------- the legacy NMS, written independently
 def reference_cython_nms(dets, scores, thresh):
-    """Detectron's ``cython_nms.nms`` semantics, one pair at a time in float32. Returns the kept set."""
-    d = np.asarray(dets, dtype=np.float32)
-    s = np.asarray(scores, dtype=np.float32)
-    one = np.float32(1)
+    """Detectron's ``cython_nms.nms``, one pair at a time, with the .pyx's types. Returns the kept set and the order.
+
+    Written from ``detectron/utils/cython_nms.pyx`` (Detectron @04155a0): ``dets`` is an ``np.float32_t`` buffer
+    (the scores are its column 4), ``thresh`` is declared ``np.float32_t`` (the Python float is rounded to the
+    nearest float32 when it is passed in), and every temporary (``xx1 .. yy2``, ``w``, ``h``, ``inter``, ``ovr``)
+    is ``np.float32_t``. The test is ``ovr >= thresh``, float32 against float32. Every operation below is done on
+    numpy float32 scalars, which round like C floats.
+    """
+    d = np.asarray(dets, dtype=np.float32).reshape(-1, 4)
+    s = np.asarray(scores, dtype=np.float32).reshape(-1)
+    thresh32 = np.float32(thresh)
+    one, zero = np.float32(1), np.float32(0)
     x1, y1, x2, y2 = d[:, 0], d[:, 1], d[:, 2], d[:, 3]
-    areas = (x2 - x1 + one) * (y2 - y1 + one)
+    areas = (x2 - x1 + one) * (y2 - y1 + one)  # float32 arrays
+    assert areas.dtype == np.float32
     order = np.argsort(s, kind="stable")[::-1]
     suppressed = np.zeros(len(d), dtype=bool)
     for _i in range(len(d)):
@@ -50,11 +59,15 @@ def reference_cython_nms(dets, scores, thresh):
             j = order[_j]
             if suppressed[j]:
                 continue
-            w = max(np.float32(0), np.float32(min(x2[i], x2[j]) - max(x1[i], x1[j])) + one)
-            h = max(np.float32(0), np.float32(min(y2[i], y2[j]) - max(y1[i], y1[j])) + one)
+            xx1, yy1 = max(x1[i], x1[j]), max(y1[i], y1[j])
+            xx2, yy2 = min(x2[i], x2[j]), min(y2[i], y2[j])
+            w = max(zero, np.float32(np.float32(xx2 - xx1) + one))
+            h = max(zero, np.float32(np.float32(yy2 - yy1) + one))
             inter = np.float32(w * h)
-            ovr = np.float32(inter / np.float32(np.float32(areas[i] + areas[j]) - inter))
-            if float(ovr) >= thresh:
+            with np.errstate(invalid="ignore"):  # two empty boxes: 0 / 0 is NaN, and NaN >= thresh is false, as in C
+                ovr = np.float32(inter / np.float32(np.float32(areas[i] + areas[j]) - inter))
+            assert type(ovr) is np.float32 and type(thresh32) is np.float32
+            if ovr >= thresh32:
                 suppressed[j] = True
     return set(np.where(~suppressed)[0].tolist()), order
 
@@ -224,7 +237,8 @@ def test_legacy_nms_is_exact_where_shifted_torchvision_rounds_differently(pair):
 
 
 def test_strict_threshold_reproduces_greater_or_equal_for_every_nearby_float32():
-    for t in [0.0, 0.3, 0.5, 0.7, 1 / 3, 0.1 + 0.2, 1.0, 2.0 ** -30, 0.9999999999]:
+    # cython_nms.pyx: ovr >= thresh with both np.float32_t; torchvision: float ovr > double iou_threshold
+    for t in [0.0, 0.3, 0.5, 0.7, 1 / 3, 0.1 + 0.2, 1.0, 2.0 ** -30, 0.9999999999, 0.1, 0.9]:
         tp = boxes.nms_threshold_as_strict(t)
         c = np.float32(t)
         lo, hi = np.nextafter(c, np.float32(-1)), c
@@ -234,9 +248,18 @@ def test_strict_threshold_reproduces_greater_or_equal_for_every_nearby_float32()
             lo = np.nextafter(lo, np.float32(-1))
             xs += [hi, lo]
         xs = np.array(xs + [np.float32(0), -np.float32(0), np.float32(1)], dtype=np.float32)
-        ge = xs.astype(np.float64) >= t
-        gt = xs.astype(np.float64) > tp
+        ge = xs >= np.float32(t)                      # float32 against float32, as the .pyx
+        gt = xs.astype(np.float64) > tp               # float32 promoted to double, as torchvision's kernel
         assert (ge == gt).all(), t
+
+
+def test_threshold_is_rounded_to_nearest_float32_not_up():
+    # 0.7 rounds down: float32(0.7) = 0.699999988 < 0.7, and a float32 IoU equal to it is suppressed by Detectron
+    c = np.float32(0.7)
+    assert float(c) < 0.7
+    tp = boxes.nms_threshold_as_strict(0.7)
+    assert float(c) > tp  # the rounded-down threshold itself counts as ">="
+    assert np.nextafter(c, np.float32(-1)) == np.float32(tp)
 
 
 @given(st.floats(0, 1, allow_nan=False))
@@ -245,7 +268,47 @@ def test_strict_threshold_property(t):
     assert tp < t  # strictly below the threshold
     c = np.float32(t)
     for x in [np.nextafter(c, np.float32(-1)), c, np.nextafter(c, np.float32(2))]:
-        assert (float(x) >= t) == (float(x) > tp)
+        assert (x >= c) == (float(x) > tp)
+
+
+# Detectron's own arithmetic on this pair: +1 areas 9 x 10 = 90 and 7 x 9 = 63, intersection 7 x 9 = 63, IoU
+# 63/90 = 0.7 exactly; float32 division gives 0.699999988 = float32(0.7), and cython_nms compares it with
+# thresh, declared np.float32_t, so ovr >= thresh holds: the lower-scoring box 0 is suppressed.
+FLOAT32_TIE = [[474.0, 276.0, 482.0, 285.0], [475.0, 276.0, 481.0, 284.0]]
+FLOAT32_TIE_SCORES = [0.388, 0.761]
+
+
+def test_float32_tie_at_0_7_is_suppressed_as_in_cython_nms():
+    ovr = np.float32(np.float32(63) / np.float32(90))
+    assert ovr == np.float32(0.7) and float(ovr) < 0.7
+    assert boxes.pairwise_iou(FLOAT32_TIE[:1], FLOAT32_TIE[1:], legacy_plus_one=True).item() == float(np.float32(0.7))
+    assert reference_cython_nms(FLOAT32_TIE, FLOAT32_TIE_SCORES, 0.7)[0] == {1}
+    assert boxes.nms(FLOAT32_TIE, FLOAT32_TIE_SCORES, 0.7, legacy_plus_one=True).tolist() == [1]
+    # every path of the legacy NMS: the literal loop and the exactness check of the fast path
+    b = torch.tensor(FLOAT32_TIE)
+    order = torch.argsort(torch.tensor(FLOAT32_TIE_SCORES), stable=True).flip(0)   # [1, 0]
+    assert order.tolist() == [1, 0]
+    assert order[boxes._legacy_nms_greedy(b[order], 0.7)].tolist() == [1]
+    assert boxes._legacy_keep_holds(b[order], torch.tensor([0]), 0.7)
+    assert not boxes._legacy_keep_holds(b[order], torch.tensor([0, 1]), 0.7)
+    # the fast path's torchvision call on the shifted boxes, with the strict threshold
+    assert torchvision.ops.nms(boxes.to_continuous(b[order]), torch.tensor([2.0, 1.0]),
+                               boxes.nms_threshold_as_strict(0.7)).tolist() == [0]
+    # Detectron2 / torchvision: IoU 48/72 without +1, both kept; and torchvision on the +1 boxes keeps both too
+    # (a float32 IoU of 0.699999988 against the double 0.7, with ">")
+    assert boxes.nms(FLOAT32_TIE, FLOAT32_TIE_SCORES, 0.7).tolist() == [1, 0]
+    assert torchvision.ops.nms(boxes.to_continuous(b), torch.tensor(FLOAT32_TIE_SCORES), 0.7).tolist() == [1, 0]
+
+
+def test_float32_tie_off_the_exact_grid_goes_through_the_check():
+    # the pair moved by 0.1 px: float32(474.1) and the other corners are multiples of 2^-15 (all in [256, 512)),
+    # not on the grid that _on_exact_grid accepts, so the fast path's result is checked against the literal
+    # float32 formulas; widths and heights stay exact (same binade), so the IoU is still float32(0.7)
+    b = (torch.tensor(FLOAT32_TIE, dtype=torch.float64) + 0.1).to(torch.float32)
+    assert not boxes._on_exact_grid(b)
+    assert boxes.pairwise_iou(b[:1], b[1:], legacy_plus_one=True).item() == float(np.float32(0.7))
+    assert reference_cython_nms(b, FLOAT32_TIE_SCORES, 0.7)[0] == {1}
+    assert boxes.nms(b, FLOAT32_TIE_SCORES, 0.7, legacy_plus_one=True).tolist() == [1]
 
 
 @st.composite
@@ -294,10 +357,11 @@ def test_legacy_nms_equals_reference_loop_on_fractional_boxes(case):
 def test_nms_agrees_on_mapped_boxes_except_at_exact_ties(case):
     """On whole-pixel boxes, Detectron's NMS is torchvision's on [x1, y1, x2 + 1, y2 + 1] ...
 
-    ... unless some IoU equals the threshold exactly (>= against >) or scores tie (order)."""
+    ... unless some float32 IoU equals the float32 threshold (>= against >) or scores tie (order)."""
     b, s, t = case
-    iou = boxes.pairwise_iou(b, b, legacy_plus_one=True)
-    assume(not (iou.to(torch.float64) == t).any())
+    iou = boxes.pairwise_iou(b, b, legacy_plus_one=True)  # float32, Detectron's arithmetic on whole pixels
+    # Detectron's ovr >= float32(t) and torchvision's ovr > t differ only where ovr == float32(t)
+    assume(not (iou == torch.tensor(np.float32(t))).any())
     legacy = boxes.nms(b, s, t, legacy_plus_one=True)
     assert legacy.tolist() == torchvision.ops.nms(boxes.to_continuous(b), s, t).tolist()
     assert legacy.tolist() == boxes.nms(boxes.to_continuous(b), s, t).tolist()
@@ -344,6 +408,9 @@ def test_nms_disagreement_fades_with_box_size():
     assert got["differ"][2] <= 2 and got["differ"][3] <= 2
     # +1 makes IoUs larger, so on small boxes Detectron suppresses more
     assert got["detectron_kept"][0] < got["detectron2_kept"][0]
+    # mapped with to_continuous, whole-pixel boxes differ only through exact ties, and fractional ones not at all
+    assert 0 < max(got["differ_mapped"]) < max(got["differ"])
+    assert got["differ_mapped_fractional"] == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="sizes must be positive"):
         boxes.nms_disagreement_by_size([0])
 

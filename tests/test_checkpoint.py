@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from explainer import anchors as A
 from explainer import checkpoint as C
+from explainer import maskrcnn_benchmark as M
 from explainer.cli import main
+from explainer.conventions import DETECTRON, DETECTRON2
 from tests.conftest import load_golden
 
 NAMES = load_golden("checkpoint/name_map.json")
@@ -30,7 +33,7 @@ def _write_pkl(path: Path, obj, protocol=2) -> Path:
     return path
 
 
-@pytest.mark.parametrize("table", ["fpn", "non_fpn"])
+@pytest.mark.parametrize("table", ["fpn", "non_fpn", "densepose_keypoint"])
 def test_name_map_equals_detectron2_loader(table):
     for d2, c2 in NAMES[table].items():
         assert C.detectron_to_detectron2_name(c2)[0] == d2, c2
@@ -64,7 +67,7 @@ def test_load_detectron_pickle_written_like_python2(tmp_path, small):
     ck = C.load_checkpoint(p)
     assert ck.format == "detectron (pkl)"
     assert set(ck.tensors) == set(small["blobs"])
-    assert ck.extra["cfg"].startswith("synthetic")
+    assert C.detectron_cfg_values(ck.extra["cfg"])["FPN.FPN_ON"] is True  # the cfg, as Detectron stores it
     assert np.array_equal(ck.tensors["fc6_w"].numpy(), small["blobs"]["fc6_w"])
 
 
@@ -188,3 +191,222 @@ def test_cli_as_a_process(tmp_path, small):
     assert json.loads(r.stdout)["counts"]["tensors out"] > 100
     r = subprocess.run([sys.executable, "-m", "explainer", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert "convert" in r.stdout and "audit" in r.stdout
+
+
+# ---------------------------------------------------------------- the checkpoint's cfg
+@pytest.mark.parametrize("style", ["block", "flow"])
+def test_cfg_text_as_yaml_dump_writes_it(style):
+    text = (Path(__file__).parent / "data" / "checkpoint" / f"detectron_cfg_{style}.yaml").read_text()
+    v = C.detectron_cfg_values(text)
+    assert v["RPN.SIZES"] == [32, 64, 128, 256, 512]
+    assert v["RPN.ASPECT_RATIOS"] == [0.5, 1, 2]          # an alias (*id001) of FPN.RPN_ASPECT_RATIOS
+    assert v["FPN.FPN_ON"] is False and v["MODEL.NUM_CLASSES"] == 81 and v["TEST.BBOX_AUG.SCALES"] == []
+    assert C.detectron_cfg_values({"RPN": {"SIZES": (32, 64)}}) == {"RPN.SIZES": [32, 64]}
+    assert C.detectron_cfg_values("synthetic: not yaml") == {} and C.detectron_cfg_values(None) == {}
+
+
+# ---------------------------------------------------------------- RPN anchor rows
+# Detectron's generate_anchors is ratio-major (row = r * S + s), Detectron2's generate_cell_anchors size-major
+# (row = s * R + r): Detectron2 row k = (s, r) = divmod(k, 3) takes Detectron row r * 5 + s.
+C4_PERM = [r * 5 + s for s, r in (divmod(k, 3) for k in range(15))]
+
+
+@pytest.fixture(scope="module")
+def c4():
+    return C.synthetic_detectron_checkpoint(num_classes=3, small=True, arch="c4")
+
+
+def test_c4_rpn_rows_move_to_detectron2s_order(c4):
+    assert C4_PERM == [0, 5, 10, 1, 6, 11, 2, 7, 12, 3, 8, 13, 4, 9, 14]
+    b = {k: torch.from_numpy(v) for k, v in c4["blobs"].items() if isinstance(v, np.ndarray)}
+    sd, report = C.convert_detectron_to_detectron2(c4["blobs"], cfg=c4["cfg"])
+    r = report["rpn_anchors"]
+    assert r["reordered"] and r["permutation"] == C4_PERM and r["rows_moved"] == 12 and (r["sizes"], r["ratios"]) == (5, 3)
+    assert "cfg" in r["source"] and "RPN.SIZES [32, 64, 128, 256, 512]" in r["source"]
+    w = sd["proposal_generator.rpn_head.objectness_logits.weight"]
+    d = sd["proposal_generator.rpn_head.anchor_deltas.weight"]
+    for k, j in enumerate(C4_PERM):
+        assert torch.equal(w[k], b["rpn_cls_logits_w"][j])
+        for c in range(4):  # anchor-major, then coordinate, in both codebases
+            assert torch.equal(d[4 * k + c], b["rpn_bbox_pred_w"][4 * j + c])
+            assert torch.equal(sd["proposal_generator.rpn_head.anchor_deltas.bias"][4 * k + c], b["rpn_bbox_pred_b"][4 * j + c])
+    # off: the rows stay where Detectron2's own loader leaves them (convert_c2_detectron_names never moves them)
+    sd0, rep0 = C.convert_detectron_to_detectron2(c4["blobs"], cfg=c4["cfg"], reorder_anchors=False)
+    assert torch.equal(sd0["proposal_generator.rpn_head.objectness_logits.weight"], b["rpn_cls_logits_w"])
+    assert torch.equal(sd0["proposal_generator.rpn_head.anchor_deltas.weight"], b["rpn_bbox_pred_w"])
+    assert not rep0["rpn_anchors"]["reordered"] and "turned off" in rep0["rpn_anchors"]["source"]
+
+
+def _by_anchor(out):
+    return {(float(s), float(r)): (float(lg), p.tolist()) for s, r, lg, p in zip(out["size"], out["ratio"], out["logits"], out["proposals"])}
+
+
+def test_reordered_rpn_predicts_for_each_anchor_what_detectron_predicted(c4):
+    b = c4["blobs"]
+    rpn = A.object_answering_rpn(b["rpn_cls_logits_w"].shape[1], C.C4_RPN_STRIDE, C.C4_RPN_SIZES, C.C4_RPN_RATIOS)
+    probe = rpn["feature"]
+    args = (C.C4_RPN_STRIDE, C.C4_RPN_SIZES, C.C4_RPN_RATIOS)
+    det = _by_anchor(A.rpn_outputs_per_anchor(b["rpn_cls_logits_w"], b["rpn_cls_logits_b"], b["rpn_bbox_pred_w"],
+                                               b["rpn_bbox_pred_b"], probe, *args, convention=DETECTRON))
+    # Detectron's own reading: every anchor's proposal is the object (96 x 192 centred on the anchors' centre 8, 8)
+    for _logit, prop in det.values():
+        assert prop == pytest.approx([8 - 48, 8 - 96, 8 + 48, 8 + 96], abs=1e-4)
+    d2 = DETECTRON2.replace(anchor_offset=0.5)  # Detectron's grid: only the row order differs
+    for reorder, same in ((True, 15), (False, 3)):
+        sd, _ = C.convert_detectron_to_detectron2(b, cfg=c4["cfg"], reorder_anchors=reorder)
+        p = "proposal_generator.rpn_head."
+        got = _by_anchor(A.rpn_outputs_per_anchor(sd[p + "objectness_logits.weight"], sd[p + "objectness_logits.bias"],
+                                                   sd[p + "anchor_deltas.weight"], sd[p + "anchor_deltas.bias"], probe, *args,
+                                                   convention=d2))
+        assert sum(abs(got[key][0] - det[key][0]) < 1e-5 for key in det) == same
+    assert max(det.values())[0] == det[(128.0, 2.0)][0]  # the anchor most like the object scores highest
+
+
+def test_where_the_anchor_counts_come_from(c4):
+    blobs = c4["blobs"]
+    assert "argument" in C.convert_detectron_to_detectron2(blobs, rpn_anchors=(5, 3))[1]["rpn_anchors"]["source"]
+    rep = C.convert_detectron_to_detectron2(blobs)[1]["rpn_anchors"]  # no cfg: Detectron's 3 default ratios assumed
+    assert rep["source"].startswith("assumed") and rep["permutation"] == C4_PERM
+    # 3 sizes x 5 ratios: another permutation
+    other = C.convert_detectron_to_detectron2(blobs, rpn_anchors=(3, 5))[1]["rpn_anchors"]["permutation"]
+    assert other == [r * 3 + s for s, r in (divmod(k, 5) for k in range(15))]
+    with pytest.raises(ValueError, match="gives 4 sizes x 3 ratios = 12"):
+        C.convert_detectron_to_detectron2(blobs, rpn_anchors=(4, 3))
+    bad = dict(blobs, rpn_cls_logits_w=blobs["rpn_cls_logits_w"][:14], rpn_cls_logits_b=blobs["rpn_cls_logits_b"][:14],
+               rpn_bbox_pred_w=blobs["rpn_bbox_pred_w"][:56], rpn_bbox_pred_b=blobs["rpn_bbox_pred_b"][:56])
+    with pytest.raises(ValueError, match="pass rpn_anchors"):
+        C.convert_detectron_to_detectron2(bad)
+    with pytest.raises(ValueError, match="do not fit one another"):
+        C.convert_detectron_to_detectron2(dict(blobs, rpn_bbox_pred_b=blobs["rpn_bbox_pred_b"][:4]))
+    fpn = C.synthetic_detectron_checkpoint(num_classes=3, small=True)
+    rep = C.convert_detectron_to_detectron2(fpn["blobs"], cfg=fpn["cfg"])[1]["rpn_anchors"]
+    assert not rep["reordered"] and rep["sizes"] == 1 and "FPN" in rep["source"]
+
+
+def test_audit_warns_about_rpn_rows_that_shapes_cannot_check(c4):
+    want = C.detectron2_expected_shapes(num_classes=3, small=True, arch="c4")
+    for reorder in (True, False):  # both load: the audit cannot tell them apart, so it warns either way
+        sd, _ = C.convert_detectron_to_detectron2(c4["blobs"], cfg=c4["cfg"], reorder_anchors=reorder)
+        res = C.audit(sd, want)
+        assert res["ok"] and not res["mismatched"]
+        (name, shape, note), = res["warnings"]
+        assert name == "proposal_generator.rpn_head.objectness_logits.weight" and shape[0] == 15
+        assert "12 of 15" in note and "ratio-major" in note and "size-major" in note
+    fpn = C.synthetic_detectron_checkpoint(num_classes=3, small=True)
+    assert C.audit(C.convert_detectron_to_detectron2(fpn["blobs"])[0], C.detectron2_expected_shapes(num_classes=3, small=True))["warnings"] == []
+
+
+def test_class_agnostic_mask_head_is_kept_and_its_zero_channel_version_explained(small):
+    blobs = dict(small["blobs"])
+    blobs["mask_fcn_logits_w"], blobs["mask_fcn_logits_b"] = blobs["mask_fcn_logits_w"][:1], blobs["mask_fcn_logits_b"][:1]
+    sd, report = C.convert_detectron_to_detectron2(blobs)
+    assert sd["mask_head.predictor.weight"].shape[0] == 1
+    assert "CLS_AGNOSTIC_MASK" in dict((r[0], r[2]) for r in report["predictor"])["mask_fcn_logits"]
+    # what Detectron2's own loader would hand the model: 0 channels, explained by the audit
+    cut = dict(sd, **{"mask_head.predictor.weight": sd["mask_head.predictor.weight"][1:],
+                      "mask_head.predictor.bias": sd["mask_head.predictor.bias"][1:]})
+    want = C.detectron2_expected_shapes(num_classes=3, small=True)
+    want["roi_heads.mask_head.predictor.weight"] = (1, *want["roi_heads.mask_head.predictor.weight"][1:])
+    want["roi_heads.mask_head.predictor.bias"] = (1,)
+    causes = {m[1]: m[4] for m in C.audit(cut, want)["mismatched"]}
+    assert "0 channels" in causes["roi_heads.mask_head.predictor.weight"] and "stays random" in causes["roi_heads.mask_head.predictor.weight"]
+    assert C.audit(sd, want)["ok"]
+
+
+def test_densepose_and_keypoint_blobs_are_renamed_as_detectron2_does():
+    for d2, c2 in NAMES["densepose_keypoint"].items():
+        assert C.detectron_to_detectron2_name(c2)[0] == d2, c2
+    assert C.detectron_to_detectron2_name("body_conv_fcn1_w") == ("body_conv_fcn1.weight", "densepose")
+    assert C.detectron_to_detectron2_name("Index_UV_lowres_b") == ("index_uv_lowres.bias", "densepose")
+
+
+def test_cli_convert_reorders_unless_told_not_to(tmp_path, c4, capsys):
+    src = C.write_detectron_pickle(c4, tmp_path / "c4.pkl")
+    w = torch.from_numpy(c4["blobs"]["rpn_cls_logits_w"])
+    capsys.readouterr()
+    assert main(["convert", str(src), str(tmp_path / "re.pth")]) == 0
+    out = capsys.readouterr().out
+    assert "RPN anchor rows: 12 of 15 rows moved" in out and "RPN.SIZES" in out
+    assert main(["convert", str(src), str(tmp_path / "no.pth"), "--no-reorder-anchors", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["rpn_anchors"]["reordered"] is False
+    key = "proposal_generator.rpn_head.objectness_logits.weight"
+    assert torch.equal(C.load_checkpoint(tmp_path / "re.pth").tensors[key], w[C4_PERM])
+    assert torch.equal(C.load_checkpoint(tmp_path / "no.pth").tensors[key], w)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({k: list(v) for k, v in C.detectron2_expected_shapes(num_classes=3, small=True, arch="c4").items()}))
+    assert main(["audit", str(tmp_path / "re.pth"), "--expected", str(spec)]) == 0
+    assert "WARNING  proposal_generator.rpn_head.objectness_logits.weight" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- maskrcnn-benchmark
+@pytest.mark.parametrize("arch", ["c4", "fpn"])
+def test_maskrcnn_benchmark_state_dict_converts_and_audits_clean(arch):
+    sd = M.synthetic_maskrcnn_benchmark_state_dict(num_classes=3, arch=arch)
+    assert M.is_maskrcnn_benchmark_state_dict(sd)
+    out, report = M.convert_maskrcnn_benchmark_to_detectron2(sd)
+    assert not report["unmapped"]
+    res = C.audit(out, C.detectron2_expected_shapes(num_classes=3, small=True, arch=arch))
+    assert res["ok"] and not res["missing"] and not res["mismatched"]  # FrozenBatchNorm statistics included
+    # background first, as in Detectron: row 0 of cls_score goes last, 4 box rows and 1 mask channel are dropped
+    cls = sd["roi_heads.box.predictor.cls_score.weight"]
+    assert torch.equal(out["cls_score.weight"], torch.cat([cls[1:], cls[:1]]))
+    assert torch.equal(out["bbox_pred.bias"], sd["roi_heads.box.predictor.bbox_pred.bias"][4:])
+    assert torch.equal(out["mask_head.predictor.weight"], sd["roi_heads.mask.predictor.mask_fcn_logits.weight"][1:])
+    ignored = dict(report["ignored"])
+    assert all("anchor buffer" in ignored[k] for k in sd if "cell_anchors" in k)
+
+
+# maskrcnn-benchmark module paths (modeling/backbone/resnet.py, fpn.py, rpn/rpn.py, roi_heads/*) -> the names
+# Detectron2's loader gives the same layers of a Detectron checkpoint ("other": no rule, kept as it is)
+MB_NAMES = [
+    ("backbone.body.stem.conv1.weight", "stem.conv1.weight", "stem"),
+    ("backbone.body.stem.bn1.running_var", "stem.conv1.norm.running_var", "stem"),
+    ("module.backbone.body.layer1.0.downsample.0.weight", "res2.0.shortcut.weight", "res stages"),
+    ("backbone.body.layer3.5.bn2.bias", "res4.5.conv2.norm.bias", "res stages"),
+    ("backbone.fpn.fpn_inner4.weight", "fpn_lateral5.weight", "fpn"),
+    ("backbone.fpn.fpn_layer1.bias", "fpn_output2.bias", "fpn"),
+    ("roi_heads.box.feature_extractor.head.layer4.2.conv3.weight", "res5.2.conv3.weight", "res stages"),
+    ("roi_heads.box.feature_extractor.fc7.bias", "box_head.fc2.bias", "box head"),
+    ("rpn.head.bbox_pred.weight", "proposal_generator.rpn_head.anchor_deltas.weight", "rpn"),
+    ("roi_heads.mask.predictor.conv5_mask.weight", "mask_head.deconv.weight", "mask head"),
+    ("roi_heads.keypoint.feature_extractor.conv_fcn3.weight", "roi_heads.keypoint_head.conv_fcn3.weight", "keypoint head"),
+    ("roi_heads.keypoint.predictor.kps_score_lowres.bias", "roi_heads.keypoint_head.score_lowres.bias", "keypoint head"),
+    ("roi_heads.mask.feature_extractor.head.layer4.0.conv1.weight", "roi_heads.mask.feature_extractor.head.layer4.0.conv1.weight", "other"),
+    ("backbone.fpn.top_blocks.p6.weight", "backbone.fpn.top_blocks.p6.weight", "other"),
+]
+
+
+@pytest.mark.parametrize("name, d2, family", MB_NAMES)
+def test_maskrcnn_benchmark_names_by_hand(name, d2, family):
+    assert M.maskrcnn_benchmark_to_detectron2_name(name) == (d2, family)
+
+
+def test_maskrcnn_benchmark_rpn_rows_follow_its_anchor_buffer():
+    sd = M.synthetic_maskrcnn_benchmark_state_dict(num_classes=3, arch="c4")
+    out, report = M.convert_maskrcnn_benchmark_to_detectron2({"module." + k: v for k, v in sd.items()})
+    r = report["rpn_anchors"]
+    assert r["permutation"] == C4_PERM and "cell_anchors.0" in r["source"]
+    assert torch.equal(out["proposal_generator.rpn_head.objectness_logits.weight"], sd["rpn.head.cls_logits.weight"][C4_PERM])
+    no_buffer = {k: v for k, v in sd.items() if "cell_anchors" not in k}
+    assert "maskrcnn-benchmark's default" in M.convert_maskrcnn_benchmark_to_detectron2(no_buffer)[1]["rpn_anchors"]["source"]
+    fpn = M.convert_maskrcnn_benchmark_to_detectron2(M.synthetic_maskrcnn_benchmark_state_dict(arch="fpn"))[1]["rpn_anchors"]
+    assert not fpn["reordered"] and "5 levels" in fpn["source"]
+
+
+def test_cli_converts_a_maskrcnn_benchmark_file(tmp_path, capsys):
+    sd = M.synthetic_maskrcnn_benchmark_state_dict(num_classes=3, arch="c4")
+    src = tmp_path / "model_final.pth"
+    torch.save({"model": sd, "iteration": 90000}, src)
+    ck = C.load_checkpoint(src)
+    assert C.convert_checkpoint(ck)[1]["source"] == "maskrcnn-benchmark"
+    capsys.readouterr()
+    assert main(["convert", str(src), str(tmp_path / "d2.pth")]) == 0
+    assert "12 of 15 rows moved" in capsys.readouterr().out
+    d2 = C.load_checkpoint(tmp_path / "d2.pth").tensors
+    assert torch.equal(d2["cls_score.bias"], torch.cat([sd["roi_heads.box.predictor.cls_score.bias"][1:],
+                                                        sd["roi_heads.box.predictor.cls_score.bias"][:1]]))
+    # a Detectron2 checkpoint is neither: nothing to convert
+    C.save_checkpoint(d2, tmp_path / "again.pth")
+    assert main(["convert", str(tmp_path / "again.pth"), str(tmp_path / "x.pth")]) == 2
+    assert "nothing to convert" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import tomllib
 from tools.notebooks import ROOT
 
 # pip name -> conda-forge name, where they differ
-CONDA_NAME = {"torch": "pytorch"}
+CONDA_NAME = {"torch": "pytorch", "opencv-python-headless": "opencv"}
 
 
 def _name(spec: str) -> str:
@@ -19,7 +19,9 @@ def _name(spec: str) -> str:
 def _pyproject():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     project = data["project"]
-    specs = list(project["dependencies"]) + list(project["optional-dependencies"]["test"])
+    specs = list(project["dependencies"])
+    for extra in ("test", "crosscheck"):
+        specs += list(project["optional-dependencies"][extra])
     return {CONDA_NAME.get(_name(s), _name(s)): s for s in specs}
 
 
@@ -74,3 +76,8 @@ def test_lower_bounds_agree():
 def test_binder_installs_the_package():
     _, pip_section = _environment()
     assert "-e ." in pip_section, "environment.yml must install the package itself (pip: [-e .]) for Binder"
+
+
+def test_make_test_installs_the_crosscheck_extra():
+    text = (ROOT / "Makefile").read_text()
+    assert "-e '.[test,crosscheck]'" in text, "make env must install the test and crosscheck extras"

@@ -32,13 +32,29 @@ def test_class_agnostic_box_regression_matches_loader():
     assert torch.equal(out["bbox_pred.bias"], torch.tensor(ex["outputs"]["bbox_pred.bias"]))
 
 
-def test_class_agnostic_mask_is_refused_with_the_reason():
-    # Detectron2's loader leaves such a head with 0 channels (golden: output_shapes [0, 4, 1, 1])
-    assert G["class_agnostic_example"]["output_shapes"]["mask_head.predictor.weight"][0] == 0
+def test_class_agnostic_mask_is_kept_where_detectron2s_loader_cuts_it_to_nothing():
+    # Detectron2's loader cuts such a head to 0 channels (golden from the original loader: [0, 4, 1, 1])
+    ex = G["class_agnostic_example"]
+    assert ex["output_shapes"]["mask_head.predictor.weight"][0] == 0
     params = dict(INPUTS)
-    params["mask_fcn_logits_w"], params["mask_fcn_logits_b"] = INPUTS["mask_fcn_logits_w"][:1], INPUTS["mask_fcn_logits_b"][:1]
-    with pytest.raises(ValueError, match="class-agnostic Detectron mask head"):
-        L.convert_box_predictor(params)
+    w, b = INPUTS["mask_fcn_logits_w"][:1], INPUTS["mask_fcn_logits_b"][:1]
+    params["mask_fcn_logits_w"], params["mask_fcn_logits_b"] = w, b
+    out = L.convert_box_predictor(params)
+    # kept as it is, for a Detectron2 head with CLS_AGNOSTIC_MASK
+    assert torch.equal(out["mask_head.predictor.weight"], w) and torch.equal(out["mask_head.predictor.bias"], b)
+    # what Detectron2's own loader leaves in the model: w[1:] has 0 channels, the shapes differ, nothing is loaded
+    got = L.detectron2_loads_mask_predictor(w, b, model_channels=1)
+    assert list(got["checkpoint_shape"]) == ex["output_shapes"]["mask_head.predictor.weight"]
+    assert got["loaded"] is False and got["model_shape"] == (1, w.shape[1], 1, 1)
+    assert "will not be loaded" in got["warning"] and "torch.Size([0, 4, 1, 1])" in got["warning"]
+    assert got["weight"].shape == (1, w.shape[1], 1, 1) and not torch.equal(got["weight"], w)
+    assert float(got["weight"].abs().max()) < 0.01 and torch.equal(got["bias"], torch.zeros(1))  # std 0.001, bias 0
+    # a class-specific head (K + 1 channels) does load into a K-channel predictor
+    k1 = INPUTS["mask_fcn_logits_w"]
+    ok = L.detectron2_loads_mask_predictor(k1, INPUTS["mask_fcn_logits_b"], model_channels=k1.shape[0] - 1)
+    assert ok["loaded"] and torch.equal(ok["weight"], torch.tensor(G["outputs"]["mask_head.predictor.weight"]))
+    with pytest.raises(ValueError, match="weight must be channels x C x 1 x 1"):
+        L.detectron2_loads_mask_predictor(torch.zeros(2, 3), torch.zeros(2), 1)
 
 
 def test_softmax_equivalence_golden():

@@ -56,10 +56,12 @@ def test_all_ones_mask_pastes_to_the_box_pixels(x1, y1, w, h, m):
     # Detectron2 (continuous model): only pixels whose centres lie in the box, and all of them except where the
     # zero padding of grid_sample reaches in from two sides at once (a corner, within half a mask cell of both edges:
     # there each axis contributes a factor between 0.5 and 1)
+    # the box as the package reads a list: float32 (y1 + h = 3.4999999999999964 is 3.5 there)
+    bx = torch.tensor(box, dtype=torch.float32).double().tolist()
     xs, ys = (torch.arange(80) + 0.5).double(), (torch.arange(60) + 0.5).double()
-    in_x, in_y = (xs >= box[0]) & (xs <= box[2]), (ys >= box[1]) & (ys <= box[3])
-    near_x = torch.minimum(xs - box[0], box[2] - xs) < w / m / 2
-    near_y = torch.minimum(ys - box[1], box[3] - ys) < h / m / 2
+    in_x, in_y = (xs >= bx[0]) & (xs <= bx[2]), (ys >= bx[1]) & (ys <= bx[3])
+    near_x = torch.minimum(xs - bx[0], bx[2] - xs) < (bx[2] - bx[0]) / m / 2
+    near_y = torch.minimum(ys - bx[1], bx[3] - ys) < (bx[3] - bx[1]) / m / 2
     centre_in = in_y[:, None] & in_x[None]
     assert (d2 <= centre_in).all()
     assert ((centre_in & ~(near_y[:, None] & near_x[None])) <= d2).all()

@@ -8,7 +8,15 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explainer.roi_align import assign_fpn_levels, roi_align, roi_pool, roi_pool_bins, sampling_points
+from explainer.roi_align import (
+    aligned_effect_on_course_detector,
+    assign_fpn_levels,
+    roi_align,
+    roi_pool,
+    roi_pool_bins,
+    sampling_grid_note,
+    sampling_points,
+)
 from tests.conftest import load_golden
 
 RAMP = (torch.arange(10).view(10, 1) * 10 + torch.arange(10).view(1, 10)).float()[None, None]  # value 10 y + x
@@ -155,3 +163,39 @@ def test_tiny_zero_and_outside_boxes_are_valid():
     r = torch.tensor([[0.0, 2, 2, 2, 2], [0.0, 50, 50, 60, 60], [0.0, 4, 4, 4.01, 4.02]])
     for aligned in (False, True):
         torch.testing.assert_close(roi_align(RAMP, r, 3, 1.0, -1, aligned), torchvision.ops.roi_align(RAMP, r, 3, 1.0, -1, aligned))
+
+
+# torchvision 0.29.1 on a 10 x 10 map of 10 y + x, output 2 x 2, spatial_scale 1 (values also recomputed below with
+# torchvision's compiled kernel): when aligned=True pools to exactly 0, and when it interpolates
+TINY = [  # box, sampling_ratio, torchvision's output (aligned=True), empty grid
+    ([3.0, 3, 3, 3], 0, [0.0, 0, 0, 0], True),
+    ([3.0, 3, 3, 3], 2, [27.5, 27.5, 27.5, 27.5], False),          # the single point (2.5, 2.5), interpolated
+    ([3.0, 3, 3.2, 5], 0, [32.55, 32.65, 42.55, 42.65], False),     # 0.2 px wide: one sample per bin, not 0
+    ([3.0, 3, 3, 5], 0, [0.0, 0, 0, 0], True),                      # zero width, positive height
+    ([3.0, 3, 3, 5], 2, [32.5, 32.5, 42.5, 42.5], False),
+    ([5.0, 5, 4.9, 5.5], 0, [0.0, 0, 0, 0], True),                  # slightly negative width
+]
+
+
+@pytest.mark.parametrize("box, sr, expected, empty", TINY)
+def test_when_aligned_true_gives_zero_and_when_it_interpolates(box, sr, expected, empty):
+    rois = torch.tensor([[0.0, *box]])
+    tv = torchvision.ops.roi_align(RAMP, rois, 2, 1.0, sr, True)[0, 0].reshape(-1)
+    ours = roi_align(RAMP, rois, 2, 1.0, sr, True)[0, 0].reshape(-1)
+    torch.testing.assert_close(tv, torch.tensor(expected), atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours, tv, atol=1e-5, rtol=0)
+    note = sampling_grid_note(box, 2, 1.0, sr, True)
+    assert note["empty"] is empty and ("exactly 0" in note["why"]) is empty
+    # aligned=False widens every box to one cell: never empty
+    assert not sampling_grid_note(box, 2, 1.0, sr, False)["empty"]
+    assert roi_align(RAMP, rois, 2, 1.0, sr, False).abs().min() > 0
+
+
+@pytest.mark.slow
+def test_aligned_effect_on_the_course_detector_is_measured_not_assumed():
+    r = aligned_effect_on_course_detector()
+    assert r["matched"] > 10 and 0 < r["box_iou_min"] <= r["box_iou_mean"] < 1.0  # the boxes move
+    assert r["box_shift_max"] > 0.5 and 0 < r["mask_iou_mean"] < 1.0
+    assert all(0 < r[k][a] <= 1 for k in ("recall", "precision") for a in (False, True))
+    dx, dy = r["mask_offset_change_abs"]
+    assert 0 < dx < 2 and 0 < dy < 2

@@ -26,10 +26,24 @@ def test_sampling_follows_the_stride():
 def test_tiny_box_clamps_only_without_alignment():
     d = ROIAlignSamplingDashboard()
     d.update(x1=3, y1=3, x2=3, y2=3, out=2, sr=0, stride=1)
-    sp_false, _ = d.result["detectron"]
-    sp_true, pooled_true = d.result["detectron2"]
+    sp_false, _, _ = d.result["detectron"]
+    sp_true, pooled_true, note = d.result["detectron2"]
     assert float(sp_false["roi"][2] - sp_false["roi"][0]) == 1.0 and sp_true["grid"] == (0, 0)
-    assert abs(pooled_true).max() == 0
+    assert abs(pooled_true).max() == 0 and note["empty"]
+
+
+def test_readout_says_when_a_tiny_box_is_zero_and_when_it_interpolates():
+    d = ROIAlignSamplingDashboard()
+    # zero size, sampling_ratio 0: an empty grid, exactly 0
+    text = d.update(x1=3, y1=3, x2=3, y2=3, out=2, sr=0, stride=1)
+    assert "an empty grid, so the output is exactly 0" in text
+    # the same box with sampling_ratio 2: its single point, interpolated (value 10 y + x at (2.5, 2.5))
+    text = d.update(sr=2)
+    assert "samples its single point" in text and (d.result["detectron2"][1] == 27.5).all()
+    # a quarter-cell-wide box with sampling_ratio 0: one sample per bin, not 0
+    text = d.update(x2=3.25, y2=5, sr=0)
+    assert "= 1 x 1 (h x w) samples per bin" in text and abs(d.result["detectron2"][1]).min() > 0
+    assert "widens it to at least 1 x 1 cell" in text  # aligned=False's side
 
 
 def test_inverted_box_goes_to_the_readout():

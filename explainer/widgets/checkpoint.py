@@ -14,7 +14,9 @@ from .base import Dashboard, dropdown, html_table, register
 K = 80
 MISTAKES = [("none: converted correctly", "none"), ("config counts background (NUM_CLASSES 81)", "num_classes"),
             ("a layer renamed (fc1 -> fc_one)", "renamed"), ("bbox_pred background rows kept", "bg_rows"),
-            ("class-agnostic box head in the config", "agnostic"), ("optimizer state left in", "momentum")]
+            ("class-agnostic box head in the config", "agnostic"), ("optimizer state left in", "momentum"),
+            ("class-agnostic mask head cut to 0 channels (Detectron2's own loader)", "mask0"),
+            ("C4 model, RPN rows left in Detectron's anchor order", "c4_rows")]
 
 
 @lru_cache(maxsize=1)
@@ -24,9 +26,27 @@ def _converted():
     return ck["blobs"], sd, report
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=1)
+def _c4_as_detectron2_loads_it():
+    """The synthetic C4 checkpoint converted without moving the RPN rows, as Detectron2's own loader leaves them."""
+    ck = C.synthetic_detectron_checkpoint(num_classes=K, small=True, arch="c4")
+    sd, report = C.convert_detectron_to_detectron2(ck["blobs"], cfg=ck["cfg"], reorder_anchors=False)
+    return sd, report
+
+
+def _audit_c4_rows():
+    sd, report = _c4_as_detectron2_loads_it()
+    res = C.audit(sd, C.detectron2_expected_shapes(num_classes=K, small=True, arch="c4"))
+    real_missing = [m for m in res["missing"] if "benign" not in m[2]]
+    return dict(res=res, counts=[res["matched"], len(res["mismatched"]), len(real_missing), len(res["unexpected"])],
+                real_missing=real_missing, rpn=report["rpn_anchors"])
+
+
+@lru_cache(maxsize=16)
 def _audit_with(mistake: str):
     """Convert the synthetic checkpoint, inject ``mistake`` and audit against Detectron2's model (cached: pure)."""
+    if mistake == "c4_rows":
+        return _audit_c4_rows()
     blobs, sd, _ = _converted()
     sd = dict(sd)
     n = K
@@ -40,6 +60,11 @@ def _audit_with(mistake: str):
     elif mistake == "momentum":
         sd["conv1_w_momentum"] = torch.from_numpy(blobs["conv1_w_momentum"])
     want = C.detectron2_expected_shapes(num_classes=n, small=True)
+    if mistake == "mask0":  # a 1-channel mask head through the loader's w[1:], against a CLS_AGNOSTIC_MASK model
+        sd["mask_head.predictor.weight"] = sd["mask_head.predictor.weight"][:0]
+        sd["mask_head.predictor.bias"] = sd["mask_head.predictor.bias"][:0]
+        want["roi_heads.mask_head.predictor.weight"] = (1, *want["roi_heads.mask_head.predictor.weight"][1:])
+        want["roi_heads.mask_head.predictor.bias"] = (1,)
     if mistake == "agnostic":
         h = want["roi_heads.box_predictor.bbox_pred.weight"][1]
         want["roi_heads.box_predictor.bbox_pred.weight"] = (4, h)
@@ -87,6 +112,10 @@ class AuditDashboard(Dashboard):
         rows = [["mismatch", e, f"{g} vs {w}", cause] for _, e, g, w, cause in r["res"]["mismatched"]]
         rows += [["missing", e, str(shape), cause] for e, shape, cause in r["real_missing"]]
         rows += [["unexpected", k, str(shape), cause] for k, shape, cause in r["res"]["unexpected"]]
+        rows += [["warning (loads)", k, str(shape), note] for k, shape, note in r["res"].get("warnings", [])]
+        if "rpn" in r:
+            rows += [["conversion", "RPN anchor rows", f"{r['rpn']['rows_moved']} of {r['rpn']['anchors']} moved",
+                      f"{r['rpn']['source']}: Detectron2's own loader never moves them"]]
         if not rows:
             rows = [["", "no findings", "", "running statistics of FrozenBatchNorm are filled by Detectron2 (benign)"]]
         return html_table(rows, ["finding", "parameter", "shapes (checkpoint vs model)", "likely cause"])

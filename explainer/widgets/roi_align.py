@@ -91,12 +91,13 @@ class ROIAlignSamplingDashboard(Dashboard):
         for key, p in self.panels.items():
             sp = R.sampling_points(img_box, out, (MAP, MAP), spatial_scale=scale, sampling_ratio=sr, aligned=p["aligned"])
             pooled = R.roi_align(FEATURE, rois, out, spatial_scale=scale, sampling_ratio=sr, aligned=p["aligned"])[0, 0].numpy()
-            res[key] = (sp, pooled)
+            note = R.sampling_grid_note(img_box, out, spatial_scale=scale, sampling_ratio=sr, aligned=p["aligned"])
+            res[key] = (sp, pooled, note)
         return res
 
     def render(self, r):
         for key, p in self.panels.items():
-            sp, pooled = r[key]
+            sp, pooled, _ = r[key]
             p["box"].set(r["box"])
             xe, ye = sp["x_edges"].numpy() + 0.5, sp["y_edges"].numpy() + 0.5
             p["bins"].set_segments(_cell_segments(xe, ye))
@@ -120,13 +121,14 @@ class ROIAlignSamplingDashboard(Dashboard):
                     t.set_text("")
 
     def describe(self, r):
-        sp1, p1 = r["detectron"]
-        sp2, p2 = r["detectron2"]
+        sp1, p1, n1 = r["detectron"]
+        sp2, p2, n2 = r["detectron2"]
         rows = [["RoI as sampled (feature cells)", [round(float(v), 3) for v in sp1["roi"]], [round(float(v), 3) for v in sp2["roi"]]],
                 ["samples per bin (h x w), count", f"{sp1['grid'][0]} x {sp1['grid'][1]}, {sp1['count']}",
                  f"{sp2['grid'][0]} x {sp2['grid'][1]}, {sp2['count']}"],
                 ["pooled output", _r(p1), _r(p2)],
-                ["difference (False - True)", _r(p1 - p2), ""]]
+                ["difference (False - True)", _r(p1 - p2), ""],
+                ["why", n1["why"], n2["why"]]]
         head = f"box {[round(v, 2) for v in r['img_box']]} image px, spatial_scale 1/{r['stride']}"
         return html_table(rows, [head, "aligned=False", "aligned=True"])
 
