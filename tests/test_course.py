@@ -113,25 +113,54 @@ def test_regenerating_is_idempotent_and_touches_no_other_cell(tmp_path):
 
 def test_a_chapter_added_to_the_table_is_linked_everywhere(tmp_path):
     folder = _copy_course(tmp_path)
-    new = C.Chapter(12, "12_effect_sizes.ipynb", "Effect sizes", 20, "How much does each difference cost?", (10, 11))
-    nb = {"cells": [{"cell_type": "markdown", "id": "c00", "metadata": {}, "source": ["# Chapter 12\n"]}],
+    last = C.CHAPTERS[-1]
+    n = last.number + 1
+    new = C.Chapter(n, f"{n:02d}_effect_sizes.ipynb", "Effect sizes", 20, "How much does each difference cost?",
+                    (10, 11))
+    nb = {"cells": [{"cell_type": "markdown", "id": "c00", "metadata": {}, "source": [f"# Chapter {n}\n"]}],
           "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     (folder / new.file).write_text(C.dumps(nb))
-    with pytest.raises(ValueError, match="12_effect_sizes.ipynb is not in tools/course.py's table"):
+    with pytest.raises(ValueError, match=f"{new.file} is not in tools/course.py's table"):
         C.sync(folder=folder)
     table = C.CHAPTERS + (new,)
     changed = C.sync(chapters=table, folder=folder)
-    assert {p.name for p in changed} == {c.file for c in table}, "every header now says 'of 12'"
-    twelve = json.loads((folder / new.file).read_text())
-    assert _src(twelve["cells"][0]).startswith("**Chapter 12 of 12** \u00b7 [previous: The first divergence]")
-    assert "last chapter" in _src(twelve["cells"][-1])
-    assert not [c for c in twelve["cells"] if c["id"] == "course-selfcheck"], "no questions yet: no self-check cell"
-    eleven = json.loads((folder / C.CHAPTERS[11].file).read_text())
-    assert "[next: Effect sizes](12_effect_sizes.ipynb)" in _src(eleven["cells"][0])
-    assert "**Next: [12 Effect sizes](12_effect_sizes.ipynb)**" in _src(eleven["cells"][-1])
+    assert {p.name for p in changed} == {c.file for c in table}, f"every header now says 'of {n}'"
+    added = json.loads((folder / new.file).read_text())
+    assert _src(added["cells"][0]).startswith(f"**Chapter {n} of {n}** \u00b7 [previous: {last.title}]")
+    assert "last chapter" in _src(added["cells"][-1])
+    assert not [c for c in added["cells"] if c["id"] == "course-selfcheck"], "no questions yet: no self-check cell"
+    before = json.loads((folder / last.file).read_text())
+    assert f"[next: Effect sizes]({new.file})" in _src(before["cells"][0])
+    assert f"**Next: [{n} Effect sizes]({new.file})**" in _src(before["cells"][-1])
     zero = "".join(_src(c) for c in json.loads((folder / C.CHAPTERS[0].file).read_text())["cells"])
-    assert "| 12 | [Effect sizes](12_effect_sizes.ipynb) | 20 min |" in zero
+    assert f"| {n} | [Effect sizes]({new.file}) | 20 min |" in zero
     assert C.sync(check=True, chapters=table, folder=folder) == []
+
+
+def test_a_when_present_row_joins_the_course_when_its_notebook_arrives(tmp_path):
+    waiting = [c for c in C.TABLE if c.when_present]
+    assert waiting, "the table keeps a row for a chapter that is not in the folder yet"
+    folder = _copy_course(tmp_path)
+    for c in waiting:
+        (folder / c.file).unlink(missing_ok=True)
+    without = C.present_chapters(folder=folder)
+    assert [c.number for c in without] == list(range(len(without))) and not any(c.when_present for c in without)
+    assert C.check_table(without, folder) == []
+    nb = {"cells": [{"cell_type": "markdown", "id": "c00", "metadata": {}, "source": ["# The new chapter\n"]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    for c in waiting:
+        (folder / c.file).write_text(C.dumps(nb))
+    with_them = C.present_chapters(folder=folder)
+    assert with_them == C.TABLE
+    C.sync(chapters=with_them, folder=folder)
+    last = with_them[-1]
+    head = _src(json.loads((folder / with_them[1].file).read_text())["cells"][0])
+    assert head.startswith(f"**Chapter 1 of {last.number}**")
+    before = _src(json.loads((folder / with_them[-2].file).read_text())["cells"][-1])
+    assert f"**Next: [{last.number} {last.title}]({last.file})**" in before
+    zero = "".join(_src(c) for c in json.loads((folder / with_them[0].file).read_text())["cells"])
+    assert f"| {last.number} | [{last.title}]({last.file}) | {last.minutes} min |" in zero
+    assert C.sync(check=True, chapters=with_them, folder=folder) == []
 
 
 def test_chapter_zero_list_is_found_under_its_heading_or_added(tmp_path):

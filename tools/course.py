@@ -11,8 +11,10 @@ only place where the chapters are listed. ``python -m tools.course`` (``make cou
   own, ``course-contents``, when chapter 0 has no list yet).
 
 It never touches any other cell, and running it twice changes nothing. ``--check`` only reports the notebooks that
-are out of step with the table (the tests run it). To add a chapter (a closing chapter 12, say), add its row to
-:data:`CHAPTERS` and its questions to :mod:`explainer.selfcheck`, then run ``make course``.
+are out of step with the table (the tests run it). To add a chapter, add its row to :data:`TABLE` and its
+questions to :mod:`explainer.selfcheck`, then run ``make course``. A row with ``when_present=True`` (chapter 12)
+is used only once its notebook is in the folder: adding the file and running ``make course`` brings it into every
+header, footer and chapter 0's list, with no edit here; its self-check cells follow once it has questions.
 
 Links are relative (``03_anchors.ipynb``), so they work in JupyterLab and in Voila, which serves a notebook at
 ``/voila/render/notebooks/NAME.ipynb``; links to ``../docs/*.md`` open the file in JupyterLab and are served by
@@ -31,7 +33,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from tools.notebooks import NOTEBOOK_DIR, ROOT
 
-__all__ = ["Chapter", "CHAPTERS", "chapter", "apply", "sync", "markdown_links", "broken_links", "main"]
+__all__ = ["Chapter", "TABLE", "CHAPTERS", "present_chapters", "chapter", "apply", "sync", "markdown_links",
+           "broken_links", "main"]
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,16 @@ class Chapter:
     minutes: int
     answers: str
     prerequisites: Tuple[int, ...] = ()
+    #: A chapter written elsewhere and not yet in the folder: in the course only once its file exists.
+    when_present: bool = False
 
     @property
     def stem(self) -> str:
         return self.file[:-len(".ipynb")]
 
 
-#: The course, in order. Minutes: reading, moving every control once and answering the self-check.
-CHAPTERS: Tuple[Chapter, ...] = (
+#: Every chapter, in order. Minutes: reading, moving every control once and answering the self-check.
+TABLE: Tuple[Chapter, ...] = (
     Chapter(0, "00_start_here.ipynb", "Start here", 10,
             "What is the one idea behind every difference, and how do the figures work?"),
     Chapter(1, "01_pixels_and_coordinates.ipynb", "Pixels and coordinates", 25,
@@ -80,7 +85,19 @@ CHAPTERS: Tuple[Chapter, ...] = (
     Chapter(11, "11_find_the_first_divergence.ipynb", "The first divergence", 35,
             "Where do PyTorch and ONNX Runtime first compute something different inside the model, and why?",
             (4, 8, 10)),
+    Chapter(12, "12_how_much_each_difference_matters.ipynb", "How much each difference matters", 30,
+            "Which differences change a converted model's detections, and by how much; and what the original "
+            "authors measured when they trained under each setting.", (10,), when_present=True),
 )
+
+
+def present_chapters(table: Sequence[Chapter] = TABLE, folder: Path = NOTEBOOK_DIR) -> Tuple[Chapter, ...]:
+    """The rows of ``table`` that are in the course: all of them but a ``when_present`` row whose file is missing."""
+    return tuple(c for c in table if not c.when_present or (folder / c.file).is_file())
+
+
+#: The course as it is in the folder now (a ``when_present`` chapter joins when its notebook is added).
+CHAPTERS: Tuple[Chapter, ...] = present_chapters()
 
 HEADER, INTRO, SELFCHECK, FOOTER, CONTENTS = ("course-header", "course-selfcheck-intro", "course-selfcheck",
                                               "course-footer", "course-contents")
