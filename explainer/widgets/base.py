@@ -35,6 +35,7 @@ import numpy as np
 
 from ..viz.style import apply_style
 from ..viz.tables import html_table  # noqa: F401  (re-exported for dashboards)
+from .frames import use_fast_frames
 
 __all__ = [
     "Dashboard",
@@ -198,9 +199,12 @@ class CachedFigureDraw:
             return out
         invalid = self._scan()
         key = self._layout_key(renderer)
-        can_cache = hasattr(renderer, "copy_from_bbox") and renderer is getattr(self.fig.canvas, "renderer", None)
+        can_cache = hasattr(renderer, "buffer_rgba") and renderer is getattr(self.fig.canvas, "renderer", None)
         if can_cache and not invalid and self._background is not None and key == self._key:
-            renderer.restore_region(self._background)
+            # the whole pixel buffer, not copy_from_bbox(fig.bbox): at a dpi that fits the figure to the notebook
+            # column the bbox is a fraction of a pixel short (413.99999 px), its top row would stay transparent,
+            # and ipympl then sends every frame in full instead of the changed pixels
+            np.copyto(np.asarray(renderer.buffer_rgba()), self._background)
             self._draw_dynamic(renderer)
             self.fig.stale = False
             self.fast_draws += 1
@@ -208,7 +212,7 @@ class CachedFigureDraw:
         self.full_draws += 1
         out = self._orig_draw(renderer)  # static layer: animated artists are skipped by Axes.draw
         if can_cache:
-            self._background = renderer.copy_from_bbox(self.fig.bbox)
+            self._background = np.array(renderer.buffer_rgba())
             self._key = self._layout_key(renderer)
         self._draw_dynamic(renderer)
         self.fig.stale = False
@@ -255,6 +259,7 @@ class Dashboard:
             canvas.toolbar_position = "top"          # a horizontal row, placed above the figure by _TOOLBAR_CSS
             canvas.toolbar_visible = "fade-in-fade-out"
             canvas.capture_scroll = False
+            use_fast_frames(canvas)
             fig_widget = canvas
         else:
             self._static_image = widgets.Image(format="png")
@@ -349,8 +354,14 @@ class Dashboard:
     def _redraw(self) -> None:
         if self._static_image is not None:
             self._static_image.value = self.png()
-        else:
+        elif getattr(self.fig.canvas, "syncing_data_url", True):
+            # no browser view yet (a notebook executed headless, a test): ask for a draw when one is shown
             self.fig.canvas.draw_idle()
+        else:
+            # A browser shows the figure: draw and send the new image now. draw_idle() would first ask the
+            # browser to ask back for a draw, one more round trip through the server for every move of a control;
+            # ipywidgets already merges the moves that arrive while the kernel is busy.
+            self.fig.canvas.draw()
 
     @property
     def readout_text(self) -> str:
