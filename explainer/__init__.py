@@ -10,16 +10,25 @@ from .conventions import DETECTRON, DETECTRON2, Convention, get_convention  # no
 __version__ = "0.1.0"
 
 
-def setup_notebook(seed: int = 0) -> None:
-    """Seed every generator and apply the course's figure style (first cell of each chapter)."""
+def setup_notebook(seed: int = 0, threads: int = 1) -> None:
+    """Seed every generator, set torch's thread count and apply the course's figure style (first cell of a chapter).
+
+    ``threads=1`` by default: the course's tensors are small, so a pool of threads mostly waits and wakes; with
+    several kernels on a 2-core machine (``make test`` runs three) the pools also compete. On this machine chapter
+    10 ran about 3x faster in wall time with one thread than with torch's default (``BENCHMARKS.md``). Results do
+    not depend on it: the course's computations are deterministic across thread counts.
+    """
     import random
 
     import numpy as np
     import torch
 
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.set_num_threads(threads)
     try:
         from .viz.style import apply_style
     except ImportError:  # matplotlib missing: computations still work

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import executed_notebook
-from tools.notebooks import NOTEBOOK_DIR, error_outputs, notebook_paths
+from tools.notebooks import NOTEBOOK_DIR, clear_outputs, dirty_cells, error_outputs, main, notebook_paths
 
 ALL = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
@@ -21,8 +21,22 @@ def test_course_has_its_first_notebooks():
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_committed_without_outputs(path):
     nb = json.loads(path.read_text())
-    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    dirty = dirty_cells(nb)
     assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts; clear them before committing"
+
+
+def test_clear_outputs_leaves_a_notebook_that_the_check_accepts(tmp_path, capsys):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1", execution_count=3,
+                                                                      outputs=[nbformat.v4.new_output("stream", text="2")])])
+    path = tmp_path / "00_x.ipynb"
+    nbformat.write(nb, str(path))
+    assert dirty_cells(json.loads(path.read_text())) == [0]
+    assert clear_outputs(path) is True
+    assert dirty_cells(json.loads(path.read_text())) == []
+    assert clear_outputs(path) is False
+    assert main(["--check-clean"]) == 0   # the committed notebooks are clean
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)

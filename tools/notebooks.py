@@ -92,3 +92,50 @@ def strip_widget_views(nb) -> None:
             ):
                 del data["application/vnd.jupyter.widget-view+json"]
     nb.metadata.pop("widgets", None)
+
+
+def dirty_cells(nb: dict) -> List[int]:
+    """Indices of code cells that carry outputs or an execution count (a notebook is committed without them)."""
+    return [i for i, c in enumerate(nb["cells"])
+            if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+
+
+def clear_outputs(path: Path) -> bool:
+    """Remove every output and execution count from a notebook file, in place; True if it changed."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    if not dirty_cells(nb):
+        return False
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, str(path))
+    return True
+
+
+def main(argv: List[str] | None = None) -> int:
+    """`python -m tools.notebooks --check-clean` (exit 1 naming dirty notebooks) or `--clear` (clear them)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m tools.notebooks",
+                                     description="Keep the course's notebooks committed without outputs.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--check-clean", action="store_true", help="fail, naming each notebook that carries outputs")
+    group.add_argument("--clear", action="store_true", help="remove outputs and execution counts in place")
+    args = parser.parse_args(argv)
+    if args.clear:
+        for path in notebook_paths():
+            if clear_outputs(path):
+                print(f"cleared {path.name}")
+        return 0
+    dirty = {p.name: dirty_cells(json.loads(p.read_text(encoding="utf-8"))) for p in notebook_paths()}
+    dirty = {name: cells for name, cells in dirty.items() if cells}
+    for name, cells in dirty.items():
+        print(f"{name}: code cells {cells} carry outputs; run `python -m tools.notebooks --clear`")
+    return 1 if dirty else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
