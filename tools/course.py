@@ -86,8 +86,8 @@ TABLE: Tuple[Chapter, ...] = (
             "Where do PyTorch and ONNX Runtime first compute something different inside the model, and why?",
             (4, 8, 10)),
     Chapter(12, "12_how_much_each_difference_matters.ipynb", "How much each difference matters", 30,
-            "Which differences change a converted model's detections, and by how much; and what the original "
-            "authors measured when they trained under each setting.", (10,), when_present=True),
+            "One table: every difference, how much it changes a converted model, what its authors measured on "
+            "trained models, the flag that sets it and what no flag sets.", (10,), when_present=True),
 )
 
 
