@@ -207,6 +207,8 @@ def _diagnose_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     p.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
                    help="image height and width (lets the evidence recognise swapped height and width)")
+    p.add_argument("--html", metavar="REPORT.HTML",
+                   help="also write the diagnosis as a self-contained page (causes, evidence, fixes, figures)")
 
 
 def _diagnose(args: argparse.Namespace) -> int:
@@ -215,7 +217,14 @@ def _diagnose(args: argparse.Namespace) -> int:
         _check_input(args.reference, what)
         _check_input(args.candidate, what)
         size = tuple(args.image_size) if args.image_size else None
+        if args.html is not None and Path(args.html).resolve() in (Path(args.reference).resolve(),
+                                                                   Path(args.candidate).resolve()):
+            raise ValueError(f"{args.html}: the report must not overwrite an input file")
         d = diag.diagnose(args.reference, args.candidate, image_size=size)
+        if args.html is not None:
+            from .viz.report import write_report  # matplotlib only when a report is asked for
+
+            write_report(d, args.html)
     except RecursionError:  # which file is nested too deeply: the bounded reader says
         try:
             for path in (args.reference, args.candidate):
@@ -223,6 +232,8 @@ def _diagnose(args: argparse.Namespace) -> int:
         except ValueError as e:
             return _fail(e)
         return _fail(f"{args.reference}, {args.candidate}: nested too deeply ({what} is expected)")
+    except MemoryError:
+        return _fail(f"{args.reference}, {args.candidate}: too large to read ({what} is expected)")
     except (ValueError, OSError) as e:
         return _fail(e)
     print(json.dumps(d.to_dict(), indent=2) if args.json else d.summary())
