@@ -15,12 +15,14 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-__all__ = ["CAUSES", "CauseInfo", "Cause", "make_cause", "UNRELATED_BELOW", "BOX_ATOL", "SCORE_ATOL"]
+__all__ = ["CAUSES", "CauseInfo", "Cause", "make_cause", "UNRELATED_BELOW", "BOX_ATOL", "SCORE_ATOL", "RTOL"]
 
 #: Below this fraction of matched detections the two sides are called unrelated.
 UNRELATED_BELOW = 0.3
-#: Differences at or below these are "identical": box coordinates (px) and scores.
+#: Differences at or below these are "identical": box and keypoint coordinates (px) and scores, plus RTOL times
+#: the value's magnitude (float64 keeps about 16 digits, so boxes 1e20 px wide still compare as equal to themselves).
 BOX_ATOL, SCORE_ATOL = 1e-4, 1e-5
+RTOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,8 @@ class CauseInfo:
 CAUSES: Dict[str, CauseInfo] = {
     "identical": CauseInfo(
         "the two sides agree",
-        f"every detection matched, boxes within {BOX_ATOL:g} px, scores within {SCORE_ATOL:g}, same labels",
+        f"every detection matched, boxes (and keypoints) within {BOX_ATOL:g} px, scores within {SCORE_ATOL:g}, "
+        f"same labels, same masks, every value finite",
         "nothing to fix"),
     "no_detections": CauseInfo(
         "one side (or both) has no detections",
@@ -73,7 +76,8 @@ CAUSES: Dict[str, CauseInfo] = {
     "label_offset": CauseInfo(
         "class indices shifted: background first (Detectron, 0 = background) against last (Detectron2), "
         "or 1-based against 0-based label maps",
-        "boxes match; candidate label = reference label + k for one constant k",
+        "boxes match; candidate label = reference label + k for one constant k, in the raw labels or in the "
+        "contiguous index seen through COCO's category ids (category_id = COCO_IDS[i + 1] for COCO_IDS[i])",
         "reorder the classifier rows when converting (background row first vs last) or map labels with the "
         "dataset's contiguous id mapping"),
     "label_permutation": CauseInfo(
@@ -95,8 +99,23 @@ CAUSES: Dict[str, CauseInfo] = {
         "flip continuous coordinates with W - x and pixel indices with W - 1 - x; keep one convention per quantity"),
     "mask_paste": CauseInfo(
         "masks pasted into the image by different methods (Detectron's per-box resize vs Detectron2's grid sampling)",
-        "boxes agree; masks differ only within 2 px of their contour",
-        "use the same paste (Detectron2's paste_masks_in_image, or its legacy paste for Detectron models)"),
+        "boxes agree; masks differ, and the differing pixels lie within 2 px of the contour (mask IoU below 1, "
+        "boundary F-score near 1)",
+        "use the same paste on both sides: Detectron2's layers/mask_ops.py paste_masks_in_image, or, to reproduce "
+        "Detectron's core/test.py segm_results, the per-box resize of paste_mask_in_image_old after pad_masks and "
+        "scale_boxes (the same file)"),
+    "non_finite": CauseInfo(
+        "NaN or infinite values in the detections (an overflow in float16, a division by a zero width, the log of 0 "
+        "in box decoding)",
+        "a box, score or keypoint that is NaN or +-inf on one side (those detections are left out of the matching)",
+        "find where the exporting side produces it: clamp dw/dh before exp() (Detectron2's scale_clamp = log(1000/16)), "
+        "keep box decoding and score computations in float32, and check the input for NaN"),
+    "missing_field": CauseInfo(
+        "a field (keypoints, masks) written on one side only, or empty or unreadable on one side",
+        "detections matched by their boxes, one side with keypoints or masks and the other without (or with empty "
+        "masks, or segmentations that do not decode)",
+        "write the same fields on both sides (Detectron2's instances_to_coco_json writes segmentation and keypoints "
+        "when the model predicts them); check the mask head's threshold and the paste for empty masks"),
     "threshold_or_topk": CauseInfo(
         "a different score threshold, detection cap or pre/post-NMS top-k",
         "matched detections agree; the unmatched ones are all scored below the matched ones, or beyond a "
@@ -109,7 +128,8 @@ CAUSES: Dict[str, CauseInfo] = {
         "nothing, if the size is acceptable; otherwise compare the preprocessed input tensors first"),
     "inference_difference": CauseInfo(
         "the models compute differently: anchors, ROIAlign, box decoding, NMS or weights",
-        "matched boxes differ by more than numerics with no global pattern, or scores drift while boxes agree",
+        "matched boxes differ by more than numerics with no global pattern, scores drift while boxes agree, "
+        "keypoints or masks differ without a known pattern, or detections go missing without a score or count pattern",
         "compare the two pipelines stage by stage (anchors, proposals, pooled features) or bisect the "
         "conventions (explainer.compare.bisect_conventions)"),
     "unrelated": CauseInfo(

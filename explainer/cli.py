@@ -150,14 +150,24 @@ def _diagnose_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     p.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"),
                    help="image height and width (lets the evidence recognise swapped height and width)")
+    p.add_argument("--html", metavar="REPORT.HTML",
+                   help="also write the diagnosis as a self-contained page (causes, evidence, fixes, figures)")
 
 
 def _diagnose(args: argparse.Namespace) -> int:
     try:
         size = tuple(args.image_size) if args.image_size else None
+        if args.html is not None and Path(args.html).resolve() in (Path(args.reference).resolve(),
+                                                                   Path(args.candidate).resolve()):
+            raise ValueError(f"{args.html}: the report must not overwrite an input file")
         d = diag.diagnose(args.reference, args.candidate, image_size=size)
-    except (ValueError, OSError) as e:
-        return _fail(e)
+        if args.html is not None:
+            from .viz.report import write_report  # matplotlib only when a report is asked for
+
+            write_report(d, args.html)
+    except (ValueError, OSError, RecursionError, MemoryError) as e:
+        return _fail(e if not isinstance(e, (RecursionError, MemoryError)) else
+                     ValueError(f"{type(e).__name__} while reading the input (is it a COCO results file?)"))
     print(json.dumps(d.to_dict(), indent=2) if args.json else d.summary())
     return 0 if d.names == ["identical"] else 1
 

@@ -8,13 +8,14 @@ numbers and the fix. The causes are fitted on the matched pairs in their origina
 
 Each side is detections for one or more images, in any form :func:`load_detections` reads
 (:mod:`explainer.detections`): a COCO result list or JSON file, dicts of tensors per image, an N x 4..6 tensor.
-:func:`inject` (:mod:`explainer.inject`) applies a cause to detections, for experiments and the course.
+Every field is compared: boxes, scores, labels (:mod:`explainer.label_causes`), keypoints and masks
+(:mod:`explainer.field_causes`); ``identical`` means that all of them agree, every value is finite and every
+detection has a partner. Both sides are held as stacks of every detection, so the cost follows the number of
+detections and not of images. :func:`inject` (:mod:`explainer.inject`) applies a cause to detections, for
+experiments and the course.
 
 This module also hands on those modules' public names, so that ``from explainer import diagnose as D`` reaches
-everything a reader needs. It is a little over 600 lines because the cause detectors stay together: they read
-the same matched pairs and the same geometry fit, and one detector's verdict is another's evidence (a label
-offset explains extra detections; a rescale explains moved keypoints). Nothing here imports matplotlib or
-ipywidgets.
+everything a reader needs. Nothing here imports matplotlib or ipywidgets.
 """
 
 from __future__ import annotations
@@ -24,24 +25,22 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ._validate import image_size as _image_size
-from .causes import BOX_ATOL, CAUSES, SCORE_ATOL, UNRELATED_BELOW, Cause, CauseInfo, make_cause
-from .detections import Detections, ImageDetections, detections_from_json, load_detections, to_coco_results
-from .inject import INJECTIONS, inject
-from .labels import COCO_CATEGORY_IDS
-from .masks import mask_iou
-from .matching import (
-    MATCH_IOU,
-    Match,
-    align_and_match,
-    flat_index,
-    matched_pairs,
-    residuals,
-    unmatched,
-    xyxy_read_as_xywh,
+from .causes import BOX_ATOL, CAUSES, RTOL, SCORE_ATOL, UNRELATED_BELOW, Cause, CauseInfo, make_cause
+from .detections import (
+    Detections,
+    FlatDetections,
+    ImageDetections,
+    detections_from_json,
+    load_detections,
+    to_coco_results,
 )
+from .field_causes import Fields, keypoint_causes, mask_causes, non_finite, non_finite_rows
+from .inject import INJECTIONS, inject
+from .label_causes import label_causes
+from .matching import MATCH_IOU, Match, align_and_match, matched_pairs, residuals, unmatched, xyxy_read_as_xywh
+from .trace import single_thread
 
 __all__ = [
     "CAUSES",
@@ -62,14 +61,9 @@ __all__ = [
     "SCORE_ATOL",
 ]
 
-#: Mask evidence (where the differing pixels lie) is read from at most this many differing pairs.
-MASK_PAIRS_EXAMINED = 2000
-
-#: The matched pairs (:func:`explainer.matching.matched_pairs`), the unmatched detections per side
-#: (:func:`explainer.matching.unmatched`), and one side's detections image by image.
+#: The matched pairs (:func:`explainer.matching.matched_pairs`) and the unmatched detections per side.
 Pairs = Dict[str, torch.Tensor]
 Unmatched = Dict[str, Dict[str, Any]]
-Side = Sequence[ImageDetections]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,12 +74,15 @@ class Diagnosis:
     """What :func:`diagnose` found.
 
     ``causes``: ranked :class:`Cause` list (strongest first). ``pairs``: the matched pairs as tensors
-    (``image`` index into ``image_ids``, ``ref_index``/``cand_index`` within the image, ``iou`` after
+    (``image`` index into ``image_ids``, ``ref_index``/``cand_index`` within the image as read, ``iou`` after
     alignment, ``ref_boxes``, ``cand_boxes``, ``ref_labels``, ``cand_labels``, ``ref_scores``, ``cand_scores``).
     ``residuals``: per matched pair, candidate - reference for ``dx1, dy1, dx2, dy2`` (px), the reference box's
     ``size`` (sqrt of its area, px) and its FPN ``level`` (2..5 by Detectron2's rule, canonical 224 at level 4).
     ``unmatched``: per side, the count and scores of the detections without a partner.
     ``alignment``: how the pairs were found (``identity``, ``affine``, ``xyxy-as-xywh``; ``no`` without pairs).
+    ``masks``: when either side has masks, the pairs' masks as RLEs (``ref``, ``cand``) and their comparison
+    (``compare``: per pair ``iou``, ``boundary_f``, ``area_ref``, ``area_cand``; see
+    :func:`explainer.result_masks.compare_masks`).
     """
 
     causes: List[Cause]
@@ -99,6 +96,7 @@ class Diagnosis:
     image_ids: List[Any]
     alignment: str
     notes: List[str] = field(default_factory=list)
+    masks: Optional[Dict[str, Any]] = None
 
     @property
     def top(self) -> Cause:
@@ -110,9 +108,13 @@ class Diagnosis:
 
     def pairs_by_difference(self) -> torch.Tensor:
         """Indices of the matched pairs, the largest coordinate difference |candidate - reference| first
-        (ties in pair order)."""
+        (ties: the lowest mask IoU first, then pair order)."""
         worst = (self.pairs["cand_boxes"] - self.pairs["ref_boxes"]).abs().amax(dim=1)
-        return torch.argsort(worst, descending=True, stable=True)
+        order = torch.arange(len(worst))
+        if self.masks is not None:
+            iou = torch.from_numpy(self.masks["compare"]["iou"]).nan_to_num(1.0)
+            order = torch.argsort(iou, stable=True)
+        return order[torch.argsort(worst[order], descending=True, stable=True)]
 
     def summary(self) -> str:
         """The diagnosis in words: the counts, then each cause with its evidence and fix, then the notes."""
@@ -154,24 +156,33 @@ def _mad_sigma(x: torch.Tensor) -> float:
 
 def _fit_axis(r1: torch.Tensor, r2: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor,
               iters: int = 4) -> Tuple[float, float, float, torch.Tensor, torch.Tensor]:
-    """Robust fit of q1 = a r1 + t, q2 = a r2 + t + p (one axis): returns a, t, p and per-pair residuals."""
+    """Robust fit of q1 = a r1 + t, q2 = a r2 + t + p (one axis): returns a, t, p and per-pair residuals.
+
+    Least squares by the 3 x 3 normal equations on reference coordinates centred on their mean (well
+    conditioned at any magnitude), refitted on the pairs within 4 robust sigmas, ``iters`` times."""
     n = r1.numel()
+    m = float(torch.cat([r1, r2]).mean())
     X = torch.zeros(2 * n, 3, dtype=torch.float64)
-    X[:n, 0], X[n:, 0] = r1, r2
+    X[:n, 0], X[n:, 0] = r1 - m, r2 - m
     X[:, 1] = 1.0
     X[n:, 2] = 1.0
     y = torch.cat([q1, q2])
     w = torch.ones(2 * n, dtype=torch.bool)
-    sol = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    sol = torch.tensor([1.0, m, 0.0], dtype=torch.float64)
     for _ in range(iters):
         if w.sum() < 3:
             break
-        sol = torch.linalg.lstsq(X[w], y[w, None]).solution[:, 0]
+        Xw = X * w[:, None]
+        A, b = Xw.T @ X, Xw.T @ y
+        try:
+            sol = torch.linalg.solve(A, b)
+        except RuntimeError:  # singular (every reference coordinate equal): least squares instead
+            sol = torch.linalg.lstsq(X[w], y[w, None]).solution[:, 0]
         res = y - X @ sol
         s = _mad_sigma(res[w])
         w = res.abs() <= max(4.0 * s, 1e-6) + 1e-9
     res = y - X @ sol
-    return float(sol[0]), float(sol[1]), float(sol[2]), res[:n], res[n:]
+    return float(sol[0]), float(sol[1] - sol[0] * m), float(sol[2]), res[:n], res[n:]
 
 
 def _near(v: float, targets: Sequence[float], tol: float) -> Optional[float]:
@@ -183,43 +194,54 @@ def _near(v: float, targets: Sequence[float], tol: float) -> Optional[float]:
 
 
 # --------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the diagnosis
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class _Sides:
-    """The two sides image by image: ``image_ids`` (the reference's, then the candidate's own), and for each
-    side one :class:`ImageDetections` per image (empty where a side lacks the image)."""
+    """The two sides as stacks over one image list (``image_ids``: the reference's, then the candidate's own),
+    their detections with a finite box and score (``ref``, ``cand``), and the cause that non-finite values give."""
 
     image_ids: List[Any]
-    ref: List[ImageDetections]
-    cand: List[ImageDetections]
+    ref: FlatDetections
+    cand: FlatDetections
     notes: List[str]
-
-    @property
-    def n_ref(self) -> int:
-        return sum(len(r) for r in self.ref)
-
-    @property
-    def n_cand(self) -> int:
-        return sum(len(c) for c in self.cand)
+    non_finite: Optional[Cause]
 
 
 def _side_by_side(ref: Detections, cand: Detections) -> _Sides:
-    ids_r, ids_c = list(ref.images), list(cand.images)
-    if ids_r and ids_c and not set(ids_r) & set(ids_c):
+    fr, fc = ref.flat(), cand.flat()
+    ids_r, ids_c = fr.image_ids, fc.image_ids
+    pos = {k: i for i, k in enumerate(ids_r)}
+    if ids_r and ids_c and not any(k in pos for k in ids_c):
         raise ValueError(f"the two sides share no image id: {ref.source} has {_few(ids_r)}, {cand.source} has "
                          f"{_few(ids_c)}; compare results of the same images (is one side numbered from 0 "
                          f"and the other from 1, or by file name?)")
-    only_r = [i for i in ids_r if i not in cand.images]
-    only_c = [i for i in ids_c if i not in ref.images]
+    in_c = set(ids_c)
+    only_c = [k for k in ids_c if k not in pos]
+    only_r = [k for k in ids_r if k not in in_c]
     notes = []
     if only_r:
         notes.append(f"{len(only_r)} image(s) have reference detections only: {_few(only_r)}")
     if only_c:
         notes.append(f"{len(only_c)} image(s) have candidate detections only: {_few(only_c)}")
+    for k in only_c:
+        pos[k] = len(pos)
     image_ids = ids_r + only_c
-    return _Sides(image_ids, [ref.images.get(i) or ImageDetections.empty() for i in image_ids],
-                  [cand.images.get(i) or ImageDetections.empty() for i in image_ids], notes)
+    cause = non_finite({"reference": fr, "candidate": fc})
+    # the candidate's images renumbered into the shared list (its rows regrouped), non-finite rows set aside
+    to_shared = torch.tensor([pos[k] for k in ids_c], dtype=torch.long)
+    img_c = to_shared[fc.image] if len(fc) else fc.image
+    sides = []
+    for f, img in ((fr, fr.image), (fc, img_c)):
+        ok = torch.ones(len(f), dtype=torch.bool)
+        if cause is not None:
+            bad = non_finite_rows(f)
+            ok = ~(bad["boxes"] | bad["scores"])
+        rows = ok.nonzero()[:, 0]
+        rows = rows[torch.argsort(img[rows], stable=True)]
+        sides.append(f.rows(rows, img[rows], image_ids))
+    return _Sides(image_ids, sides[0], sides[1], notes, cause)
 
 
 def diagnose(reference: Any, candidate: Any, image_size: Optional[Sequence[int]] = None, seed: int = 0) -> Diagnosis:
@@ -233,29 +255,39 @@ def diagnose(reference: Any, candidate: Any, image_size: Optional[Sequence[int]]
     ref = load_detections(reference, name="reference")
     cand = load_detections(candidate, name="candidate")
     size = _image_size(image_size) if image_size is not None else None
+    with single_thread():  # many small array operations: on busy cores a second thread mostly waits
+        return _diagnose(ref, cand, size, seed)
+
+
+def _diagnose(ref: Detections, cand: Detections, size: Optional[Tuple[int, int]], seed: int) -> Diagnosis:
     s = _side_by_side(ref, cand)
-    if s.n_ref == 0 or s.n_cand == 0:
-        return _diagnosis(s, [_no_detections(s.n_ref, s.n_cand)], Match.none(), "no")
+    extra = [s.non_finite] if s.non_finite is not None else []
+    if len(s.ref) == 0 or len(s.cand) == 0:
+        return _diagnosis(s, [_no_detections(len(s.ref), len(s.cand))] + extra, Match.none(), "no")
     alignment, match = align_and_match(s.ref, s.cand, seed=seed)
     pairs, left = matched_pairs(s.ref, s.cand, match), unmatched(s.ref, s.cand, match)
-    need = min(s.n_ref, s.n_cand)
+    need = min(len(s.ref), len(s.cand))
+    masks = None
     if match.n < UNRELATED_BELOW * need:
-        ev = {"matched": match.n, "reference": s.n_ref, "candidate": s.n_cand, "matched_fraction": match.n / max(need, 1)}
+        ev = {"matched": match.n, "reference": len(s.ref), "candidate": len(s.cand),
+              "matched_fraction": match.n / max(need, 1)}
         expl = (f"Only {match.n} of {need} possible pairs match at IoU >= {MATCH_IOU}, even after trying a scale, "
                 f"translation and xywh alignment: the two sides are not the same detections.")
         causes = [make_cause("unrelated", 1.0 - match.n / max(need, 1), ev, expl)]
     else:
-        causes = _fingerprints(s, pairs, left, size)
-    return _diagnosis(s, causes, match, alignment, pairs, left)
+        causes, masks = _fingerprints(s, pairs, left, size)
+    return _diagnosis(s, causes + extra, match, alignment, pairs, left, masks)
 
 
-def _diagnosis(s: _Sides, causes: List[Cause], match: Match, alignment: str,
-               pairs: Optional[Dict[str, torch.Tensor]] = None, left: Optional[Dict[str, Dict[str, Any]]] = None) -> Diagnosis:
+def _diagnosis(s: _Sides, causes: List[Cause], match: Match, alignment: str, pairs: Optional[Pairs] = None,
+               left: Optional[Unmatched] = None, masks: Optional[Dict[str, Any]] = None) -> Diagnosis:
     pairs = matched_pairs(s.ref, s.cand, match) if pairs is None else pairs
     left = unmatched(s.ref, s.cand, match) if left is None else left
+    pairs["ref_index"] = s.ref.within_image()[pairs["ref_row"]]
+    pairs["cand_index"] = s.cand.within_image()[pairs["cand_row"]]
     causes.sort(key=lambda c: -c.strength)
-    return Diagnosis(causes, pairs, residuals(pairs), left, s.n_ref, s.n_cand, match.n, len(s.image_ids),
-                     s.image_ids, alignment, s.notes)
+    return Diagnosis(causes, pairs, residuals(pairs), left, len(s.ref), len(s.cand), match.n, len(s.image_ids),
+                     s.image_ids, alignment, s.notes, masks)
 
 
 def _no_detections(n_r: int, n_c: int) -> Cause:
@@ -266,30 +298,43 @@ def _no_detections(n_r: int, n_c: int) -> Cause:
     return make_cause("no_detections", 1.0, ev, f"{which.capitalize()} has no detections while the other side has {other}.")
 
 
-def _fingerprints(s: _Sides, pairs: Dict[str, torch.Tensor], left: Dict[str, Dict[str, Any]],
-                  image_size: Optional[Tuple[int, int]]) -> List[Cause]:
+def _fingerprints(s: _Sides, pairs: Pairs, left: Unmatched, image_size: Optional[Tuple[int, int]]
+                  ) -> Tuple[List[Cause], Optional[Dict[str, Any]]]:
     """Every cause whose fingerprint the matched pairs and the unmatched detections show; "identical" if none."""
     geo = _geometry_causes(pairs, image_size)
-    causes: List[Cause] = []
-    causes += geo["causes"]
-    causes += _label_causes(pairs)
-    _flood_evidence(causes, left, s.n_cand)
+    causes: List[Cause] = list(geo["causes"])
+    labels, changed = label_causes(pairs)
+    causes += labels
+    _flood_evidence(causes, left, len(s.cand))
     causes += _set_causes(s.ref, s.cand, pairs, left)
-    causes += _keypoint_causes(s.ref, s.cand, pairs, geo)
-    causes += _mask_causes(s.ref, s.cand, pairs, geo)
-    causes += _noise_causes(pairs, geo, causes)
-    if not causes:
+    fields = Fields()
+    causes += keypoint_causes(s.ref, s.cand, pairs, geo, fields)
+    found, masks = mask_causes(s.ref, s.cand, pairs, geo["agree"], fields)
+    causes += found
+    missing = fields.cause()
+    if missing is not None:
+        causes.append(missing)
+    causes += _noise_causes(pairs, geo, causes, changed, left)
+    if not causes and s.non_finite is None:
         n_m = len(pairs["image"])
-        causes = [make_cause("identical", 1.0, {"matched": n_m, "max_box_diff_px": geo["max_abs"]},
+        fields_seen = ["boxes", "scores", "labels"] + [f for f, side in (("keypoints", s.ref.keypoints),
+                                                                           ("masks", s.ref.masks)) if side is not None]
+        causes = [make_cause("identical", 1.0, {"matched": n_m, "max_box_diff_px": geo["max_abs"],
+                                                "fields_compared": fields_seen},
                              f"All {n_m} detections match with the same labels, boxes within {BOX_ATOL:g} px and "
-                             f"scores within {SCORE_ATOL:g}.")]
-    return causes
+                             f"scores within {SCORE_ATOL:g} (plus {RTOL:g} of their magnitude); compared: "
+                             f"{', '.join(fields_seen)}.")]
+    return causes, masks
 
 
 def _few(ids: Sequence[Any], k: int = 5) -> str:
-    s = ", ".join(str(i) for i in list(ids)[:k])
+    s = ", ".join(str(i)[:40] for i in list(ids)[:k])
     return s + (f", ... ({len(ids)} in all)" if len(ids) > k else "")
 
+
+def _close(d: torch.Tensor, a: torch.Tensor, b: torch.Tensor, atol: float) -> torch.Tensor:
+    """Where |d| is within ``atol`` plus RTOL times the larger of |a| and |b|."""
+    return d.abs() <= atol + RTOL * torch.maximum(a.abs(), b.abs())
 
 
 def _geometry_causes(p: Pairs, image_size: Optional[Tuple[int, int]]) -> Dict[str, Any]:
@@ -297,8 +342,10 @@ def _geometry_causes(p: Pairs, image_size: Optional[Tuple[int, int]]) -> Dict[st
     n = r.shape[0]
     d = c - r
     max_abs = float(d.abs().max()) if n else 0.0
-    out: Dict[str, Any] = {"causes": [], "max_abs": max_abs, "model": None, "sigma": 0.0, "explained": None}
-    if n == 0:
+    equal = bool(_close(d, r, c, BOX_ATOL).all())
+    out: Dict[str, Any] = {"causes": [], "max_abs": max_abs, "model": None, "sigma": 0.0, "explained": None,
+                           "equal": equal, "agree": equal or max_abs <= 0.5}
+    if n == 0 or equal:  # equal within tolerance at any magnitude: nothing to fit (and no rounding to misread)
         return out
     # xyxy written as xywh: x1, y1 agree and the candidate's x2 is x1 + the reference's x2
     xy = xyxy_read_as_xywh(r)
@@ -375,70 +422,6 @@ def _geometry_causes(p: Pairs, image_size: Optional[Tuple[int, int]]) -> Dict[st
     return out
 
 
-def _label_causes(p: Pairs) -> List[Cause]:
-    rl, cl = p["ref_labels"], p["cand_labels"]
-    close = p["iou"] >= 0.9  # labels are compared on pairs that are surely the same object, when there are enough
-    if int(close.sum()) >= max(3, 0.3 * rl.numel()):
-        rl, cl = rl[close], cl[close]
-    n = rl.numel()
-    if n < 3:
-        return []
-    d = cl - rl
-    changed = float((d != 0).double().mean())
-    if changed < 0.02:
-        return []
-    vals, counts = torch.unique(d[d != 0], return_counts=True)
-    k = int(vals[counts.argmax()])
-    frac_off = float((d == k).double().mean())
-    ids = torch.tensor(COCO_CATEGORY_IDS, dtype=torch.long)
-
-    def via(src: torch.Tensor, dst: torch.Tensor, shift: int) -> float:
-        ok = (src - shift >= 0) & (src - shift < 80)
-        m = torch.zeros_like(src, dtype=torch.bool)
-        m[ok] = ids[src[ok] - shift] == dst[ok]
-        return float(m.double().mean())
-
-    coco = max([(via(rl, cl, 0), "contiguous labels 0..79 written as COCO ids"),
-                (via(rl, cl, 1), "labels 1..80 written as COCO ids"),
-                (via(cl, rl, 0), "COCO ids on the reference side, contiguous 0..79 on the candidate"),
-                (via(cl, rl, 1), "COCO ids on the reference side, labels 1..80 on the candidate")])
-    if coco[0] >= 0.9 and coco[0] > frac_off + 0.02:
-        return [make_cause("coco_category_ids", coco[0], {"pairs_consistent": coco[0], "direction": coco[1]},
-                           f"Labels follow COCO's category id gaps ({coco[1]}); a constant offset explains only "
-                           f"{frac_off:.0%} of the pairs.")]
-    if frac_off >= 0.9:
-        ev: Dict[str, Any] = {"offset": k, "pairs_consistent": frac_off}
-        expl = f"Candidate label = reference label {k:+d} for {frac_off:.0%} of the matched pairs."
-        if coco[0] >= 0.9:
-            ev["also_consistent_with"] = "coco_category_ids"
-            expl += (" Every label involved lies below COCO's first id gap (12), where category ids are the "
-                     "contiguous labels + 1: this may equally be coco_category_ids.")
-        return [make_cause("label_offset", frac_off, ev, expl)]
-    # a consistent mapping: each reference label goes to one candidate label
-    uniq, inv, cnt = torch.unique(rl, return_inverse=True, return_counts=True)
-    multi = cnt[inv] >= 2
-    if float(multi.double().mean()) < 0.6:
-        return []
-    consistent = 0
-    mapping = {}
-    for u in range(len(uniq)):
-        sel = inv == u
-        if cnt[u] < 2:
-            continue
-        v, c = torch.unique(cl[sel], return_counts=True)
-        consistent += int(c.max())
-        mapping[int(uniq[u])] = int(v[c.argmax()])
-    cons = consistent / max(int(multi.sum()), 1)
-    moved = {a: b for a, b in mapping.items() if a != b}
-    if cons >= 0.9 and changed >= 0.1 and moved:
-        shown = dict(list(moved.items())[:8])
-        return [make_cause("label_permutation", cons * min(1.0, changed / 0.5 + 0.5),
-                           {"pairs_consistent": cons, "labels_changed": changed, "mapping_reference_to_candidate": shown},
-                           f"Each reference label maps to one candidate label ({len(moved)} labels moved, e.g. "
-                           f"{', '.join(f'{a}->{b}' for a, b in list(moved.items())[:4])}).")]
-    return []
-
-
 def _flood_evidence(causes: List[Cause], unmatched: Unmatched, n_c: int) -> None:
     """A label offset with many extra candidate detections of one label: the background row read as a class."""
     lab = [c for c in causes if c.name in ("label_offset", "label_permutation")]
@@ -457,23 +440,21 @@ def _flood_evidence(causes: List[Cause], unmatched: Unmatched, n_c: int) -> None
                           f"classifier does.")
 
 
-def _set_causes(R: Side, C: Side, p: Pairs, unmatched: Unmatched) -> List[Cause]:
+def _set_causes(R: FlatDetections, C: FlatDetections, p: Pairs, unmatched: Unmatched) -> List[Cause]:
     out = []
-    for side, other, S in (("reference", "candidate", R), ("candidate", "reference", C)):
+    nr, nc = R.counts(), C.counts()
+    for side, other, mine, theirs in (("reference", "candidate", nr, nc), ("candidate", "reference", nc, nr)):
         u = unmatched[side]
-        if u["count"] == 0:
-            continue
         matched_scores = p["ref_scores"] if side == "reference" else p["cand_scores"]
-        if matched_scores.numel() == 0:
+        if u["count"] == 0 or matched_scores.numel() == 0:
             continue
         cut = float(matched_scores.min())
         below = float((u["scores"] <= cut + 1e-6).double().mean())
         # top-k: the other side holds at most k detections per image and the unmatched are ranked beyond them
-        per_image_other = [len(s) for s in (C if side == "reference" else R)]
-        k = max(per_image_other) if per_image_other else 0
+        k = int(theirs.max()) if len(theirs) else 0
         beyond = float((u["rank"] >= k).double().mean()) if k else 0.0
-        counts_at_cap = [i for i, s in enumerate(S) if len(s) > k]
-        capped = bool(counts_at_cap) and all(per_image_other[i] == k for i in counts_at_cap)
+        over = mine > k
+        capped = bool(over.any()) and bool((theirs[over] == k).all())
         if below >= 0.9:
             ev = {"missing_from": other, "count": u["count"], "max_unmatched_score": float(u["scores"].max()),
                   "min_matched_score": cut, "fraction_below": below}
@@ -492,144 +473,72 @@ def _set_causes(R: Side, C: Side, p: Pairs, unmatched: Unmatched) -> List[Cause]
     return out
 
 
-def _keypoint_causes(R: Side, C: Side, p: Pairs, geo: Dict[str, Any]) -> List[Cause]:
-    if not len(p["image"]):
-        return []
-    rk = [r.keypoints for r in R]
-    ck = [c.keypoints for c in C]
-    if any(k is None for k, s in zip(rk, R) if len(s)) or any(k is None for k, s in zip(ck, C) if len(s)):
-        return []
-    Ks = {k.shape[1] for k in rk + ck if k is not None and len(k)}
-    if len(Ks) != 1:
-        return []
-    rkp = torch.cat([k for k in rk if k is not None])
-    ckp = torch.cat([k for k in ck if k is not None])
-    a = rkp[flat_index(R, p["image"], p["ref_index"])]
-    b = ckp[flat_index(C, p["image"], p["cand_index"])]
-    vis = (a[..., 2] > 0) & (b[..., 2] > 0)
-    if vis.sum() < 3:
-        return []
-    pa = a[..., :2][vis].clone()
-    pb = b[..., :2][vis]
-    if geo.get("model") is not None:
-        # keypoints follow the boxes' rescale and offset (not their pixel-convention shifts)
-        ax, tx, _, ay, ty, _ = geo["model"]
-        names = {c.name for c in geo["causes"]}
-        if names & {"scale", "anisotropic_scale"}:
-            pa[:, 0] *= ax
-            pa[:, 1] *= ay
-        if "translation" in names:
-            pa[:, 0] += tx
-            pa[:, 1] += ty
-    d = pb - pa
-    differing = d.abs().amax(1) > 0.05
-    fd = float(differing.double().mean())
-    if fd < 0.05:
-        return []
-    dd = d[differing]
-    half = ((dd.abs() - 0.5).abs() <= 0.1).all(1) & (torch.sign(dd[:, 0]) == torch.sign(dd[:, 1]))
-    flip = ((dd[:, 0].abs() - 1.0).abs() <= 0.1) & (dd[:, 1].abs() <= 0.1)
-    out = []
-    fh, ff = float(half.double().mean()), float(flip.double().mean())
-    med = dd.median(0).values
-    if fh >= 0.8:
-        out.append(make_cause("keypoint_half_pixel", fh * fd, {"median_dx": float(med[0]), "median_dy": float(med[1]),
-                                                               "keypoints_differing": fd},
-                              f"Keypoints are shifted by ({float(med[0]):+.3g}, {float(med[1]):+.3g}) px: pixel "
-                              f"indices on one side, continuous coordinates on the other."))
-    if ff >= 0.8 or (ff >= 0.3 and fh < 0.3):
-        out.append(make_cause("flip_off_by_one", ff * max(fd, 0.5), {"median_dx": float(med[0]),
-                                                                      "median_dy": float(med[1]),
-                                                                      "keypoints_differing": fd, "fraction_dx_1px": ff},
-                              f"{ff:.0%} of the differing keypoints move by exactly 1 px in x and not in y: a flip "
-                              f"computed as W - 1 - x on one side and W - x on the other."))
-    return out
+def _box_residual(p: Pairs, geo: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """What the fitted geometry leaves of each pair's box difference (|.|, N x 4), and the tolerance for it."""
+    r, c = p["ref_boxes"], p["cand_boxes"]
+    if geo["causes"] and geo["model"] is not None:
+        ax, tx, px, ay, ty, py = geo["model"]
+        pred = torch.stack([ax * r[:, 0] + tx, ay * r[:, 1] + ty, ax * r[:, 2] + tx + px, ay * r[:, 3] + ty + py], 1)
+    else:
+        pred = r
+    return (c - pred).abs(), BOX_ATOL + RTOL * torch.maximum(pred.abs(), c.abs())
 
 
-def _mask_causes(R: Side, C: Side, p: Pairs, geo: Dict[str, Any]) -> List[Cause]:
-    if not len(p["image"]):
-        return []
-    present = [d.masks for d in list(R) + list(C) if len(d)]
-    masks = [m for m in present if m is not None]
-    if len(masks) < len(present):
-        return []
-    shapes = {tuple(m.shape[1:]) for m in masks}
-    if len(shapes) != 1:
-        return []
-    shape = next(iter(shapes))
-    allr = torch.cat([r.masks if r.masks is not None else torch.zeros(0, *shape, dtype=torch.bool) for r in R])
-    allc = torch.cat([c.masks if c.masks is not None else torch.zeros(0, *shape, dtype=torch.bool) for c in C])
-    ir = flat_index(R, p["image"], p["ref_index"])
-    ic = flat_index(C, p["image"], p["cand_index"])
-    diff = ring_diff = 0.0
-    miou = torch.ones(len(ir), dtype=torch.float64)
-    differing = []
-    for s in range(0, len(ir), 256):
-        a, b = allr[ir[s:s + 256]].flatten(1), allc[ic[s:s + 256]].flatten(1)
-        differing.append(s + (a != b).any(1).nonzero()[:, 0])
-    # each differing pair in its own window (the two masks' bounding box and a margin): its IoU, and whether
-    # the differing pixels lie within 2 px of the reference contour; at most MASK_PAIRS_EXAMINED pairs
-    for k in torch.cat(differing)[:MASK_PAIRS_EXAMINED].tolist():
-        a, b = allr[ir[k]], allc[ic[k]]
-        on = a | b
-        ys, xs = on.any(1).nonzero()[:, 0], on.any(0).nonzero()[:, 0]
-        y0, y1 = max(int(ys[0]) - 3, 0), int(ys[-1]) + 4
-        x0, x1 = max(int(xs[0]) - 3, 0), int(xs[-1]) + 4
-        a, b = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
-        af = a.float()[None]
-        grown = F.max_pool2d(torch.cat([af, 1.0 - af])[None], 5, 1, 2)[0]   # dilation of a, of its complement
-        ring = (grown[0] > 0) & (grown[1] > 0)                            # within 2 px of the contour
-        x = a ^ b
-        miou[k] = mask_iou(a, b)
-        diff += float(x.sum())
-        ring_diff += float((x & ring).sum())
-    if diff == 0:
-        return []
-    frac_ring = ring_diff / diff
-    pairs_diff = float((miou < 1.0).double().mean())
-    boxes_agree = geo.get("max_abs", 0.0) <= 0.5 or (geo.get("explained") is not None and bool(geo["causes"]))
-    if frac_ring >= 0.9 and boxes_agree:
-        return [make_cause("mask_paste", frac_ring * max(pairs_diff, 0.5),
-                           {"mean_mask_iou": float(miou.mean()), "differing_pixels_on_contour": frac_ring,
-                            "pairs_with_different_masks": pairs_diff},
-                           f"Masks differ in {pairs_diff:.0%} of the pairs (mean mask IoU {float(miou.mean()):.3f}) and "
-                           f"{frac_ring:.0%} of the differing pixels lie within 2 px of the contour: a different paste.")]
-    return []
+def _unexplained(found: List[Cause], changed: float, left: Unmatched, n: int) -> Dict[str, Any]:
+    """Label changes and unmatched detections that no cause found so far explains."""
+    names = {c.name for c in found}
+    ev: Dict[str, Any] = {}
+    if changed > 0 and not names & {"label_offset", "label_permutation", "coco_category_ids"}:
+        ev["labels_changed"] = changed
+    flood = any("extra_candidate_detections" in c.evidence for c in found)
+    lost = {k: v["count"] for k, v in left.items() if v["count"] and not (k == "candidate" and flood)}
+    if lost and "threshold_or_topk" not in names:
+        ev["unmatched"] = lost
+        ev["unmatched_share"] = sum(lost.values()) / max(n + sum(lost.values()), 1)
+    return ev
 
 
-def _noise_causes(p: Pairs, geo: Dict[str, Any], found: List[Cause]) -> List[Cause]:
+def _noise_causes(p: Pairs, geo: Dict[str, Any], found: List[Cause], changed: float, left: Unmatched) -> List[Cause]:
     n = len(p["image"])
-    if n == 0 or geo.get("xywh"):
+    if n == 0:
         return []
+    ev = _unexplained(found, changed, left, n)
     sigma = geo["sigma"]
     ds = (p["cand_scores"] - p["ref_scores"]).abs()
-    max_ds = float(ds.max())
-    structured = bool(geo["causes"])
-    if structured:
-        ax, tx, px, ay, ty, py = geo["model"]
-        r = p["ref_boxes"]
-        pred = torch.stack([ax * r[:, 0] + tx, ay * r[:, 1] + ty, ax * r[:, 2] + tx + px, ay * r[:, 3] + ty + py], 1)
-        left = (p["cand_boxes"] - pred).abs()
+    scores_ok = bool(_close(ds, p["ref_scores"], p["cand_scores"], SCORE_ATOL).all())
+    if geo.get("xywh"):
+        res, tol = torch.zeros(n, 4, dtype=torch.float64), torch.ones(n, 4, dtype=torch.float64)
     else:
-        left = (p["cand_boxes"] - p["ref_boxes"]).abs()
-    worst = float(left.max())
-    if worst <= BOX_ATOL and max_ds <= SCORE_ATOL:
+        res, tol = _box_residual(p, geo)
+    boxes_ok = bool((res <= tol).all())
+    if boxes_ok and scores_ok and not ev:
         return []
-    big = float((left.amax(1) > 2.0).double().mean())
-    med_ds = float(ds.median())
-    ev = {"box_residual_sigma_px": sigma, "max_box_residual_px": worst, "max_score_difference": max_ds,
-          "median_score_difference": med_ds}
+    worst, max_ds, med_ds = float(res.max()), float(ds.max()), float(ds.median())
+    big = float((res.amax(1) > 2.0).double().mean())
+    ev.update({"box_residual_sigma_px": sigma, "max_box_residual_px": worst, "max_score_difference": max_ds,
+               "median_score_difference": med_ds})
     if geo.get("size_offset") is not None:
         ev["size_offset_px"] = list(geo["size_offset"])
-    if sigma > 0.5 or big >= 0.05 or med_ds > 0.02 or geo.get("size_offset") is not None:
-        what = (f"{big:.0%} of the pairs differ by more than 2 px beyond any global pattern" if big >= 0.05
-                else f"box residual spread {sigma:.3g} px")
+    lab, lost = ev.get("labels_changed", 0.0), ev.get("unmatched_share", 0.0)
+    if sigma > 0.5 or big >= 0.05 or med_ds > 0.02 or geo.get("size_offset") is not None or lab >= 0.05 or lost >= 0.05:
+        parts = []
+        if big >= 0.05:
+            parts.append(f"{big:.0%} of the pairs differ by more than 2 px beyond any global pattern")
+        elif sigma > 0.5:
+            parts.append(f"box residual spread {sigma:.3g} px")
         if med_ds > 0.02:
-            what += f"; scores differ by {med_ds:.3g} (median)"
-        s = max(big, min(1.0, sigma / 2.0), min(1.0, med_ds * 10))
+            parts.append(f"scores differ by {med_ds:.3g} (median)")
+        if lab:
+            parts.append(f"{lab:.1%} of the matched pairs change label without a pattern")
+        if lost:
+            parts.append(f"{', '.join(f'{v} {k}' for k, v in ev['unmatched'].items())} detections have no partner "
+                         f"and no score or count pattern explains it")
+        s = max(big, min(1.0, sigma / 2.0), min(1.0, med_ds * 10), lab, lost, 0.3)
         return [make_cause("inference_difference", 0.9 * s if not found else 0.5 * s, ev,
-                           f"Matched detections differ without a global pattern: {what}.")]
-    frac = float((left.amax(1) > BOX_ATOL).double().mean()) if worst > BOX_ATOL else float((ds > SCORE_ATOL).double().mean())
-    return [make_cause("numerical_noise", 0.5 * max(frac, 0.2), ev,
+                           f"Matched detections differ without a global pattern: {'; '.join(parts) or 'box sizes'}.")]
+    frac = float((res > tol).any(1).double().mean()) if not boxes_ok else float((ds > SCORE_ATOL).double().mean())
+    extra = (f"; {lab:.1%} of the pairs change label" if lab else "") + (
+        f"; {', '.join(f'{v} {k}' for k, v in ev['unmatched'].items())} detections unmatched" if lost else "")
+    return [make_cause("numerical_noise", 0.5 * max(frac, 0.2, lab, lost), ev,
                        f"Small unstructured differences: boxes within {worst:.3g} px (spread {sigma:.3g} px) "
-                       f"and scores within {max_ds:.3g}.")]
+                       f"and scores within {max_ds:.3g}{extra}.")]

@@ -19,6 +19,7 @@ from ._validate import finite_number
 from .detections import Detections, ImageDetections, load_detections
 from .labels import COCO_CATEGORY_IDS
 from .matching import xyxy_read_as_xywh
+from .result_masks import grow_rle
 
 __all__ = ["INJECTIONS", "Injection", "inject"]
 
@@ -83,8 +84,30 @@ def _xywh_as_xyxy(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
     return d
 
 
-def _label_offset(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
-    d.labels = d.labels + int(c.params["offset"])
+def _label_offset(k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    """``space="labels"``: label + offset. ``space="coco_index"``: labels are COCO category ids, each replaced by
+    the id ``offset`` places further in COCO's list (``COCO_IDS[i + offset]`` for ``COCO_IDS[i]``: the class order
+    off by ``offset`` in a model that writes COCO ids); detections whose class falls off either end of the list
+    are dropped, as the background row would take them."""
+    off, space = int(c.params["offset"]), c.params["space"]
+    if space == "labels":
+        d.labels = d.labels + off
+        return d
+    if space != "coco_index":
+        raise ValueError(f"label_offset: space must be 'labels' or 'coco_index'; got {space!r}")
+    ids = torch.tensor(COCO_CATEGORY_IDS, dtype=torch.long)
+    index = torch.full((int(ids.max()) + 2,), -1, dtype=torch.long)
+    index[ids] = torch.arange(len(ids))
+    lab = d.labels
+    inside = (lab >= 0) & (lab < len(index))
+    i = torch.where(inside, index[lab.clamp(0, len(index) - 1)], torch.full_like(lab, -1))
+    if bool((i < 0).any()):
+        bad = int(lab[i < 0][0])
+        raise ValueError(f"label_offset with space='coco_index' needs COCO category ids; image {k} has {bad}")
+    j = i + off
+    keep = (j >= 0) & (j < len(ids))
+    d = d.take(keep)
+    d.labels = ids[j[keep]]
     return d
 
 
@@ -132,13 +155,54 @@ def _flip_off_by_one(k: Any, d: ImageDetections, c: _Context) -> ImageDetections
     return d
 
 
+def _grow(masks: torch.Tensor, g: int) -> torch.Tensor:
+    """N x H x W masks dilated (g > 0) or eroded (g < 0) by a (2|g| + 1)-pixel square."""
+    mf = masks.float()[:, None]
+    return (F.max_pool2d(mf, 2 * g + 1, 1, g) if g > 0 else -F.max_pool2d(-mf, -2 * g + 1, 1, -g))[:, 0] > 0
+
+
 def _mask_paste(k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
-    """Masks grown (``grow`` > 0) or shrunk (< 0) by ``|grow|`` px: a square dilation or erosion."""
-    if d.masks is None:
-        raise ValueError(f"mask_paste needs masks; image {k} has none")
+    """Masks grown (``grow`` > 0) or shrunk (< 0) by ``|grow|`` px: a square dilation or erosion. Segmentations
+    read from a file are decoded (RLE only), changed, and encoded again with pycocotools."""
     g = int(c.params["grow"])
-    mf = d.masks.float()[:, None]
-    d.masks = (F.max_pool2d(mf, 2 * g + 1, 1, g) if g > 0 else -F.max_pool2d(-mf, -2 * g + 1, 1, -g))[:, 0] > 0
+    if d.masks is not None:
+        d.masks = _grow(d.masks, g)
+        return d
+    if d.segmentations is None or not all(isinstance(m, dict) for m in d.segmentations if m is not None):
+        raise ValueError(f"mask_paste needs masks; image {k} has none (neither masks nor RLE segmentations)")
+    d.segmentations = [None if m is None else grow_rle(m, g) for m in d.segmentations]
+    return d
+
+
+def _non_finite(_k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    """NaN written into ``field`` ("boxes", "scores" or "keypoints") of a ``fraction`` of the detections."""
+    hit = torch.rand(len(d), generator=c.generator) < c.params["fraction"]
+    fld = c.params["field"]
+    if fld == "boxes":
+        d.boxes[hit, 2] = float("nan")
+    elif fld == "scores":
+        d.scores[hit] = float("nan")
+    elif fld == "keypoints" and d.keypoints is not None:
+        d.keypoints = d.keypoints.clone()
+        d.keypoints[hit, 0, 0] = float("nan")
+    else:
+        raise ValueError(f"non_finite: field must be 'boxes', 'scores' or 'keypoints' (present); got {fld!r}")
+    return d
+
+
+def _missing_field(k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
+    """``field`` ("masks" or "keypoints") dropped, or with ``empty=True`` masks kept but emptied."""
+    fld = c.params["field"]
+    if fld == "keypoints":
+        d.keypoints, d.has_keypoints = None, None
+    elif fld == "masks" and c.params["empty"]:
+        if d.masks is None:
+            raise ValueError(f"missing_field with empty=True needs masks; image {k} has none")
+        d.masks = torch.zeros_like(d.masks)
+    elif fld == "masks":
+        d.masks, d.segmentations = None, None
+    else:
+        raise ValueError(f"missing_field: field must be 'masks' or 'keypoints'; got {fld!r}")
     return d
 
 
@@ -171,13 +235,15 @@ INJECTIONS: Dict[str, Injection] = {
     "anisotropic_scale": Injection({"sx": 0.75, "sy": 4 / 3}, _anisotropic_scale),
     "translation": Injection({"dx": 16.0, "dy": 8.0}, _translation),
     "xywh_as_xyxy": Injection({}, _xywh_as_xyxy),
-    "label_offset": Injection({"offset": 1}, _label_offset),
+    "label_offset": Injection({"offset": 1, "space": "labels"}, _label_offset, frozenset({"space"})),
     "label_permutation": Injection({"mapping": None, "seed": 0}, _label_permutation, frozenset({"mapping", "seed"}),
                                    _label_permutation_prepare),
     "coco_category_ids": Injection({}, _coco_category_ids),
     "keypoint_half_pixel": Injection({"shift": 0.5}, _keypoint_half_pixel),
     "flip_off_by_one": Injection({"shift": -1.0}, _flip_off_by_one),
     "mask_paste": Injection({"grow": 1}, _mask_paste),
+    "non_finite": Injection({"field": "boxes", "fraction": 0.1, "seed": 0}, _non_finite, frozenset({"field", "seed"})),
+    "missing_field": Injection({"field": "masks", "empty": False}, _missing_field, frozenset({"field", "empty"})),
     "threshold_or_topk": Injection({"score_threshold": None, "topk": None}, _threshold_or_topk, frozenset({"topk"})),
     "numerical_noise": Injection({"sigma": 0.05, "score_sigma": 1e-3, "seed": 0}, _numerical_noise, frozenset({"seed"})),
 }
@@ -189,9 +255,12 @@ def inject(detections: Any, cause: str, **params: Any) -> Detections:
 
     Parameters by cause (defaults in :data:`INJECTIONS`): ``plus_one`` (amount=1.0), ``half_pixel_shift``
     (shift=0.5), ``scale`` (factor=0.8), ``anisotropic_scale`` (sx=0.75, sy=4/3), ``translation`` (dx=16, dy=8),
-    ``xywh_as_xyxy``, ``label_offset`` (offset=1), ``label_permutation`` (mapping={label: label} or a random one
+    ``xywh_as_xyxy``, ``label_offset`` (offset=1; space="labels", or "coco_index": COCO ids moved ``offset``
+    places in COCO's list), ``label_permutation`` (mapping={label: label} or a random one
     from seed=0), ``coco_category_ids`` (labels 0..79), ``keypoint_half_pixel`` (shift=0.5), ``flip_off_by_one``
-    (shift=-1.0), ``mask_paste`` (grow=1 px), ``threshold_or_topk`` (score_threshold or topk),
+    (shift=-1.0), ``mask_paste`` (grow=1 px), ``non_finite`` (field="boxes" | "scores" | "keypoints",
+    fraction=0.1, seed=0), ``missing_field`` (field="masks" | "keypoints", empty=False: with True, masks kept
+    but emptied), ``threshold_or_topk`` (score_threshold or topk),
     ``numerical_noise`` (sigma=0.05 px, score_sigma=1e-3, seed=0).
     """
     dets = load_detections(detections, name="detections")
@@ -208,6 +277,7 @@ def inject(detections: Any, cause: str, **params: Any) -> Detections:
         entry.prepare(ctx)
     out = {}
     for k, d in dets.images.items():
-        copy = ImageDetections(d.boxes.clone(), d.scores.clone(), d.labels.clone(), d.masks, d.keypoints)
+        copy = ImageDetections(d.boxes.clone(), d.scores.clone(), d.labels.clone(), d.masks, d.keypoints,
+                               d.segmentations, d.has_keypoints)
         out[k] = entry.apply(k, copy, ctx)
     return Detections(out, dets.source)

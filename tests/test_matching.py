@@ -63,25 +63,82 @@ def test_iou_dtypes_and_shapes():
 # matching
 # ---------------------------------------------------------------------------------------------
 def test_match_boxes_pairs_each_image_as_greedy_match_does():
+    # the batched matching over a sorted index gives, image by image, the pairs of explainer.boxes.greedy_match
+    # over the full IoU matrix (both in float64: IoUs rank the same)
     g = torch.Generator().manual_seed(4)
-    ref = [random_boxes(g, n, dtype=torch.float64) for n in (6, 0, 9)]
-    cand = [r + torch.randn(r.shape, generator=g, dtype=torch.float64) * 3 for r in ref[:2]] + [random_boxes(g, 4)]
-    m = M.match_boxes(ref, cand)
-    for i in range(3):
+    ref = [random_boxes(g, n, dtype=torch.float64) for n in (6, 0, 9, 40)]
+    cand = ([r + torch.randn(r.shape, generator=g, dtype=torch.float64) * 3 for r in ref[:2]] + [random_boxes(g, 4)]
+            + [ref[3][torch.randperm(40, generator=g)] + torch.randn(40, 4, generator=g, dtype=torch.float64) * 6])
+    cand = [torch.cat([c[:, :2], torch.maximum(c[:, 2:], c[:, :2])], 1) for c in cand]
+    image, ri, ci, iou = M.match_boxes(ref, cand)
+    for i in range(4):
         if not len(ref[i]) or not len(cand[i]):
-            assert not (m.image == i).any()
+            assert not (image == i).any()
             continue
-        rows, cols, vals = B.greedy_match(B.pairwise_iou(ref[i].float(), cand[i].float()), M.MATCH_IOU)
-        here = m.image == i
-        assert m.ref_index[here].tolist() == rows.tolist() and m.cand_index[here].tolist() == cols.tolist()
-        assert torch.equal(m.iou[here], vals.double())
+        rows, cols, vals = B.greedy_match(B.pairwise_iou(ref[i], cand[i]), M.MATCH_IOU)
+        here = image == i
+        want = sorted(zip(rows.tolist(), cols.tolist(), vals.tolist()))
+        got = sorted(zip(ri[here].tolist(), ci[here].tolist(), iou[here].tolist()))
+        assert [w[:2] for w in want] == [x[:2] for x in got], i
+        assert [x[2] for x in got] == pytest.approx([w[2] for w in want], rel=1e-12)
+    assert len(image) > 20  # the crowded image gave pairs to compare
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sorted_index_matching_equals_the_full_matrix_on_crowded_images(seed):
+    # many boxes of every size piled up, ties included: the windowed candidates miss no pair with IoU >= 0.5
+    g = torch.Generator().manual_seed(100 + seed)
+    ref = [random_boxes(g, int(n), dtype=torch.float64) for n in torch.randint(0, 60, (6,), generator=g)]
+    cand = [torch.cat([r[: len(r) // 2], r[: len(r) // 3] + torch.randn(len(r) // 3, 4, generator=g, dtype=torch.float64)
+                       .clamp(-2, 2)]) for r in ref]
+    cand = [torch.cat([c[:, :2], torch.maximum(c[:, 2:], c[:, :2])], 1) for c in cand]
+    image, ri, ci, _ = M.match_boxes(ref, cand)
+    for i in range(len(ref)):
+        if not len(ref[i]) or not len(cand[i]):
+            continue
+        rows, cols, _ = B.greedy_match(B.pairwise_iou(ref[i], cand[i]), M.MATCH_IOU)
+        here = image == i
+        assert sorted(zip(ri[here].tolist(), ci[here].tolist())) == sorted(zip(rows.tolist(), cols.tolist()))
+
+
+def test_pair_iou_is_scale_free_and_agrees_with_torchvision():
+    torchvision = pytest.importorskip("torchvision")
+    g = torch.Generator().manual_seed(7)
+    a, b = random_boxes(g, 50, dtype=torch.float64), random_boxes(g, 50, dtype=torch.float64)
+    torch.testing.assert_close(M.pair_iou(a, b), torchvision.ops.box_iou(a, b).diagonal(), rtol=1e-12, atol=1e-15)
+    for s in (1e20, 1e155, 1e300):  # areas overflow float64 beyond ~1e154: the IoU does not change
+        torch.testing.assert_close(M.pair_iou(a * s, b * s), M.pair_iou(a, b), rtol=1e-9, atol=1e-12)
+    flat = torch.tensor([[5.0, 5.0, 5.0, 9.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    assert M.pair_iou(flat, flat).tolist() == [1.0, 1.0]  # an empty box is itself
+    assert M.pair_iou(flat, flat + 0.5).tolist() == [0.0, 0.0]
+
+
+def test_lex_order_and_grouped_counts_agree_with_numpy():
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 5, 300)
+    v = rng.choice([0.5, 1.0, 2.5, -1.0, 1e300], 300)
+    order = M.lex_order(g, v)
+    assert np.array_equal(np.stack([g, v], 1)[order], np.stack([g, v], 1)[np.lexsort((v, g))])
+    items = np.lexsort((v, g))
+    qg, qv = rng.integers(0, 6, 50), rng.choice([0.5, 1.0, 2.0, 1e300, -5.0], 50)
+    strict, incl = M.count_before(torch.from_numpy(g[items]), torch.from_numpy(v[items]), torch.from_numpy(qg),
+                                  torch.from_numpy(np.stack([qv, qv], 1)), inclusive=(False, True))
+    for k in range(50):
+        assert strict[k] == int(((g < qg[k]) | ((g == qg[k]) & (v < qv[k]))).sum())
+        assert incl[k] == int(((g < qg[k]) | ((g == qg[k]) & (v <= qv[k]))).sum())
+
+
+def test_score_rank_within_each_image():
+    scores = torch.tensor([0.5, 0.9, 0.5, 0.1, 0.7, 0.7], dtype=torch.float64)
+    image = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert M.score_rank(scores, image).tolist() == [1, 0, 2, 2, 0, 1]  # ties in row order
 
 
 def test_boxes_turned_inside_out_by_a_hypothesis_match_nothing():
     # xyxy read as xywh from boxes left of the origin: x2' = x1 + x2 < x1
     ref = torch.tensor([[-30.0, -20.0, -10.0, -5.0], [0.0, 0.0, 10.0, 10.0]], dtype=torch.float64)
-    m = M.match_boxes([M.xyxy_read_as_xywh(ref)], [ref])
-    assert m.ref_index.tolist() == [1] and m.cand_index.tolist() == [1]
+    _, ri, ci, _ = M.match_boxes([M.xyxy_read_as_xywh(ref)], [ref])
+    assert ri.tolist() == [1] and ci.tolist() == [1]
 
 
 def test_residual_levels_follow_detectron2s_rule():
@@ -104,7 +161,7 @@ def test_detections_from_json_reads_bytes_and_names_the_input():
     assert detections_from_json(memoryview(json.dumps([entry]).encode()), name="x").n == 1
     with pytest.raises(ValueError, match=r"upload\.json: not valid JSON \(line 1, column 3"):
         detections_from_json(b"[{", name="upload.json")
-    with pytest.raises(ValueError, match=r"upload\.json: not a text file"):
+    with pytest.raises(ValueError, match=r"upload\.json: not a UTF-8 text file"):
         detections_from_json(b"\xff\xfe\x00", name="upload.json")
     with pytest.raises(ValueError, match=r"upload\.json: holds a JSON string"):
         detections_from_json(json.dumps("/etc/hostname").encode(), name="upload.json")
@@ -141,3 +198,37 @@ def test_inject_leaves_its_input_alone_and_checks_its_parameters():
     with pytest.raises(ValueError, match=r"cause must be one of plus_one, half_pixel_shift"):
         inject(dets, "identical")
     assert len(ImageDetections.empty()) == 0
+
+
+def test_dicts_of_arrays_per_image_are_read_as_one_stack_alike():
+    # the stacked reading of {image: {"boxes", "scores", "labels"}} gives what reading image by image gives, and
+    # anything it does not take (a list, an inverted box, a fractional label) is read image by image, named
+    from explainer.detections import _from_dict, _images_fast, load_detections
+
+    rng = np.random.default_rng(4)
+    side = {}
+    for k in (7, "a", 3):
+        n = int(rng.integers(0, 6))
+        xy = rng.uniform(0, 50, (n, 2))
+        side[k] = {"boxes": np.concatenate([xy, xy + rng.uniform(0, 9, (n, 2))], 1).astype(np.float32),
+                   "scores": torch.rand(n, dtype=torch.float64), "labels": rng.integers(0, 80, n)}
+    side[7]["boxes"] = side[7]["boxes"].reshape(-1, 4)
+    fast = _images_fast(side)
+    assert fast is not None and fast.image_ids == [7, "a", 3]
+    for k, d in zip(side, load_detections(side).images.values()):
+        want = _from_dict(side[k], "x")
+        assert torch.equal(d.boxes, want.boxes) and torch.equal(d.scores, want.scores)
+        assert torch.equal(d.labels, want.labels) and d.labels.dtype == torch.long
+    bad = {**side, 3: {**side[3], "labels": np.r_[side[3]["labels"][:-1], 1.5] if len(side[3]["labels"]) else [1.5]}}
+    bad[3]["boxes"] = np.array([[0.0, 0, 1, 1]] * len(bad[3]["labels"]))
+    bad[3]["scores"] = np.ones(len(bad[3]["labels"]))
+    assert _images_fast(bad) is None
+    with pytest.raises(ValueError, match=r"image 3: field 'labels' must be whole numbers"):
+        load_detections(bad)
+    inverted = {**side, "a": {"boxes": np.array([[5.0, 5, 4, 9]]), "scores": np.ones(1), "labels": np.ones(1)}}
+    with pytest.raises(ValueError, match=r"image 'a': field 'boxes' row 0 has a negative width"):
+        load_detections(inverted)
+    short = {**side, "a": {"boxes": np.array([[1.0, 1, 4, 9]]), "scores": np.ones(2), "labels": np.ones(1)}}
+    with pytest.raises(ValueError, match=r"image 'a': field 'scores' has 2 values for 1 boxes"):
+        load_detections(short)
+    assert _images_fast({1: {"boxes": [[0, 0, 1, 1]]}}) is None and _images_fast({1: {"boxes": np.ones((1, 4), bool)}}) is None

@@ -28,6 +28,7 @@ from .. import course as C
 from .. import diagnose as D
 from ..conventions import DETECTRON, DETECTRON2, Convention
 from ..pipeline import INFERENCE_KNOBS, STAGES
+from ..result_masks import pair_evidence
 from ..viz.draw import box_segments
 from ..viz.style import OKABE_ITO, STYLE
 from .base import Dashboard, checkbox, dropdown, html_table, int_slider, register
@@ -362,15 +363,20 @@ EXAMPLES = [
     ("example: boxes not rescaled + labels shifted by one", ("scale", "label_offset")),
     ("example: pixel indices (+0.5) and score threshold", ("half_pixel_shift", "threshold_or_topk")),
     ("example: xyxy written into bbox", ("xywh_as_xyxy",)),
+    ("example: masks pasted Detectron's way and Detectron2's (same boxes)", "paste"),
     ("example: Detectron2 run of the converted detector", ()),
     ("the two files uploaded below", "upload"),
 ]
 
 
 @lru_cache(maxsize=8)
-def _example(mistakes: Tuple[str, ...]) -> Tuple[list, list]:
-    """A built-in pair of COCO result lists: the reference with ``mistakes`` injected, or the converted run."""
+def _example(mistakes: Any) -> Tuple[list, list]:
+    """A built-in pair of COCO result lists (masks as RLE): the reference with ``mistakes`` injected, the
+    reference with Detectron2's mask paste ("paste"), or the converted run (no mistakes)."""
     ref = C.detections_over_scenes(DETECTRON)
+    if mistakes == "paste":
+        other = C.detections_over_scenes(DETECTRON.replace(mask_paste="paste_masks_in_image"))
+        return D.to_coco_results(ref), D.to_coco_results(other)
     if not mistakes:
         return D.to_coco_results(ref), D.to_coco_results(C.detections_over_scenes(DETECTRON2, converted=True))
     cand = D.load_detections(ref, name="candidate")
@@ -378,6 +384,20 @@ def _example(mistakes: Tuple[str, ...]) -> Tuple[list, list]:
         _, cause, kw, _ = MISTAKES[m]
         cand = D.inject(cand, cause, **kw)
     return D.to_coco_results(ref), D.to_coco_results(cand)
+
+
+def _pair_masks(diag, k: int) -> Optional[Dict[str, Any]]:
+    """Pair ``k``'s masks compared (:func:`explainer.result_masks.pair_evidence`), or why they cannot be; None
+    when neither file has masks."""
+    if diag.masks is None:
+        return None
+    r, c = diag.masks["ref"][k], diag.masks["cand"][k]
+    if r is None or c is None:
+        return {"problem": f"no readable mask on the {'reference' if r is None else 'candidate'} side"}
+    try:
+        return pair_evidence(r, c)
+    except ValueError as e:
+        return {"problem": f"the masks cannot be decoded ({e})"}
 
 
 def _uploaded(widget, side: str) -> D.Detections:
@@ -430,6 +450,12 @@ class UploadDashboard(Dashboard):
         self.pair_cand = LineCollection([], colors=CAND_COLOR, linewidths=2.0, linestyles="--", label="candidate")
         self.ax_pair.add_collection(self.pair_ref)
         self.ax_pair.add_collection(self.pair_cand)
+        # the pair's two masks under the boxes, in the same frame (reference blue, candidate orange, both: dark blue)
+        self.pair_masks = self.ax_pair.imshow(np.zeros((1, 1, 4)), extent=(0, 1, 1, 0), interpolation="nearest",
+                                              zorder=0, visible=False)
+        self.mask_txt = self.ax_pair.text(0.02, 0.02, "", transform=self.ax_pair.transAxes, fontsize=8, va="bottom",
+                                          bbox=dict(facecolor="white", edgecolor="none", alpha=0.85, pad=1.5),
+                                          visible=False)
         self.ax_pair.set_xlim(-PAIR_MARGIN, 1 + PAIR_MARGIN)
         self.ax_pair.set_ylim(1 + PAIR_MARGIN, -PAIR_MARGIN)
         self.ax_pair.set_xlabel("x in reference box widths (0 = its x1, 1 = its x2)")
@@ -476,7 +502,9 @@ class UploadDashboard(Dashboard):
             self._cache[key] = (diag, order, extent)
         diag, order, extent = self._cache[key]
         m = len(diag.pairs["iou"])
-        return dict(diag=diag, order=order, pair=min(pair, max(m - 1, 0)), n_pairs=m, extent=extent)
+        pair = min(pair, max(m - 1, 0))
+        return dict(diag=diag, order=order, pair=pair, n_pairs=m, extent=extent,
+                    mask=_pair_masks(diag, int(order[pair])) if m else None)
 
     def render(self, r):
         s = self.controls["pair"]
@@ -489,7 +517,7 @@ class UploadDashboard(Dashboard):
         if not r["n_pairs"]:
             for lc in (self.all_ref, self.all_cand, self.sel_all, self.pair_ref, self.pair_cand):
                 lc.set_segments([])
-            for t in self.corner_txt:
+            for t in self.corner_txt + [self.mask_txt, self.pair_masks]:
                 t.set_visible(False)
             return
         if self._extent != r["extent"]:  # limits change with the input only, not while browsing its pairs
@@ -516,6 +544,30 @@ class UploadDashboard(Dashboard):
             t.set_position((x, y))
             t.set_text(lab)
             t.set_visible(True)
+        self._render_masks(r.get("mask"), rb)
+
+    def _render_masks(self, ev, rb) -> None:
+        """Both masks of the selected pair (cropped) in its reference box's frame, with their IoU and boundary F."""
+        show = isinstance(ev, dict) and "ref" in ev
+        self.pair_masks.set_visible(show)
+        self.mask_txt.set_visible(ev is not None)
+        if ev is None:
+            return
+        if not show:
+            self.mask_txt.set_text(ev["problem"])
+            return
+        a, b = ev["ref"].numpy(), ev["cand"].numpy()
+        rgba = np.zeros(a.shape + (4,))
+        rgba[a & b] = (0.0, 0.45, 0.70, 0.35)
+        rgba[a & ~b] = (0.0, 0.45, 0.70, 0.8)
+        rgba[b & ~a] = (0.90, 0.62, 0.0, 0.8)
+        w, h = max(rb[2] - rb[0], 1e-9), max(rb[3] - rb[1], 1e-9)
+        y0, x0 = ev["origin"]
+        self.pair_masks.set_data(rgba)
+        self.pair_masks.set_extent(((x0 - rb[0]) / w, (x0 + a.shape[1] - rb[0]) / w,
+                                    (y0 + a.shape[0] - rb[1]) / h, (y0 - rb[1]) / h))
+        self.mask_txt.set_text(f"mask IoU {ev['iou']:.3f}, boundary F {ev['boundary_f']:.3f}, "
+                               f"area {ev['area_difference']:+d} px\nblue: reference only, orange: candidate only")
 
     def describe(self, r):
         diag, p = r["diag"], r["diag"].pairs
@@ -528,6 +580,14 @@ class UploadDashboard(Dashboard):
                     ["candidate", [round(v, 2) for v in p["cand_boxes"][k].tolist()], int(p["cand_labels"][k]), f"{float(p['cand_scores'][k]):.3f}"]]
             out += html_table(rows, ["selected pair", "box (x1, y1, x2, y2)", "label", "score"],
                               caption=f"IoU {float(p['iou'][k]):.3f}")
+            ev = r.get("mask")
+            if ev is not None and "ref" in ev:
+                out += (f"<div>Masks of the selected pair: mask IoU {ev['iou']:.3f}, boundary F-score "
+                        f"{ev['boundary_f']:.3f} (contours within 1 px), area candidate - reference "
+                        f"{ev['area_difference']:+d} px; {ev['differ']} pixels differ, {ev['within_1px']} of them within "
+                        f"1 px and {ev['within_2px']} within 2 px of the reference contour.</div>")
+            elif ev is not None:
+                out += f"<div>Masks of the selected pair: {html.escape(ev['problem'])}.</div>"
         return out
 
     def bench_states(self):
