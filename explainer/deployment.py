@@ -1,10 +1,15 @@
-"""Deployment: resize coordinate modes, TensorFlow's crop_and_resize against ROIAlign, and "SAME" padding.
+"""Deployment: resize coordinate modes, the resizes of OpenCV and PIL, input preprocessing, TensorFlow's
+crop_and_resize against ROIAlign, and "SAME" padding through a ResNet.
 
-Coordinate conventions: images are N x C x H x W tensors; pixel indices run 0..W-1 and pixel i's value sits at
-continuous coordinate i + 0.5 (Detectron2's model). Each function states the rule it implements, following the
-documented formulas of ONNX (``Resize``, ``RoiAlign``), TensorFlow (``tf.image.resize``,
-``tf.image.crop_and_resize``, "SAME" padding) and PyTorch; no TensorFlow or ONNX install is needed.
-Nothing here imports matplotlib or ipywidgets.
+Coordinate conventions: images are N x C x H x W tensors (C x H x W where a function says so); pixel indices run
+0..W-1 and pixel i's value sits at continuous coordinate i + 0.5 (Detectron2's model). Each function states the
+rule it implements, following the source or the documented formulas of ONNX (``Resize``, ``RoiAlign``), TensorFlow
+(``tf.image.resize``, ``tf.image.crop_and_resize``, "SAME" padding), OpenCV (``cv::resize``), Pillow
+(``Image.resize``) and PyTorch. Where the original computes in float32 (OpenCV on float images, TensorFlow's
+``crop_and_resize``), so do these functions, operation by operation; no TensorFlow, OpenCV or ONNX install is
+needed (the tests cross-check against them where they are installed). Nothing here imports matplotlib or ipywidgets.
+The module is a little over 600 lines because the resizes of OpenCV and Pillow (used by Detectron's and
+Detectron2's preprocessing, and by Detectron's mask paste) belong with the other frameworks' resizes.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
-from ._validate import ArrayLike, as_boxes, as_tensor, one_of, positive_int, positive_number, size_pair
+from ._validate import ArrayLike, as_boxes, as_tensor, finite_number, one_of, positive_int, positive_number, size_pair
 from .export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS, CAFFE2_OPS_WITHOUT_PLUS_ONE  # noqa: F401  (re-exported tables)
 
 __all__ = [
@@ -22,11 +27,22 @@ __all__ = [
     "resize_coordinate_map",
     "resize",
     "crop_and_resize",
+    "crop_and_resize_positions",
     "roi_align_box_to_crop_and_resize",
     "roi_align_via_crop_and_resize",
     "naive_crop_and_resize_boxes",
     "same_padding",
     "conv_output_centres",
+    "backbone_offsets",
+    "RESNET_STRIDE_LAYERS",
+    "cv2_resize",
+    "pil_resize",
+    "DETECTRON_PIXEL_MEANS",
+    "DETECTRON2_PIXEL_MEAN",
+    "detectron_input_size",
+    "detectron2_input_size",
+    "detectron_preprocess",
+    "detectron2_preprocess",
     "ONNX_MODES",
     "CAFFE2_LEGACY_PLUS_ONE_OPS",
 ]
@@ -95,9 +111,13 @@ def resize(image: ArrayLike, size: Sequence[int], mode: str = "half_pixel", anti
     coordinate, clamped to the image (edge replication). ``antialias=True`` (``half_pixel`` only) uses PIL's
     triangle filter instead: widened by the downscale factor and renormalised where it leaves the image, as
     ``F.interpolate(..., antialias=True)`` does (so it also differs from plain bilinear at the borders when
-    upscaling); sides of length 1 are the exception, which torch's antialiased kernel treats differently. Equals
-    ``F.interpolate(mode="bilinear")`` for ``half_pixel`` / ``pytorch_half_pixel`` (align_corners False) and
-    ``align_corners``.
+    upscaling); sides of length 1 are the exception, which torch's antialiased kernel treats differently.
+
+    ``half_pixel`` equals ``F.interpolate(mode="bilinear", align_corners=False)`` for every size, output sides of 1
+    included; ``align_corners`` equals ``align_corners=True``. ``pytorch_half_pixel`` equals ``align_corners=False``
+    only while every output side is longer than 1: ONNX maps a length-1 output to input coordinate 0 (the first
+    pixel), where PyTorch samples the centre. ``antialias=True`` with ``half_pixel`` is PIL's ``BILINEAR`` (computed
+    in float64 here; :func:`pil_resize` reproduces PIL's own arithmetic).
     """
     x = as_tensor(image, "image")
     squeeze = x.dim() == 3
@@ -120,24 +140,279 @@ def resize(image: ArrayLike, size: Sequence[int], mode: str = "half_pixel", anti
 
 
 # --------------------------------------------------------------------------------------------
+# OpenCV's and PIL's bilinear resize, operation by operation
+# --------------------------------------------------------------------------------------------
+_F32 = torch.float32
+
+
+def _image_chw(image: ArrayLike, name: str) -> Tuple[torch.Tensor, bool]:
+    """An H x W or C x H x W image as C x H x W, and whether it was H x W."""
+    x = image if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+    if x.dim() not in (2, 3) or 0 in x.shape:
+        raise ValueError(f"{name} must be H x W or C x H x W with H, W >= 1, got shape {tuple(x.shape)}")
+    return (x[None], True) if x.dim() == 2 else (x, False)
+
+
+def _cv2_taps(n_in: int, n_out: int, scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """OpenCV's INTER_LINEAR source index and float32 fraction of each output (``cv::hal::resize``): the position
+    (j + 0.5) scale - 0.5 is computed in double and rounded to float, then split into floor and fraction."""
+    pos = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).to(_F32)
+    lo = torch.floor(pos)
+    return lo.long(), pos - lo
+
+
+def _cv2_linear(x: torch.Tensor, out_h: int, out_w: int, scale_y: float, scale_x: float) -> torch.Tensor:
+    """OpenCV's generic INTER_LINEAR on float32 (``resizeGeneric_`` with ``HResizeLinear``/``VResizeLinear``)."""
+    H, W = x.shape[-2:]
+    sx, fx = _cv2_taps(W, out_w, scale_x)
+    left = sx < 0                                   # columns left of the image: the first pixel, weight (1, 0)
+    sx, fx = torch.where(left, 0, sx), torch.where(left, 0.0, fx)
+    right = sx >= W - 1                             # from here on, the last pixel itself (xmax)
+    sx, fx = torch.where(right, W - 1, sx), torch.where(right, 0.0, fx)
+    a, b = x[..., sx], x[..., (sx + 1).clamp(max=W - 1)]
+    rows = torch.where(right, a, a * (1 - fx) + b * fx)          # float32: two products and a sum, each rounded
+    sy, fy = _cv2_taps(H, out_h, scale_y)           # rows: no reset at the borders; the row indices are clipped
+    top, bottom = rows[..., sy.clamp(0, H - 1), :], rows[..., (sy + 1).clamp(0, H - 1), :]
+    return top * (1 - fy)[:, None] + bottom * fy[:, None]
+
+
+def _cv2_area_half(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """OpenCV's ``resizeAreaFast_`` for an exact 2x reduction (which INTER_LINEAR hands over to INTER_AREA): full
+    2 x 2 blocks are (a + b) + (c + d) where its SIMD loop runs (1 or 4 channels, in groups of four values) and
+    ((a + b) + c) + d elsewhere, times 0.25; blocks cut by an odd edge average the pixels they have."""
+    H, W = x.shape[-2:]
+    hf, wf = min(H // 2, out_h), min(W // 2, out_w)
+    out = torch.zeros(*x.shape[:-2], out_h, out_w, dtype=_F32)
+    blk = x[..., : 2 * hf, : 2 * wf]
+    a, b, c, d = blk[..., 0::2, 0::2], blk[..., 0::2, 1::2], blk[..., 1::2, 0::2], blk[..., 1::2, 1::2]
+    full = ((a + b) + c) + d
+    cn = x.shape[0] if x.dim() == 3 else 1
+    v = (wf * cn // 4) * 4 // cn if cn in (1, 4) else 0       # its SIMD loop runs for 1 and 4 channels only
+    full[..., :v] = ((a + b) + (c + d))[..., :v]
+    out[..., :hf, :wf] = full * 0.25
+    for dy in range(out_h):                          # the partial blocks along an odd edge, pixel by pixel
+        for dx in range(out_w):
+            if dy < hf and dx < wf:
+                continue
+            vals = x[..., 2 * dy: 2 * dy + 2, 2 * dx: 2 * dx + 2]
+            if vals.shape[-1] and vals.shape[-2]:
+                acc = torch.zeros(x.shape[:-2], dtype=_F32)
+                for v_ in vals.reshape(*vals.shape[:-2], -1).unbind(-1):
+                    acc = acc + v_
+                out[..., dy, dx] = acc / float(vals.shape[-1] * vals.shape[-2])
+    return out
+
+
+def cv2_resize(image: ArrayLike, size: Union[Sequence[int], None] = None, fx: Union[float, None] = None,
+               fy: Union[float, None] = None) -> torch.Tensor:
+    """``cv2.resize(image, dsize, fx=..., fy=...)`` with the default ``INTER_LINEAR``, on a float32 image.
+
+    ``image``: H x W or C x H x W (OpenCV's H x W x C, channels first), computed in float32 like OpenCV's float
+    path. Give either ``size`` = (height, width) (OpenCV's ``dsize`` is (width, height)) or the factors ``fx``,
+    ``fy`` (``fy`` defaults to ``fx``), as Detectron's ``utils/blob.py:prep_im_for_blob`` calls it: the output
+    size is then W fx rounded half to even (``saturate_cast<int>``) and the sampling scale is 1 / fx itself, not
+    in / out. Rules, from OpenCV's ``modules/imgproc/src/resize.cpp``: source position (j + 0.5) / scale - 0.5 in
+    float32; columns left of the image read the first pixel and columns past the last read the last one; rows are
+    clipped to the image; a same-size resize is a copy; an exact 2x reduction in both axes is ``INTER_AREA``'s
+    2 x 2 average. Equal bit for bit to OpenCV's own code (``cv2.ipp.setUseIPP(False)``); OpenCV builds with
+    Intel IPP (the opencv-python wheels) hand this resize to IPP, whose float32 results differ in the last bits.
+    """
+    x, squeeze = _image_chw(image, "image")
+    if not x.is_floating_point():
+        raise ValueError(f"image must be a float image (OpenCV's INTER_LINEAR on float32), got {x.dtype}")
+    x = x.to(_F32)
+    H, W = x.shape[-2:]
+    if size is not None:
+        if fx is not None or fy is not None:
+            raise ValueError("give either size or fx (and fy), not both")
+        out_h, out_w = size_pair(size, "size")
+        inv_x, inv_y = out_w / W, out_h / H
+    else:
+        if fx is None:
+            raise ValueError("give size = (height, width) or the scale factor fx")
+        inv_x = positive_number(fx, "fx")
+        inv_y = positive_number(fy, "fy") if fy is not None else inv_x
+        out_w, out_h = round(W * inv_x), round(H * inv_y)     # saturate_cast<int>: round half to even
+        if out_w < 1 or out_h < 1:
+            raise ValueError(f"fx, fy give an empty output ({out_h} x {out_w}) for a {H} x {W} image")
+    if (out_h, out_w) == (H, W):
+        out = x.clone()
+    else:
+        scale_x, scale_y = 1.0 / inv_x, 1.0 / inv_y
+        halves = all(abs(sc - 2.0) < 2.220446049250313e-16 for sc in (scale_x, scale_y))
+        out = _cv2_area_half(x, out_h, out_w) if halves else _cv2_linear(x, out_h, out_w, scale_y, scale_x)
+    return out[0] if squeeze else out
+
+
+def _pil_taps(n_in: int, n_out: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """PIL's BILINEAR filter taps (``Resample.c:precompute_coeffs``): out x K source indices and float64 weights
+    (a triangle of support max(in / out, 1), normalised to sum 1; padded with weight 0 on the first index)."""
+    scale = n_in / n_out
+    filterscale = max(scale, 1.0)
+    support, ss = filterscale, 1.0 / filterscale
+    centre = (torch.arange(n_out, dtype=torch.float64) + 0.5) * scale
+    xmin = torch.floor(centre - support + 0.5).clamp(min=0).long()      # (int) of a value >= 0, or clamped to 0
+    xmax = torch.floor(centre + support + 0.5).clamp(max=n_in).long()
+    k = int((xmax - xmin).max())
+    x = xmin[:, None] + torch.arange(k)[None]
+    inside = x < xmax[:, None]
+    w = torch.where(inside, (1.0 - ((x.double() - centre[:, None] + 0.5) * ss).abs()).clamp(min=0.0), 0.0)
+    total = torch.zeros(n_out, dtype=torch.float64)
+    for j in range(k):                                                   # the sum in tap order, as PIL adds them
+        total = total + w[:, j]
+    w = torch.where(total[:, None] != 0, w / total[:, None], w)
+    return torch.where(inside, x, 0), w
+
+
+def _pil_pass(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
+    """One pass of PIL's separable resample along ``dim`` (-1: horizontal, -2: vertical)."""
+    idx, w = _pil_taps(x.shape[dim], n_out)
+    xs = x.movedim(dim, -1)
+    if x.dtype == torch.uint8:
+        # ImagingResample*_8bpc: weights in fixed point with 22 fractional bits, rounded; a sum that starts at half
+        # a unit; the result shifted back (floor) and clipped to 0..255
+        kk = torch.floor(w * (1 << 22) + 0.5).int()
+        acc = torch.full((*xs.shape[:-1], n_out), 1 << 21, dtype=torch.int32)
+        for k in range(idx.shape[1]):
+            acc = acc + xs[..., idx[:, k]].int() * kk[:, k]
+        out = torch.div(acc, 1 << 22, rounding_mode="floor").clamp(0, 255).to(torch.uint8)
+    else:
+        # ImagingResample*_32bpc: a double sum in tap order, stored as float32
+        acc = torch.zeros((*xs.shape[:-1], n_out), dtype=torch.float64)
+        for k in range(idx.shape[1]):
+            acc = acc + xs[..., idx[:, k]].double() * w[:, k]
+        out = acc.to(_F32)
+    return out.movedim(-1, dim)
+
+
+def pil_resize(image: ArrayLike, size: Sequence[int], vertical_first: bool = False) -> torch.Tensor:
+    """``PIL.Image.resize((width, height), Image.BILINEAR)``, as Detectron2's ``ResizeTransform`` calls it on uint8.
+
+    ``image``: H x W or C x H x W, uint8 (PIL's "L"/"RGB" modes: integer arithmetic) or float32 (mode "F": double
+    sums). ``size`` = (height, width). PIL's BILINEAR is a triangle filter widened by the reduction factor (so it
+    antialiases when shrinking, and is plain bilinear interpolation when enlarging), normalised where it leaves the
+    image (``src/libImaging/Resample.c``). It resizes in two passes, rounding to uint8 in between: horizontally, then
+    vertically, in every Pillow release up to 12; Pillow 13 runs the vertical pass first for some reductions of the
+    height (python-pillow/Pillow PR #9549), ``vertical_first=True``. The two orders differ by at most one level of
+    uint8 (or float32 rounding).
+    """
+    x, squeeze = _image_chw(image, "image")
+    if x.dtype not in (torch.uint8, torch.float32):
+        raise ValueError(f"image must be uint8 (PIL 'L', 'RGB') or float32 (PIL 'F'), got {x.dtype}")
+    out_h, out_w = size_pair(size, "size")
+    for dim, n in ((-2, out_h), (-1, out_w)) if vertical_first else ((-1, out_w), (-2, out_h)):
+        if n != x.shape[dim]:
+            x = _pil_pass(x, n, dim)
+    out = x.clone()
+    return out[0] if squeeze else out
+
+
+# --------------------------------------------------------------------------------------------
+# Input preprocessing: Detectron's (OpenCV, mean first, float32) and Detectron2's (PIL, uint8, mean last)
+# --------------------------------------------------------------------------------------------
+#: Detectron's ``cfg.PIXEL_MEANS`` (BGR; ``detectron/core/config.py``). There is no standard deviation.
+DETECTRON_PIXEL_MEANS: Tuple[float, float, float] = (102.9801, 115.9465, 122.7717)
+#: Detectron2's ``MODEL.PIXEL_MEAN`` (BGR, since ``INPUT.FORMAT`` is BGR; ``detectron2/config/defaults.py``), with
+#: ``MODEL.PIXEL_STD`` = (1, 1, 1) for the MSRA/Detectron weights.
+DETECTRON2_PIXEL_MEAN: Tuple[float, float, float] = (103.530, 116.280, 123.675)
+
+
+def _bgr_uint8(image: ArrayLike) -> torch.Tensor:
+    x = image if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+    if x.dtype != torch.uint8 or x.dim() != 3 or x.shape[0] != 3 or 0 in x.shape:
+        raise ValueError(f"image must be a 3 x H x W uint8 tensor (BGR, as read from a file), got "
+                         f"{x.dtype} of shape {tuple(x.shape)}")
+    return x
+
+
+def detectron_input_size(height: int, width: int, target_size: int = 800, max_size: int = 1333) -> Tuple[float, Tuple[int, int]]:
+    """Detectron's scale and network input size (``utils/blob.py:prep_im_for_blob``): im_scale = target / shorter
+    side, or max_size / longer side when ``np.round(im_scale * longer) > max_size``; OpenCV then makes each side
+    round-half-to-even(side * im_scale). Returns (im_scale, (height, width))."""
+    h, w = positive_int(height, "height"), positive_int(width, "width")
+    t, m = positive_int(target_size, "target_size"), positive_int(max_size, "max_size")
+    im_scale = float(t) / float(min(h, w))
+    if round(im_scale * max(h, w)) > m:          # np.round: half to even, like Python's round
+        im_scale = float(m) / float(max(h, w))
+    return im_scale, (round(h * im_scale), round(w * im_scale))
+
+
+def detectron2_input_size(height: int, width: int, short_edge: int = 800, max_size: int = 1333) -> Tuple[int, int]:
+    """Detectron2's network input size (``ResizeShortestEdge.get_output_shape``): the shorter side to ``short_edge``,
+    scaled down when the longer one passes ``max_size``, each side rounded half up (``int(x + 0.5)``)."""
+    h, w = positive_int(height, "height"), positive_int(width, "width")
+    size, m = positive_int(short_edge, "short_edge"), positive_int(max_size, "max_size")
+    scale = size * 1.0 / min(h, w)
+    newh, neww = (size, scale * w) if h < w else (scale * h, size)
+    if max(newh, neww) > m:
+        scale = m * 1.0 / max(newh, neww)
+        newh, neww = newh * scale, neww * scale
+    return int(newh + 0.5), int(neww + 0.5)
+
+
+def detectron_preprocess(image: ArrayLike, target_size: int = 800, max_size: int = 1333,
+                         pixel_means: Sequence[float] = DETECTRON_PIXEL_MEANS) -> Tuple[torch.Tensor, float]:
+    """Detectron's test-time input (``utils/blob.py:prep_im_for_blob``): the BGR uint8 image as float32, minus
+    ``PIXEL_MEANS`` (a float64 array, so the subtraction runs in double and is stored as float32), then
+    ``cv2.resize(im, None, None, fx=im_scale, fy=im_scale, interpolation=cv2.INTER_LINEAR)`` on the float image.
+    ``image``: 3 x H x W uint8, BGR. Returns (3 x h x w float32, im_scale); boxes map back by / im_scale."""
+    x = _bgr_uint8(image)
+    im_scale, _ = detectron_input_size(x.shape[1], x.shape[2], target_size, max_size)
+    mean = torch.tensor([float(v) for v in pixel_means], dtype=torch.float64).view(3, 1, 1)
+    centred = (x.double() - mean).to(_F32)
+    return cv2_resize(centred, fx=im_scale, fy=im_scale), im_scale
+
+
+def detectron2_preprocess(image: ArrayLike, short_edge: int = 800, max_size: int = 1333,
+                          pixel_mean: Sequence[float] = DETECTRON2_PIXEL_MEAN,
+                          pixel_std: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """Detectron2's test-time input: ``ResizeShortestEdge`` (``ResizeTransform.apply_image`` resizes uint8 images
+    with PIL's BILINEAR: :func:`pil_resize`), then ``GeneralizedRCNN.preprocess_image``: (x - PIXEL_MEAN) / PIXEL_STD
+    in float32. ``image``: 3 x H x W uint8, BGR. Returns 3 x h x w float32; boxes map back by the per-axis ratio
+    new / old."""
+    x = _bgr_uint8(image)
+    h, w = detectron2_input_size(x.shape[1], x.shape[2], short_edge, max_size)
+    resized = pil_resize(x, (h, w)) if (h, w) != tuple(x.shape[1:]) else x
+    mean = torch.tensor([float(v) for v in pixel_mean], dtype=_F32).view(3, 1, 1)
+    std = torch.tensor([float(v) for v in pixel_std], dtype=_F32).view(3, 1, 1)
+    return (resized.to(_F32) - mean) / std
+
+
+# --------------------------------------------------------------------------------------------
 # TensorFlow's crop_and_resize and ROIAlign
 # --------------------------------------------------------------------------------------------
-def _axis_samples(a0, a1, n: int, length: int):
-    """TF's sample positions along one axis (in index units) and their validity, K x n."""
+def _axis_samples(a0: torch.Tensor, a1: torch.Tensor, n: int, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """TF's sample positions along one axis (in index units) and their validity, K x n, in float32 as its CPU kernel
+    computes them: scale = (a1 - a0) (L - 1) / (n - 1), position a0 (L - 1) + i scale, each operation rounded to float;
+    a single sample sits at 0.5 (a0 + a1) (L - 1), evaluated in double (``0.5`` is a double literal) and rounded."""
+    last = torch.tensor(float(length - 1), dtype=_F32)
     if n > 1:
-        pos = a0[:, None] * (length - 1) + torch.arange(n, dtype=a0.dtype)[None] * ((a1 - a0) * (length - 1) / (n - 1))[:, None]
+        scale = (a1 - a0) * last / torch.tensor(float(n - 1), dtype=_F32)
+        pos = (a0 * last)[:, None] + torch.arange(n, dtype=_F32)[None] * scale[:, None]
     else:
-        pos = (0.5 * (a0 + a1) * (length - 1))[:, None]
-    valid = (pos >= 0) & (pos <= length - 1)
+        pos = (0.5 * (a0 + a1).double() * (length - 1)).to(_F32)[:, None]
+    valid = (pos >= 0) & (pos <= last)
     return pos, valid
 
 
+def crop_and_resize_positions(start: float, end: float, crop: int, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where ``tf.image.crop_and_resize`` samples along one axis of ``length`` pixels, for a box from ``start`` to
+    ``end`` (normalised) and ``crop`` samples: the float32 positions in pixel indices, and which lie inside
+    [0, length - 1] (the others take the extrapolation value)."""
+    a = torch.tensor([finite_number(start, "start"), finite_number(end, "end")], dtype=_F32)
+    pos, valid = _axis_samples(a[:1], a[1:], positive_int(crop, "crop"), positive_int(length, "length"))
+    return pos[0], valid[0]
+
+
 def crop_and_resize(image: ArrayLike, boxes: ArrayLike, crop_size: Union[int, Sequence[int]], extrapolation_value: float = 0.0) -> torch.Tensor:
-    """``tf.image.crop_and_resize`` on a 1 x C x H x W tensor: K x C x crop_h x crop_w.
+    """``tf.image.crop_and_resize`` (bilinear) on a 1 x C x H x W tensor: K x C x crop_h x crop_w, float32.
 
     ``boxes``: K x 4 normalised [y1, x1, y2, x2] (TensorFlow's order), corner-aligned: y1 maps to row y1 (H - 1)
     and the crop's rows are spread evenly to y2 (H - 1) inclusive. A sample outside [0, H - 1] (or [0, W - 1])
-    takes ``extrapolation_value``; inside, it is bilinear between floor and ceil.
+    takes ``extrapolation_value``; inside, it is bilinear between floor and ceil. Everything is float32, operation by
+    operation, as in TensorFlow's CPU kernel (``tensorflow/core/kernels/image/crop_and_resize_op.cc``): boxes and
+    image values are read as float, so a sample meant for the last row can land at 7.0000005 on an 8-row image and
+    take the extrapolation value.
     """
     x = as_tensor(image, "image")
     if x.dim() != 4 or x.shape[0] != 1:
@@ -153,7 +428,7 @@ def crop_and_resize(image: ArrayLike, boxes: ArrayLike, crop_size: Union[int, Se
         crop_size = (crop_size, crop_size)
     ch, cw = (positive_int(v, "crop_size") for v in crop_size)
     _, c, H, W = x.shape
-    b = b.to(torch.float64)
+    b = b.to(_F32)
     ys, vy = _axis_samples(b[:, 0], b[:, 2], ch, H)
     xs, vx = _axis_samples(b[:, 1], b[:, 3], cw, W)
     y0 = ys.floor().clamp(0, H - 1).long()
@@ -162,17 +437,16 @@ def crop_and_resize(image: ArrayLike, boxes: ArrayLike, crop_size: Union[int, Se
     x1 = xs.ceil().clamp(0, W - 1).long()
     fy = (ys - ys.floor())[:, None, :, None]
     fx = (xs - xs.floor())[:, None, None, :]
-    img = x[0].to(torch.float64)
+    img = x[0].to(_F32)
 
-    def at(yi, xi):  # K x C x ch x cw
+    def at(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:  # K x C x ch x cw
         return img[:, yi[:, :, None], xi[:, None, :]].permute(1, 0, 2, 3)
 
     top = at(y0, x0) + (at(y0, x1) - at(y0, x0)) * fx
     bottom = at(y1, x0) + (at(y1, x1) - at(y1, x0)) * fx
     out = top + (bottom - top) * fy
     valid = (vy[:, :, None] & vx[:, None, :])[:, None]
-    out = torch.where(valid, out, torch.full_like(out, float(extrapolation_value)))
-    return out.to(x.dtype)
+    return torch.where(valid, out, torch.tensor(float(extrapolation_value), dtype=_F32))
 
 
 def naive_crop_and_resize_boxes(boxes: ArrayLike, feature_size: Sequence[int], spatial_scale: float = 1.0) -> torch.Tensor:
@@ -255,6 +529,70 @@ def conv_output_centres(size: int, kernel: int, stride: int, padding: str = "tf_
     return torch.arange(n_out, dtype=torch.float64) * s - before + (k - 1) / 2
 
 
+#: The layers of a ResNet-50 that change the stride, in order: (name, kernel, stride), for the main branch of each
+#: stage's first block with the stride in the 3 x 3 convolution (torchvision, Caffe2's "C2" models) or in the first
+#: 1 x 1 (``MODEL.RESNETS.STRIDE_IN_1X1``, Detectron's ``RESNETS.STRIDE_1X1``: the original MSRA ResNets), and for
+#: the projection shortcut (a 1 x 1, stride 2). Stride-1 layers with odd kernels are centred under every padding and do not move
+#: the grid.
+RESNET_STRIDE_LAYERS: Dict[str, List[Tuple[str, int, int]]] = {
+    "stem": [("conv1 7x7/2", 7, 2), ("max pool 3x3/2", 3, 2)],
+    "stride_in_3x3": [("res3 conv2 3x3/2", 3, 2), ("res4 conv2 3x3/2", 3, 2), ("res5 conv2 3x3/2", 3, 2)],
+    "stride_in_1x1": [("res3 conv1 1x1/2", 1, 2), ("res4 conv1 1x1/2", 1, 2), ("res5 conv1 1x1/2", 1, 2)],
+    "shortcut": [("res3 shortcut 1x1/2", 1, 2), ("res4 shortcut 1x1/2", 1, 2), ("res5 shortcut 1x1/2", 1, 2)],
+}
+BACKBONE_PADDINGS = ("symmetric", "tf_same", "tensorpack")
+
+
+def _pads(n: int, k: int, s: int, padding: str, tf_pad_mode: bool) -> Tuple[int, int]:
+    """(before, after) padding of one layer on an input of length n."""
+    if padding == "tf_same":
+        return same_padding(n, k, s)
+    if padding == "tensorpack" and k > 1 and s == 2:
+        # modeling/backbone.py: tf.pad(maybe_reverse_pad(2, 3)) before the 7 x 7 and (0, 1) before the 3 x 3s, reversed
+        # to (3, 2) and (1, 0) unless BACKBONE.TF_PAD_MODE; then a "VALID" convolution
+        lo, hi = (2, 3) if k == 7 else (0, 1)
+        return (lo, hi) if tf_pad_mode else (hi, lo)
+    return k // 2, k // 2
+
+
+def backbone_offsets(size: int, stride_in_1x1: bool = False, padding: str = "tf_same",
+                     tf_pad_mode: bool = False) -> List[Dict[str, object]]:
+    """Where a ResNet-50's feature grid sits, per stride, in image pixels: the offset of output 0's centre from the
+    symmetric-padding grid (which puts output i of stride S at S i), on an input side of ``size`` pixels.
+
+    Each layer (kernel k, stride s, ``before`` pixels of padding) centres output o on input o s - before + (k - 1) / 2;
+    chaining the layers in image pixels, a layer whose input has stride S adds S ((k - 1) / 2 - before) to the
+    offset. ``padding``: ``"symmetric"`` (k // 2 each side: PyTorch, Caffe2), ``"tf_same"`` (TensorFlow's "SAME":
+    :func:`same_padding`, which depends on each layer's input length) or ``"tensorpack"`` (its explicit pads and
+    "VALID" convolutions, with ``tf_pad_mode`` = ``BACKBONE.TF_PAD_MODE``; tensorpack pads only the stem, the pool
+    and the 3 x 3 stride-2 convolutions, and uses "SAME" for the 1 x 1s). ``stride_in_1x1`` is Detectron2's
+    ``MODEL.RESNETS.STRIDE_IN_1X1`` (the original MSRA ResNets): the stride then sits in a 1 x 1, which no padding
+    moves.
+
+    Returns one entry per stride 2, 4, 8, 16, 32: ``stride``, ``size`` (the feature length), ``main`` (offset of the
+    main branch, px) and ``shortcut`` (offset of the projection shortcut that is added to it, px; stride 2 and 4 have
+    no shortcut of their own: the stem's offset).
+    """
+    n0 = positive_int(size, "size")
+    one_of(padding, "padding", BACKBONE_PADDINGS)
+    if not isinstance(stride_in_1x1, bool) or not isinstance(tf_pad_mode, bool):
+        raise ValueError("stride_in_1x1 and tf_pad_mode must be True or False")
+    branch = RESNET_STRIDE_LAYERS["stride_in_1x1" if stride_in_1x1 else "stride_in_3x3"]
+
+    def chain(layers: List[Tuple[str, int, int]]) -> List[Tuple[int, float]]:
+        n, stride, offset, out = n0, 1, 0.0, []
+        for _, k, s in layers:
+            before, after = _pads(n, k, s, "tf_same" if padding == "tensorpack" and k == 1 else padding, tf_pad_mode)
+            offset += stride * ((k - 1) / 2 - before)
+            n, stride = (n + before + after - k) // s + 1, stride * s
+            out.append((n, offset))
+        return out
+
+    main = chain(RESNET_STRIDE_LAYERS["stem"] + branch)
+    short = chain(RESNET_STRIDE_LAYERS["stem"] + RESNET_STRIDE_LAYERS["shortcut"])
+    return [{"stride": 2 ** (i + 1), "size": m[0], "main": m[1], "shortcut": sh[1]} for i, (m, sh) in enumerate(zip(main, short))]
+
+
 # --------------------------------------------------------------------------------------------
 # ONNX's modes against the two conventions (data for the chapter's tables)
 # --------------------------------------------------------------------------------------------
@@ -264,9 +602,13 @@ ONNX_MODES: List[Dict[str, str]] = [
     {"op": "RoiAlign", "attribute": "coordinate_transformation_mode = output_half_pixel (the only behaviour before opset 16)",
      "rule": "no shift", "matches": "aligned=False: Detectron's ROIAlign (and torchvision's default)"},
     {"op": "Resize", "attribute": "coordinate_transformation_mode = half_pixel",
-     "rule": "x_in = (x_out + 0.5) / s - 0.5", "matches": "F.interpolate(align_corners=False), PIL, OpenCV, TF2"},
+     "rule": "x_in = (x_out + 0.5) / s - 0.5",
+     "matches": "F.interpolate(align_corners=False) at every size (what torch 2's exporters write for it), "
+                "OpenCV's INTER_LINEAR, PIL's BILINEAR when enlarging, TF2's tf.image.resize"},
     {"op": "Resize", "attribute": "coordinate_transformation_mode = pytorch_half_pixel",
-     "rule": "as half_pixel, but 0 when the output length is 1", "matches": "PyTorch's exporter for align_corners=False"},
+     "rule": "as half_pixel, but 0 when the output length is 1",
+     "matches": "F.interpolate(align_corners=False) only where every output side is > 1; PyTorch's exporter wrote "
+                "it for align_corners=False until mid-2022 (pytorch/pytorch issue #79361)"},
     {"op": "Resize", "attribute": "coordinate_transformation_mode = align_corners",
      "rule": "x_in = x_out (in - 1) / (out - 1)", "matches": "F.interpolate(align_corners=True)"},
     {"op": "Resize", "attribute": "coordinate_transformation_mode = asymmetric",

@@ -10,7 +10,12 @@ The two methods are named after those functions: ``mask_paste="segm_results"`` a
   replication), expand the box by (M+2)/M about its centre with half-widths (x2 - x1)/2 (no +1,
   ``utils/boxes.py:expand_boxes``), truncate to int32 (towards zero), resize the padded mask with OpenCV's
   bilinear (``INTER_LINEAR``: half-pixel centres, border replicated) to (x2 - x1 + 1) x (y2 - y1 + 1), binarise with
-  ``> MRCNN.THRESH_BINARIZE`` (0.5) and copy into pixels x1..x2, y1..y2, clipped to the image.
+  ``> MRCNN.THRESH_BINARIZE`` (0.5) and copy into pixels x1..x2, y1..y2, clipped to the image. All of it in float32,
+  as Detectron runs it: its boxes are float32 (``box_results_with_nms_and_limit`` casts them), ``expand_boxes``
+  scales them in place (``w_half *= scale`` keeps float32), the mask is a float32 blob, OpenCV resizes float32 in
+  float32 (:func:`explainer.deployment.cv2_resize`) and numpy compares a float32 array with the threshold in
+  float32. Box [5, 6, 33, 48] at M = 14 expands to [3.0, 2.999998, 35.0, 51.0] in float32, int [3, 2, 35, 51];
+  double arithmetic would give [3, 3, 35, 51].
 * **Detectron2** (``layers/mask_ops.py:paste_masks_in_image``): sample the mask at every pixel centre with
   ``grid_sample(align_corners=False)`` and zero padding, i.e. mask cell j covers x1 + [j, j+1) (x2 - x1)/M, and
   binarise with ``>= threshold``. On the CPU it pastes box by box over the box's pixels plus one (``skip_empty``),
@@ -28,44 +33,54 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import ArrayLike, as_boxes, as_tensor, image_size, one_of, probability
+from ._validate import ArrayLike, as_boxes, as_tensor, image_size, one_of, positive_int, probability
 from .conventions import MASK_PASTES
+from .deployment import cv2_resize
 from .pixels import to_inclusive
 
-__all__ = ["expand_boxes", "detectron_paste_steps", "paste_masks", "mask_iou", "boundary_error",
-           "rasterize_disc", "perfect_mask_prediction", "synthetic_paste_experiment"]
+__all__ = ["expand_boxes", "expanded_box_differences", "detectron_paste_steps", "paste_masks", "mask_iou",
+           "boundary_error", "rasterize_disc", "perfect_mask_prediction", "detectron_mask_target",
+           "synthetic_paste_experiment"]
 
 
-def expand_boxes(boxes: ArrayLike, scale: float) -> torch.Tensor:
-    """Detectron's ``expand_boxes``: scale half-widths (x2 - x1)/2 about the centre (no +1)."""
-    b = as_boxes(boxes, "boxes", allow_inverted=True).to(torch.float64)
-    w_half = (b[:, 2] - b[:, 0]) * 0.5 * scale
-    h_half = (b[:, 3] - b[:, 1]) * 0.5 * scale
+def expand_boxes(boxes: ArrayLike, scale: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Detectron's ``utils/boxes.py:expand_boxes``: scale half-widths (x2 - x1)/2 about the centre (no +1).
+
+    Evaluated in ``dtype``, operation by operation as numpy does it on Detectron's float32 boxes: w_half = (x2 - x1)
+    * .5, x_c = (x2 + x1) * .5, ``w_half *= scale`` (in place, so ``scale`` is rounded to float32 first), then
+    x_c - w_half and x_c + w_half. The result is returned in float64, exactly as ``boxes_exp = np.zeros(...)`` stores
+    it. ``dtype=torch.float64`` gives what the same formulas yield in double, for comparison.
+    """
+    b = as_boxes(boxes, "boxes", allow_inverted=True).to(dtype)
+    sc = torch.tensor(float(scale), dtype=dtype)
+    w_half = (b[:, 2] - b[:, 0]) * 0.5
+    h_half = (b[:, 3] - b[:, 1]) * 0.5
     xc = (b[:, 2] + b[:, 0]) * 0.5
     yc = (b[:, 3] + b[:, 1]) * 0.5
-    return torch.stack([xc - w_half, yc - h_half, xc + w_half, yc + h_half], 1)
+    w_half, h_half = w_half * sc, h_half * sc
+    return torch.stack([xc - w_half, yc - h_half, xc + w_half, yc + h_half], 1).to(torch.float64)
 
 
-def _cv2_linear_resize(img: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """OpenCV's INTER_LINEAR on a float image: half-pixel source coordinates, border replicated."""
-    def weights(n_in, n_out):
-        x = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
-        lo = torch.floor(x)
-        f = x - lo
-        lo = lo.long()
-        f = torch.where(lo < 0, torch.zeros_like(f), f)
-        lo = lo.clamp(min=0)
-        edge = lo >= n_in - 1
-        f = torch.where(edge, torch.zeros_like(f), f)
-        lo = torch.where(edge, torch.full_like(lo, n_in - 1), lo)
-        hi = (lo + 1).clamp(max=n_in - 1)
-        m = torch.zeros(n_out, n_in, dtype=torch.float64)
-        m.scatter_add_(1, lo[:, None], (1 - f)[:, None])
-        m.scatter_add_(1, hi[:, None], f[:, None])
-        return m
+def expanded_box_differences(M: int = 14, max_coord: int = 63) -> Dict[str, float]:
+    """How often Detectron's float32 ``expand_boxes`` truncates to another integer box than double arithmetic would,
+    over every integer box with 0 <= x1 < x2 <= ``max_coord`` (the same on y).
 
-    my, mx = weights(img.shape[0], out_h), weights(img.shape[1], out_w)
-    return my @ img.to(torch.float64) @ mx.t()
+    x and y go through the same arithmetic, so each axis is counted over its pairs (x1, x2) and a box differs when
+    either axis does. Returns ``pairs``, ``pairs_differing`` (per axis), ``boxes``, ``boxes_differing``, ``fraction``
+    (of boxes), ``x1_differs``, ``x2_differs`` (pairs whose left or right edge moves) and ``scale`` ((M + 2) / M).
+    """
+    M, n = positive_int(M, "M"), positive_int(max_coord, "max_coord")
+    i, j = torch.triu_indices(n + 1, n + 1, offset=1)
+    pairs = torch.stack([i, torch.zeros_like(i), j, torch.zeros_like(j)], 1).double()
+    scale = (M + 2.0) / M
+    e32 = torch.trunc(expand_boxes(pairs, scale, torch.float32))
+    e64 = torch.trunc(expand_boxes(pairs, scale, torch.float64))
+    d_lo, d_hi = e32[:, 0] != e64[:, 0], e32[:, 2] != e64[:, 2]
+    p, d = len(pairs), int((d_lo | d_hi).sum())
+    boxes = p * p
+    differing = boxes - (p - d) ** 2
+    return {"M": M, "scale": scale, "pairs": p, "pairs_differing": d, "x1_differs": int(d_lo.sum()),
+            "x2_differs": int(d_hi.sum()), "boxes": boxes, "boxes_differing": differing, "fraction": differing / boxes}
 
 
 def _check(masks, boxes, size, threshold):
@@ -82,12 +97,17 @@ def _check(masks, boxes, size, threshold):
     return m, b, (h, w), t
 
 
-def detectron_paste_steps(mask: ArrayLike, box: ArrayLike, image_size_hw: Sequence[int], threshold: float = 0.5) -> Dict[str, object]:
+def detectron_paste_steps(mask: ArrayLike, box: ArrayLike, image_size_hw: Sequence[int], threshold: float = 0.5,
+                          expand_dtype: torch.dtype = torch.float32) -> Dict[str, object]:
     """Every step of Detectron's ``segm_results`` for one mask: padded mask, expanded box, integer box, resized
-    mask (soft), binary mask in the box, and the pasted H x W boolean image."""
+    mask (soft), binary mask in the box, and the pasted H x W boolean image.
+
+    ``expand_dtype=torch.float64`` runs ``expand_boxes`` in double instead of Detectron's float32 (the rest stays as
+    Detectron computes it), to show what the float32 box arithmetic changes.
+    """
     m, b, (H, W), t = _check(torch.as_tensor(mask)[None] if torch.as_tensor(mask).dim() == 2 else mask,
                              torch.as_tensor(box, dtype=torch.float64).reshape(1, 4), image_size_hw, threshold)
-    y0, y1, x0, x1, steps, region = _detectron_region(m[0], b[0], H, W, t)
+    y0, y1, x0, x1, steps, region = _detectron_region(m[0], b[0], H, W, t, expand_dtype)
     out = torch.zeros(H, W, dtype=torch.bool)
     if region is not None:
         out[y0:y1, x0:x1] = steps["binary"][region]
@@ -108,17 +128,18 @@ def _d2_paste_region(mask: torch.Tensor, box: torch.Tensor, H: int, W: int):
     return ya, yb, xa, xb, F.grid_sample(mask[None, None].float(), grid, align_corners=False)[0, 0]
 
 
-def _detectron_region(mask: torch.Tensor, box: torch.Tensor, H: int, W: int, threshold: float):
-    """Detectron's paste of one mask: (y0, y1, x0, x1, resized values, binary) for the part inside the image."""
+def _detectron_region(mask: torch.Tensor, box: torch.Tensor, H: int, W: int, threshold: float,
+                      expand_dtype: torch.dtype = torch.float32):
+    """Detectron's paste of one mask: (y0, y1, x0, x1, steps, region) for the part inside the image."""
     M = mask.shape[-1]
-    padded = torch.zeros(M + 2, M + 2, dtype=torch.float64)
-    padded[1:-1, 1:-1] = mask.to(torch.float64)
-    ebox = expand_boxes(box.reshape(1, 4), (M + 2.0) / M)[0]
-    ibox = torch.trunc(ebox.to(torch.float32)).long()  # .astype(np.int32): truncation towards zero
+    padded = torch.zeros(M + 2, M + 2, dtype=torch.float32)            # np.zeros((M + 2, M + 2), dtype=np.float32)
+    padded[1:-1, 1:-1] = mask.to(torch.float32)
+    ebox = expand_boxes(box.to(torch.float32).reshape(1, 4), (M + 2.0) / M, expand_dtype)[0]
+    ibox = torch.trunc(ebox).long()  # .astype(np.int32): truncation towards zero
     x1, y1, x2, y2 = (int(v) for v in ibox)
     w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
-    resized = _cv2_linear_resize(padded, h, w)
-    binary = resized > threshold
+    resized = cv2_resize(padded, (h, w))
+    binary = resized > torch.tensor(threshold, dtype=torch.float32)    # float32 array > Python float: in float32
     x0, x_1 = max(x1, 0), min(x2 + 1, W)
     y0, y_1 = max(y1, 0), min(y2 + 1, H)
     steps = {"padded": padded, "expanded_box": ebox, "int_box": ibox, "resized": resized, "binary": binary}
@@ -132,8 +153,9 @@ def paste_masks(masks: ArrayLike, boxes: ArrayLike, image_size_hw: Sequence[int]
                 soft: bool = False) -> torch.Tensor:
     """Paste N x M x M masks into an image: N x H x W booleans (or floats in [0, 1] with ``soft=True``).
 
-    ``mask_paste="segm_results"`` reproduces Detectron's ``core/test.py:segm_results`` (binarised with
-    ``> threshold``; its soft variant is the resized mask before binarising, placed in the image);
+    ``mask_paste="segm_results"`` reproduces Detectron's ``core/test.py:segm_results`` in float32 (binarised with
+    ``> threshold``; its soft variant is the resized mask before binarising, placed in the image; its boxes are
+    rounded to float32, as Detectron's are);
     ``mask_paste="paste_masks_in_image"`` reproduces Detectron2's ``layers/mask_ops.py:paste_masks_in_image``
     (``>= threshold``). From a convention: ``mask_paste=conv.mask_paste``. ``boxes`` are N x 4 as that
     codebase's box head outputs them (inclusive pixel indices for ``segm_results``, continuous coordinates for
@@ -222,20 +244,38 @@ def perfect_mask_prediction(centre: Sequence[float], radius: float, box: Sequenc
     return inside.double().reshape(M, supersample, M, supersample).mean(dim=(1, 3)).float()
 
 
+def detectron_mask_target(centre: Sequence[float], radius: float, box: Sequence[float], M: int = 28,
+                          supersample: int = 8, shape: str = "disc") -> torch.Tensor:
+    """The M x M mask a perfect head trained on Detectron's targets predicts for an inclusive box [x1, y1, x2, y2].
+
+    Detectron builds its targets in ``roi_data/mask_rcnn.py:add_mask_rcnn_blobs`` with
+    ``utils/segms.py:polys_to_mask_wrt_box``: w = max(x2 - x1, 1) (no +1), the polygon mapped by (p - x1) M / w.
+    The M cells therefore span [x1, x1 + w] of the polygon's continuous coordinates: the inclusive box's last pixel
+    column and row (x2 .. x2 + 1) lie outside the target, while ``segm_results`` later pastes the mask over all
+    x2 - x1 + 1 pixels. Here, the fraction of each of those cells the shape covers.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+    return perfect_mask_prediction(centre, radius, [x1, y1, x1 + w, y1 + h], M, supersample, shape)
+
+
 def synthetic_paste_experiment(sizes: Sequence[float] = (8, 16, 32, 64, 128), n: int = 40, seed: int = 0, M: int = 28,
                                shape: str = "disc") -> List[Dict[str, float]]:
     """Mask IoU against exact ground truth for each paste method, by object size (disc diameter in pixels).
 
-    Each trial draws a disc (or a diamond, a polygon) at a random sub-pixel position, takes its tight box (continuous coordinates, as Detectron2's
-    box head outputs; Detectron receives the same box as inclusive indices, x2 - 1), predicts a perfect M x M mask and
-    pastes it both ways. Returns per size the mean IoU of each method and the mean number of differing pixels.
+    Each trial draws a disc (or a diamond, a polygon) at a random sub-pixel position and takes its tight box
+    (continuous coordinates, as Detectron2's box head outputs; Detectron receives the same box as inclusive indices,
+    x2 - 1). Three pastes of a perfect M x M prediction: ``detectron2`` (the mask over the continuous box, pasted by
+    ``paste_masks_in_image``), ``detectron`` (the same mask pasted by ``segm_results`` on the inclusive box) and
+    ``detectron_trained`` (the mask a head trained on Detectron's own targets predicts,
+    :func:`detectron_mask_target`, pasted by ``segm_results``). Returns per size the mean IoU of each.
     """
     g = torch.Generator().manual_seed(seed)
     rows = []
     for d in sizes:
         r = d / 2.0
         side = int(math.ceil(d + 8))
-        ious: Dict[str, List[float]] = {"detectron": [], "detectron2": []}
+        ious: Dict[str, List[float]] = {"detectron": [], "detectron_trained": [], "detectron2": []}
         for _ in range(n):
             c = (4 + r + float(torch.rand(1, generator=g)), 4 + r + float(torch.rand(1, generator=g)))
             gt = rasterize_disc(c, r, (side, side), shape=shape)
@@ -245,8 +285,10 @@ def synthetic_paste_experiment(sizes: Sequence[float] = (8, 16, 32, 64, 128), n:
             # the same box as Detectron's inclusive indices, mapped in double and handed over as float32 like the box
             inc = to_inclusive(torch.tensor([box], dtype=torch.float64)).float()
             d1 = paste_masks(mask[None], inc, (side, side), mask_paste="segm_results")[0]
+            trained = detectron_mask_target(c, r, inc[0].tolist(), M, shape=shape)
+            d1t = paste_masks(trained[None], inc, (side, side), mask_paste="segm_results")[0]
             ious["detectron"].append(float(mask_iou(d1, gt)))
+            ious["detectron_trained"].append(float(mask_iou(d1t, gt)))
             ious["detectron2"].append(float(mask_iou(d2, gt)))
-        rows.append({"size": float(d), "detectron": float(np.mean(ious["detectron"])), "detectron2": float(np.mean(ious["detectron2"])),
-                     "n": n})
+        rows.append({"size": float(d), **{k: float(np.mean(v)) for k, v in ious.items()}, "n": n})
     return rows

@@ -9,10 +9,7 @@ float32 here (the graph's tensors are float32), so the inputs are float32 on bot
 
 from __future__ import annotations
 
-import importlib
-import os
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,25 +17,16 @@ import torch
 from hypothesis import given, settings
 
 from explainer.roi_align import ramp, roi_align
+from tests.crosscheck import require
 from tests.test_roi_align import roi_case
 
 TOL = 1e-5  # float32 on both sides; values of order 1 (the ramp cases are scaled to match)
 
 
-def _require(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        why = f"{module} is not installed ({e}): install the extra with pip install -e '.[crosscheck]'"
-        if os.environ.get("CI"):
-            pytest.fail(f"the ONNX Runtime cross-check must run in CI but {why}")
-        pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def ort_roi_align():
-    onnx = _require("onnx")
-    ort = _require("onnxruntime")
+    onnx = require("onnx")
+    ort = require("onnxruntime")
     from onnx import TensorProto, helper
 
     @lru_cache(maxsize=None)

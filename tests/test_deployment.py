@@ -1,7 +1,9 @@
-"""Chapter 8: resize modes, crop_and_resize against ROIAlign, SAME padding."""
+"""Chapter 8: resize modes, OpenCV's and PIL's resizes, preprocessing, crop_and_resize against ROIAlign and against
+TensorFlow, SAME padding through a ResNet."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from explainer import deployment as D
 from explainer import pixels
+from tests.conftest import load_golden
 
 
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 40), st.integers(1, 40), st.integers(0, 1000))
@@ -110,6 +113,165 @@ def test_onnx_and_caffe2_tables_are_complete():
     (lambda: D.conv_output_centres(8, 3, 2, "reflect"), "padding must be one of"),
 ])
 def test_bad_input_lists_accepted_values(call, needle):
+    with pytest.raises(ValueError) as e:
+        call()
+    assert needle in str(e.value)
+
+
+# --------------------------------------------------------------------------------------------
+# TensorFlow's crop_and_resize in float32 (golden: real TensorFlow, tests/data/deployment/README.md)
+# --------------------------------------------------------------------------------------------
+TF = load_golden("deployment/tf_crop_and_resize.json")
+
+
+def test_crop_and_resize_last_row_extrapolates_in_float32():
+    img = torch.arange(64, dtype=torch.float32).view(1, 1, 8, 8)
+    out = D.crop_and_resize(img, [[0.0, 0.0, 1.0, 1.0]], (14, 5), extrapolation_value=-1.0)[0, 0]
+    ref = torch.tensor(TF["image_8x8_box_0011_crop_14x5"]["crop"], dtype=torch.float32)
+    assert torch.equal(out, ref)
+    assert out[-1].tolist() == [-1.0] * 5                   # position 13 * float32(7 / 13) = 7.0000005 > 7
+    scale = np.float32(np.float32(1.0) * np.float32(7.0)) / np.float32(13.0)
+    assert np.float32(np.float32(13.0) * scale) > 7.0 and 13 * (7 / 13) == 7.0   # float64 would be exactly 7
+
+
+def test_crop_and_resize_full_image_extrapolation_set():
+    # n x n images, n = 2..32, box [0, 0, 1, 1], c x c crops, c = 2..40 (1,209 configurations)
+    expected = {(e["n"], e["c"]): (e["rows"], e["cols"]) for e in TF["full_image_extrapolates"]["configurations"]}
+    got = {}
+    for n in range(2, 33):
+        for c in range(2, 41):
+            o = D.crop_and_resize(torch.ones(1, 1, n, n), [[0.0, 0.0, 1.0, 1.0]], c, extrapolation_value=-1.0)[0, 0]
+            if (o == -1).any():
+                got[(n, c)] = (torch.nonzero((o == -1).all(1)).flatten().tolist(), torch.nonzero((o == -1).all(0)).flatten().tolist())
+    assert got == expected and len(got) == 35
+
+
+@pytest.mark.parametrize("k", range(12))
+def test_crop_and_resize_equals_tensorflow_bit_for_bit(k):
+    case = TF["random"][k]
+    out = D.crop_and_resize(torch.tensor(case["image"], dtype=torch.float32)[None], case["boxes"], case["crop_size"])
+    assert torch.equal(out, torch.tensor(case["crops"], dtype=torch.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# "SAME" padding through a ResNet-50
+# --------------------------------------------------------------------------------------------
+def _chain_centres(n: int, layers, padding: str):
+    """Independent derivation: pad + conv1d with all-ones kernels (float64), one layer after another; the centre of an
+    interior output o (index n_out // 2 of the symmetric chain) is the centroid of d y[o] / d x, in input pixels,
+    minus S o (where symmetric padding puts it)."""
+    x = torch.zeros(1, 1, n, dtype=torch.float64, requires_grad=True)
+    y, stride, out = x, 1, []
+    sym_len = n
+    for k, s in layers:
+        before, after = D.same_padding(y.shape[-1], k, s) if padding == "tf_same" else (k // 2, k // 2)
+        y = F.conv1d(F.pad(y, (before, after)), torch.ones(1, 1, k, dtype=torch.float64), stride=s)
+        stride *= s
+        sym_len = (sym_len + 2 * (k // 2) - k) // s + 1
+        o = sym_len // 2
+        (g,) = torch.autograd.grad(y[0, 0, o], x, retain_graph=True)
+        w = g[0, 0]
+        out.append(float((w * torch.arange(n, dtype=torch.float64)).sum() / w.sum()) - stride * o)
+    return out
+
+
+@pytest.mark.parametrize("size", [1024, 800, 1000, 1333])
+@pytest.mark.parametrize("stride_in_1x1", [False, True])
+def test_backbone_offsets_against_a_conv_chain(size, stride_in_1x1):
+    stem = [(7, 2), (3, 2)]
+    main = stem + ([(1, 2)] * 3 if stride_in_1x1 else [(3, 2)] * 3)
+    short = stem + [(1, 2)] * 3
+    assert _chain_centres(size, main, "symmetric") == pytest.approx([0.0] * 5, abs=1e-9)   # the reference grid: S o
+    got = D.backbone_offsets(size, stride_in_1x1=stride_in_1x1)
+    assert [r["stride"] for r in got] == [2, 4, 8, 16, 32]
+    assert [r["main"] for r in got] == pytest.approx(_chain_centres(size, main, "tf_same"), abs=1e-9)
+    assert [r["shortcut"] for r in got] == pytest.approx(_chain_centres(size, short, "tf_same"), abs=1e-9)
+
+
+def test_backbone_offsets_pinned():
+    # inputs divisible by 32: 1, 3, 7, 15, 31 px with the stride in the 3 x 3; 1, then 3 from stride 4 on, in the 1 x 1
+    assert [r["main"] for r in D.backbone_offsets(1024)] == [1, 3, 7, 15, 31]
+    assert [r["shortcut"] for r in D.backbone_offsets(1024)] == [1, 3, 3, 3, 3]
+    assert [r["main"] for r in D.backbone_offsets(1024, stride_in_1x1=True)] == [1, 3, 3, 3, 3]
+    # a 1333 px side: odd lengths get symmetric "SAME" pads, so the chain is 0, 0, 4, 4, 20
+    assert [r["main"] for r in D.backbone_offsets(1333)] == [0, 0, 4, 4, 20]
+    assert [r["main"] for r in D.backbone_offsets(1333, padding="symmetric")] == [0, 0, 0, 0, 0]
+    # tensorpack: TF_PAD_MODE=False pads (3, 2) and (1, 0): no shift; True pads (2, 3) and (0, 1) at any size
+    assert [r["main"] for r in D.backbone_offsets(1333, padding="tensorpack")] == [0, 0, 0, 0, 0]
+    assert [r["main"] for r in D.backbone_offsets(1333, padding="tensorpack", tf_pad_mode=True)] == [1, 3, 7, 15, 31]
+
+
+# --------------------------------------------------------------------------------------------
+# OpenCV's and PIL's resize, preprocessing (the libraries themselves: tests/test_crosscheck_*.py)
+# --------------------------------------------------------------------------------------------
+@given(st.integers(2, 30), st.integers(2, 30), st.integers(2, 60), st.integers(2, 60), st.integers(0, 1000))
+def test_cv2_resize_is_half_pixel_bilinear_inside(h, w, oh, ow, seed):
+    # away from OpenCV's border rules and rounding, INTER_LINEAR is half_pixel bilinear: F.interpolate
+    x = torch.rand(1, h, w, generator=torch.Generator().manual_seed(seed))
+    if (oh, ow) == (h, w) or (h == 2 * oh and w == 2 * ow):
+        return
+    got = D.cv2_resize(x, (oh, ow))
+    ref = F.interpolate(x[None].double(), (oh, ow), mode="bilinear", align_corners=False)[0].float()
+    torch.testing.assert_close(got, ref, atol=2e-6, rtol=0)
+
+
+def test_cv2_resize_fx_maps_by_fx_itself():
+    # 640 -> fx = 5/3: output width round(1066.67) = 1067, and output column j reads (j + 0.5) / fx - 0.5, not
+    # (j + 0.5) * 640 / 1067 - 0.5 (Detectron's im_scale is exactly the mapping applied)
+    ramp = torch.arange(640, dtype=torch.float32).view(1, 640)
+    out = D.cv2_resize(ramp, fx=5 / 3, fy=1.0)
+    assert out.shape == (1, 1067)
+    assert out[0, 1000].item() == pytest.approx((1000 + 0.5) / (5 / 3) - 0.5, abs=1e-3)
+    assert abs(out[0, 1000].item() - ((1000 + 0.5) * 640 / 1067 - 0.5)) > 0.15
+
+
+def test_pil_resize_is_a_triangle_filter():
+    # enlarging: plain half_pixel bilinear; shrinking: the filter widened by the factor (F.interpolate antialias)
+    x = torch.rand(1, 9, 13, generator=torch.Generator().manual_seed(3)) * 100
+    torch.testing.assert_close(D.pil_resize(x, (20, 31)).double(),
+                               F.interpolate(x[None].double(), (20, 31), mode="bilinear", align_corners=False)[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(D.pil_resize(x, (4, 5)).double(),
+                               F.interpolate(x[None].double(), (4, 5), mode="bilinear", align_corners=False, antialias=True)[0],
+                               atol=1e-4, rtol=0)
+    u8 = (x * 2.5).round().to(torch.uint8)
+    diff = D.pil_resize(u8, (4, 5)).int() - D.resize(u8.float(), (4, 5), antialias=True).round().int()
+    assert diff.abs().max() <= 1        # uint8 arithmetic: rounding in each of the two passes
+
+
+def test_input_sizes_differ_on_half_ties():
+    # 256 x 340 to 800: Detectron's OpenCV rounds 1062.5 half to even (1062), Detectron2 rounds half up (1063)
+    assert D.detectron_input_size(256, 340) == (800 / 256, (800, 1062))
+    assert D.detectron2_input_size(256, 340) == (800, 1063)
+    # the longer side capped at 1333
+    scale, size = D.detectron_input_size(270, 620)
+    assert scale == 1333 / 620 and size == (580, 1333)
+    assert D.detectron2_input_size(270, 620) == (581, 1333)
+
+
+def test_preprocessing_means_and_order():
+    g = torch.Generator().manual_seed(0)
+    img = torch.randint(0, 256, (3, 30, 40), generator=g, dtype=torch.uint8)
+    d1, scale = D.detectron_preprocess(img, target_size=30, max_size=100)
+    d2 = D.detectron2_preprocess(img, short_edge=30, max_size=100)
+    assert scale == 1.0 and d1.shape == d2.shape == (3, 30, 40)      # same size: no resize on either side
+    # with no resize the inputs differ by the means alone: D2's mean minus Detectron's, per BGR channel
+    want = torch.tensor(D.DETECTRON2_PIXEL_MEAN) - torch.tensor(D.DETECTRON_PIXEL_MEANS)
+    torch.testing.assert_close((d1 - d2).mean((1, 2)), want.float(), atol=1e-4, rtol=0)
+    assert D.DETECTRON_PIXEL_MEANS == (102.9801, 115.9465, 122.7717)
+    assert D.DETECTRON2_PIXEL_MEAN == (103.530, 116.280, 123.675)
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda: D.cv2_resize(torch.zeros(4, 4)), "give size"),
+    (lambda: D.cv2_resize(torch.zeros(4, 4), (2, 2), fx=0.5), "not both"),
+    (lambda: D.cv2_resize(torch.zeros(4, 4, dtype=torch.uint8), (2, 2)), "float image"),
+    (lambda: D.cv2_resize(torch.zeros(4, 4), fx=0.01), "empty output"),
+    (lambda: D.pil_resize(torch.zeros(4, 4, dtype=torch.float64), (2, 2)), "uint8"),
+    (lambda: D.detectron_preprocess(torch.zeros(3, 4, 4)), "3 x H x W uint8"),
+    (lambda: D.backbone_offsets(224, padding="reflect"), "padding must be one of"),
+    (lambda: D.backbone_offsets(0), "size must be a whole number >= 1"),
+])
+def test_bad_input_new_functions(call, needle):
     with pytest.raises(ValueError) as e:
         call()
     assert needle in str(e.value)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from explainer.widgets.deployment import CropAndResizeDashboard, ResizeModesDashboard, SamePaddingDashboard
+from explainer import deployment as D
+from explainer.widgets.deployment import (
+    BackboneOffsetsDashboard,
+    CropAndResizeDashboard,
+    ResizeModesDashboard,
+    SamePaddingDashboard,
+)
 
 
 def test_resize_modes_readout_shift():
@@ -28,3 +34,16 @@ def test_same_padding_readout():
     assert "shift of TF's grid (input px)  +1" in text
     text = d.update(size=9)
     assert "+0" in text.splitlines()[-1]
+
+
+def test_backbone_offsets_readout():
+    d = BackboneOffsetsDashboard()
+    text = d.update(size=1024, padding="tf_same")
+    lines = text.splitlines()
+    # stride, feature size, main (3x3), its shortcut, main (1x1): as explainer.deployment.backbone_offsets says
+    assert lines[-1].split() == ["32", "32", "31", "3", "3"]
+    text = d.update(size=1333)
+    want = D.backbone_offsets(1333)
+    assert text.splitlines()[-1].split()[:3] == ["32", str(want[-1]["size"]), f"{want[-1]['main']:g}"]
+    text = d.update(padding="symmetric")
+    assert all(line.split()[2:] == ["0", "0", "0"] for line in text.splitlines()[1:])

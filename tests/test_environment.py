@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import tomllib
 
 from tools.notebooks import ROOT
@@ -81,3 +82,16 @@ def test_binder_installs_the_package():
 def test_make_test_installs_the_crosscheck_extra():
     text = (ROOT / "Makefile").read_text()
     assert "-e '.[test,crosscheck]'" in text, "make env must install the test and crosscheck extras"
+
+
+def test_a_missing_crosscheck_package_is_skipped_with_its_name_and_fails_in_ci(monkeypatch):
+    from tests.crosscheck import require
+
+    missing = "a_package_that_is_not_installed"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=f"{missing} is not installed.*crosscheck"):
+        require(missing)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=f"must run in CI, but {missing} is not installed"):
+        require(missing)
+    assert require("json").__name__ == "json"

@@ -1,4 +1,5 @@
-"""Chapter 6: pasting masks. OpenCV's resize is checked against OpenCV's own output; the rest by properties."""
+"""Chapter 6: pasting masks. Detectron's paste against Detectron's own segm_results (float32, tests/data/masks), its
+resize against OpenCV's output; the rest by properties."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from explainer import masks as Mk
+from explainer.deployment import cv2_resize
 from explainer.pixels import pixel_coverage
 from tests.conftest import load_golden
 
@@ -22,7 +24,7 @@ def test_resize_equals_opencv(case):
     c = CV["cases"][case]
     padded = torch.zeros(30, 30)
     padded[1:-1, 1:-1] = MASK
-    got = Mk._cv2_linear_resize(padded, c["h"], c["w"]).numpy()
+    got = cv2_resize(padded, (c["h"], c["w"])).numpy()
     np.testing.assert_allclose(got, np.array(c["resized"]), atol=1e-6)
     assert ((got > 0.5) == np.array(c["binary_gt_0.5"], dtype=bool)).all()
 
@@ -147,3 +149,75 @@ def test_both_methods_equal_the_original_code():
     for k in range(n):
         assert torch.nonzero(det[k]).flatten().tolist() == ref["detectron_on"][k], f"Detectron, box {k}"
         assert torch.nonzero(d2[k]).flatten().tolist() == ref["d2_on"][k], f"Detectron2, box {k}"
+
+
+SEGM = load_golden("masks/segm_results_float32.json")
+
+
+def _golden_mask(kind: str, M: int) -> np.ndarray:
+    """The masks of segm_results_float32.json, built with the same numpy float32 operations as its _origin says."""
+    if kind == "ones":
+        return np.ones((M, M), np.float32)
+    i, j = np.mgrid[0:M, 0:M].astype(np.float32)
+    c = np.float32(M / 2.0)
+    return (1.0 / (1.0 + np.exp(-(np.float32(0.36 * M) - np.hypot(i - c + 0.3, j - c - 0.4)) / np.float32(1.5)))).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", SEGM["cases"], ids=lambda c: c["name"][:48])
+def test_detectron_paste_equals_segm_results_in_float32(case):
+    # golden: Detectron's own expand_boxes and segm_results on float32 boxes (see tests/data/masks/README.md)
+    M, (H, W) = case["M"], case["image_size"]
+    mask = torch.from_numpy(_golden_mask(case["mask"], M))
+    boxes = torch.tensor(case["boxes"], dtype=torch.float32)
+    exp32 = Mk.expand_boxes(boxes, (M + 2.0) / M)
+    assert exp32.tolist() == case["expanded_float32"]
+    assert torch.trunc(exp32).long().tolist() == case["int_boxes_float32"]
+    assert torch.trunc(Mk.expand_boxes(boxes.double(), (M + 2.0) / M, torch.float64)).long().tolist() == case["int_boxes_float64"]
+    pasted = Mk.paste_masks(mask[None].repeat(len(boxes), 1, 1), boxes, (H, W), case["threshold"], mask_paste="segm_results")
+    for k in range(len(boxes)):
+        assert torch.nonzero(pasted[k].flatten()).flatten().tolist() == case["on_float32"][k], f"box {k}"
+        st = Mk.detectron_paste_steps(mask, boxes[k], (H, W), case["threshold"], expand_dtype=torch.float64)
+        assert torch.nonzero(st["pasted"].flatten()).flatten().tolist() == case["on_float64_boxes"][k], f"box {k}, float64"
+
+
+def test_pinned_float32_box_expansion():
+    # Detectron (float32): h_half = 21, 21 * float32(8/7) = 24.0000019 (float32), 27 - 24.0000019 = 2.999998 -> 2
+    st = Mk.detectron_paste_steps(torch.ones(14, 14), [5, 6, 33, 48], (64, 64))
+    assert st["int_box"].tolist() == [3, 2, 35, 51]
+    assert st["expanded_box"][1].item() == np.float32(27.0) - np.float32(21.0) * np.float32(8.0 / 7.0)
+    assert st["expanded_box"][1].item() < 3.0
+    st64 = Mk.detectron_paste_steps(torch.ones(14, 14), [5, 6, 33, 48], (64, 64), expand_dtype=torch.float64)
+    assert st64["int_box"].tolist() == [3, 3, 35, 51]
+    # all-ones mask, threshold 0.5 (MRCNN.THRESH_BINARIZE): the extra row is on in float32 -> 29 differing pixels
+    # (the golden's counts: 1272 on against 1243)
+    assert int((st["pasted"] ^ st64["pasted"]).sum()) == 29
+    # M = 28 has no such box in 0..63
+    assert Mk.expanded_box_differences(28)["boxes_differing"] == 0
+
+
+def test_expanded_box_differences_by_enumeration():
+    # independent count: every integer pair 0 <= x1 < x2 <= 63, numpy float32 against Python floats
+    scale = 16.0 / 14.0
+    diff = 0
+    for x1 in range(64):
+        for x2 in range(x1 + 1, 64):
+            a, b = np.float32(x1), np.float32(x2)
+            half, c = (b - a) * np.float32(0.5), (b + a) * np.float32(0.5)
+            half = half * np.float32(scale)
+            f32 = (int(c - half), int(c + half))
+            h64, c64 = (x2 - x1) * 0.5 * scale, (x2 + x1) * 0.5
+            diff += f32 != (int(c64 - h64), int(c64 + h64))
+    got = Mk.expanded_box_differences(14, 63)
+    assert got["pairs"] == 2016 and got["pairs_differing"] == diff == 18 and got["x2_differs"] == 0
+    assert got["boxes_differing"] == 2016 ** 2 - (2016 - 18) ** 2 == 72252
+
+
+def test_threshold_compares_in_float32():
+    # an interpolated value of exactly float32(0.3) is not > 0.3 when the threshold is rounded to float32 too, as
+    # numpy does for a float32 array against a Python float; in double it would be (0.30000001 > 0.3)
+    ones = torch.ones(14, 14)
+    st = Mk.detectron_paste_steps(ones, [0.0, 0.0, 0.0, 9.0], (20, 20), threshold=0.3)
+    # int box [0, 0, 0, 9]: 1 x 10 output, row 0 samples y = 0.5 * 16 / 10 - 0.5 = 0.3: value 0.3 exactly in float32
+    assert st["int_box"].tolist() == [0, 0, 0, 9]
+    assert st["resized"][0, 0].item() == np.float32(0.3)
+    assert not st["binary"][0, 0] and st["resized"][0, 0].item() > 0.3

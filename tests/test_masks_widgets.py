@@ -31,3 +31,12 @@ def test_experiment_shows_the_small_object_gain():
     d.update(shape="disc", n=10)
     rows = d.result["rows"]
     assert rows[0]["detectron2"] - rows[0]["detectron"] > rows[-1]["detectron2"] - rows[-1]["detectron"]
+
+
+def test_experiment_reads_out_the_trained_head_too():
+    d = PasteExperimentDashboard()
+    text = d.update(shape="diamond", n=10)
+    assert "trained on its own targets" in text
+    first = next(line for line in text.splitlines() if line.startswith("8 "))
+    row = d.result["rows"][0]
+    assert first.split()[1:4] == [f"{row['detectron']:.3f}", f"{row['detectron_trained']:.3f}", f"{row['detectron2']:.3f}"]

@@ -31,6 +31,18 @@ def _patch():
     return torch.from_numpy(a[40:60, 54:74].copy())[None, None]
 
 
+@lru_cache(maxsize=1)
+def photo_bgr() -> torch.Tensor:
+    """matplotlib's bundled photo (grace_hopper.jpg) as a 3 x H x W uint8 tensor in BGR order: what ``cv2.imread``
+    gives Detectron, and what Detectron2 feeds its model with ``INPUT.FORMAT`` "BGR". Decoded once, by Pillow."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        rgb = np.asarray(Image.open(f).convert("RGB"))
+    return torch.from_numpy(rgb[:, :, ::-1].copy()).permute(2, 0, 1).contiguous()
+
+
 @register
 class ResizeModesDashboard(Dashboard):
     """A small photo patch resized under each coordinate mode, against half_pixel, and the shift it causes."""
@@ -193,3 +205,55 @@ class SamePaddingDashboard(Dashboard):
         rows = [["outputs", len(r["tf"]), len(r["pt"])], ["first centres", r["tf"][:4].tolist(), r["pt"][:4].tolist()],
                 ["shift of TF's grid (input px)", f"{shift.mean():+g}" if k else "", ""]]
         return html_table(rows, [f"n={r['size']}, k={r['kernel']}, s={r['stride']}", 'TF "SAME"', "symmetric"])
+
+
+PADDINGS = [('TensorFlow "SAME"', "tf_same"), ("tensorpack, TF_PAD_MODE=True", "tensorpack_tf"),
+            ("tensorpack, TF_PAD_MODE=False", "tensorpack"), ("symmetric k // 2 (PyTorch, Caffe2)", "symmetric")]
+
+
+@register
+class BackboneOffsetsDashboard(Dashboard):
+    """Where a ResNet-50's feature grid sits under each padding, per stride, for both places of the stride."""
+
+    title = "How far each ResNet-50 stage's grid moves, in image pixels, against symmetric padding"
+    figsize = (8.6, 3.6)
+    primary = "size"
+
+    def make_controls(self):
+        return {"size": int_slider("input side (px)", 224, 1344, 1024, "the image side the backbone sees", step=1),
+                "padding": dropdown("padding", PADDINGS, "tf_same", "how the strided layers are padded")}
+
+    def build(self, fig):
+        ax = self.ax = fig.add_subplot(1, 1, 1)
+        x = np.arange(5)
+        (self.a_main,) = ax.plot(x, np.zeros(5), "o-", color=STYLE["difference"], label="stride in the 3x3 (torchvision): main branch")
+        (self.a_short,) = ax.plot(x, np.zeros(5), "s--", color=STYLE["difference"], mfc="none",
+                                  label="stride in the 3x3: projection shortcut (added to it)")
+        (self.b_main,) = ax.plot(x, np.zeros(5), "^:", color=D2["color"], label="stride in the 1x1 (STRIDE_IN_1X1, MSRA): main branch")
+        ax.axhline(0, color=STYLE["reference"], lw=0.8)
+        ax.set_xticks(x, ["2", "4", "8", "16", "32"])
+        ax.set_xlabel("feature stride")
+        ax.set_ylabel("offset of output 0 (image px)")
+        ax.set_ylim(-2, 34)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+
+    def compute(self, size, padding):
+        pad, tf_mode = ("tensorpack", True) if padding == "tensorpack_tf" else (padding, False)
+        a = D.backbone_offsets(size, stride_in_1x1=False, padding=pad, tf_pad_mode=tf_mode)
+        b = D.backbone_offsets(size, stride_in_1x1=True, padding=pad, tf_pad_mode=tf_mode)
+        return dict(size=size, padding=padding, a=a, b=b)
+
+    def render(self, r):
+        self.a_main.set_ydata([row["main"] for row in r["a"]])
+        self.a_short.set_ydata([row["shortcut"] for row in r["a"]])
+        self.b_main.set_ydata([row["main"] for row in r["b"]])
+
+    def describe(self, r):
+        rows = [[ra["stride"], ra["size"], f"{ra['main']:g}", f"{ra['shortcut']:g}", f"{rb['main']:g}"] for ra, rb in zip(r["a"], r["b"])]
+        label = dict((v, k) for k, v in PADDINGS)[r["padding"]]
+        return html_table(rows, [f"{label}, input {r['size']} px: stride", "feature size", "stride in 3x3: main (px)",
+                                 "its shortcut (px)", "stride in 1x1: main (px)"])
+
+    def bench_states(self):
+        return [{"size": s, "padding": p} for s in (800, 1024, 1333) for _, p in PADDINGS[:2]]

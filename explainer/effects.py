@@ -1,0 +1,558 @@
+"""How much each difference between Detectron and Detectron2 matters: one row per difference, as data.
+
+:data:`DIFFERENCES` holds, for every difference the course covers, what each codebase does, the flag that selects
+Detectron's behaviour in Detectron2 (a config key or an operator argument), the fingerprint it leaves (a cause name
+of :data:`explainer.causes.CAUSES` or :data:`explainer.trace_causes.CAUSES`), what its authors published about its
+effect on trained AP (quoted, with the repository and file), what no flag can set, and the chapter that shows it.
+:func:`measure_on_course_detector` adds the live column: how much the difference changes the outputs of a converted
+model, measured on the course's miniature detector (:mod:`explainer.course`). :func:`compare_settings` scores whole
+configurations against the original (recall, precision, box and mask agreement, separately).
+
+The two measures answer different questions. The published figures are for models *trained* under each setting; the
+live column is for a model trained under Detectron's conventions and *run* under another setting without retraining,
+which is what converting a Detectron model does. Nothing here imports matplotlib or ipywidgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from . import boxes as B
+from . import deployment as D
+from .causes import CAUSES as DETECTION_CAUSES
+from .causes import CauseInfo
+from .compare import quality
+from .conventions import DETECTRON, DETECTRON2, Convention
+from .masks import mask_iou
+from .pipeline import INFERENCE_KNOBS, Run, Scene
+from .pixels import to_continuous
+from .trace_causes import CAUSES as TRACE_CAUSES
+
+__all__ = ["Source", "Difference", "DIFFERENCES", "PRACTITIONER", "PRACTITIONER_CONFIG", "fingerprint_info",
+           "agreement", "measure_on_course_detector", "compare_settings", "remaining_differences", "table_rows"]
+
+D2_REPO = "facebookresearch/detectron2 @ 02b5c4e"
+D1_REPO = "facebookresearch/Detectron @ 04155a0"
+TP_REPO = "tensorpack/tensorpack @ 1547a54"
+COMPAT = "docs/notes/compatibility.md"
+COMPARISONS = "configs/Detectron1-Comparisons/README.md"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A citation: the repository (owner/name @ commit), the file, the line the quote starts on, and the quote,
+    verbatim up to line breaks and indentation (a quote may run over several lines)."""
+
+    repository: str
+    file: str
+    line: int
+    quote: str
+
+    @property
+    def where(self) -> str:
+        """Repository, file and line, as a table prints them."""
+        return f"{self.repository}, {self.file}, l. {self.line}"
+
+    def __str__(self) -> str:
+        return f'{self.where}: "{self.quote}"'
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One difference between Detectron and Detectron2, self-described.
+
+    ``key``: a short identifier; ``title``; ``detectron`` and ``detectron2``: what each does; ``flag``: the config
+    key or operator argument that gives Detectron's behaviour in Detectron2 (empty when there is none);
+    ``fingerprint``: a cause name of :data:`explainer.causes.CAUSES` (detections) or
+    :data:`explainer.trace_causes.CAUSES` (a network's stages), see :func:`fingerprint_info`; ``official_effect``:
+    what the authors published about its effect on trained AP; ``source``: the citations behind it;
+    ``unfixable``: what no flag sets; ``chapter``: the notebook that shows it; ``when``: ``"inference"``,
+    ``"input"`` (preprocessing) or ``"training"``; ``knob``: the :class:`~explainer.conventions.Convention` knob
+    that switches it in the course's detector (empty when it acts outside it).
+    """
+
+    key: str
+    title: str
+    detectron: str
+    detectron2: str
+    flag: str
+    fingerprint: str
+    official_effect: str
+    source: Tuple[Source, ...]
+    unfixable: str
+    chapter: str
+    when: str
+    knob: str = ""
+
+
+DIFFERENCES: Tuple[Difference, ...] = (
+    Difference(
+        key="legacy_plus_one", title='"+1" box widths: regression, clipping, size filter and NMS',
+        detectron="width = x2 - x1 + 1 in box encoding and decoding, clipping to W - 1, the minimum-size filter and "
+                  "NMS areas; NMS suppresses at IoU >= threshold",
+        detectron2="width = x2 - x1, clipping to W; torchvision's NMS suppresses at IoU > threshold",
+        flag="legacy_plus_one=True on Caffe2's GenerateProposals, BBoxTransform, BoxWithNMSLimit and "
+             "DistributeFpnProposals (Detectron2's own PyTorch modules have no such option)",
+        fingerprint="plus_one",
+        official_effect='No figure for the box coding; on NMS the compatibility notes say "The effect here is very '
+                        'negligible, though."',
+        source=(Source(D2_REPO, COMPAT, 21, "non-maximum suppression. The effect here is very negligible, though."),),
+        unfixable="Detectron2's Box2BoxTransform, Boxes.clip, nonempty and batched_nms cannot be told to add 1: a "
+                  "converted model decodes, clips and suppresses without the +1 unless it runs through Caffe2 "
+                  "operators with legacy_plus_one",
+        chapter="02_boxes_iou_regression_nms.ipynb", when="inference", knob="legacy_plus_one"),
+    Difference(
+        key="anchor_offset", title="Anchor centres: half a stride or the grid point",
+        detectron="cell anchors centred at (stride - 1) / 2 in pixel indices: stride / 2 in continuous coordinates",
+        detectron2="MODEL.ANCHOR_GENERATOR.OFFSET = 0.0: centred on the grid point",
+        flag="MODEL.ANCHOR_GENERATOR.OFFSET: 0.5",
+        fingerprint="inference_difference",
+        official_effect='For models trained with either value: "The value is not expected to affect model accuracy."',
+        source=(Source(D2_REPO, "detectron2/config/defaults.py", 193,
+                       "Recommend to use 0.5, which means half stride. The value is not expected to affect model "
+                       "accuracy."),),
+        unfixable="nothing: OFFSET 0.5 puts the centres where Detectron's are",
+        chapter="03_anchors.ipynb", when="inference", knob="anchor_offset"),
+    Difference(
+        key="anchor_rounding", title="Anchor sizes rounded to whole pixels",
+        detectron="_ratio_enum rounds widths and heights (np.round): slightly different areas per aspect ratio",
+        detectron2="exact sizes (DefaultAnchorGenerator)",
+        flag="",
+        fingerprint="inference_difference",
+        official_effect='For the two anchor generators as a whole (offset and rounding), trained each: "They yield the '
+                        'same AP".',
+        source=(Source(D2_REPO, "detectron2/modeling/anchor_generator.py", 197,
+                       "This is different from the anchor generator defined in the original Faster R-CNN code or "
+                       "Detectron. They yield the same AP"),),
+        unfixable="DefaultAnchorGenerator has no rounding option: a converted model keeps Detectron2's exact anchor "
+                  "sizes unless the cell anchors are replaced by hand",
+        chapter="03_anchors.ipynb", when="inference", knob="anchor_rounding"),
+    Difference(
+        key="anchor_order", title="Order of the RPN's anchor rows: ratio-major or size-major",
+        detectron="generate_anchors: for each ratio, every size (_ratio_enum, then _scale_enum)",
+        detectron2="generate_cell_anchors: for each size, every ratio",
+        flag="",
+        fingerprint="channel_permutation",
+        official_effect="No figure: rows in the wrong order are a wrong model, not a small effect.",
+        source=(Source(D1_REPO, "detectron/modeling/generate_anchors.py", 73,
+                       "anchors = _ratio_enum(anchor, aspect_ratios)"),
+                Source(D2_REPO, "detectron2/checkpoint/c2_model_loading.py", 112,
+                       'k.replace("rpn.cls.logits", "proposal_generator.rpn_head.objectness_logits")')),
+        unfixable="convert_c2_detectron_names renames the RPN weights without reordering their rows: with several "
+                  "sizes per level (Detectron's C4 configs: 5 sizes x 3 ratios) most rows land on another anchor "
+                  "shape; the rows must be permuted by hand (FPN levels have one size each and are unaffected)",
+        chapter="03_anchors.ipynb", when="inference", knob="anchor_order"),
+    Difference(
+        key="roi_aligned", title="ROIAlign's half-pixel shift",
+        detectron="ROIAlign without the shift (aligned=False); RoIs forced to at least 1 x 1",
+        detectron2="POOLER_TYPE ROIAlignV2: boxes shifted by -0.5 after scaling (aligned=True), no minimum size",
+        flag="MODEL.ROI_BOX_HEAD.POOLER_TYPE, ROI_MASK_HEAD.POOLER_TYPE, ROI_KEYPOINT_HEAD.POOLER_TYPE: ROIAlign",
+        fingerprint="shift",
+        official_effect='For trained models: "Use ROIAlignV2. This does not significantly affect AP."; the minimum '
+                        'size: "should be negligible".',
+        source=(Source(D2_REPO, COMPARISONS, 12, "Use `ROIAlignV2`. This does not significantly affect AP."),
+                Source(D2_REPO, COMPAT, 44, "This will lead to tiny differences in the output, but should be "
+                                        "negligible.")),
+        unfixable="nothing: POOLER_TYPE ROIAlign is Detectron's operator (aligned=False)",
+        chapter="04_roialign.ipynb", when="inference", knob="roi_aligned"),
+    Difference(
+        key="sampling_ratio", title="ROIAlign's sampling points per bin",
+        detectron="ROI_XFORM_SAMPLING_RATIO: 2 in the shipped configs (2 x 2 points per bin)",
+        detectron2="POOLER_SAMPLING_RATIO = 0: ceil(roi / output) points per bin",
+        flag="MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO, ROI_MASK_HEAD..., ROI_KEYPOINT_HEAD...: 2",
+        fingerprint="inference_difference",
+        official_effect='For trained models: "This does not significantly affect AP."; for a Detectron2 model run '
+                        'with 2 instead of 0 (tensorpack\'s conversion): "the final AP may be different by <0.5".',
+        source=(Source(D2_REPO, COMPARISONS, 11, "Use `POOLER_SAMPLING_RATIO=0` instead of 2. This does not "
+                                             "significantly affect AP."),
+                Source(TP_REPO, "examples/FasterRCNN/convert_d2/README.md", 44,
+                       "The results are quite similar, and the final AP may be different by <0.5.")),
+        unfixable="nothing: POOLER_SAMPLING_RATIO 2 is Detectron's setting",
+        chapter="04_roialign.ipynb", when="inference", knob="sampling_ratio"),
+    Difference(
+        key="background_first", title="Where the background class sits",
+        detectron="label 0 is background, classes 1..K",
+        detectron2="classes 0..K-1, label K is background",
+        flag="none needed: convert_c2_detectron_names moves cls_score's background row last and drops the "
+             "background rows of bbox_pred and mask_fcn_logits",
+        fingerprint="label_offset",
+        official_effect="No figure: a layout, converted exactly.",
+        source=(Source(D2_REPO, "detectron2/checkpoint/c2_model_loading.py", 199,
+                       "new_weights[renamed] = torch.cat([weights[orig][1:], weights[orig][:1]])"),),
+        unfixable="a class-agnostic Detectron mask head has one channel, which the converter's w[1:] removes: "
+                  "Detectron2 then refuses the empty tensor with a warning and keeps a randomly initialised mask "
+                  "predictor",
+        chapter="05_class_label_order.ipynb", when="inference", knob="background_first"),
+    Difference(
+        key="mask_paste", title="Pasting the mask into the image",
+        detectron="core/test.py:segm_results: pad by one cell, expand the box by (M+2)/M, truncate to integers, "
+                  "OpenCV bilinear resize, > 0.5, all in float32",
+        detectron2="layers/mask_ops.py:paste_masks_in_image: sample the mask at every pixel centre "
+                   "(grid_sample), >= 0.5",
+        flag="",
+        fingerprint="mask_paste",
+        official_effect='"can improve mask AP on COCO by ~0.5% absolute"; the Detectron1-Comparisons Mask R-CNN, '
+                        'trained with ROIAlign and sampling ratio 2, is "1 AP better in mask AP, due to more correct '
+                        'implementation" (34.9 against Detectron\'s 33.9), a gain the README does not split.',
+        source=(Source(D2_REPO, COMPAT, 48, "This change can improve mask AP on COCO by ~0.5% absolute."),
+                Source(D2_REPO, COMPARISONS, 81, "We're 1 AP better in mask AP, due to more correct implementation."),
+                Source(D2_REPO, COMPARISONS, 68, '<td align="center">34.9</td>')),
+        unfixable="no config key selects Detectron's paste (layers/mask_ops.py keeps paste_mask_in_image_old, with "
+                  "PIL instead of OpenCV, to call by hand); and a Detectron-trained head learned masks on inclusive "
+                  "boxes (roi_data/mask_rcnn.py, utils/segms.py:polys_to_mask_wrt_box with w = x2 - x1)",
+        chapter="06_mask_paste.ipynb", when="inference", knob="mask_paste"),
+    Difference(
+        key="pixel_mean", title="The pixel mean subtracted from the input",
+        detectron="PIXEL_MEANS = [102.9801, 115.9465, 122.7717] (BGR), no std",
+        detectron2="MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675] (BGR), PIXEL_STD [1, 1, 1]",
+        flag="MODEL.PIXEL_MEAN: [102.9801, 115.9465, 122.7717]",
+        fingerprint="channel_affine",
+        official_effect="No figure. Detectron's config: \"We use the same pixel mean for all networks even though "
+                        "it's not exactly what they were trained with\".",
+        source=(Source(D1_REPO, "detectron/core/config.py", 949,
+                       "We use the same pixel mean for all networks even though it's not exactly what they were "
+                       "trained with"),
+                Source(D2_REPO, "detectron2/config/defaults.py", 41,
+                       "Default values are the mean pixel value from ImageNet: [103.53, 116.28, 123.675]")),
+        unfixable="nothing: MODEL.PIXEL_MEAN takes Detectron's values",
+        chapter="08_deployment_caffe2_onnx_tensorflow.ipynb", when="input"),
+    Difference(
+        key="input_resize", title="Resizing the input image",
+        detectron="utils/blob.py:prep_im_for_blob: mean subtracted first, float32, cv2.resize with fx = im_scale "
+                  "(sizes rounded half to even)",
+        detectron2="ResizeShortestEdge: PIL BILINEAR on the uint8 image (antialiased when shrinking), mean "
+                   "subtracted later; sizes rounded half up",
+        flag="",
+        fingerprint="numerical_noise",
+        official_effect="No figure.",
+        source=(Source(D1_REPO, "detectron/utils/blob.py", 117,
+                       "im = cv2.resize( im, None, None, fx=im_scale, fy=im_scale, interpolation=cv2.INTER_LINEAR )"),
+                Source(D2_REPO, "detectron2/data/transforms/transform.py", 122,
+                       "pil_image = pil_image.resize((self.new_w, self.new_h), interp_method)")),
+        unfixable="ResizeTransform resizes uint8 images with PIL after rounding to uint8; the filter, the rounding "
+                  "and the .5-tie sizes are not configurable (a custom transform is)",
+        chapter="08_deployment_caffe2_onnx_tensorflow.ipynb", when="input"),
+    Difference(
+        key="channel_order", title="Channel order of the input",
+        detectron="BGR (cv2.imread)",
+        detectron2='BGR too: INPUT.FORMAT = "BGR" (PIL reads RGB and the channels are flipped)',
+        flag='INPUT.FORMAT: "BGR"',
+        fingerprint="channel_permutation",
+        official_effect="No figure: a swapped order is a wrong input.",
+        source=(Source(D2_REPO, "detectron2/config/defaults.py", 84, '_C.INPUT.FORMAT = "BGR"'),),
+        unfixable="nothing, as long as the image reaches the model in the order its first layer was trained on",
+        chapter="08_deployment_caffe2_onnx_tensorflow.ipynb", when="input"),
+    Difference(
+        key="pixel_mean_order", title="The order of PIXEL_MEAN in another framework's config",
+        detectron="(BGR in both Detectron and Detectron2)",
+        detectron2="tensorpack's PREPROC.PIXEL_MEAN is in RGB order: convert_d2 reverses Detectron2's",
+        flag="PREPROC.PIXEL_MEAN (tensorpack): cfg.MODEL.PIXEL_MEAN[::-1]",
+        fingerprint="channel_affine",
+        official_effect="No figure.",
+        source=(Source(TP_REPO, "examples/FasterRCNN/convert_d2/convert_d2.py", 25,
+                       'ret.append(("PREPROC.PIXEL_MEAN", cfg.MODEL.PIXEL_MEAN[::-1]))'),),
+        unfixable="nothing: reverse the mean when the config's order differs",
+        chapter="08_deployment_caffe2_onnx_tensorflow.ipynb", when="input"),
+    Difference(
+        key="post_nms_topk_train", title="RPN proposals kept in training: per batch or per image",
+        detectron="RPN_POST_NMS_TOP_N 2000 for the whole batch (the FPN collection counts per batch)",
+        detectron2="MODEL.RPN.POST_NMS_TOPK_TRAIN per image (1000 in Base-RCNN-FPN.yaml)",
+        flag="MODEL.RPN.POST_NMS_TOPK_TRAIN (the Keypoint R-CNN comparison config uses 1500 per image)",
+        fingerprint="identical",
+        official_effect="Keypoint R-CNN box AP 53.6 (Detectron) against 53.1 (Detectron2, keypoint AP 64.2 in both); "
+                        '"1000 proposals per-image is found to hurt box AP. Therefore we increase it to 1500 '
+                        'per-image."',
+        source=(Source(D2_REPO, COMPARISONS, 78, "Keypoint R-CNN: Detectron's AP is box 53.6, keypoint 64.2."),
+                Source(D2_REPO, COMPARISONS, 55, '<td align="center">53.1</td> <td align="center"></td> '
+                                                 '<td align="center">64.2</td>'),
+                Source(D2_REPO, "configs/Detectron1-Comparisons/keypoint_rcnn_R_50_FPN_1x.yaml", 22,
+                       "1000 proposals per-image is found to hurt box AP. Therefore we increase it to 1500 "
+                       "per-image."),
+                Source(D2_REPO, COMPAT, 56, "The fix may lead to a small accuracy drop for a few models (e.g. keypoint "
+                                        "detection)")),
+        unfixable="a per-batch budget: Detectron2 counts per image",
+        chapter="07_training_differences.ipynb", when="training", knob="post_nms_topk_per_image"),
+    Difference(
+        key="smooth_l1", title="Box regression loss: smooth L1 or L1",
+        detectron="smooth L1, beta 1/9 (RPN) and 1 (box head)",
+        detectron2="L1: MODEL.RPN.SMOOTH_L1_BETA = 0.0, ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0",
+        flag="MODEL.RPN.SMOOTH_L1_BETA: 0.1111, MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA: 1.0",
+        fingerprint="identical",
+        official_effect='"this tends to slightly decrease box AP50 while improving box AP for higher overlap '
+                        'thresholds (and leading to a slight overall improvement in box AP)"',
+        source=(Source(D2_REPO, COMPAT, 59, "We have observed that this tends to slightly decrease box AP50 while "
+                                        "improving box AP for higher overlap thresholds"),),
+        unfixable="nothing",
+        chapter="07_training_differences.ipynb", when="training", knob="rpn_smooth_l1_beta"),
+    Difference(
+        key="hflip", title="Horizontal flip augmentation",
+        detectron="x -> W - 1 - x (pixel indices)",
+        detectron2="x -> W - x (continuous coordinates; keypoints are indices + 0.5)",
+        flag="",
+        fingerprint="flip_off_by_one",
+        official_effect='No figure; the notes say the coordinate interpretation "affects how flip augmentation is '
+                        'implemented".',
+        source=(Source(D2_REPO, COMPAT, 64, "Note that this affects how flip augmentation is implemented."),),
+        unfixable="HFlipTransform flips continuous coordinates; there is no option for W - 1 - x",
+        chapter="07_training_differences.ipynb", when="training", knob="hflip_minus_one"),
+    Difference(
+        key="keypoint_half_pixel", title="Keypoints: pixel indices or continuous coordinates",
+        detectron="keypoints stay pixel indices",
+        detectron2="+0.5 when COCO keypoints are loaded, -0.5 when results are written (COCOEvaluator)",
+        flag="",
+        fingerprint="keypoint_half_pixel",
+        official_effect="No figure.",
+        source=(Source(D2_REPO, COMPAT, 62, "The coordinates in COCO keypoint annotations are interpreted as pixel "
+                                        "indices in range `[0, width - 1]` or `[0, height - 1]`."),),
+        unfixable="nothing when results go through Detectron2's COCO writer; raw outputs are 0.5 px off",
+        chapter="01_pixels_and_coordinates.ipynb", when="inference", knob="keypoint_half_pixel"),
+)
+
+#: The settings a practitioner gives Detectron2 for a converted Detectron model (the config keys), and the same
+#: as a :class:`~explainer.conventions.Convention` of the course's detector (which has no pixel mean: its input is
+#: already centred the way it was fitted).
+PRACTITIONER_CONFIG: Dict[str, Any] = {
+    "MODEL.ANCHOR_GENERATOR.OFFSET": 0.5,
+    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": 2,
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": 2,
+    "MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO": 2,
+    "MODEL.PIXEL_MEAN": list(D.DETECTRON_PIXEL_MEANS), "MODEL.PIXEL_STD": [1.0, 1.0, 1.0],
+}
+PRACTITIONER: Convention = DETECTRON2.replace(anchor_offset=DETECTRON.anchor_offset, roi_aligned=DETECTRON.roi_aligned,
+                                              sampling_ratio=DETECTRON.sampling_ratio,
+                                              name="detectron2, converted-model settings")
+
+
+def fingerprint_info(difference: Difference) -> Tuple[str, CauseInfo]:
+    """The vocabulary (``"detections"`` or ``"stages"``) and the :class:`~explainer.causes.CauseInfo` of a row's
+    fingerprint."""
+    if difference.fingerprint in DETECTION_CAUSES:
+        return "detections", DETECTION_CAUSES[difference.fingerprint]
+    return "stages", TRACE_CAUSES[difference.fingerprint]
+
+
+# --------------------------------------------------------------------------------------------------
+# agreement between two runs: boxes and masks separately
+# --------------------------------------------------------------------------------------------------
+def _continuous(run: Any) -> Mapping[str, torch.Tensor]:
+    """A run's detections with boxes in continuous coordinates (Detectron's inclusive x2, y2 + 1)."""
+    d = dict(run.detections) if isinstance(run, Run) else dict(run)
+    if isinstance(run, Run) and run.convention.legacy_plus_one and len(d["boxes"]):
+        d["boxes"] = to_continuous(d["boxes"])
+    return d
+
+
+def agreement(reference: Any, candidate: Any, box_iou: float = 0.99, mask_iou_at: float = 0.99) -> Dict[str, float]:
+    """How far ``candidate`` reproduces ``reference`` (Runs or detection dicts), boxes and masks counted apart.
+
+    Boxes are compared in continuous coordinates. ``boxes``: the share of the reference's detections with a
+    same-label candidate box at IoU >= ``box_iou`` (one to one); ``masks``: the share whose best same-label match
+    (box IoU >= 0.5, one to one) has mask IoU >= ``mask_iou_at``; ``mean_box_iou`` and ``mean_mask_iou``: the IoU
+    of each reference detection with that match, averaged, 0 for a detection without one (a graded measure);
+    ``n_reference``, ``n_candidate``.
+    """
+    a, b = _continuous(reference), _continuous(candidate)
+    na, nb = len(a["boxes"]), len(b["boxes"])
+    same = 1.0 if na == nb == 0 else 0.0
+    out = {"boxes": same, "masks": same, "mean_box_iou": same, "mean_mask_iou": same, "n_reference": na,
+           "n_candidate": nb}
+    if na == 0 or nb == 0:
+        return out
+    iou = B.pairwise_iou(a["boxes"].float(), b["boxes"].float())
+    iou = torch.where(a["labels"].view(-1, 1) == b["labels"].view(1, -1), iou, torch.zeros_like(iou))
+    out["boxes"] = len(B.greedy_match(iou, box_iou)[0]) / na
+    ii, jj, vals = B.greedy_match(iou, 0.5)[:3]
+    if len(ii):
+        out["mean_box_iou"] = float(vals.sum()) / na
+        if "masks" in a and "masks" in b:
+            m = mask_iou(a["masks"][ii], b["masks"][jj])
+            out["masks"] = int((m >= mask_iou_at).sum()) / na
+            out["mean_mask_iou"] = float(m.sum()) / na
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the live column
+# --------------------------------------------------------------------------------------------------
+def _bgr_to_rgb_shift(delta_bgr: Sequence[float]) -> torch.Tensor:
+    """A per-channel shift given in BGR 0..255 units, as the 3 x 1 x 1 RGB shift of an image in [0, 1]."""
+    return torch.tensor(list(delta_bgr)[::-1], dtype=torch.float32).view(3, 1, 1) / 255.0
+
+
+def _mean_shift(image: torch.Tensor) -> torch.Tensor:
+    """A model trained with Detectron's mean, given Detectron2's: it sees x - m2 = (x + m1 - m2) - m1."""
+    d = [a - b for a, b in zip(D.DETECTRON_PIXEL_MEANS, D.DETECTRON2_PIXEL_MEAN)]
+    return image + _bgr_to_rgb_shift(d)
+
+
+def _reversed_mean(image: torch.Tensor) -> torch.Tensor:
+    """Detectron2's BGR mean used as an RGB one (tensorpack's order) without reversing: x - m[::-1] = (x + m - m[::-1]) - m."""
+    m = D.DETECTRON2_PIXEL_MEAN
+    return image + _bgr_to_rgb_shift([a - b for a, b in zip(m, m[::-1])])
+
+
+def _swap_channels(image: torch.Tensor) -> torch.Tensor:
+    return image[[2, 1, 0]]
+
+
+#: How each input difference changes the image the course's detector sees (RGB in [0, 1]).
+INPUT_CHANGES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "pixel_mean": _mean_shift, "channel_order": _swap_channels, "pixel_mean_order": _reversed_mean,
+}
+#: The scale of the resize comparison: the test scenes' shorter side goes from 192 to 240 pixels.
+RESIZE_SHORT_EDGE = 240
+
+
+def _to_uint8_bgr(image: torch.Tensor) -> torch.Tensor:
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8)[[2, 1, 0]]
+
+
+def _resized_pair(scene: Scene, short_edge: int) -> Tuple[torch.Tensor, torch.Tensor, float]:
+    """The scene as a uint8 BGR file, preprocessed by Detectron (cv2 on the float image minus the mean) and by
+    Detectron2's resize (PIL on uint8), both with Detectron's mean so that only the resize differs; returned as the
+    RGB [0, 1] images the course's detector reads, and the scale."""
+    bgr = _to_uint8_bgr(scene.image)
+    h, w = scene.image_size
+    d1, scale = D.detectron_preprocess(bgr, short_edge, 10 * max(h, w))
+    d2 = D.detectron2_preprocess(bgr, short_edge, 10 * max(h, w), pixel_mean=D.DETECTRON_PIXEL_MEANS)
+    mean = torch.tensor(D.DETECTRON_PIXEL_MEANS, dtype=torch.float32).view(3, 1, 1)
+    back = [((x + mean) / 255.0)[[2, 1, 0]] for x in (d1, d2)]
+    return back[0], back[1], scale
+
+
+def _scaled_scene(scene: Scene, image: torch.Tensor, scale: float) -> Scene:
+    return Scene(image=image, boxes=scene.boxes * scale, labels=scene.labels,
+                 masks=torch.zeros(0, *image.shape[1:], dtype=torch.bool), class_names=scene.class_names)
+
+
+def _summary(ref_runs: List[Any], cand_runs: List[Any], scenes: Sequence[Scene]) -> Dict[str, Any]:
+    ags = [agreement(r, c) for r, c in zip(ref_runs, cand_runs)]
+    n = sum(a["n_reference"] for a in ags)
+
+    def share(key: str) -> float:
+        return sum(a[key] * a["n_reference"] for a in ags) / n if n else 1.0
+
+    q0, q1 = quality(ref_runs, scenes), quality(cand_runs, scenes)
+    return {"boxes": share("boxes"), "masks": share("masks"), "mean_box_iou": share("mean_box_iou"),
+            "mean_mask_iou": share("mean_mask_iou"), "detections": n,
+            "recall": (q0["recall"], q1["recall"]), "precision": (q0["precision"], q1["precision"])}
+
+
+def _measure_knob(knob: str, run: Callable[[int, Convention], Run], indices: Sequence[int], scenes: Sequence[Scene]):
+    base = DETECTRON2
+    changed = DETECTRON2.replace(**{knob: getattr(DETECTRON, knob)})
+    return _summary([run(i, base) for i in indices], [run(i, changed) for i in indices], scenes)
+
+
+@lru_cache(maxsize=4)
+def _measure_cached(indices: Tuple[int, ...]) -> Tuple[Tuple[str, Any], ...]:
+    from .course import course_detector, run_scene
+
+    course = course_detector()
+    scenes = [course.test[i] for i in indices]
+
+    def run(i: int, conv: Convention) -> Run:
+        return run_scene(i, conv, converted=True)
+
+    out: Dict[str, Any] = {}
+    for d in DIFFERENCES:
+        if d.when == "inference" and d.knob in INFERENCE_KNOBS:
+            out[d.key] = _measure_knob(d.knob, run, indices, scenes)
+        elif d.key in INPUT_CHANGES:
+            change = INPUT_CHANGES[d.key]
+            ref = [run(i, DETECTRON2) for i in indices]
+            cand = [course.converted.run(change(course.test[i].image), DETECTRON2) for i in indices]
+            out[d.key] = _summary(ref, cand, scenes)
+        elif d.key == "input_resize":
+            pairs = [_resized_pair(course.test[i], RESIZE_SHORT_EDGE) for i in indices]
+            big = [_scaled_scene(course.test[i], p[0], p[2]) for i, p in zip(indices, pairs)]
+            ref = [course.converted.run(p[0], DETECTRON2) for p in pairs]
+            cand = [course.converted.run(p[1], DETECTRON2) for p in pairs]
+            out[d.key] = {**_summary(ref, cand, big), "scale": pairs[0][2]}
+    return tuple(out.items())
+
+
+def measure_on_course_detector(scenes: Optional[Sequence[int]] = None) -> Dict[str, Dict[str, Any]]:
+    """The live column: for each row of :data:`DIFFERENCES`, how much the difference changes the outputs of the
+    course's converted detector, over its test scenes (``scenes``: indices; all by default). Cached per process.
+
+    * an inference knob: the converted detector under Detectron2's conventions, against the same with that one
+      knob at Detectron's value;
+    * ``pixel_mean``, ``channel_order``, ``pixel_mean_order``: the same run on the image the model would see
+      (Detectron2's mean instead of Detectron's, channels swapped, the mean in reversed order);
+    * ``input_resize``: the scene saved as uint8, enlarged to a shorter side of :data:`RESIZE_SHORT_EDGE` by
+      Detectron's preprocessing and by Detectron2's resize (both with Detectron's mean);
+    * training-only rows are absent: a converted model's weights are whatever training made them.
+
+    Each entry: ``boxes`` and ``masks`` (shares of the first run's detections reproduced, see :func:`agreement`),
+    ``mean_box_iou`` and ``mean_mask_iou`` (of the matched pairs, weighted by detections), ``detections`` (how
+    many), ``recall`` and ``precision`` as (first run, second run) against the ground truth.
+    """
+    from .course import N_TEST
+
+    indices = tuple(range(N_TEST)) if scenes is None else tuple(int(i) for i in scenes)
+    if not indices or any(not 0 <= i < N_TEST for i in indices):
+        raise ValueError(f"scenes must be indices of the course's test scenes, 0..{N_TEST - 1}; got {scenes!r}")
+    return dict(_measure_cached(indices))
+
+
+def remaining_differences(convention: Convention = PRACTITIONER) -> List[Difference]:
+    """The inference rows that ``convention`` still leaves at Detectron2's value (what no flag set)."""
+    return [d for d in DIFFERENCES if d.when == "inference" and d.knob in INFERENCE_KNOBS
+            and getattr(convention, d.knob) != getattr(DETECTRON, d.knob)
+            and d.key not in ("background_first", "anchor_order")]
+
+
+def compare_settings(scenes: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
+    """Whole configurations against the original (the Detectron-fitted detector under Detectron's conventions), over
+    the course's test scenes: recall and precision of each, and box and mask agreement with the original, apart.
+
+    Rows: the original; the converted weights under Detectron2's defaults; the converted weights under
+    :data:`PRACTITIONER` (OFFSET 0.5, POOLER_TYPE ROIAlign, sampling ratio 2); the weights loaded unconverted. Each:
+    ``setting``, ``convention``, ``converted``, ``recall``, ``precision``, ``detections``, and against the original
+    ``boxes``, ``masks`` (shares reproduced at IoU >= 0.99, :func:`agreement`), ``mean_box_iou``, ``mean_mask_iou``.
+    """
+    from .course import N_TEST, course_detector, run_scene
+
+    indices = list(range(N_TEST)) if scenes is None else [int(i) for i in scenes]
+    course = course_detector()
+    test = [course.test[i] for i in indices]
+    reference = [run_scene(i, DETECTRON) for i in indices]
+    settings = [("Detectron, as fitted (the original)", DETECTRON, False),
+                ("Detectron2 defaults, weights converted", DETECTRON2, True),
+                ("Detectron2 with the converted-model settings", PRACTITIONER, True),
+                ("Detectron2 defaults, weights loaded unconverted", DETECTRON2, False)]
+    rows = []
+    for name, conv, converted in settings:
+        runs = [run_scene(i, conv, converted) for i in indices]
+        q = quality(runs, test)
+        s = _summary(reference, runs, test)
+        rows.append({"setting": name, "convention": conv, "converted": converted, "recall": q["recall"],
+                     "precision": q["precision"], "detections": q["detections"],
+                     **{k: s[k] for k in ("boxes", "masks", "mean_box_iou", "mean_mask_iou")}})
+    return rows
+
+
+def table_rows(measured: Optional[Mapping[str, Mapping[str, Any]]] = None) -> List[List[str]]:
+    """The table as text rows: difference, measured on the course's converted detector, published effect on trained
+    AP (with its source), the flag, what no flag sets, chapter. ``measured``: from :func:`measure_on_course_detector`
+    (left out: that column says so)."""
+    rows = []
+    for d in DIFFERENCES:
+        m = (measured or {}).get(d.key)
+        if d.when == "training":
+            live = "none: training only (a converted model's weights are already trained)"
+        elif m is None:
+            live = "not measured on the course's detector (it has no keypoints)" if d.key == "keypoint_half_pixel" \
+                else "not measured"
+        else:
+            live = (f"boxes {m['boxes']:.0%}, masks {m['masks']:.0%} of {m['detections']} detections reproduced "
+                    f"(mean IoU {m['mean_box_iou']:.3f} / {m['mean_mask_iou']:.3f}); recall {m['recall'][0]:.2f} -> "
+                    f"{m['recall'][1]:.2f}, precision {m['precision'][0]:.2f} -> {m['precision'][1]:.2f}")
+        official = d.official_effect + " [" + "; ".join(s.where for s in d.source) + "]"
+        rows.append([d.title, live, official, d.flag or "(none)", d.unfixable, d.chapter])
+    return rows

@@ -1,0 +1,188 @@
+"""explainer.effects: the citations against the cited lines of the original repositories, the agreement measure on
+hand-made detections, and the live measurement on the course's detector."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from explainer import effects as E
+from explainer.conventions import DETECTRON, DETECTRON2
+from tests.conftest import load_golden
+
+CITED = load_golden("effects/cited_lines.json")          # read from the repositories: tests/data/effects/README.md
+LINES = {(c["repository"], c["file"], c["line"]): c for c in CITED["lines"]}
+
+
+def _flat(text: str) -> str:
+    """Line breaks, indentation and comment markers aside."""
+    return " ".join(text.split())
+
+
+def _cited_text(src: E.Source) -> str:
+    repo, commit = (x.strip() for x in src.repository.split("@"))
+    entry = LINES[(repo, src.file, src.line)]
+    assert entry["commit"].startswith(commit), f"{src.where}: the golden was read at {entry['commit']}"
+    return _flat(" ".join(line.strip().lstrip("#") for line in entry["text"]))
+
+
+SOURCES = [(d.key, s) for d in E.DIFFERENCES for s in d.source]
+
+
+@pytest.mark.parametrize("key,src", SOURCES, ids=[f"{k}:{s.file.rsplit('/', 1)[-1]}:{s.line}" for k, s in SOURCES])
+def test_every_quote_stands_at_its_line_of_the_source(key, src):
+    quote = _flat(src.quote)
+    assert quote in _cited_text(src), f"{key}: {src}"
+    repo = src.repository.split("@")[0].strip()
+    first_line = _flat(LINES[(repo, src.file, src.line)]["text"][0].strip().lstrip("#"))
+    assert " ".join(quote.split()[:2]) in first_line, f"{key}: the quote does not start on line {src.line}"
+
+
+def test_every_golden_line_is_cited():
+    cited = {(s.repository.split("@")[0].strip(), s.file, s.line) for _, s in SOURCES}
+    assert cited == set(LINES)
+
+
+@pytest.mark.parametrize("d", E.DIFFERENCES, ids=lambda d: d.key)
+def test_every_published_number_is_in_the_cited_lines(d):
+    # figures (decimals and numbers of three or more digits) in the published-effect column come from the sources
+    cited = " ".join(_cited_text(s) for s in d.source)
+    for number in re.findall(r"\d+\.\d+|\d{3,}", d.official_effect):
+        assert number in cited, f"{d.key}: {number} is not in the cited lines"
+
+
+@pytest.mark.parametrize("key,words,file", [
+    # the figures the original authors published, as the issue of record lists them
+    ("anchor_rounding", "They yield the same AP", "detectron2/modeling/anchor_generator.py"),
+    ("anchor_offset", "The value is not expected to affect model accuracy", "detectron2/config/defaults.py"),
+    ("roi_aligned", "does not significantly affect AP", E.COMPARISONS),
+    ("sampling_ratio", "does not significantly affect AP", E.COMPARISONS),
+    ("sampling_ratio", "<0.5", "examples/FasterRCNN/convert_d2/README.md"),
+    ("post_nms_topk_train", "53.6", E.COMPARISONS),
+    ("post_nms_topk_train", "53.1", E.COMPARISONS),
+    ("post_nms_topk_train", "1500", "configs/Detectron1-Comparisons/keypoint_rcnn_R_50_FPN_1x.yaml"),
+    ("mask_paste", "1 AP better in mask AP", E.COMPARISONS),
+    ("mask_paste", "~0.5% absolute", E.COMPAT),
+    ("legacy_plus_one", "negligible", E.COMPAT),
+    ("roi_aligned", "negligible", E.COMPAT),
+])
+def test_the_published_figures_are_in_the_table_with_their_source(key, words, file):
+    d = next(d for d in E.DIFFERENCES if d.key == key)
+    assert words in d.official_effect
+    assert any(s.file == file and words in _cited_text(s) for s in d.source)
+    row = E.table_rows()[E.DIFFERENCES.index(d)]
+    assert words in row[2] and any(f"{file}, l. {s.line}" in row[2] for s in d.source if s.file == file)
+
+
+def test_practitioner_settings():
+    # Detectron's __C.PIXEL_MEANS (detectron/core/config.py @ 04155a0), in BGR order
+    assert E.PRACTITIONER_CONFIG["MODEL.PIXEL_MEAN"] == [102.9801, 115.9465, 122.7717]
+    assert E.PRACTITIONER_CONFIG["MODEL.ANCHOR_GENERATOR.OFFSET"] == 0.5
+    for head in ("BOX", "MASK", "KEYPOINT"):
+        assert E.PRACTITIONER_CONFIG[f"MODEL.ROI_{head}_HEAD.POOLER_TYPE"] == "ROIAlign"
+        assert E.PRACTITIONER_CONFIG[f"MODEL.ROI_{head}_HEAD.POOLER_SAMPLING_RATIO"] == 2
+    # what no config key sets (docs/notes/compatibility.md: the +1, the anchors' quantisation, the mask paste)
+    assert [d.key for d in E.remaining_differences()] == ["legacy_plus_one", "anchor_rounding", "mask_paste"]
+    assert E.remaining_differences(DETECTRON) == []
+    assert E.PRACTITIONER.anchor_offset == DETECTRON.anchor_offset != DETECTRON2.anchor_offset
+
+
+@pytest.mark.parametrize("d", E.DIFFERENCES, ids=lambda d: d.key)
+def test_every_row_names_a_known_fingerprint_and_chapter(d):
+    vocabulary, info = E.fingerprint_info(d)
+    assert vocabulary in ("detections", "stages") and info.meaning and info.fix
+    assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", d.chapter)
+    assert d.when in ("inference", "input", "training")
+
+
+# --------------------------------------------------------------------------------------------------
+# agreement on hand-made detections
+# --------------------------------------------------------------------------------------------------
+def _dets(boxes, labels, masks=None):
+    out = {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels),
+           "scores": torch.ones(len(boxes))}
+    if masks is not None:
+        out["masks"] = masks
+    return out
+
+
+def _box_mask(box, size=40):
+    m = torch.zeros(size, size, dtype=torch.bool)
+    x1, y1, x2, y2 = box
+    m[y1:y2, x1:x2] = True
+    return m
+
+
+def test_agreement_counts_boxes_and_masks_apart():
+    boxes = [[0, 0, 20, 20], [10, 10, 30, 40]]
+    masks = torch.stack([_box_mask(b) for b in boxes])
+    ref = _dets(boxes, [1, 2], masks)
+    same = E.agreement(ref, _dets(boxes, [1, 2], masks.clone()))
+    assert same["boxes"] == same["masks"] == same["mean_box_iou"] == same["mean_mask_iou"] == 1.0
+    # the first box one pixel wider, its mask unchanged: IoU 400 / 420, box no longer reproduced, mask still is
+    moved = E.agreement(ref, _dets([[0, 0, 21, 20], [10, 10, 30, 40]], [1, 2], masks.clone()))
+    assert moved["boxes"] == 0.5 and moved["masks"] == 1.0
+    assert moved["mean_box_iou"] == pytest.approx((400 / 420 + 1.0) / 2, abs=1e-6)
+    # the same boxes with the second mask one row shorter: 580 / 600 pixels
+    short = masks.clone()
+    short[1, 39] = False
+    cut = E.agreement(ref, _dets(boxes, [1, 2], short))
+    assert cut["boxes"] == 1.0 and cut["masks"] == 0.5
+    assert cut["mean_mask_iou"] == pytest.approx((1.0 + 580 / 600) / 2, abs=1e-6)
+    # another label is another object
+    relabelled = E.agreement(ref, _dets(boxes, [2, 1], masks.clone()))
+    assert relabelled["boxes"] == relabelled["masks"] == 0.0
+    empty = _dets(torch.zeros(0, 4).tolist(), [])
+    assert E.agreement(empty, empty)["boxes"] == 1.0 and E.agreement(ref, empty)["boxes"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# the live column on the course's detector
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def measured():
+    return E.measure_on_course_detector()
+
+
+def test_measurement_covers_every_row_it_can(measured):
+    expected = {d.key for d in E.DIFFERENCES if d.when != "training"} - {"keypoint_half_pixel"}
+    assert set(measured) == expected
+    for key, m in measured.items():
+        for k in ("boxes", "masks", "mean_box_iou", "mean_mask_iou"):
+            assert 0.0 <= m[k] <= 1.0, (key, k)
+        assert m["detections"] > 0
+    # every row but the resize starts from the same run: the converted detector under Detectron2's defaults
+    assert len({m["recall"][0] for k, m in measured.items() if k != "input_resize"}) == 1
+
+
+def test_measured_effects_behave_as_their_mechanism_says(measured):
+    # the paste acts after the boxes are final: every box reproduced, only masks change
+    assert measured["mask_paste"]["boxes"] == 1.0 and measured["mask_paste"]["mean_box_iou"] == 1.0
+    assert measured["mask_paste"]["masks"] < 1.0
+    # classes one row off: no detection is a correct one any more
+    assert measured["background_first"]["recall"][1] == 0.0
+    # swapping the channels changes the input far more than a mean about one grey level away
+    assert measured["channel_order"]["mean_box_iou"] < measured["pixel_mean"]["mean_box_iou"]
+    # the training rows are not measured; the table says so
+    rows = dict((r[0], r[1]) for r in E.table_rows(measured))
+    assert all(rows[d.title].startswith("none: training only") for d in E.DIFFERENCES if d.when == "training")
+    assert "keypoints" in rows[next(d.title for d in E.DIFFERENCES if d.key == "keypoint_half_pixel")]
+
+
+def test_compare_settings_scores_the_practitioners_configuration():
+    rows = {r["setting"]: r for r in E.compare_settings()}
+    original, defaults, practitioner, raw = rows.values()
+    assert original["convention"] == DETECTRON and original["boxes"] == original["masks"] == 1.0
+    # the converted-model settings bring the boxes closer to the original than Detectron2's defaults do
+    assert practitioner["mean_box_iou"] > defaults["mean_box_iou"]
+    assert practitioner["mean_mask_iou"] > defaults["mean_mask_iou"]
+    # weights loaded without the class-row conversion find nothing
+    assert raw["recall"] == 0.0
+
+
+@pytest.mark.parametrize("scenes", [[], [99], [-1]])
+def test_measure_rejects_bad_scene_indices(scenes):
+    with pytest.raises(ValueError, match="scenes must be indices of the course's test scenes"):
+        E.measure_on_course_detector(scenes)
