@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 LAB_PORT ?= 8888
 
-.PHONY: env lab lint test test-fast bench html clean
+.PHONY: env lab lint test test-fast bench html present cheatsheet course clean
 
 env: $(STAMP)
 
@@ -37,6 +37,19 @@ bench: env
 
 html: env
 	$(PY) -m tools.build_html
+
+# the course as slides: Voila, code hidden, one chapter per page (port: make PRESENT_PORT=9000 present)
+PRESENT_PORT ?= 8866
+present: env
+	PRESENT_PORT=$(PRESENT_PORT) $(PY) -m tools.present
+
+# the course on one page: build/cheatsheet.html and build/cheatsheet.pdf, from the package's tables
+cheatsheet: env
+	$(PY) -m tools.cheatsheet
+
+# rewrite every chapter's navigation and self-check cells from the table in tools/course.py
+course: env
+	$(PY) -m tools.course
 
 clean:
 	rm -rf build

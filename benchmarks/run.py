@@ -3,6 +3,7 @@
     python -m benchmarks.run            # everything
     python -m benchmarks.run --only boxes,dashboards
     python -m benchmarks.run --quick    # fewer repetitions, for a smoke test (does not write BENCHMARKS.md)
+    python -m benchmarks.run --only browser --merge   # re-measure some, keep the other rows of BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import os
 import pkgutil
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,11 +44,25 @@ def render(rows, header_note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(old_text: str, rows, header_note: str) -> str:
+    """The table of ``rows`` after the rows of ``old_text`` (a BENCHMARKS.md) whose section none of ``rows`` has."""
+    sections = {r.section for r in rows}
+    lines = old_text.splitlines()
+    kept = [ln for ln in lines[lines.index("|---|---|---|---|---|---|") + 1:] if ln.startswith("| ")] \
+        if "|---|---|---|---|---|---|" in lines else []
+    kept = [ln for ln in kept if ln[2:].split(" | ", 1)[0] not in sections]
+    new = render(rows, header_note).rstrip("\n").splitlines()
+    head, body = new[:new.index("|---|---|---|---|---|---|") + 1], new[new.index("|---|---|---|---|---|---|") + 1:]
+    return "\n".join(head + kept + body) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated benchmark names: " + ", ".join(discover()))
     ap.add_argument("--quick", action="store_true", help="fewer repetitions; prints but does not write BENCHMARKS.md")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of the other benchmarks from the existing file; replace only those run now")
     args = ap.parse_args(argv)
     import matplotlib
 
@@ -63,10 +79,21 @@ def main(argv=None) -> int:
         got = mod.run(quick=args.quick)
         print(f"[{n}] {len(got)} rows in {time.time() - t:.1f} s", file=sys.stderr, flush=True)
         rows.extend(got)
-    note = (f"Measured by `make bench` on {time.strftime('%Y-%m-%d')} ({machine()}), "
-            f"in {time.time() - t0:.0f} s. Dashboard latency is a control change to a finished draw on the Agg "
-            "canvas (what ipympl renders before it sends a PNG); the naive pattern builds a new figure per change.")
-    table = render(rows, note)
+    about = ("Dashboard latency is a control change to a finished draw on the Agg canvas (what ipympl renders before "
+             "it sends a PNG); the naive pattern builds a new figure per change. Browser latency is a reader's input "
+             "event in Chromium to the new figure painted on the page, in Voila (kernel, ipympl and widget messages "
+             "included).")
+    note = f"Measured by `make bench` on {time.strftime('%Y-%m-%d')} ({machine()}), in {time.time() - t0:.0f} s. {about}"
+    out = Path(args.out)
+    if args.merge and out.is_file():
+        old = out.read_text()
+        when = re.search(r"^Measured by .*? on (\d{4}-\d{2}-\d{2})", old, re.M)
+        note = (f"Measured by `make bench` on {when.group(1) if when else 'an earlier date'}; the rows of "
+                f"{', '.join(names)} re-measured on {time.strftime('%Y-%m-%d')} ({machine()}) in "
+                f"{time.time() - t0:.0f} s with `python -m benchmarks.run --only {','.join(names)} --merge`. {about}")
+        table = merge(old, rows, note)
+    else:
+        table = render(rows, note)
     print(table)
     missed = [r for r in rows if r.ok is False]
     if not args.quick:

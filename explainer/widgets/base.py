@@ -35,6 +35,7 @@ import numpy as np
 
 from ..viz.style import apply_style
 from ..viz.tables import html_table  # noqa: F401  (re-exported for dashboards)
+from .frames import use_fast_frames
 
 __all__ = [
     "Dashboard",
@@ -60,6 +61,16 @@ def register(cls):
 
 
 _DESC_STYLE = {"description_width": "initial"}
+
+#: Widest figure, in CSS pixels: the notebook column of JupyterLab in a 1280 px browser with the file browser open
+#: is 848 px, and ipympl adds a 2 px margin on each side. A wider figure is drawn at a lower dpi to fit.
+MAX_FIGURE_PX = 820
+#: ipympl draws its toolbar over the canvas (absolutely positioned), where it hides titles and axis labels. In a
+#: dashboard it takes a row of its own above the figure instead, shown while the pointer is over the figure.
+_TOOLBAR_CSS = (
+    "<style>.explainer-dashboard .jupyter-matplotlib-toolbar{position:static!important;order:-1;"
+    "align-self:flex-end;margin:0 2px 2px 0}</style>"
+)
 
 
 def _layout(width: str = "auto") -> widgets.Layout:
@@ -188,9 +199,12 @@ class CachedFigureDraw:
             return out
         invalid = self._scan()
         key = self._layout_key(renderer)
-        can_cache = hasattr(renderer, "copy_from_bbox") and renderer is getattr(self.fig.canvas, "renderer", None)
+        can_cache = hasattr(renderer, "buffer_rgba") and renderer is getattr(self.fig.canvas, "renderer", None)
         if can_cache and not invalid and self._background is not None and key == self._key:
-            renderer.restore_region(self._background)
+            # the whole pixel buffer, not copy_from_bbox(fig.bbox): at a dpi that fits the figure to the notebook
+            # column the bbox is a fraction of a pixel short (413.99999 px), its top row would stay transparent,
+            # and ipympl then sends every frame in full instead of the changed pixels
+            np.copyto(np.asarray(renderer.buffer_rgba()), self._background)
             self._draw_dynamic(renderer)
             self.fig.stale = False
             self.fast_draws += 1
@@ -198,7 +212,7 @@ class CachedFigureDraw:
         self.full_draws += 1
         out = self._orig_draw(renderer)  # static layer: animated artists are skipped by Axes.draw
         if can_cache:
-            self._background = renderer.copy_from_bbox(self.fig.bbox)
+            self._background = np.array(renderer.buffer_rgba())
             self._key = self._layout_key(renderer)
         self._draw_dynamic(renderer)
         self.fig.stale = False
@@ -232,7 +246,8 @@ class Dashboard:
         self.figure_name = figure_name or f"explainer:{type(self).__name__}"
         with plt.ioff():
             plt.close(self.figure_name)  # re-running a cell replaces the figure instead of leaking one
-            self.fig = plt.figure(num=self.figure_name, figsize=self.figsize, layout="constrained")
+            dpi = min(float(plt.rcParams["figure.dpi"]), MAX_FIGURE_PX / self.figsize[0])
+            self.fig = plt.figure(num=self.figure_name, figsize=self.figsize, dpi=dpi, layout="constrained")
             self.build(self.fig)
         self.fast_draw = CachedFigureDraw(self.fig) if self.cache_static_layer else None
         self._static_image: Optional[widgets.Image] = None
@@ -241,9 +256,10 @@ class Dashboard:
             canvas.header_visible = False
             canvas.footer_visible = False
             canvas.resizable = False
-            canvas.toolbar_position = "left"
+            canvas.toolbar_position = "top"          # a horizontal row, placed above the figure by _TOOLBAR_CSS
             canvas.toolbar_visible = "fade-in-fade-out"
             canvas.capture_scroll = False
+            use_fast_frames(canvas)
             fig_widget = canvas
         else:
             self._static_image = widgets.Image(format="png")
@@ -253,7 +269,7 @@ class Dashboard:
         self.controls[self.primary].add_class("explainer-primary")
         for w in self.controls.values():
             w.observe(self._on_control, names="value")
-        children: List[widgets.Widget] = []
+        children: List[widgets.Widget] = [widgets.HTML(_TOOLBAR_CSS, layout=widgets.Layout(display="none"))]
         if self.title:
             children.append(widgets.HTML(f"<b style='font-size:15px'>{html.escape(self.title)}</b>"))
         children += [fig_widget, self.layout_controls(), self.readout]
@@ -338,8 +354,14 @@ class Dashboard:
     def _redraw(self) -> None:
         if self._static_image is not None:
             self._static_image.value = self.png()
-        else:
+        elif getattr(self.fig.canvas, "syncing_data_url", True):
+            # no browser view yet (a notebook executed headless, a test): ask for a draw when one is shown
             self.fig.canvas.draw_idle()
+        else:
+            # A browser shows the figure: draw and send the new image now. draw_idle() would first ask the
+            # browser to ask back for a draw, one more round trip through the server for every move of a control;
+            # ipywidgets already merges the moves that arrive while the kernel is busy.
+            self.fig.canvas.draw()
 
     @property
     def readout_text(self) -> str:
@@ -363,7 +385,7 @@ class Dashboard:
             Image.fromarray(np.asarray(canvas.buffer_rgba())).save(buf, format="png")
             return buf.getvalue()
         buf = io.BytesIO()
-        self.fig.savefig(buf, format="png")
+        self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
         return buf.getvalue()
 
     def _repr_mimebundle_(self, **kwargs):
