@@ -32,7 +32,8 @@ import re
 import shutil
 import tempfile
 import traceback
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -176,8 +177,37 @@ def _remove_folders(folders: List[str]) -> None:
 atexit.register(_remove_folders, _TEMP_FOLDERS)
 
 
+@contextmanager
+def _torch_threads(n: Optional[int]) -> Iterator[None]:
+    """Run the body with ``n`` torch threads (None: leave the setting alone), then restore the setting."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _is_widget_canvas(canvas) -> bool:
     return isinstance(canvas, widgets.DOMWidget)
+
+
+def _ticks_key(axis) -> Tuple[Any, ...]:
+    """What an axis's ticks and their labels are made from: its locators and formatters (the objects themselves:
+    ``set_xticks``, ``set_xscale`` ... install new ones) and the positions and labels of fixed ones. With the view
+    limits (also in the layout key) this determines the ticks drawn; asking the axis for its tick labels instead
+    would run the locator and formatter on every draw, a large part of a fast draw."""
+    parts: List[Any] = []
+    for ticker in (axis.major, axis.minor):
+        loc, fmt = ticker.locator, ticker.formatter
+        parts += [loc, fmt, tuple(np.asarray(getattr(loc, "locs", ()), dtype=float).ravel().tolist()),
+                  tuple(str(t) for t in getattr(fmt, "seq", ()))]
+    return tuple(parts)
 
 
 class CachedFigureDraw:
@@ -237,8 +267,7 @@ class CachedFigureDraw:
     def _layout_key(self, renderer):
         axes = tuple(
             (tuple(ax.get_position().bounds), tuple(ax.viewLim.bounds), ax.get_visible(),
-             tuple(ax.get_xticks()), tuple(ax.get_yticks()), ax.xaxis.label.get_text(), ax.yaxis.label.get_text(),
-             tuple(t.get_text() for t in ax.get_xticklabels()), tuple(t.get_text() for t in ax.get_yticklabels()))
+             _ticks_key(ax.xaxis), _ticks_key(ax.yaxis), ax.xaxis.label.get_text(), ax.yaxis.label.get_text())
             for ax in self.fig.axes
         )
         return (getattr(renderer, "width", None), getattr(renderer, "height", None), self.fig.dpi, axes)
@@ -293,6 +322,12 @@ class Dashboard:
     primary: str = ""
     #: Cache the unchanging part of the figure as pixels (see :class:`CachedFigureDraw`).
     cache_static_layer: bool = True
+    #: Torch threads for :meth:`compute`, or None for the process's setting. A dashboard whose computations are
+    #: all small tensors sets 1: such an operation is never split between threads (its results are the same bits),
+    #: yet with two threads each call enters a parallel region, which on a busy machine waits for the second
+    #: thread to be scheduled (about 10 ms per call instead of microseconds). Left None where a computation is
+    #: large enough to be split (the detector's), since the split changes float32 sums in their last bits.
+    torch_threads: Optional[int] = None
 
     def __init__(self, figure_name: Optional[str] = None, **params: Any):
         apply_style()
@@ -401,7 +436,8 @@ class Dashboard:
     def refresh(self) -> None:
         """Recompute from the current controls; errors go to the read-out, never to the notebook."""
         try:
-            result = self.compute(**self.params)
+            with _torch_threads(self.torch_threads):
+                result = self.compute(**self.params)
         except ValueError as e:
             self._show_error(str(e))
             return
