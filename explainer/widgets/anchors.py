@@ -38,6 +38,7 @@ class AnchorGridDashboard(Dashboard):
     title = "Anchors of one level: Detectron (quantized, pixel indices) and Detectron2 (exact, OFFSET)"
     figsize = (9.2, 4.6)
     primary = "level"
+    torch_threads = 1
 
     def make_controls(self):
         return {

@@ -104,6 +104,7 @@ class CropAndResizeDashboard(Dashboard):
     title = "crop_and_resize is not ROIAlign, until the boxes are transformed"
     figsize = (9.2, 4.6)
     primary = "x2"
+    torch_threads = 1
 
     def make_controls(self):
         return {**box_sliders(MAP, MAP, (1.0, 1.0, 5.0, 4.0), "box corner in feature cells"),

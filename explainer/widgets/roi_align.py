@@ -42,6 +42,7 @@ class ROIAlignSamplingDashboard(Dashboard):
     title = "ROIAlign: where the samples land (feature value = 10 y + x, drawn at each cell's centre)"
     figsize = (9.4, 5.0)
     primary = "x2"
+    torch_threads = 1
 
     def make_controls(self):
         return {

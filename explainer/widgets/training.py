@@ -32,6 +32,7 @@ class TopKDashboard(Dashboard):
     title = "POST_NMS_TOPK_TRAIN: per batch (Detectron) or per image (Detectron2)"
     figsize = (8.4, 4.0)
     primary = "k"
+    torch_threads = 1
 
     def make_controls(self):
         return {
