@@ -37,6 +37,12 @@ def coco_predictor(dim: int = 1024, seed: int = 0):
     return {"cls_score_w": w, "cls_score_b": b, "bbox_pred_w": bw, "bbox_pred_b": bb}
 
 
+@lru_cache(maxsize=1)
+def converted_coco_predictor():
+    """:func:`coco_predictor` converted to Detectron2's layout (once: the class slider only moves a highlight)."""
+    return L.convert_box_predictor(coco_predictor())
+
+
 @register
 class PredictorRowsDashboard(Dashboard):
     """Heat maps of a COCO predictor's weight rows before (Detectron) and after (Detectron2) conversion."""
@@ -44,6 +50,7 @@ class PredictorRowsDashboard(Dashboard):
     title = "cls_score and bbox_pred rows: Detectron (background first) -> Detectron2 (background last, box rows dropped)"
     figsize = (8.8, 4.2)
     primary = "cls"
+    torch_threads = 1
 
     def make_controls(self):
         return {
@@ -73,12 +80,13 @@ class PredictorRowsDashboard(Dashboard):
             tb = bx.text(1.15, 0, "", fontsize=8, va="center", clip_on=False, transform=bx.get_yaxis_transform())
             tc = bx.text(1.15, 0, "", fontsize=8, va="center", clip_on=False, transform=bx.get_yaxis_transform())
             self.marks.append((bg, cl, tb, tc))
+        self._param_shown = None
         self.ax0.set_ylabel("rows, top to bottom")
         fig.colorbar(self.im[1], ax=list(axes), shrink=0.8, label="weight (bias: x 40)")
 
     def compute(self, param, cls):
         det = coco_predictor()
-        d2 = L.convert_box_predictor(det)
+        d2 = converted_coco_predictor()
         if param == "cls_score":
             before, after = det["cls_score_w"], d2["cls_score.weight"]
             bias_b, bias_a = det["cls_score_b"], d2["cls_score.bias"]
@@ -98,9 +106,13 @@ class PredictorRowsDashboard(Dashboard):
                     bg_b=bg_b, bg_a=bg_a, same=bool(torch.equal(before[rb[0]:rb[1]], after[ra[0]:ra[1]])))
 
     def render(self, r):
+        # the weight images change with the parameter only: while the class moves they stay in the cached layer
+        new_param = self._param_shown != r["param"]
+        self._param_shown = r["param"]
         for k, (img, n, rows, bg) in enumerate(((r["before"], r["n_b"], r["rb"], r["bg_b"]), (r["after"], r["n_a"], r["ra"], r["bg_a"]))):
-            self.im[k].set_data(img)
-            self.bias_im[k].set_data(r["bias_b"] if k == 0 else r["bias_a"])
+            if new_param:
+                self.im[k].set_data(img)
+                self.bias_im[k].set_data(r["bias_b"] if k == 0 else r["bias_a"])
             bgp, clp, tb, tc = self.marks[k]
             if bg is not None:
                 bgp.set_bounds(0, bg[0] / n, 1, (bg[1] - bg[0]) / n)
