@@ -193,9 +193,16 @@ class BothConventionsDashboard(Dashboard):
                             Patch(color=STYLE["accent"], label="differs"),
                             Patch(color=STYLE["neutral"], label="shapes differ (bar clipped)")],
                    loc="outside lower right", ncols=4, fontsize=8, title="stage bars", title_fontsize=8)
+        self.warm()
 
     def compute(self, candidate, scene):
         return _both(candidate, scene)
+
+    def warm(self) -> None:
+        """Run every candidate on the first scene now, so that the candidate menu answers from the cache (each
+        first run of a candidate takes the detector a second or so on a busy machine)."""
+        for _, choice in CANDIDATES:
+            _both(choice, 0)
 
     def render(self, r):
         if self._scene_shown != r["scene"]:  # the image stays in the cached layer while only the candidate changes
@@ -420,7 +427,9 @@ class UploadDashboard(Dashboard):
 
     title = "Two result files: diagnosis and matched pairs"
     figsize = (9.6, 4.0)
-    primary = "source"
+    # the pair slider is what a reader moves most, and every move draws another pair; a move of the source menu
+    # onto "the two files uploaded below" before any upload leaves the figure as it was (the read-out says why)
+    primary = "pair"
 
     def make_controls(self):
         return {
@@ -640,6 +649,13 @@ class BisectDashboard(Dashboard):
         self.ax.set_xlabel("agreement with the reference (fraction of its detections reproduced)")
         self.ax.set_title("one knob at a time, Detectron2 towards Detectron (green: agrees)", fontsize=10)
         self.ax.legend(loc="upper right", fontsize=8)
+        self.warm()
+
+    def warm(self) -> None:
+        """Bisect for every choice of the menu now, so that moving it answers from the cache (each bisection runs
+        the detector under a dozen conventions: a second or so on a busy machine)."""
+        for _, hidden in HIDDEN:
+            _bisect(hidden)
 
     def compute(self, hidden):
         report, changed = _bisect(HIDDEN[hidden][1])

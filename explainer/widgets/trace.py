@@ -129,6 +129,14 @@ class TraceDashboard(Dashboard):
         self.cb_diff.set_label("difference (max |.| in\nthe read-out)", fontsize=7.5)
         for cb in (self.cb_value, self.cb_diff):
             cb.ax.tick_params(labelsize=7)
+        self.warm()
+
+    def warm(self) -> None:
+        """Export and run every mismatch now (once per process), so that the mismatch menu answers from the cache:
+        each first export and ONNX Runtime run takes about half a second."""
+        builder = N.course_builder()
+        for mismatch in N.MISMATCHES:
+            builder.case(mismatch)
 
     # -- computing ------------------------------------------------------------------------------
     def compute(self, mismatch, stage):
