@@ -252,6 +252,25 @@ _COARSE = np.geomspace(1.55, SPAN, 13)[1:]
 HIST_EDGES = np.r_[-_COARSE[::-1], _FINE, _COARSE]
 
 
+@lru_cache(maxsize=64)
+def _injected(settings: Tuple[Tuple[str, bool], ...]) -> Dict[str, Any]:
+    """The diagnosis of the candidate that ``settings`` (control name, checked) describe; cached, so that turning a
+    checkbox back answers at once (the detector's runs are cached per convention, the diagnosis here)."""
+    params = dict(settings)
+    knobs = {k: _changed_value(k) for k in INFERENCE_KNOBS if params[f"knob_{k}"]}
+    conv = DETECTRON.replace(**knobs) if knobs else DETECTRON
+    ref = C.detections_over_scenes(DETECTRON)
+    cand = D.load_detections(C.detections_over_scenes(conv), name="candidate")
+    injected = []
+    for name, (_, cause, kw, _) in MISTAKES.items():
+        if params[name]:
+            cand = D.inject(cand, cause, **kw)
+            injected.append(cause)
+    size = tuple(C.course_detector().test[0].image.shape[-2:])
+    diag = D.diagnose(ref, cand, image_size=size)
+    return dict(diag=diag, knobs=knobs, injected=injected, conv=conv)
+
+
 @register
 class InjectDashboard(Dashboard):
     """Change knobs of the detector and add post-processing mistakes; the diagnosis names them."""
@@ -318,18 +337,7 @@ class InjectDashboard(Dashboard):
         self.empty = self.ax_h.text(0.5, 0.5, "", transform=self.ax_h.transAxes, ha="center", color=STYLE["neutral"])
 
     def compute(self, **params):
-        knobs = {k: _changed_value(k) for k in INFERENCE_KNOBS if params[f"knob_{k}"]}
-        conv = DETECTRON.replace(**knobs) if knobs else DETECTRON
-        ref = C.detections_over_scenes(DETECTRON)
-        cand = D.load_detections(C.detections_over_scenes(conv), name="candidate")
-        injected = []
-        for name, (_, cause, kw, _) in MISTAKES.items():
-            if params[name]:
-                cand = D.inject(cand, cause, **kw)
-                injected.append(cause)
-        size = tuple(C.course_detector().test[0].image.shape[-2:])
-        diag = D.diagnose(ref, cand, image_size=size)
-        return dict(diag=diag, knobs=knobs, injected=injected, conv=conv)
+        return _injected(tuple(sorted((k, bool(v)) for k, v in params.items())))
 
     def render(self, r):
         res = r["diag"].residuals
