@@ -154,6 +154,12 @@ def _chapters(paths: List) -> List:
     return [p for p in paths if not wanted or int(p.name[:2]) in wanted]
 
 
+def partial() -> bool:
+    """True when $BENCH_BROWSER_CHAPTERS restricts the measurement to some chapters (``--merge`` then keeps the rows
+    of the other chapters' dashboards)."""
+    return bool(os.environ.get("BENCH_BROWSER_CHAPTERS", "").strip())
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"

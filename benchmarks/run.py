@@ -44,13 +44,24 @@ def render(rows, header_note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge(old_text: str, rows, header_note: str) -> str:
-    """The table of ``rows`` after the rows of ``old_text`` (a BENCHMARKS.md) whose section none of ``rows`` has."""
+def merge(old_text: str, rows, header_note: str, partial_sections=()) -> str:
+    """The table of ``rows`` after the rows of ``old_text`` (a BENCHMARKS.md) whose section none of ``rows`` has.
+
+    A section in ``partial_sections`` was measured only in part (the browser benchmark restricted to some chapters):
+    of its old rows, only those that ``rows`` measure again are replaced."""
     sections = {r.section for r in rows}
+    measured = {(r.section, r.name) for r in rows}
     lines = old_text.splitlines()
     kept = [ln for ln in lines[lines.index("|---|---|---|---|---|---|") + 1:] if ln.startswith("| ")] \
         if "|---|---|---|---|---|---|" in lines else []
-    kept = [ln for ln in kept if ln[2:].split(" | ", 1)[0] not in sections]
+
+    def stays(line: str) -> bool:
+        section, name = (line[2:].split(" | ") + [""])[:2]
+        if section in partial_sections:
+            return (section, name.replace("\\|", "|")) not in measured
+        return section not in sections
+
+    kept = [ln for ln in kept if stays(ln)]
     new = render(rows, header_note).rstrip("\n").splitlines()
     head, body = new[:new.index("|---|---|---|---|---|---|") + 1], new[new.index("|---|---|---|---|---|---|") + 1:]
     return "\n".join(head + kept + body) + "\n"
@@ -91,7 +102,9 @@ def main(argv=None) -> int:
         note = (f"Measured by `make bench` on {when.group(1) if when else 'an earlier date'}; the rows of "
                 f"{', '.join(names)} re-measured on {time.strftime('%Y-%m-%d')} ({machine()}) in "
                 f"{time.time() - t0:.0f} s with `python -m benchmarks.run --only {','.join(names)} --merge`. {about}")
-        table = merge(old, rows, note)
+        partial = {r.section for n in names for r in rows
+                   if getattr(importlib.import_module(f"benchmarks.bench_{n}"), "partial", lambda: False)()}
+        table = merge(old, rows, note, partial_sections=partial)
     else:
         table = render(rows, note)
     print(table)

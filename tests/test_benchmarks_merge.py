@@ -22,3 +22,15 @@ def test_merge_replaces_the_measured_sections_and_keeps_the_others():
 def test_merge_into_a_file_without_a_table_is_the_new_table():
     new = [Row("labels", "permute", 1.0, "ms")]
     assert merge("# Benchmarks\n\nnothing yet\n", new, "note") == render(new, "note")
+
+
+def test_a_partly_measured_section_keeps_its_rows_that_were_not_measured_again():
+    old = render([Row("browser latency", "FlipDashboard: p95 input to painted", 340.0, "ms", "<= 150 ms", False, "old"),
+                  Row("browser latency", "NMSDashboard: p95 input to painted", 70.0, "ms", "<= 150 ms", True, "kept"),
+                  Row("labels", "permute", 1.0, "ms")], "old note")
+    new = [Row("browser latency", "FlipDashboard: p95 input to painted", 80.0, "ms", "<= 150 ms", True, "new")]
+    text = merge(old, new, "new note", partial_sections={"browser latency"})
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| section")]
+    assert [r.split(" | ")[1] for r in rows] == ["NMSDashboard: p95 input to painted", "permute",
+                                                 "FlipDashboard: p95 input to painted"]
+    assert "340 ms" not in text and "| 80 ms |" in text and "| 70 ms |" in text
