@@ -395,6 +395,13 @@ def probability(v: object, name: str) -> float:
     return f
 
 
+def as_image(x: ArrayLike, name: str = "image") -> torch.Tensor:
+    """An image as a tensor, checked: uint8 stays uint8 (pixel values as read from a file); anything else goes
+    through :func:`as_tensor` (real, finite, float32 or float64). Shapes are the caller's to check."""
+    t = _to_tensor(x, name)
+    return t if t.dtype == torch.uint8 else as_tensor(t, name)
+
+
 def numbers(values: Any, name: str, *, positive: bool = False, allow_empty: bool = False) -> List[float]:
     """A sequence of finite numbers (each > 0 with ``positive``) as a list of floats.
 

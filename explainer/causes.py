@@ -8,12 +8,10 @@ matplotlib or ipywidgets.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict
 
-import numpy as np
-import torch
+from ._json import jsonable
 
 __all__ = ["CAUSES", "CauseInfo", "Cause", "make_cause", "UNRELATED_BELOW", "BOX_ATOL", "SCORE_ATOL", "RTOL"]
 
@@ -152,25 +150,10 @@ class Cause:
 
     def to_dict(self) -> Dict[str, Any]:
         """The cause as JSON-ready values (numbers rounded, tensors as lists)."""
-        return {"name": self.name, "strength": round(float(self.strength), 4), "evidence": _jsonable(self.evidence),
+        return {"name": self.name, "strength": round(float(self.strength), 4), "evidence": jsonable(self.evidence, 6),
                 "fix": self.fix, "explanation": self.explanation}
 
 
 def make_cause(name: str, strength: float, evidence: Dict[str, Any], explanation: str) -> Cause:
     """A :class:`Cause` of the vocabulary, its strength clipped to [0, 1] and the vocabulary's fix."""
     return Cause(name, float(min(max(strength, 0.0), 1.0)), evidence, CAUSES[name].fix, explanation)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, torch.Tensor):
-        return _jsonable(v.tolist())
-    if isinstance(v, (np.floating, float)):
-        f = float(v)
-        return round(f, 6) if math.isfinite(f) else str(f)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    return v

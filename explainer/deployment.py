@@ -151,7 +151,7 @@ _F32 = torch.float32
 
 def _image_chw(image: ArrayLike, name: str) -> Tuple[torch.Tensor, bool]:
     """An H x W or C x H x W image as C x H x W, and whether it was H x W."""
-    x = image if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+    x = _v.as_image(image, name)
     if x.dim() not in (2, 3) or 0 in x.shape:
         raise ValueError(f"{name} must be H x W or C x H x W with H, W >= 1, got shape {tuple(x.shape)}")
     return (x[None], True) if x.dim() == 2 else (x, False)
@@ -300,6 +300,7 @@ def pil_resize(image: ArrayLike, size: Sequence[int], vertical_first: bool = Fal
     height (python-pillow/Pillow PR #9549), ``vertical_first=True``. The two orders differ by at most one level of
     uint8 (or float32 rounding).
     """
+    vertical_first = _v.flag(vertical_first, "vertical_first")
     x, squeeze = _image_chw(image, "image")
     if x.dtype not in (torch.uint8, torch.float32):
         raise ValueError(f"image must be uint8 (PIL 'L', 'RGB') or float32 (PIL 'F'), got {x.dtype}")
@@ -321,8 +322,16 @@ DETECTRON_PIXEL_MEANS: Tuple[float, float, float] = (102.9801, 115.9465, 122.771
 DETECTRON2_PIXEL_MEAN: Tuple[float, float, float] = (103.530, 116.280, 123.675)
 
 
+def _three(values: Sequence[float], name: str, positive: bool = False) -> List[float]:
+    """Three finite numbers, one per channel (B, G, R)."""
+    out = _v.numbers(values, name, positive=positive)
+    if len(out) != 3:
+        raise ValueError(f"{name} must have 3 values, one per channel (B, G, R), got {len(out)}")
+    return out
+
+
 def _bgr_uint8(image: ArrayLike) -> torch.Tensor:
-    x = image if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+    x = _v.as_image(image, "image")
     if x.dtype != torch.uint8 or x.dim() != 3 or x.shape[0] != 3 or 0 in x.shape:
         raise ValueError(f"image must be a 3 x H x W uint8 tensor (BGR, as read from a file), got "
                          f"{x.dtype} of shape {tuple(x.shape)}")
@@ -362,7 +371,7 @@ def detectron_preprocess(image: ArrayLike, target_size: int = 800, max_size: int
     ``image``: 3 x H x W uint8, BGR. Returns (3 x h x w float32, im_scale); boxes map back by / im_scale."""
     x = _bgr_uint8(image)
     im_scale, _ = detectron_input_size(x.shape[1], x.shape[2], target_size, max_size)
-    mean = torch.tensor([float(v) for v in pixel_means], dtype=torch.float64).view(3, 1, 1)
+    mean = torch.tensor(_three(pixel_means, "pixel_means"), dtype=torch.float64).view(3, 1, 1)
     centred = (x.double() - mean).to(_F32)
     return cv2_resize(centred, fx=im_scale, fy=im_scale), im_scale
 
@@ -377,8 +386,8 @@ def detectron2_preprocess(image: ArrayLike, short_edge: int = 800, max_size: int
     x = _bgr_uint8(image)
     h, w = detectron2_input_size(x.shape[1], x.shape[2], short_edge, max_size)
     resized = pil_resize(x, (h, w)) if (h, w) != tuple(x.shape[1:]) else x
-    mean = torch.tensor([float(v) for v in pixel_mean], dtype=_F32).view(3, 1, 1)
-    std = torch.tensor([float(v) for v in pixel_std], dtype=_F32).view(3, 1, 1)
+    mean = torch.tensor(_three(pixel_mean, "pixel_mean"), dtype=_F32).view(3, 1, 1)
+    std = torch.tensor(_three(pixel_std, "pixel_std", positive=True), dtype=_F32).view(3, 1, 1)
     return (resized.to(_F32) - mean) / std
 
 
@@ -585,8 +594,7 @@ def backbone_offsets(size: int, stride_in_1x1: bool = False, padding: str = "tf_
     """
     n0 = positive_int(size, "size")
     one_of(padding, "padding", BACKBONE_PADDINGS)
-    if not isinstance(stride_in_1x1, bool) or not isinstance(tf_pad_mode, bool):
-        raise ValueError("stride_in_1x1 and tf_pad_mode must be True or False")
+    stride_in_1x1, tf_pad_mode = _v.flag(stride_in_1x1, "stride_in_1x1"), _v.flag(tf_pad_mode, "tf_pad_mode")
     branch = RESNET_STRIDE_LAYERS["stride_in_1x1" if stride_in_1x1 else "stride_in_3x3"]
 
     def chain(layers: List[Tuple[str, int, int]]) -> List[Tuple[int, float]]:

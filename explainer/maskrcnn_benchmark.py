@@ -134,7 +134,7 @@ def convert_maskrcnn_benchmark_to_detectron2(state_dict: Mapping[str, Any], *, r
     (``roi_heads.mask.feature_extractor.head``; Detectron2's C4 mask head shares the box head's), RetinaNet, and
     anything else no rule maps (kept under its name and listed as ``unmapped``).
     """
-    from .checkpoint import _predictor_report, _rename_into, reorder_rpn_anchor_rows
+    from .conversion import _predictor_report, _rename_into, reorder_rpn_anchor_rows
 
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"state_dict must be a dict of name -> tensor, got {type(state_dict).__name__}")
@@ -175,7 +175,7 @@ def synthetic_maskrcnn_benchmark_state_dict(num_classes: int = 3, arch: str = "c
     maskrcnn-benchmark copies), for ``"fpn"`` a 3-anchor RPN shared by the levels and one buffer per level.
     """
     from . import anchors as A
-    from .checkpoint import C4_RPN_RATIOS, C4_RPN_SIZES, C4_RPN_STRIDE
+    from .conversion import C4_RPN_RATIOS, C4_RPN_SIZES, C4_RPN_STRIDE
 
     if arch not in ("c4", "fpn"):
         raise ValueError(f"arch must be 'c4' or 'fpn', got {arch!r}")

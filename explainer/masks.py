@@ -44,6 +44,7 @@ __all__ = ["expand_boxes", "expanded_box_differences", "detectron_paste_steps", 
            "synthetic_paste_experiment"]
 
 
+@_v.finite_result
 def expand_boxes(boxes: ArrayLike, scale: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Detectron's ``utils/boxes.py:expand_boxes``: scale half-widths (x2 - x1)/2 about the centre (no +1).
 
@@ -53,6 +54,8 @@ def expand_boxes(boxes: ArrayLike, scale: float, dtype: torch.dtype = torch.floa
     it. ``dtype=torch.float64`` gives what the same formulas yield in double, for comparison.
     """
     scale = _v.finite_number(scale, "scale")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 (Detectron's boxes) or torch.float64, got {dtype!r}")
     b = as_boxes(boxes, "boxes", allow_inverted=True).to(dtype)
     sc = torch.tensor(scale, dtype=dtype)
     w_half = (b[:, 2] - b[:, 0]) * 0.5
@@ -283,7 +286,7 @@ def detectron_mask_target(centre: Sequence[float], radius: float, box: Sequence[
     column and row (x2 .. x2 + 1) lie outside the target, while ``segm_results`` later pastes the mask over all
     x2 - x1 + 1 pixels. Here, the fraction of each of those cells the shape covers.
     """
-    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, y1, x2, y2 = _v.as_box(box, "box")[0].tolist()
     w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
     return perfect_mask_prediction(centre, radius, [x1, y1, x1 + w, y1 + h], M, supersample, shape)
 

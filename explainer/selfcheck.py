@@ -892,3 +892,72 @@ def _ch11_asymmetric_shift() -> Solution:
     shift = float(d.mean()) * s
     return Solution(shift, f"asymmetric samples {_g(d.mean())} input px (0.5 - 0.5 / s) further than half_pixel, "
                            f"which is {_g(shift)} output px = (s - 1) / 2.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Chapter 12: how much each difference matters
+# --------------------------------------------------------------------------------------------------
+_STILL_THERE = {"the anchor centres (offset)": "anchor_offset", "ROIAlign's half-pixel shift": "roi_aligned",
+                "the sampling ratio": "sampling_ratio", "the mask paste": "mask_paste"}
+
+
+@_ask(12, "remaining",
+      "A Detectron model is converted and run with the converted-model settings (OFFSET 0.5, POOLER_TYPE ROIAlign "
+      "with sampling ratio 2, Detectron's pixel means). Which of these differences is still there?",
+      "Which of them does a Detectron2 config key select, and which is written into Detectron2's code with no "
+      "option?", choices=tuple(_STILL_THERE))
+def _ch12_remaining() -> Solution:
+    from . import effects
+
+    left = {d.key for d in effects.remaining_differences(effects.PRACTITIONER)}
+    answer = _only({text: key in left for text, key in _STILL_THERE.items()})
+    rows = ", ".join(sorted(left))
+    return Solution(answer, f"remaining_differences(PRACTITIONER) lists {rows}: no config key selects Detectron's "
+                            f"+1 widths in Detectron2's own modules, its rounded anchor sizes or its mask paste. "
+                            f"OFFSET, POOLER_TYPE and POOLER_SAMPLING_RATIO undo the other three.")
+
+
+_MASKS_ONLY = {"the mask paste": "mask_paste", "anchor rounding": "anchor_rounding",
+               "the sampling ratio": "sampling_ratio", "the pixel means": "pixel_mean"}
+
+
+@_ask(12, "masks_only",
+      "On the course's converted detector, which one of these differences changes the masks but reproduces every "
+      "box?",
+      "Ask where each difference acts: before the box head (then boxes move too) or after the boxes are final.",
+      choices=tuple(_MASKS_ONLY))
+def _ch12_masks_only() -> Solution:
+    from . import effects
+
+    m = effects.measure_on_course_detector()
+    only = {text: m[key]["boxes"] >= 1.0 - 1e-9 and m[key]["masks"] < 1.0 for text, key in _MASKS_ONLY.items()}
+    answer = _only(only)
+    key = _MASKS_ONLY[answer]
+    return Solution(answer, f"Measured over {m[key]['detections']} detections: {answer} reproduces "
+                            f"{100 * m[key]['boxes']:.0f}% of the boxes and {100 * m[key]['masks']:.0f}% of the masks. "
+                            f"It acts after the boxes are final, so it can only move mask pixels; the others change "
+                            f"features or proposals, and the boxes with them.")
+
+
+_PUBLISHED = ("it does not significantly affect AP", "about 1 AP better in box AP", "about 0.5 AP worse in mask AP",
+              "it was never measured")
+
+
+@_ask(12, "published_sampling",
+      "Detectron2's authors trained models with POOLER_SAMPLING_RATIO 0 instead of Detectron's 2. What did they "
+      "publish about its effect on trained AP?",
+      "Chapter 12's table cites the Detectron1-Comparisons README for this row: read the quote, not the measured "
+      "column.", choices=_PUBLISHED)
+def _ch12_published_sampling() -> Solution:
+    from . import effects
+
+    row = next(d for d in effects.DIFFERENCES if d.key == "sampling_ratio")
+    quoted = " ".join(s.quote for s in row.source).lower()
+    says = {_PUBLISHED[0]: "does not significantly affect ap" in quoted,
+            _PUBLISHED[1]: "1 ap better in box ap" in quoted,
+            _PUBLISHED[2]: "worse" in quoted and "mask ap" in quoted,
+            _PUBLISHED[3]: not row.source}
+    answer = _only(says)
+    return Solution(answer, f"The row cites {row.source[0].where}: \"{row.source[0].quote}\". A converted "
+                            f"model's outputs still change with it (chapter 12's measured column): the published "
+                            f"figure is about trained models, each trained with its own setting.")

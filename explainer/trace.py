@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from . import trace_causes as TC
+from ._json import jsonable
 from ._validate import WrongType, read_json
 from .causes import Cause
 from .trace_capture import onnx_intermediates, onnx_module_outputs, record
@@ -89,7 +90,7 @@ class StageComparison:
              "inherited_from": self.inherited_from}
         if self.own_cause is not None:
             d["own_cause"] = self.own_cause.to_dict()
-        return _jsonable(d)
+        return jsonable(d)
 
 
 @dataclass
@@ -145,7 +146,7 @@ class TraceReport:
         return self.summary()
 
     def to_dict(self) -> Dict[str, Any]:
-        return _jsonable({"first_divergence": self.first_divergence, "atol": self.atol, "rtol": self.rtol,
+        return jsonable({"first_divergence": self.first_divergence, "atol": self.atol, "rtol": self.rtol,
                           "stages": [s.to_dict() for s in self.stages.values()],
                           "root_causes": [s.name for s in self.root_causes],
                           "unpaired_reference": list(self.unpaired_reference),
@@ -161,23 +162,6 @@ def _fmt(v) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
     return str(v)
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, torch.Tensor):
-        return _jsonable(v.tolist())
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return f if math.isfinite(f) else str(f)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    return v
 
 
 def _as_tensor(name: str, v: Any, side: str) -> torch.Tensor:

@@ -119,6 +119,7 @@ BOX2 = [[1.0, 2.0, 5.0, 7.0], [2.0, 2.0, 9.0, 6.0]]
 BOX1 = [1.0, 2.0, 5.0, 7.0]
 FEAT = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(1, 2, 8, 8) / 10
 ROIS = torch.tensor([[0.0, 1.0, 1.0, 5.0, 6.0]])
+IMAGE_BGR = (torch.arange(3 * 6 * 8) % 251).to(torch.uint8).reshape(3, 6, 8)   # a 3 x 6 x 8 BGR uint8 image
 
 
 def _specs() -> Dict[str, Dict[str, Arg]]:
@@ -203,6 +204,9 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
                                          "sampling_ratio": whole(-1), "aligned": flag(False)},
         "roi_align.aligned_effect_on_course_detector": {"iou": num(0.5)},
         # masks
+        "masks.expanded_box_differences": {"M": whole(6), "max_coord": whole(12)},
+        "masks.detectron_mask_target": {"centre": nums((4.0, 4.5)), "radius": num(2.5), "box": nums((1.0, 2.0, 7.0, 7.0)),
+                                        "M": whole(6), "supersample": whole(2), "shape": choice("disc")},
         "masks.expand_boxes": {"boxes": boxes(BOX2), "scale": num(1.2)},
         "masks.detectron_paste_steps": {"mask": arr(torch.rand(4, 4, generator=torch.Generator().manual_seed(0))),
                                         "box": boxes(BOX1), "image_size_hw": pair((10, 10)), "threshold": num(0.5)},
@@ -260,6 +264,20 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
         "deployment.roi_align_via_crop_and_resize": {"features": arr(FEAT), "boxes": boxes(BOX2), "resolution": whole(2),
                                                      "spatial_scale": num(0.5), "pad_border": flag(True)},
         "deployment.naive_crop_and_resize_boxes": {"boxes": boxes(BOX2), "feature_size": pair((8, 8)), "spatial_scale": num(0.5)},
+        "deployment.crop_and_resize_positions": {"start": num(0.1), "end": num(0.8), "crop": whole(3), "length": whole(8)},
+        "deployment.backbone_offsets": {"size": whole(64), "stride_in_1x1": flag(False), "padding": choice("tf_same"),
+                                        "tf_pad_mode": flag(False)},
+        "deployment.cv2_resize": {"image": arr(FEAT[0]), "size": Arg("pair", (4, 5), optional=True)},
+        "deployment.pil_resize": {"image": arr(FEAT[0]), "size": pair((4, 5)), "vertical_first": flag(False)},
+        "deployment.detectron_input_size": {"height": whole(480), "width": whole(640), "target_size": whole(800),
+                                            "max_size": whole(1333)},
+        "deployment.detectron2_input_size": {"height": whole(480), "width": whole(640), "short_edge": whole(800),
+                                             "max_size": whole(1333)},
+        "deployment.detectron_preprocess": {"image": arr(IMAGE_BGR), "target_size": whole(12), "max_size": whole(20),
+                                            "pixel_means": nums((102.9801, 115.9465, 122.7717))},
+        "deployment.detectron2_preprocess": {"image": arr(IMAGE_BGR), "short_edge": whole(12), "max_size": whole(20),
+                                             "pixel_mean": nums((103.53, 116.28, 123.675)),
+                                             "pixel_std": nums((1.0, 1.0, 1.0))},
         "deployment.same_padding": {"size": whole(9), "kernel": whole(3), "stride": whole(2)},
         "deployment.conv_output_centres": {"size": whole(9), "kernel": whole(3), "stride": whole(2), "padding": choice("tf_same")},
         # conventions
@@ -334,17 +352,6 @@ EXEMPT: Dict[str, str] = {
     "trace_causes.same_cause": "compares two Causes",
     "compare.quality": "takes runs and scenes (tests/test_pipeline.py)",
     "compare.bisect_conventions": "takes a callable (tests/test_pipeline.py)",
-    # not yet in the table (their own tests check their documented refusals)
-    "masks.expanded_box_differences": "pending: add a spec",
-    "masks.detectron_mask_target": "pending: add a spec",
-    "deployment.crop_and_resize_positions": "pending: add a spec",
-    "deployment.backbone_offsets": "pending: add a spec",
-    "deployment.cv2_resize": "pending: add a spec",
-    "deployment.pil_resize": "pending: add a spec",
-    "deployment.detectron_input_size": "pending: add a spec",
-    "deployment.detectron2_input_size": "pending: add a spec",
-    "deployment.detectron_preprocess": "pending: add a spec",
-    "deployment.detectron2_preprocess": "pending: add a spec",
     "pipeline.fit_detector": "fits the detector (seconds); its scenes and convention are checked (tests/test_pipeline.py)",
 }
 

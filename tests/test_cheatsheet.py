@@ -44,9 +44,13 @@ def test_builds_one_page_from_the_package_tables(tmp_path):
 
         rows = list(DIFFERENCES.values()) if isinstance(DIFFERENCES, dict) else list(DIFFERENCES)
         assert "<h2>The differences</h2>" in page and rows
-        for r in rows:
-            for f in ("title", "detectron", "detectron2", "flag", "fingerprint", "official_effect", "source"):
-                assert html.escape(str(cheatsheet._field(r, f))) in page, (f, r)
+        for r in rows:   # each row, shortened to a clause where long, with every source as file and line
+            assert f"<td>{html.escape(r.title)}</td>" in page, r.key
+            for text in (r.detectron, r.detectron2, r.official_effect):
+                assert html.escape(text[:30]) in page, (r.key, text)
+            assert f"<td>{html.escape(r.fingerprint)}</td>" in page, r.key
+            for src in r.source:
+                assert f"{src.file.rsplit('/', 1)[-1]} l. {src.line}" in page, (r.key, src)
     else:
         assert "The differences" not in page
 
@@ -60,9 +64,15 @@ class _Difference:
     flag: str
     fingerprint: str
     official_effect: str
-    source: str
-    unfixable: bool
-    chapter: int
+    source: tuple
+    unfixable: str
+    chapter: str
+
+
+@dataclass
+class _Source:
+    file: str
+    line: int
 
 
 def _fake_effects(monkeypatch, rows):
@@ -72,24 +82,25 @@ def _fake_effects(monkeypatch, rows):
 
 
 def test_uses_the_effects_table_when_there_is_one(tmp_path, monkeypatch):
-    rows = [_Difference(f"d{i}", f"difference {i}", "x2 - x1 + 1 in every box formula", "x2 - x1", "legacy_plus_one",
-                        "x2, y2 differ by exactly 1 px", f"+{i / 10:.1f} AP", "a README", i == 3, i % 12)
+    rows = [_Difference(f"d{i}", f"difference {i}", "x2 - x1 + 1 in every box formula", "x2 - x1",
+                        "" if i == 3 else "legacy_plus_one", "x2, y2 differ by exactly 1 px", f"+{i / 10:.1f} AP",
+                        (_Source("docs/README.md", 10 + i),), "nothing", f"{i % 12:02d}_chapter.ipynb")
             for i in range(16)]
     _fake_effects(monkeypatch, rows)
     html_path, pdf_path = cheatsheet.build(tmp_path)
     page = html_path.read_text(encoding="utf-8")
     assert page.index("The differences") < page.index("The knobs") < page.index("Fingerprints on detections")
     for r in rows:
-        assert f"<td>{r.title}</td>" in page and f"{r.official_effect} ({r.source})" in page
-    assert page.count("(no setting reproduces it)") == 1
+        assert f"<td>{r.title}</td>" in page and f"{r.official_effect} (README.md l. {r.source[0].line})" in page
+    assert page.count("<td>none</td>") == 1   # the one row without a flag
     assert _pages(pdf_path.read_bytes()) == 1
 
 
 def test_effects_rows_may_be_dicts_and_must_have_every_field(tmp_path, monkeypatch):
     row = {f: f"value of {f}" for f in cheatsheet.EFFECT_FIELDS}
-    row["unfixable"] = False
+    row["source"] = ({"file": "configs/README.md", "line": 7},)
     _fake_effects(monkeypatch, {"a": row})
-    assert "value of official_effect (value of source)" in cheatsheet.render_html(cheatsheet.sections())
+    assert "value of official_effect (README.md l. 7)" in cheatsheet.render_html(cheatsheet.sections())
     del row["source"]
     with pytest.raises(ValueError, match="lacks the field 'source'"):
         cheatsheet.sections()
@@ -99,8 +110,9 @@ def test_effects_rows_may_be_dicts_and_must_have_every_field(tmp_path, monkeypat
 
 def test_a_long_table_moves_to_a_larger_page_but_stays_one_page(tmp_path, monkeypatch):
     long = "a difference described at length, " * 6
-    _fake_effects(monkeypatch, [_Difference(f"d{i}", long, long, long, "flag", long, long, "source", False, 1)
-                                for i in range(30)])
+    _fake_effects(monkeypatch, [_Difference(f"d{i}", long, long, long, "flag", long, long, (_Source("a.md", 1),),
+                                            "nothing", "01")
+                                for i in range(16)])
     pdf = tmp_path / "sheet.pdf"
     size = cheatsheet.render_pdf(cheatsheet.sections(), pdf)
     assert 4.0 <= size and _pages(pdf.read_bytes()) == 1

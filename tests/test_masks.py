@@ -221,3 +221,12 @@ def test_threshold_compares_in_float32():
     assert st["int_box"].tolist() == [0, 0, 0, 9]
     assert st["resized"][0, 0].item() == np.float32(0.3)
     assert not st["binary"][0, 0] and st["resized"][0, 0].item() > 0.3
+
+
+def test_expand_boxes_refuses_what_overflows_float32_instead_of_returning_inf():
+    # 1e30 * 1e10 is beyond float32's largest value (3.4e38): Detectron's float32 arithmetic would give inf
+    with pytest.raises(ValueError, match="expand_boxes"):
+        Mk.expand_boxes([[0.0, 0.0, 1e30, 1e30]], scale=1e10)
+    assert torch.isfinite(Mk.expand_boxes([[0.0, 0.0, 1e30, 1e30]], scale=1e10, dtype=torch.float64)).all()
+    with pytest.raises(ValueError, match="dtype"):
+        Mk.expand_boxes([[0.0, 0.0, 4.0, 4.0]], scale=1.2, dtype=torch.float16)

@@ -57,6 +57,15 @@ EXPECTED = {
     "ch11.bgr": ("channel_permutation", "channel_affine", "RGB for BGR swaps channels 0 and 2"),
     "ch11.later_stages": ("inherited", "unexplained", "stages after the first divergence carry it along"),
     "ch11.asymmetric_shift": (3.5, 4, "chapter 11: asymmetric reads half_pixel's output x + (s - 1) / 2, s = 8"),
+    "ch12.remaining": ("the mask paste", "the anchor centres (offset)",
+                       "reference: OFFSET, POOLER_TYPE and POOLER_SAMPLING_RATIO are config keys; Detectron2's "
+                       "paste_masks_in_image has no option for Detectron's segm_results paste"),
+    "ch12.masks_only": ("the mask paste", "the sampling ratio",
+                        "the paste runs after the boxes are final (Detectron2 mask_ops.paste_masks_in_image takes "
+                        "the final boxes), so it cannot move a box; the others act on features or proposals"),
+    "ch12.published_sampling": ("it does not significantly affect AP", "it was never measured",
+                                "detectron2 configs/Detectron1-Comparisons/README.md: POOLER_SAMPLING_RATIO=0 "
+                                "\"does not significantly affect AP\""),
 }
 
 

@@ -55,6 +55,22 @@ def _value(v: Any) -> str:
     return str(v)
 
 
+def _brief(text: str, limit: int, cut: str = "; ") -> str:
+    """The first clause of ``text`` (up to ``cut``), shortened at a word to at most ``limit`` characters."""
+    head = text.split(cut, 1)[0] if cut in text and len(text.split(cut, 1)[0]) >= 20 else text
+    if len(head) <= limit:
+        return head
+    return head[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " \u2026"
+
+
+def _cited(source: Any) -> str:
+    """A citation as the sheet prints it: the file's name and line (the full reference is in chapter 12)."""
+    where = getattr(source, "file", None) or (source.get("file") if isinstance(source, dict) else str(source))
+    line = getattr(source, "line", None) or (source.get("line") if isinstance(source, dict) else None)
+    name = str(where).rsplit("/", 1)[-1]
+    return f"{name} l. {line}" if line else name
+
+
 def _field(row: Any, name: str) -> Any:
     if isinstance(row, dict):
         if name not in row:
@@ -93,16 +109,16 @@ def sections() -> List[Section]:
     if effects is not None:
         rows = []
         for r in effects:
-            effect = str(_field(r, "official_effect"))
-            source = str(_field(r, "source"))
-            flag = str(_field(r, "flag")) + (" (no setting reproduces it)" if _field(r, "unfixable") else "")
-            rows.append((str(_field(r, "title")), str(_field(r, "detectron")), str(_field(r, "detectron2")), flag,
-                         str(_field(r, "fingerprint")), f"{effect} ({source})" if source else effect,
-                         str(_field(r, "chapter"))))
+            effect = _brief(str(_field(r, "official_effect")), 130, cut="\n")
+            cited = "; ".join(_cited(src) for src in _field(r, "source"))
+            flag = _brief(str(_field(r, "flag")), 70, cut=" (") or "none"
+            rows.append((str(_field(r, "title")), _brief(str(_field(r, "detectron")), 90),
+                         _brief(str(_field(r, "detectron2")), 80), flag, str(_field(r, "fingerprint")),
+                         f"{effect} ({cited})" if cited else effect, str(_field(r, "chapter"))[:2]))
         out.append(Section("The differences", ("difference", "Detectron", "Detectron2", "flag", "fingerprint",
-                                               "measured effect (source)", "ch."),
+                                               "published effect (source)", "ch."),
                            (1.3, 1.4, 1.4, 1.2, 1.5, 1.6, 0.25), rows,
-                           "From explainer.effects.DIFFERENCES.", mono_first=False))
+                           "From explainer.effects.DIFFERENCES (each row in full, with its sources, in chapter 12).", mono_first=False))
     knobs = [(k, _value(getattr(DETECTRON, k)), _value(getattr(DETECTRON2, k)), KNOB_DOCS[k]) for k in DETECTRON.knobs()]
     out.append(Section("The knobs", ("knob", "Detectron", "Detectron2", "what it changes"), (1.2, 0.7, 0.75, 2.45),
                        knobs, "explainer.conventions: DETECTRON2.replace(knob=value) changes one."))
