@@ -301,7 +301,7 @@ def _check_regular(st: os.stat_result, p: Path) -> None:
 
 
 def _from_array(x: Union[torch.Tensor, np.ndarray], name: str) -> Detections:
-    t = as_tensor(x, name, dtype=torch.float64)
+    t = as_tensor(x, name, dtype=torch.float64, finite=False)
     if t.dim() != 2 or t.shape[1] not in (4, 5, 6):
         raise ValueError(f"{name} must be N x 4 boxes (or N x 5 with scores, N x 6 with scores and labels), "
                          f"got shape {tuple(t.shape)}")
@@ -583,7 +583,7 @@ def _from_dict(d: Mapping, where: str) -> ImageDetections:
 
 
 def _boxes_field(v: Any, where: str) -> torch.Tensor:
-    t = as_tensor(v, f"{where}: field 'boxes'", dtype=torch.float64)
+    t = as_tensor(v, f"{where}: field 'boxes'", dtype=torch.float64, finite=False)
     if t.dim() == 1 and t.numel() == 0:
         t = t.reshape(0, 4)
     if t.dim() != 2 or t.shape[1] != 4:
@@ -600,7 +600,7 @@ def _vector_field(d: Mapping, key: str, n: int, where: str) -> Optional[torch.Te
     """``d[key]`` as n float64 values, or None when absent."""
     if key not in d or d[key] is None:
         return None
-    v = as_tensor(d[key], f"{where}: field '{key}'", dtype=torch.float64).reshape(-1)
+    v = as_tensor(d[key], f"{where}: field '{key}'", dtype=torch.float64, finite=False).reshape(-1)
     if v.numel() != n:
         raise ValueError(f"{where}: field '{key}' has {v.numel()} values for {n} boxes")
     return v
@@ -628,7 +628,7 @@ def _masks_field(masks: Any, n: int, where: str) -> Optional[torch.Tensor]:
 def _keypoints_field(kps: Any, n: int, where: str) -> Optional[torch.Tensor]:
     if kps is None:
         return None
-    kps = as_tensor(kps, f"{where}: field 'keypoints'", dtype=torch.float64)
+    kps = as_tensor(kps, f"{where}: field 'keypoints'", dtype=torch.float64, finite=False)
     if kps.dim() != 3 or kps.shape[0] != n or kps.shape[2] not in (2, 3):
         raise ValueError(f"{where}: field 'keypoints' must be N x K x 3 (x, y, visibility) for {n} boxes, "
                          f"got shape {tuple(kps.shape)}")

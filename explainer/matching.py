@@ -29,7 +29,7 @@ from typing import Any, Dict, List, NamedTuple, Protocol, Sequence, Tuple
 import numpy as np
 import torch
 
-from .roi_align import assign_fpn_levels
+from .roi_align import fpn_level_of_size
 
 __all__ = ["MATCH_IOU", "MAX_CANDIDATE_PAIRS", "Stack", "Match", "match_boxes", "match_stacks", "align_and_match",
            "matched_pairs", "residuals", "unmatched", "score_rank", "count_before", "lex_order", "pair_iou",
@@ -388,13 +388,14 @@ def matched_pairs(ref: Stack, cand: Stack, match: Match) -> Dict[str, torch.Tens
 
 def residuals(pairs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Per matched pair: candidate - reference for ``dx1, dy1, dx2, dy2`` (px), the reference box's ``size``
-    (sqrt of its area, px), its FPN ``level`` (:func:`explainer.roi_align.assign_fpn_levels`, Detectron2's
-    rule) and its ``image``."""
+    (sqrt of its area, px), its FPN ``level`` (:func:`explainer.roi_align.assign_fpn_levels`'s rule, Detectron2's,
+    on that size: boxes of any magnitude have one; a box with a NaN coordinate, which the diagnosis reports as
+    ``non_finite``, counts as the lowest level) and its ``image``."""
     rb = pairs["ref_boxes"]
     d = pairs["cand_boxes"] - rb
     size = ((rb[:, 2] - rb[:, 0]).clamp(min=0) * (rb[:, 3] - rb[:, 1]).clamp(min=0)).sqrt()
     return {"dx1": d[:, 0], "dy1": d[:, 1], "dx2": d[:, 2], "dy2": d[:, 3], "size": size,
-            "level": assign_fpn_levels(rb), "image": pairs["image"]}
+            "level": fpn_level_of_size(torch.nan_to_num(size, nan=0.0)), "image": pairs["image"]}
 
 
 def unmatched(ref: Stack, cand: Stack, match: Match) -> Dict[str, Dict[str, Any]]:

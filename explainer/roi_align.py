@@ -35,7 +35,7 @@ from . import _validate as _v
 from ._validate import ArrayLike, as_boxes, as_tensor, positive_int, positive_number, size_pair
 from .boxes import area
 
-__all__ = ["roi_align", "sampling_points", "sampling_grid_note", "roi_pool", "roi_pool_bins", "assign_fpn_levels",
+__all__ = ["roi_align", "sampling_points", "sampling_grid_note", "roi_pool", "roi_pool_bins", "assign_fpn_levels", "fpn_level_of_size",
            "convert_boxes_to_rois", "ramp", "aligned_effect_on_course_detector"]
 
 _CHUNK_FLOATS = 8_000_000  # about 32 MB of gathered features at a time
@@ -426,5 +426,15 @@ def assign_fpn_levels(boxes: ArrayLike, *, legacy_plus_one: bool = False, min_le
         raise ValueError(f"max_level ({hi}) must be >= min_level ({lo})")
     s0 = positive_number(canonical_box_size, "canonical_box_size")
     eps = 1e-6 if legacy_plus_one else 1e-8
-    lvl = torch.floor(canonical_level + torch.log2(torch.sqrt(area(b, legacy_plus_one=legacy_plus_one)) / s0 + eps))
-    return lvl.clamp(lo, hi).long()
+    return fpn_level_of_size(torch.sqrt(area(b, legacy_plus_one=legacy_plus_one)), lo, hi, s0, canonical_level, eps)
+
+
+def fpn_level_of_size(size: torch.Tensor, min_level: int = 2, max_level: int = 5, canonical_box_size: float = 224.0,
+                      canonical_level: int = 4, eps: float = 1e-8) -> torch.Tensor:
+    """:func:`assign_fpn_levels`'s rule on sizes already computed (sqrt of the area, float64):
+    floor(canonical_level + log2(size / canonical_box_size + eps)), clamped to [min_level, max_level]. An infinite
+    size goes to ``max_level``; a NaN size has no level and is refused."""
+    if torch.isnan(size).any():
+        raise ValueError("size must not be NaN (a box with a NaN coordinate has no FPN level)")
+    lvl = torch.floor(canonical_level + torch.log2(size / canonical_box_size + eps))
+    return lvl.clamp(min_level, max_level).long()

@@ -351,6 +351,7 @@ EXEMPT: Dict[str, str] = {
     "trace_causes.apply_cause": "takes a Cause found by trace.compare",
     "trace_causes.same_cause": "compares two Causes",
     "compare.quality": "takes runs and scenes (tests/test_pipeline.py)",
+    "roi_align.fpn_level_of_size": "takes sizes computed from checked boxes (assign_fpn_levels, matching.residuals); NaN refused",
     "compare.bisect_conventions": "takes a callable (tests/test_pipeline.py)",
     "pipeline.fit_detector": "fits the detector (seconds); its scenes and convention are checked (tests/test_pipeline.py)",
 }
