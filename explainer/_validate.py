@@ -571,15 +571,10 @@ def _json_depth(data: Any) -> int:
     return depth
 
 
-def read_json(path: Union[str, os.PathLike], what: str) -> Any:
-    """Read a JSON file given on a command line; ``what`` says what it should hold (for the messages).
-
-    Refuses, with a ``ValueError`` that starts with the path: what is not a regular file (a directory, a FIFO,
-    ``/dev/zero``), a file over :data:`MAX_JSON_BYTES`, bytes that are not UTF-8 JSON, ``NaN`` / ``Infinity`` and
-    numbers beyond float64, and nesting deeper than :data:`MAX_JSON_DEPTH`.
-    """
-    from .safe_load import Limits, open_untrusted
-
+def regular_file(path: Union[str, os.PathLike], what: str) -> None:
+    """Refuse, before anything opens it, an input that is missing, not a regular file (a directory, a FIFO, which
+    would block, a device such as ``/dev/zero``, which never ends) or unreadable: one ``ValueError`` naming the
+    file, what is wrong and what to do (``what`` names what the file should hold)."""
     p = os.fspath(path)
     try:
         mode = os.stat(p).st_mode
@@ -590,7 +585,23 @@ def read_json(path: Union[str, os.PathLike], what: str) -> Any:
     if stat.S_ISDIR(mode):
         raise ValueError(f"{p}: is a directory (give the path of {what})")
     if not stat.S_ISREG(mode):
-        raise ValueError(f"{p}: is not a regular file (a FIFO or a device?) (save {what} to a file and give its path)")
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise ValueError(f"{p}: is {kind}, not a regular file (save {what} to a file and give its path)")
+    if not os.access(p, os.R_OK):
+        raise ValueError(f"{p}: cannot be read: permission denied (make it readable, or give another copy)")
+
+
+def read_json(path: Union[str, os.PathLike], what: str) -> Any:
+    """Read a JSON file given on a command line; ``what`` says what it should hold (for the messages).
+
+    Refuses, with a ``ValueError`` that starts with the path: what is not a regular file (a directory, a FIFO,
+    ``/dev/zero``), a file over :data:`MAX_JSON_BYTES`, bytes that are not UTF-8 JSON, ``NaN`` / ``Infinity`` and
+    numbers beyond float64, and nesting deeper than :data:`MAX_JSON_DEPTH`.
+    """
+    from .safe_load import Limits, open_untrusted
+
+    p = os.fspath(path)
+    regular_file(p, what)
     try:
         with open_untrusted(p, Limits(max_file_bytes=MAX_JSON_BYTES)) as (f, size):
             raw = f.read(MAX_JSON_BYTES + 1)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
 import traceback
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 from . import checkpoint as ckpt
 from . import diagnose as diag
 from . import trace
-from ._validate import read_json
+from ._validate import read_json, regular_file
 
 __all__ = ["COMMANDS", "EXIT_CODES", "build_parser", "main"]
 
@@ -77,21 +76,8 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_input(path: str, what: str) -> None:
-    """Refuse, before anything opens it, an input that is missing, not a regular file (a directory, a FIFO, which
-    would block, a device such as ``/dev/zero``, which never ends) or unreadable."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file (give the path of {what})") from None
-    except OSError as e:
-        raise ValueError(f"{path}: cannot be read: {e.strerror} (give the path of {what})") from None
-    if stat.S_ISDIR(mode):
-        raise ValueError(f"{path}: is a directory (give the path of {what})")
-    if not stat.S_ISREG(mode):
-        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise ValueError(f"{path}: is {kind}, not a regular file (save {what} to a file and give its path)")
-    if not os.access(path, os.R_OK):
-        raise ValueError(f"{path}: cannot be read: permission denied (make it readable, or give another copy)")
+    """An input must be a readable regular file (:func:`explainer._validate.regular_file`)."""
+    regular_file(path, what)
 
 
 def _check_output(output: str, input_: str, force: bool) -> None:
