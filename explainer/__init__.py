@@ -15,8 +15,9 @@ def setup_notebook(seed: int = 0, threads: int = 1) -> None:
 
     ``threads=1`` by default: the course's tensors are small, so a pool of threads mostly waits and wakes; with
     several kernels on a 2-core machine (``make test`` runs three) the pools also compete. On this machine chapter
-    10 ran about 3x faster in wall time with one thread than with torch's default (``BENCHMARKS.md``). Results do
-    not depend on it: the course's computations are deterministic across thread counts.
+    10 ran about 3x faster in wall time with one thread than with torch's default. The course's detector is fitted
+    and run on one thread whatever this says (:func:`explainer.course.course_detector`), so its numbers do not
+    depend on it.
     """
     import random
 

@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
+from ._threads import single_thread
 from ._validate import flag, whole_number
 from .conventions import DETECTRON, DETECTRON2, Convention
 from .pipeline import MiniDetector, Run, Scene, fit_detector, synthetic_scenes
@@ -42,7 +43,8 @@ def course_detector() -> Course:
     """The miniature detector fitted under Detectron's conventions (once per process), with its test scenes."""
     t0 = time.perf_counter()
     train = synthetic_scenes(n=N_TRAIN, seed=0)
-    det = fit_detector(train, convention=DETECTRON, seed=0)
+    with single_thread():   # the same weights, to the last digit, whatever the caller's thread count
+        det = fit_detector(train, convention=DETECTRON, seed=0)
     fit_s = time.perf_counter() - t0
     return Course(detector=det, converted=det.converted(DETECTRON2), train=train,
                   test=synthetic_scenes(n=N_TEST, seed=1000), fit_s=fit_s)
@@ -61,7 +63,8 @@ def run_scene(index: int, convention: Convention, converted: bool = False) -> Ru
 def _run_scene(index: int, convention: Convention, converted: bool) -> Run:
     c = course_detector()
     det = c.converted if converted else c.detector
-    return det.run(c.test[index], convention)
+    with single_thread():
+        return det.run(c.test[index], convention)
 
 
 def detections_over_scenes(convention: Convention, converted: bool = False) -> Dict[int, Dict[str, torch.Tensor]]:

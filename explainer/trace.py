@@ -27,16 +27,16 @@ import math
 import os
 import sys
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from . import trace_causes as TC
 from ._json import jsonable
+from ._threads import single_thread
 from ._validate import WrongType, read_json
 from .causes import Cause
 from .trace_capture import onnx_intermediates, onnx_module_outputs, record
@@ -308,23 +308,6 @@ def _check_arguments(reference, candidate, name_map, atol, rtol) -> None:
     if name_map is not None and (not isinstance(name_map, Mapping) or
                                  not all(isinstance(k, str) and isinstance(x, str) for k, x in name_map.items())):
         raise ValueError("name_map must be a dict {reference stage name: candidate stage name} of strings")
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch single-threaded meanwhile, then restore the thread count.
-
-    The comparison streams through memory in small chunks, where a second thread gains little, and on a machine
-    whose cores are busy, waiting for the other thread at every operation costs milliseconds each time.
-    """
-    n = torch.get_num_threads()
-    if n > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if n > 1:
-            torch.set_num_threads(n)
 
 
 def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map: Optional[Mapping[str, str]] = None,

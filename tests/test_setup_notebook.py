@@ -35,3 +35,31 @@ def test_one_torch_thread_unless_asked(restore_threads):
 def test_refuses_a_thread_count_that_is_not_a_positive_integer(threads, restore_threads):
     with pytest.raises(ValueError, match="threads"):
         explainer.setup_notebook(threads=threads)
+
+
+_FIT = """
+import hashlib, sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from explainer.course import course_detector, run_scene
+from explainer.conventions import DETECTRON2
+c = course_detector()
+h = hashlib.sha256()
+for t in (c.detector.rpn_w, c.detector.cls_w, c.detector.box_w):
+    h.update(t.detach().contiguous().numpy().tobytes())
+r = run_scene(0, DETECTRON2, converted=True)
+for name, stage in sorted(r.stages.items()):
+    for key, v in sorted(stage.items()) if isinstance(stage, dict) else [(name, stage)]:
+        if isinstance(v, torch.Tensor):
+            h.update(v.detach().contiguous().cpu().numpy().tobytes())
+print(h.hexdigest(), torch.get_num_threads())
+"""
+
+
+def test_the_course_detector_is_the_same_whatever_the_callers_thread_count():
+    import subprocess
+    import sys
+
+    out = [subprocess.run([sys.executable, "-c", _FIT, str(n)], capture_output=True, text=True, check=True,
+                          timeout=600).stdout.split() for n in (1, 2)]
+    assert out[0][0] == out[1][0], "the fitted detector or its run differs between one and two threads"
+    assert [o[1] for o in out] == ["1", "2"], "the caller's thread count is restored"
