@@ -169,8 +169,11 @@ def test_output_folder_not_writable_is_one_line(files, tmp_path, monkeypatch, ca
 
 #: A driver that runs the command line with torch.save slowed down after writing: the signal arrives while the
 #: temporary file exists, before it is renamed into place.
+#: SIGINT is set to Python's own handler first: a process started in the background by a non-interactive shell
+#: inherits SIGINT ignored, and Python then installs no handler (Ctrl-C from a terminal never reaches it either).
 _DRIVER = textwrap.dedent("""
-    import sys, time, torch
+    import signal, sys, time, torch
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _save = torch.save
     def slow_save(obj, f, *a, **k):
         _save(obj, f, *a, **k)
