@@ -7,7 +7,6 @@ import importlib.util
 import re
 import sys
 import types
-from dataclasses import dataclass
 
 import pytest
 
@@ -55,24 +54,19 @@ def test_builds_one_page_from_the_package_tables(tmp_path):
         assert "The differences" not in page
 
 
-@dataclass
-class _Difference:
-    key: str
-    title: str
-    detectron: str
-    detectron2: str
-    flag: str
-    fingerprint: str
-    official_effect: str
-    source: tuple
-    unfixable: str
-    chapter: str
+def _Difference(key, title, detectron, detectron2, flag, fingerprint, official_effect, source, unfixable, chapter):
+    """A row of the package's own type, with made-up text."""
+    from explainer.effects import Difference
+
+    return Difference(key=key, title=title, detectron=detectron, detectron2=detectron2, flag=flag,
+                      fingerprint=fingerprint, official_effect=official_effect, source=source, unfixable=unfixable,
+                      chapter=chapter, when="inference")
 
 
-@dataclass
-class _Source:
-    file: str
-    line: int
+def _Source(file, line):
+    from explainer.effects import Source
+
+    return Source(repository="owner/name @ 0000000", file=file, line=line, quote="a quote")
 
 
 def _fake_effects(monkeypatch, rows):
