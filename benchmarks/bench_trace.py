@@ -71,12 +71,13 @@ def run(quick: bool = False):
     t_div = best_of(lambda: trace.compare(ref, diverged), repeat=repeat, warmup=0)
     cpu_div = min(cpu_seconds(diverged) for _ in range(repeat))
     n_inh = sum(s.cause.name == "inherited" for s in rep.stages.values())
+    cores = f"each stage on one torch thread, {trace._workers()} stages at once"
     what = (f"{len(shapes)} stages, {values / 1e6:.0f} M float32 values per run (shapes of ResNet-50's first "
             f"{len(shapes)} conv outputs at {h} x {w}, batch 1); best of {repeat}")
     rows = [Row("trace", "compare 50 ResNet-50-sized stages, all within tolerance", t_pass, "s", "< 1 s", t_pass < 1.0,
-                f"{what}; CPU time {cpu_pass:.2f} s (torch single-threaded)"),
+                f"{what}; CPU time {cpu_pass:.2f} s ({cores})"),
             Row("trace", "compare 50 ResNet-50-sized stages, divergence at stage 10", t_div, "s", "< 1 s",
-                t_div < 1.0, f"{what}; CPU time {cpu_div:.2f} s; first divergence {rep.first_divergence} "
+                t_div < 1.0, f"{what}; CPU time {cpu_div:.2f} s ({cores}); first divergence {rep.first_divergence} "
                              f"({rep.stages[rep.first_divergence].cause.name}), {n_inh} later stages fitted and "
                              f"reported inherited")]
     ref = noisy = diverged = {}  # free the 2 GB before the next measurement

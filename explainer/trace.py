@@ -27,6 +27,7 @@ import math
 import os
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -51,6 +52,17 @@ __all__ = [
 ATOL, RTOL = 1e-4, 1e-3
 #: Values are measured in chunks of this many (the chunk stays in the processor's cache).
 _CHUNK = 1 << 17
+#: Runs with at least this many values per side are compared on several cores, a stage per core at a time.
+_PARALLEL_VALUES = 1 << 22
+
+
+def _workers() -> int:
+    """How many stages to compare at once: the cores this process may use, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,12 +250,14 @@ def _pair_in_order(ref: Mapping[str, torch.Tensor], cand: Mapping[str, torch.Ten
 
 
 def _measure(r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float) -> Dict[str, float]:
-    """Errors over every value in one streaming pass; the tensors are flat and of one floating dtype.
+    """Errors over every value in one streaming pass; the tensors are flat, contiguous and of one floating dtype.
 
     Each chunk is read once into reused buffers: d = c - r, its smallest and largest value, sum |d|, the dot
     products r.r, d.d, r.d (the relative error and the cosine follow, as c = r + d) and, where some |d| exceeds
     ``atol``, |d| / (atol + rtol |r|) with the number of values above 1. A chunk whose differences all lie within
     ``atol`` passes without that division and contributes max |d| / atol to ``tolerances``, an upper bound.
+    Each operation goes to whichever of numpy and torch does it faster on one core (numpy's minimum, maximum and
+    comparisons; torch's dot products, absolute values and sums), on the same memory.
     """
     n = r.numel()
     s_abs = s_dd = s_rr = s_rd = 0.0
@@ -251,32 +265,35 @@ def _measure(r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float) -> Dict
     failing = 0
     size = min(_CHUNK, max(n, 1))
     d_buf, t_buf = torch.empty(size, dtype=r.dtype), torch.empty(size, dtype=r.dtype)
+    d_np, t_np, r_np, c_np = d_buf.numpy(), t_buf.numpy(), r.numpy(), c.numpy()
     floor = torch.full((size,), float(atol), dtype=r.dtype)
     tiny = torch.finfo(r.dtype).tiny
-    for a in range(0, n, _CHUNK):
-        rr, cc = r[a:a + _CHUNK], c[a:a + _CHUNK]
-        k = rr.numel()
-        d = torch.sub(cc, rr, out=d_buf[:k])
-        lo, hi = (float(v) for v in torch.aminmax(d))
-        d_min, d_max = min(d_min, lo), max(d_max, hi)
-        s_rr += float(torch.dot(rr, rr))
-        s_dd += float(torch.dot(d, d))
-        s_rd += float(torch.dot(rr, d))
-        s_abs += float(d.abs_().sum())
-        big = max(-lo, hi)
-        if big <= atol:
-            worst = max(worst, big / atol if atol > 0 else 0.0)
-            continue
-        tol = torch.abs(rr, out=t_buf[:k])
-        c_max = max(c_max, float(tol.max()) + big)
-        torch.add(floor[:k], tol, alpha=rtol, out=tol)                # atol + rtol |r|
-        if atol <= 0:
-            tol.clamp_min_(tiny)
-        ratio = d.div_(tol)
-        top = float(ratio.max())
-        worst = max(worst, top)
-        if top > 1.0:
-            failing += int(torch.count_nonzero(ratio > 1.0))
+    with np.errstate(all="ignore"):                                   # NaN and inf are counted, not warned
+        for a in range(0, n, _CHUNK):
+            rr = r[a:a + _CHUNK]
+            k = rr.numel()
+            d, dn, tn = d_buf[:k], d_np[:k], t_np[:k]
+            np.subtract(c_np[a:a + _CHUNK], r_np[a:a + _CHUNK], out=dn)
+            lo, hi = float(dn.min()), float(dn.max())
+            d_min, d_max = min(d_min, lo), max(d_max, hi)
+            s_rr += float(torch.dot(rr, rr))
+            s_dd += float(torch.dot(d, d))
+            s_rd += float(torch.dot(rr, d))
+            s_abs += float(d.abs_().sum())
+            big = max(-lo, hi)
+            if big <= atol:
+                worst = max(worst, big / atol if atol > 0 else 0.0)
+                continue
+            tol = torch.abs(rr, out=t_buf[:k])
+            c_max = max(c_max, float(tn.max()) + big)
+            torch.add(floor[:k], tol, alpha=rtol, out=tol)                # atol + rtol |r|
+            if atol <= 0:
+                tol.clamp_min_(tiny)
+            ratio = np.divide(dn, tn, out=dn)
+            top = float(ratio.max())
+            worst = max(worst, top)
+            if top > 1.0:
+                failing += int(np.count_nonzero(ratio > 1.0))
     s_cc, s_rc = s_rr + 2.0 * s_rd + s_dd, s_rr + s_rd
     nr, nc = math.sqrt(s_rr), math.sqrt(max(s_cc, 0.0))
     rel = math.sqrt(s_dd) / nr if nr > 0 else (0.0 if s_dd == 0 else math.inf)
@@ -321,8 +338,9 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map
     ``poolers``: {stage: :class:`explainer.trace_causes.Pooler`} for ROI-pooled stages: how the reference pooled
     them (from which reference stage, which boxes, ``roi_align``'s arguments), so that a shift of the boxes is
     fitted in feature cells; a pooled map alone cannot show a shift smaller than its bins. Raises
-    ``ValueError`` when nothing pairs or paired shapes differ, listing the names. The comparison runs torch
-    single-threaded and restores the thread count afterwards.
+    ``ValueError`` when nothing pairs or paired shapes differ, listing the names. Each stage is compared on one
+    torch thread, so the numbers are the same on every machine; a large run compares up to 4 stages at once,
+    one per core. The thread count is restored afterwards.
     """
     _check_arguments(reference, candidate, name_map, atol, rtol)
     ref = {str(k): _as_tensor(str(k), v, "reference") for k, v in reference.items()}
@@ -334,14 +352,25 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map
     if bad:
         raise ValueError(f"poolers must map reference stages to a Pooler whose features name a reference stage; "
                          f"not so for {bad}")
-    stages: Dict[str, StageComparison] = {}
     roots: List[StageComparison] = []
     first: Optional[str] = None
+
+    def one(pair: Tuple[str, str, str]) -> StageComparison:
+        rname, cname, how = pair
+        pooler = poolers.get(rname)
+        return _compare_stage(rname, cname, how, ref[rname], cand[cname], atol, rtol, pooler,
+                              ref[pooler.features] if pooler is not None else None)
+
+    workers = min(_workers(), len(pairs))
+    if sum(ref[rname].numel() for rname, _, _ in pairs) < _PARALLEL_VALUES:
+        workers = 1
     with single_thread():
-        for rname, cname, how in pairs:
-            pooler = poolers.get(rname)
-            stages[rname] = _compare_stage(rname, cname, how, ref[rname], cand[cname], atol, rtol, pooler,
-                                           ref[pooler.features] if pooler is not None else None)
+        if workers > 1:       # stages apart on the cores, each on one thread: the same numbers as one worker
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                done = list(pool.map(one, pairs))
+        else:
+            done = [one(p) for p in pairs]
+    stages = {s.name: s for s in done}
     for rname, s in stages.items():
         if not s.passed:
             if first is None:

@@ -679,3 +679,56 @@ def test_single_thread_restores_the_thread_count():
         with T.single_thread():
             raise RuntimeError("inside")
     assert torch.get_num_threads() == before
+
+
+# --------------------------------------------------------------------------------------------------
+# the measured errors, and the stages compared on several cores
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_errors_are_those_of_the_definitions_over_chunks(monkeypatch, dtype):
+    """Every statistic against its definition in float64 numpy, over chunks of three kinds (equal, within atol,
+    beyond the tolerance) and a short last chunk."""
+    monkeypatch.setattr(T, "_CHUNK", 1000)
+    g = torch.Generator().manual_seed(3)
+    r = torch.randn(4500, generator=g, dtype=torch.float64).to(dtype)
+    c = r.clone()
+    c[1000:2000] += 0.5e-4 * torch.rand(1000, generator=g, dtype=torch.float64).to(dtype)      # within atol
+    c[2000:4500] += 0.01 * torch.randn(2500, generator=g, dtype=torch.float64).to(dtype)
+    atol, rtol = 1e-4, 1e-3
+    s = T.compare({"x": r}, {"x": c}, atol=atol, rtol=rtol).stages["x"]
+    rn, cn = r.double().numpy(), c.double().numpy()
+    d = (c - r).double().numpy()                                       # the difference as the dtype computes it
+    ratio = np.abs(d) / (atol + rtol * np.abs(rn))
+    assert s.max_abs == pytest.approx(np.abs(d).max(), rel=1e-12)
+    assert s.mean_abs == pytest.approx(np.abs(d).mean(), rel=1e-5)
+    assert s.rel_error == pytest.approx(np.linalg.norm(d) / np.linalg.norm(rn), rel=1e-4)
+    assert s.cosine == pytest.approx(rn @ cn / (np.linalg.norm(rn) * np.linalg.norm(cn)), abs=1e-6)
+    assert s.failing == int((ratio > 1).sum()) > 0
+    assert s.tolerances == pytest.approx(ratio.max(), rel=1e-5)
+    assert not s.passed
+
+
+def test_non_finite_values_raise_no_floating_point_warning():
+    x = torch.tensor([1.0, float("inf"), 3.0, float("-inf")])
+    cand = torch.tensor([1.0, float("inf"), float("nan"), 2.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = T.compare({"x": x}, {"x": cand}).stages["x"]
+    assert s.cause.name == "non_finite" and s.failing == 3
+
+
+def test_stages_compared_on_several_cores_give_the_same_report(monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    ref = {f"s{i}": torch.randn(2, 8, 16 + i, 20, generator=g) for i in range(9)}
+    cand = {k: v + 1e-5 * torch.randn(v.shape, generator=g) for k, v in ref.items()}
+    cand["s3"] = ref["s3"][:, torch.randperm(8, generator=g)]
+    for k in list(ref)[4:]:
+        cand[k] = torch.randn(ref[k].shape, generator=g)
+    serial = T.compare(ref, cand).to_dict()                            # 9 small stages: one worker
+    before = torch.get_num_threads()
+    monkeypatch.setattr(T, "_PARALLEL_VALUES", 0)
+    monkeypatch.setattr(T, "_workers", lambda: 3)
+    parallel = T.compare(ref, cand)
+    assert torch.get_num_threads() == before
+    assert parallel.to_dict() == serial
+    assert list(parallel.stages) == list(ref) and parallel.first_divergence == "s3"
