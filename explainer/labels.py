@@ -386,7 +386,12 @@ def synthetic_region_features(num_classes: int = 5, per_class: int = 200, dim: i
 
 def train_box_classifier(features: ArrayLike, labels: ArrayLike, num_outputs: int, steps: int = 300, lr: float = 0.5,
                          seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Fit a linear softmax classifier (a ``cls_score`` layer) by full-batch gradient descent; returns (W, b)."""
+    """Fit a linear softmax classifier (a ``cls_score`` layer) by full-batch gradient descent; returns (W, b).
+
+    The steps are those of ``torch.optim.SGD(lr=lr, momentum=0.9)``, written out (buffer = gradient at the first
+    step, then 0.9 buffer + gradient; parameter -= lr buffer): the same numbers, without the seconds that
+    ``torch.optim`` spends importing ``torch._dynamo`` the first time an optimizer is made.
+    """
     x = as_tensor(features, "features")
     y = as_tensor(labels, "labels", integer=True)
     n_out = positive_int(num_outputs, "num_outputs", minimum=2)
@@ -398,12 +403,19 @@ def train_box_classifier(features: ArrayLike, labels: ArrayLike, num_outputs: in
     g = torch.Generator().manual_seed(_v.seed(seed))
     w = (torch.randn(n_out, x.shape[1], generator=g) * 0.01).requires_grad_()
     b = torch.zeros(n_out, requires_grad=True)
-    opt = torch.optim.SGD([w, b], lr=lr, momentum=0.9)
-    for _ in range(positive_int(steps, "steps")):
-        opt.zero_grad()
+    params = (w, b)
+    buffers: List[Optional[torch.Tensor]] = [None, None]
+    for _ in range(steps):
         loss = torch.nn.functional.cross_entropy(x @ w.t() + b, y)
-        loss.backward()
-        opt.step()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for i, (param, grad) in enumerate(zip(params, grads)):
+                buf = buffers[i]
+                if buf is None:
+                    buf = buffers[i] = grad.clone()
+                else:
+                    buf.mul_(0.9).add_(grad)
+                param.add_(buf, alpha=-lr)
     return w.detach(), b.detach()
 
 

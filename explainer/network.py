@@ -60,6 +60,7 @@ from . import trace
 from . import trace_causes as TC
 from ._validate import as_boxes, as_tensor, flag, whole_number
 from .conventions import DETECTRON2
+from .course import fitted_detector
 
 if TYPE_CHECKING:  # only for annotations: onnx is imported where it is used
     import onnx
@@ -557,7 +558,7 @@ _COURSE: Dict[str, Any] = {}
 
 def course_builder() -> CaseBuilder:
     """Chapter 11's :class:`CaseBuilder`, made once per process: the detector fitted under Detectron2's conventions
-    on 8 scenes (seed 0), test scene 1000 and its 32 best proposals. Its ONNX files go to a temporary directory
+    on 8 scenes (seed 0; :func:`explainer.course.fitted_detector`, so a later kernel reads the fitted weights), test scene 1000 and its 32 best proposals. Its ONNX files go to a temporary directory
     that is removed when the process exits."""
     if "builder" not in _COURSE:
         import atexit
@@ -565,7 +566,7 @@ def course_builder() -> CaseBuilder:
         import tempfile
 
         with trace.single_thread():     # small torch operations: a second thread only waits on a busy core
-            det = P.fit_detector(P.synthetic_scenes(8, seed=0), DETECTRON2, seed=0)
+            det = fitted_detector(DETECTRON2)   # fit_detector on 8 scenes (seed 0), or its cached weights
             scene = P.synthetic_scenes(1, seed=1000)[0]
             workdir = tempfile.mkdtemp(prefix="explainer-onnx-")
             atexit.register(shutil.rmtree, workdir, True)

@@ -124,6 +124,16 @@ def _shape_mask(kind: int, cx: float, cy: float, r: float, H: int, W: int) -> to
     return (dy <= r) & (dy >= -r) & (dx.abs() <= (dy + r) / 2)
 
 
+def _touches(m: torch.Tensor, occupied: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, gap: int = 4) -> bool:
+    """Whether the shape ``m`` (pixels ``ys``, ``xs``) grown by ``gap`` pixels (a max-pool of 2 gap + 1) meets
+    ``occupied``. Computed on the shape's box widened by ``gap``: the grown mask is empty elsewhere."""
+    H, W = m.shape
+    y0, y1 = max(int(ys.min()) - gap, 0), min(int(ys.max()) + gap + 1, H)
+    x0, x1 = max(int(xs.min()) - gap, 0), min(int(xs.max()) + gap + 1, W)
+    grown = F.max_pool2d(m[None, None, y0:y1, x0:x1].float(), 2 * gap + 1, stride=1, padding=gap)[0, 0] > 0
+    return bool((grown & occupied[y0:y1, x0:x1]).any())
+
+
 def synthetic_scenes(n: int = 8, image_size: Sequence[int] = (192, 256), seed: int = 0,
                      objects: Tuple[int, int] = (3, 6)) -> List[Scene]:
     """``n`` images of squares, discs and triangles (one colour per class) on a noisy grey background.
@@ -154,11 +164,10 @@ def synthetic_scenes(n: int = 8, image_size: Sequence[int] = (192, 256), seed: i
             cx = float(r + 2 + (W - 2 * r - 4) * torch.rand(1, generator=g))
             cy = float(r + 2 + (H - 2 * r - 4) * torch.rand(1, generator=g))
             m = _shape_mask(kind, cx, cy, r, H, W)
-            grown = F.max_pool2d(m[None, None].float(), 9, stride=1, padding=4)[0, 0] > 0
-            if not m.any() or (grown & occupied).any():
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            if not len(ys) or _touches(m, occupied, ys, xs):
                 continue
             occupied |= m
-            ys, xs = torch.nonzero(m, as_tuple=True)
             boxes.append([float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1])
             labels.append(kind)
             masks.append(m)

@@ -325,6 +325,8 @@ EXEMPT: Dict[str, str] = {
     "boxes.legacy_plus_one_op_checks": "takes no argument",
     "export_ops.caffe2_ops_rows": "takes no argument",
     "course.course_detector": "takes no argument",
+    "course.cache_folder": "takes no argument (reads EXPLAINER_CACHE; tests/test_course_cache.py)",
+    "course.fitted_detector": "fits the detector (seconds); its arguments are checked in tests/test_course_cache.py",
     "network.course_builder": "takes no argument",
     "checkpoint.load_checkpoint": "files: tests/test_attacks_checkpoint.py",
     "checkpoint.save_checkpoint": "files: tests/test_attacks_checkpoint.py",

@@ -163,3 +163,20 @@ def test_reverse_direction_checks_shapes():
                                  "bbox_pred.weight": torch.zeros(16, 2), "bbox_pred.bias": torch.zeros(16)}, background_first=True)
     with pytest.raises(ValueError, match="background_first must be True or False"):
         L.convert_box_predictor(INPUTS, background_first="detectron")  # a side is a boolean, never a string
+
+
+@pytest.mark.parametrize("steps, lr, seed", [(1, 0.5, 0), (40, 0.5, 0), (25, 0.1, 3)])
+def test_the_classifier_takes_the_steps_of_torch_sgd_with_momentum(steps, lr, seed):
+    """Bit for bit the parameters torch.optim.SGD(momentum=0.9) reaches from the same start."""
+    x, y = L.synthetic_region_features(num_classes=4, per_class=15, dim=6, seed=seed)
+    n_out = int(y.max()) + 1
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(n_out, x.shape[1], generator=g) * 0.01).requires_grad_()
+    b = torch.zeros(n_out, requires_grad=True)
+    opt = torch.optim.SGD([w, b], lr=lr, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(x @ w.t() + b, y).backward()
+        opt.step()
+    got_w, got_b = L.train_box_classifier(x, y, n_out, steps=steps, lr=lr, seed=seed)
+    assert torch.equal(got_w, w.detach()) and torch.equal(got_b, b.detach())

@@ -267,3 +267,23 @@ def test_stage_differences_and_first_divergence_read_the_same_comparison(fitted)
     first = CMP.first_divergence(ref, cut)
     assert first["stage"] == "detections" and first["tensor"] == "boxes" and first["max_abs_diff"] == float("inf")
     assert "shape" in first["detail"]
+
+
+def test_the_overlap_test_on_the_shapes_box_is_the_dilation_of_the_whole_image():
+    """Scenes place an object only where its shape grown by 4 px meets no other; computed on the shape's box, the
+    answer must be that of the 9 x 9 max-pool over the whole image."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(11)
+    H, W = 70, 90
+    for _ in range(300):
+        kind = int(torch.randint(0, 3, (1,), generator=g))
+        r = float(2 + 20 * torch.rand(1, generator=g))
+        cx, cy = float(-5 + 100 * torch.rand(1, generator=g)), float(-5 + 80 * torch.rand(1, generator=g))
+        m = P._shape_mask(kind, cx, cy, r, H, W)
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        if not len(ys):
+            continue
+        occupied = torch.rand(H, W, generator=g) > 0.997
+        grown = F.max_pool2d(m[None, None].float(), 9, stride=1, padding=4)[0, 0] > 0
+        assert P._touches(m, occupied, ys, xs) == bool((grown & occupied).any())

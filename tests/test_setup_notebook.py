@@ -1,5 +1,7 @@
 """explainer.setup_notebook: the first cell of every chapter."""
 
+import gc
+import os
 import random
 
 import numpy as np
@@ -14,6 +16,14 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+    gc.unfreeze()                 # setup_notebook froze the test process's objects
+
+
+def test_imports_are_moved_out_of_the_collectors_reach(restore_threads):
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    explainer.setup_notebook()
+    assert gc.get_freeze_count() > 10_000       # torch's modules and functions, at least
 
 
 def test_seeds_every_generator(restore_threads):
@@ -59,7 +69,8 @@ def test_the_course_detector_is_the_same_whatever_the_callers_thread_count():
     import subprocess
     import sys
 
+    env = {**os.environ, "EXPLAINER_CACHE": "off"}      # fitted in each process, never read back
     out = [subprocess.run([sys.executable, "-c", _FIT, str(n)], capture_output=True, text=True, check=True,
-                          timeout=600).stdout.split() for n in (1, 2)]
+                          timeout=600, env=env).stdout.split() for n in (1, 2)]
     assert out[0][0] == out[1][0], "the fitted detector or its run differs between one and two threads"
     assert [o[1] for o in out] == ["1", "2"], "the caller's thread count is restored"

@@ -2,7 +2,7 @@
 diagnosis, two result files compared pair by pair, and a bisection over the knobs.
 
 Every dashboard here works on detections of the miniature detector of :mod:`explainer.pipeline`, fitted
-once per kernel under Detectron's conventions on synthetic scenes (:func:`explainer.course.course_detector`),
+under Detectron's conventions on synthetic scenes (weights cached on disk by :func:`explainer.course.course_detector`),
 or on two COCO result files the reader uploads. The computations live in :mod:`explainer.course`,
 :mod:`explainer.compare` and :mod:`explainer.diagnose`; this module only draws them. It holds the chapter's
 four dashboards (a little over 600 lines) so that they share one palette, one table of injectable mistakes and
