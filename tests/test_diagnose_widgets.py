@@ -210,6 +210,12 @@ def test_bisection_finds_each_hidden_knob():
             found_any = True
             assert rep.found is not None and set(rep.found) == set(hidden), (label, rep.summary())
             assert "found the changed knob" in d.readout_text
+            pairs = [" + ".join(t["knobs"]) for t in rep.trials if len(t["knobs"]) > 1]
+            # the last bar's label: a pair that was tried, or why none was
+            if pairs:
+                assert d.combo.get_text() in pairs
+            else:
+                assert len(rep.found) == 1 and d.combo.get_text() == "not needed: one knob is enough"
         assert found_any
     finally:
         d.close()

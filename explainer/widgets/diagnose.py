@@ -687,7 +687,11 @@ class BisectDashboard(Dashboard):
             t.set_position((a + 0.01, i))
             t.set_text(f"{a:.2f}")
             t.set_visible(trial is not None and a > 0)   # fewer texts to draw: zero bars need no number
-        self.combo.set_text(" + ".join(best["knobs"]) if best else "none needed")
+        if best:
+            label = " + ".join(best["knobs"])
+        else:                       # no pair was tried: one knob already agreed, or nothing needed one
+            label = "not needed: one knob is enough" if found else "none tried"
+        self.combo.set_text(label)
         self.base.set_xdata([rep.baseline, rep.baseline])
 
     def describe(self, r):
