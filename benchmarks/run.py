@@ -67,6 +67,18 @@ def merge(old_text: str, rows, header_note: str, partial_sections=()) -> str:
     return "\n".join(head + kept + body) + "\n"
 
 
+def merged_note(old_text: str, names, today: str, machine_text: str, seconds: float) -> str:
+    """The first line of a merged BENCHMARKS.md: when the whole table was measured, and every section measured
+    again today (those of earlier merges the same day, then ``names``)."""
+    when = re.search(r"^Measured by .*? on (\d{4}-\d{2}-\d{2})", old_text, re.M)
+    before = re.search(r"^Measured by .*?; the rows of (.+?) re-measured on (\d{4}-\d{2}-\d{2})", old_text, re.M)
+    same_day = before.group(1).split(", ") if before and before.group(2) == today else []
+    again = same_day + [n for n in names if n not in same_day]
+    return (f"Measured by `make bench` on {when.group(1) if when else 'an earlier date'}; the rows of "
+            f"{', '.join(again)} re-measured on {today} ({machine_text}), the last {', '.join(names)} in "
+            f"{seconds:.0f} s with `python -m benchmarks.run --only {','.join(names)} --merge`.")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated benchmark names: " + ", ".join(discover()))
@@ -98,10 +110,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if args.merge and out.is_file():
         old = out.read_text()
-        when = re.search(r"^Measured by .*? on (\d{4}-\d{2}-\d{2})", old, re.M)
-        note = (f"Measured by `make bench` on {when.group(1) if when else 'an earlier date'}; the rows of "
-                f"{', '.join(names)} re-measured on {time.strftime('%Y-%m-%d')} ({machine()}) in "
-                f"{time.time() - t0:.0f} s with `python -m benchmarks.run --only {','.join(names)} --merge`. {about}")
+        note = merged_note(old, names, time.strftime('%Y-%m-%d'), machine(), time.time() - t0) + f" {about}"
         partial = {r.section for n in names for r in rows
                    if getattr(importlib.import_module(f"benchmarks.bench_{n}"), "partial", lambda: False)()}
         table = merge(old, rows, note, partial_sections=partial)

@@ -34,3 +34,18 @@ def test_a_partly_measured_section_keeps_its_rows_that_were_not_measured_again()
     assert [r.split(" | ")[1] for r in rows] == ["NMSDashboard: p95 input to painted", "permute",
                                                  "FlipDashboard: p95 input to painted"]
     assert "340 ms" not in text and "| 80 ms |" in text and "| 70 ms |" in text
+
+
+def test_the_note_lists_every_section_measured_again_the_same_day():
+    from benchmarks.run import merged_note
+
+    first = "# Benchmarks\n\nMeasured by `make bench` on 2026-01-02 (m) in 10 s. About.\n"
+    one = merged_note(first, ["trace"], "2026-01-05", "m", 3.2)
+    assert one.startswith("Measured by `make bench` on 2026-01-02; the rows of trace re-measured on 2026-01-05 (m)")
+    two = merged_note(f"# Benchmarks\n\n{one} About.\n", ["notebooks"], "2026-01-05", "m", 9)
+    assert "the rows of trace, notebooks re-measured on 2026-01-05" in two and "the last notebooks in 9 s" in two
+    again = merged_note(f"# Benchmarks\n\n{two} About.\n", ["trace"], "2026-01-05", "m", 1)
+    assert "the rows of trace, notebooks re-measured" in again
+    later = merged_note(f"# Benchmarks\n\n{two} About.\n", ["boxes"], "2026-01-09", "m", 1)
+    assert "the rows of boxes re-measured on 2026-01-09" in later and later.startswith(
+        "Measured by `make bench` on 2026-01-02;")
