@@ -5,6 +5,8 @@ neither matplotlib nor ipywidgets; drawing lives in ``explainer.viz`` and dashbo
 ``explainer.widgets``. ``explainer.conventions`` holds the knobs and the two presets.
 """
 
+from pathlib import Path
+
 from .conventions import DETECTRON, DETECTRON2, Convention, get_convention  # noqa: F401
 
 __version__ = "0.1.0"
@@ -41,3 +43,17 @@ def setup_notebook(seed: int = 0, threads: int = 1) -> None:
     else:
         apply_style()
     gc.freeze()
+
+
+def scratch_folder(prefix: str = "explainer-") -> Path:
+    """A new empty temporary folder for a chapter's files, removed with its contents when the process (the
+    kernel) exits, so that running the course leaves nothing behind."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if not isinstance(prefix, str) or not prefix or "/" in prefix or "\\" in prefix or "\0" in prefix:
+        raise ValueError(f"prefix must be a non-empty folder name without slashes, got {prefix!r}")
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path

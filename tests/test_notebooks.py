@@ -11,6 +11,13 @@ from tools.notebooks import NOTEBOOK_DIR, clear_outputs, dirty_cells, error_outp
 
 ALL = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
+#: What libraries keep in the temporary folder across runs (one per user, reused), not files a chapter leaves.
+SHARED_TEMP = {
+    ".ses": "ONNX Runtime's file of session ids, rewritten by every session it starts",
+    "torchinductor_": "torch's compile cache folder (torchinductor_<user>), made when torchvision imports "
+                      "torch._dynamo",
+}
+
 
 def test_course_has_its_first_notebooks():
     names = {p.name for p in ALL}
@@ -55,6 +62,8 @@ def test_starts_by_seeding_and_loading_the_package(path):
 def test_executes_in_fresh_kernel(path):
     nb, seconds = executed_notebook(path)
     assert not error_outputs(nb), error_outputs(nb)
+    left = [f for f in nb.metadata["temp_files_left"] if not any(f.split("/")[0].startswith(k) for k in SHARED_TEMP)]
+    assert left == [], f"{path.name} left temporary files behind when its kernel exited: {left[:10]}"
     # every dashboard leaves a static image for exports without a kernel
     if any(c.cell_type == "code" and "Dashboard(" in "".join(c.get("source", "")) for c in nb.cells):
         images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))

@@ -74,3 +74,22 @@ def test_the_course_detector_is_the_same_whatever_the_callers_thread_count():
                           timeout=600, env=env).stdout.split() for n in (1, 2)]
     assert out[0][0] == out[1][0], "the fitted detector or its run differs between one and two threads"
     assert [o[1] for o in out] == ["1", "2"], "the caller's thread count is restored"
+
+
+def test_a_scratch_folder_is_removed_with_its_files_when_the_process_exits(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import explainer; w = explainer.scratch_folder(); (w / 'sub').mkdir(); "
+            "(w / 'sub' / 'model_final.pkl').write_bytes(b'x' * 1000); print(w)")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
+                         env=env).stdout.strip()
+    assert out.startswith(str(tmp_path)) and not os.path.exists(out)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("prefix", ["", "a/b", 3, None])
+def test_a_scratch_folder_refuses_a_prefix_that_is_not_a_name(prefix):
+    with pytest.raises(ValueError, match="prefix"):
+        explainer.scratch_folder(prefix)

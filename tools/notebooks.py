@@ -31,22 +31,30 @@ def execute(path: Path, timeout: int = 300) -> Tuple[object, float]:
     """Execute a notebook top to bottom in a fresh kernel; returns (executed notebook, seconds).
 
     Raises nbclient's CellExecutionError when a cell raises. The kernel runs in the notebook's
-    folder, as it does in JupyterLab.
+    folder, as it does in JupyterLab, with a temporary folder of its own (``TMPDIR``): whatever the kernel left
+    there when it exited is listed in the notebook's metadata under ``temp_files_left`` (a test requires it empty),
+    then removed.
     """
+    import shutil
+    import tempfile
+
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(str(path), as_version=4)
-    env_backend = os.environ.pop("MPLBACKEND", None)  # let the notebook choose its backend
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}   # the notebook chooses its backend
+    tmp = tempfile.mkdtemp(prefix=f"kernel-{path.stem[:2]}-")
+    env["TMPDIR"] = tmp
     try:
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(path.parent)}})
         t0 = time.perf_counter()
-        client.execute()
-        return nb, time.perf_counter() - t0
+        client.execute(env=env)
+        seconds = time.perf_counter() - t0
+        nb.metadata["temp_files_left"] = sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*"))
+        return nb, seconds
     finally:
-        if env_backend is not None:
-            os.environ["MPLBACKEND"] = env_backend
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _execute_or_error(path: Path):
@@ -93,6 +101,7 @@ def strip_widget_views(nb) -> None:
             ):
                 del data["application/vnd.jupyter.widget-view+json"]
     nb.metadata.pop("widgets", None)
+    nb.metadata.pop("temp_files_left", None)
 
 
 def dirty_cells(nb: dict) -> List[int]:
