@@ -15,8 +15,12 @@ from tools.notebooks import ROOT, error_outputs, execute_all, notebook_paths, st
 
 
 def export(nb, dest: Path) -> Path:
+    """Write ``nb`` as one HTML page at ``dest``; the caller's notebook is left as it was."""
+    import copy
+
     from nbconvert import HTMLExporter
 
+    nb = copy.deepcopy(nb)
     strip_widget_views(nb)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     tmp = dest.with_suffix(".html.tmp")
