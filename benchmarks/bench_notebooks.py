@@ -47,9 +47,9 @@ def run(quick: bool = False):
 
     old = os.environ.get("EXPLAINER_CACHE")
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-cache-") as one, \
-                tempfile.TemporaryDirectory(prefix="bench-cache-") as whole:
-            return _run(Path(one), Path(whole))
+        with tempfile.TemporaryDirectory(prefix="bench-cache-") as each, \
+                tempfile.TemporaryDirectory(prefix="bench-cache-") as course:
+            return _run(Path(each), Path(course))
     finally:
         if old is None:
             os.environ.pop("EXPLAINER_CACHE", None)
@@ -57,12 +57,13 @@ def run(quick: bool = False):
             os.environ["EXPLAINER_CACHE"] = old
 
 
-def _run(one: Path, whole: Path):
+def _run(each_cache: Path, course_cache: Path):
+    """Rows for each notebook (their detector cache: ``each_cache``), then the whole course (``course_cache``)."""
     from tools.notebooks import default_workers, execute_all, notebook_paths
 
     paths = notebook_paths()
     rows, total = [], 0.0
-    os.environ["EXPLAINER_CACHE"] = str(one)
+    os.environ["EXPLAINER_CACHE"] = str(each_cache)
     for path in paths:
         whole, start, rest = _execute_timed(path)
         total += whole
@@ -77,7 +78,7 @@ def _run(one: Path, whole: Path):
                     f"sum over {len(paths)} notebooks; empty cache at the start (the first chapter that needs the "
                     f"course detector fits it)"))
     workers = default_workers()
-    os.environ["EXPLAINER_CACHE"] = str(whole)
+    os.environ["EXPLAINER_CACHE"] = str(course_cache)
     for cache in ("empty cache: a machine's first run", "cache filled: every later run"):
         t0 = time.perf_counter()
         results = execute_all(paths)
