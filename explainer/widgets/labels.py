@@ -228,8 +228,8 @@ class LoadedHeadDashboard(Dashboard):
         self.ax = fig.add_subplot(1, 1, 1)
         self.im = self.ax.imshow(np.full((K + 1, self.N), np.nan), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
         self.txt = [[self.ax.text(j, i, "", ha="center", va="center", fontsize=8) for j in range(self.N)] for i in range(K + 1)]
-        names = [n[:8] for n in DEMO_CLASSES]
-        self.ax.set_yticks(range(K + 1), [f"{i} {n}" for i, n in enumerate(names)] + [f"{K} background"], fontsize=8.5)
+        self.ax.set_yticks(range(K + 1), [f"{i} {n}" for i, n in enumerate(DEMO_CLASSES)] + [f"{K} background"],
+                           fontsize=8.5)         # whole names: none is longer than "background"
         self.ax.set_xticks(range(self.N), [str(i) for i in range(self.N)], fontsize=8.5)
         self.ax.set_ylabel("true Detectron2 label")
         self.ax.set_xlabel("predicted label index of the loaded head")
