@@ -126,7 +126,7 @@ def _read(path: Path, conv: Convention, scene: Scene):
     k = len(CLASS_NAMES)
     try:
         rpn_w, cls_w, box_w = data["rpn_w"], data["cls_w"], data["box_w"]
-        report = {str(k): int(v) for k, v in data["fit_report"].items()}
+        report = {str(name): int(v) for name, v in data["fit_report"].items()}
         fit_s = float(data["fit_s"])
         ok = (all(isinstance(t, torch.Tensor) and t.dtype == torch.float32 and bool(torch.isfinite(t).all())
                   for t in (rpn_w, cls_w, box_w))
@@ -153,7 +153,7 @@ def _write(path: Path, det: MiniDetector, fit_s: float) -> None:
     from .checkpoint import _atomic_output
 
     data = {"rpn_w": det.rpn_w, "cls_w": det.cls_w, "box_w": det.box_w, "fit_s": float(fit_s),
-            "fit_report": {str(k): int(v) for k, v in det.fit_report.items()},
+            "fit_report": {str(name): int(v) for name, v in det.fit_report.items()},
             "anchor_order": det.anchor_order, "background_first": bool(det.background_first)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

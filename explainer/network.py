@@ -558,8 +558,9 @@ _COURSE: Dict[str, Any] = {}
 
 def course_builder() -> CaseBuilder:
     """Chapter 11's :class:`CaseBuilder`, made once per process: the detector fitted under Detectron2's conventions
-    on 8 scenes (seed 0; :func:`explainer.course.fitted_detector`, so a later kernel reads the fitted weights), test scene 1000 and its 32 best proposals. Its ONNX files go to a temporary directory
-    that is removed when the process exits."""
+    on 8 scenes (seed 0; :func:`explainer.course.fitted_detector`, so a later kernel reads the fitted weights),
+    test scene 1000 and its 32 best proposals. Its ONNX files go to a temporary directory that is removed when the
+    process exits."""
     if "builder" not in _COURSE:
         import atexit
         import shutil
