@@ -29,8 +29,9 @@ lint: env
 test: lint
 	$(PY) -m pytest
 
+# no notebooks, no browser, and the diagnosis measured over 50 seeds instead of 200
 test-fast: lint
-	$(PY) -m pytest -m "not notebook and not browser"
+	$(PY) -m pytest -m "not notebook and not browser and not slow"
 
 bench: env
 	$(PY) -m benchmarks.run
@@ -47,9 +48,9 @@ present: env
 cheatsheet: env
 	$(PY) -m tools.cheatsheet
 
-# rewrite every chapter's navigation and self-check cells from the table in tools/course.py
+# rewrite every chapter's navigation and self-check cells from the table in tools/chapters.py
 course: env
-	$(PY) -m tools.course
+	$(PY) -m tools.chapters
 
 clean:
 	rm -rf build

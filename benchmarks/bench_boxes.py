@@ -25,7 +25,7 @@ def _random_boxes(n: int, seed: int, whole_pixels: bool):
 def run(quick: bool = False):
     import torchvision
 
-    from explainer import boxes
+    from explainer import boxes as B
 
     rows = []
     repeat = 2 if quick else 5
@@ -33,7 +33,7 @@ def run(quick: bool = False):
         for whole in (True, False):
             b, s = _random_boxes(n, seed=n, whole_pixels=whole)
             tv = best_of(lambda b=b, s=s: torchvision.ops.nms(b, s, 0.5), repeat=repeat)
-            legacy = best_of(lambda b=b, s=s: boxes.nms(b, s, 0.5, legacy_plus_one=True), repeat=repeat)
+            legacy = best_of(lambda b=b, s=s: B.nms(b, s, 0.5, legacy_plus_one=True), repeat=repeat)
             kind = "whole-pixel" if whole else "fractional"
             ratio = legacy / tv
             rows.append(Row("boxes", f"legacy nms / torchvision nms, {n} {kind} boxes", ratio, "x", "<= 2x", ratio <= 2.0,

@@ -17,7 +17,7 @@ from .common import Row
 
 _CHILD = r"""
 import json, os, sys, threading, time
-from explainer import checkpoint as C
+from explainer.checkpoints import checkpoint as Ck
 import torch, numpy
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
@@ -33,11 +33,11 @@ def watch():
 w = threading.Thread(target=watch, daemon=True)
 w.start()
 t0 = time.perf_counter()
-ck = C.load_checkpoint(sys.argv[1])
+ck = Ck.load_checkpoint(sys.argv[1])
 t1 = time.perf_counter()
-sd, report = C.convert_detectron_to_detectron2(ck.tensors)
+sd, report = Ck.convert_detectron_to_detectron2(ck.tensors)
 t2 = time.perf_counter()
-res = C.audit(sd, C.detectron2_expected_shapes())
+res = Ck.audit(sd, Ck.detectron2_expected_shapes())
 t3 = time.perf_counter()
 done.set()
 w.join()
@@ -48,7 +48,7 @@ print(json.dumps({"load": t1 - t0, "convert": t2 - t1, "audit": t3 - t2, "base":
 
 
 def run(quick: bool = False):
-    from explainer.checkpoint import synthetic_detectron_checkpoint, write_detectron_pickle
+    from explainer.checkpoints.checkpoint import synthetic_detectron_checkpoint, write_detectron_pickle
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "synthetic_R50_FPN_maskrcnn.pkl"

@@ -39,7 +39,7 @@ def _side(seed: int):
 
 
 def run(quick: bool = False):
-    from explainer import diagnose as D
+    from explainer.diagnosis import report as Dx
 
     ref = _side(0)
     rng = np.random.default_rng(1)
@@ -50,16 +50,16 @@ def run(quick: bool = False):
     n = N_IMAGES * PER_IMAGE
     for name, cand, expect in (("x2, y2 + 1 and noise (aligned as given)", plus, {"plus_one"}),
                                ("x 0.8 and labels + 1 (robust alignment first)", scaled, {"scale", "label_offset"})):
-        got = set(D.diagnose(ref, cand).names)
-        t = best_of(lambda cand=cand: D.diagnose(ref, cand), repeat=3 if quick else 7)
+        got = set(Dx.diagnose(ref, cand).names)
+        t = best_of(lambda cand=cand: Dx.diagnose(ref, cand), repeat=3 if quick else 7)
         rows.append(Row("diagnose", f"diagnose {N_IMAGES} images x {PER_IMAGE} detections: {name}", t, "s", "< 1 s",
                         t < 1.0, f"{n} vs {n} detections as arrays; found {', '.join(sorted(got))}"
                                  f"{'' if expect <= got else ' (EXPECTED ' + ', '.join(sorted(expect)) + ')'}; best of runs"))
     with tempfile.TemporaryDirectory() as tmp:
         r, c = Path(tmp) / "reference.json", Path(tmp) / "candidate.json"
-        r.write_text(json.dumps(D.to_coco_results(ref)))
-        c.write_text(json.dumps(D.to_coco_results(scaled)))
-        t = best_of(lambda: D.diagnose(str(r), str(c)), repeat=3 if quick else 5)
+        r.write_text(json.dumps(Dx.to_coco_results(ref)))
+        c.write_text(json.dumps(Dx.to_coco_results(scaled)))
+        t = best_of(lambda: Dx.diagnose(str(r), str(c)), repeat=3 if quick else 5)
         rows.append(Row("diagnose", f"diagnose two COCO result files ({n} results each), read and parsed", t, "s",
                         "< 1 s", t < 1.0, "x 0.8 and labels + 1; JSON parsing and validation included; best of runs"))
     return rows + _scale_rows(quick)
@@ -82,7 +82,7 @@ def scale_sides(n_images: int, n: int, seed: int = 0):
 
 def _measure(n_images: int, n: int, repeat: int, files: bool = False) -> dict:
     """In this process: build the two sides (as the per-image dict a user passes), diagnose ``repeat`` times."""
-    from explainer import diagnose as D
+    from explainer.diagnosis import report as Dx
 
     image, ref, cand = scale_sides(n_images, n)
     cuts = np.flatnonzero(np.diff(image)) + 1
@@ -96,7 +96,7 @@ def _measure(n_images: int, n: int, repeat: int, files: bool = False) -> dict:
     times, names = [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        d = D.diagnose(r, c)
+        d = Dx.diagnose(r, c)
         times.append(time.perf_counter() - t0)
         names = d.names
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -106,11 +106,11 @@ def _measure(n_images: int, n: int, repeat: int, files: bool = False) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             paths = [Path(tmp) / "reference.json", Path(tmp) / "candidate.json"]
             for path, s in zip(paths, (r, c)):
-                path.write_text(json.dumps(D.to_coco_results(s)))
+                path.write_text(json.dumps(Dx.to_coco_results(s)))
             file_times = []
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                D.diagnose(str(paths[0]), str(paths[1]))
+                Dx.diagnose(str(paths[0]), str(paths[1]))
                 file_times.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             for path in paths:

@@ -5,7 +5,7 @@ visible: (a) the kernel starting plus the first code cell (the chapter's imports
 (b) every later cell. The kernel's shutdown belongs to neither part; it is in the whole run.
 
 Four chapters use the course detector, whose fitted weights are kept on disk between kernels
-(:mod:`explainer.course`). Each measurement gets its own empty cache folder, as on a machine that never ran the
+(:mod:`explainer.course.cache`). Each measurement gets its own empty cache folder, as on a machine that never ran the
 course: the first chapter that needs the detector fits it, later ones read it. The whole course is then run a
 second time on the filled cache, as every later run on that machine.
 """

@@ -8,7 +8,7 @@ import sys
 from .common import Row, best_of
 
 IMPORT = ("import sys, time; t = time.perf_counter(); import torch; t1 = time.perf_counter(); "
-          "import explainer.pipeline, explainer.compare, explainer.course; t2 = time.perf_counter(); "
+          "import explainer.course.pipeline, explainer.course.compare, explainer.course.cache; t2 = time.perf_counter(); "
           "print(t1 - t, t2 - t1, 'torchvision' in sys.modules)")
 
 
@@ -24,8 +24,8 @@ def _import_seconds(repeat: int) -> tuple:
 def run(quick: bool = False):
     import torch
 
-    from explainer import pipeline as P
     from explainer.conventions import DETECTRON, DETECTRON2
+    from explainer.course import pipeline as P
     from explainer.roi_align import roi_align
 
     train = P.synthetic_scenes(8, seed=0)
@@ -54,6 +54,6 @@ def run(quick: bool = False):
     rows.append(Row("pipeline", "head ROIAlign: explainer.roi_align.roi_align", t_py * 1000, "ms", "", None,
                     f"{detail}; largest difference from the compiled op {diff:.1e}"))
     t_torch, t_mods, tv = _import_seconds(2 if quick else 3)
-    rows.append(Row("pipeline", "import explainer.pipeline, .compare, .course (after torch)", t_mods, "s", "", None,
+    rows.append(Row("pipeline", "import explainer.course.pipeline, .compare, .course (after torch)", t_mods, "s", "", None,
                     f"fresh process, fastest of runs; import torch itself {t_torch:.2f} s; torchvision imported: {tv}"))
     return rows

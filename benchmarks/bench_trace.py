@@ -49,10 +49,10 @@ def run(quick: bool = False):
 
     import torch
 
-    from explainer import network as N
-    from explainer import pipeline as P
     from explainer import trace
     from explainer.conventions import DETECTRON2
+    from explainer.course import network as N
+    from explainer.course import pipeline as P
 
     h, w = (400, 672) if quick else (800, 1344)
     shapes = _resnet50_shapes(h, w)

@@ -7,7 +7,7 @@ neither matplotlib nor ipywidgets; drawing lives in ``explainer.viz`` and dashbo
 
 from pathlib import Path
 
-from .conventions import DETECTRON, DETECTRON2, Convention, get_convention  # noqa: F401
+from explainer.conventions import DETECTRON, DETECTRON2, Convention, get_convention  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -18,7 +18,7 @@ def setup_notebook(seed: int = 0, threads: int = 1) -> None:
     ``threads=1`` by default: the course's tensors are small, so a pool of threads mostly waits and wakes; with
     several kernels on a 2-core machine (``make test`` runs three) the pools also compete. On this machine chapter
     10 ran about 3x faster in wall time with one thread than with torch's default. The course's detector is fitted
-    and run on one thread whatever this says (:func:`explainer.course.course_detector`), so its numbers do not
+    and run on one thread whatever this says (:func:`explainer.course.cache.course_detector`), so its numbers do not
     depend on it.
 
     Last, everything imported so far (torch's thousands of modules) is moved out of the garbage collector's
@@ -37,7 +37,7 @@ def setup_notebook(seed: int = 0, threads: int = 1) -> None:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     try:
-        from .viz.style import apply_style
+        from explainer.viz.style import apply_style
     except ImportError:  # matplotlib missing: computations still work
         pass
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 try:
-    from .cli import main
+    from explainer.cli import main
 except KeyboardInterrupt:  # Ctrl-C while torch is still being imported: exit as the command line does
     sys.exit(130)
 

@@ -598,7 +598,7 @@ def read_json(path: Union[str, os.PathLike], what: str) -> Any:
     ``/dev/zero``), a file over :data:`MAX_JSON_BYTES`, bytes that are not UTF-8 JSON, ``NaN`` / ``Infinity`` and
     numbers beyond float64, and nesting deeper than :data:`MAX_JSON_DEPTH`.
     """
-    from .safe_load import Limits, open_untrusted
+    from explainer.checkpoints.safe_load import Limits, open_untrusted
 
     p = os.fspath(path)
     regular_file(p, what)

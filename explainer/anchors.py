@@ -26,10 +26,10 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import _validate as _v
-from ._validate import ArrayLike, as_tensor, finite_number, positive_int, positive_number, size_pair
-from .conventions import DETECTRON2, Convention
-from .pixels import to_continuous, to_inclusive
+from explainer import _validate as _v
+from explainer._validate import ArrayLike, as_tensor, finite_number, positive_int, positive_number, size_pair
+from explainer.conventions import DETECTRON2, Convention, check_convention
+from explainer.pixels import to_continuous, to_inclusive
 
 __all__ = [
     "detectron_cell_anchors",
@@ -193,7 +193,7 @@ def rpn_outputs_per_anchor(objectness_weight: ArrayLike, objectness_bias: ArrayL
     ``size``, ``ratio`` (the anchor each row is read as), ``anchors`` and ``proposals`` (A x 4, image pixels,
     continuous), ``logits``.
     """
-    from .boxes import decode
+    from explainer.boxes import decode
 
     sizes_l, ratios_l = _positive_list(sizes, "sizes"), _positive_list(aspect_ratios, "aspect_ratios")
     stride = positive_number(stride, "stride")
@@ -203,7 +203,7 @@ def rpn_outputs_per_anchor(objectness_weight: ArrayLike, objectness_bias: ArrayL
     if logits.numel() != a or deltas.numel() != 4 * a:
         raise ValueError(f"{len(sizes_l)} sizes x {len(ratios_l)} ratios = {a} anchors need {a} objectness rows and {4 * a} "
                          f"delta rows; got {logits.numel()} and {deltas.numel()}")
-    cell = cell_anchors(stride, sizes_l, ratios_l, convention, dtype=torch.float64) + convention.offset * stride
+    cell = cell_anchors(stride, sizes_l, ratios_l, convention, dtype=torch.float64) + convention.anchor_offset * stride
     if convention.anchor_order == "size_major":
         size, ratio = ([s for s in sizes_l for _ in ratios_l], [r for _ in sizes_l for r in ratios_l])
     else:
@@ -224,7 +224,7 @@ def object_answering_rpn(channels: int, stride: float, sizes: Sequence[float], a
     (A x C x 1 x 1), ``objectness_bias`` (A), ``deltas_weight`` (4A x C x 1 x 1), ``deltas_bias`` (4A) and ``feature``
     (C): the blobs ``rpn_cls_logits_w/_b`` and ``rpn_bbox_pred_w/_b`` of a Detectron checkpoint, and the probe.
     """
-    from .boxes import encode, pairwise_iou
+    from explainer.boxes import encode, pairwise_iou
 
     c = positive_int(channels, "channels")
     stride = positive_number(stride, "stride")
@@ -284,11 +284,10 @@ def cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios: Sequence[
     ``anchor_rounding``: Detectron's rounded sizes (:func:`detectron_cell_anchors`, read as [x1, y1, x2 + 1, y2 + 1]
     and moved from its centre stride / 2 to 0) instead of Detectron2's exact ones (:func:`d2_cell_anchors`);
     ``anchor_order``: rows ratio-major (for each ratio, every size) or size-major. Place them on a grid with
-    :func:`grid_anchors` and ``offset=convention.offset``. Both presets' rows are exactly their codebase's cell
+    :func:`grid_anchors` and ``offset=convention.anchor_offset``. Both presets' rows are exactly their codebase's cell
     anchors in continuous coordinates.
     """
-    if not isinstance(convention, Convention):
-        raise _v.WrongType(f"convention must be an explainer.conventions.Convention, got {type(convention).__name__}")
+    check_convention(convention)
     n_sizes, n_ratios = len(_positive_list(sizes, "sizes")), len(_positive_list(aspect_ratios, "aspect_ratios"))
     if convention.anchor_rounding:
         a = to_continuous(detectron_cell_anchors(stride, sizes, aspect_ratios)) - positive_number(stride, "stride") / 2.0
@@ -368,15 +367,14 @@ def all_level_anchors(image_size: Sequence[int] = (800, 1333), configs: Sequence
     """
     h, w = size_pair(image_size, "image_size")
     configs = list(configs) if configs is not None else fpn_level_configs()
-    if not isinstance(convention, Convention):
-        raise _v.WrongType(f"convention must be an explainer.conventions.Convention, got {type(convention).__name__}")
+    check_convention(convention)
     out = []
     for c in configs:
         fs = (math.ceil(h / c["stride"]), math.ceil(w / c["stride"]))
         cell = cell_anchors(c["stride"], c["sizes"], c["aspect_ratios"], convention)
         if convention.legacy_plus_one:  # x2 - 1 on the A cell anchors rather than on every anchor of the grid
             cell = to_inclusive(cell)
-        out.append(grid_anchors(cell, fs, c["stride"], convention.offset))
+        out.append(grid_anchors(cell, fs, c["stride"], convention.anchor_offset))
     return out
 
 
@@ -388,7 +386,7 @@ def proposal_shift(configs: Sequence[Dict] | None = None, deltas: ArrayLike | No
     each codebase outputs them), the shift of their numeric centres (x1 + x2) / 2 (what a comparison of
     raw outputs sees: (stride - 1) / 2 at OFFSET 0) and of their continuous centres (stride / 2 at OFFSET 0).
     """
-    from .boxes import decode
+    from explainer.boxes import decode
 
     configs = list(configs) if configs is not None else fpn_level_configs()
     off = finite_number(offset, "offset")

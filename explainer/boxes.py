@@ -34,9 +34,10 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import _validate as _v
-from ._validate import ArrayLike, as_boxes, as_tensor, finite_number, image_size, probability
-from .pixels import box_size, to_continuous, to_inclusive
+from explainer import _validate as _v
+from explainer._torchvision import torchvision_op
+from explainer._validate import ArrayLike, as_boxes, as_tensor, finite_number, image_size, probability
+from explainer.pixels import box_size, to_continuous, to_inclusive
 
 __all__ = [
     "to_continuous",
@@ -421,32 +422,6 @@ def _legacy_nms_greedy(b32: torch.Tensor, thresh: float) -> torch.Tensor:
     return torch.tensor(keep, dtype=torch.int64)
 
 
-def _torchvision_nms():
-    """The operator behind ``torchvision.ops.nms`` (``torch.ops.torchvision.nms``, torchvision's C++ kernel).
-
-    ``import torchvision`` costs seconds (its package imports ``torch._dynamo``); when it has not been
-    imported yet, only its compiled operator library is loaded, which takes milliseconds.
-    """
-    import sys
-
-    if "torchvision" not in sys.modules:
-        try:
-            import glob
-            import importlib.util
-            import os
-
-            spec = importlib.util.find_spec("torchvision")
-            libs = glob.glob(os.path.join(os.path.dirname(spec.origin), "_C*.so")) if spec and spec.origin else []
-            if libs and not hasattr(torch.ops.torchvision, "nms"):
-                torch.ops.load_library(libs[0])
-            return torch.ops.torchvision.nms
-        except (OSError, RuntimeError, AttributeError, ImportError):
-            pass
-    import torchvision
-
-    return torchvision.ops.nms
-
-
 def nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Greedy non-maximum suppression: indices (int64) of the kept boxes, in descending score order.
 
@@ -481,7 +456,7 @@ def nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float, *, legacy_plu
     result is exact by construction; otherwise it is checked against the literal float32 formulas and, in the
     rare case that a one-ulp rounding difference changes a decision, recomputed with the literal loop.
     """
-    tv_nms = _torchvision_nms()
+    tv_nms = torchvision_op("nms")   # torch.ops.torchvision.nms: what torchvision.ops.nms calls
     b = _boxes(boxes, "boxes", legacy_plus_one)
     s = as_tensor(scores, "scores")
     if s.dim() == 0 or (s.dim() != 1 and not (s.dim() == 2 and s.shape[1] == 1)):
@@ -661,7 +636,7 @@ def legacy_plus_one_op_checks() -> List[Dict[str, object]]:
     text) and ``differs`` (bool). ``GenerateProposals`` decodes an anchor and clips it; the other
     operators get the check their ``live_check`` names.
     """
-    from .export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS
+    from explainer.export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS
 
     out: List[Dict[str, object]] = []
     for op in CAFFE2_LEGACY_PLUS_ONE_OPS:

@@ -4,12 +4,12 @@
 command         what it does                                                exit codes
 ==============  ==========================================================  ===============================
 ``convert``     a Detectron ``.pkl`` or a maskrcnn-benchmark ``.pth`` to a  0 written, 2 bad input (an
-                Detectron2 checkpoint (:mod:`explainer.checkpoint`); the    existing output without --force)
+                Detectron2 checkpoint (:mod:`explainer.checkpoints`); the    existing output without --force)
                 input is never modified
 ``audit``       a checkpoint's names and shapes against what a model        0 loads, 1 problems found,
-                expects (:func:`explainer.checkpoint.audit`)                2 bad input
+                expects (:func:`explainer.checkpoints.audit`)                2 bad input
 ``diagnose``    why two COCO result files differ                            0 identical, 1 causes found,
-                (:func:`explainer.diagnose.diagnose`)                       2 bad input
+                (:func:`explainer.diagnosis.diagnose`)                       2 bad input
 ``trace``       the first stage where two dumps of a network's stages       0 no divergence, 1 divergence
                 diverge, and why (:func:`explainer.trace.compare`)          and its causes, 2 bad input
 ==============  ==========================================================  ===============================
@@ -35,10 +35,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
-from . import checkpoint as ckpt
-from . import diagnose as diag
-from . import trace
-from ._validate import read_json, regular_file
+from explainer import trace
+from explainer._validate import read_json, regular_file
+from explainer.checkpoints import checkpoint as Ck
+from explainer.diagnosis import report as Dx
 
 __all__ = ["COMMANDS", "EXIT_CODES", "build_parser", "main"]
 
@@ -104,14 +104,14 @@ def _convert(args: argparse.Namespace) -> int:
     try:
         _check_input(args.input, "a Detectron .pkl or maskrcnn-benchmark .pth checkpoint")
         _check_output(args.output, args.input, args.force)
-        ck = ckpt.load_checkpoint(args.input)
+        ck = Ck.load_checkpoint(args.input)
         try:
-            sd, report = ckpt.convert_checkpoint(ck, reorder_anchors=not args.no_reorder_anchors)
+            sd, report = Ck.convert_checkpoint(ck, reorder_anchors=not args.no_reorder_anchors)
         except ValueError as e:
             raise ValueError(f"{args.input}: {e}") from None
         if Path(args.output).resolve() == Path(args.input).resolve():
             raise ValueError(f"{args.output}: is the input file (write the conversion to another file)")
-        ckpt.save_checkpoint(sd, args.output, force=args.force)
+        Ck.save_checkpoint(sd, args.output, force=args.force)
     except FileExistsError:  # appeared since the check above
         return _fail(f"{args.output}: already exists (pass --force to overwrite it, or choose another output)")
     except (ValueError, OSError) as e:
@@ -156,11 +156,11 @@ def _audit(args: argparse.Namespace) -> int:
     try:
         _check_input(args.checkpoint, "a .pkl or .pth checkpoint")
         _check_input(args.expected, "a JSON spec of parameter names and shapes")
-        ck = ckpt.load_checkpoint(args.checkpoint)
+        ck = Ck.load_checkpoint(args.checkpoint)
         tensors = ck.tensors
         if ck.format.startswith("detectron "):
-            tensors, _ = ckpt.convert_checkpoint(ck)
-        res = ckpt.audit(tensors, args.expected)
+            tensors, _ = Ck.convert_checkpoint(ck)
+        res = Ck.audit(tensors, args.expected)
     except (ValueError, OSError) as e:
         return _fail(e)
     if args.json:
@@ -206,9 +206,9 @@ def _diagnose(args: argparse.Namespace) -> int:
         if args.html is not None and Path(args.html).resolve() in (Path(args.reference).resolve(),
                                                                    Path(args.candidate).resolve()):
             raise ValueError(f"{args.html}: the report must not overwrite an input file")
-        d = diag.diagnose(args.reference, args.candidate, image_size=size)
+        d = Dx.diagnose(args.reference, args.candidate, image_size=size)
         if args.html is not None:
-            from .viz.report import write_report  # matplotlib only when a report is asked for
+            from explainer.viz.report import write_report  # matplotlib only when a report is asked for
 
             write_report(d, args.html)
     except RecursionError:  # which file is nested too deeply: the bounded reader says
@@ -292,11 +292,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; returns its exit code (2 and the help when no command is given).
 
     Ctrl-C returns 130 without a traceback; SIGTERM exits with 143 (``SystemExit``) once the ``finally`` clauses
-    have run, so that a file being written is removed (:func:`explainer.checkpoint.exit_on_sigterm`). Any other
+    have run, so that a file being written is removed (:func:`explainer.checkpoints.exit_on_sigterm`). Any other
     unexpected exception is reported in one line with exit code 2.
     """
     try:
-        with ckpt.exit_on_sigterm(TERMINATED):
+        with Ck.exit_on_sigterm(TERMINATED):
             parser = build_parser()
             args = parser.parse_args(argv)
             if not getattr(args, "run", None):

@@ -8,12 +8,12 @@ all of them so that a whole pipeline can be switched at once, or one knob at a t
     from explainer.conventions import DETECTRON, DETECTRON2
     conv = DETECTRON2.replace(roi_aligned=False)   # Detectron2 with the legacy ROIAlign
     DETECTRON2.diff(DETECTRON)                     # the knobs that differ, by name
-    roi_align(x, rois, 7, aligned=conv.aligned, sampling_ratio=conv.sampling_ratio)   # explainer.roi_align
+    roi_align(x, rois, 7, **conv.operator_flags("aligned", "sampling_ratio"))   # explainer.roi_align
 
-Where a bare flag would be ambiguous inside the bundle, the field carries a qualifier
-(``roi_aligned``, ``anchor_offset``, ``hflip_minus_one``) and the bundle also answers to the
-operator's own name through a read-only property (``aligned``, ``offset``, ``minus_one``), so that a
-call reads ``fn(..., aligned=conv.aligned)``.
+One name per knob in each layer: a :class:`Convention` field carries the configuration's name, qualified where a
+bare flag would be ambiguous inside the bundle (``roi_aligned``, ``anchor_offset``, ``hflip_minus_one``); an
+operator takes its own flag (``aligned``, ``offset``, ``minus_one``). :data:`OPERATOR_FLAGS` is the one mapping
+between the two, as Detectron2's ``from_config`` maps a config to an operator's arguments.
 
 Where each default comes from (file paths are in the original repositories):
 
@@ -48,21 +48,33 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Tuple
 
-__all__ = ["Convention", "DETECTRON", "DETECTRON2", "PRESETS", "get_convention", "KNOB_DOCS", "MASK_PASTES"]
+__all__ = ["Convention", "DETECTRON", "DETECTRON2", "PRESETS", "get_convention", "check_convention", "KNOB_DOCS",
+           "OPERATOR_FLAGS", "MASK_PASTES"]
 
 _ANCHOR_ORDERS = ("ratio_major", "size_major")
 #: The two ways of pasting a mask, named after the functions that do it: Detectron's ``core/test.py:segm_results``
 #: and Detectron2's ``layers/mask_ops.py:paste_masks_in_image``.
 MASK_PASTES = ("segm_results", "paste_masks_in_image")
 
+#: The one join between the two layers' names: an operator's own keyword argument (the name a function of this
+#: package takes, as the real operator does) -> the :class:`Convention` knob (the configuration's name) that feeds
+#: it. Where the names are the same, the operator reads the config's name unchanged.
+OPERATOR_FLAGS: Dict[str, str] = {
+    "legacy_plus_one": "legacy_plus_one",   # Caffe2 operators' legacy_plus_one
+    "aligned": "roi_aligned",               # ROIAlign(aligned=...); POOLER_TYPE ROIAlignV2 is True
+    "sampling_ratio": "sampling_ratio",     # ROIAlign(sampling_ratio=...); POOLER_SAMPLING_RATIO
+    "offset": "anchor_offset",              # DefaultAnchorGenerator(offset=...); MODEL.ANCHOR_GENERATOR.OFFSET
+    "minus_one": "hflip_minus_one",         # the flip rule x -> W - x - 1 (explainer.pixels.flip_x)
+}
+
 #: One sentence per knob: what it changes and where a user meets it.
 KNOB_DOCS: Dict[str, str] = {
     "legacy_plus_one": "box width is x2 - x1 + 1 (Caffe2 ops' legacy_plus_one); clip to W-1; NMS suppresses at IoU >= t",
-    "anchor_offset": "MODEL.ANCHOR_GENERATOR.OFFSET (the generator's offset; Convention.offset): first anchor centre at "
+    "anchor_offset": "MODEL.ANCHOR_GENERATOR.OFFSET (the generator's offset argument): first anchor centre at "
                      "offset*stride (continuous coordinates)",
     "anchor_rounding": "round anchor widths/heights to whole pixels (Detectron's np.round in _ratio_enum)",
     "anchor_order": "row order of the cell anchors: ratio-major (Detectron) or size-major (Detectron2)",
-    "roi_aligned": "ROIAlign's aligned (Convention.aligned): True shifts boxes by -0.5 after scaling (POOLER_TYPE ROIAlignV2)",
+    "roi_aligned": "ROIAlign's aligned argument: True shifts boxes by -0.5 after scaling (POOLER_TYPE ROIAlignV2)",
     "sampling_ratio": "ROIAlign samples per bin side; 0 means adaptive ceil(roi/output) (POOLER_SAMPLING_RATIO)",
     "background_first": "class label 0 is background (Detectron) instead of label K (Detectron2)",
     "mask_paste": "how a 28x28 mask is pasted into the image: 'segm_results' (Detectron) or 'paste_masks_in_image' (Detectron2)",
@@ -72,7 +84,7 @@ KNOB_DOCS: Dict[str, str] = {
     "box_smooth_l1_beta": "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA (0 means L1)",
     "keypoint_half_pixel": "keypoints become continuous coordinates (+0.5 on load, -0.5 on export)",
     "hflip_minus_one": "horizontal flip maps x to W - x - 1 (pixel indices) instead of W - x (coordinates); the flips' "
-                       "minus_one (Convention.minus_one)",
+                       "minus_one argument",
 }
 
 
@@ -121,21 +133,19 @@ class Convention:
             if isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0:
                 raise ValueError(f"{knob} must be a number >= 0 (0 means L1), got {b!r}")
 
-    # -- the operators' own names for the qualified fields (read-only) ----------------------
-    @property
-    def aligned(self) -> bool:
-        """ROIAlign's ``aligned`` argument (``POOLER_TYPE`` ROIAlignV2 is True): the field :attr:`roi_aligned`."""
-        return self.roi_aligned
+    # -- the one join between the two layers' names ------------------------------------------
+    def operator_flags(self, *flags: str) -> Dict[str, Any]:
+        """The operators' own keyword arguments, from this bundle's knobs, through :data:`OPERATOR_FLAGS`:
+        ``roi_align(x, rois, 7, **conv.operator_flags("aligned", "sampling_ratio"))``. As Detectron2's
+        ``from_config`` turns config keys into an operator's arguments; with no name, every flag."""
+        unknown = [f for f in flags if f not in OPERATOR_FLAGS]
+        if unknown:
+            raise ValueError(f"flags must be operator flags ({', '.join(OPERATOR_FLAGS)}), got {unknown}")
+        return {f: getattr(self, OPERATOR_FLAGS[f]) for f in (flags or tuple(OPERATOR_FLAGS))}
 
-    @property
-    def offset(self) -> float:
-        """``MODEL.ANCHOR_GENERATOR.OFFSET`` (the anchor generator's ``offset``): the field :attr:`anchor_offset`."""
-        return self.anchor_offset
-
-    @property
-    def minus_one(self) -> bool:
-        """The flip rule x -> W - x - 1 (``minus_one`` of :func:`explainer.pixels.flip_x`): the field :attr:`hflip_minus_one`."""
-        return self.hflip_minus_one
+    def operator_flag(self, flag: str) -> Any:
+        """One operator argument's value from this bundle: ``conv.operator_flag("aligned")`` is ``conv.roi_aligned``."""
+        return self.operator_flags(flag)[flag]
 
     # -- derived, read-only views named after config values --------------------------------
     @property
@@ -160,11 +170,11 @@ class Convention:
     def replace(self, **knobs: Any) -> "Convention":
         """A copy with some knobs changed, named after the change: ``DETECTRON2.replace(roi_aligned=False)``."""
         known = set(self.knobs())
-        views = {"aligned": "roi_aligned", "offset": "anchor_offset", "minus_one": "hflip_minus_one"}
-        given_views = sorted(set(knobs) & set(views))
-        if given_views:
-            v = given_views[0]
-            raise ValueError(f"{v} is a read-only view of the knob {views[v]}; replace {views[v]}=... instead")
+        given_flags = sorted(f for f in set(knobs) & set(OPERATOR_FLAGS) if OPERATOR_FLAGS[f] != f)
+        if given_flags:
+            v = given_flags[0]
+            raise ValueError(f"{v} is an operator's flag; the Convention's knob for it is {OPERATOR_FLAGS[v]}: "
+                             f"replace({OPERATOR_FLAGS[v]}=...)")
         unknown = sorted(set(knobs) - known - {"name"})
         if unknown:
             raise ValueError(
@@ -239,7 +249,18 @@ def get_convention(name_or_convention: "str | Convention") -> Convention:
         key = {"detectron1": "detectron", "d1": "detectron", "d2": "detectron2"}.get(key, key)
         if key in PRESETS:
             return PRESETS[key]
-    from ._validate import WrongType  # here, so that importing the package does not import torch
+    from explainer._validate import WrongType  # here, so that importing the package does not import torch
 
     error = ValueError if isinstance(name_or_convention, str) else WrongType
     raise error(f"name_or_convention must be 'detectron', 'detectron2' or a Convention, got {name_or_convention!r}")
+
+
+def check_convention(convention: Any, name: str = "convention") -> Convention:
+    """``convention`` itself when it is a :class:`Convention`; otherwise a ``ValueError`` naming the argument. The one
+    check every function that takes a Convention uses."""
+    if not isinstance(convention, Convention):
+        from explainer._validate import WrongType  # here, so that importing the package does not import torch
+
+        raise WrongType(f"{name} must be an explainer.conventions.Convention (for example DETECTRON2), "
+                        f"got {type(convention).__name__}")
+    return convention

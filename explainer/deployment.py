@@ -19,9 +19,18 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 
-from . import _validate as _v
-from ._validate import ArrayLike, as_boxes, as_tensor, finite_number, one_of, positive_int, positive_number, size_pair
-from .export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS, CAFFE2_OPS_WITHOUT_PLUS_ONE  # noqa: F401  (re-exported tables)
+from explainer import _validate as _v
+from explainer._validate import (
+    ArrayLike,
+    as_boxes,
+    as_tensor,
+    finite_number,
+    one_of,
+    positive_int,
+    positive_number,
+    size_pair,
+)
+from explainer.export_ops import CAFFE2_LEGACY_PLUS_ONE_OPS, CAFFE2_OPS_WITHOUT_PLUS_ONE  # noqa: F401  (re-exported tables)
 
 __all__ = [
     "RESIZE_MODES",
@@ -32,6 +41,8 @@ __all__ = [
     "roi_align_box_to_crop_and_resize",
     "roi_align_via_crop_and_resize",
     "naive_crop_and_resize_boxes",
+    "naive_roi_align_via_crop_and_resize",
+    "crop_and_resize_grid",
     "same_padding",
     "conv_output_centres",
     "backbone_offsets",
@@ -517,6 +528,36 @@ def roi_align_via_crop_and_resize(features: ArrayLike, boxes: ArrayLike, resolut
     tb = roi_align_box_to_crop_and_resize(boxes, (H, W), 2 * r, spatial_scale, pad_border)
     crops = crop_and_resize(img, tb, 2 * r)
     return torch.nn.functional.avg_pool2d(crops, 2, 2)
+
+
+def naive_roi_align_via_crop_and_resize(features: ArrayLike, boxes: ArrayLike, resolution: int) -> torch.Tensor:
+    """The first thing people try for ROIAlign on TensorFlow: ``crop_and_resize`` at 2R x 2R on the naive boxes
+    (:func:`naive_crop_and_resize_boxes`: corners divided by the map size), then a 2 x 2 average. ``features``:
+    1 x C x H x W; ``boxes``: K x 4 in feature cells (x1, y1, x2, y2). Returns K x C x R x R."""
+    f = as_tensor(features, "features")
+    if f.dim() != 4 or f.shape[0] != 1:
+        raise ValueError(f"features must be 1 x C x H x W, got shape {tuple(f.shape)}")
+    n = 2 * positive_int(resolution, "resolution")
+    nb = naive_crop_and_resize_boxes(boxes, tuple(f.shape[-2:]))
+    return torch.nn.functional.avg_pool2d(crop_and_resize(f, nb, n), 2, 2)
+
+
+def crop_and_resize_grid(boxes: ArrayLike, length: int, crop: int, shift: float = 0.0) -> torch.Tensor:
+    """Where ``crop_and_resize`` samples for the first of ``boxes`` (K x 4, normalised [y1, x1, y2, x2]) on a
+    square map of ``length`` cells, ``crop`` x ``crop`` samples, minus ``shift`` (1 for a map padded by one cell):
+    (crop * crop) x 2 of (x, y) in the unpadded map's pixel indices, row by row, in float64 for drawing."""
+    b = as_tensor(boxes, "boxes").to(torch.float64)
+    if b.dim() != 2 or b.shape[-1] != 4 or len(b) == 0:
+        raise ValueError(f"boxes must be K x 4 with K >= 1, got shape {tuple(b.shape)}")
+    L, n = positive_int(length, "length"), positive_int(crop, "crop")
+    if n < 2:
+        raise ValueError(f"crop must be at least 2 (samples spread from one corner to the other), got {n}")
+    shift = finite_number(shift, "shift")
+    steps = torch.arange(n, dtype=torch.float64)
+    ys = b[0, 0] * (L - 1) + steps * (b[0, 2] - b[0, 0]) * (L - 1) / (n - 1)
+    xs = b[0, 1] * (L - 1) + steps * (b[0, 3] - b[0, 1]) * (L - 1) / (n - 1)
+    Y, X = torch.meshgrid(ys - shift, xs - shift, indexing="ij")
+    return torch.stack([X.reshape(-1), Y.reshape(-1)], 1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 :data:`DIFFERENCES` holds, for every difference the course covers, what each codebase does, the flag that selects
 Detectron's behaviour in Detectron2 (a config key or an operator argument), the fingerprint it leaves (a cause name
-of :data:`explainer.causes.CAUSES` or :data:`explainer.trace_causes.CAUSES`), what its authors published about its
+of :data:`explainer.diagnosis.causes.CAUSES` or :data:`explainer.trace.causes.CAUSES`), what its authors published about its
 effect on trained AP (quoted, with the repository and file), what no flag can set, and the chapter that shows it.
-:func:`measure_on_course_detector` adds the live column: how much the difference changes the outputs of a converted
-model, measured on the course's miniature detector (:mod:`explainer.course`). :func:`compare_settings` scores whole
-configurations against the original (recall, precision, box and mask agreement, separately).
+:func:`explainer.course.measured.measure_on_course_detector` adds the live column: how much the difference changes
+the outputs of a converted model, measured on the course's miniature detector, and
+:func:`explainer.course.measured.compare_settings` scores whole configurations against the original (recall,
+precision, box and mask agreement, separately). This module is data and imports no tool and not the course.
 
 The two measures answer different questions. The published figures are for models *trained* under each setting; the
 live column is for a model trained under Detectron's conventions and *run* under another setting without retraining,
@@ -16,24 +17,12 @@ which is what converting a Detectron model does. Nothing here imports matplotlib
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-import torch
+from explainer import deployment as Dep
+from explainer.conventions import DETECTRON, DETECTRON2, Convention
 
-from . import boxes as B
-from . import deployment as D
-from .causes import CAUSES as DETECTION_CAUSES
-from .causes import CauseInfo
-from .compare import quality
-from .conventions import DETECTRON, DETECTRON2, Convention
-from .masks import mask_iou
-from .pipeline import INFERENCE_KNOBS, Run, Scene
-from .pixels import to_continuous
-from .trace_causes import CAUSES as TRACE_CAUSES
-
-__all__ = ["Source", "Difference", "DIFFERENCES", "PRACTITIONER", "PRACTITIONER_CONFIG", "fingerprint_info",
-           "agreement", "measure_on_course_detector", "compare_settings", "remaining_differences", "table_rows"]
+__all__ = ["Source", "Difference", "DIFFERENCES", "PRACTITIONER", "PRACTITIONER_CONFIG", "table_rows"]
 
 D2_REPO = "facebookresearch/detectron2 @ 02b5c4e"
 D1_REPO = "facebookresearch/Detectron @ 04155a0"
@@ -67,8 +56,8 @@ class Difference:
 
     ``key``: a short identifier; ``title``; ``detectron`` and ``detectron2``: what each does; ``flag``: the config
     key or operator argument that gives Detectron's behaviour in Detectron2 (empty when there is none);
-    ``fingerprint``: a cause name of :data:`explainer.causes.CAUSES` (detections) or
-    :data:`explainer.trace_causes.CAUSES` (a network's stages), see :func:`fingerprint_info`; ``official_effect``:
+    ``fingerprint``: a cause name of :data:`explainer.diagnosis.causes.CAUSES` (detections) or
+    :data:`explainer.trace.causes.CAUSES` (a network's stages), see :func:`explainer.course.measured.fingerprint_info`; ``official_effect``:
     what the authors published about its effect on trained AP; ``source``: the citations behind it;
     ``unfixable``: what no flag sets; ``chapter``: the notebook that shows it; ``when``: ``"inference"``,
     ``"input"`` (preprocessing) or ``"training"``; ``knob``: the :class:`~explainer.conventions.Convention` knob
@@ -320,221 +309,11 @@ PRACTITIONER_CONFIG: Dict[str, Any] = {
     "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": 2,
     "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": 2,
     "MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO": 2,
-    "MODEL.PIXEL_MEAN": list(D.DETECTRON_PIXEL_MEANS), "MODEL.PIXEL_STD": [1.0, 1.0, 1.0],
+    "MODEL.PIXEL_MEAN": list(Dep.DETECTRON_PIXEL_MEANS), "MODEL.PIXEL_STD": [1.0, 1.0, 1.0],
 }
 PRACTITIONER: Convention = DETECTRON2.replace(anchor_offset=DETECTRON.anchor_offset, roi_aligned=DETECTRON.roi_aligned,
                                               sampling_ratio=DETECTRON.sampling_ratio,
                                               name="detectron2, converted-model settings")
-
-
-def fingerprint_info(difference: Difference) -> Tuple[str, CauseInfo]:
-    """The vocabulary (``"detections"`` or ``"stages"``) and the :class:`~explainer.causes.CauseInfo` of a row's
-    fingerprint."""
-    if difference.fingerprint in DETECTION_CAUSES:
-        return "detections", DETECTION_CAUSES[difference.fingerprint]
-    return "stages", TRACE_CAUSES[difference.fingerprint]
-
-
-# --------------------------------------------------------------------------------------------------
-# agreement between two runs: boxes and masks separately
-# --------------------------------------------------------------------------------------------------
-def _continuous(run: Any) -> Mapping[str, torch.Tensor]:
-    """A run's detections with boxes in continuous coordinates (Detectron's inclusive x2, y2 + 1)."""
-    d = dict(run.detections) if isinstance(run, Run) else dict(run)
-    if isinstance(run, Run) and run.convention.legacy_plus_one and len(d["boxes"]):
-        d["boxes"] = to_continuous(d["boxes"])
-    return d
-
-
-def agreement(reference: Any, candidate: Any, box_iou: float = 0.99, mask_iou_at: float = 0.99) -> Dict[str, float]:
-    """How far ``candidate`` reproduces ``reference`` (Runs or detection dicts), boxes and masks counted apart.
-
-    Boxes are compared in continuous coordinates. ``boxes``: the share of the reference's detections with a
-    same-label candidate box at IoU >= ``box_iou`` (one to one); ``masks``: the share whose best same-label match
-    (box IoU >= 0.5, one to one) has mask IoU >= ``mask_iou_at``; ``mean_box_iou`` and ``mean_mask_iou``: the IoU
-    of each reference detection with that match, averaged, 0 for a detection without one (a graded measure);
-    ``n_reference``, ``n_candidate``.
-    """
-    a, b = _continuous(reference), _continuous(candidate)
-    na, nb = len(a["boxes"]), len(b["boxes"])
-    same = 1.0 if na == nb == 0 else 0.0
-    out = {"boxes": same, "masks": same, "mean_box_iou": same, "mean_mask_iou": same, "n_reference": na,
-           "n_candidate": nb}
-    if na == 0 or nb == 0:
-        return out
-    iou = B.pairwise_iou(a["boxes"].float(), b["boxes"].float())
-    iou = torch.where(a["labels"].view(-1, 1) == b["labels"].view(1, -1), iou, torch.zeros_like(iou))
-    out["boxes"] = len(B.greedy_match(iou, box_iou)[0]) / na
-    ii, jj, vals = B.greedy_match(iou, 0.5)[:3]
-    if len(ii):
-        out["mean_box_iou"] = float(vals.sum()) / na
-        if "masks" in a and "masks" in b:
-            m = mask_iou(a["masks"][ii], b["masks"][jj])
-            out["masks"] = int((m >= mask_iou_at).sum()) / na
-            out["mean_mask_iou"] = float(m.sum()) / na
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# the live column
-# --------------------------------------------------------------------------------------------------
-def _bgr_to_rgb_shift(delta_bgr: Sequence[float]) -> torch.Tensor:
-    """A per-channel shift given in BGR 0..255 units, as the 3 x 1 x 1 RGB shift of an image in [0, 1]."""
-    return torch.tensor(list(delta_bgr)[::-1], dtype=torch.float32).view(3, 1, 1) / 255.0
-
-
-def _mean_shift(image: torch.Tensor) -> torch.Tensor:
-    """A model trained with Detectron's mean, given Detectron2's: it sees x - m2 = (x + m1 - m2) - m1."""
-    d = [a - b for a, b in zip(D.DETECTRON_PIXEL_MEANS, D.DETECTRON2_PIXEL_MEAN)]
-    return image + _bgr_to_rgb_shift(d)
-
-
-def _reversed_mean(image: torch.Tensor) -> torch.Tensor:
-    """Detectron2's BGR mean used as an RGB one (tensorpack's order) without reversing: x - m[::-1] = (x + m - m[::-1]) - m."""
-    m = D.DETECTRON2_PIXEL_MEAN
-    return image + _bgr_to_rgb_shift([a - b for a, b in zip(m, m[::-1])])
-
-
-def _swap_channels(image: torch.Tensor) -> torch.Tensor:
-    return image[[2, 1, 0]]
-
-
-#: How each input difference changes the image the course's detector sees (RGB in [0, 1]).
-INPUT_CHANGES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "pixel_mean": _mean_shift, "channel_order": _swap_channels, "pixel_mean_order": _reversed_mean,
-}
-#: The scale of the resize comparison: the test scenes' shorter side goes from 192 to 240 pixels.
-RESIZE_SHORT_EDGE = 240
-
-
-def _to_uint8_bgr(image: torch.Tensor) -> torch.Tensor:
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8)[[2, 1, 0]]
-
-
-def _resized_pair(scene: Scene, short_edge: int) -> Tuple[torch.Tensor, torch.Tensor, float]:
-    """The scene as a uint8 BGR file, preprocessed by Detectron (cv2 on the float image minus the mean) and by
-    Detectron2's resize (PIL on uint8), both with Detectron's mean so that only the resize differs; returned as the
-    RGB [0, 1] images the course's detector reads, and the scale."""
-    bgr = _to_uint8_bgr(scene.image)
-    h, w = scene.image_size
-    d1, scale = D.detectron_preprocess(bgr, short_edge, 10 * max(h, w))
-    d2 = D.detectron2_preprocess(bgr, short_edge, 10 * max(h, w), pixel_mean=D.DETECTRON_PIXEL_MEANS)
-    mean = torch.tensor(D.DETECTRON_PIXEL_MEANS, dtype=torch.float32).view(3, 1, 1)
-    back = [((x + mean) / 255.0)[[2, 1, 0]] for x in (d1, d2)]
-    return back[0], back[1], scale
-
-
-def _scaled_scene(scene: Scene, image: torch.Tensor, scale: float) -> Scene:
-    return Scene(image=image, boxes=scene.boxes * scale, labels=scene.labels,
-                 masks=torch.zeros(0, *image.shape[1:], dtype=torch.bool), class_names=scene.class_names)
-
-
-def _summary(ref_runs: List[Any], cand_runs: List[Any], scenes: Sequence[Scene]) -> Dict[str, Any]:
-    ags = [agreement(r, c) for r, c in zip(ref_runs, cand_runs)]
-    n = sum(a["n_reference"] for a in ags)
-
-    def share(key: str) -> float:
-        return sum(a[key] * a["n_reference"] for a in ags) / n if n else 1.0
-
-    q0, q1 = quality(ref_runs, scenes), quality(cand_runs, scenes)
-    return {"boxes": share("boxes"), "masks": share("masks"), "mean_box_iou": share("mean_box_iou"),
-            "mean_mask_iou": share("mean_mask_iou"), "detections": n,
-            "recall": (q0["recall"], q1["recall"]), "precision": (q0["precision"], q1["precision"])}
-
-
-def _measure_knob(knob: str, run: Callable[[int, Convention], Run], indices: Sequence[int], scenes: Sequence[Scene]):
-    base = DETECTRON2
-    changed = DETECTRON2.replace(**{knob: getattr(DETECTRON, knob)})
-    return _summary([run(i, base) for i in indices], [run(i, changed) for i in indices], scenes)
-
-
-@lru_cache(maxsize=4)
-def _measure_cached(indices: Tuple[int, ...]) -> Tuple[Tuple[str, Any], ...]:
-    from .course import course_detector, run_scene
-
-    course = course_detector()
-    scenes = [course.test[i] for i in indices]
-
-    def run(i: int, conv: Convention) -> Run:
-        return run_scene(i, conv, converted=True)
-
-    out: Dict[str, Any] = {}
-    for d in DIFFERENCES:
-        if d.when == "inference" and d.knob in INFERENCE_KNOBS:
-            out[d.key] = _measure_knob(d.knob, run, indices, scenes)
-        elif d.key in INPUT_CHANGES:
-            change = INPUT_CHANGES[d.key]
-            ref = [run(i, DETECTRON2) for i in indices]
-            cand = [course.converted.run(change(course.test[i].image), DETECTRON2) for i in indices]
-            out[d.key] = _summary(ref, cand, scenes)
-        elif d.key == "input_resize":
-            pairs = [_resized_pair(course.test[i], RESIZE_SHORT_EDGE) for i in indices]
-            big = [_scaled_scene(course.test[i], p[0], p[2]) for i, p in zip(indices, pairs)]
-            ref = [course.converted.run(p[0], DETECTRON2) for p in pairs]
-            cand = [course.converted.run(p[1], DETECTRON2) for p in pairs]
-            out[d.key] = {**_summary(ref, cand, big), "scale": pairs[0][2]}
-    return tuple(out.items())
-
-
-def measure_on_course_detector(scenes: Optional[Sequence[int]] = None) -> Dict[str, Dict[str, Any]]:
-    """The live column: for each row of :data:`DIFFERENCES`, how much the difference changes the outputs of the
-    course's converted detector, over its test scenes (``scenes``: indices; all by default). Cached per process.
-
-    * an inference knob: the converted detector under Detectron2's conventions, against the same with that one
-      knob at Detectron's value;
-    * ``pixel_mean``, ``channel_order``, ``pixel_mean_order``: the same run on the image the model would see
-      (Detectron2's mean instead of Detectron's, channels swapped, the mean in reversed order);
-    * ``input_resize``: the scene saved as uint8, enlarged to a shorter side of :data:`RESIZE_SHORT_EDGE` by
-      Detectron's preprocessing and by Detectron2's resize (both with Detectron's mean);
-    * training-only rows are absent: a converted model's weights are whatever training made them.
-
-    Each entry: ``boxes`` and ``masks`` (shares of the first run's detections reproduced, see :func:`agreement`),
-    ``mean_box_iou`` and ``mean_mask_iou`` (of the matched pairs, weighted by detections), ``detections`` (how
-    many), ``recall`` and ``precision`` as (first run, second run) against the ground truth.
-    """
-    from .course import N_TEST
-
-    indices = tuple(range(N_TEST)) if scenes is None else tuple(int(i) for i in scenes)
-    if not indices or any(not 0 <= i < N_TEST for i in indices):
-        raise ValueError(f"scenes must be indices of the course's test scenes, 0..{N_TEST - 1}; got {scenes!r}")
-    return dict(_measure_cached(indices))
-
-
-def remaining_differences(convention: Convention = PRACTITIONER) -> List[Difference]:
-    """The inference rows that ``convention`` still leaves at Detectron2's value (what no flag set)."""
-    return [d for d in DIFFERENCES if d.when == "inference" and d.knob in INFERENCE_KNOBS
-            and getattr(convention, d.knob) != getattr(DETECTRON, d.knob)
-            and d.key not in ("background_first", "anchor_order")]
-
-
-def compare_settings(scenes: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
-    """Whole configurations against the original (the Detectron-fitted detector under Detectron's conventions), over
-    the course's test scenes: recall and precision of each, and box and mask agreement with the original, apart.
-
-    Rows: the original; the converted weights under Detectron2's defaults; the converted weights under
-    :data:`PRACTITIONER` (OFFSET 0.5, POOLER_TYPE ROIAlign, sampling ratio 2); the weights loaded unconverted. Each:
-    ``setting``, ``convention``, ``converted``, ``recall``, ``precision``, ``detections``, and against the original
-    ``boxes``, ``masks`` (shares reproduced at IoU >= 0.99, :func:`agreement`), ``mean_box_iou``, ``mean_mask_iou``.
-    """
-    from .course import N_TEST, course_detector, run_scene
-
-    indices = list(range(N_TEST)) if scenes is None else [int(i) for i in scenes]
-    course = course_detector()
-    test = [course.test[i] for i in indices]
-    reference = [run_scene(i, DETECTRON) for i in indices]
-    settings = [("Detectron, as fitted (the original)", DETECTRON, False),
-                ("Detectron2 defaults, weights converted", DETECTRON2, True),
-                ("Detectron2 with the converted-model settings", PRACTITIONER, True),
-                ("Detectron2 defaults, weights loaded unconverted", DETECTRON2, False)]
-    rows = []
-    for name, conv, converted in settings:
-        runs = [run_scene(i, conv, converted) for i in indices]
-        q = quality(runs, test)
-        s = _summary(reference, runs, test)
-        rows.append({"setting": name, "convention": conv, "converted": converted, "recall": q["recall"],
-                     "precision": q["precision"], "detections": q["detections"],
-                     **{k: s[k] for k in ("boxes", "masks", "mean_box_iou", "mean_mask_iou")}})
-    return rows
 
 
 def table_rows(measured: Optional[Mapping[str, Mapping[str, Any]]] = None) -> List[List[str]]:

@@ -25,8 +25,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from . import _validate as _v
-from ._validate import ArrayLike, as_tensor, one_of, positive_int
+from explainer import _validate as _v
+from explainer._validate import ArrayLike, as_tensor, one_of, positive_int
 
 __all__ = [
     "background_first_to_last",

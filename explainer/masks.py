@@ -33,11 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _validate as _v
-from ._validate import ArrayLike, as_boxes, as_tensor, image_size, one_of, positive_int, probability
-from .conventions import MASK_PASTES
-from .deployment import cv2_resize
-from .pixels import to_inclusive
+from explainer import _validate as _v
+from explainer._validate import ArrayLike, as_boxes, as_tensor, image_size, one_of, positive_int, probability
+from explainer.conventions import MASK_PASTES
+from explainer.deployment import cv2_resize
+from explainer.pixels import to_inclusive
 
 __all__ = ["expand_boxes", "expanded_box_differences", "detectron_paste_steps", "paste_masks", "mask_iou",
            "boundary_error", "rasterize_disc", "perfect_mask_prediction", "detectron_mask_target",

@@ -21,7 +21,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import torch
 
-from ._validate import (
+from explainer._validate import (
     ArrayLike,
     as_box,
     as_boxes,
@@ -153,7 +153,7 @@ def hflip_boxes(boxes: ArrayLike, width: float, *, minus_one: bool = False) -> t
     ``minus_one=False``: Detectron2 (x1' = W - x2, x2' = W - x1). ``minus_one=True``: Detectron's
     ``roidb.extend_with_flipped_entries`` (x1' = W - x2 - 1, x2' = W - x1 - 1), right for inclusive indices.
     Each is right in its own pixel model: they cover the same pixels. From a convention:
-    ``hflip_boxes(boxes, W, minus_one=conv.minus_one)``.
+    ``hflip_boxes(boxes, W, **conv.operator_flags("minus_one"))``.
     """
     b = as_boxes(boxes, "boxes", legacy_plus_one=flag(minus_one, "minus_one"))
     out = b.clone()

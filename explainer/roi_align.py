@@ -31,12 +31,12 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 
-from . import _validate as _v
-from ._validate import ArrayLike, as_boxes, as_tensor, positive_int, positive_number, size_pair
-from .boxes import area
+from explainer import _validate as _v
+from explainer._validate import ArrayLike, as_boxes, as_tensor, positive_int, positive_number, size_pair
+from explainer.boxes import area
 
 __all__ = ["roi_align", "sampling_points", "sampling_grid_note", "roi_pool", "roi_pool_bins", "assign_fpn_levels", "fpn_level_of_size",
-           "convert_boxes_to_rois", "ramp", "aligned_effect_on_course_detector"]
+           "convert_boxes_to_rois", "ramp"]
 
 _CHUNK_FLOATS = 8_000_000  # about 32 MB of gathered features at a time
 
@@ -279,70 +279,6 @@ def sampling_grid_note(box: Sequence[float], output_size: Union[int, Sequence[in
     else:
         why = f"{size}; sampling_ratio 0 gives ceil(size / output) = {g_h} x {g_w} (h x w) samples per bin"
     return {"roi_size": (rw, rh), "grid": (g_h, g_w), "empty": empty, "why": why}
-
-
-def aligned_effect_on_course_detector(iou: float = 0.5) -> Dict[str, Any]:
-    """Run the course's converted detector (:mod:`explainer.course`) on its test scenes with ``aligned`` True and False.
-
-    The detector was fitted under Detectron's conventions (``aligned=False``) and converted to Detectron2's layout;
-    both runs use Detectron2's conventions and differ only in ``roi_aligned`` (``POOLER_TYPE`` ROIAlignV2 against
-    ROIAlign), which acts in its box head's pooling and in its mask pooling. Detections are matched one to one (same
-    label, box IoU >= ``iou``). Returns ``detections`` ({False: n, True: n}), ``recall`` and ``precision`` against the
-    scenes' ground truth ({False: ..., True: ...}, :func:`explainer.compare.quality` at IoU 0.5), ``matched``, ``box_iou_mean`` and
-    ``box_iou_min`` over the matched pairs, ``box_shift_max`` (largest coordinate difference, px), ``mask_iou_mean``,
-    ``mask_offset`` ({False: (dx, dy), True: (dx, dy)}: the mask's centroid minus its box's centre, image pixels,
-    averaged over the matched pairs whose masks are not empty; it includes each shape's own centroid, e.g. a
-    triangle's lies below its box's centre), and ``mask_offset_change`` and ``mask_offset_change_abs``: the mean and
-    the mean absolute value, over those pairs, of (offset with aligned=True) - (offset with aligned=False).
-    """
-    from .boxes import greedy_match, pairwise_iou
-    from .compare import quality
-    from .conventions import DETECTRON2
-    from .course import N_TEST, course_detector, run_scene
-    from .masks import mask_iou
-
-    iou = _v.probability(iou, "iou")
-    runs = {a: [run_scene(i, DETECTRON2.replace(roi_aligned=a), converted=True).detections for i in range(N_TEST)]
-            for a in (False, True)}
-    scenes = course_detector().test
-    scores = {a: quality(runs[a], scenes) for a in (False, True)}
-    ious: List[float] = []
-    shifts: List[float] = []
-    miou: List[float] = []
-    offsets: Dict[bool, List[torch.Tensor]] = {False: [], True: []}
-    for f, t in zip(runs[False], runs[True]):
-        m = pairwise_iou(f["boxes"], t["boxes"])
-        m = torch.where(f["labels"][:, None] == t["labels"][None, :], m, torch.zeros_like(m))
-        rows, cols, vals = greedy_match(m, iou)
-        ious += vals.tolist()
-        if len(rows):
-            shifts.append(float((f["boxes"][rows] - t["boxes"][cols]).abs().max()))
-            miou += mask_iou(f["masks"][rows], t["masks"][cols]).tolist()
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            o_f, o_t = _mask_offset(f["masks"][r], f["boxes"][r]), _mask_offset(t["masks"][c], t["boxes"][c])
-            if bool(torch.isfinite(o_f).all() and torch.isfinite(o_t).all()):  # an empty mask has no centroid
-                offsets[False].append(o_f)
-                offsets[True].append(o_t)
-    nan2 = (float("nan"), float("nan"))
-    mean_offset = {a: tuple(torch.stack(v).mean(0).tolist()) if v else nan2 for a, v in offsets.items()}
-    change = torch.stack(offsets[True]) - torch.stack(offsets[False]) if offsets[True] else None
-    return {"detections": {a: sum(len(d["boxes"]) for d in runs[a]) for a in (False, True)}, "matched": len(ious),
-            "recall": {a: scores[a]["recall"] for a in scores}, "precision": {a: scores[a]["precision"] for a in scores},
-            "box_iou_mean": sum(ious) / len(ious) if ious else float("nan"), "box_iou_min": min(ious, default=float("nan")),
-            "box_shift_max": max(shifts, default=0.0), "mask_iou_mean": sum(miou) / len(miou) if miou else float("nan"),
-            "mask_offset": mean_offset,
-            "mask_offset_change": tuple(change.mean(0).tolist()) if change is not None else nan2,
-            "mask_offset_change_abs": tuple(change.abs().mean(0).tolist()) if change is not None else nan2}
-
-
-def _mask_offset(mask: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """Centroid of a pasted mask's pixels (pixel centres, continuous coordinates) minus its box's centre: (dx, dy)."""
-    ys, xs = torch.nonzero(mask, as_tuple=True)
-    if len(xs) == 0:
-        return torch.full((2,), float("nan"), dtype=torch.float64)
-    centroid = torch.stack([xs.double().mean(), ys.double().mean()]) + 0.5
-    b = box.double()
-    return centroid - (b[:2] + b[2:]) / 2
 
 
 def _round_half_away(v: float) -> int:

@@ -24,7 +24,7 @@ Sources (paths in the original repositories):
   continuous coordinates, and its keypoints are continuous after the +0.5 of ``load_coco_json``.
   Boxes flip with :func:`explainer.pixels.hflip_boxes`; polygons and keypoints here. Each flip takes the
   knobs that act as booleans (``minus_one``, and ``keypoint_half_pixel`` for keypoints); from a convention,
-  ``minus_one=conv.minus_one``.
+  ``**conv.operator_flags("minus_one")``.
 
 Nothing here imports matplotlib or ipywidgets.
 """
@@ -35,8 +35,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import torch
 
-from . import pixels
-from ._validate import (
+from explainer import pixels
+from explainer._validate import (
     ArrayLike,
     WrongType,
     as_boxes,
@@ -48,7 +48,7 @@ from ._validate import (
     probability,
     size_pair,
 )
-from ._validate import seed as _seed
+from explainer._validate import seed as _seed
 
 __all__ = [
     "select_post_nms_topk",
@@ -161,7 +161,7 @@ def hflip_polygons(polygons: Union[ArrayLike, Sequence[ArrayLike]], width: float
 
     ``minus_one=True`` is Detectron's ``flip_segms`` (W - x - 1): its flipped polygons land one pixel left of
     where the flipped image puts the object; ``minus_one=False`` is Detectron2's W - x, exact. From a
-    convention: ``minus_one=conv.minus_one``.
+    convention: ``**conv.operator_flags("minus_one")``.
     """
     flag(minus_one, "minus_one")
     if isinstance(polygons, torch.Tensor) and polygons.dim() == 1:
@@ -218,7 +218,7 @@ def hflip_keypoints(keypoints: ArrayLike, width: float, flip_map: Sequence[int],
     ``keypoints``: K x 3 or N x K x 3 (x, y, visibility) in COCO's pixel-index space; ``flip_map``: a
     permutation of 0..K-1 that swaps left and right (see :func:`keypoint_flip_indices`). Two knobs act:
     ``keypoint_half_pixel`` (+0.5 before the flip and -0.5 after it) and ``minus_one`` (the flip W - x - 1);
-    from a convention: ``minus_one=conv.minus_one, keypoint_half_pixel=conv.keypoint_half_pixel``.
+    from a convention: ``**conv.operator_flags("minus_one"), keypoint_half_pixel=conv.keypoint_half_pixel``.
 
     * Detectron (``minus_one=True, keypoint_half_pixel=False``; ``flip_keypoints``): x' = W - x - 1 on the pixel
       index, then the swap.
@@ -274,7 +274,7 @@ def synthetic_proposal_batch(n_images: int, n_proposals: int = 2000, image_size:
     (the IoU of each proposal with its best-matching object, Detectron2's convention), plus ``kind``.
     Deterministic for a given seed.
     """
-    from .boxes import pairwise_iou
+    from explainer.boxes import pairwise_iou
 
     n_images = positive_int(n_images, "n_images")
     n_proposals = positive_int(n_proposals, "n_proposals")

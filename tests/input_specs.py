@@ -110,7 +110,7 @@ MUTATIONS: Dict[str, List[Tuple[str, Callable[[Any], Any]]]] = {
 @functools.lru_cache(maxsize=1)
 def _scene_run():
     from explainer.conventions import DETECTRON2
-    from explainer.course import run_scene
+    from explainer.course.cache import run_scene
 
     return run_scene(0, DETECTRON2, True)
 
@@ -202,7 +202,7 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
         "roi_align.ramp": {"size": whole(4)},
         "roi_align.sampling_grid_note": {"box": boxes(BOX1), "output_size": pair((2, 2)), "spatial_scale": num(1.0),
                                          "sampling_ratio": whole(-1), "aligned": flag(False)},
-        "roi_align.aligned_effect_on_course_detector": {"iou": num(0.5)},
+        "course.measured.aligned_effect_on_course_detector": {"iou": num(0.5)},
         # masks
         "masks.expanded_box_differences": {"M": whole(6), "max_coord": whole(12)},
         "masks.detectron_mask_target": {"centre": nums((4.0, 4.5)), "radius": num(2.5), "box": nums((1.0, 2.0, 7.0, 7.0)),
@@ -256,6 +256,9 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
         # deployment
         "deployment.resize_coordinate_map": {"in_size": whole(4), "out_size": whole(6), "mode": choice("align_corners")},
         "deployment.resize": {"image": arr(FEAT), "size": pair((4, 5)), "mode": choice("half_pixel"), "antialias": flag(True)},
+        "deployment.naive_roi_align_via_crop_and_resize": {"features": arr(FEAT), "boxes": boxes(BOX1), "resolution": whole(2)},
+        "deployment.crop_and_resize_grid": {"boxes": arr([[0.1, 0.1, 0.8, 0.9]]), "length": whole(8), "crop": whole(4),
+                                            "shift": num(1.0)},
         "deployment.crop_and_resize": {"image": arr(FEAT), "boxes": arr([[0.1, 0.1, 0.8, 0.9]]), "crop_size": pair((3, 3)),
                                        "extrapolation_value": num(0.0)},
         "deployment.roi_align_box_to_crop_and_resize": {"boxes": boxes(BOX2), "feature_size": pair((8, 8)),
@@ -283,39 +286,40 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
         # conventions
         "conventions.get_convention": {"name_or_convention": choice("detectron")},
         # checkpoint (loading and writing have their own attack suite)
-        "checkpoint.detectron_to_detectron2_name": {"name": Arg("text", "res2_0_branch2a_w")},
-        "checkpoint.synthetic_detectron_checkpoint": {"num_classes": whole(3), "small": flag(True), "seed": whole(0),
+        "checkpoints.checkpoint.detectron_to_detectron2_name": {"name": Arg("text", "res2_0_branch2a_w")},
+        "checkpoints.checkpoint.synthetic_detectron_checkpoint": {"num_classes": whole(3), "small": flag(True), "seed": whole(0),
                                                       "momentum": flag(False)},
-        "checkpoint.detectron2_expected_shapes": {"num_classes": whole(3), "small": flag(True)},
-        "checkpoint.audit": {"state_dict": fixed({"w": torch.ones(2)}), "expected": fixed({"w": [2]})},
-        "checkpoint.convert_detectron_to_detectron2": {"blobs": fixed({"conv1_w": np.ones((2, 3, 1, 1), np.float32)})},
-        "checkpoint.convert_detectron2_to_detectron_predictor": {
+        "checkpoints.checkpoint.example_c4_checkpoint": {"seed": whole(0)},
+        "checkpoints.checkpoint.detectron2_expected_shapes": {"num_classes": whole(3), "small": flag(True)},
+        "checkpoints.checkpoint.audit": {"state_dict": fixed({"w": torch.ones(2)}), "expected": fixed({"w": [2]})},
+        "checkpoints.checkpoint.convert_detectron_to_detectron2": {"blobs": fixed({"conv1_w": np.ones((2, 3, 1, 1), np.float32)})},
+        "checkpoints.checkpoint.convert_detectron2_to_detectron_predictor": {
             "state_dict": fixed({"roi_heads.box_predictor.cls_score.weight": torch.ones(3, 4),
                                  "roi_heads.box_predictor.cls_score.bias": torch.zeros(3),
                                  "roi_heads.box_predictor.bbox_pred.weight": torch.ones(8, 4),
                                  "roi_heads.box_predictor.bbox_pred.bias": torch.zeros(8)}),
             "bg_box_rows": choice("zeros")},
         # pipeline, course, compare (the miniature detector)
-        "pipeline.synthetic_scenes": {"n": whole(1), "image_size": pair((64, 64)), "seed": whole(0), "objects": pair((1, 2))},
-        "pipeline.level_anchors": {"convention": fixed(DETECTRON2), "image_size": pair((64, 64))},
-        "pipeline.cell_anchors": {"convention": fixed(DETECTRON2)},
-        "pipeline.check_convention": {"convention": fixed(DETECTRON2)},
-        "pipeline.colour_maps": {"image": arr(torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)))},
-        "course.run_scene": {"index": whole(0), "convention": fixed(DETECTRON2), "converted": flag(True)},
-        "course.detections_over_scenes": {"convention": fixed(DETECTRON2), "converted": flag(True)},
-        "course.reference_convention": {"hidden": fixed(["roi_aligned"])},
-        "compare.stage_differences": {"run_a": fixed("run"), "run_b": fixed("run")},
-        "compare.first_divergence": {"run_a": fixed("run"), "run_b": fixed("run"), "atol": num(1e-4)},
-        "compare.compare_detections": {"a": fixed("run"), "b": fixed("run"), "iou": num(0.9)},
+        "course.pipeline.synthetic_scenes": {"n": whole(1), "image_size": pair((64, 64)), "seed": whole(0), "objects": pair((1, 2))},
+        "course.pipeline.level_anchors": {"convention": fixed(DETECTRON2), "image_size": pair((64, 64))},
+        "course.pipeline.rpn_cell_anchors": {"convention": fixed(DETECTRON2)},
+        "conventions.check_convention": {"convention": fixed(DETECTRON2)},
+        "course.pipeline.colour_maps": {"image": arr(torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)))},
+        "course.cache.run_scene": {"index": whole(0), "convention": fixed(DETECTRON2), "converted": flag(True)},
+        "course.cache.detections_over_scenes": {"convention": fixed(DETECTRON2), "converted": flag(True)},
+        "course.cache.reference_convention": {"hidden": fixed(["roi_aligned"])},
+        "course.compare.stage_differences": {"run_a": fixed("run"), "run_b": fixed("run")},
+        "course.compare.first_divergence": {"run_a": fixed("run"), "run_b": fixed("run"), "atol": num(1e-4)},
+        "course.compare.compare_detections": {"a": fixed("run"), "b": fixed("run"), "iou": num(0.9)},
         # trace
-        "trace.compare": {"reference": fixed({"x": torch.ones(2, 3)}), "candidate": fixed({"x": torch.ones(2, 3)}),
+        "trace.divergence.compare": {"reference": fixed({"x": torch.ones(2, 3)}), "candidate": fixed({"x": torch.ones(2, 3)}),
                           "atol": num(1e-4), "rtol": num(1e-3)},
-        "trace_causes.shift_map": {"ref": arr(FEAT), "dy": num(0.5), "dx": num(-0.25)},
-        "trace_causes.estimate_shift": {"ref": arr(FEAT), "cand": arr(FEAT), "search": whole(2)},
-        "trace_causes.cause": {"name": choice("shift"), "strength": num(0.5), "evidence": fixed({}),
+        "trace.causes.shift_map": {"ref": arr(FEAT), "dy": num(0.5), "dx": num(-0.25)},
+        "trace.causes.estimate_shift": {"ref": arr(FEAT), "cand": arr(FEAT), "search": whole(2)},
+        "trace.causes.cause": {"name": choice("shift"), "strength": num(0.5), "evidence": fixed({}),
                                "explanation": fixed("moved")},
-        "network.image_to_bgr": {"image": arr(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)))},
-        "network.box_pooler_spec": {"boxes": boxes(BOX2), "aligned": flag(True), "sampling_ratio": whole(2)},
+        "course.network.image_to_bgr": {"image": arr(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)))},
+        "course.network.box_pooler_spec": {"boxes": boxes(BOX2), "aligned": flag(True), "sampling_ratio": whole(2)},
     }
     return s
 
@@ -324,46 +328,46 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
 EXEMPT: Dict[str, str] = {
     "boxes.legacy_plus_one_op_checks": "takes no argument",
     "export_ops.caffe2_ops_rows": "takes no argument",
-    "course.course_detector": "takes no argument",
-    "course.cache_folder": "takes no argument (reads EXPLAINER_CACHE; tests/test_course_cache.py)",
-    "course.fitted_detector": "fits the detector (seconds); its arguments are checked in tests/test_course_cache.py",
-    "network.course_builder": "takes no argument",
-    "checkpoint.load_checkpoint": "files: tests/test_attacks_checkpoint.py",
-    "checkpoint.save_checkpoint": "files: tests/test_attacks_checkpoint.py",
-    "checkpoint.write_detectron_pickle": "files: tests/test_attacks_checkpoint.py",
-    "checkpoint.convert_checkpoint": "takes a loaded Checkpoint: tests/test_attacks_checkpoint.py and test_attacks_cli.py",
-    "checkpoint.detectron_cfg_values": "reads a checkpoint's cfg text (tests/test_checkpoint.py)",
-    "checkpoint.reorder_rpn_anchor_rows": "takes a checkpoint's tensors (tests/test_checkpoint.py)",
-    "checkpoint.exit_on_sigterm": "a context manager: tests/test_attacks_checkpoint.py and tests/test_attacks_cli.py",
-    "trace.load_dump": "files: tests/test_attacks_cli.py (trace)",
-    "trace.trace_command": "files: tests/test_attacks_cli.py (trace)",
-    "trace.single_thread": "a context manager without arguments",
-    "trace.record": "runs a caller's module on the caller's inputs (tests/test_trace.py)",
-    "trace_capture.record": "runs a caller's module on the caller's inputs (tests/test_trace.py)",
-    "trace.onnx_intermediates": "runs a caller's ONNX model (tests/test_trace.py)",
-    "trace.onnx_module_outputs": "reads a caller's ONNX model (tests/test_trace.py)",
-    "trace_capture.onnx_intermediates": "runs a caller's ONNX model (tests/test_trace.py)",
-    "trace_capture.onnx_module_outputs": "reads a caller's ONNX model (tests/test_trace.py)",
-    "network.export_onnx": "exports a caller's module (tests/test_trace.py)",
-    "network.set_resize_mode": "edits an ONNX model (tests/test_trace.py)",
-    "network.onnx_stage_names": "reads an ONNX model (tests/test_trace.py)",
-    "network.course_boxes": "takes a fitted detector and a scene (tests/test_trace.py)",
-    "network.first_divergence_rows": "takes a CaseBuilder (tests/test_trace.py)",
-    "trace_causes.fit_cause": "takes a Stage built by trace.compare, which checks its inputs",
-    "trace_causes.apply_cause": "takes a Cause found by trace.compare",
-    "trace_causes.same_cause": "compares two Causes",
-    "compare.quality": "takes runs and scenes (tests/test_pipeline.py)",
+    "course.cache.course_detector": "takes no argument",
+    "course.cache.cache_folder": "takes no argument (reads EXPLAINER_CACHE; tests/test_course_cache.py)",
+    "course.cache.fitted_detector": "fits the detector (seconds); its arguments are checked in tests/test_course_cache.py",
+    "course.network.course_builder": "takes no argument",
+    "checkpoints.checkpoint.load_checkpoint": "files: tests/test_attacks_checkpoint.py",
+    "checkpoints.checkpoint.save_checkpoint": "files: tests/test_attacks_checkpoint.py",
+    "checkpoints.checkpoint.write_detectron_pickle": "files: tests/test_attacks_checkpoint.py",
+    "checkpoints.checkpoint.convert_checkpoint": "takes a loaded Checkpoint: tests/test_attacks_checkpoint.py and test_attacks_cli.py",
+    "checkpoints.checkpoint.detectron_cfg_values": "reads a checkpoint's cfg text (tests/test_checkpoint.py)",
+    "checkpoints.checkpoint.reorder_rpn_anchor_rows": "takes a checkpoint's tensors (tests/test_checkpoint.py)",
+    "checkpoints.checkpoint.exit_on_sigterm": "a context manager: tests/test_attacks_checkpoint.py and tests/test_attacks_cli.py",
+    "trace.divergence.load_dump": "files: tests/test_attacks_cli.py (trace)",
+    "trace.divergence.trace_command": "files: tests/test_attacks_cli.py (trace)",
+    "trace.divergence.single_thread": "a context manager without arguments",
+    "trace.divergence.record": "runs a caller's module on the caller's inputs (tests/test_trace.py)",
+    "trace.capture.record": "runs a caller's module on the caller's inputs (tests/test_trace.py)",
+    "trace.divergence.onnx_intermediates": "runs a caller's ONNX model (tests/test_trace.py)",
+    "trace.divergence.onnx_module_outputs": "reads a caller's ONNX model (tests/test_trace.py)",
+    "trace.capture.onnx_intermediates": "runs a caller's ONNX model (tests/test_trace.py)",
+    "trace.capture.onnx_module_outputs": "reads a caller's ONNX model (tests/test_trace.py)",
+    "course.network.export_onnx": "exports a caller's module (tests/test_trace.py)",
+    "course.network.set_resize_mode": "edits an ONNX model (tests/test_trace.py)",
+    "course.network.onnx_stage_names": "reads an ONNX model (tests/test_trace.py)",
+    "course.network.course_boxes": "takes a fitted detector and a scene (tests/test_trace.py)",
+    "course.network.first_divergence_rows": "takes a CaseBuilder (tests/test_trace.py)",
+    "trace.causes.fit_cause": "takes a Stage built by trace.compare, which checks its inputs",
+    "trace.causes.apply_cause": "takes a Cause found by trace.compare",
+    "trace.causes.same_cause": "compares two Causes",
+    "course.compare.quality": "takes runs and scenes (tests/test_pipeline.py)",
     "roi_align.fpn_level_of_size": "takes sizes computed from checked boxes (assign_fpn_levels, matching.residuals); NaN refused",
-    "compare.bisect_conventions": "takes a callable (tests/test_pipeline.py)",
-    "pipeline.fit_detector": "fits the detector (seconds); its scenes and convention are checked (tests/test_pipeline.py)",
+    "course.compare.bisect_conventions": "takes a callable (tests/test_pipeline.py)",
+    "course.pipeline.fit_detector": "fits the detector (seconds); its scenes and convention are checked (tests/test_pipeline.py)",
 }
 
 #: Modules whose public callables are checked: the computations (not widgets/ or viz/). The result-file
 #: diagnosis (detections, matching, diagnose, causes, inject) has its own attack suite; ``safe_load`` is the
 #: checkpoint loader's (tests/test_attacks_checkpoint.py); ``cli`` is tests/test_attacks_cli.py's.
 MODULES = ("pixels", "boxes", "anchors", "roi_align", "masks", "labels", "training", "deployment", "conventions",
-           "checkpoint", "pipeline", "course", "compare", "trace", "trace_causes", "trace_capture", "network",
-           "export_ops")
+           "checkpoints.checkpoint", "course.pipeline", "course.cache", "course.compare", "course.measured",
+           "trace.divergence", "trace.causes", "trace.capture", "course.network", "export_ops")
 
 _SPECS: Dict[str, Dict[str, Arg]] = {}
 
@@ -385,7 +389,7 @@ def call(key: str, **override: Any) -> Any:
     """Call ``module.function`` with its valid arguments, some replaced."""
     import importlib
 
-    mod_name, fn_name = key.split(".")
+    mod_name, fn_name = key.rsplit(".", 1)
     fn = getattr(importlib.import_module(f"explainer.{mod_name}"), fn_name)
     kwargs = {k: resolve(a.value) for k, a in specs()[key].items()}
     if key == "training.topk_effect" and kwargs.get("batch") is None:

@@ -1,6 +1,6 @@
 """Run one load (or save) of a hostile file in a child process with a memory cap, a CPU limit and a wall clock.
 
-A server process imports ``explainer.checkpoint`` once (torch takes seconds to import) and runs no torch
+A server process imports ``explainer.checkpoints`` once (torch takes seconds to import) and runs no torch
 operation itself; for each request it forks a child that sets ``RLIMIT_AS`` (its address space at the fork plus
 ``mem`` bytes), ``RLIMIT_CPU`` and ``RLIMIT_FSIZE``, optionally drops to another user, does one thing and reports
 a small JSON: the outcome (``loaded``, ``ValueError``, ``FileExistsError``, the name of any other exception, or
@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 _SERVER = r"""
 import copyreg, json, os, pickle, resource, select, sys, time, traceback
-from explainer import checkpoint as C
-from explainer.safe_load import Limits
+from explainer.checkpoints import checkpoint as Ck
+from explainer.checkpoints.safe_load import Limits
 
 def status(field):
     with open("/proc/self/status") as f:
@@ -37,7 +37,7 @@ def act(req):
         copyreg.add_extension(*req["register_ext"])
     if mode == "load":
         lim = Limits(**req["limits"]) if req.get("limits") else None
-        ck = C.load_checkpoint(path, limits=lim)
+        ck = Ck.load_checkpoint(path, limits=lim)
         return {"format": ck.format, "shapes": {k: list(v.shape) for k, v in list(ck.tensors.items())[:50]},
                 "sums": {k: float(v.double().sum()) for k, v in list(ck.tensors.items())[:50]},
                 "n_parameters": ck.n_parameters}
@@ -51,7 +51,7 @@ def act(req):
         return {}
     if mode == "save":
         import torch
-        C.save_checkpoint({"w": torch.zeros(2)}, path)
+        Ck.save_checkpoint({"w": torch.zeros(2)}, path)
         return {}
     if mode == "cli":
         from explainer.__main__ import main

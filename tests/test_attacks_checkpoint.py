@@ -29,7 +29,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from explainer import checkpoint as C
+from explainer.checkpoints import checkpoint as Ck
 from tests.attack_files import (
     EXT_REGISTRATION,
     P2,
@@ -125,7 +125,7 @@ def test_torch_refusal_is_reworded_without_its_advice(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="weights_only"):  # what torch itself says
         torch.load(path, weights_only=True)
     with pytest.raises(ValueError) as e:
-        C.load_checkpoint(path)
+        Ck.load_checkpoint(path)
     msg = str(e.value)
     assert "restricted loader" in msg and "_reconstruct" in msg and "nothing in it was run" in msg
     assert "weights_only" not in msg and "trust" not in msg and len(msg) < 500
@@ -284,7 +284,7 @@ def test_devices_and_directories(sandbox, tmp_path):
 def test_files_over_the_maximum_size_are_refused_before_reading(sandbox, tmp_path):
     huge = tmp_path / "huge.pkl"
     with open(huge, "wb") as f:  # sparse: nothing is written
-        f.truncate(C.DEFAULT_LIMITS.max_file_bytes + 1)
+        f.truncate(Ck.DEFAULT_LIMITS.max_file_bytes + 1)
     refused(sandbox.run(huge), huge, "over the 8.0 GiB limit")
     small = write(tmp_path / "small.pkl", pickle.dumps({"w": np.zeros(500, np.float32)}))
     refused(sandbox.run(small, limits={"max_file_bytes": 1000}), small, "over the 1000 B limit")
@@ -335,7 +335,7 @@ def test_numpy_pickles_of_every_protocol_load_exactly(tmp_path, protocol):
     path = write(tmp_path / "d2.pkl", pickle.dumps({"model": arrays, "__author__": "test"}, protocol=protocol))
     if protocol == 5:
         assert b"_frombuffer" in path.read_bytes()
-    ck = C.load_checkpoint(path)
+    ck = Ck.load_checkpoint(path)
     assert ck.format == "detectron2 (pkl)" and ck.extra == {"__author__": "test"}
     _same(ck.tensors, arrays)
 
@@ -343,11 +343,11 @@ def test_numpy_pickles_of_every_protocol_load_exactly(tmp_path, protocol):
 def test_python2_detectron_file_with_large_and_0d_arrays(tmp_path):
     arrays = {"fc6_w": np.arange(2 << 18, dtype=np.float32).reshape(512, 1024), "lr": np.array(0.02, np.float32),
               "conv1_w": np.ones((2, 3, 1, 1), np.float32)}
-    path = C.write_detectron_pickle({"blobs": arrays, "cfg": "MODEL:\n  NUM_CLASSES: 81\n"}, tmp_path / "m.pkl")
+    path = Ck.write_detectron_pickle({"blobs": arrays, "cfg": "MODEL:\n  NUM_CLASSES: 81\n"}, tmp_path / "m.pkl")
     data = path.read_bytes()
     # names as Python 2 str (SHORT_BINSTRING), the 2 MiB buffer as BINSTRING, numpy 1's module path
     assert b"cnumpy.core.multiarray\n_reconstruct\n" in data and b"U\x05fc6_w" in data and b"T\x00\x00\x20\x00" in data
-    ck = C.load_checkpoint(path)
+    ck = Ck.load_checkpoint(path)
     assert ck.format == "detectron (pkl)" and ck.extra["cfg"].startswith("MODEL")
     _same(ck.tensors, arrays)
     ref = pickle.loads(data, encoding="latin1")  # how Detectron's load_object reads its files in Python 3
@@ -369,7 +369,7 @@ def test_torch_save_files_load_as_torch_reads_them(tmp_path):
         for info in zin.infolist():
             zout.writestr(info.filename, zin.read(info))
     for path in (stored, deflated):
-        ck = C.load_checkpoint(path)
+        ck = Ck.load_checkpoint(path)
         ref = torch.load(path, weights_only=True)["model"]
         assert ck.format == "detectron2 (pth)" and set(ck.tensors) == set(ref)
         assert all(torch.equal(ck.tensors[k], ref[k]) and ck.tensors[k].shape == ref[k].shape for k in ref)
@@ -381,7 +381,7 @@ def test_legacy_torch_format_is_refused_unread(tmp_path):
     torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))  # a real legacy file
     with pytest.raises(ValueError, match="legacy format"):
-        C.load_checkpoint(path)
+        Ck.load_checkpoint(path)
 
 
 def test_hand_built_archive_is_what_torch_reads(tmp_path):
@@ -390,7 +390,7 @@ def test_hand_built_archive_is_what_torch_reads(tmp_path):
     path = write(tmp_path / "hand.pth", torch_archive(data_pkl({"w": FakeTensor(FakeStorage("0", 6), (2, 3))}),
                                                       {"0": values.tobytes()}))
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.from_numpy(values).reshape(2, 3))
-    assert torch.equal(C.load_checkpoint(path).tensors["w"], torch.from_numpy(values).reshape(2, 3))
+    assert torch.equal(Ck.load_checkpoint(path).tensors["w"], torch.from_numpy(values).reshape(2, 3))
 
 
 @pytest.mark.parametrize("how", ["save .pkl", "save .pth", "protocol 5"])
@@ -402,10 +402,10 @@ def test_batchnorm_counter_is_0d_and_audits_clean(tmp_path, how):
         path = write(tmp_path / "m.pkl", pickle.dumps({"model": {k: v.numpy() for k, v in sd.items()}, "__author__": "x"},
                                                       protocol=5))
     else:
-        path = C.save_checkpoint(sd, tmp_path / f"m{how[-4:]}")
-    ck = C.load_checkpoint(path)
+        path = Ck.save_checkpoint(sd, tmp_path / f"m{how[-4:]}")
+    ck = Ck.load_checkpoint(path)
     assert ck.tensors["1.num_batches_tracked"].shape == ()
-    res = C.audit(ck.tensors, model)
+    res = Ck.audit(ck.tensors, model)
     assert res["ok"] and not res["mismatched"] and res["matched"] == len(sd)
 
 
@@ -427,12 +427,12 @@ def umask():
 @pytest.mark.parametrize("suffix", [".pth", ".pkl"])
 def test_output_mode_follows_the_umask(tmp_path, umask, mask, mode, suffix):
     umask(mask)
-    out = C.save_checkpoint({"w": torch.ones(2)}, tmp_path / f"out{suffix}")
+    out = Ck.save_checkpoint({"w": torch.ones(2)}, tmp_path / f"out{suffix}")
     assert stat.S_IMODE(out.stat().st_mode) == mode
     plain = tmp_path / "plain"
     plain.write_bytes(b"")  # what a normal file write gives, for comparison
     assert stat.S_IMODE(plain.stat().st_mode) == mode
-    pkl = C.write_detectron_pickle({"blobs": {"w": np.ones(2, np.float32)}}, tmp_path / "d.pkl")
+    pkl = Ck.write_detectron_pickle({"blobs": {"w": np.ones(2, np.float32)}}, tmp_path / "d.pkl")
     assert stat.S_IMODE(pkl.stat().st_mode) == mode
 
 
@@ -441,8 +441,8 @@ def test_overwrite_keeps_the_files_mode(tmp_path, umask):
     out = tmp_path / "out.pth"
     out.write_bytes(b"old")
     out.chmod(0o640)
-    C.save_checkpoint({"w": torch.ones(2)}, out, force=True)
-    assert stat.S_IMODE(out.stat().st_mode) == 0o640 and torch.equal(C.load_checkpoint(out).tensors["w"], torch.ones(2))
+    Ck.save_checkpoint({"w": torch.ones(2)}, out, force=True)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640 and torch.equal(Ck.load_checkpoint(out).tensors["w"], torch.ones(2))
 
 
 def test_output_errors_are_value_errors(tmp_path, sandbox, shared_dir):
@@ -450,13 +450,13 @@ def test_output_errors_are_value_errors(tmp_path, sandbox, shared_dir):
     for path, needle in ((tmp_path / "d.pth", "is a directory"), (tmp_path / "nope" / "o.pth", "no such folder"),
                          (tmp_path / "o.txt", "must end in .pth or .pkl")):
         with pytest.raises(ValueError, match=needle):
-            C.save_checkpoint({"w": torch.ones(1)}, path, force=True)
+            Ck.save_checkpoint({"w": torch.ones(1)}, path, force=True)
     (tmp_path / "f").write_text("")
     with pytest.raises(ValueError, match="is not a folder"):
-        C.save_checkpoint({"w": torch.ones(1)}, tmp_path / "f" / "o.pth")
+        Ck.save_checkpoint({"w": torch.ones(1)}, tmp_path / "f" / "o.pth")
     os.mkfifo(tmp_path / "fifo.pth")
     with pytest.raises(ValueError, match="not a regular file"):
-        C.save_checkpoint({"w": torch.ones(1)}, tmp_path / "fifo.pth", force=True)
+        Ck.save_checkpoint({"w": torch.ones(1)}, tmp_path / "fifo.pth", force=True)
     locked = shared_dir / "locked"
     locked.mkdir(mode=0o755)
     if ROOT_USER:  # root writes anywhere: write as an unprivileged user into root's folder
@@ -465,7 +465,7 @@ def test_output_errors_are_value_errors(tmp_path, sandbox, shared_dir):
     else:
         locked.chmod(0o555)
         with pytest.raises(ValueError, match="cannot write in its folder"):
-            C.save_checkpoint({"w": torch.ones(1)}, locked / "o.pth")
+            Ck.save_checkpoint({"w": torch.ones(1)}, locked / "o.pth")
     assert not list(locked.iterdir())
 
 
@@ -474,9 +474,9 @@ def test_temporary_file_is_removed_on_any_exception(tmp_path, monkeypatch, exc):
     def failing_save(obj, f):
         f.write(b"partial" * 1000)
         raise exc("interrupted")
-    monkeypatch.setattr(C.torch, "save", failing_save)
+    monkeypatch.setattr(Ck.torch, "save", failing_save)
     with pytest.raises(exc):
-        C.save_checkpoint({"w": torch.ones(1)}, tmp_path / "o.pth")
+        Ck.save_checkpoint({"w": torch.ones(1)}, tmp_path / "o.pth")
     assert not list(tmp_path.iterdir())
 
 
@@ -484,24 +484,24 @@ def test_failed_write_is_one_value_error(tmp_path, monkeypatch):
     def full_disk(obj, f):
         f.write(b"partial")
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(C.torch, "save", full_disk)
+    monkeypatch.setattr(Ck.torch, "save", full_disk)
     with pytest.raises(ValueError, match="could not be written: No space left on device; nothing was written"):
-        C.save_checkpoint({"w": torch.ones(1)}, tmp_path / "o.pth")
+        Ck.save_checkpoint({"w": torch.ones(1)}, tmp_path / "o.pth")
     assert not list(tmp_path.iterdir())
 
 
 def test_sigterm_exits_cleanly_and_removes_the_temporary_file(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time, torch
-        from explainer import checkpoint as C
+        from explainer.checkpoints import checkpoint as Ck
         def slow_save(obj, f):
             f.write(b"partial" * 1000)
             f.flush()
             print("writing", flush=True)
             time.sleep(60)
-        C.torch.save = slow_save
-        with C.exit_on_sigterm():
-            C.save_checkpoint({{"w": torch.ones(1)}}, {str(tmp_path / "o.pth")!r})
+        Ck.torch.save = slow_save
+        with Ck.exit_on_sigterm():
+            Ck.save_checkpoint({{"w": torch.ones(1)}}, {str(tmp_path / "o.pth")!r})
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
@@ -513,7 +513,7 @@ def test_sigterm_exits_cleanly_and_removes_the_temporary_file(tmp_path):
 
 def test_exit_on_sigterm_restores_the_previous_handler():
     before = signal.getsignal(signal.SIGTERM)
-    with C.exit_on_sigterm():
+    with Ck.exit_on_sigterm():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
 
@@ -523,7 +523,7 @@ def test_exit_on_sigterm_restores_the_previous_handler():
 # --------------------------------------------------------------------------------------------
 def _valid_files(d: Path):
     arrays = {"conv1_w": np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2), "lr": np.array(0.1, np.float32)}
-    files = {"py2.pkl": C.write_detectron_pickle({"blobs": arrays, "cfg": "x"}, d / "py2.pkl").read_bytes(),
+    files = {"py2.pkl": Ck.write_detectron_pickle({"blobs": arrays, "cfg": "x"}, d / "py2.pkl").read_bytes(),
              "p2.pkl": pickle.dumps({"model": arrays, "__author__": "a"}, protocol=2),
              "p5.pkl": pickle.dumps({"model": arrays, "__author__": "a"}, protocol=5)}
     buf = io.BytesIO()

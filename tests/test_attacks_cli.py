@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explainer import checkpoint as C
 from explainer import cli
+from explainer.checkpoints import checkpoint as Ck
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,8 +48,8 @@ def assert_refused(r: subprocess.CompletedProcess, *names: str) -> str:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("cli")
-    (d / "model.pkl").write_bytes(pickle.dumps(C.synthetic_detectron_checkpoint(num_classes=3, small=True), protocol=2))
-    shapes = {n: list(s) for n, s in C.detectron2_expected_shapes(num_classes=3, small=True).items()}
+    (d / "model.pkl").write_bytes(pickle.dumps(Ck.synthetic_detectron_checkpoint(num_classes=3, small=True), protocol=2))
+    shapes = {n: list(s) for n, s in Ck.detectron2_expected_shapes(num_classes=3, small=True).items()}
     (d / "expected.json").write_text(json.dumps(shapes))
     (d / "results.json").write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.9}]))
     os.mkfifo(d / "fifo")

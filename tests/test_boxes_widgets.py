@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from explainer import boxes
+from explainer import boxes as B
 from explainer.widgets.boxes import BoxPairDashboard, IoUBySizeDashboard, NMSDashboard, RegressionDashboard
 
 
@@ -34,8 +34,8 @@ def test_box_pair_follows_the_package_when_the_primary_control_moves():
     a, b = torch.tensor([[1.0, 1, 9, 9]]), torch.tensor([[6.0, 2, 14, 10]])
     iou_line = [line for line in text.splitlines() if line.startswith("IoU")][0]
     got = numbers(iou_line)
-    assert got[0] == pytest.approx(boxes.pairwise_iou(a, b, legacy_plus_one=True).item(), abs=1e-5)
-    assert got[1] == pytest.approx(boxes.pairwise_iou(a, b).item(), abs=1e-5)
+    assert got[0] == pytest.approx(B.pairwise_iou(a, b, legacy_plus_one=True).item(), abs=1e-5)
+    assert got[1] == pytest.approx(B.pairwise_iou(a, b).item(), abs=1e-5)
     # the intersection patch of Detectron2 spans x 6..9, y 2..9
     assert d.i2.get_x() == 6.0 and d.i2.get_width() == 3.0
     d.close()
@@ -44,7 +44,7 @@ def test_box_pair_follows_the_package_when_the_primary_control_moves():
 def test_iou_by_size_readout_matches_package():
     d = IoUBySizeDashboard()
     text = d.update(shift=2.0)
-    got = boxes.iou_by_size([16.0], 2.0)
+    got = B.iou_by_size([16.0], 2.0)
     row = [line for line in text.splitlines() if line.startswith("16 ")][0]
     vals = numbers(row)
     assert vals[1] == pytest.approx(got["detectron"][0].item(), abs=1e-5)
@@ -64,7 +64,7 @@ def test_regression_drift_vanishes_when_the_proposal_is_mapped():
     rows = {line.split()[0]: numbers(line) for line in text.splitlines() if line[:2] in ("x1", "y1", "x2", "y2")}
     prop = torch.tensor([d.result["prop"].tolist()], dtype=torch.float64)
     deltas = torch.tensor([[2.0, -0.5, 1.5, 0.5]], dtype=torch.float64)
-    want = boxes.decode(deltas, prop, (10, 10, 5, 5)) - boxes.decode(deltas, prop, (10, 10, 5, 5), legacy_plus_one=True)
+    want = B.decode(deltas, prop, (10, 10, 5, 5)) - B.decode(deltas, prop, (10, 10, 5, 5), legacy_plus_one=True)
     for i, n in enumerate(("x1", "y1", "x2", "y2")):
         assert rows[n][3] == pytest.approx(want[0, i].item(), abs=1e-4)
     d.close()
@@ -74,8 +74,8 @@ def test_nms_readout_lists_the_kept_sets_of_the_package():
     d = NMSDashboard()
     for t in (0.5, 0.56, 0.7):
         text = d.update(threshold=t)
-        k1 = sorted(boxes.nms(d.BOXES, d.SCORES, t, legacy_plus_one=True).tolist())
-        k2 = sorted(boxes.nms(d.BOXES, d.SCORES, t).tolist())
+        k1 = sorted(B.nms(d.BOXES, d.SCORES, t, legacy_plus_one=True).tolist())
+        k2 = sorted(B.nms(d.BOXES, d.SCORES, t).tolist())
         assert f"Detectron keeps {len(k1)} boxes {k1}" in text
         assert f"Detectron2 keeps {len(k2)} {k2}" in text
     # at 0.5 the exact tie (box 1) and the 0.53 / 0.48 pair (box 2) differ

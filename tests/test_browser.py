@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.course import CHAPTERS
+from tools.chapters import CHAPTERS
 from tools.notebooks import NOTEBOOK_DIR, ROOT
 from tools.present import chapter_url, voila_command, voila_env
 

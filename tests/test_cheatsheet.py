@@ -10,8 +10,8 @@ import types
 
 import pytest
 
-from explainer.causes import CAUSES
 from explainer.conventions import DETECTRON, DETECTRON2, KNOB_DOCS
+from explainer.diagnosis.causes import CAUSES
 from tools import cheatsheet
 
 

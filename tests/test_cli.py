@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from explainer import checkpoint as C
 from explainer import cli
+from explainer.checkpoints import checkpoint as Ck
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def detectron_pkl(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("ckpt") / "model.pkl"
-    p.write_bytes(pickle.dumps(C.synthetic_detectron_checkpoint(num_classes=3, small=True), protocol=2))
+    p.write_bytes(pickle.dumps(Ck.synthetic_detectron_checkpoint(num_classes=3, small=True), protocol=2))
     return p
 
 
@@ -52,7 +52,7 @@ def test_convert_writes_once_and_refuses_to_overwrite(detectron_pkl, tmp_path):
 def test_audit_reports_problems_with_exit_code_1(detectron_pkl, tmp_path):
     good, bad = tmp_path / "three.json", tmp_path / "four.json"
     for path, k in ((good, 3), (bad, 4)):
-        path.write_text(json.dumps({n: list(s) for n, s in C.detectron2_expected_shapes(num_classes=k, small=True).items()}))
+        path.write_text(json.dumps({n: list(s) for n, s in Ck.detectron2_expected_shapes(num_classes=k, small=True).items()}))
     r = run("audit", str(detectron_pkl), "--expected", str(good))
     assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
     r = run("audit", str(detectron_pkl), "--expected", str(bad), "--json")

@@ -34,17 +34,50 @@ def test_derived_views_follow_the_knobs():
     assert DETECTRON.clip_max_offset == 1 and DETECTRON2.clip_max_offset == 0
 
 
-def test_operator_names_are_read_only_views_of_the_qualified_knobs():
+def test_one_mapping_joins_the_knobs_to_the_operators_flags():
+    from explainer.conventions import OPERATOR_FLAGS
+
+    # each operator flag is fed by exactly one knob, and every target is a real field
+    assert len(set(OPERATOR_FLAGS.values())) == len(OPERATOR_FLAGS)
+    assert set(OPERATOR_FLAGS.values()) <= set(DETECTRON.knobs())
     for conv in (DETECTRON, DETECTRON2, DETECTRON2.replace(roi_aligned=False, anchor_offset=0.25, hflip_minus_one=True)):
-        assert conv.aligned is conv.roi_aligned
-        assert conv.offset == conv.anchor_offset
-        assert conv.minus_one is conv.hflip_minus_one
-    assert (DETECTRON.aligned, DETECTRON.offset, DETECTRON.minus_one) == (False, 0.5, True)
-    assert (DETECTRON2.aligned, DETECTRON2.offset, DETECTRON2.minus_one) == (True, 0.0, False)
-    with pytest.raises(ValueError, match="aligned is a read-only view of the knob roi_aligned"):
+        flags = conv.operator_flags()
+        assert flags == {"legacy_plus_one": conv.legacy_plus_one, "aligned": conv.roi_aligned,
+                         "sampling_ratio": conv.sampling_ratio, "offset": conv.anchor_offset,
+                         "minus_one": conv.hflip_minus_one}
+        assert conv.operator_flag("aligned") is conv.roi_aligned
+    assert DETECTRON.operator_flags("aligned", "offset", "minus_one") == {"aligned": False, "offset": 0.5, "minus_one": True}
+    assert DETECTRON2.operator_flags("aligned", "offset", "minus_one") == {"aligned": True, "offset": 0.0, "minus_one": False}
+    with pytest.raises(ValueError, match="flags must be operator flags"):
+        DETECTRON2.operator_flags("roi_aligned")
+
+
+def test_one_name_per_knob_in_each_layer():
+    # the bundle has no second name for a knob, and replace() names the knob to use for an operator's flag
+    for twin in ("aligned", "offset", "minus_one"):
+        assert not hasattr(DETECTRON2, twin), twin
+    with pytest.raises(ValueError, match=r"aligned is an operator's flag; the Convention's knob for it is roi_aligned"):
         DETECTRON2.replace(aligned=False)
-    with pytest.raises(AttributeError):
-        DETECTRON2.offset = 0.5  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DETECTRON2.anchor_offset = 0.5  # type: ignore[misc]
+
+
+def test_the_operators_take_the_flags_the_mapping_gives():
+    # every operator flag is a keyword of a real function of the package, under that exact name
+    import inspect
+
+    from explainer import anchors as A
+    from explainer import boxes as B
+    from explainer import pixels
+    from explainer import roi_align as R
+
+    takes = {"legacy_plus_one": B.pairwise_iou, "aligned": R.roi_align, "sampling_ratio": R.roi_align,
+             "offset": A.grid_anchors, "minus_one": pixels.hflip_boxes}
+    from explainer.conventions import OPERATOR_FLAGS
+
+    assert set(takes) == set(OPERATOR_FLAGS)
+    for flag, fn in takes.items():
+        assert flag in inspect.signature(fn).parameters, (flag, fn.__name__)
 
 
 def test_mask_paste_is_named_after_the_original_functions():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from explainer import deployment as D
+from explainer import deployment as Dep
 from explainer import masks as Mk
 from tests.crosscheck import require
 
@@ -53,7 +53,7 @@ def test_cv2_resize_dsize_bit_for_bit(opencv_own_code):
     for img, (h, w) in _cases(0, 300):
         ref = cv2.resize(img, (w, h))
         ref = ref[:, :, None] if ref.ndim == 2 else ref
-        assert np.array_equal(_hwc(D.cv2_resize(_chw(img), (h, w))), ref), (img.shape, (h, w))
+        assert np.array_equal(_hwc(Dep.cv2_resize(_chw(img), (h, w))), ref), (img.shape, (h, w))
 
 
 @pytest.mark.parametrize("fx", [0.5, 0.75, 1.5625, 5 / 3, 2.0, 0.3333, 1.001])
@@ -65,7 +65,7 @@ def test_cv2_resize_fx_bit_for_bit(opencv_own_code, fx):
             continue
         img = rng.standard_normal((H, W, 3)).astype(np.float32) * 50
         ref = cv2.resize(img, None, None, fx=fx, fy=fx, interpolation=cv2.INTER_LINEAR)
-        got = _hwc(D.cv2_resize(_chw(img), fx=fx))
+        got = _hwc(Dep.cv2_resize(_chw(img), fx=fx))
         assert got.shape == ref.shape and np.array_equal(got, ref), (img.shape, fx)
 
 
@@ -76,7 +76,7 @@ def test_cv2_resize_within_ipp_rounding():
     for img, (h, w) in _cases(1, 200):
         ref = cv2.resize(img, (w, h))
         ref = ref[:, :, None] if ref.ndim == 2 else ref
-        got = _hwc(D.cv2_resize(_chw(img), (h, w)))
+        got = _hwc(Dep.cv2_resize(_chw(img), (h, w)))
         worst = max(worst, float(np.abs(got - ref).max() / np.abs(img).max()))
     assert worst < 1e-5        # a few float32 units of the image's range (measured: about 1e-6)
 
@@ -85,7 +85,7 @@ def test_detectron_image_preprocessing_equals_opencv(opencv_own_code):
     # prep_im_for_blob: float32 image, minus the float64 PIXEL_MEANS in place, cv2.resize with fx = fy = im_scale
     rng = np.random.default_rng(7)
     bgr = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    blob, scale = D.detectron_preprocess(torch.from_numpy(bgr).permute(2, 0, 1), target_size=60, max_size=100)
+    blob, scale = Dep.detectron_preprocess(torch.from_numpy(bgr).permute(2, 0, 1), target_size=60, max_size=100)
     im = bgr.astype(np.float32, copy=True)
     im -= np.array([[[102.9801, 115.9465, 122.7717]]])
     ref = cv2.resize(im, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
@@ -101,7 +101,7 @@ def test_mask_resizes_equal_opencv(opencv_own_code, M):
     for h in range(1, 51, 3):
         for w in range(1, 51, 2):
             ref = cv2.resize(padded, (w, h))
-            assert np.array_equal(D.cv2_resize(torch.from_numpy(padded), (h, w)).numpy(), ref), (h, w)
+            assert np.array_equal(Dep.cv2_resize(torch.from_numpy(padded), (h, w)).numpy(), ref), (h, w)
 
 
 def test_paste_of_pinned_box_equals_opencv_pipeline(opencv_own_code):

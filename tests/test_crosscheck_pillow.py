@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from explainer import deployment as D
+from explainer import deployment as Dep
 from tests.crosscheck import require
 
 Image = require("PIL.Image", module_level=True)
@@ -35,10 +35,10 @@ def test_uint8_bit_for_bit_in_one_of_the_two_pass_orders():
         img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
         ref = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
         x = torch.from_numpy(img).permute(2, 0, 1)
-        hv = D.pil_resize(x, (h, w)).permute(1, 2, 0).numpy()
+        hv = Dep.pil_resize(x, (h, w)).permute(1, 2, 0).numpy()
         if np.array_equal(hv, ref):
             continue
-        vh = D.pil_resize(x, (h, w), vertical_first=True).permute(1, 2, 0).numpy()
+        vh = Dep.pil_resize(x, (h, w), vertical_first=True).permute(1, 2, 0).numpy()
         assert np.array_equal(vh, ref), ((H, W), (h, w))
         assert np.abs(hv.astype(int) - vh).max() <= 1
         vertical += 1
@@ -49,25 +49,25 @@ def test_float_mode_bit_for_bit():
     for (H, W), (h, w), rng in _sizes(1, 200):
         img = rng.random((H, W), dtype=np.float32) * 10
         ref = np.asarray(Image.fromarray(img, mode="F").resize((w, h), Image.BILINEAR))
-        hv = D.pil_resize(torch.from_numpy(img), (h, w)).numpy()
-        assert np.array_equal(hv, ref) or np.array_equal(D.pil_resize(torch.from_numpy(img), (h, w), True).numpy(), ref)
+        hv = Dep.pil_resize(torch.from_numpy(img), (h, w)).numpy()
+        assert np.array_equal(hv, ref) or np.array_equal(Dep.pil_resize(torch.from_numpy(img), (h, w), True).numpy(), ref)
 
 
 def test_resize_antialias_is_pil_bilinear():
     for (H, W), (h, w), rng in _sizes(2, 200):
         img = rng.random((H, W), dtype=np.float32) * 10
         ref = np.asarray(Image.fromarray(img, mode="F").resize((w, h), Image.BILINEAR))
-        got = D.resize(torch.from_numpy(img)[None].double(), (h, w), "half_pixel", antialias=True)[0].numpy()
+        got = Dep.resize(torch.from_numpy(img)[None].double(), (h, w), "half_pixel", antialias=True)[0].numpy()
         np.testing.assert_allclose(got, ref, atol=2e-5, rtol=0)
         if h >= H and w >= W:       # enlarging: PIL's filter is plain bilinear
-            plain = D.resize(torch.from_numpy(img)[None].double(), (h, w), "half_pixel")[0].numpy()
+            plain = Dep.resize(torch.from_numpy(img)[None].double(), (h, w), "half_pixel")[0].numpy()
             np.testing.assert_allclose(plain, ref, atol=2e-5, rtol=0)
 
 
 def test_plain_bilinear_is_not_pil_when_shrinking():
     img = np.random.default_rng(3).random((40, 40), dtype=np.float32) * 10
     ref = np.asarray(Image.fromarray(img, mode="F").resize((10, 10), Image.BILINEAR))
-    plain = D.resize(torch.from_numpy(img)[None], (10, 10), "half_pixel")[0].numpy()
+    plain = Dep.resize(torch.from_numpy(img)[None], (10, 10), "half_pixel")[0].numpy()
     assert np.abs(plain - ref).max() > 0.5
 
 
@@ -75,7 +75,7 @@ def test_detectron2_preprocessing_equals_pillow_and_numpy():
     # ResizeShortestEdge(60, 100): newh, neww rounded half up; PIL BILINEAR on the uint8 BGR array; then x - PIXEL_MEAN
     rng = np.random.default_rng(5)
     bgr = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    got = D.detectron2_preprocess(torch.from_numpy(bgr).permute(2, 0, 1), short_edge=60, max_size=100)
+    got = Dep.detectron2_preprocess(torch.from_numpy(bgr).permute(2, 0, 1), short_edge=60, max_size=100)
     scale = 60 / 37
     h, w = 60, int(53 * scale + 0.5)
     resized = np.asarray(Image.fromarray(bgr).resize((w, h), Image.BILINEAR))

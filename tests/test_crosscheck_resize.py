@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explainer import deployment as D
+from explainer import deployment as Dep
 from tests.crosscheck import require
 
 onnx = require("onnx", module_level=True)
@@ -40,12 +40,12 @@ def _ort_resize(x: np.ndarray, size, mode: str, opset: int = 13) -> np.ndarray:
     return sess.run(None, {"X": x})[0]
 
 
-@pytest.mark.parametrize("mode", D.RESIZE_MODES)
+@pytest.mark.parametrize("mode", Dep.RESIZE_MODES)
 @pytest.mark.parametrize("in_size", [(5, 8), (1, 6), (12, 3)])
 @pytest.mark.parametrize("out_size", SIZES)
 def test_resize_equals_onnxruntime(mode, in_size, out_size):
     x = torch.rand(1, 2, *in_size, generator=torch.Generator().manual_seed(hash((in_size, out_size)) % 1000))
-    got = D.resize(x, out_size, mode)
+    got = Dep.resize(x, out_size, mode)
     ref = _ort_resize(x.numpy(), out_size, mode)
     np.testing.assert_allclose(got.numpy(), ref, atol=2e-6, rtol=0)
 

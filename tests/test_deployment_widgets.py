@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from explainer import deployment as D
+from explainer import deployment as Dep
 from explainer.widgets.deployment import (
     BackboneOffsetsDashboard,
     CropAndResizeDashboard,
@@ -43,7 +43,7 @@ def test_backbone_offsets_readout():
     # stride, feature size, main (3x3), its shortcut, main (1x1): as explainer.deployment.backbone_offsets says
     assert lines[-1].split() == ["32", "32", "31", "3", "3"]
     text = d.update(size=1333)
-    want = D.backbone_offsets(1333)
+    want = Dep.backbone_offsets(1333)
     assert text.splitlines()[-1].split()[:3] == ["32", str(want[-1]["size"]), f"{want[-1]['main']:g}"]
     text = d.update(padding="symmetric")
     assert all(line.split()[2:] == ["0", "0", "0"] for line in text.splitlines()[1:])

@@ -1,9 +1,9 @@
 """The diagnosis names the cause it is shown, on generated cases, at least 95% of the time.
 
-The generator below is independent of :func:`explainer.diagnose.inject`: it draws random detections and
+The generator below is independent of :func:`explainer.diagnosis.inject`: it draws random detections and
 applies each cause with its own formula, with random magnitudes and mild noise on top (box coordinates
-jittered by 0.02 px, scores by 1e-4), then asks :func:`diagnose` to name it. Every run measures the rate
-over 200 seeds per cause.
+jittered by 0.02 px, scores by 1e-4), then asks :func:`diagnose` to name it. ``make test`` measures the
+rate over 200 seeds per cause; ``make test-fast`` over the first 50 (the 200-seed test is marked ``slow``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from explainer import diagnose as D
 from explainer.cli import main as cli
+from explainer.diagnosis import report as Dx
 
 SEEDS = range(200)
 H, W = 480, 640
@@ -282,22 +282,42 @@ def test_vocabulary_is_documented():
     required = {"identical", "plus_one", "half_pixel_shift", "scale", "anisotropic_scale", "translation",
                 "xywh_as_xyxy", "label_offset", "label_permutation", "coco_category_ids", "keypoint_half_pixel",
                 "flip_off_by_one", "mask_paste", "threshold_or_topk", "numerical_noise"}
-    assert required <= set(D.CAUSES)
-    for name, info in D.CAUSES.items():
+    assert required <= set(Dx.CAUSES)
+    for name, info in Dx.CAUSES.items():
         assert info.meaning and info.fingerprint and info.fix, name
 
 
-@pytest.mark.parametrize("cause", STRUCTURED)
-def test_each_cause_ranked_first_in_95_percent_of_200_seeds(cause):
-    seeds = SEEDS
-    wrong = []
+_MISSES: dict = {}
+
+
+def _misses(cause: str, seeds: range) -> list:
+    """The seeds (with the top three names) where ``cause`` is not ranked first; each seed diagnosed once a run."""
+    out = []
     for seed in seeds:
-        ref, cand = case(cause, seed)
-        d = D.diagnose(ref, cand)
-        if d.top.name != cause:
-            wrong.append((seed, d.names[:3]))
+        if (cause, seed) not in _MISSES:
+            ref, cand = case(cause, seed)
+            d = Dx.diagnose(ref, cand)
+            _MISSES[cause, seed] = None if d.top.name == cause else d.names[:3]
+        if _MISSES[cause, seed] is not None:
+            out.append((seed, _MISSES[cause, seed]))
+    return out
+
+
+@pytest.mark.parametrize("cause", STRUCTURED)
+def test_each_cause_ranked_first_in_95_percent_of_the_first_50_seeds(cause):
+    # make test-fast's share of the measurement below
+    seeds = SEEDS[:50]
+    wrong = _misses(cause, seeds)
     rate = 1 - len(wrong) / len(seeds)
     assert rate >= 0.95, f"{cause}: ranked first in {rate:.1%} of {len(seeds)} seeds; misses: {wrong[:5]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cause", STRUCTURED)
+def test_each_cause_ranked_first_in_95_percent_of_200_seeds(cause):
+    wrong = _misses(cause, SEEDS)
+    rate = 1 - len(wrong) / len(SEEDS)
+    assert rate >= 0.95, f"{cause}: ranked first in {rate:.1%} of {len(SEEDS)} seeds; misses: {wrong[:5]}"
 
 
 @pytest.mark.parametrize("variant", sorted(LABEL_VARIANTS))
@@ -308,7 +328,7 @@ def test_label_causes_hold_when_categories_are_sparse(variant):
     wrong = []
     for seed in seeds:
         ref, cand = case(variant, seed)
-        d = D.diagnose(ref, cand)
+        d = Dx.diagnose(ref, cand)
         if d.top.name != expected(variant):
             wrong.append((seed, d.names[:3]))
     rate = 1 - len(wrong) / len(seeds)
@@ -330,7 +350,7 @@ def test_geometric_and_label_causes_together_under_float_noise(pair):
     want = {pair[0], expected(pair[1])}
     for seed in seeds:
         ref, cand = case(pair[0], 5000 + seed, extra=(pair[1],), box_sigma=0.003, score_sigma=1e-6)
-        names = D.diagnose(ref, cand).names
+        names = Dx.diagnose(ref, cand).names
         if not want <= set(names[:3]):
             missed.append((seed, names[:4]))
     assert len(missed) <= 0.05 * len(seeds), f"{pair}: {len(missed)} of {len(seeds)} missed, e.g. {missed[:3]}"
@@ -348,7 +368,7 @@ def test_two_causes_together_are_both_found(pair):
     missed = []
     for seed in seeds:
         ref, cand = case(pair[0], seed, extra=pair[1:])
-        names = D.diagnose(ref, cand).names
+        names = Dx.diagnose(ref, cand).names
         if not set(pair) <= set(names):
             missed.append((seed, names))
     assert len(missed) <= 0.05 * len(seeds), f"{pair}: {len(missed)} of {len(seeds)} missed, e.g. {missed[:3]}"
@@ -357,7 +377,7 @@ def test_two_causes_together_are_both_found(pair):
 def test_identical_inputs_are_identical():
     for seed in range(20):
         ref, _ = case("plus_one", seed)
-        d = D.diagnose(ref, copy_side(ref))
+        d = Dx.diagnose(ref, copy_side(ref))
         assert d.names == ["identical"]
         assert d.n_matched == d.n_reference == d.n_candidate
 
@@ -367,27 +387,27 @@ def test_unrelated_sets_are_called_unrelated_not_explained():
         rng = np.random.default_rng(10_000 + seed)
         ref = random_side(rng, n_images=3)
         cand = random_side(rng, n_images=3)
-        d = D.diagnose(ref, cand)
+        d = Dx.diagnose(ref, cand)
         assert d.names == ["unrelated"], (seed, d.names)
 
 
 def test_fix_and_evidence_carry_the_numbers():
     ref, cand = case("scale", 3)
-    d = D.diagnose(ref, cand)
+    d = Dx.diagnose(ref, cand)
     rng = np.random.default_rng(3)
     random_side(rng)  # replay the generator to recover the factor it drew
     s = away_from(rng, 0.4, 2.5, (1.0,), 0.05)
     assert d.top.evidence["factor"] == pytest.approx(s, rel=1e-3)
     assert "rescale" in d.top.fix
     ref, cand = case("label_offset", 5)
-    top = D.diagnose(ref, cand).top
+    top = Dx.diagnose(ref, cand).top
     diffs = {int(c - r) for r, c in zip(ref[0]["labels"], cand[0]["labels"])}
     assert diffs == {top.evidence["offset"]}
 
 
 def test_residuals_are_candidate_minus_reference():
     ref, cand = case("plus_one", 1)
-    d = D.diagnose(ref, cand)
+    d = Dx.diagnose(ref, cand)
     assert d.n_matched == d.n_reference
     torch.testing.assert_close(d.residuals["dx2"], d.pairs["cand_boxes"][:, 2] - d.pairs["ref_boxes"][:, 2])
     assert float(d.residuals["dx2"].median()) == pytest.approx(1.0, abs=0.05)
@@ -405,8 +425,8 @@ def test_coco_files_and_tensor_forms_give_the_same_diagnosis(tmp_path):
 
     (tmp_path / "r.json").write_text(json.dumps(coco(ref)))
     (tmp_path / "c.json").write_text(json.dumps(coco(cand)))
-    a = D.diagnose(str(tmp_path / "r.json"), str(tmp_path / "c.json"))
-    b = D.diagnose(ref, cand)
+    a = Dx.diagnose(str(tmp_path / "r.json"), str(tmp_path / "c.json"))
+    b = Dx.diagnose(ref, cand)
     assert set(a.names) == set(b.names) >= {"plus_one", "label_offset"}
     assert a.n_matched == b.n_matched
 
@@ -416,16 +436,16 @@ def test_inject_agrees_with_the_independent_generator():
     ref = random_side(rng, keypoints=True, classes=80)
     for cause, kw in [("plus_one", {}), ("scale", {"factor": 0.8}), ("xywh_as_xyxy", {}),
                       ("coco_category_ids", {}), ("keypoint_half_pixel", {})]:
-        injected = D.inject(strip(ref), cause, **kw)
-        assert D.diagnose(strip(ref), injected).top.name == cause
+        injected = Dx.inject(strip(ref), cause, **kw)
+        assert Dx.diagnose(strip(ref), injected).top.name == cause
 
 
 def test_a_side_with_no_detections_is_described():
     ref, _ = case("plus_one", 0)
     empty = {k: {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, int)} for k in ref}
-    d = D.diagnose(ref, empty)
+    d = Dx.diagnose(ref, empty)
     assert d.names == ["no_detections"] and d.n_candidate == 0 and "candidate" in d.top.explanation.lower()
-    d = D.diagnose([], [])
+    d = Dx.diagnose([], [])
     assert d.names == ["no_detections"] and "both" in d.top.explanation.lower()
 
 
@@ -444,7 +464,7 @@ def write(tmp_path, name, text):
 def test_malformed_json_names_the_file_and_position(tmp_path):
     p = write(tmp_path, "bad.json", '[{"image_id": 1, "bbox": [1, 2, 3, 4],')
     with pytest.raises(ValueError, match=r"bad\.json: not valid JSON \(line 1"):
-        D.diagnose(p, [GOOD])
+        Dx.diagnose(p, [GOOD])
 
 
 @pytest.mark.parametrize("entry,match", [
@@ -457,23 +477,23 @@ def test_malformed_json_names_the_file_and_position(tmp_path):
 def test_bad_entries_name_file_entry_and_field(tmp_path, entry, match):
     p = write(tmp_path, "cand.json", json.dumps([GOOD, entry]))
     with pytest.raises(ValueError, match=r"cand\.json: " + match):
-        D.diagnose([GOOD], p)
+        Dx.diagnose([GOOD], p)
 
 
 def test_mismatched_image_ids_are_refused_with_both_sets():
     other = {**GOOD, "image_id": 2}
     with pytest.raises(ValueError, match=r"share no image id: reference has 1, candidate has 2"):
-        D.diagnose([GOOD], [other])
+        Dx.diagnose([GOOD], [other])
 
 
 def test_tensor_boxes_with_negative_width_are_refused():
     with pytest.raises(ValueError, match=r"candidate: image 0: field 'boxes' row 0 has a negative width"):
-        D.diagnose({"boxes": [[0, 0, 5, 5]]}, {"boxes": [[5, 0, 0, 5]]})
+        Dx.diagnose({"boxes": [[0, 0, 5, 5]]}, {"boxes": [[5, 0, 0, 5]]})
 
 
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"nope\.json: no such file \(the reference; expected a COCO results"):
-        D.diagnose(str(tmp_path / "nope.json"), [GOOD])
+        Dx.diagnose(str(tmp_path / "nope.json"), [GOOD])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,7 +527,7 @@ def test_an_image_missing_on_one_side_is_noted_not_refused():
     ref, cand = case("label_offset", 2)
     last = max(cand)
     del cand[last]
-    d = D.diagnose(ref, cand)
+    d = Dx.diagnose(ref, cand)
     assert d.top.name == "label_offset"
     assert any("reference detections only" in n and str(last) in n for n in d.notes), d.notes
     assert d.unmatched["reference"]["count"] == len(ref[last]["boxes"])
@@ -515,14 +535,14 @@ def test_an_image_missing_on_one_side_is_noted_not_refused():
 
 def test_coco_results_round_trip_and_detectron_widths():
     ref, _ = case("keypoint_half_pixel", 4)
-    results = D.to_coco_results(ref)
+    results = Dx.to_coco_results(ref)
     assert len(results) == sum(len(d["boxes"]) for d in ref.values())
-    back = D.load_detections(json.loads(json.dumps(results)))
+    back = Dx.load_detections(json.loads(json.dumps(results)))
     for k, d in ref.items():
         torch.testing.assert_close(back.images[k].boxes, torch.as_tensor(d["boxes"], dtype=torch.float64))
         torch.testing.assert_close(back.images[k].keypoints, torch.as_tensor(d["keypoints"], dtype=torch.float64))
     # Detectron's export adds 1 to w and h; read back as continuous boxes that is exactly the plus_one fingerprint
-    legacy = D.to_coco_results(ref, legacy_plus_one=True)
+    legacy = Dx.to_coco_results(ref, legacy_plus_one=True)
     first = ref[0]["boxes"][0]
     assert legacy[0]["bbox"][2] == pytest.approx(first[2] - first[0] + 1)
-    assert D.diagnose(results, legacy).top.name == "plus_one"
+    assert Dx.diagnose(results, legacy).top.name == "plus_one"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from explainer import diagnose as D
-from explainer.detections import MAX_RESULTS_BYTES
+from explainer.diagnosis import report as Dx
+from explainer.diagnosis.detections import MAX_RESULTS_BYTES
 from tools.notebooks import ROOT
 
 TIMEOUT_S = 120
@@ -130,7 +130,7 @@ def test_malformed_file_is_one_error_line(folder, name):
     assert "candidate.json" in line
     # the same file in Python: a ValueError naming it
     with pytest.raises(ValueError, match="candidate.json"):
-        D.diagnose(str(folder / "reference.json"), str(p))
+        Dx.diagnose(str(folder / "reference.json"), str(p))
 
 
 def test_files_that_are_not_regular_files(folder):

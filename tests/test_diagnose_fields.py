@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_util
 
-from explainer import diagnose as D
-from explainer import result_masks as RM
-from explainer.detections import load_detections
+from explainer.diagnosis import report as Dx
+from explainer.diagnosis import result_masks as RM
+from explainer.diagnosis.detections import load_detections
 from tests.test_diagnose import case, copy_side, random_side, strip
 
 H, W = 96, 128
@@ -93,7 +93,7 @@ def test_compressed_uncompressed_and_polygon_masks_read_alike():
     # the three forms compared with each other: identical
     a = [{**base, "segmentation": forms["compressed"]}]
     b = [{**base, "segmentation": forms["uncompressed"]}]
-    assert D.diagnose(a, b).names == ["identical"]
+    assert Dx.diagnose(a, b).names == ["identical"]
 
 
 @pytest.mark.parametrize("g", [1, -1])
@@ -101,7 +101,7 @@ def test_one_pixel_dilation_or_erosion_of_every_mask_is_mask_paste(g):
     hits = 0
     for seed in range(20):
         side, masks = ellipse_side(seed)
-        d = D.diagnose(coco(side, masks), coco(side, grow(masks, g)))
+        d = Dx.diagnose(coco(side, masks), coco(side, grow(masks, g)))
         hits += d.top.name == "mask_paste"
         if d.top.name == "mask_paste":
             ev = d.top.evidence
@@ -111,13 +111,13 @@ def test_one_pixel_dilation_or_erosion_of_every_mask_is_mask_paste(g):
 
 
 def test_detectron_paste_against_detectron2_paste_on_the_course_detector():
-    from explainer import course as C
     from explainer.conventions import DETECTRON
+    from explainer.course import cache as CC
 
-    ref = C.detections_over_scenes(DETECTRON)
-    cand = C.detections_over_scenes(DETECTRON.replace(mask_paste="paste_masks_in_image"))
-    for a, b in ((ref, cand), (D.to_coco_results(ref), D.to_coco_results(cand))):   # tensors, then files' RLE
-        d = D.diagnose(a, b)
+    ref = CC.detections_over_scenes(DETECTRON)
+    cand = CC.detections_over_scenes(DETECTRON.replace(mask_paste="paste_masks_in_image"))
+    for a, b in ((ref, cand), (Dx.to_coco_results(ref), Dx.to_coco_results(cand))):   # tensors, then files' RLE
+        d = Dx.diagnose(a, b)
         assert d.names == ["mask_paste"], d.summary()
         assert d.masks is not None and np.nanmin(d.masks["compare"]["iou"]) < 1
 
@@ -125,7 +125,7 @@ def test_detectron_paste_against_detectron2_paste_on_the_course_detector():
 def test_mask_iou_agrees_with_pycocotools_and_boundary_f_with_a_hand_count():
     side, masks = ellipse_side(3)
     moved = {k: np.roll(m, 3, axis=2) for k, m in masks.items()}
-    d = D.diagnose(coco(side, masks), coco(side, moved))
+    d = Dx.diagnose(coco(side, masks), coco(side, moved))
     cmp = d.masks["compare"]
     for i in np.flatnonzero(np.isfinite(cmp["iou"]))[:10]:
         want = mask_util.iou([d.masks["cand"][i]], [d.masks["ref"][i]], [0])[0, 0]
@@ -144,14 +144,14 @@ def test_segmentations_that_differ_are_never_identical():
     side, masks = ellipse_side(4)
     moved = {k: m.copy() for k, m in masks.items()}
     moved[0][0] = np.roll(moved[0][0], 9, axis=1)
-    d = D.diagnose(coco(side, masks), coco(side, moved))
+    d = Dx.diagnose(coco(side, masks), coco(side, moved))
     assert "identical" not in d.names and d.top.name == "inference_difference", d.summary()
 
 
 def test_empty_candidate_masks_are_a_missing_field():
     side, masks = ellipse_side(5)
     empty = {k: np.zeros_like(m) for k, m in masks.items()}
-    d = D.diagnose(coco(side, masks), coco(side, empty))
+    d = Dx.diagnose(coco(side, masks), coco(side, empty))
     assert d.top.name == "missing_field" and d.top.evidence["fields"] == ["masks"], d.summary()
     assert "empty" in d.top.explanation and "inference_difference" not in d.names
 
@@ -159,12 +159,12 @@ def test_empty_candidate_masks_are_a_missing_field():
 def test_masks_on_one_side_only_and_partly_missing():
     side, masks = ellipse_side(6)
     with_masks = coco(side, masks)
-    d = D.diagnose(with_masks, coco(side))
+    d = Dx.diagnose(with_masks, coco(side))
     assert d.top.name == "missing_field" and "candidate has no masks at all" in d.top.explanation
     some = [dict(e) for e in with_masks]
     for e in some[::3]:
         del e["segmentation"]
-    d = D.diagnose(with_masks, some)   # the boxes are still diagnosed: identical boxes, a third without a mask
+    d = Dx.diagnose(with_masks, some)   # the boxes are still diagnosed: identical boxes, a third without a mask
     assert d.n_matched == len(with_masks) and d.names == ["missing_field"], d.summary()
 
 
@@ -178,7 +178,7 @@ def test_unreadable_segmentations_are_evidence_not_a_crash():
     bad[3]["segmentation"] = {"size": [H, W], "counts": [5, 3]}      # uncompressed, 8 pixels of H x W
     bad[4]["segmentation"] = [[1.0, 2.0, 3.0]]                       # a polygon of one and a half points
     bad[5]["segmentation"]["counts"] = mask_util.encode(np.asfortranarray(np.ones((H, W // 2), np.uint8)))["counts"].decode()
-    d = D.diagnose(ref, bad)
+    d = Dx.diagnose(ref, bad)
     assert d.top.name == "missing_field", d.summary()
     text = " ".join(d.top.evidence["masks"])
     for what in ("outside pycocotools' code", "differs from the", "add up to", "needs x, y pairs", "do not add up"):
@@ -194,11 +194,11 @@ def test_keypoints_moved_37_px_are_not_identical():
     cand = copy_side(ref)
     for d in cand.values():
         d["keypoints"][:, 3, 0] += 37.0
-    d = D.diagnose(ref, cand)
+    d = Dx.diagnose(ref, cand)
     assert d.top.name == "inference_difference" and d.top.evidence["max_keypoint_difference_px"] == pytest.approx(37.0)
     f = coco(ref)
     g = coco(cand)
-    assert D.diagnose(f, g).top.name == "inference_difference"
+    assert Dx.diagnose(f, g).top.name == "inference_difference"
 
 
 @pytest.mark.parametrize("field,where", [("keypoints", (0, 2, 1)), ("boxes", (0, 2)), ("scores", (0,))])
@@ -206,13 +206,13 @@ def test_a_nan_anywhere_is_non_finite_never_identical(field, where):
     ref, _ = case("keypoint_half_pixel", 2)
     cand = copy_side(ref)
     cand[0][field][where] = np.nan
-    d = D.diagnose(ref, cand)
+    d = Dx.diagnose(ref, cand)
     assert "non_finite" in d.names and "identical" not in d.names, d.summary()
     nf = d.causes[d.names.index("non_finite")]
     assert nf.evidence["candidate"] == {field: 1}
     assert "image 0 detection 0" in nf.evidence["examples"][0]
     # the same through a file: NaN written as JSON's NaN literal
-    d = D.diagnose(coco(ref), coco(cand))
+    d = Dx.diagnose(coco(ref), coco(cand))
     assert "non_finite" in d.names
 
 
@@ -220,10 +220,10 @@ def test_self_comparison_with_huge_boxes_is_identical():
     ref, _ = case("plus_one", 3)
     for scale in (1e20, 1e200, 1e300):
         big = {k: {**d, "boxes": d["boxes"] * scale} for k, d in ref.items()}
-        d = D.diagnose(big, copy_side(big))
+        d = Dx.diagnose(big, copy_side(big))
         assert d.names == ["identical"], (scale, d.summary())
     huge = json.loads(json.dumps(coco({k: {**d, "boxes": d["boxes"] * 1e20} for k, d in ref.items()})))
-    assert D.diagnose(huge, huge).names == ["identical"]
+    assert Dx.diagnose(huge, huge).names == ["identical"]
 
 
 def test_json_content_is_never_a_path(tmp_path):
@@ -232,10 +232,10 @@ def test_json_content_is_never_a_path(tmp_path):
     c = tmp_path / "c.json"
     c.write_text(json.dumps(str(other)))
     with pytest.raises(ValueError, match=r"c\.json: holds a JSON string, not detections"):
-        D.diagnose(str(other), str(c))
+        Dx.diagnose(str(other), str(c))
     c.write_text(json.dumps(str(c)))  # a file naming itself: an error, not a recursion
     with pytest.raises(ValueError, match=r"holds a JSON string"):
-        D.diagnose(str(c), str(c))
+        Dx.diagnose(str(c), str(c))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +261,7 @@ def boxes(draw, n_max=12):
 def test_property_self_comparison_is_identical_for_any_finite_boxes(b, seed, labels):
     rng = np.random.default_rng(seed)
     side = {0: {"boxes": b, "scores": rng.uniform(0, 1, len(b)), "labels": rng.integers(0, labels, len(b))}}
-    d = D.diagnose(side, copy_side(side))
+    d = Dx.diagnose(side, copy_side(side))
     assert d.names == ["identical"], d.summary()
 
 
@@ -282,7 +282,7 @@ def test_property_a_non_finite_value_is_a_clear_finding_never_a_finite_verdict(s
     where = (i,) if field == "scores" else (i, int(rng.integers(0, 4))) if field == "boxes" else (i, 0, 0)
     arr[where] = value
     try:
-        d = D.diagnose(ref, cand)
+        d = Dx.diagnose(ref, cand)
     except ValueError as e:       # a clear error names the field
         assert field in str(e)
         return
@@ -291,8 +291,8 @@ def test_property_a_non_finite_value_is_a_clear_finding_never_a_finite_verdict(s
 
 def test_inject_non_finite_and_missing_field_round_trip():
     ref, _ = case("keypoint_half_pixel", 9)
-    bad = D.inject(strip(ref), "non_finite", field="scores", fraction=0.2, seed=1)
-    assert "non_finite" in D.diagnose(strip(ref), bad).names
-    gone = D.inject(strip(ref), "missing_field", field="keypoints")
-    d = D.diagnose(strip(ref), gone)
+    bad = Dx.inject(strip(ref), "non_finite", field="scores", fraction=0.2, seed=1)
+    assert "non_finite" in Dx.diagnose(strip(ref), bad).names
+    gone = Dx.inject(strip(ref), "missing_field", field="keypoints")
+    d = Dx.diagnose(strip(ref), gone)
     assert d.top.name == "missing_field" and d.top.evidence["fields"] == ["keypoints"]

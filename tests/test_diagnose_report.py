@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explainer import diagnose as D
 from explainer.cli import main as cli
-from explainer.viz import report as R
+from explainer.diagnosis import report as Dx
+from explainer.viz import report as VR
 from tests.test_diagnose import case
 from tests.test_diagnose_fields import coco, ellipse_side, grow
 from tools.notebooks import ROOT
@@ -45,7 +45,7 @@ def test_cli_writes_a_self_contained_report(files, capsys):
     assert cli(["diagnose", str(files / "ref.json"), str(files / "cand.json"), "--html", str(out)]) == 1
     text = capsys.readouterr().out
     page = out.read_text()
-    d = D.diagnose(str(files / "ref.json"), str(files / "cand.json"))
+    d = Dx.diagnose(str(files / "ref.json"), str(files / "cand.json"))
     for c in d.causes:  # every cause, its explanation and its fix, in ranked order
         assert c.name in page and html.escape(c.fix) in page and html.escape(c.explanation) in page and c.name in text
     positions = [page.index(f"<b>{c.name}</b>") for c in d.causes]
@@ -59,18 +59,18 @@ def test_cli_writes_a_self_contained_report(files, capsys):
 
 
 def test_the_report_draws_the_worst_pairs_with_their_masks(files, monkeypatch):
-    d = D.diagnose(str(files / "ref.json"), str(files / "cand.json"))
+    d = Dx.diagnose(str(files / "ref.json"), str(files / "cand.json"))
     drawn = []
-    real = R._draw_masks
-    monkeypatch.setattr(R, "_draw_masks", lambda ax, diag, i, rb: (drawn.append(i), real(ax, diag, i, rb)))
-    page = R.report_html(d)
-    assert drawn == d.pairs_by_difference()[:R.WORST_PAIRS].tolist()
+    real = VR._draw_masks
+    monkeypatch.setattr(VR, "_draw_masks", lambda ax, diag, i, rb: (drawn.append(i), real(ax, diag, i, rb)))
+    page = VR.report_html(d)
+    assert drawn == d.pairs_by_difference()[:VR.WORST_PAIRS].tolist()
     assert "mask IoU" not in page  # the numbers are drawn into the figure, not written as text
     assert len(_images(page)) == 3
 
 
 def test_a_failed_write_leaves_nothing_behind(files, monkeypatch):
-    d = D.diagnose(case("plus_one", 1)[0], case("plus_one", 1)[1])
+    d = Dx.diagnose(case("plus_one", 1)[0], case("plus_one", 1)[1])
     target = files / "atomic.html"
     target.write_text("the previous report")
     os.chmod(target, 0o640)
@@ -78,13 +78,13 @@ def test_a_failed_write_leaves_nothing_behind(files, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full halfway")
 
-    monkeypatch.setattr(R, "_worst_pairs", broken)
+    monkeypatch.setattr(VR, "_worst_pairs", broken)
     with pytest.raises(RuntimeError):
-        R.write_report(d, target)
+        VR.write_report(d, target)
     assert target.read_text() == "the previous report"
     assert not [p for p in files.iterdir() if p.name.startswith(".atomic.html")]
     monkeypatch.undo()
-    R.write_report(d, target)
+    VR.write_report(d, target)
     assert target.read_text().startswith("<!DOCTYPE html>") and (os.stat(target).st_mode & 0o777) == 0o640
     assert not [p for p in files.iterdir() if p.name.startswith(".atomic.html")]
 

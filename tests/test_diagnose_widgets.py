@@ -9,19 +9,20 @@ import json
 import numpy as np
 import pytest
 
-from explainer import compare as CMP
-from explainer import course as C
-from explainer import diagnose as D
-from explainer import pipeline as P
 from explainer.conventions import DETECTRON, DETECTRON2
-from explainer.widgets import diagnose as W
+from explainer.course import cache as CC
+from explainer.course import compare as CMP
+from explainer.course import pipeline as P
+from explainer.diagnosis import report as Dx
+from explainer.diagnosis.injection import MISTAKES
+from explainer.widgets import diagnose as WD
 
-OFF = {**{f"knob_{k}": False for k in P.INFERENCE_KNOBS}, **{m: False for m in W.MISTAKES}}
+OFF = {**{f"knob_{k}": False for k in P.INFERENCE_KNOBS}, **{m: False for m in MISTAKES}}
 
 
 @pytest.fixture(scope="module")
 def inject_dash():
-    d = W.InjectDashboard()
+    d = WD.InjectDashboard()
     yield d
     d.close()
 
@@ -33,11 +34,11 @@ def test_nothing_injected_is_identical(inject_dash):
     assert "identical" in inject_dash.readout_text
 
 
-@pytest.mark.parametrize("mistake", sorted(W.MISTAKES))
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
 def test_each_post_processing_mistake_is_ranked_first(inject_dash, mistake):
     inject_dash.update(**{**OFF, mistake: True})
     assert inject_dash.error is None, inject_dash.error
-    cause = W.MISTAKES[mistake][1]
+    cause = MISTAKES[mistake][1]
     diag = inject_dash.result["diag"]
     if cause == "coco_category_ids":
         # the detector has 3 classes, all below COCO's first id gap: ids = labels + 1, indistinguishable
@@ -82,7 +83,7 @@ def test_residual_panels_hold_one_point_per_matched_pair(inject_dash):
 
 @pytest.fixture(scope="module")
 def both_dash():
-    d = W.BothConventionsDashboard()
+    d = WD.BothConventionsDashboard()
     yield d
     d.close()
 
@@ -123,21 +124,21 @@ def _upload_value(name: str, content: bytes):
 
 @pytest.fixture()
 def upload_dash():
-    d = W.UploadDashboard()
+    d = WD.UploadDashboard()
     yield d
     d.close()
 
 
 def _coco(d):
-    return json.dumps(D.to_coco_results(d)).encode()
+    return json.dumps(Dx.to_coco_results(d)).encode()
 
 
 def test_uploaded_files_are_diagnosed(upload_dash):
-    ref = C.detections_over_scenes(DETECTRON)
+    ref = CC.detections_over_scenes(DETECTRON)
     cand = {i: {**v, "labels": v["labels"] + 1} for i, v in ref.items()}
     upload_dash.controls["reference"].value = _upload_value("mine.json", _coco(ref))
     upload_dash.controls["candidate"].value = _upload_value("theirs.json", _coco(cand))
-    upload_dash.update(source=len(W.EXAMPLES) - 1)
+    upload_dash.update(source=len(WD.EXAMPLES) - 1)
     assert upload_dash.error is None, upload_dash.error
     assert upload_dash.result["diag"].top.name == "label_offset"
     n = upload_dash.result["n_pairs"]
@@ -146,7 +147,7 @@ def test_uploaded_files_are_diagnosed(upload_dash):
 
 
 def test_missing_and_broken_uploads_are_explained(upload_dash):
-    upload_dash.update(source=len(W.EXAMPLES) - 1)
+    upload_dash.update(source=len(WD.EXAMPLES) - 1)
     assert upload_dash.error and "upload" in upload_dash.error
     upload_dash.controls["reference"].value = _upload_value("mine.json", b"[{\"image_id\": 0, ")
     upload_dash.controls["candidate"].value = _upload_value("theirs.json", b"[]")
@@ -163,10 +164,10 @@ def test_uploads_are_read_from_memory_without_temporary_files(upload_dash, monke
 
     for name in ("mkdtemp", "mkstemp", "NamedTemporaryFile", "TemporaryDirectory"):
         monkeypatch.setattr(tempfile, name, refuse)
-    ref = C.detections_over_scenes(DETECTRON)
+    ref = CC.detections_over_scenes(DETECTRON)
     upload_dash.controls["reference"].value = _upload_value("mine.json", _coco(ref))
     upload_dash.controls["candidate"].value = _upload_value("theirs.json", _coco(ref))
-    upload_dash.update(source=len(W.EXAMPLES) - 1)
+    upload_dash.update(source=len(WD.EXAMPLES) - 1)
     assert upload_dash.error is None, upload_dash.error
     assert upload_dash.result["diag"].names == ["identical"]
     # content is parsed, never taken for the path of a file (here: this test file's own path, as JSON)
@@ -195,15 +196,15 @@ def test_pair_browser_draws_the_selected_pair(upload_dash):
 
 
 def test_bisection_finds_each_hidden_knob():
-    d = W.BisectDashboard()
+    d = WD.BisectDashboard()
     try:
         found_any = False
-        for i, (label, hidden) in enumerate(W.HIDDEN):
+        for i, (label, hidden) in enumerate(WD.HIDDEN):
             d.update(hidden=i)
             assert d.error is None, d.error
             rep = d.result["report"]
-            ref = C.run_scene(0, C.reference_convention(hidden), converted=True)
-            plain = C.run_scene(0, DETECTRON2, converted=True)
+            ref = CC.run_scene(0, CC.reference_convention(hidden), converted=True)
+            plain = CC.run_scene(0, DETECTRON2, converted=True)
             if CMP.compare_detections(ref.detections, plain.detections)["agreement"] >= 1.0:
                 assert "did not single out" in d.readout_text or rep.found is None
                 continue  # this knob leaves the detections unchanged: nothing to find
@@ -226,7 +227,7 @@ def test_pair_browser_shows_both_masks_and_their_evidence(upload_dash):
     # masks differ along their contours; the selected pair's masks are drawn and their numbers are pycocotools'
     from pycocotools import mask as mask_util
 
-    source = next(i for i, (_, kind) in enumerate(W.EXAMPLES) if kind == "paste")
+    source = next(i for i, (_, kind) in enumerate(WD.EXAMPLES) if kind == "paste")
     upload_dash.update(source=source, pair=0)
     r = upload_dash.result
     assert upload_dash.error is None and r["diag"].top.name == "mask_paste", r["diag"].summary()

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from explainer import selfcheck
+from explainer.course import selfcheck as S
 from explainer.widgets import load_all
-from tools.course import CHAPTERS, markdown_links
+from tools.chapters import CHAPTERS, markdown_links
 from tools.notebooks import NOTEBOOK_DIR, ROOT
 
 DOCS = ROOT / "docs"
@@ -70,7 +70,7 @@ def test_onboarding_guide_names_real_dashboards_and_self_checks():
     keys = re.findall(r"`(ch\d\d\.\w+)`\s+\(chapter (\d+)\)", guide)
     assert len(keys) >= 8
     for key, chapter in keys:
-        assert selfcheck.question(key).chapter == int(chapter)
+        assert S.question(key).chapter == int(chapter)
     for link in markdown_links(guide):
         if "../notebooks/" in link:
             assert (DOCS / link).resolve().is_file()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
 from explainer import effects as E
 from explainer.conventions import DETECTRON, DETECTRON2
+from explainer.course import measured
 from tests.conftest import load_golden
 
 CITED = load_golden("effects/cited_lines.json")          # read from the repositories: tests/data/effects/README.md
@@ -84,14 +86,14 @@ def test_practitioner_settings():
         assert E.PRACTITIONER_CONFIG[f"MODEL.ROI_{head}_HEAD.POOLER_TYPE"] == "ROIAlign"
         assert E.PRACTITIONER_CONFIG[f"MODEL.ROI_{head}_HEAD.POOLER_SAMPLING_RATIO"] == 2
     # what no config key sets (docs/notes/compatibility.md: the +1, the anchors' quantisation, the mask paste)
-    assert [d.key for d in E.remaining_differences()] == ["legacy_plus_one", "anchor_rounding", "mask_paste"]
-    assert E.remaining_differences(DETECTRON) == []
+    assert [d.key for d in measured.remaining_differences()] == ["legacy_plus_one", "anchor_rounding", "mask_paste"]
+    assert measured.remaining_differences(DETECTRON) == []
     assert E.PRACTITIONER.anchor_offset == DETECTRON.anchor_offset != DETECTRON2.anchor_offset
 
 
 @pytest.mark.parametrize("d", E.DIFFERENCES, ids=lambda d: d.key)
 def test_every_row_names_a_known_fingerprint_and_chapter(d):
-    vocabulary, info = E.fingerprint_info(d)
+    vocabulary, info = measured.fingerprint_info(d)
     assert vocabulary in ("detections", "stages") and info.meaning and info.fix
     assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", d.chapter)
     assert d.when in ("inference", "input", "training")
@@ -119,60 +121,109 @@ def test_agreement_counts_boxes_and_masks_apart():
     boxes = [[0, 0, 20, 20], [10, 10, 30, 40]]
     masks = torch.stack([_box_mask(b) for b in boxes])
     ref = _dets(boxes, [1, 2], masks)
-    same = E.agreement(ref, _dets(boxes, [1, 2], masks.clone()))
+    same = measured.reproduced(ref, _dets(boxes, [1, 2], masks.clone()))
     assert same["boxes"] == same["masks"] == same["mean_box_iou"] == same["mean_mask_iou"] == 1.0
     # the first box one pixel wider, its mask unchanged: IoU 400 / 420, box no longer reproduced, mask still is
-    moved = E.agreement(ref, _dets([[0, 0, 21, 20], [10, 10, 30, 40]], [1, 2], masks.clone()))
+    moved = measured.reproduced(ref, _dets([[0, 0, 21, 20], [10, 10, 30, 40]], [1, 2], masks.clone()))
     assert moved["boxes"] == 0.5 and moved["masks"] == 1.0
     assert moved["mean_box_iou"] == pytest.approx((400 / 420 + 1.0) / 2, abs=1e-6)
     # the same boxes with the second mask one row shorter: 580 / 600 pixels
     short = masks.clone()
     short[1, 39] = False
-    cut = E.agreement(ref, _dets(boxes, [1, 2], short))
+    cut = measured.reproduced(ref, _dets(boxes, [1, 2], short))
     assert cut["boxes"] == 1.0 and cut["masks"] == 0.5
     assert cut["mean_mask_iou"] == pytest.approx((1.0 + 580 / 600) / 2, abs=1e-6)
     # another label is another object
-    relabelled = E.agreement(ref, _dets(boxes, [2, 1], masks.clone()))
+    relabelled = measured.reproduced(ref, _dets(boxes, [2, 1], masks.clone()))
     assert relabelled["boxes"] == relabelled["masks"] == 0.0
     empty = _dets(torch.zeros(0, 4).tolist(), [])
-    assert E.agreement(empty, empty)["boxes"] == 1.0 and E.agreement(ref, empty)["boxes"] == 0.0
+    assert measured.reproduced(empty, empty)["boxes"] == 1.0 and measured.reproduced(ref, empty)["boxes"] == 0.0
 
 
 # --------------------------------------------------------------------------------------------------
 # the live column on the course's detector
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def measured():
-    return E.measure_on_course_detector()
+def live():
+    return measured.measure_on_course_detector()
 
 
-def test_measurement_covers_every_row_it_can(measured):
+def test_measurement_covers_every_row_it_can(live):
     expected = {d.key for d in E.DIFFERENCES if d.when != "training"} - {"keypoint_half_pixel"}
-    assert set(measured) == expected
-    for key, m in measured.items():
+    assert set(live) == expected
+    for key, m in live.items():
         for k in ("boxes", "masks", "mean_box_iou", "mean_mask_iou"):
             assert 0.0 <= m[k] <= 1.0, (key, k)
         assert m["detections"] > 0
     # every row but the resize starts from the same run: the converted detector under Detectron2's defaults
-    assert len({m["recall"][0] for k, m in measured.items() if k != "input_resize"}) == 1
+    assert len({m["recall"][0] for k, m in live.items() if k != "input_resize"}) == 1
 
 
-def test_measured_effects_behave_as_their_mechanism_says(measured):
+def _np_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of continuous-coordinate boxes, written here in numpy (independent of explainer.boxes)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def _np_reproduced(ref: dict, cand: dict, thr: float = 0.99) -> tuple:
+    """Boxes reproduced (same label, IoU >= thr, one to one, the largest IoU first) and masks reproduced (among the
+    pairs matched at IoU >= 0.5 the same way, mask IoU >= thr): counts, from plain numpy loops."""
+    a, b = ref["boxes"].double().numpy(), cand["boxes"].double().numpy()
+    same = ref["labels"].numpy()[:, None] == cand["labels"].numpy()[None, :]
+    iou = np.where(same, _np_iou(a, b), 0.0) if len(a) and len(b) else np.zeros((len(a), len(b)))
+
+    def pairs(t):
+        order = sorted(((iou[i, j], i, j) for i in range(len(a)) for j in range(len(b)) if iou[i, j] >= t),
+                       key=lambda x: (-x[0], x[1], x[2]))
+        used_i, used_j, out = set(), set(), []
+        for _, i, j in order:
+            if i not in used_i and j not in used_j:
+                used_i.add(i), used_j.add(j), out.append((i, j))
+        return out
+
+    boxes = len(pairs(thr))
+    ma, mb = ref["masks"].numpy(), cand["masks"].numpy()
+    masks = sum(1 for i, j in pairs(0.5)
+                if ((ma[i] & mb[j]).sum() / max((ma[i] | mb[j]).sum(), 1) if (ma[i] | mb[j]).any() else 1.0) >= thr)
+    return boxes, masks
+
+
+@pytest.mark.parametrize("key", ["mask_paste", "sampling_ratio", "anchor_offset"])
+def test_the_live_column_is_what_an_independent_count_gives(live, key):
+    # the shares recomputed from the detector's own runs with a matcher written here: not only in range, but right
+    from explainer.course.cache import N_TEST, run_scene
+
+    knob = next(d.knob for d in E.DIFFERENCES if d.key == key)
+    n = boxes = masks = 0
+    for i in range(N_TEST):
+        ref = run_scene(i, DETECTRON2, converted=True).detections
+        cand = run_scene(i, DETECTRON2.replace(**{knob: getattr(DETECTRON, knob)}), converted=True).detections
+        b, m = _np_reproduced(ref, cand)
+        n, boxes, masks = n + len(ref["boxes"]), boxes + b, masks + m
+    assert live[key]["detections"] == n
+    assert live[key]["boxes"] == pytest.approx(boxes / n, abs=1e-12)
+    assert live[key]["masks"] == pytest.approx(masks / n, abs=1e-12)
+
+
+def test_measured_effects_behave_as_their_mechanism_says(live):
     # the paste acts after the boxes are final: every box reproduced, only masks change
-    assert measured["mask_paste"]["boxes"] == 1.0 and measured["mask_paste"]["mean_box_iou"] == 1.0
-    assert measured["mask_paste"]["masks"] < 1.0
+    assert live["mask_paste"]["boxes"] == 1.0 and live["mask_paste"]["mean_box_iou"] == 1.0
+    assert live["mask_paste"]["masks"] < 1.0
     # classes one row off: no detection is a correct one any more
-    assert measured["background_first"]["recall"][1] == 0.0
+    assert live["background_first"]["recall"][1] == 0.0
     # swapping the channels changes the input far more than a mean about one grey level away
-    assert measured["channel_order"]["mean_box_iou"] < measured["pixel_mean"]["mean_box_iou"]
-    # the training rows are not measured; the table says so
-    rows = dict((r[0], r[1]) for r in E.table_rows(measured))
+    assert live["channel_order"]["mean_box_iou"] < live["pixel_mean"]["mean_box_iou"]
+    # the training rows are not live; the table says so
+    rows = dict((r[0], r[1]) for r in E.table_rows(live))
     assert all(rows[d.title].startswith("none: training only") for d in E.DIFFERENCES if d.when == "training")
     assert "keypoints" in rows[next(d.title for d in E.DIFFERENCES if d.key == "keypoint_half_pixel")]
 
 
 def test_compare_settings_scores_the_practitioners_configuration():
-    rows = {r["setting"]: r for r in E.compare_settings()}
+    rows = {r["setting"]: r for r in measured.compare_settings()}
     original, defaults, practitioner, raw = rows.values()
     assert original["convention"] == DETECTRON and original["boxes"] == original["masks"] == 1.0
     # the converted-model settings bring the boxes closer to the original than Detectron2's defaults do
@@ -185,4 +236,4 @@ def test_compare_settings_scores_the_practitioners_configuration():
 @pytest.mark.parametrize("scenes", [[], [99], [-1]])
 def test_measure_rejects_bad_scene_indices(scenes):
     with pytest.raises(ValueError, match="scenes must be indices of the course's test scenes"):
-        E.measure_on_course_detector(scenes)
+        measured.measure_on_course_detector(scenes)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from explainer import boxes as B
-from explainer import diagnose as D
-from explainer import matching as M
-from explainer.detections import ImageDetections, detections_from_json
-from explainer.inject import INJECTIONS, inject
+from explainer.diagnosis import matching as Mt
+from explainer.diagnosis import report as Dx
+from explainer.diagnosis.detections import ImageDetections, detections_from_json
+from explainer.diagnosis.injection import INJECTIONS, inject
 
 
 def random_boxes(g: torch.Generator, *shape: int, dtype=torch.float32) -> torch.Tensor:
@@ -70,12 +70,12 @@ def test_match_boxes_pairs_each_image_as_greedy_match_does():
     cand = ([r + torch.randn(r.shape, generator=g, dtype=torch.float64) * 3 for r in ref[:2]] + [random_boxes(g, 4)]
             + [ref[3][torch.randperm(40, generator=g)] + torch.randn(40, 4, generator=g, dtype=torch.float64) * 6])
     cand = [torch.cat([c[:, :2], torch.maximum(c[:, 2:], c[:, :2])], 1) for c in cand]
-    image, ri, ci, iou = M.match_boxes(ref, cand)
+    image, ri, ci, iou = Mt.match_boxes(ref, cand)
     for i in range(4):
         if not len(ref[i]) or not len(cand[i]):
             assert not (image == i).any()
             continue
-        rows, cols, vals = B.greedy_match(B.pairwise_iou(ref[i], cand[i]), M.MATCH_IOU)
+        rows, cols, vals = B.greedy_match(B.pairwise_iou(ref[i], cand[i]), Mt.MATCH_IOU)
         here = image == i
         want = sorted(zip(rows.tolist(), cols.tolist(), vals.tolist()))
         got = sorted(zip(ri[here].tolist(), ci[here].tolist(), iou[here].tolist()))
@@ -92,11 +92,11 @@ def test_sorted_index_matching_equals_the_full_matrix_on_crowded_images(seed):
     cand = [torch.cat([r[: len(r) // 2], r[: len(r) // 3] + torch.randn(len(r) // 3, 4, generator=g, dtype=torch.float64)
                        .clamp(-2, 2)]) for r in ref]
     cand = [torch.cat([c[:, :2], torch.maximum(c[:, 2:], c[:, :2])], 1) for c in cand]
-    image, ri, ci, _ = M.match_boxes(ref, cand)
+    image, ri, ci, _ = Mt.match_boxes(ref, cand)
     for i in range(len(ref)):
         if not len(ref[i]) or not len(cand[i]):
             continue
-        rows, cols, _ = B.greedy_match(B.pairwise_iou(ref[i], cand[i]), M.MATCH_IOU)
+        rows, cols, _ = B.greedy_match(B.pairwise_iou(ref[i], cand[i]), Mt.MATCH_IOU)
         here = image == i
         assert sorted(zip(ri[here].tolist(), ci[here].tolist())) == sorted(zip(rows.tolist(), cols.tolist()))
 
@@ -105,23 +105,23 @@ def test_pair_iou_is_scale_free_and_agrees_with_torchvision():
     torchvision = pytest.importorskip("torchvision")
     g = torch.Generator().manual_seed(7)
     a, b = random_boxes(g, 50, dtype=torch.float64), random_boxes(g, 50, dtype=torch.float64)
-    torch.testing.assert_close(M.pair_iou(a, b), torchvision.ops.box_iou(a, b).diagonal(), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(Mt.pair_iou(a, b), torchvision.ops.box_iou(a, b).diagonal(), rtol=1e-12, atol=1e-15)
     for s in (1e20, 1e155, 1e300):  # areas overflow float64 beyond ~1e154: the IoU does not change
-        torch.testing.assert_close(M.pair_iou(a * s, b * s), M.pair_iou(a, b), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(Mt.pair_iou(a * s, b * s), Mt.pair_iou(a, b), rtol=1e-9, atol=1e-12)
     flat = torch.tensor([[5.0, 5.0, 5.0, 9.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
-    assert M.pair_iou(flat, flat).tolist() == [1.0, 1.0]  # an empty box is itself
-    assert M.pair_iou(flat, flat + 0.5).tolist() == [0.0, 0.0]
+    assert Mt.pair_iou(flat, flat).tolist() == [1.0, 1.0]  # an empty box is itself
+    assert Mt.pair_iou(flat, flat + 0.5).tolist() == [0.0, 0.0]
 
 
 def test_lex_order_and_grouped_counts_agree_with_numpy():
     rng = np.random.default_rng(0)
     g = rng.integers(0, 5, 300)
     v = rng.choice([0.5, 1.0, 2.5, -1.0, 1e300], 300)
-    order = M.lex_order(g, v)
+    order = Mt.lex_order(g, v)
     assert np.array_equal(np.stack([g, v], 1)[order], np.stack([g, v], 1)[np.lexsort((v, g))])
     items = np.lexsort((v, g))
     qg, qv = rng.integers(0, 6, 50), rng.choice([0.5, 1.0, 2.0, 1e300, -5.0], 50)
-    strict, incl = M.count_before(torch.from_numpy(g[items]), torch.from_numpy(v[items]), torch.from_numpy(qg),
+    strict, incl = Mt.count_before(torch.from_numpy(g[items]), torch.from_numpy(v[items]), torch.from_numpy(qg),
                                   torch.from_numpy(np.stack([qv, qv], 1)), inclusive=(False, True))
     for k in range(50):
         assert strict[k] == int(((g < qg[k]) | ((g == qg[k]) & (v < qv[k]))).sum())
@@ -131,13 +131,13 @@ def test_lex_order_and_grouped_counts_agree_with_numpy():
 def test_score_rank_within_each_image():
     scores = torch.tensor([0.5, 0.9, 0.5, 0.1, 0.7, 0.7], dtype=torch.float64)
     image = torch.tensor([0, 0, 0, 1, 1, 1])
-    assert M.score_rank(scores, image).tolist() == [1, 0, 2, 2, 0, 1]  # ties in row order
+    assert Mt.score_rank(scores, image).tolist() == [1, 0, 2, 2, 0, 1]  # ties in row order
 
 
 def test_boxes_turned_inside_out_by_a_hypothesis_match_nothing():
     # xyxy read as xywh from boxes left of the origin: x2' = x1 + x2 < x1
     ref = torch.tensor([[-30.0, -20.0, -10.0, -5.0], [0.0, 0.0, 10.0, 10.0]], dtype=torch.float64)
-    _, ri, ci, _ = M.match_boxes([M.xyxy_read_as_xywh(ref)], [ref])
+    _, ri, ci, _ = Mt.match_boxes([Mt.xyxy_read_as_xywh(ref)], [ref])
     assert ri.tolist() == [1] and ci.tolist() == [1]
 
 
@@ -146,7 +146,7 @@ def test_residual_levels_follow_detectron2s_rule():
     sides = torch.tensor([100.0, 112.0, 223.9, 224.0, 500.0], dtype=torch.float64)
     boxes = torch.stack([torch.zeros(5), torch.zeros(5), sides, sides], 1).double()
     pairs = {"ref_boxes": boxes, "cand_boxes": boxes + 1, "image": torch.zeros(5, dtype=torch.long)}
-    res = M.residuals(pairs)
+    res = Mt.residuals(pairs)
     assert res["level"].tolist() == [2, 3, 3, 4, 5]
     assert res["size"].tolist() == sides.tolist() and res["dx2"].tolist() == [1.0] * 5
 
@@ -172,14 +172,14 @@ def test_detections_from_json_reads_bytes_and_names_the_input():
 # ---------------------------------------------------------------------------------------------
 def test_every_mistake_of_the_vocabulary_is_injectable():
     comparisons = {"identical", "no_detections", "unrelated", "inference_difference"}
-    assert list(INJECTIONS) == [c for c in D.CAUSES if c not in comparisons]
+    assert list(INJECTIONS) == [c for c in Dx.CAUSES if c not in comparisons]
 
 
 def test_inject_leaves_its_input_alone_and_checks_its_parameters():
     boxes = np.array([[10.0, 10.0, 50.0, 40.0], [60.0, 5.0, 90.0, 35.0]])
     side = {0: {"boxes": boxes.copy(), "scores": np.array([0.9, 0.4]), "labels": np.array([1, 2]),
                 "keypoints": np.ones((2, 3, 3))}}
-    dets = D.load_detections(side)
+    dets = Dx.load_detections(side)
     before = dets.images[0].boxes.clone()
     out = inject(dets, "translation", dx=3.0)
     assert torch.equal(dets.images[0].boxes, before)
@@ -203,7 +203,7 @@ def test_inject_leaves_its_input_alone_and_checks_its_parameters():
 def test_dicts_of_arrays_per_image_are_read_as_one_stack_alike():
     # the stacked reading of {image: {"boxes", "scores", "labels"}} gives what reading image by image gives, and
     # anything it does not take (a list, an inverted box, a fractional label) is read image by image, named
-    from explainer.detections import _from_dict, _images_fast, load_detections
+    from explainer.diagnosis.detections import _from_dict, _images_fast, load_detections
 
     rng = np.random.default_rng(4)
     side = {}

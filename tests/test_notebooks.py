@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 
 import pytest
@@ -46,15 +47,41 @@ def test_clear_outputs_leaves_a_notebook_that_the_check_accepts(tmp_path, capsys
     assert main(["--check-clean"]) == 0   # the committed notebooks are clean
 
 
+def _cell_trees(path):
+    """Each code cell parsed (IPython's % and ! lines blanked)."""
+    nb = json.loads(path.read_text())
+    for c in nb["cells"]:
+        if c["cell_type"] == "code":
+            src = "".join(c["source"])
+            yield ast.parse("\n".join("" if l.lstrip().startswith(("%", "!")) else l for l in src.split("\n")))
+
+
+def _calls_setup(tree) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "setup_notebook"
+               and isinstance(n.func.value, ast.Name) and n.func.value.id == "explainer" for n in ast.walk(tree))
+
+
+def _imports_explainer(tree) -> bool:
+    return any(isinstance(n, ast.Import) and any(a.name.split(".")[0] == "explainer" for a in n.names)
+               or isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "explainer" for n in ast.walk(tree))
+
+
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_starts_by_seeding_and_loading_the_package(path):
-    """Chapters import the package and seed; they define no logic of their own beyond a few lines."""
-    nb = json.loads(path.read_text())
-    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    if path.name == "00_start_here.ipynb" and not code:
-        return
-    assert "explainer" in code
-    assert "setup_notebook" in code, f"{path.name} must call explainer.setup_notebook() (seeds, style)"
+    """Chapters call explainer.setup_notebook() (seeds, style) in the cell that first imports the package, before
+    anything else runs; and they define no logic of their own beyond a few lines."""
+    trees = list(_cell_trees(path))
+    first = next((i for i, t in enumerate(trees) if _imports_explainer(t)), None)
+    assert first is not None, f"{path.name} never imports the package"
+    assert _calls_setup(trees[first]), f"{path.name}: the first cell that imports explainer must call explainer.setup_notebook()"
+    assert not any(_calls_setup(t) for t in trees[:first]), path.name
+    big = [n.name for t in trees for n in ast.walk(t) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and len(n.body) > 6]
+    assert not big, f"{path.name} defines logic that belongs in the package: {big}"
+
+
+def test_the_setup_check_sees_a_missing_call():
+    assert not _calls_setup(ast.parse("import explainer\n# explainer.setup_notebook()\nx = 'explainer.setup_notebook()'"))
+    assert _calls_setup(ast.parse("import explainer\nexplainer.setup_notebook(seed=0)"))
 
 
 @pytest.mark.notebook

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explainer import compare as CMP
-from explainer import pipeline as P
 from explainer.conventions import DETECTRON, DETECTRON2
+from explainer.course import compare as CMP
+from explainer.course import pipeline as P
 
 #: Where each knob first acts (module docstring): anchors are built first, then ROIAlign, then the head, masks.
 FIRST_STAGE = {
@@ -106,8 +106,8 @@ def test_converted_anchor_rows_follow_the_anchors(fitted):
     """After conversion, weight row a still belongs to the anchor shape it was fitted for."""
     det, _ = fitted
     conv = det.converted(DETECTRON2)
-    a_det = P.cell_anchors(DETECTRON.replace(anchor_rounding=False))   # exact shapes, ratio-major
-    a_d2 = P.cell_anchors(DETECTRON2)                                   # exact shapes, size-major
+    a_det = P.rpn_cell_anchors(DETECTRON.replace(anchor_rounding=False))   # exact shapes, ratio-major
+    a_d2 = P.rpn_cell_anchors(DETECTRON2)                                   # exact shapes, size-major
     for i in range(len(a_det)):
         j = int(((a_d2 - a_det[i]).abs().sum(1)).argmin())
         assert torch.equal(conv.rpn_w[j], det.rpn_w[i])

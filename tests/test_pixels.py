@@ -13,7 +13,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from explainer import boxes, pixels
+from explainer import boxes as B
+from explainer import pixels
 from tests.conftest import load_golden
 
 G = load_golden("pixels/pixels_goldens.json")
@@ -73,11 +74,11 @@ def test_coco_xywh_conversions_match_both_codebases():
 
 def test_areas_match_both_codebases():
     src = torch.tensor(G["src_boxes"])
-    torch.testing.assert_close(boxes.area(src, legacy_plus_one=True), torch.tensor(G["legacy_area_src"]), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(boxes.area(src), torch.tensor(G["d2_area_src"]), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(B.area(src, legacy_plus_one=True), torch.tensor(G["legacy_area_src"]), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(B.area(src), torch.tensor(G["d2_area_src"]), rtol=1e-5, atol=1e-4)
     for plus in (True, False):  # one width formula: the area is the product of box_size's width and height
         w, h = pixels.box_size(src, legacy_plus_one=plus)
-        assert torch.equal(boxes.area(src, legacy_plus_one=plus), w * h)
+        assert torch.equal(B.area(src, legacy_plus_one=plus), w * h)
 
 
 # ---------------------------------------------------------------- worked numbers derived by hand

@@ -8,8 +8,8 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from explainer.course import measured
 from explainer.roi_align import (
-    aligned_effect_on_course_detector,
     assign_fpn_levels,
     roi_align,
     roi_pool,
@@ -193,7 +193,7 @@ def test_when_aligned_true_gives_zero_and_when_it_interpolates(box, sr, expected
 
 @pytest.mark.slow
 def test_aligned_effect_on_the_course_detector_is_measured_not_assumed():
-    r = aligned_effect_on_course_detector()
+    r = measured.aligned_effect_on_course_detector()
     assert r["matched"] > 10 and 0 < r["box_iou_min"] <= r["box_iou_mean"] < 1.0  # the boxes move
     assert r["box_shift_max"] > 0.5 and 0 < r["mask_iou_mean"] < 1.0
     assert all(0 < r[k][a] <= 1 for k in ("recall", "precision") for a in (False, True))

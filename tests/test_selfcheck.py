@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from explainer import selfcheck as S
+from explainer.course import selfcheck as S
 from explainer.widgets.selfcheck import SelfCheck, _QuestionView
-from tools.course import CHAPTERS
+from tools.chapters import CHAPTERS
 
 REF = "/work/shared/reference/conventions.md"  # the source-backed reference the worked examples come from
 #: question -> (right answer, a wrong answer, where the right answer comes from). Independent of the package: worked

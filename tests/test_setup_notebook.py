@@ -50,7 +50,7 @@ def test_refuses_a_thread_count_that_is_not_a_positive_integer(threads, restore_
 _FIT = """
 import hashlib, sys, torch
 torch.set_num_threads(int(sys.argv[1]))
-from explainer.course import course_detector, run_scene
+from explainer.course.cache import course_detector, run_scene
 from explainer.conventions import DETECTRON2
 c = course_detector()
 h = hashlib.sha256()

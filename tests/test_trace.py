@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from explainer import network as N
-from explainer import pipeline as P
-from explainer import trace as T
-from explainer import trace_causes as TC
 from explainer.conventions import DETECTRON2
+from explainer.course import network as N
+from explainer.course import pipeline as P
+from explainer.trace import causes as TC
+from explainer.trace import divergence as T
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -321,7 +321,7 @@ def test_report_summary_and_json():
 
 
 def test_vocabulary_has_the_form_of_the_diagnosis_vocabulary():
-    from explainer.diagnose import CauseInfo
+    from explainer.diagnosis.report import CauseInfo
 
     expected = {"identical", "numerical_noise", "shift", "channel_permutation", "channel_affine", "border",
                 "constant_offset", "non_finite", "unexplained", "inherited"}

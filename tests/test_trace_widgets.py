@@ -1,6 +1,6 @@
 """Chapter 11's dashboard, driven through ``update()``: each mismatch shows its own first divergence and cause.
 
-The expected stages and causes are where each mistake was made (see ``explainer.network.MISMATCHES``); the
+The expected stages and causes are where each mistake was made (see ``explainer.course.network.MISMATCHES``); the
 generic dashboard checks (figure reused, read-out, no clipped text) are in ``tests/test_dashboards.py``.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from explainer import network as N
-from explainer.widgets import trace as W
+from explainer.course import network as N
+from explainer.widgets import trace as WT
 
 EXPECTED = {
     "none": (None, None),
@@ -25,21 +25,21 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def dash():
-    d = W.TraceDashboard()
+    d = WT.TraceDashboard()
     yield d
     d.close()
 
 
 def test_default_is_the_opset_11_export(dash):
     assert dash.error is None, dash.error
-    assert dash.params == {"mismatch": "opset11", "stage": W.FIRST}
+    assert dash.params == {"mismatch": "opset11", "stage": WT.FIRST}
     assert "First divergence: box_pooler" in dash.readout_text and "shift" in dash.readout_text
     assert "aligned=True is only supported in opset >= 16" in dash.readout_text
 
 
 @pytest.mark.parametrize("mismatch", list(EXPECTED))
 def test_each_mismatch_names_its_stage_and_cause(dash, mismatch):
-    text = dash.update(mismatch=mismatch, stage=W.FIRST)
+    text = dash.update(mismatch=mismatch, stage=WT.FIRST)
     assert dash.error is None, dash.error
     stage, cause = EXPECTED[mismatch]
     r = dash.result
@@ -50,9 +50,9 @@ def test_each_mismatch_names_its_stage_and_cause(dash, mismatch):
     assert r["name"] == stage
     k = list(N.STAGES).index(stage)
     # the first divergence's bar crosses the tolerance and is drawn as such; the stages before it pass
-    assert dash.bars[k].get_width() + W.FLOOR > 1.0
-    assert dash.bars[k].get_facecolor()[:3] == pytest.approx(_rgb(W.KINDS["first"][0]))
-    assert all(dash.bars[i].get_width() + W.FLOOR <= 1.0 for i in range(k))
+    assert dash.bars[k].get_width() + WT.FLOOR > 1.0
+    assert dash.bars[k].get_facecolor()[:3] == pytest.approx(_rgb(WT.KINDS["first"][0]))
+    assert all(dash.bars[i].get_width() + WT.FLOOR <= 1.0 for i in range(k))
     assert dash.labels[k].get_text() == cause
 
 
@@ -65,7 +65,7 @@ def _rgb(hex_colour):
 def test_the_fitted_cause_leaves_almost_nothing(dash):
     """For an explained divergence the right-hand residual holds under 1 % of the difference's energy."""
     for mismatch in ("opset11", "resize_mode", "rgb_input", "background_row"):
-        dash.update(mismatch=mismatch, stage=W.FIRST)
+        dash.update(mismatch=mismatch, stage=WT.FIRST)
         r = dash.result
         assert r["resid"] is not None
         ok = np.isfinite(r["resid"])
@@ -85,7 +85,7 @@ def test_choosing_a_stage_shows_it(dash):
 
 
 def test_updates_after_the_first_computation_reuse_it(dash):
-    dash.update(mismatch="pixel_mean", stage=W.FIRST)
+    dash.update(mismatch="pixel_mean", stage=WT.FIRST)
     first = dash.result
     dash.update(mismatch="none")
     dash.update(mismatch="pixel_mean")

@@ -125,9 +125,9 @@ def test_negative_beta_is_rejected():
 # ------------------------------------------------------------------ flips
 def test_box_flips_match_the_original_code():
     w = G["legacy_flip"]["image_width"]
-    torch.testing.assert_close(pixels.hflip_boxes(G["legacy_flip"]["boxes"], w, minus_one=DETECTRON.minus_one),
+    torch.testing.assert_close(pixels.hflip_boxes(G["legacy_flip"]["boxes"], w, minus_one=DETECTRON.hflip_minus_one),
                                torch.tensor(G["legacy_flip"]["flip_boxes"]), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(pixels.hflip_boxes(G["d2_flip"]["boxes"], w, minus_one=DETECTRON2.minus_one),
+    torch.testing.assert_close(pixels.hflip_boxes(G["d2_flip"]["boxes"], w, minus_one=DETECTRON2.hflip_minus_one),
                                torch.tensor(G["d2_flip"]["HFlipTransform.apply_box"]), rtol=1e-5, atol=1e-4)
 
 
@@ -137,10 +137,10 @@ def test_keypoint_pipelines_agree_with_the_original_code_and_each_other():
     perm = training.keypoint_flip_indices(names, legacy["flip_map"])
     assert perm == G["d2_keypoint_flip"]["hflip_indices"]
     kp = torch.tensor(legacy["input_xyv_per_keypoint"])
-    d1 = training.hflip_keypoints(kp, legacy["image_width"], perm, minus_one=DETECTRON.minus_one,
+    d1 = training.hflip_keypoints(kp, legacy["image_width"], perm, minus_one=DETECTRON.hflip_minus_one,
                                   keypoint_half_pixel=DETECTRON.keypoint_half_pixel)
     d2 = training.hflip_keypoints(kp, legacy["image_width"], perm)  # the defaults are Detectron2's
-    torch.testing.assert_close(d2, training.hflip_keypoints(kp, legacy["image_width"], perm, minus_one=DETECTRON2.minus_one,
+    torch.testing.assert_close(d2, training.hflip_keypoints(kp, legacy["image_width"], perm, minus_one=DETECTRON2.hflip_minus_one,
                                                             keypoint_half_pixel=DETECTRON2.keypoint_half_pixel))
     torch.testing.assert_close(d1, torch.tensor(legacy["flipped_xyv_per_keypoint"]))
     torch.testing.assert_close(d2, torch.tensor(G["d2_keypoint_flip"]["after_export_minus_0.5_in_coco_pixel_index_space"]))
@@ -155,7 +155,7 @@ def test_flips_twice_are_identity(width, seed):
     kp = torch.cat([torch.rand(2, 4, 2, generator=g, dtype=torch.float64) * width, torch.ones(2, 4, 1, dtype=torch.float64)], -1)
     perm = [1, 0, 3, 2]
     for conv in (DETECTRON, DETECTRON2):
-        m, half = conv.minus_one, conv.keypoint_half_pixel
+        m, half = conv.hflip_minus_one, conv.keypoint_half_pixel
         torch.testing.assert_close(pixels.hflip_boxes(pixels.hflip_boxes(boxes, width, minus_one=m), width, minus_one=m), boxes)
         twice = training.hflip_polygons(training.hflip_polygons([poly], width, minus_one=m), width, minus_one=m)
         torch.testing.assert_close(twice[0], poly)
@@ -166,8 +166,8 @@ def test_flips_twice_are_identity(width, seed):
 @given(st.integers(1, 500), st.integers(0, 10_000))
 def test_detectron_polygon_flip_is_one_pixel_left(width, seed):
     poly = torch.rand(10, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * width
-    d1 = training.hflip_polygons([poly], width, minus_one=DETECTRON.minus_one)[0].reshape(-1, 2)
-    d2 = training.hflip_polygons([poly], width, minus_one=DETECTRON2.minus_one)[0].reshape(-1, 2)
+    d1 = training.hflip_polygons([poly], width, minus_one=DETECTRON.hflip_minus_one)[0].reshape(-1, 2)
+    d2 = training.hflip_polygons([poly], width, minus_one=DETECTRON2.hflip_minus_one)[0].reshape(-1, 2)
     torch.testing.assert_close(d2[:, 0] - d1[:, 0], torch.ones(5, dtype=torch.float64))
     torch.testing.assert_close(d2[:, 1], d1[:, 1])
 
@@ -176,8 +176,8 @@ def test_detectron_polygon_flip_is_one_pixel_left(width, seed):
 def test_box_flips_cover_the_same_pixels(width, seed):
     inc = torch.floor(_boxes(4, seed)).clamp(max=width - 1)
     inc[:, 2:] = torch.maximum(inc[:, 2:], inc[:, :2])
-    legacy = pixels.to_continuous(pixels.hflip_boxes(inc, width, minus_one=DETECTRON.minus_one))
-    d2 = pixels.hflip_boxes(pixels.to_continuous(inc), width, minus_one=DETECTRON2.minus_one)
+    legacy = pixels.to_continuous(pixels.hflip_boxes(inc, width, minus_one=DETECTRON.hflip_minus_one))
+    d2 = pixels.hflip_boxes(pixels.to_continuous(inc), width, minus_one=DETECTRON2.hflip_minus_one)
     torch.testing.assert_close(legacy, d2)
 
 

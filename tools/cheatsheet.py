@@ -7,7 +7,7 @@ Sources, each read at run time:
   whether any setting reproduces it, and its chapter;
 * ``explainer.conventions``: every knob (``KNOB_DOCS``) with the values of the presets ``DETECTRON`` and
   ``DETECTRON2``;
-* ``explainer.causes.CAUSES``: every cause the diagnosis names, its fingerprint and its fix.
+* ``explainer.diagnosis.causes.CAUSES``: every cause the diagnosis names, its fingerprint and its fix.
 
 Writes ``build/cheatsheet.html`` (prints on one landscape page) and ``build/cheatsheet.pdf`` (one A4 landscape page,
 A3 when A4 would need type below 5 pt; drawn with matplotlib's PDF backend: no other tool needed). Each file is written to a temporary name and renamed, so a failed
@@ -101,8 +101,8 @@ def effects_rows() -> Optional[List[Any]]:
 
 def sections() -> List[Section]:
     """The sheet's tables, from the package's tables (the differences first, when ``explainer.effects`` exists)."""
-    from explainer.causes import CAUSES
     from explainer.conventions import DETECTRON, DETECTRON2, KNOB_DOCS
+    from explainer.diagnosis.causes import CAUSES
 
     out = []
     effects = effects_rows()
@@ -124,7 +124,7 @@ def sections() -> List[Section]:
                        knobs, "explainer.conventions: DETECTRON2.replace(knob=value) changes one."))
     causes = [(name, c.fingerprint, c.fix) for name, c in CAUSES.items()]
     out.append(Section("Fingerprints on detections", ("cause", "fingerprint", "fix"), (1.1, 1.55, 2.1), causes,
-                       "explainer.causes.CAUSES: what `python -m explainer diagnose` names."))
+                       "explainer.diagnosis.causes.CAUSES: what `python -m explainer diagnose` names."))
     return out
 
 

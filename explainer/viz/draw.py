@@ -7,13 +7,14 @@ in Detectron's inclusive pixel indices [x1, x2] is drawn as the pixels it covers
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from functools import lru_cache
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.patches import Rectangle
 
-from .style import STYLE, convention_style
+from explainer.viz.style import STYLE, convention_style
 
 
 def box_xy(box: Sequence[float], inclusive: bool = False):
@@ -51,7 +52,7 @@ class PixelGrid:
         if not centres:
             self.centres.set_label("_nolegend_")
         self.show_labels = labels
-        self._tick_cache = None
+        self._tick_cache: Optional[Tuple[int, int]] = None
         ax.set_aspect("equal")
         ax.set_xlabel(f"x ({unit}; continuous, pixel i covers [i, i+1))")
         ax.set_ylabel(f"y ({unit})")
@@ -120,3 +121,20 @@ def box_segments(boxes) -> list:
     """Closed outlines of N x 4 (x1, y1, x2, y2) boxes, for one ``LineCollection.set_segments`` call."""
     b = np.asarray(boxes, dtype=float).reshape(-1, 4)
     return [[(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)] for x1, y1, x2, y2 in b]
+
+
+@lru_cache(maxsize=4)
+def sample_photo(width: Optional[int] = None) -> np.ndarray:
+    """matplotlib's bundled photo (``grace_hopper.jpg``: works offline), decoded by Pillow, as uint8 H x W x 3 RGB;
+    with ``width``, resized once (bilinear) to that width so that its pixels show. Read-only: copy before editing."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    with Image.open(path) as f:
+        im = f.convert("RGB")
+    if width is not None:
+        im = im.resize((width, round(im.height * width / im.width)), Image.Resampling.BILINEAR)
+    out = np.asarray(im)
+    out.setflags(write=False)
+    return out

@@ -113,7 +113,7 @@ def _worst_pairs(diag: Any, k: int) -> str:
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
-    from .draw import box_segments
+    from explainer.viz.draw import box_segments
 
     order = diag.pairs_by_difference()[:k].tolist()
     cols = 4
@@ -151,7 +151,7 @@ def _draw_masks(ax: Any, diag: Any, i: int, rb: Sequence[float]) -> None:
     """Both masks of pair ``i`` (decoded, cropped), in the reference box's frame, when the files have them."""
     if diag.masks is None:
         return
-    from ..result_masks import pair_evidence
+    from explainer.diagnosis.result_masks import pair_evidence
 
     r, c = diag.masks["ref"][i], diag.masks["cand"][i]
     if r is None or c is None:
@@ -194,7 +194,7 @@ def _figure(b64: str, alt: str, caption: str) -> str:
 
 
 def report_html(diag: Any, title: str = "Diagnosis of two result files", worst: int = WORST_PAIRS) -> str:
-    """The diagnosis (:class:`explainer.diagnose.Diagnosis`) as one self-contained HTML page."""
+    """The diagnosis (:class:`explainer.diagnosis.Diagnosis`) as one self-contained HTML page."""
     rows = []
     for k, c in enumerate(diag.causes, 1):
         ev = "<br>".join(f"{html.escape(str(key))} = {html.escape(_value(v))}" for key, v in c.evidence.items())
@@ -228,7 +228,7 @@ def write_report(diag: Any, path: Union[str, os.PathLike], title: str = "Diagnos
     """Write :func:`report_html` to ``path`` atomically (a temporary file in the same folder, then a rename; the
     temporary file is removed on any failure). An existing file is replaced and keeps its permissions; a
     directory or an unwritable folder raises ``ValueError``."""
-    from ..checkpoint import _atomic_output
+    from explainer._files import atomic_output
 
     p = Path(path)
     mode = None
@@ -243,6 +243,6 @@ def write_report(diag: Any, path: Union[str, os.PathLike], title: str = "Diagnos
     except OSError as e:
         raise ValueError(f"{p}: cannot be written ({e.strerror})") from None
     page = report_html(diag, title).encode("utf-8")
-    with _atomic_output(p, mode) as f:
+    with atomic_output(p, mode) as f:
         f.write(page)
     return p

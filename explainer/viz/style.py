@@ -7,9 +7,10 @@ marker and a direct label go with it). Feature maps use ``cividis``.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict, List, Union
 
-import matplotlib as mpl
+import matplotlib
+from cycler import cycler
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -34,6 +35,9 @@ CONVENTION_STYLES: Dict[str, Dict] = {
                        short="Detectron2", hatch="\\\\"),
 }
 
+#: The course's base font size (points): large enough to read from the back of a room.
+FONT_SIZE = 11
+
 STYLE = {
     "difference": OKABE_ITO["purple"],
     "agree": OKABE_ITO["green"],
@@ -45,26 +49,28 @@ STYLE = {
     "centre": OKABE_ITO["green"],
     "feature_cmap": "cividis",
     "diverging_cmap": "RdBu_r",
-    "font_size": 11,
+    "font_size": FONT_SIZE,
 }
 
-_RC = {
-    "font.size": STYLE["font_size"],
-    "axes.titlesize": STYLE["font_size"] + 1,
-    "axes.labelsize": STYLE["font_size"],
-    "legend.fontsize": STYLE["font_size"] - 1,
+_RC: Dict[str, Any] = {
+    "font.size": FONT_SIZE,
+    "axes.titlesize": FONT_SIZE + 1,
+    "axes.labelsize": FONT_SIZE,
+    "legend.fontsize": FONT_SIZE - 1,
     "legend.framealpha": 0.9,
     "figure.dpi": 90,
     "savefig.dpi": 90,
     "axes.grid": False,
     "image.cmap": STYLE["feature_cmap"],
-    "axes.prop_cycle": mpl.cycler(color=[OKABE_ITO[k] for k in ("blue", "vermillion", "green", "orange", "sky", "purple", "black")]),
+    "axes.prop_cycle": cycler(color=[OKABE_ITO[k] for k in ("blue", "vermillion", "green", "orange", "sky", "purple", "black")]),
 }
 
 
 def apply_style() -> None:
     """Apply the course's matplotlib defaults (fonts large enough to read from the back of a room)."""
-    mpl.rcParams.update(_RC)
+    # matplotlib's stubs type the keys as literals; the values here are checked by matplotlib when they are set
+    rc: Any = matplotlib.rcParams
+    rc.update(_RC)
 
 
 def convention_style(convention) -> Dict:
@@ -79,7 +85,7 @@ def convention_style(convention) -> Dict:
 def legend_handles(*names: str, kind: str = "line"):
     """Legend handles for the named conventions, drawn as lines (default) or filled patches."""
     names = names or ("detectron", "detectron2")
-    out = []
+    out: List[Union[Line2D, Patch]] = []
     for n in names:
         s = convention_style(n)
         if kind == "patch":

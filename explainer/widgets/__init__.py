@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import DASHBOARDS, Dashboard, register  # noqa: F401
+from explainer.widgets.base import DASHBOARDS, Dashboard, register  # noqa: F401
 
 
 def load_all():

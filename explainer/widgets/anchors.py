@@ -8,27 +8,17 @@ import numpy as np
 import torch
 from matplotlib.collections import LineCollection
 
-from .. import anchors as A
-from ..pixels import to_continuous
-from ..viz.draw import box_segments
-from ..viz.style import STYLE, convention_style
-from .base import Dashboard, dropdown, html_table, register, slider
+from explainer import anchors as A
+from explainer.pixels import to_continuous
+from explainer.viz.draw import box_segments, sample_photo
+from explainer.viz.style import STYLE, convention_style
+from explainer.widgets.base import Dashboard, dropdown, html_table, register, slider
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")
 RATIO_SETS = [("0.5, 1, 2 (default)", (0.5, 1.0, 2.0)), ("1 only", (1.0,)), ("0.25, 0.5, 1, 2, 4", (0.25, 0.5, 1.0, 2.0, 4.0))]
 SIZES = [("level default (32 at P2 ... 512 at P6)", 0.0), ("32", 32.0), ("64", 64.0), ("128", 128.0), ("256", 256.0), ("512", 512.0)]
 ZOOM_CELLS = 9.0  # half-width of the zoom panel, in feature cells
-
-
-@lru_cache(maxsize=1)
-def _photo():
-    """matplotlib's bundled photo (works offline), as uint8 H x W x 3."""
-    from matplotlib import cbook
-    from PIL import Image
-
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        return np.asarray(Image.open(f).convert("RGB"))
 
 
 @register
@@ -51,7 +41,7 @@ class AnchorGridDashboard(Dashboard):
         }
 
     def build(self, fig):
-        img = _photo()
+        img = sample_photo()
         self.H, self.W = img.shape[:2]
         self.centre_px = (300.0, 210.0)  # the face, in image pixels (x, y)
         self.ax, self.zx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.15, 1.0]})

@@ -40,10 +40,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from traitlets import TraitError
 
-from .._validate import finite_number, whole_number
-from ..viz.style import apply_style
-from ..viz.tables import html_table  # noqa: F401  (re-exported for dashboards)
-from .frames import use_fast_frames
+from explainer._validate import finite_number, whole_number
+from explainer.viz.style import apply_style
+from explainer.viz.tables import html_table  # noqa: F401  (re-exported for dashboards)
+from explainer.widgets.frames import use_fast_frames
 
 __all__ = [
     "Dashboard",
@@ -349,7 +349,7 @@ class Dashboard:
             self.build(self.fig)
         self.fast_draw = CachedFigureDraw(self.fig) if self.cache_static_layer else None
         self._static_image: Optional[widgets.Image] = None
-        canvas = self.fig.canvas
+        canvas: Any = self.fig.canvas   # ipympl's Canvas when the widget backend is active
         if _is_widget_canvas(canvas):
             canvas.header_visible = False
             canvas.footer_visible = False

@@ -9,11 +9,11 @@ import torch
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullLocator
 
-from .. import boxes
-from ..conventions import DETECTRON, DETECTRON2
-from ..viz.draw import BoxArtist, PixelGrid, set_box
-from ..viz.style import STYLE, convention_style
-from .base import Dashboard, checkbox, dropdown, html_table, register, slider
+from explainer import boxes as B
+from explainer.conventions import DETECTRON, DETECTRON2
+from explainer.viz.draw import BoxArtist, PixelGrid, set_box
+from explainer.viz.style import STYLE, convention_style
+from explainer.widgets.base import Dashboard, checkbox, dropdown, html_table, register, slider
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")
@@ -64,15 +64,15 @@ class BoxPairDashboard(Dashboard):
         b = torch.tensor([[b_x1, b_y1, b_x1 + size, b_y1 + size]], dtype=torch.float64)
         out = {"a": a[0].numpy(), "b": b[0].numpy()}
         for key, plus in (("detectron", True), ("detectron2", False)):
-            pa = boxes.to_continuous(a) if plus else a
-            pb = boxes.to_continuous(b) if plus else b
+            pa = B.to_continuous(a) if plus else a
+            pb = B.to_continuous(b) if plus else b
             lo = torch.maximum(pa[0, :2], pb[0, :2])
             hi = torch.minimum(pa[0, 2:], pb[0, 2:])
             inter_wh = (hi - lo).clamp(min=0)
             out[key] = {
-                "area_a": float(boxes.area(a, legacy_plus_one=plus)[0]),
-                "area_b": float(boxes.area(b, legacy_plus_one=plus)[0]),
-                "iou": float(boxes.pairwise_iou(a, b, legacy_plus_one=plus)[0, 0]),
+                "area_a": float(B.area(a, legacy_plus_one=plus)[0]),
+                "area_b": float(B.area(b, legacy_plus_one=plus)[0]),
+                "iou": float(B.pairwise_iou(a, b, legacy_plus_one=plus)[0, 0]),
                 "inter_box": [float(lo[0]), float(lo[1]), float(lo[0] + inter_wh[0]), float(lo[1] + inter_wh[1])],
                 "inter": float(inter_wh[0] * inter_wh[1]),
             }
@@ -150,7 +150,7 @@ class IoUBySizeDashboard(Dashboard):
         bx.legend(loc="upper right", fontsize=8)
 
     def compute(self, shift, diagonal):
-        got = boxes.iou_by_size(self.SIZES, shift, diagonal=diagonal)
+        got = B.iou_by_size(self.SIZES, shift, diagonal=diagonal)
         return {k: v.numpy() for k, v in got.items()} | {"shift": shift, "diagonal": diagonal}
 
     def render(self, r):
@@ -216,12 +216,12 @@ class RegressionDashboard(Dashboard):
         x1, y1 = math.floor(c - size / 2), math.floor(self.H / 2 - size / 2)
         prop = torch.tensor([[x1, y1, x1 + size - 1, y1 + size - 1]], dtype=torch.float64)
         deltas = torch.tensor([[dx, dy, dw, dh]], dtype=torch.float64)
-        legacy = boxes.decode(deltas, prop, self.WEIGHTS, legacy_plus_one=True)[0]
+        legacy = B.decode(deltas, prop, self.WEIGHTS, legacy_plus_one=True)[0]
         if handover == "same":
-            d2 = boxes.decode(deltas, prop, self.WEIGHTS)[0]
+            d2 = B.decode(deltas, prop, self.WEIGHTS)[0]
         else:
-            d2 = boxes.decode(deltas, boxes.to_continuous(prop), self.WEIGHTS)[0]
-        legacy_cover = boxes.to_continuous(legacy[None])[0]
+            d2 = B.decode(deltas, B.to_continuous(prop), self.WEIGHTS)[0]
+        legacy_cover = B.to_continuous(legacy[None])[0]
         return {"prop": prop[0].numpy(), "legacy": legacy.numpy(), "d2": d2.numpy(), "legacy_cover": legacy_cover.numpy(),
                 "handover": handover, "deltas": (dx, dy, dw, dh)}
 
@@ -297,12 +297,12 @@ class NMSDashboard(Dashboard):
         self.axes[1].legend(handles=[Line2D([], [], color=D2["color"], ls=D2["linestyle"], lw=2, label="kept"),
                                      Line2D([], [], color=STYLE["neutral"], ls=":", lw=1, label="suppressed")],
                             loc="lower left", fontsize=8)
-        self.ious = {key: boxes.pairwise_iou(self.BOXES, self.BOXES, legacy_plus_one=conv.legacy_plus_one) for key, conv in SIDES}
+        self.ious = {key: B.pairwise_iou(self.BOXES, self.BOXES, legacy_plus_one=conv.legacy_plus_one) for key, conv in SIDES}
 
     def compute(self, threshold):
         out = {"threshold": threshold}
         for key, conv in SIDES:
-            kept = boxes.nms(self.BOXES, self.SCORES, threshold, legacy_plus_one=conv.legacy_plus_one).tolist()
+            kept = B.nms(self.BOXES, self.SCORES, threshold, legacy_plus_one=conv.legacy_plus_one).tolist()
             iou = self.ious[key]
             # for each box, its largest IoU with a kept box of higher score (what decided its fate)
             worst = []

@@ -7,9 +7,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .. import checkpoint as C
-from ..viz.style import STYLE
-from .base import Dashboard, dropdown, html_table, register
+from explainer.checkpoints import checkpoint as Ck
+from explainer.viz.style import STYLE
+from explainer.widgets.base import Dashboard, dropdown, html_table, register
 
 K = 80
 MISTAKES = [("none: converted correctly", "none"), ("config counts background (NUM_CLASSES 81)", "num_classes"),
@@ -21,22 +21,22 @@ MISTAKES = [("none: converted correctly", "none"), ("config counts background (N
 
 @lru_cache(maxsize=1)
 def _converted():
-    ck = C.synthetic_detectron_checkpoint(num_classes=K, small=True)
-    sd, report = C.convert_detectron_to_detectron2(ck["blobs"])
+    ck = Ck.synthetic_detectron_checkpoint(num_classes=K, small=True)
+    sd, report = Ck.convert_detectron_to_detectron2(ck["blobs"])
     return ck["blobs"], sd, report
 
 
 @lru_cache(maxsize=1)
 def _c4_as_detectron2_loads_it():
     """The synthetic C4 checkpoint converted without moving the RPN rows, as Detectron2's own loader leaves them."""
-    ck = C.synthetic_detectron_checkpoint(num_classes=K, small=True, arch="c4")
-    sd, report = C.convert_detectron_to_detectron2(ck["blobs"], cfg=ck["cfg"], reorder_anchors=False)
+    ck = Ck.synthetic_detectron_checkpoint(num_classes=K, small=True, arch="c4")
+    sd, report = Ck.convert_detectron_to_detectron2(ck["blobs"], cfg=ck["cfg"], reorder_anchors=False)
     return sd, report
 
 
 def _audit_c4_rows():
     sd, report = _c4_as_detectron2_loads_it()
-    res = C.audit(sd, C.detectron2_expected_shapes(num_classes=K, small=True, arch="c4"))
+    res = Ck.audit(sd, Ck.detectron2_expected_shapes(num_classes=K, small=True, arch="c4"))
     real_missing = [m for m in res["missing"] if "benign" not in m[2]]
     return dict(res=res, counts=[res["matched"], len(res["mismatched"]), len(real_missing), len(res["unexpected"])],
                 real_missing=real_missing, rpn=report["rpn_anchors"])
@@ -59,7 +59,7 @@ def _audit_with(mistake: str):
         sd["bbox_pred.bias"] = torch.from_numpy(blobs["bbox_pred_b"])
     elif mistake == "momentum":
         sd["conv1_w_momentum"] = torch.from_numpy(blobs["conv1_w_momentum"])
-    want = C.detectron2_expected_shapes(num_classes=n, small=True)
+    want = Ck.detectron2_expected_shapes(num_classes=n, small=True)
     if mistake == "mask0":  # a 1-channel mask head through the loader's w[1:], against a CLS_AGNOSTIC_MASK model
         sd["mask_head.predictor.weight"] = sd["mask_head.predictor.weight"][:0]
         sd["mask_head.predictor.bias"] = sd["mask_head.predictor.bias"][:0]
@@ -69,7 +69,7 @@ def _audit_with(mistake: str):
         h = want["roi_heads.box_predictor.bbox_pred.weight"][1]
         want["roi_heads.box_predictor.bbox_pred.weight"] = (4, h)
         want["roi_heads.box_predictor.bbox_pred.bias"] = (4,)
-    res = C.audit(sd, want)
+    res = Ck.audit(sd, want)
     real_missing = [m for m in res["missing"] if "benign" not in m[2]]
     return dict(res=res, counts=[res["matched"], len(res["mismatched"]), len(real_missing), len(res["unexpected"])],
                 real_missing=real_missing)

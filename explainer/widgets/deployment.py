@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from matplotlib.collections import LineCollection
 
-from .. import deployment as D
-from .. import roi_align as R
-from ..viz.draw import BoxArtist, PixelGrid, label_cells
-from ..viz.style import STYLE, convention_style
-from .base import Dashboard, box_sliders, dropdown, html_table, int_slider, register
+from explainer import deployment as Dep
+from explainer import roi_align as R
+from explainer.viz.draw import BoxArtist, PixelGrid, label_cells, sample_photo
+from explainer.viz.style import STYLE, convention_style
+from explainer.widgets.base import Dashboard, box_sliders, dropdown, html_table, int_slider, register
 
 D2 = convention_style("detectron2")
 MODES = [("half_pixel (PyTorch, PIL, OpenCV, TF2)", "half_pixel"), ("align_corners=True", "align_corners"),
@@ -35,11 +35,7 @@ def _patch():
 def photo_bgr() -> torch.Tensor:
     """matplotlib's bundled photo (grace_hopper.jpg) as a 3 x H x W uint8 tensor in BGR order: what ``cv2.imread``
     gives Detectron, and what Detectron2 feeds its model with ``INPUT.FORMAT`` "BGR". Decoded once, by Pillow."""
-    from matplotlib import cbook
-    from PIL import Image
-
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        rgb = np.asarray(Image.open(f).convert("RGB"))
+    rgb = sample_photo()
     return torch.from_numpy(rgb[:, :, ::-1].copy()).permute(2, 0, 1).contiguous()
 
 
@@ -71,10 +67,10 @@ class ResizeModesDashboard(Dashboard):
 
     def compute(self, mode, out):
         p = _patch()
-        ref = D.resize(p, (out, out), "half_pixel")[0, 0]
-        got = D.resize(p, (out, out), mode)[0, 0]
+        ref = Dep.resize(p, (out, out), "half_pixel")[0, 0]
+        got = Dep.resize(p, (out, out), mode)[0, 0]
         s = out / 20
-        shift = (D.resize_coordinate_map(20, out, mode) - D.resize_coordinate_map(20, out, "half_pixel")) * s  # output px
+        shift = (Dep.resize_coordinate_map(20, out, mode) - Dep.resize_coordinate_map(20, out, "half_pixel")) * s  # output px
         return dict(mode=mode, out=out, ref=ref.numpy(), got=got.numpy(), shift=shift.numpy())
 
     def render(self, r):
@@ -131,19 +127,13 @@ class CropAndResizeDashboard(Dashboard):
         ref = R.roi_align(FEATURE, torch.tensor([[0.0, x1, y1, x2, y2]]), res, spatial_scale=1.0, sampling_ratio=2, aligned=True)[0, 0].numpy()
         sp = R.sampling_points([x1, y1, x2, y2], res, (MAP, MAP), spatial_scale=1.0, sampling_ratio=2, aligned=True)
         n = 2 * res
-        naive_b = D.naive_crop_and_resize_boxes(box, (MAP, MAP))
-        naive = torch.nn.functional.avg_pool2d(D.crop_and_resize(FEATURE, naive_b, n), 2, 2)[0, 0].numpy()
-        tp = D.roi_align_via_crop_and_resize(FEATURE, box, res)[0, 0].numpy()
-        tb = D.roi_align_box_to_crop_and_resize(box, (MAP, MAP), n)
-
-        def tf_points(b, length, shift):
-            ys = b[0, 0] * (length - 1) + torch.arange(n, dtype=torch.float64) * (b[0, 2] - b[0, 0]) * (length - 1) / (n - 1)
-            xs = b[0, 1] * (length - 1) + torch.arange(n, dtype=torch.float64) * (b[0, 3] - b[0, 1]) * (length - 1) / (n - 1)
-            Y, X = torch.meshgrid(ys - shift, xs - shift, indexing="ij")
-            return np.stack([X.reshape(-1).numpy(), Y.reshape(-1).numpy()], 1)
-
+        naive_b = Dep.naive_crop_and_resize_boxes(box, (MAP, MAP))
+        naive = Dep.naive_roi_align_via_crop_and_resize(FEATURE, box, res)[0, 0].numpy()
+        tp = Dep.roi_align_via_crop_and_resize(FEATURE, box, res)[0, 0].numpy()
+        tb = Dep.roi_align_box_to_crop_and_resize(box, (MAP, MAP), n)
         return dict(box=[x1, y1, x2, y2], ref=ref, naive=naive, tp=tp, ref_pts=sp["points"].numpy(),
-                    naive_pts=tf_points(naive_b, MAP, 0.0), tp_pts=tf_points(tb, MAP + 2, 1.0), res=res)
+                    naive_pts=Dep.crop_and_resize_grid(naive_b, MAP, n).numpy(),
+                    tp_pts=Dep.crop_and_resize_grid(tb, MAP + 2, n, 1.0).numpy(), res=res)
 
     def render(self, r):
         for (box, ref, tf), pts in zip(self.art, (r["naive_pts"], r["tp_pts"])):
@@ -189,9 +179,9 @@ class SamePaddingDashboard(Dashboard):
         ax.legend(loc="upper right", fontsize=8.5, ncol=2)
 
     def compute(self, size, kernel, stride):
-        tf = D.conv_output_centres(size, kernel, stride, "tf_same").numpy()
-        pt = D.conv_output_centres(size, kernel, stride, "symmetric").numpy()
-        return dict(size=size, kernel=kernel, stride=stride, tf=tf, pt=pt, pads=D.same_padding(size, kernel, stride))
+        tf = Dep.conv_output_centres(size, kernel, stride, "tf_same").numpy()
+        pt = Dep.conv_output_centres(size, kernel, stride, "symmetric").numpy()
+        return dict(size=size, kernel=kernel, stride=stride, tf=tf, pt=pt, pads=Dep.same_padding(size, kernel, stride))
 
     def render(self, r):
         n = r["size"]
@@ -241,8 +231,8 @@ class BackboneOffsetsDashboard(Dashboard):
 
     def compute(self, size, padding):
         pad, tf_mode = ("tensorpack", True) if padding == "tensorpack_tf" else (padding, False)
-        a = D.backbone_offsets(size, stride_in_1x1=False, padding=pad, tf_pad_mode=tf_mode)
-        b = D.backbone_offsets(size, stride_in_1x1=True, padding=pad, tf_pad_mode=tf_mode)
+        a = Dep.backbone_offsets(size, stride_in_1x1=False, padding=pad, tf_pad_mode=tf_mode)
+        b = Dep.backbone_offsets(size, stride_in_1x1=True, padding=pad, tf_pad_mode=tf_mode)
         return dict(size=size, padding=padding, a=a, b=b)
 
     def render(self, r):

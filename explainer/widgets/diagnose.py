@@ -1,10 +1,10 @@
 """Debugging a converted model: the miniature detector under both conventions, injected mismatches and their
 diagnosis, two result files compared pair by pair, and a bisection over the knobs.
 
-Every dashboard here works on detections of the miniature detector of :mod:`explainer.pipeline`, fitted
-under Detectron's conventions on synthetic scenes (weights cached on disk by :func:`explainer.course.course_detector`),
-or on two COCO result files the reader uploads. The computations live in :mod:`explainer.course`,
-:mod:`explainer.compare` and :mod:`explainer.diagnose`; this module only draws them. It holds the chapter's
+Every dashboard here works on detections of the miniature detector of :mod:`explainer.course.pipeline`, fitted
+under Detectron's conventions on synthetic scenes (weights cached on disk by :func:`explainer.course.cache.course_detector`),
+or on two COCO result files the reader uploads. The computations live in :mod:`explainer.course.cache`,
+:mod:`explainer.course.compare` and :mod:`explainer.diagnosis`; this module only draws them. It holds the chapter's
 four dashboards (a little over 600 lines) so that they share one palette, one table of injectable mistakes and
 the helpers that label boxes and format the evidence.
 """
@@ -23,44 +23,21 @@ from matplotlib.collections import LineCollection
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
-from .. import compare as CMP
-from .. import course as C
-from .. import diagnose as D
-from ..conventions import DETECTRON, DETECTRON2, Convention
-from ..pipeline import INFERENCE_KNOBS, STAGES
-from ..result_masks import pair_evidence
-from ..viz.draw import box_segments
-from ..viz.style import OKABE_ITO, STYLE
-from .base import Dashboard, checkbox, dropdown, html_table, int_slider, register
+from explainer.conventions import DETECTRON, DETECTRON2, Convention
+from explainer.course import cache as CC
+from explainer.course import compare as CMP
+from explainer.course.pipeline import INFERENCE_KNOBS, STAGES
+from explainer.diagnosis import report as Dx
+from explainer.diagnosis.injection import MISTAKES, inject_mistakes
+from explainer.diagnosis.result_masks import pair_evidence
+from explainer.viz.draw import box_segments
+from explainer.viz.style import OKABE_ITO, STYLE
+from explainer.widgets.base import Dashboard, checkbox, dropdown, html_table, int_slider, register
 
 REF_COLOR = "#FFFFFF"
 CAND_COLOR = STYLE["difference"]
 COORD_COLORS = {"dx1": OKABE_ITO["blue"], "dy1": OKABE_ITO["sky"], "dx2": OKABE_ITO["vermillion"], "dy2": OKABE_ITO["orange"]}
 
-#: Post-processing mistakes the reader can inject: control name -> (label, cause, inject parameters, tooltip).
-MISTAKES: Dict[str, Tuple[str, str, Dict[str, Any], str]] = {
-    "scale": ("boxes not rescaled (x 0.8)", "scale", {"factor": 0.8},
-              "the boxes stay in the resized input's frame: every coordinate times 0.8"),
-    "anisotropic_scale": ("height and width swapped in the rescale", "anisotropic_scale", {"sx": 0.75, "sy": 4 / 3},
-                          "x scaled by H/W and y by W/H, as when (h, w) is passed where (w, h) is expected"),
-    "translation": ("padding not removed (+16, +8 px)", "translation", {"dx": 16.0, "dy": 8.0},
-                    "boxes keep the offset of the padded input"),
-    "half_pixel_shift": ("pixel indices as coordinates (+0.5)", "half_pixel_shift", {},
-                         "all four coordinates shifted by half a pixel"),
-    "plus_one": ("x2, y2 exported as inclusive (+1)", "plus_one", {}, "x2 and y2 off by exactly one pixel"),
-    "xywh_as_xyxy": ("xyxy written into COCO's bbox", "xywh_as_xyxy", {},
-                     "x2, y2 written where COCO expects width and height"),
-    "label_offset": ("labels shifted by one", "label_offset", {"offset": 1},
-                     "background-first labels read as background-last"),
-    "label_permutation": ("class order permuted", "label_permutation", {"mapping": {0: 2, 1: 0, 2: 1}},
-                          "square read as triangle, disc as square, triangle as disc: another class list order"),
-    "coco_category_ids": ("contiguous labels as COCO ids", "coco_category_ids", {},
-                          "0..79 labels written where COCO's 1..90 category ids are expected"),
-    "threshold_or_topk": ("score threshold 0.9", "threshold_or_topk", {"score_threshold": 0.9},
-                          "detections scored 0.9 or less dropped (a different SCORE_THRESH_TEST)"),
-    "numerical_noise": ("numerical jitter (0.05 px)", "numerical_noise", {"sigma": 0.05, "score_sigma": 1e-3},
-                        "boxes jittered by 0.05 px and scores by 0.001, as fp16 or another backend would"),
-}
 
 #: For each inference knob: the value it takes when it is 'changed', shown next to its checkbox.
 def _changed_value(knob: str):
@@ -93,7 +70,7 @@ def _fmt_evidence(ev: Dict[str, Any], limit: int = 4) -> str:
     return "; ".join(parts)
 
 
-def causes_table(diag: "D.Diagnosis", injected: Optional[List[str]] = None) -> str:
+def causes_table(diag: "Dx.Diagnosis", injected: Optional[List[str]] = None) -> str:
     """The ranked causes as an HTML table (cause, strength, evidence, fix)."""
     rows = []
     for c in diag.causes:
@@ -130,10 +107,10 @@ def _candidate(choice: str) -> Tuple[Convention, bool]:
 def _both(candidate: str, scene: int) -> Dict[str, Any]:
     """The reference and candidate runs of a scene, compared stage by stage (runs and comparisons cached)."""
     conv, converted = _candidate(candidate)
-    ref = C.run_scene(scene, DETECTRON)
-    cand = C.run_scene(scene, conv, converted)
+    ref = CC.run_scene(scene, DETECTRON)
+    cand = CC.run_scene(scene, conv, converted)
     return dict(ref=ref, cand=cand, diffs=CMP.stage_differences(ref, cand), first=CMP.first_divergence(ref, cand),
-                image=C.course_detector().test[scene].image, conv=conv, converted=converted, scene=scene,
+                image=CC.course_detector().test[scene].image, conv=conv, converted=converted, scene=scene,
                 agree=CMP.compare_detections(ref.detections, cand.detections))
 
 
@@ -149,14 +126,14 @@ class BothConventionsDashboard(Dashboard):
         return {
             "candidate": dropdown("candidate", CANDIDATES, "d2_converted",
                                   "what the reference (Detectron, as fitted) is compared with", width="430px"),
-            "scene": int_slider("scene", 0, C.N_TEST - 1, 0, "which synthetic test image"),
+            "scene": int_slider("scene", 0, CC.N_TEST - 1, 0, "which synthetic test image"),
         }
 
     def build(self, fig):
         gs = fig.add_gridspec(1, 2, width_ratios=[1.25, 1])
         self.ax = fig.add_subplot(gs[0])
         self.ax_st = fig.add_subplot(gs[1])
-        scene = C.course_detector().test[0]
+        scene = CC.course_detector().test[0]
         H, W = scene.image.shape[-2:]
         self.img = self.ax.imshow(np.zeros((H, W, 3)), extent=(0, W, H, 0), interpolation="nearest")
         self.ref_lines = LineCollection([], colors=REF_COLOR, linewidths=2.0, label="reference: Detectron (as fitted)")
@@ -259,15 +236,11 @@ def _injected(settings: Tuple[Tuple[str, bool], ...]) -> Dict[str, Any]:
     params = dict(settings)
     knobs = {k: _changed_value(k) for k in INFERENCE_KNOBS if params[f"knob_{k}"]}
     conv = DETECTRON.replace(**knobs) if knobs else DETECTRON
-    ref = C.detections_over_scenes(DETECTRON)
-    cand = D.load_detections(C.detections_over_scenes(conv), name="candidate")
-    injected = []
-    for name, (_, cause, kw, _) in MISTAKES.items():
-        if params[name]:
-            cand = D.inject(cand, cause, **kw)
-            injected.append(cause)
-    size = tuple(C.course_detector().test[0].image.shape[-2:])
-    diag = D.diagnose(ref, cand, image_size=size)
+    ref = CC.detections_over_scenes(DETECTRON)
+    cand = Dx.load_detections(CC.detections_over_scenes(conv), name="candidate")
+    cand, injected = inject_mistakes(cand, [name for name in MISTAKES if params[name]])
+    size = tuple(CC.course_detector().test[0].image.shape[-2:])
+    diag = Dx.diagnose(ref, cand, image_size=size)
     return dict(diag=diag, knobs=knobs, injected=injected, conv=conv)
 
 
@@ -325,7 +298,7 @@ class InjectDashboard(Dashboard):
         self.ax_h.set_xscale("symlog", linthresh=LINTHRESH, linscale=1.5)
         self.ax_h.set_xlim(-SPAN, SPAN)
         self.ax_h.set_xticks(ticks, [str(t) for t in ticks])
-        n_ref = sum(len(d["boxes"]) for d in C.detections_over_scenes(DETECTRON).values())
+        n_ref = sum(len(d["boxes"]) for d in CC.detections_over_scenes(DETECTRON).values())
         self.ax_h.set_ylim(0, max(n_ref, 1) * 1.1)   # at most one count per reference detection
         for ax in (self.ax_s, self.ax_l):
             ax.axhline(0, color=STYLE["grid"], linewidth=0.8)
@@ -388,21 +361,18 @@ EXAMPLES = [
 def _example(mistakes: Any) -> Tuple[list, list]:
     """A built-in pair of COCO result lists (masks as RLE): the reference with ``mistakes`` injected, the
     reference with Detectron2's mask paste ("paste"), or the converted run (no mistakes)."""
-    ref = C.detections_over_scenes(DETECTRON)
+    ref = CC.detections_over_scenes(DETECTRON)
     if mistakes == "paste":
-        other = C.detections_over_scenes(DETECTRON.replace(mask_paste="paste_masks_in_image"))
-        return D.to_coco_results(ref), D.to_coco_results(other)
+        other = CC.detections_over_scenes(DETECTRON.replace(mask_paste="paste_masks_in_image"))
+        return Dx.to_coco_results(ref), Dx.to_coco_results(other)
     if not mistakes:
-        return D.to_coco_results(ref), D.to_coco_results(C.detections_over_scenes(DETECTRON2, converted=True))
-    cand = D.load_detections(ref, name="candidate")
-    for m in mistakes:
-        _, cause, kw, _ = MISTAKES[m]
-        cand = D.inject(cand, cause, **kw)
-    return D.to_coco_results(ref), D.to_coco_results(cand)
+        return Dx.to_coco_results(ref), Dx.to_coco_results(CC.detections_over_scenes(DETECTRON2, converted=True))
+    cand, _ = inject_mistakes(Dx.load_detections(ref, name="candidate"), mistakes)
+    return Dx.to_coco_results(ref), Dx.to_coco_results(cand)
 
 
 def _pair_masks(diag, k: int) -> Optional[Dict[str, Any]]:
-    """Pair ``k``'s masks compared (:func:`explainer.result_masks.pair_evidence`), or why they cannot be; None
+    """Pair ``k``'s masks compared (:func:`explainer.diagnosis.result_masks.pair_evidence`), or why they cannot be; None
     when neither file has masks."""
     if diag.masks is None:
         return None
@@ -415,12 +385,12 @@ def _pair_masks(diag, k: int) -> Optional[Dict[str, Any]]:
         return {"problem": f"the masks cannot be decoded ({e})"}
 
 
-def _uploaded(widget, side: str) -> D.Detections:
+def _uploaded(widget, side: str) -> Dx.Detections:
     """The uploaded file's detections, parsed from the bytes in memory (no file is written)."""
     if not widget.value:
         raise ValueError(f"no {side} file yet: upload a COCO results JSON ([{{'image_id', 'category_id', 'bbox', 'score'}}])")
     f = widget.value[0]
-    return D.detections_from_json(bytes(f["content"]), name=str(f["name"]))
+    return Dx.detections_from_json(bytes(f["content"]), name=str(f["name"]))
 
 
 #: The pair panel shows this much around the reference box (in box widths and heights).
@@ -505,7 +475,7 @@ class UploadDashboard(Dashboard):
         key = self._key(source)
         if key not in self._cache:  # the pair slider only browses: the diagnosis is computed once per input
             ref, cand = self._sides(source)
-            diag = D.diagnose(ref, cand)
+            diag = Dx.diagnose(ref, cand)
             p = diag.pairs
             if len(p["iou"]):
                 order = diag.pairs_by_difference()
@@ -622,10 +592,10 @@ HIDDEN = [(k, (k,)) for k in INFERENCE_KNOBS] + [("anchor_offset + roi_aligned",
 def _bisect(hidden: Tuple[str, ...], scene: int = 0):
     """Bisect from Detectron2's conventions towards Detectron's on the converted detector, against a reference
     that the same converted detector produced with the ``hidden`` knobs at Detectron's values."""
-    reference = C.run_scene(scene, C.reference_convention(hidden), converted=True)
-    report = CMP.bisect_conventions(lambda conv: C.run_scene(scene, conv, converted=True), reference,
+    reference = CC.run_scene(scene, CC.reference_convention(hidden), converted=True)
+    report = CMP.bisect_conventions(lambda conv: CC.run_scene(scene, conv, converted=True), reference,
                                     start=DETECTRON2, towards=DETECTRON)
-    return report, C.reference_convention(hidden)
+    return report, CC.reference_convention(hidden)
 
 
 @register

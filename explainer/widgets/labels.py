@@ -8,11 +8,11 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .. import boxes as B
-from .. import labels as L
-from ..viz.draw import BoxArtist
-from ..viz.style import STYLE, convention_style
-from .base import Dashboard, dropdown, html_table, int_slider, register
+from explainer import boxes as B
+from explainer import labels as L
+from explainer.viz.draw import BoxArtist
+from explainer.viz.style import STYLE, convention_style
+from explainer.widgets.base import Dashboard, dropdown, html_table, int_slider, register
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 
-from .. import masks as Mk
-from ..pixels import to_inclusive
-from ..viz.draw import BoxArtist, PixelGrid
-from ..viz.style import STYLE, convention_style
-from .base import Dashboard, box_sliders, dropdown, html_table, int_slider, register, slider
+from explainer import masks as Mk
+from explainer.pixels import to_inclusive
+from explainer.viz.draw import BoxArtist, PixelGrid
+from explainer.viz.style import STYLE, convention_style
+from explainer.widgets.base import Dashboard, box_sliders, dropdown, html_table, int_slider, register, slider
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")

@@ -7,10 +7,10 @@ import torch
 from matplotlib.collections import LineCollection
 from matplotlib.patches import Polygon
 
-from .. import pixels
-from ..viz.draw import BoxArtist, PixelGrid
-from ..viz.style import STYLE, convention_style
-from .base import Dashboard, box_sliders, checkbox, dropdown, html_table, int_slider, register
+from explainer import pixels
+from explainer.viz.draw import BoxArtist, PixelGrid
+from explainer.viz.style import STYLE, convention_style
+from explainer.widgets.base import Dashboard, box_sliders, checkbox, dropdown, html_table, int_slider, register
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")

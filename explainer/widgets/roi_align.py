@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from matplotlib.collections import LineCollection
 
-from .. import roi_align as R
-from ..conventions import DETECTRON, DETECTRON2
-from ..viz.draw import BoxArtist, PixelGrid, label_cells
-from ..viz.style import STYLE, convention_style
-from .base import Dashboard, box_sliders, dropdown, html_table, int_slider, register, slider
+from explainer import roi_align as R
+from explainer.conventions import DETECTRON, DETECTRON2
+from explainer.viz.draw import BoxArtist, PixelGrid, label_cells
+from explainer.viz.style import STYLE, convention_style
+from explainer.widgets.base import Dashboard, box_sliders, dropdown, html_table, int_slider, register, slider
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")
@@ -58,7 +58,7 @@ class ROIAlignSamplingDashboard(Dashboard):
         self.panels = {}
         axes = fig.subplots(1, 2)
         for ax, (key, conv, s) in zip(axes, (("detectron", DETECTRON, D1), ("detectron2", DETECTRON2, D2))):
-            aligned = conv.aligned
+            aligned = conv.operator_flag("aligned")
             PixelGrid(ax, MAP, MAP, centres=False, labels=True, unit="feature cells")
             label_cells(ax, FEATURE[0, 0].numpy())
             box = BoxArtist(ax, "detectron2", label="the box x spatial_scale", fill_alpha=0.06, linewidth=1.5)

@@ -1,4 +1,4 @@
-"""The self-check at the end of a chapter: each question of :mod:`explainer.selfcheck` as a small form.
+"""The self-check at the end of a chapter: each question of :mod:`explainer.course.selfcheck` as a small form.
 
 A question asks for a number (a text box) or a choice (radio buttons). **Check** judges the answer with the
 package's live computation: a right answer shows the explanation with its numbers, a wrong one a hint (never the
@@ -16,7 +16,7 @@ from typing import List, Optional, Union
 
 import ipywidgets as widgets
 
-from .. import selfcheck as S
+from explainer.course import selfcheck as S
 
 __all__ = ["SelfCheck"]
 

@@ -1,8 +1,8 @@
 """Chapter 11 dashboard: PyTorch against ONNX Runtime, stage by stage; the first divergence and its cause.
 
-Every mismatch is a real export of the course network (:mod:`explainer.network`), run in ONNX Runtime with all
+Every mismatch is a real export of the course network (:mod:`explainer.course.network`), run in ONNX Runtime with all
 its stages exposed and compared with :func:`explainer.trace.compare`. Each export and comparison is computed
-once per kernel (:func:`explainer.network.course_builder`); choosing it again only redraws.
+once per kernel (:func:`explainer.course.network.course_builder`); choosing it again only redraws.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from matplotlib.patches import Patch, Rectangle
 
-from .. import network as N
-from .. import trace_causes as TC
-from ..viz.style import OKABE_ITO, STYLE
-from .base import Dashboard, dropdown, html_table, register
+from explainer.course import network as N
+from explainer.trace import causes as TC
+from explainer.viz.style import OKABE_ITO, STYLE
+from explainer.widgets.base import Dashboard, dropdown, html_table, register
 
 #: Bar chart range, in tolerances: |difference| / (atol + rtol |reference|); 1 is the pass/fail line.
 FLOOR, CEIL = 1e-4, 1e6

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from matplotlib.patches import Polygon
 
-from .. import pixels, training
-from ..conventions import DETECTRON, DETECTRON2
-from ..viz.draw import BoxArtist
-from ..viz.style import STYLE, convention_style
-from .base import Dashboard, checkbox, dropdown, html_table, int_slider, register, slider
+from explainer import pixels, training
+from explainer.conventions import DETECTRON, DETECTRON2
+from explainer.viz.draw import BoxArtist, sample_photo
+from explainer.viz.style import STYLE, convention_style
+from explainer.widgets.base import Dashboard, checkbox, dropdown, html_table, int_slider, register, slider
 
 D1 = convention_style("detectron")
 D2 = convention_style("detectron2")
@@ -148,18 +148,6 @@ class SmoothL1Dashboard(Dashboard):
         return [{"beta": b} for b in np.linspace(0.0, 1.5, 12)]
 
 
-@lru_cache(maxsize=1)
-def _photo(width: int = 48):
-    """matplotlib's bundled photo (no download), downsampled once so that pixels are visible."""
-    from matplotlib import cbook
-    from PIL import Image
-
-    with cbook.get_sample_data("grace_hopper.jpg") as f:
-        im = Image.open(f).convert("RGB")
-    h = round(im.height * width / im.width)
-    return np.asarray(im.resize((width, h), Image.BILINEAR))
-
-
 KEYPOINT_NAMES = ["nose", "left_eye", "right_eye"]
 KEYPOINT_LABELS = ["nose", "L eye", "R eye"]
 FLIP_INDICES = training.keypoint_flip_indices(KEYPOINT_NAMES, {"left_eye": "right_eye"})
@@ -182,7 +170,7 @@ class FlipAugmentationDashboard(Dashboard):
         }
 
     def build(self, fig):
-        img = _photo()
+        img = sample_photo(48)
         self.H, self.W = img.shape[:2]
         self.ax0, self.ax1 = fig.subplots(1, 2)
         for ax, im, title in ((self.ax0, img, "original"), (self.ax1, img[:, ::-1], "flipped image")):
@@ -219,12 +207,12 @@ class FlipAugmentationDashboard(Dashboard):
         res = {"box": box[0].numpy(), "poly": poly.reshape(-1, 2).numpy(), "kp": kp.numpy(), "zoom": zoom}
         for key, conv in (("detectron", DETECTRON), ("detectron2", DETECTRON2)):
             if conv.legacy_plus_one:  # Detectron's boxes are inclusive indices: convert, flip, convert back to draw
-                fb = pixels.to_continuous(pixels.hflip_boxes(pixels.to_inclusive(box), W, minus_one=conv.minus_one))
+                fb = pixels.to_continuous(pixels.hflip_boxes(pixels.to_inclusive(box), W, **conv.operator_flags("minus_one")))
             else:
-                fb = pixels.hflip_boxes(box, W, minus_one=conv.minus_one)
+                fb = pixels.hflip_boxes(box, W, **conv.operator_flags("minus_one"))
             res[f"{key}_box"] = fb[0].numpy()
-            res[f"{key}_poly"] = training.hflip_polygons([poly], W, minus_one=conv.minus_one)[0].reshape(-1, 2).numpy()
-            res[f"{key}_kp"] = training.hflip_keypoints(kp, W, FLIP_INDICES, minus_one=conv.minus_one,
+            res[f"{key}_poly"] = training.hflip_polygons([poly], W, **conv.operator_flags("minus_one"))[0].reshape(-1, 2).numpy()
+            res[f"{key}_kp"] = training.hflip_keypoints(kp, W, FLIP_INDICES, **conv.operator_flags("minus_one"),
                                                         keypoint_half_pixel=conv.keypoint_half_pixel).numpy()
         return res
 

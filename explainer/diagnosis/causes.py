@@ -1,6 +1,6 @@
 """The vocabulary of the diagnosis: every cause it can name, the fingerprint it looks for, and the fix.
 
-:data:`CAUSES` is what :func:`explainer.diagnose.diagnose` reports from two sets of detections, and what a
+:data:`CAUSES` is what :func:`explainer.diagnosis.diagnose` reports from two sets of detections, and what a
 stage-by-stage comparison of two models names when it finds the same mistake inside them. A found cause is a
 :class:`Cause`: its name, a strength in [0, 1], the evidence in numbers and the fix. Nothing here imports
 matplotlib or ipywidgets.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict
 
-from ._json import jsonable
+from explainer._json import jsonable
 
 __all__ = ["CAUSES", "CauseInfo", "Cause", "make_cause", "UNRELATED_BELOW", "BOX_ATOL", "SCORE_ATOL", "RTOL"]
 
@@ -129,7 +129,7 @@ CAUSES: Dict[str, CauseInfo] = {
         "matched boxes differ by more than numerics with no global pattern, scores drift while boxes agree, "
         "keypoints or masks differ without a known pattern, or detections go missing without a score or count pattern",
         "compare the two pipelines stage by stage (anchors, proposals, pooled features) or bisect the "
-        "conventions (explainer.compare.bisect_conventions)"),
+        "conventions (explainer.course.compare.bisect_conventions)"),
     "unrelated": CauseInfo(
         "the two sides do not describe the same detections",
         f"fewer than {UNRELATED_BELOW:.0%} of the detections match one to one, even after trying a global alignment",

@@ -1,17 +1,17 @@
 """Why do two sets of detections for the same images differ?  Name the convention mistake from its fingerprint.
 
 ``diagnose(reference, candidate)`` matches detections one to one per image (by box IoU, ignoring labels;
-:mod:`explainer.matching`, which aligns the sides first when a large mistake keeps them apart), fits every
-hypothesis of :data:`CAUSES` (:mod:`explainer.causes`) to the matched pairs, looks at what the unmatched
+:mod:`explainer.diagnosis.matching`, which aligns the sides first when a large mistake keeps them apart), fits every
+hypothesis of :data:`CAUSES` (:mod:`explainer.diagnosis.causes`) to the matched pairs, looks at what the unmatched
 detections have in common, and returns a :class:`Diagnosis`: the causes ranked, each with its evidence in
 numbers and the fix. The causes are fitted on the matched pairs in their original coordinates.
 
 Each side is detections for one or more images, in any form :func:`load_detections` reads
-(:mod:`explainer.detections`): a COCO result list or JSON file, dicts of tensors per image, an N x 4..6 tensor.
-Every field is compared: boxes, scores, labels (:mod:`explainer.label_causes`), keypoints and masks
-(:mod:`explainer.field_causes`); ``identical`` means that all of them agree, every value is finite and every
+(:mod:`explainer.diagnosis.detections`): a COCO result list or JSON file, dicts of tensors per image, an N x 4..6 tensor.
+Every field is compared: boxes, scores, labels (:mod:`explainer.diagnosis.label_causes`), keypoints and masks
+(:mod:`explainer.diagnosis.field_causes`); ``identical`` means that all of them agree, every value is finite and every
 detection has a partner. Both sides are held as stacks of every detection, so the cost follows the number of
-detections and not of images. :func:`inject` (:mod:`explainer.inject`) applies a cause to detections, for
+detections and not of images. :func:`inject` (:mod:`explainer.diagnosis.injection`) applies a cause to detections, for
 experiments and the course.
 
 This module also hands on those modules' public names, so that ``from explainer import diagnose as D`` reaches
@@ -26,9 +26,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ._validate import image_size as _image_size
-from .causes import BOX_ATOL, CAUSES, RTOL, SCORE_ATOL, UNRELATED_BELOW, Cause, CauseInfo, make_cause
-from .detections import (
+from explainer._threads import single_thread
+from explainer._validate import image_size as _image_size
+from explainer.diagnosis.causes import BOX_ATOL, CAUSES, RTOL, SCORE_ATOL, UNRELATED_BELOW, Cause, CauseInfo, make_cause
+from explainer.diagnosis.detections import (
     Detections,
     FlatDetections,
     ImageDetections,
@@ -36,11 +37,18 @@ from .detections import (
     load_detections,
     to_coco_results,
 )
-from .field_causes import Fields, keypoint_causes, mask_causes, non_finite, non_finite_rows
-from .inject import INJECTIONS, inject
-from .label_causes import label_causes
-from .matching import MATCH_IOU, Match, align_and_match, matched_pairs, residuals, unmatched, xyxy_read_as_xywh
-from .trace import single_thread
+from explainer.diagnosis.field_causes import Fields, keypoint_causes, mask_causes, non_finite, non_finite_rows
+from explainer.diagnosis.injection import INJECTIONS, inject
+from explainer.diagnosis.label_causes import label_causes
+from explainer.diagnosis.matching import (
+    MATCH_IOU,
+    Match,
+    align_and_match,
+    matched_pairs,
+    residuals,
+    unmatched,
+    xyxy_read_as_xywh,
+)
 
 __all__ = [
     "CAUSES",
@@ -61,7 +69,7 @@ __all__ = [
     "SCORE_ATOL",
 ]
 
-#: The matched pairs (:func:`explainer.matching.matched_pairs`) and the unmatched detections per side.
+#: The matched pairs (:func:`explainer.diagnosis.matching.matched_pairs`) and the unmatched detections per side.
 Pairs = Dict[str, torch.Tensor]
 Unmatched = Dict[str, Dict[str, Any]]
 
@@ -82,7 +90,7 @@ class Diagnosis:
     ``alignment``: how the pairs were found (``identity``, ``affine``, ``xyxy-as-xywh``; ``no`` without pairs).
     ``masks``: when either side has masks, the pairs' masks as RLEs (``ref``, ``cand``) and their comparison
     (``compare``: per pair ``iou``, ``boundary_f``, ``area_ref``, ``area_cand``; see
-    :func:`explainer.result_masks.compare_masks`).
+    :func:`explainer.diagnosis.result_masks.compare_masks`).
     """
 
     causes: List[Cause]

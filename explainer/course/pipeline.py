@@ -39,7 +39,7 @@ inclusive pixel indices (x2 = last pixel), Detectron2's continuous (x2 = right e
 
 The training-only knobs (``post_nms_topk_*``, ``*_smooth_l1_beta``) and the keypoint and flip knobs do not
 act in this detector's inference; :data:`INFERENCE_KNOBS` lists those that do. Two runs are compared stage by
-stage, and the knobs bisected, in :mod:`explainer.compare`; :mod:`explainer.course` holds the course's
+stage, and the knobs bisected, in :mod:`explainer.course.compare`; :mod:`explainer.course.cache` holds the course's
 fitted detector.
 """
 
@@ -53,19 +53,19 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from . import anchors as A
-from . import boxes as B
-from . import labels as L
-from ._torchvision import torchvision_op
-from ._validate import WrongType, as_tensor, check_values, positive_int, size_pair, whole_number
-from ._validate import seed as _seed
-from .conventions import DETECTRON, Convention
-from .masks import paste_masks
-from .pixels import to_inclusive
+from explainer import anchors as A
+from explainer import boxes as B
+from explainer import labels as L
+from explainer._torchvision import torchvision_op
+from explainer._validate import WrongType, as_tensor, check_values, positive_int, size_pair, whole_number
+from explainer._validate import seed as _seed
+from explainer.conventions import DETECTRON, Convention, check_convention
+from explainer.masks import paste_masks
+from explainer.pixels import to_inclusive
 
 __all__ = [
     "Scene", "synthetic_scenes", "MiniDetector", "Run", "fit_detector", "STAGES", "INFERENCE_KNOBS",
-    "colour_maps", "cell_anchors", "level_anchors", "check_convention",
+    "colour_maps", "rpn_cell_anchors", "level_anchors",
 ]
 
 #: The pipeline's stages, in order; :attr:`Run.stages` holds each one's tensors.
@@ -228,7 +228,7 @@ def _shift_contrast(x: torch.Tensor, half: int, dim: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # Conventions applied
 # --------------------------------------------------------------------------------------------------
-def cell_anchors(convention: Convention) -> torch.Tensor:
+def rpn_cell_anchors(convention: Convention) -> torch.Tensor:
     """A x 4 cell anchors centred on 0 in continuous coordinates, in the convention's row order."""
     convention = check_convention(convention)
     return A.cell_anchors(STRIDE, SIZES, RATIOS, convention)
@@ -243,22 +243,14 @@ def level_anchors(convention: Convention, image_size: Tuple[int, int]) -> torch.
     """All anchors of the RPN level, location-major, in the convention's box coordinates."""
     convention = check_convention(convention)
     H, W = size_pair(image_size, "image_size")
-    grid = A.grid_anchors(cell_anchors(convention), (math.ceil(H / STRIDE), math.ceil(W / STRIDE)), STRIDE,
-                          offset=float(convention.offset))
+    grid = A.grid_anchors(rpn_cell_anchors(convention), (math.ceil(H / STRIDE), math.ceil(W / STRIDE)), STRIDE,
+                          offset=float(convention.anchor_offset))
     return _to_convention(grid, convention)
 
 
 def _to_convention(boxes_continuous: torch.Tensor, convention: Convention) -> torch.Tensor:
     """Detectron's box math works on inclusive pixel indices: x2 = right edge - 1."""
     return to_inclusive(boxes_continuous) if convention.legacy_plus_one else boxes_continuous
-
-
-def check_convention(convention: Any) -> Convention:
-    """``convention`` itself, or a ``ValueError`` when it is not a :class:`~explainer.conventions.Convention`."""
-    if not isinstance(convention, Convention):
-        raise WrongType(f"convention must be an explainer.conventions.Convention (e.g. DETECTRON), "
-                        f"got {type(convention).__name__}")
-    return convention
 
 
 def _objects(objects: Any) -> Tuple[int, int]:
@@ -393,7 +385,7 @@ class MiniDetector:
         ctr, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * CONTEXT
         both = torch.cat([boxes, torch.cat([ctr - half, ctr + half], 1)])
         rois = torch.cat([torch.zeros(len(both), 1), both], 1)
-        p = _roi_align(feats, rois, POOL, 1.0 / HEAD_STRIDE, sr, conv.aligned)
+        p = _roi_align(feats, rois, POOL, 1.0 / HEAD_STRIDE, sr, conv.roi_aligned)
         return torch.cat([p[: len(boxes)], p[len(boxes):]], 1)      # N x 2C x POOL x POOL
 
     def _head(self, pooled: torch.Tensor, props: torch.Tensor, conv: Convention,
@@ -438,7 +430,7 @@ class MiniDetector:
         if len(boxes) == 0:
             return torch.zeros(0, H, W, dtype=torch.bool)
         rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
-        pooled = _roi_align(maps[None, :-1], rois, MASK, 1.0, 2, conv.aligned)
+        pooled = _roi_align(maps[None, :-1], rois, MASK, 1.0, 2, conv.roi_aligned)
         m = pooled[torch.arange(len(boxes)), labels]                   # each detection's own class map
         return paste_masks(m, boxes, (H, W), mask_paste=conv.mask_paste)
 

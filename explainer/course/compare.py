@@ -1,8 +1,8 @@
 """Two runs of the miniature detector side by side: stage by stage, detections against detections, and a
 bisection over the knobs that finds which ones a reference was produced with.
 
-* :func:`stage_differences` compares two :class:`~explainer.pipeline.Run` objects stage by stage (in the
-  order of :data:`~explainer.pipeline.STAGES`), tensor by tensor; :func:`first_divergence` is the first
+* :func:`stage_differences` compares two :class:`~explainer.course.pipeline.Run` objects stage by stage (in the
+  order of :data:`~explainer.course.pipeline.STAGES`), tensor by tensor; :func:`first_divergence` is the first
   tensor in that order that differs by more than a tolerance: where a difference starts.
 * :func:`compare_detections` matches two sets of detections one to one (same label, high IoU; masks too when
   both sides carry them); :func:`quality` scores runs against their scenes' ground truth.
@@ -20,14 +20,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from . import boxes as B
-from ._validate import finite_number, probability
-from .conventions import DETECTRON, DETECTRON2, Convention
-from .masks import mask_iou
-from .pipeline import INFERENCE_KNOBS, STAGES, Run, Scene, check_convention
-from .pixels import to_continuous
+from explainer import boxes as B
+from explainer._validate import finite_number, probability
+from explainer.conventions import DETECTRON, DETECTRON2, Convention, check_convention
+from explainer.course.pipeline import INFERENCE_KNOBS, STAGES, Run, Scene
+from explainer.masks import mask_iou
+from explainer.pixels import to_continuous
 
-__all__ = ["stage_differences", "first_divergence", "compare_detections", "quality", "BisectReport",
+__all__ = ["stage_differences", "first_divergence", "same_label_matches", "compare_detections", "quality", "BisectReport",
            "bisect_conventions"]
 
 #: Detections as :func:`compare_detections` takes them: a Run, or a dict with boxes, scores, labels (and masks).
@@ -48,7 +48,7 @@ def _tensor_difference(key: str, ta: torch.Tensor, tb: Optional[torch.Tensor]) -
 
 
 def stage_differences(run_a: Run, run_b: Run) -> List[Dict[str, Any]]:
-    """Per stage of :data:`~explainer.pipeline.STAGES`, in pipeline order, how far ``run_b`` is from ``run_a``.
+    """Per stage of :data:`~explainer.course.pipeline.STAGES`, in pipeline order, how far ``run_b`` is from ``run_a``.
 
     Each entry: ``stage``; ``tensors``, for every tensor of ``run_a``'s stage in its order, ``(largest
     absolute difference, a phrase saying it)`` (inf when ``run_b`` lacks the tensor or has another shape, 0
@@ -92,6 +92,22 @@ def _as_dets(x: Any) -> Mapping[str, torch.Tensor]:
     raise ValueError(f"detections must be a Run or a dict with 'boxes', 'scores' and 'labels', got {type(x).__name__}")
 
 
+def same_label_matches(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
+                       iou: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One-to-one matches between two sets of detections: same label and box IoU >= ``iou``, greedily by IoU.
+
+    ``a`` and ``b``: dicts with ``boxes`` (N x 4, x1, y1, x2, y2 in one convention's coordinates) and
+    ``labels`` (N). Returns ``rows`` (P, indices into ``a``), ``cols`` (P, into ``b``),
+    ``ious`` (P) and the same-label IoU matrix (N_a x N_b, 0 where the labels differ). The one
+    matching core of :func:`compare_detections`, :func:`explainer.course.measured.reproduced` and chapter 4's
+    ROIAlign experiment.
+    """
+    m = B.pairwise_iou(a["boxes"].float(), b["boxes"].float())
+    m = torch.where(a["labels"].view(-1, 1) == b["labels"].view(1, -1), m, torch.zeros_like(m))
+    rows, cols, vals = B.greedy_match(m, iou)[:3]
+    return rows, cols, vals, m
+
+
 def compare_detections(a: DetectionsLike, b: DetectionsLike, iou: float = 0.99) -> Dict[str, Any]:
     """How far ``b`` reproduces ``a``: one-to-one matches with the same label and box IoU >= ``iou``.
 
@@ -111,10 +127,8 @@ def compare_detections(a: DetectionsLike, b: DetectionsLike, iou: float = 0.99) 
     if na == 0 or nb == 0:
         out["agreement"] = out["mean_iou"] = 1.0 if na == nb else 0.0
         return out
-    m = B.pairwise_iou(ba, bb)
-    m = torch.where(da["labels"].view(-1, 1) == db["labels"].view(1, -1), m, torch.zeros_like(m))
+    ii, jj, _, m = same_label_matches(da, db, iou)
     out["mean_iou"] = float(m.max(1).values.mean())
-    ii, jj = B.greedy_match(m, iou)[:2]
     if len(ii):
         out["max_box_diff"] = float((ba[ii] - bb[jj]).abs().max())
     ok = torch.ones(len(ii), dtype=torch.bool)

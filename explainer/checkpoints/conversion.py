@@ -10,8 +10,8 @@
   :mod:`explainer.labels`) and reports what it left out and why; :func:`convert_detectron2_to_detectron_predictor`
   goes the other way for the predictors.
 
-Loading and writing files is :mod:`explainer.checkpoint`'s; so is :func:`explainer.checkpoint.convert_checkpoint`,
-which takes a loaded file and calls this module or :mod:`explainer.maskrcnn_benchmark`.
+Loading and writing files is :mod:`explainer.checkpoints`'s; so is :func:`explainer.checkpoints.convert_checkpoint`,
+which takes a loaded file and calls this module or :mod:`explainer.checkpoints.maskrcnn_benchmark`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from . import _validate as _v
-from . import anchors as A
-from . import labels as L
+from explainer import _validate as _v
+from explainer import anchors as A
+from explainer import labels as L
 
 __all__ = [
     "detectron_to_detectron2_name",
@@ -107,7 +107,7 @@ def detectron_to_detectron2_name(name: str) -> Tuple[str, str]:
     return k, family
 
 
-_PREDICTOR_BLOBS = {"cls_score_w", "cls_score_b", "bbox_pred_w", "bbox_pred_b", "mask_fcn_logits_w", "mask_fcn_logits_b"}
+PREDICTOR_BLOBS = {"cls_score_w", "cls_score_b", "bbox_pred_w", "bbox_pred_b", "mask_fcn_logits_w", "mask_fcn_logits_b"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,7 +331,7 @@ def reorder_rpn_anchor_rows(tensors: Mapping[str, torch.Tensor], objectness: Tup
     return out, report
 
 
-def _predictor_report(pred: Dict[str, torch.Tensor], conv: Dict[str, torch.Tensor]) -> List[Tuple[str, str, str]]:
+def predictor_report(pred: Dict[str, torch.Tensor], conv: Dict[str, torch.Tensor]) -> List[Tuple[str, str, str]]:
     rows = [("cls_score", f"{tuple(pred['cls_score_w'].shape)} -> {tuple(conv['cls_score.weight'].shape)}", "background row moved last"),
             ("bbox_pred", f"{tuple(pred['bbox_pred_w'].shape)} -> {tuple(conv['bbox_pred.weight'].shape)}", "4 background rows dropped")]
     if "mask_fcn_logits_w" in pred:
@@ -386,19 +386,19 @@ def convert_detectron_to_detectron2(blobs: Mapping[str, Any], *, reorder_anchors
         reorder=reorder_anchors, fpn=fpn, rpn_anchors=rpn_anchors, cfg=cfg)
     tensors.update(moved)
     out: Dict[str, torch.Tensor] = {}
-    pred = {k: tensors[k] for k in _PREDICTOR_BLOBS if k in tensors}
+    pred = {k: tensors[k] for k in PREDICTOR_BLOBS if k in tensors}
     if pred:
         conv = L.convert_box_predictor(pred)
         out.update(conv)
-        report["predictor"] = _predictor_report(pred, conv)
+        report["predictor"] = predictor_report(pred, conv)
         report["K"] = pred["cls_score_w"].shape[0] - 1 if "cls_score_w" in pred else None
     momentum = "optimizer state (SGD momentum): Detectron2's loader drops *_momentum"
-    _rename_into(out, report, {k: v for k, v in tensors.items() if k not in _PREDICTOR_BLOBS}, detectron_to_detectron2_name,
+    rename_into(out, report, {k: v for k, v in tensors.items() if k not in PREDICTOR_BLOBS}, detectron_to_detectron2_name,
                  lambda k: momentum if k.endswith("_momentum") else "", "blobs", n_in=len(tensors))
     return out, report
 
 
-def _rename_into(out: Dict[str, torch.Tensor], report: Dict[str, Any], tensors: Mapping[str, torch.Tensor],
+def rename_into(out: Dict[str, torch.Tensor], report: Dict[str, Any], tensors: Mapping[str, torch.Tensor],
                  rename: Any, ignore: Any, what: str, n_in: int) -> None:
     """Put every tensor into ``out`` under ``rename(name)[0]`` (or list it as ignored when ``ignore(name)`` gives a
     reason), recording ``renamed``, ``unmapped`` (family "other") and the ``counts`` (``n_in`` tensors read) in

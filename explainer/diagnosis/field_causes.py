@@ -1,8 +1,8 @@
 """What the fields beyond boxes and labels show: non-finite values, fields on one side only, keypoints and masks.
 
-Each function reads the two sides (stacks of every detection, :class:`explainer.detections.FlatDetections`
+Each function reads the two sides (stacks of every detection, :class:`explainer.diagnosis.detections.FlatDetections`
 sharing one image list) and the matched pairs (``ref_row``, ``cand_row``, ``image``), and returns causes of
-:data:`explainer.causes.CAUSES`:
+:data:`explainer.diagnosis.causes.CAUSES`:
 
 * :func:`non_finite` (``non_finite``): NaN or infinity in a box, score or keypoint, per side and field, with
   the first few detections named. Detections with a non-finite box or score are left out of the matching.
@@ -10,7 +10,7 @@ sharing one image list) and the matched pairs (``ref_row``, ``cand_row``, ``imag
   either pattern (``inference_difference``, or ``numerical_noise`` below half a pixel).
 * :func:`mask_causes`: ``mask_paste`` when boxes agree and the masks differ along their contour, or masks that
   differ elsewhere (``inference_difference``); the masks are read with pycocotools
-  (:mod:`explainer.result_masks`).
+  (:mod:`explainer.diagnosis.result_masks`).
 * :class:`Fields` gathers what one side lacks (keypoints or masks absent, masks empty, segmentations that do not
   decode) into one ``missing_field`` cause, naming the field and the detections.
 
@@ -26,9 +26,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .causes import BOX_ATOL, RTOL, Cause, make_cause
-from .detections import FlatDetections
-from .result_masks import compare_masks, pair_rles
+from explainer.diagnosis.causes import BOX_ATOL, RTOL, Cause, make_cause
+from explainer.diagnosis.detections import FlatDetections
+from explainer.diagnosis.result_masks import compare_masks, pair_rles
 
 __all__ = ["non_finite_rows", "non_finite", "Fields", "keypoint_causes", "mask_causes", "EXAMPLES"]
 
@@ -212,7 +212,7 @@ def _keypoint_patterns(d: torch.Tensor, differing: torch.Tensor) -> List[Cause]:
 def mask_causes(ref: FlatDetections, cand: FlatDetections, p: Dict[str, torch.Tensor], boxes_agree: bool,
                 fields: Fields) -> Tuple[List[Cause], Optional[Dict[str, Any]]]:
     """Mask causes of the matched pairs, and the masks compared (``ref``/``cand`` RLEs per pair, ``compare`` from
-    :func:`explainer.result_masks.compare_masks`, ``problems``) for the report and the pair browser."""
+    :func:`explainer.diagnosis.result_masks.compare_masks`, ``problems``) for the report and the pair browser."""
     n = len(p["image"])
     if (ref.masks is None and cand.masks is None) or not n:
         return [], None

@@ -2,7 +2,7 @@
 
 A module of its own, and longer than most, because it is one piece with one job: turn a file that may be hostile
 (a ``__reduce__`` payload, a memory or time bomb) or broken into either containers of numbers, strings and
-numpy arrays, or a short ``ValueError`` -- and nothing else. :mod:`explainer.checkpoint` builds its
+numpy arrays, or a short ``ValueError`` -- and nothing else. :mod:`explainer.checkpoints` builds its
 loading on it.
 
 * :class:`RestrictedUnpickler` is a pickle interpreter written here (protocols 0 to 5). It resolves only a short

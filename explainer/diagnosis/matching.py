@@ -29,7 +29,7 @@ from typing import Any, Dict, List, NamedTuple, Protocol, Sequence, Tuple
 import numpy as np
 import torch
 
-from .roi_align import fpn_level_of_size
+from explainer.roi_align import fpn_level_of_size
 
 __all__ = ["MATCH_IOU", "MAX_CANDIDATE_PAIRS", "Stack", "Match", "match_boxes", "match_stacks", "align_and_match",
            "matched_pairs", "residuals", "unmatched", "score_rank", "count_before", "lex_order", "pair_iou",

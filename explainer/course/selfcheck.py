@@ -190,7 +190,7 @@ _MAPPINGS = {"[x1, y1, x2, y2]": (0.0, 0.0, 0.0, 0.0), "[x1, y1, x2 + 1, y2 + 1]
       "same pixels?",
       "In Detectron2, pixel i is the interval [i, i + 1). Where does the last pixel x2 end?", choices=tuple(_MAPPINGS))
 def _ch00_same_pixels() -> Solution:
-    from . import pixels
+    from explainer import pixels
 
     box, size = [2.0, 1.0, 6.0, 4.0], (8, 10)
     want = pixels.pixel_coverage(box, size, inclusive=True)
@@ -212,18 +212,18 @@ _NOTATION = ("the area of a box", "the IoU of two boxes", "clipping a box that l
       "Apply each operation both ways to boxes near the image border. Where does Detectron clamp x1, and where does "
       "Detectron2?", choices=_NOTATION)
 def _ch00_not_notation() -> Solution:
-    from . import boxes
+    from explainer import boxes as B
 
     a, b = torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([[1.0, 1.0, 11.0, 11.0]])
-    A, B = boxes.to_continuous(a), boxes.to_continuous(b)
+    a_cont, b_cont = B.to_continuous(a), B.to_continuous(b)
     beyond = torch.tensor([[125.0, 10.0, 140.0, 20.0]])
-    legacy_clip = boxes.to_continuous(boxes.clip(beyond, (100, 120), legacy_plus_one=True))
-    modern_clip = boxes.clip(boxes.to_continuous(beyond), (100, 120))
+    legacy_clip = B.to_continuous(B.clip(beyond, (100, 120), legacy_plus_one=True))
+    modern_clip = B.clip(B.to_continuous(beyond), (100, 120))
     agree = {
-        _NOTATION[0]: _same(boxes.area(a, legacy_plus_one=True), boxes.area(A)),
-        _NOTATION[1]: _same(boxes.pairwise_iou(a, b, legacy_plus_one=True), boxes.pairwise_iou(A, B)),
+        _NOTATION[0]: _same(B.area(a, legacy_plus_one=True), B.area(a_cont)),
+        _NOTATION[1]: _same(B.pairwise_iou(a, b, legacy_plus_one=True), B.pairwise_iou(a_cont, b_cont)),
         _NOTATION[2]: _same(legacy_clip, modern_clip),
-        _NOTATION[3]: _same(boxes.encode(a, b, legacy_plus_one=True), boxes.encode(A, B)),
+        _NOTATION[3]: _same(B.encode(a, b, legacy_plus_one=True), B.encode(a_cont, b_cont)),
     }
     lc, mc = legacy_clip[0].tolist(), modern_clip[0].tolist()
     return Solution(_only({k: not v for k, v in agree.items()}),
@@ -242,7 +242,7 @@ def _ch00_not_notation() -> Solution:
       "Detectron names the last pixel; Detectron2 names where the covered area ends. Pixel i covers [i, i + 1).",
       tolerance=1e-6, unit="px")
 def _ch01_last_pixel() -> Solution:
-    from . import pixels
+    from explainer import pixels
 
     box = torch.tensor([[2.0, 0.0, 6.0, 3.0]])
     x2 = float(pixels.to_continuous(box)[0, 2])
@@ -263,7 +263,7 @@ _FLIPPED = ("boxes", "keypoints", "polygons", "none of them")
       "Ask for each kind whether it is stored as pixel indices or as continuous coordinates, and which rule is "
       "right for which.", choices=_FLIPPED)
 def _ch01_flip() -> Solution:
-    from . import pixels
+    from explainer import pixels
 
     W = 48
     box = torch.tensor([[10.0, 5.0, 20.0, 15.0]])          # inclusive pixels (Detectron)
@@ -292,7 +292,7 @@ def _ch01_flip() -> Solution:
       "In continuous coordinates pixel 49 ends at 50, and continuous coordinates scale exactly. Where does the "
       "scaled x2 = 98 end as a pixel index?", tolerance=0.01, unit="px")
 def _ch01_resize_edge() -> Solution:
-    from . import pixels
+    from explainer import pixels
 
     s, inc = 2.0, torch.tensor([[10.0, 10.0, 49.0, 29.0]])
     legacy = pixels.to_continuous(pixels.scale_boxes(inc, s, legacy_plus_one=True))[0]
@@ -310,12 +310,12 @@ def _ch01_resize_edge() -> Solution:
       "for them? (Three decimals are enough.)",
       "In Detectron the numbers are inclusive pixel indices. Which pixels do A and B both contain?", tolerance=0.0015)
 def _ch02_touching_iou() -> Solution:
-    from . import boxes
+    from explainer import boxes as B
 
     a, b = torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([[10.0, 0.0, 20.0, 10.0]])
-    legacy = float(boxes.pairwise_iou(a, b, legacy_plus_one=True))
-    modern = float(boxes.pairwise_iou(a, b))
-    inter, area = 11, float(boxes.area(a, legacy_plus_one=True))
+    legacy = float(B.pairwise_iou(a, b, legacy_plus_one=True))
+    modern = float(B.pairwise_iou(a, b))
+    inter, area = 11, float(B.area(a, legacy_plus_one=True))
     return Solution(legacy, f"Both boxes contain the pixel column 10 (11 pixels), and each covers {_g(area)} pixels: "
                             f"IoU = 11 / ({_g(area)} + {_g(area)} - {inter}) = {_g(legacy)} (1/21). Detectron2 reads "
                             f"the same numbers as rectangles that only share a line: IoU {_g(modern)}.")
@@ -330,15 +330,15 @@ _KEEPER = ("Detectron", "Detectron2", "both", "neither")
       "Compare the two NMS kernels' suppression test: one is Detectron's cython_nms, the other torchvision's nms.",
       choices=_KEEPER)
 def _ch02_nms_tie() -> Solution:
-    from . import boxes
+    from explainer import boxes as B
 
     tie = torch.tensor([[0.0, 0.0, 9.0, 9.0], [0.0, 0.0, 9.0, 4.0]])    # +1 areas 100 and 50, IoU 50 / 100
     scores = torch.tensor([0.9, 0.8])
-    iou1 = float(boxes.pairwise_iou(tie[:1], tie[1:], legacy_plus_one=True))
-    mapped = boxes.to_continuous(tie)
-    iou2 = float(boxes.pairwise_iou(mapped[:1], mapped[1:]))
-    n1 = len(boxes.nms(tie, scores, 0.5, legacy_plus_one=True))
-    n2 = len(boxes.nms(mapped, scores, 0.5))
+    iou1 = float(B.pairwise_iou(tie[:1], tie[1:], legacy_plus_one=True))
+    mapped = B.to_continuous(tie)
+    iou2 = float(B.pairwise_iou(mapped[:1], mapped[1:]))
+    n1 = len(B.nms(tie, scores, 0.5, legacy_plus_one=True))
+    n2 = len(B.nms(mapped, scores, 0.5))
     keeps = {"Detectron": n1 == 2 and n2 < 2, "Detectron2": n2 == 2 and n1 < 2, "both": n1 == n2 == 2,
              "neither": n1 < 2 and n2 < 2}
     return Solution(_only(keeps), f"IoU {_g(iou1)} (Detectron) and {_g(iou2)} (Detectron2, same pixels). Detectron "
@@ -353,11 +353,12 @@ def _ch02_nms_tie() -> Solution:
       "Detectron clamps every coordinate to the last pixel index W - 1; Detectron2 clamps to the image edge W.",
       choices=_KEEPER)
 def _ch02_clip_beyond() -> Solution:
-    from . import boxes, pixels
+    from explainer import boxes as B
+    from explainer import pixels
 
     box = torch.tensor([[125.0, 10.0, 140.0, 20.0]])
-    det = boxes.clip(box, (100, 120), legacy_plus_one=True)
-    d2 = boxes.clip(boxes.to_continuous(box), (100, 120))
+    det = B.clip(box, (100, 120), legacy_plus_one=True)
+    d2 = B.clip(B.to_continuous(box), (100, 120))
     w1 = float(pixels.box_size(det, legacy_plus_one=True)[0][0])
     w2 = float(pixels.box_size(d2)[0][0])
     zero = {"Detectron": w1 == 0 and w2 > 0, "Detectron2": w2 == 0 and w1 > 0, "both": w1 == w2 == 0,
@@ -376,11 +377,12 @@ def _ch02_clip_beyond() -> Solution:
       "Detectron centres its first anchor on pixel index (stride - 1) / 2. Where is that pixel's centre as a "
       "continuous coordinate, in strides?", tolerance=1e-6)
 def _ch03_offset() -> Solution:
-    from . import anchors, pixels
+    from explainer import anchors as A
+    from explainer import pixels
 
     stride = 16.0
-    det = pixels.to_continuous(anchors.grid_anchors(anchors.detectron_cell_anchors(stride, (32,), (1.0,)), (3, 4), stride))
-    gaps = {off: float((det - anchors.grid_anchors(anchors.d2_cell_anchors((32,), (1.0,)), (3, 4), stride, off))
+    det = pixels.to_continuous(A.grid_anchors(A.detectron_cell_anchors(stride, (32,), (1.0,)), (3, 4), stride))
+    gaps = {off: float((det - A.grid_anchors(A.d2_cell_anchors((32,), (1.0,)), (3, 4), stride, off))
                        .abs().max()) for off in (0.0, 0.25, 0.5, 0.75)}
     best = min(gaps, key=gaps.__getitem__)
     return Solution(best, f"Detectron's ratio-1 anchors (no rounding at that ratio) against Detectron2's grid: the "
@@ -398,11 +400,11 @@ _TREND = ("it grows with the stride", "it shrinks as the stride grows", "it is t
       "The rounding happens on the stride x stride base window, before it is scaled up to the anchor size.",
       choices=_TREND)
 def _ch03_rounding_trend() -> Solution:
-    from . import anchors
+    from explainer import anchors as A
 
     errors = []
-    for cfg in anchors.fpn_level_configs():
-        rep = anchors.anchor_report(cfg["stride"], cfg["sizes"], cfg["aspect_ratios"])
+    for cfg in A.fpn_level_configs():
+        rep = A.anchor_report(cfg["stride"], cfg["sizes"], cfg["aspect_ratios"])
         errors.append((cfg["name"], max(abs(r["detectron"]["area"] / r["intended"]["area"] - 1) for r in rep)))
     vals = [e for _, e in errors]
     trend = {_TREND[0]: vals[-1] > vals[0] and all(b >= a for a, b in zip(vals, vals[1:])),
@@ -423,10 +425,10 @@ _ORDER = ("always", "only when a level has more than one size and more than one 
       "Write out the rows of a level with one size and three ratios in both orders; then with two sizes.",
       choices=_ORDER)
 def _ch03_row_order() -> Solution:
-    from . import anchors
+    from explainer import anchors as A
 
     def moves(n_sizes: int, n_ratios: int) -> bool:
-        p = anchors.anchor_order_permutation(n_sizes, n_ratios, "ratio_major", "size_major")
+        p = A.anchor_order_permutation(n_sizes, n_ratios, "ratio_major", "size_major")
         return bool((p != torch.arange(len(p))).any())
 
     cases = {(s, r): moves(s, r) for s in (1, 3) for r in (1, 3)}
@@ -435,7 +437,7 @@ def _ch03_row_order() -> Solution:
     return Solution(_only(truth), "With one size per level (FPN) or one ratio, both orders list the same rows; with "
                                   "several of both (C4: 5 sizes x 3 ratios on one level) the rows are a transposed "
                                   f"table: anchors.anchor_order_permutation(5, 3, ...) = "
-                                  f"{anchors.anchor_order_permutation(5, 3, 'ratio_major', 'size_major').tolist()}.")
+                                  f"{A.anchor_order_permutation(5, 3, 'ratio_major', 'size_major').tolist()}.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -450,7 +452,7 @@ _BOXES = ("[1, 1, 2, 2]", "[1, 1, 3, 3]", "[0.5, 0.5, 2.5, 2.5]", "[1.5, 1.5, 3.
       "With aligned=True, box corners are continuous coordinates: cell i covers [i, i + 1) and is sampled at its "
       "centre i + 0.5.", choices=_BOXES)
 def _ch04_aligned_box() -> Solution:
-    from . import roi_align as R
+    from explainer import roi_align as R
 
     ramp = (torch.arange(10).view(10, 1) * 10 + torch.arange(10).view(1, 10)).float()[None, None]
     want = torch.tensor([[11.0, 12.0], [21.0, 22.0]])
@@ -476,7 +478,7 @@ def _ch04_aligned_box() -> Solution:
       "The level is floor(4 + log2(sqrt(area) / 224)). Which area does Detectron's boxes_area compute for these "
       "numbers?", tolerance=0.0)
 def _ch04_fpn_level() -> Solution:
-    from . import roi_align as R
+    from explainer import roi_align as R
 
     box = torch.tensor([[0.0, 0.0, 111.0, 111.0]])
     l1 = int(R.assign_fpn_levels(box, legacy_plus_one=True)[0])
@@ -494,7 +496,7 @@ def _ch04_fpn_level() -> Solution:
       "aligned=False omits a shift of half a feature cell. How many image pixels is one cell of P4?",
       tolerance=0.01, unit="px")
 def _ch04_shift_p4() -> Solution:
-    from . import roi_align as R
+    from explainer import roi_align as R
 
     stride = 16.0
     x = torch.arange(20, dtype=torch.float32).view(1, 1, 1, 20).expand(1, 1, 20, 20).contiguous()  # value = x cell
@@ -517,11 +519,11 @@ _LABEL0 = ("background in both", "background in Detectron, 'person' in Detectron
       "Detectron's NUM_CLASSES is 81 and counts one more class than Detectron2's 80. Which class is that, and where "
       "does each codebase put it?", choices=_LABEL0)
 def _ch05_label_zero() -> Solution:
-    from . import labels
+    from explainer import labels as L
 
     K = 80
-    as_d2 = int(labels.detectron_to_d2_labels([0], K)[0])
-    name = labels.COCO_CLASS_NAMES[0]
+    as_d2 = int(L.detectron_to_d2_labels([0], K)[0])
+    name = L.COCO_CLASS_NAMES[0]
     det_bg, d2_bg = as_d2 == K, False
     truth = {_LABEL0[0]: det_bg and d2_bg, _LABEL0[1]: det_bg and not d2_bg and name == "person",
              _LABEL0[2]: not det_bg and name == "person", _LABEL0[3]: not det_bg and not d2_bg}
@@ -534,12 +536,12 @@ def _ch05_label_zero() -> Solution:
       "Which label did Detectron spend on the background, and what happens to every object label when the "
       "background moves to the end?", tolerance=0.0)
 def _ch05_car_label() -> Solution:
-    from . import labels
+    from explainer import labels as L
 
-    d2 = int(labels.detectron_to_d2_labels([3], 80)[0])
-    return Solution(float(d2), f"Every object label moves down by one: 3 -> {d2}, '{labels.COCO_CLASS_NAMES[d2]}' in "
+    d2 = int(L.detectron_to_d2_labels([3], 80)[0])
+    return Solution(float(d2), f"Every object label moves down by one: 3 -> {d2}, '{L.COCO_CLASS_NAMES[d2]}' in "
                                f"Detectron2. Read as a Detectron2 label, 3 would be "
-                               f"'{labels.COCO_CLASS_NAMES[3]}'.")
+                               f"'{L.COCO_CLASS_NAMES[3]}'.")
 
 
 @_ask(5, "box_rows",
@@ -548,12 +550,12 @@ def _ch05_car_label() -> Solution:
       "Detectron2 has no box regressor for the background class. What does the loader do with those 4 rows?",
       tolerance=0.0)
 def _ch05_box_rows() -> Solution:
-    from . import labels
+    from explainer import labels as L
 
     g = torch.Generator().manual_seed(0)
     params = {"cls_score_w": torch.randn(81, 8, generator=g), "cls_score_b": torch.zeros(81),
               "bbox_pred_w": torch.randn(324, 8, generator=g), "bbox_pred_b": torch.zeros(324)}
-    out = labels.convert_box_predictor(params)
+    out = L.convert_box_predictor(params)
     rows = int(out["bbox_pred.weight"].shape[0])
     kept = _same(out["bbox_pred.weight"], params["bbox_pred_w"][4:])
     return Solution(float(rows), f"The loader drops the first 4 rows (w[4:]: {kept}), keeping {rows} = 4 x 80, while "
@@ -572,11 +574,12 @@ _PASTERS = ("Detectron's segm_results", "Detectron2's paste_masks_in_image", "bo
       "0.5. Which method turns on the pixels inside the box?",
       "The two binarisations compare with the threshold differently: one with >, one with >=.", choices=_PASTERS)
 def _ch06_half_mask() -> Solution:
-    from . import masks, pixels
+    from explainer import masks as Mk
+    from explainer import pixels
 
     half, box = torch.full((1, 28, 28), 0.5), [4.3, 3.7, 22.8, 17.2]
-    n2 = int(masks.paste_masks(half, [box], (22, 28), mask_paste="paste_masks_in_image")[0].sum())
-    n1 = int(masks.paste_masks(half, pixels.to_inclusive([box]), (22, 28), mask_paste="segm_results")[0].sum())
+    n2 = int(Mk.paste_masks(half, [box], (22, 28), mask_paste="paste_masks_in_image")[0].sum())
+    n1 = int(Mk.paste_masks(half, pixels.to_inclusive([box]), (22, 28), mask_paste="segm_results")[0].sum())
     truth = {_PASTERS[0]: n1 > 0 and n2 == 0, _PASTERS[1]: n2 > 0 and n1 == 0, _PASTERS[2]: n1 > 0 and n2 > 0,
              _PASTERS[3]: n1 == n2 == 0}
     return Solution(_only(truth), f"Detectron keeps values > 0.5 (MRCNN.THRESH_BINARIZE): {n1} pixels. Detectron2 "
@@ -591,19 +594,20 @@ _WHERE = ("only near the contour, within 2 px", "everywhere inside the object", 
       "Both methods resample the same mask over the same area; they differ in where the samples sit and how the "
       "edge is padded.", choices=_WHERE)
 def _ch06_where_differ() -> Solution:
-    from . import masks, pixels
+    from explainer import masks as Mk
+    from explainer import pixels
 
     mask = torch.zeros(28, 28)
     yy, xx = torch.meshgrid(torch.arange(28.0) + 0.5, torch.arange(28.0) + 0.5, indexing="ij")
     mask[((xx - 14) ** 2 + (yy - 14) ** 2).sqrt() <= 11] = 1.0
     box = [4.3, 3.7, 22.8, 17.2]
-    d2 = masks.paste_masks(mask[None], [box], (22, 28), mask_paste="paste_masks_in_image")[0]
-    d1 = masks.paste_masks(mask[None], pixels.to_inclusive([box]), (22, 28), mask_paste="segm_results")[0]
-    err = masks.boundary_error(d2, d1)
+    d2 = Mk.paste_masks(mask[None], [box], (22, 28), mask_paste="paste_masks_in_image")[0]
+    d1 = Mk.paste_masks(mask[None], pixels.to_inclusive([box]), (22, 28), mask_paste="segm_results")[0]
+    err = Mk.boundary_error(d2, d1)
     truth = {_WHERE[0]: 0 < err["differ"] == err["within_2px"], _WHERE[1]: err["differ"] > err["within_2px"],
              _WHERE[2]: err["differ"] == 0}
     return Solution(_only(truth), f"{err['differ']} pixels differ, {err['within_2px']} of them within 2 px of the "
-                                  f"contour; mask IoU {_g(masks.mask_iou(d1, d2), 3)}.")
+                                  f"contour; mask IoU {_g(Mk.mask_iou(d1, d2), 3)}.")
 
 
 _SIZES = ("small objects (8 px)", "large objects (128 px)", "the same for both")
@@ -615,9 +619,9 @@ _SIZES = ("small objects (8 px)", "large objects (128 px)", "the same for both")
       "Detectron truncates the box to whole pixels and pads the mask by one cell. How large is one pixel compared "
       "with the object?", choices=_SIZES)
 def _ch06_who_loses() -> Solution:
-    from . import masks
+    from explainer import masks as Mk
 
-    rows = masks.synthetic_paste_experiment(sizes=(8, 128), n=6, shape="disc")
+    rows = Mk.synthetic_paste_experiment(sizes=(8, 128), n=6, shape="disc")
     gap = {int(r["size"]): r["detectron2"] - r["detectron"] for r in rows}
     truth = {_SIZES[0]: gap[8] > gap[128] + 0.005, _SIZES[1]: gap[128] > gap[8] + 0.005,
              _SIZES[2]: abs(gap[8] - gap[128]) <= 0.005}
@@ -636,7 +640,7 @@ def _ch06_who_loses() -> Solution:
       "Detectron concatenates the proposals of every image in the batch before it takes the top k by score.",
       tolerance=0.0)
 def _ch07_sparse_share() -> Solution:
-    from . import training
+    from explainer import training
 
     crowded, sparse = torch.linspace(0.90, 0.99, 10), torch.linspace(0.10, 0.19, 10)
     props = [torch.tensor([[0.0, 0.0, 5.0, 5.0]]).repeat(10, 1)] * 2
@@ -654,7 +658,7 @@ _LOSSES = ("L1 (Detectron2's default, beta 0)", "smooth L1, beta 1/9 (Detectron'
       "A box whose regression residual is 0.05 is almost right. Which loss pushes it hardest (largest gradient)?",
       "Smooth L1 is quadratic below beta: its gradient there is x / beta. What is L1's gradient?", choices=_LOSSES)
 def _ch07_push() -> Solution:
-    from . import training
+    from explainer import training
 
     r = torch.tensor([0.05])
     grads = {name: float(training.smooth_l1_grad(r, beta)) for name, beta in zip(_LOSSES, (0.0, 1 / 9, 1.0))}
@@ -673,11 +677,11 @@ def _ch07_push() -> Solution:
       "SAME pads (ceil(n / s) - 1) s + k - n pixels in total and splits them unevenly. Which side gets the extra one?",
       tolerance=0.0, unit="px")
 def _ch08_same_pad() -> Solution:
-    from . import deployment as D
+    from explainer import deployment as Dep
 
-    before, after = D.same_padding(224, 3, 2)
-    c_tf = float(D.conv_output_centres(224, 3, 2)[0])
-    c_sym = float(D.conv_output_centres(224, 3, 2, "symmetric")[0])
+    before, after = Dep.same_padding(224, 3, 2)
+    c_tf = float(Dep.conv_output_centres(224, 3, 2)[0])
+    c_sym = float(Dep.conv_output_centres(224, 3, 2, "symmetric")[0])
     return Solution(float(before), f"TF pads ({before}, {after}); PyTorch and Caffe2 pad (1, 1). Output 0 is then "
                                    f"centred on input {_g(c_tf)} in TF and {_g(c_sym)} in PyTorch: half a stride.")
 
@@ -690,13 +694,13 @@ _SIZES_IN = ("224", "225", "both", "neither")
       "stride-2 convolution on the same input pixel?",
       "Compute SAME's total padding for each size: when is it even?", choices=_SIZES_IN)
 def _ch08_same_agree() -> Solution:
-    from . import deployment as D
+    from explainer import deployment as Dep
 
-    agree = {n: float(D.conv_output_centres(n, 3, 2)[0]) == float(D.conv_output_centres(n, 3, 2, "symmetric")[0])
+    agree = {n: float(Dep.conv_output_centres(n, 3, 2)[0]) == float(Dep.conv_output_centres(n, 3, 2, "symmetric")[0])
              for n in (224, 225)}
     truth = {"224": agree[224] and not agree[225], "225": agree[225] and not agree[224],
              "both": agree[224] and agree[225], "neither": not (agree[224] or agree[225])}
-    return Solution(_only(truth), f"SAME pads {D.same_padding(224, 3, 2)} on 224 and {D.same_padding(225, 3, 2)} "
+    return Solution(_only(truth), f"SAME pads {Dep.same_padding(224, 3, 2)} on 224 and {Dep.same_padding(225, 3, 2)} "
                                   f"on 225: with an odd size the total is even and both sides get k // 2.")
 
 
@@ -709,9 +713,9 @@ _MOVES = ("towards the top-left", "towards the bottom-right", "it does not move"
       "Compare the input coordinate each mode samples for the same output pixel; an output that samples further "
       "right shows content from further right.", choices=_MOVES)
 def _ch08_asymmetric() -> Solution:
-    from . import deployment as D
+    from explainer import deployment as Dep
 
-    d = D.resize_coordinate_map(20, 40, "asymmetric") - D.resize_coordinate_map(20, 40, "half_pixel")
+    d = Dep.resize_coordinate_map(20, 40, "asymmetric") - Dep.resize_coordinate_map(20, 40, "half_pixel")
     lo, hi = float(d.min()), float(d.max())
     truth = {_MOVES[0]: lo > 0, _MOVES[1]: hi < 0, _MOVES[2]: max(abs(lo), abs(hi)) < 1e-9,
              _MOVES[3]: lo < 0 < hi}
@@ -728,11 +732,11 @@ def _ch08_asymmetric() -> Solution:
       "Detectron2's classifier still scores the background; only bbox_pred loses its background rows.",
       tolerance=0.0)
 def _ch09_cls_rows() -> Solution:
-    from . import labels
+    from explainer import labels as L
 
     params = {"cls_score_w": torch.arange(81.0).view(81, 1), "cls_score_b": torch.arange(81.0),
               "bbox_pred_w": torch.zeros(324, 1), "bbox_pred_b": torch.zeros(324)}
-    out = labels.convert_box_predictor(params)["cls_score.bias"]
+    out = L.convert_box_predictor(params)["cls_score.bias"]
     return Solution(float(out.shape[0]), f"{out.shape[0]} rows (K + 1): the loader moves row 0, the background, to "
                                          f"the end (its last row is Detectron's row {int(out[-1])}); a size mismatch "
                                          f"81 against 82 means NUM_CLASSES counted the background.")
@@ -743,11 +747,11 @@ def _ch09_cls_rows() -> Solution:
       "How many rows does it have after Detectron2's loader?",
       "The loader applies one rule to every bbox_pred, whatever its layout: which rows does it drop?", tolerance=0.0)
 def _ch09_agnostic_rows() -> Solution:
-    from . import labels
+    from explainer import labels as L
 
     params = {"cls_score_w": torch.zeros(81, 1), "cls_score_b": torch.zeros(81),
               "bbox_pred_w": torch.arange(8.0).view(8, 1), "bbox_pred_b": torch.zeros(8)}
-    out = labels.convert_box_predictor(params)["bbox_pred.weight"]
+    out = L.convert_box_predictor(params)["bbox_pred.weight"]
     return Solution(float(out.shape[0]), f"w[4:] keeps the foreground rows {out[:, 0].int().tolist()}: "
                                          f"{out.shape[0]} rows, exactly Detectron2's class-agnostic layout.")
 
@@ -757,12 +761,12 @@ _LOADS = ("the file is created, then loading fails", "loading is refused before 
 
 
 @_ask(9, "unsafe_pickle",
-      "explainer.checkpoint.load_checkpoint is given a pickle whose payload would open a file for writing when "
+      "explainer.checkpoints.load_checkpoint is given a pickle whose payload would open a file for writing when "
       "unpickled. What happens?",
       "A checkpoint needs containers, numbers, strings and arrays. What does a restricted unpickler do with "
       "anything else?", choices=_LOADS)
 def _ch09_unsafe_pickle() -> Solution:
-    from . import checkpoint
+    from explainer.checkpoints import checkpoint as Ck
 
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "created_by_pickle.txt"
@@ -770,7 +774,7 @@ def _ch09_unsafe_pickle() -> Solution:
         # protocol 0 by hand: GLOBAL io.open, MARK, the two arguments, TUPLE, REDUCE, STOP
         evil.write_bytes(b"cio\nopen\n(" + f"V{target}\n".encode() + b"Vw\ntR.")
         try:
-            checkpoint.load_checkpoint(evil)
+            Ck.load_checkpoint(evil)
             refused, message = False, ""
         except ValueError as e:
             refused, message = True, str(e)
@@ -795,10 +799,10 @@ def _detections(seed: int = 0) -> Dict[int, Dict[str, torch.Tensor]]:
 
 
 def _diagnosed(change: Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]) -> str:
-    from . import diagnose
+    from explainer.diagnosis import report as Dx
 
     ref = _detections()
-    return diagnose.diagnose(ref, {k: change(dict(v)) for k, v in ref.items()}).top.name
+    return Dx.diagnose(ref, {k: change(dict(v)) for k, v in ref.items()}).top.name
 
 
 _CAUSE_CHOICES = ("plus_one", "half_pixel_shift", "scale", "translation")
@@ -807,7 +811,7 @@ _LABEL_CHOICES = ("label_offset", "label_permutation", "coco_category_ids", "thr
 
 @_ask(10, "plus_one",
       "A converted model's detections match the original's, but x1 and y1 agree while x2 and y2 are larger by exactly "
-      "1 px on every box. Which cause does explainer.diagnose name?",
+      "1 px on every box. Which cause does explainer.diagnosis name?",
       "Which coordinates moved, and by how much? A shift moves all four, a scale grows with the position.",
       choices=_CAUSE_CHOICES)
 def _ch10_plus_one() -> Solution:
@@ -848,7 +852,7 @@ _STAGE_CAUSES = ("channel_permutation", "channel_affine", "shift", "constant_off
       "input stage?",
       "Look at what each candidate channel equals in the reference.", choices=_STAGE_CAUSES)
 def _ch11_bgr() -> Solution:
-    from . import trace
+    from explainer import trace
 
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255
     rep = trace.compare({"input": x}, {"input": x[:, [2, 1, 0]]})
@@ -865,7 +869,7 @@ _LATER = ("inherited", "unexplained", "shift", "identical")
       "compare walks the stages in network order and stops naming new causes where the first one explains what "
       "follows.", choices=_LATER)
 def _ch11_later_stages() -> Solution:
-    from . import trace
+    from explainer import trace
 
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     w = torch.tensor([0.5, 1.0, 2.0]).view(1, 3, 1, 1)
@@ -885,10 +889,10 @@ def _ch11_later_stages() -> Solution:
       "half_pixel reads x_in = (x + 0.5) / s - 0.5, asymmetric reads x_in = x / s. Find the output x at which "
       "half_pixel reads what asymmetric reads at 0.", tolerance=0.01, unit="px")
 def _ch11_asymmetric_shift() -> Solution:
-    from . import deployment as D
+    from explainer import deployment as Dep
 
     s = 8
-    d = D.resize_coordinate_map(10, 10 * s, "asymmetric") - D.resize_coordinate_map(10, 10 * s, "half_pixel")
+    d = Dep.resize_coordinate_map(10, 10 * s, "asymmetric") - Dep.resize_coordinate_map(10, 10 * s, "half_pixel")
     shift = float(d.mean()) * s
     return Solution(shift, f"asymmetric samples {_g(d.mean())} input px (0.5 - 0.5 / s) further than half_pixel, "
                            f"which is {_g(shift)} output px = (s - 1) / 2.")
@@ -907,9 +911,10 @@ _STILL_THERE = {"the anchor centres (offset)": "anchor_offset", "ROIAlign's half
       "Which of them does a Detectron2 config key select, and which is written into Detectron2's code with no "
       "option?", choices=tuple(_STILL_THERE))
 def _ch12_remaining() -> Solution:
-    from . import effects
+    from explainer import effects as E
+    from explainer.course import measured
 
-    left = {d.key for d in effects.remaining_differences(effects.PRACTITIONER)}
+    left = {d.key for d in measured.remaining_differences(E.PRACTITIONER)}
     answer = _only({text: key in left for text, key in _STILL_THERE.items()})
     rows = ", ".join(sorted(left))
     return Solution(answer, f"remaining_differences(PRACTITIONER) lists {rows}: no config key selects Detectron's "
@@ -927,9 +932,9 @@ _MASKS_ONLY = {"the mask paste": "mask_paste", "anchor rounding": "anchor_roundi
       "Ask where each difference acts: before the box head (then boxes move too) or after the boxes are final.",
       choices=tuple(_MASKS_ONLY))
 def _ch12_masks_only() -> Solution:
-    from . import effects
+    from explainer.course import measured
 
-    m = effects.measure_on_course_detector()
+    m = measured.measure_on_course_detector()
     only = {text: m[key]["boxes"] >= 1.0 - 1e-9 and m[key]["masks"] < 1.0 for text, key in _MASKS_ONLY.items()}
     answer = _only(only)
     key = _MASKS_ONLY[answer]
@@ -949,9 +954,9 @@ _PUBLISHED = ("it does not significantly affect AP", "about 1 AP better in box A
       "Chapter 12's table cites the Detectron1-Comparisons README for this row: read the quote, not the measured "
       "column.", choices=_PUBLISHED)
 def _ch12_published_sampling() -> Solution:
-    from . import effects
+    from explainer import effects as E
 
-    row = next(d for d in effects.DIFFERENCES if d.key == "sampling_ratio")
+    row = next(d for d in E.DIFFERENCES if d.key == "sampling_ratio")
     quoted = " ".join(s.quote for s in row.source).lower()
     says = {_PUBLISHED[0]: "does not significantly affect ap" in quoted,
             _PUBLISHED[1]: "1 ap better in box ap" in quoted,

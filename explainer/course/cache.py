@@ -27,10 +27,19 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from ._threads import single_thread
-from ._validate import flag, whole_number
-from .conventions import DETECTRON, DETECTRON2, Convention
-from .pipeline import CLASS_NAMES, RATIOS, SIZES, MiniDetector, Run, Scene, fit_detector, synthetic_scenes
+from explainer._threads import single_thread
+from explainer._validate import flag, whole_number
+from explainer.conventions import DETECTRON, DETECTRON2, Convention
+from explainer.course.pipeline import (
+    CLASS_NAMES,
+    RATIOS,
+    SIZES,
+    MiniDetector,
+    Run,
+    Scene,
+    fit_detector,
+    synthetic_scenes,
+)
 
 __all__ = ["N_TRAIN", "N_TEST", "Course", "course_detector", "fitted_detector", "cache_folder", "run_scene",
            "detections_over_scenes", "reference_convention"]
@@ -64,9 +73,9 @@ def course_detector() -> Course:
 
 
 def fitted_detector(convention: Convention, n_train: int = N_TRAIN, seed: int = 0) -> MiniDetector:
-    """:func:`explainer.pipeline.fit_detector` on ``synthetic_scenes(n_train, seed=0)`` under ``convention``,
+    """:func:`explainer.course.pipeline.fit_detector` on ``synthetic_scenes(n_train, seed=0)`` under ``convention``,
     fitted on one thread, or read back from the cache (see the module's text) when it was fitted before."""
-    from .pipeline import check_convention
+    from explainer.conventions import check_convention
 
     conv = check_convention(convention)
     n_train, seed = whole_number(n_train, "n_train", 1, 64), whole_number(seed, "seed", 0, 2 ** 31 - 1)
@@ -150,14 +159,14 @@ def _read(path: Path, conv: Convention, scene: Scene):
 
 
 def _write(path: Path, det: MiniDetector, fit_s: float) -> None:
-    from .checkpoint import _atomic_output
+    from explainer._files import atomic_output
 
     data = {"rpn_w": det.rpn_w, "cls_w": det.cls_w, "box_w": det.box_w, "fit_s": float(fit_s),
             "fit_report": {str(name): int(v) for name, v in det.fit_report.items()},
             "anchor_order": det.anchor_order, "background_first": bool(det.background_first)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic_output(path, None) as f:
+        with atomic_output(path, None) as f:
             torch.save(data, f)
     except (OSError, ValueError):      # a read-only or full disk: the next kernel fits again
         pass
@@ -166,7 +175,7 @@ def _write(path: Path, det: MiniDetector, fit_s: float) -> None:
 def run_scene(index: int, convention: Convention, converted: bool = False) -> Run:
     """Test scene ``index`` (0..N_TEST - 1) through the detector (or its properly converted copy) under
     ``convention``; cached."""
-    from .pipeline import check_convention
+    from explainer.conventions import check_convention
 
     return _run_scene(whole_number(index, "index", 0, N_TEST - 1), check_convention(convention),
                       flag(converted, "converted"))
@@ -181,7 +190,7 @@ def _run_scene(index: int, convention: Convention, converted: bool) -> Run:
 
 
 def detections_over_scenes(convention: Convention, converted: bool = False) -> Dict[int, Dict[str, torch.Tensor]]:
-    """{scene index: detections} over the test scenes, as :func:`explainer.diagnose.diagnose` takes them."""
+    """{scene index: detections} over the test scenes, as :func:`explainer.diagnosis.diagnose` takes them."""
     converted = flag(converted, "converted")
     return {i: dict(run_scene(i, convention, converted).detections) for i in range(N_TEST)}
 

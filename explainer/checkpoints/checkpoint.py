@@ -4,7 +4,7 @@
   Python 2's ``cPickle`` at protocol 2 and read back with ``encoding="latin1"``, as ``save_object`` and
   ``load_object`` in Detectron's ``detectron/utils/io.py`` do), a Detectron2 ``.pkl``
   (``{"model": {...}, "__author__": ...}``) and a torch ``.pth`` archive. Pickles are read by
-  :class:`RestrictedUnpickler` (:mod:`explainer.safe_load`), which builds only containers, numbers, strings and
+  :class:`RestrictedUnpickler` (:mod:`explainer.checkpoints.safe_load`), which builds only containers, numbers, strings and
   numeric numpy arrays: any other global (a ``__reduce__`` payload, an unknown class) is refused by name before
   anything of it runs. A ``.pth``'s members and its ``data.pkl`` are checked the same way before
   ``torch.load(..., weights_only=True)`` reads it. Every size a file declares is checked before anything is
@@ -12,14 +12,14 @@
   up to ``MAX_ARRAY_BYTES`` = 4 GiB, all arrays up to ``MAX_TOTAL_BYTES`` = 8 GiB and at most ``EXPANSION`` = 4
   times the file's size, ``MAX_OPS`` = 2 million pickle operations, ``MAX_DEPTH`` = 100 nesting levels,
   ``MAX_EXPANDED`` = 10 million items reached when walking the result with shared references counted each
-  time; the full list is in :mod:`explainer.safe_load`). Each refusal is one short ``ValueError`` naming the
+  time; the full list is in :mod:`explainer.checkpoints.safe_load`). Each refusal is one short ``ValueError`` naming the
   file, what was wrong and what to do.
-* :func:`convert_detectron_to_detectron2` (in :mod:`explainer.conversion`, reachable here too) renames blobs to the names Detectron2's loader produces
+* :func:`convert_detectron_to_detectron2` (in :mod:`explainer.checkpoints.conversion`, reachable here too) renames blobs to the names Detectron2's loader produces
   (``detectron2/checkpoint/c2_model_loading.py``), converts the predictors (background last, background box rows
   and mask channel dropped; see :mod:`explainer.labels`), moves the RPN's rows from Detectron's ratio-major anchor
   order to Detectron2's size-major one (which Detectron2's loader does not do; :func:`reorder_rpn_anchor_rows`) and
   reports every blob it left out and why. :func:`convert_checkpoint` also takes maskrcnn-benchmark state dicts
-  (:mod:`explainer.maskrcnn_benchmark`).
+  (:mod:`explainer.checkpoints.maskrcnn_benchmark`).
 * :func:`audit` compares a state dict with what a model expects (a dict of shapes, an ``nn.Module`` or a JSON
   file), matching names by suffix as Detectron2's ``align_and_update_state_dicts`` does, and explains each
   finding (``NUM_CLASSES`` counted with or without background, class-agnostic heads, renamed layers), and warns
@@ -39,7 +39,6 @@ import contextlib
 import os
 import pickle
 import re
-import secrets
 import signal
 import stat
 import struct
@@ -51,21 +50,25 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from . import _validate as _v
-from . import anchors as A
-from .conversion import (  # noqa: F401  (the conversion functions, also reachable here as before)
-    _PREDICTOR_BLOBS,
+from explainer import _validate as _v
+from explainer import anchors as A
+from explainer._files import atomic_output
+from explainer.checkpoints.conversion import (  # noqa: F401  (the conversion functions, also reachable here as before)
     C4_RPN_RATIOS,
     C4_RPN_SIZES,
     C4_RPN_STRIDE,
+    PREDICTOR_BLOBS,
     convert_detectron2_to_detectron_predictor,
     convert_detectron_to_detectron2,
     detectron_cfg_values,
     detectron_to_detectron2_name,
     reorder_rpn_anchor_rows,
 )
-from .maskrcnn_benchmark import convert_maskrcnn_benchmark_to_detectron2, is_maskrcnn_benchmark_state_dict
-from .safe_load import (
+from explainer.checkpoints.maskrcnn_benchmark import (
+    convert_maskrcnn_benchmark_to_detectron2,
+    is_maskrcnn_benchmark_state_dict,
+)
+from explainer.checkpoints.safe_load import (
     DEFAULT_LIMITS,
     NOTHING_RAN,
     Limits,
@@ -91,10 +94,14 @@ __all__ = [
     "convert_detectron2_to_detectron_predictor",
     "audit",
     "synthetic_detectron_checkpoint",
+    "example_c4_checkpoint",
     "detectron2_expected_shapes",
     "save_checkpoint",
     "exit_on_sigterm",
     "write_detectron_pickle",
+    "C4_RPN_SIZES",
+    "C4_RPN_RATIOS",
+    "C4_RPN_STRIDE",
 ]
 
 
@@ -243,7 +250,7 @@ def convert_checkpoint(ck: Checkpoint, *, reorder_anchors: bool = True, rpn_anch
     A Detectron file (``{"blobs": ..., "cfg": ...}``, or blob names) goes through
     :func:`convert_detectron_to_detectron2` with its ``cfg``; a state dict whose names are maskrcnn-benchmark's module
     paths (``backbone.body.``, ``rpn.head.``, ``roi_heads.box.``) through
-    :func:`explainer.maskrcnn_benchmark.convert_maskrcnn_benchmark_to_detectron2`. Anything else (a Detectron2
+    :func:`explainer.checkpoints.maskrcnn_benchmark.convert_maskrcnn_benchmark_to_detectron2`. Anything else (a Detectron2
     checkpoint, another state dict) raises a ``ValueError`` saying what was recognised.
     """
     if not isinstance(ck, Checkpoint):
@@ -477,6 +484,13 @@ def _synthetic_cfg(arch: str, num_classes: int) -> str:
         "state: {__immutable__: true}", ""])
 
 
+def example_c4_checkpoint(seed: int = 0) -> Dict[str, Any]:
+    """The course's example of a converted model's source (chapters 3 and 9): a small Detectron R-50-C4 Mask R-CNN
+    checkpoint for COCO's 80 classes, as :func:`synthetic_detectron_checkpoint` builds it (15 anchors per location,
+    so its RPN rows are reordered on conversion)."""
+    return synthetic_detectron_checkpoint(num_classes=80, small=True, seed=seed, arch="c4")
+
+
 def synthetic_detectron_checkpoint(num_classes: int = 80, small: bool = False, seed: int = 0, momentum: bool = True,
                                    arch: str = "fpn") -> Dict[str, Any]:
     """A Detectron-layout Mask R-CNN checkpoint ``{"blobs": {...}, "cfg": ...}`` built deterministically.
@@ -525,7 +539,7 @@ def detectron2_expected_shapes(num_classes: int = 80, small: bool = False, arch:
     layers = _resnet_blobs(width) + (_fpn_maskrcnn_blobs(width, num_classes) if arch == "fpn" else _c4_maskrcnn_blobs(width, num_classes))
     for name, shape in layers:
         new, family = detectron_to_detectron2_name(name)
-        if name in _PREDICTOR_BLOBS:
+        if name in PREDICTOR_BLOBS:
             continue
         if family in ("stem", "res stages"):
             if arch == "c4" and new.startswith("res5."):
@@ -652,7 +666,7 @@ def write_detectron_pickle(obj: Mapping[str, Any], path: Union[str, os.PathLike]
     """
     p = Path(path)
     mode = _output_mode(p, force=True)
-    with _atomic_output(p, mode) as f:
+    with atomic_output(p, mode) as f:
         f.write(pickle.PROTO + b"\x02")
         _Py2PickleWriter(f).save(dict(obj))
         f.write(pickle.STOP)
@@ -686,42 +700,6 @@ def _output_mode(p: Path, force: bool) -> Optional[int]:
     return None
 
 
-@contextlib.contextmanager
-def _atomic_output(p: Path, mode: Optional[int]) -> Iterator[BinaryIO]:
-    """A new file next to ``p``, renamed onto ``p`` when the block succeeds; removed on any exception.
-
-    The temporary file is created with ``0o666`` so that the umask applies exactly as for ``open(p, "wb")``
-    (``mode``, when given, replaces that: an overwritten file keeps its permissions). Errors from the file
-    system (permission denied, no space, read-only) become one ``ValueError``; nothing is left behind.
-    """
-    created: List[str] = []
-    try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-        while True:
-            created.append(os.path.join(p.parent, f".{p.name}.{secrets.token_hex(8)}.tmp"))
-            try:
-                fd = os.open(created[-1], flags, 0o666)
-                break
-            except FileExistsError:
-                created.pop()
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-            if mode is not None:
-                os.fchmod(f.fileno(), mode)
-        os.replace(created[-1], p)
-        created.clear()
-    except OSError as e:
-        what = "cannot write in its folder" if isinstance(e, PermissionError) else "could not be written"
-        raise ValueError(f"{p}: {what}: {e.strerror or type(e).__name__}; nothing was written (choose a folder you "
-                         "can write to, with free space)") from None
-    finally:
-        for tmp in created:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
 def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: Union[str, os.PathLike], force: bool = False,
                     meta: Optional[Dict[str, Any]] = None) -> Path:
     """Write a Detectron2 checkpoint atomically (a temporary file in the same folder, then a rename).
@@ -738,7 +716,7 @@ def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: Union[str, os.
         raise ValueError(f"{p}: the output must end in .pth or .pkl")
     mode = _output_mode(p, force)
     meta = dict(meta or {})
-    with _atomic_output(p, mode) as f:
+    with atomic_output(p, mode) as f:
         if p.suffix == ".pth":
             torch.save({"model": dict(state_dict), **meta}, f)
         else:

@@ -1,6 +1,6 @@
 """The course detector as one ``torch.nn.Module``: what ``torch.onnx.export`` sees, and what ONNX Runtime runs.
 
-:class:`CourseNetwork` carries the weights of a fitted :class:`explainer.pipeline.MiniDetector` and computes,
+:class:`CourseNetwork` carries the weights of a fitted :class:`explainer.course.pipeline.MiniDetector` and computes,
 with tensor operations only, what the detector computes up to its heads, for one image and given boxes:
 
 ===============================  =========================================================  ======================
@@ -10,7 +10,7 @@ stage (module path)              what it computes                               
                                  ``INPUT.FORMAT = "BGR"``)
 ``preprocess``                   (image - ``MODEL.PIXEL_MEAN``) / ``MODEL.PIXEL_STD``        1 x 3 x H x W
 ``backbone``                     the colour likelihood of each class and their maximum       1 x (K + 1) x H x W
-                                 (:func:`explainer.pipeline.colour_maps`) as a 1 x 1 conv,
+                                 (:func:`explainer.course.pipeline.colour_maps`) as a 1 x 1 conv,
                                  a square and an exp, on the normalised BGR image
 ``rpn_pool``                     the foreground map averaged over 8 x 8 pixels (stride 8)    1 x 1 x H/8 x W/8
 ``rpn_features``                 window means, contrasts (one fixed 9 x 9 conv) and their    1 x 65 x H/8 x W/8
@@ -28,7 +28,7 @@ stage (module path)              what it computes                               
 ``box_predictor.bbox_pred``      class-specific box deltas (a linear layer)                   N x 4K
 ===============================  =========================================================  ======================
 
-The numbers equal :meth:`explainer.pipeline.MiniDetector.run` on the same image and boxes (the tests compare
+The numbers equal :meth:`explainer.course.pipeline.MiniDetector.run` on the same image and boxes (the tests compare
 objectness and class probabilities with it), so a fitted detector's behaviour carries over. Anchor decoding,
 NMS and post-processing stay outside the graph, as they do in many exported detectors.
 
@@ -55,12 +55,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from . import pipeline as P
-from . import trace
-from . import trace_causes as TC
-from ._validate import as_boxes, as_tensor, flag, whole_number
-from .conventions import DETECTRON2
-from .course import fitted_detector
+from explainer import trace
+from explainer._validate import as_boxes, as_tensor, flag, whole_number
+from explainer.conventions import DETECTRON2
+from explainer.course import pipeline as P
+from explainer.course.cache import fitted_detector
+from explainer.trace import causes as TC
 
 if TYPE_CHECKING:  # only for annotations: onnx is imported where it is used
     import onnx
@@ -87,7 +87,7 @@ _RPN_WINDOWS = (3, 5, 9)
 
 
 def _likelihood_width() -> float:
-    """The width sigma of :func:`explainer.pipeline.colour_maps`' likelihood exp(-d^2 / (2 sigma^2)), read off it.
+    """The width sigma of :func:`explainer.course.pipeline.colour_maps`' likelihood exp(-d^2 / (2 sigma^2)), read off it.
 
     Measured on a one-pixel image at a known colour distance from class 0's colour, so that this network
     follows the features the detector was fitted on.
@@ -121,7 +121,7 @@ class Preprocess(nn.Module):
 
 
 class ColourBackbone(nn.Module):
-    """The colour likelihoods of :func:`explainer.pipeline.colour_maps`, on the normalised BGR image.
+    """The colour likelihoods of :func:`explainer.course.pipeline.colour_maps`, on the normalised BGR image.
 
     With x the normalised image, the squared distance of a pixel's RGB colour in [0, 1] to class k's colour is
     sum_c (s_c x_c - t_kc)^2 with s_c = std_c / 255 and t_kc = colour_kc - mean_c / 255 (channels in BGR order):
@@ -288,7 +288,7 @@ class CourseNetwork(nn.Module):
     image pixels, continuous coordinates. Returns (objectness 1 x A x H/8 x W/8, deltas 1 x 4A x H/8 x W/8,
     objectness upsampled to 1 x A x H x W, class logits N x (K + 1), box deltas N x 4K).
 
-    The weights come from ``detector`` (fitted with :func:`explainer.pipeline.fit_detector`) and are read as
+    The weights come from ``detector`` (fitted with :func:`explainer.course.pipeline.fit_detector`) and are read as
     stored, in its layout (anchor rows, background row), as a model loaded without conversion would.
     ``aligned`` and ``sampling_ratio`` default to ``DETECTRON2``'s (``POOLER_TYPE: ROIAlignV2``,
     ``POOLER_SAMPLING_RATIO: 0``).
@@ -299,7 +299,7 @@ class CourseNetwork(nn.Module):
                  sampling_ratio: int = DETECTRON2.sampling_ratio):
         super().__init__()
         if not isinstance(detector, P.MiniDetector):
-            raise ValueError(f"detector must be an explainer.pipeline.MiniDetector (from fit_detector), "
+            raise ValueError(f"detector must be an explainer.course.pipeline.MiniDetector (from fit_detector), "
                              f"got {type(detector).__name__}")
         for name, v in (("pixel_mean", pixel_mean), ("pixel_std", pixel_std)):
             if len(v) != 3 or not all(isinstance(x, (int, float)) for x in v):
@@ -558,7 +558,7 @@ _COURSE: Dict[str, Any] = {}
 
 def course_builder() -> CaseBuilder:
     """Chapter 11's :class:`CaseBuilder`, made once per process: the detector fitted under Detectron2's conventions
-    on 8 scenes (seed 0; :func:`explainer.course.fitted_detector`, so a later kernel reads the fitted weights),
+    on 8 scenes (seed 0; :func:`explainer.course.cache.fitted_detector`, so a later kernel reads the fitted weights),
     test scene 1000 and its 32 best proposals. Its ONNX files go to a temporary directory that is removed when the
     process exits."""
     if "builder" not in _COURSE:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_util
 
-from .masks import boundary_error, mask_iou
+from explainer.masks import boundary_error, mask_iou
 
 __all__ = ["check_segmentation", "segmentation_for_json", "grow_rle", "pair_rles", "compare_masks", "pair_evidence", "decode_pair",
            "boundary_f_score",

@@ -10,18 +10,18 @@ injectable. Nothing here imports matplotlib or ipywidgets.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ._validate import finite_number
-from .detections import Detections, ImageDetections, load_detections
-from .labels import COCO_CATEGORY_IDS
-from .matching import xyxy_read_as_xywh
-from .result_masks import grow_rle
+from explainer._validate import finite_number
+from explainer.diagnosis.detections import Detections, ImageDetections, load_detections
+from explainer.diagnosis.matching import xyxy_read_as_xywh
+from explainer.diagnosis.result_masks import grow_rle
+from explainer.labels import COCO_CATEGORY_IDS
 
-__all__ = ["INJECTIONS", "Injection", "inject"]
+__all__ = ["INJECTIONS", "Injection", "inject", "MISTAKES", "inject_mistakes"]
 
 
 @dataclass
@@ -227,7 +227,7 @@ def _numerical_noise(_k: Any, d: ImageDetections, c: _Context) -> ImageDetection
     return d
 
 
-#: Every injectable cause, in the order of :data:`explainer.causes.CAUSES`.
+#: Every injectable cause, in the order of :data:`explainer.diagnosis.causes.CAUSES`.
 INJECTIONS: Dict[str, Injection] = {
     "plus_one": Injection({"amount": 1.0}, _plus_one),
     "half_pixel_shift": Injection({"shift": 0.5}, _half_pixel_shift),
@@ -250,8 +250,8 @@ INJECTIONS: Dict[str, Injection] = {
 
 
 def inject(detections: Any, cause: str, **params: Any) -> Detections:
-    """Apply one cause to detections (any form :func:`explainer.detections.load_detections` reads) and return
-    new :class:`~explainer.detections.Detections`; the input is left unchanged.
+    """Apply one cause to detections (any form :func:`explainer.diagnosis.detections.load_detections` reads) and return
+    new :class:`~explainer.diagnosis.detections.Detections`; the input is left unchanged.
 
     Parameters by cause (defaults in :data:`INJECTIONS`): ``plus_one`` (amount=1.0), ``half_pixel_shift``
     (shift=0.5), ``scale`` (factor=0.8), ``anisotropic_scale`` (sx=0.75, sy=4/3), ``translation`` (dx=16, dy=8),
@@ -281,3 +281,43 @@ def inject(detections: Any, cause: str, **params: Any) -> Detections:
                                d.segmentations, d.has_keypoints)
         out[k] = entry.apply(k, copy, ctx)
     return Detections(out, dets.source)
+
+
+#: The post-processing mistakes chapter 10's dashboards let a reader inject, each one cause of :data:`INJECTIONS` with
+#: fixed parameters: name -> (label, cause, inject parameters, tooltip).
+MISTAKES: Dict[str, Tuple[str, str, Dict[str, Any], str]] = {
+    "scale": ("boxes not rescaled (x 0.8)", "scale", {"factor": 0.8},
+              "the boxes stay in the resized input's frame: every coordinate times 0.8"),
+    "anisotropic_scale": ("height and width swapped in the rescale", "anisotropic_scale", {"sx": 0.75, "sy": 4 / 3},
+                          "x scaled by H/W and y by W/H, as when (h, w) is passed where (w, h) is expected"),
+    "translation": ("padding not removed (+16, +8 px)", "translation", {"dx": 16.0, "dy": 8.0},
+                    "boxes keep the offset of the padded input"),
+    "half_pixel_shift": ("pixel indices as coordinates (+0.5)", "half_pixel_shift", {},
+                         "all four coordinates shifted by half a pixel"),
+    "plus_one": ("x2, y2 exported as inclusive (+1)", "plus_one", {}, "x2 and y2 off by exactly one pixel"),
+    "xywh_as_xyxy": ("xyxy written into COCO's bbox", "xywh_as_xyxy", {},
+                     "x2, y2 written where COCO expects width and height"),
+    "label_offset": ("labels shifted by one", "label_offset", {"offset": 1},
+                     "background-first labels read as background-last"),
+    "label_permutation": ("class order permuted", "label_permutation", {"mapping": {0: 2, 1: 0, 2: 1}},
+                          "square read as triangle, disc as square, triangle as disc: another class list order"),
+    "coco_category_ids": ("contiguous labels as COCO ids", "coco_category_ids", {},
+                          "0..79 labels written where COCO's 1..90 category ids are expected"),
+    "threshold_or_topk": ("score threshold 0.9", "threshold_or_topk", {"score_threshold": 0.9},
+                          "detections scored 0.9 or less dropped (a different SCORE_THRESH_TEST)"),
+    "numerical_noise": ("numerical jitter (0.05 px)", "numerical_noise", {"sigma": 0.05, "score_sigma": 1e-3},
+                        "boxes jittered by 0.05 px and scores by 0.001, as fp16 or another backend would"),
+}
+
+
+def inject_mistakes(detections: Detections, mistakes: Sequence[str]) -> Tuple[Detections, List[str]]:
+    """``detections`` with the named :data:`MISTAKES` injected in turn; returns them and the causes injected."""
+    unknown = [m for m in mistakes if m not in MISTAKES]
+    if unknown:
+        raise ValueError(f"mistakes must be names of MISTAKES ({', '.join(MISTAKES)}), got {unknown}")
+    causes = []
+    for name in mistakes:
+        _, cause, params, _ = MISTAKES[name]
+        detections = inject(detections, cause, **params)
+        causes.append(cause)
+    return detections, causes

@@ -1,7 +1,7 @@
 """Why one stage of two runs differs: the fingerprints :func:`explainer.trace.compare` fits, and their vocabulary.
 
 Each fit takes the reference and candidate tensors of one stage (same shape) and returns a
-:class:`explainer.diagnose.Cause` when its hypothesis explains the difference, else ``None``. A hypothesis
+:class:`explainer.diagnosis.Cause` when its hypothesis explains the difference, else ``None``. A hypothesis
 explains a difference when undoing it leaves the stage within the tolerance, or removes at least
 :data:`EXPLAINED` of the squared difference (a shift is an interpolation, so its bar is :data:`SHIFT_EXPLAINED`).
 
@@ -28,8 +28,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ._validate import as_tensor, finite_number, one_of, whole_number
-from .causes import Cause, CauseInfo
+from explainer._validate import as_tensor, finite_number, one_of, whole_number
+from explainer.diagnosis.causes import Cause, CauseInfo
 
 __all__ = ["CAUSES", "EXPLAINED", "SHIFT_EXPLAINED", "SAMPLE", "Stage", "Pooler", "fit_cause", "same_cause",
            "cause", "estimate_shift", "shift_map", "apply_cause"]
@@ -97,7 +97,7 @@ CAUSES: Dict[str, CauseInfo] = {
 
 
 def cause(name: str, strength: float, evidence: Dict[str, Any], explanation: str) -> Cause:
-    """A :class:`explainer.diagnose.Cause` of this vocabulary."""
+    """A :class:`explainer.diagnosis.Cause` of this vocabulary."""
     name, strength = one_of(name, "name", tuple(CAUSES)), finite_number(strength, "strength")
     return Cause(name, float(min(max(strength, 0.0), 1.0)), evidence, CAUSES[name].fix, explanation)
 

@@ -19,8 +19,8 @@ Like Detectron, maskrcnn-benchmark puts the background first (``MODEL.ROI_BOX_HE
 anchors are ratio-major (``modeling/rpn/anchor_generator.py:_generate_anchors`` repeats Detectron's
 ``_ratio_enum`` then ``_scale_enum``). :func:`convert_maskrcnn_benchmark_to_detectron2` therefore gives the
 predictors Detectron2's layout with :func:`explainer.labels.convert_box_predictor` and moves the RPN's anchor rows
-with :func:`explainer.checkpoint.reorder_rpn_anchor_rows`; its output names are the ones
-:func:`explainer.checkpoint.convert_detectron_to_detectron2` produces for the same layers, so the same audit applies.
+with :func:`explainer.checkpoints.reorder_rpn_anchor_rows`; its output names are the ones
+:func:`explainer.checkpoints.convert_detectron_to_detectron2` produces for the same layers, so the same audit applies.
 Nothing here imports matplotlib or ipywidgets.
 """
 
@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from . import labels as L
+from explainer import labels as L
 
 __all__ = ["is_maskrcnn_benchmark_state_dict", "maskrcnn_benchmark_to_detectron2_name",
            "convert_maskrcnn_benchmark_to_detectron2", "synthetic_maskrcnn_benchmark_state_dict"]
@@ -129,12 +129,12 @@ def convert_maskrcnn_benchmark_to_detectron2(state_dict: Mapping[str, Any], *, r
     ``rpn.anchor_generator.cell_anchors`` buffers when the file has them, else maskrcnn-benchmark's defaults (3
     ``MODEL.RPN.ASPECT_RATIOS``) are assumed; the report says which. A ``module.`` prefix (DataParallel) is removed.
 
-    The report has the keys of :func:`explainer.checkpoint.convert_detectron_to_detectron2`'s: ``renamed``,
+    The report has the keys of :func:`explainer.checkpoints.convert_detectron_to_detectron2`'s: ``renamed``,
     ``predictor``, ``rpn_anchors``, ``ignored``, ``unmapped``, ``counts``. Not converted: a C4 mask head's own res5
     (``roi_heads.mask.feature_extractor.head``; Detectron2's C4 mask head shares the box head's), RetinaNet, and
     anything else no rule maps (kept under its name and listed as ``unmapped``).
     """
-    from .conversion import _predictor_report, _rename_into, reorder_rpn_anchor_rows
+    from explainer.checkpoints.conversion import predictor_report, rename_into, reorder_rpn_anchor_rows
 
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"state_dict must be a dict of name -> tensor, got {type(state_dict).__name__}")
@@ -158,10 +158,10 @@ def convert_maskrcnn_benchmark_to_detectron2(state_dict: Mapping[str, Any], *, r
     if pred:
         conv = L.convert_box_predictor(pred)
         out.update(conv)
-        report["predictor"] = _predictor_report(pred, conv)
+        report["predictor"] = predictor_report(pred, conv)
         report["K"] = pred["cls_score_w"].shape[0] - 1
     buffer = "anchor buffer: Detectron2 builds its anchors from the config"
-    _rename_into(out, report, {k: v for k, v in tensors.items() if k not in _PREDICTORS}, maskrcnn_benchmark_to_detectron2_name,
+    rename_into(out, report, {k: v for k, v in tensors.items() if k not in _PREDICTORS}, maskrcnn_benchmark_to_detectron2_name,
                  lambda k: buffer if re.match(r"^rpn\.anchor_generator\.cell_anchors\.\d+$", k) else "", "parameters",
                  n_in=len(tensors))
     return out, report
@@ -174,8 +174,8 @@ def synthetic_maskrcnn_benchmark_state_dict(num_classes: int = 3, arch: str = "c
     ``arch="c4"`` a 15-anchor RPN with its ratio-major ``cell_anchors`` buffer (Detectron's generator, which
     maskrcnn-benchmark copies), for ``"fpn"`` a 3-anchor RPN shared by the levels and one buffer per level.
     """
-    from . import anchors as A
-    from .conversion import C4_RPN_RATIOS, C4_RPN_SIZES, C4_RPN_STRIDE
+    from explainer import anchors as A
+    from explainer.checkpoints.conversion import C4_RPN_RATIOS, C4_RPN_SIZES, C4_RPN_STRIDE
 
     if arch not in ("c4", "fpn"):
         raise ValueError(f"arch must be 'c4' or 'fpn', got {arch!r}")

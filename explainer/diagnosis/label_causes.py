@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from .causes import Cause, make_cause
-from .labels import COCO_CATEGORY_IDS
+from explainer.diagnosis.causes import Cause, make_cause
+from explainer.labels import COCO_CATEGORY_IDS
 
 __all__ = ["label_causes", "coco_index", "LABEL_FLOOR"]
 

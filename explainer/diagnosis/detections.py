@@ -1,6 +1,6 @@
 """Detections of one or more images, read from any form a reader may hold them in, and written as COCO results.
 
-One side of a comparison (:func:`explainer.diagnose.diagnose`) is read by :func:`load_detections` from:
+One side of a comparison (:func:`explainer.diagnosis.diagnose`) is read by :func:`load_detections` from:
 
 * a COCO result list ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score", "keypoints"?,
   "segmentation"?}, ...]`` (``segmentation``: compressed RLE as pycocotools writes it, uncompressed RLE, or
@@ -34,9 +34,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ._validate import as_tensor
-from .pixels import xyxy_to_xywh
-from .result_masks import check_segmentation, segmentation_for_json
+from explainer._validate import as_tensor
+from explainer.diagnosis.result_masks import check_segmentation, segmentation_for_json
+from explainer.pixels import xyxy_to_xywh
 
 __all__ = ["ImageDetections", "Detections", "FlatDetections", "load_detections", "detections_from_json",
            "to_coco_results", "MAX_RESULTS_BYTES"]
@@ -297,7 +297,7 @@ def _check_regular(st: os.stat_result, p: Path) -> None:
         raise ValueError(f"{p}: is not a regular file but a FIFO, device or socket (save the results to a file first)")
     if st.st_size > MAX_RESULTS_BYTES:
         raise ValueError(f"{p}: is {st.st_size / 2 ** 20:.0f} MiB, over the {MAX_RESULTS_BYTES >> 20} MiB limit for a "
-                         f"results file (split it by image, or raise explainer.detections.MAX_RESULTS_BYTES)")
+                         f"results file (split it by image, or raise explainer.diagnosis.detections.MAX_RESULTS_BYTES)")
 
 
 def _from_array(x: Union[torch.Tensor, np.ndarray], name: str) -> Detections:

@@ -4,7 +4,7 @@ Two runs of "the same" network (PyTorch against ONNX Runtime, Detectron against 
 after conversion) are dumped stage by stage, and :func:`compare` walks the reference's stages in order:
 
 * :func:`record` taps named intermediate outputs of a ``torch.nn.Module`` with forward hooks (this and the next
-  two live in :mod:`explainer.trace_capture`);
+  two live in :mod:`explainer.trace.capture`);
 * :func:`onnx_intermediates` runs an ONNX model in ONNX Runtime with chosen intermediate values exposed as
   extra graph outputs (on a copy made with ``onnx.utils.Extractor``; the user's file is never written);
 * :func:`onnx_module_outputs` finds, in a model exported by ``torch.onnx.export``'s TorchScript route, the
@@ -12,8 +12,8 @@ after conversion) are dumped stage by stage, and :func:`compare` walks the refer
 * :func:`compare` pairs the stages, measures every value (max and mean absolute error, relative error,
   cosine similarity, pass/fail against ``|c - r| <= atol + rtol |r|``, the rule of ``numpy.allclose``), names
   the **first divergence** and fits a cause to each failing stage from the vocabulary
-  :data:`explainer.trace_causes.CAUSES` (each with its meaning, fingerprint and fix, in the form of
-  :data:`explainer.diagnose.CAUSES`). Stages after a divergence whose difference has no cause of its own, or
+  :data:`explainer.trace.causes.CAUSES` (each with its meaning, fingerprint and fix, in the form of
+  :data:`explainer.diagnosis.CAUSES`). Stages after a divergence whose difference has no cause of its own, or
   the same one, are reported as ``inherited``.
 
 From the command line, :func:`trace_command` compares two saved dumps (``.npz``, or a ``.pt`` file holding a
@@ -35,13 +35,13 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from . import trace_causes as TC
-from ._json import jsonable
-from ._threads import single_thread
-from ._validate import WrongType, read_json
-from .causes import Cause
-from .trace_capture import onnx_intermediates, onnx_module_outputs, record
-from .trace_causes import CAUSES
+from explainer._json import jsonable
+from explainer._threads import single_thread
+from explainer._validate import WrongType, read_json
+from explainer.diagnosis.causes import Cause
+from explainer.trace import causes as TC
+from explainer.trace.capture import onnx_intermediates, onnx_module_outputs, record
+from explainer.trace.causes import CAUSES
 
 __all__ = [
     "CAUSES", "ATOL", "RTOL", "record", "onnx_intermediates", "onnx_module_outputs", "compare", "StageComparison",
@@ -335,7 +335,7 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map
     :func:`onnx_intermediates` and :func:`load_dump` return them). Stages pair by ``name_map`` ({reference name:
     candidate name}), else by equal name, else in order among the rest when their shapes are equal (axes of size
     1 aside). A value passes when |c - r| <= ``atol`` + ``rtol`` |r|; a stage passes when every value does.
-    ``poolers``: {stage: :class:`explainer.trace_causes.Pooler`} for ROI-pooled stages: how the reference pooled
+    ``poolers``: {stage: :class:`explainer.trace.causes.Pooler`} for ROI-pooled stages: how the reference pooled
     them (from which reference stage, which boxes, ``roi_align``'s arguments), so that a shift of the boxes is
     fitted in feature cells; a pooled map alone cannot show a shift smaller than its bins. Raises
     ``ValueError`` when nothing pairs or paired shapes differ, listing the names. Each stage is compared on one

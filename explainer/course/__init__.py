@@ -1,0 +1,16 @@
+"""The course's miniature detector and what is built on it.
+
+==========================  ================================================================================
+module                      what a reader looks for there
+==========================  ================================================================================
+``pipeline``                the two-stage detector with every inference knob switchable, and its fit
+``cache``                   the fitted detector kept on disk, the course's scenes and runs
+``compare``                 two runs stage by stage, detections against detections, the bisection of knobs
+``measured``                every difference of :mod:`explainer.effects` measured on the detector
+``network``                 the detector as one ``torch.nn.Module``, exported to ONNX and traced
+``selfcheck``               the chapters' questions, answered live with the chapters' own functions
+==========================  ================================================================================
+
+Import the module you need (``from explainer.course import pipeline as P``); nothing is imported here, so that
+reading one module does not fit the detector or import torchvision.
+"""
