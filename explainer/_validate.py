@@ -244,7 +244,7 @@ def _coordinates_in_range(t: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def as_boxes(boxes: ArrayLike, name: str = "boxes", *, allow_inverted: bool = False, legacy_plus_one: bool = False) -> torch.Tensor:
-    """Check an N x 4 (x1, y1, x2, y2) box tensor: finite values within +-:data:`MAX_COORDINATE` and x2 >= x1,
+    """Check a Tensor[N, 4] (x1, y1, x2, y2) box tensor: finite values within +-:data:`MAX_COORDINATE` and x2 >= x1,
     y2 >= y1 (float16 becomes float32; beyond :data:`FLOAT32_SAFE`, float64).
 
     Under ``legacy_plus_one`` a box may have x2 = x1 - 1 (an empty box in inclusive indices).

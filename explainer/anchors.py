@@ -81,7 +81,7 @@ def _scale_enum(anchor: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 
 def detectron_cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios: Sequence[float]) -> torch.Tensor:
-    """Detectron's ``generate_anchors(stride, sizes, aspect_ratios)``: A x 4 inclusive pixel indices, float64.
+    """Detectron's ``generate_anchors(stride, sizes, aspect_ratios)``: Tensor[A, 4] inclusive pixel indices, float64.
 
     Rows are ratio-major: row = ratio_index * len(sizes) + size_index.
     """
@@ -99,7 +99,7 @@ def detectron_cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios:
 # Detectron2: generate_cell_anchors
 # --------------------------------------------------------------------------------------------
 def d2_cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Detectron2's ``generate_cell_anchors``: A x 4 continuous boxes centred at (0, 0), size-major rows.
+    """Detectron2's ``generate_cell_anchors``: Tensor[A, 4] continuous boxes centred at (0, 0), size-major rows.
 
     w = sqrt(size^2 / ratio), h = ratio * w, so every anchor of a size has area size^2 exactly (up to
     floating point). ``dtype`` float32 gives the values of Detectron2's anchor buffers.
@@ -185,12 +185,12 @@ def rpn_outputs_per_anchor(objectness_weight: ArrayLike, objectness_bias: ArrayL
                            aspect_ratios: Sequence[float], convention: Convention = DETECTRON2) -> Dict[str, torch.Tensor]:
     """What an RPN head predicts at one feature location for each of its cell anchors, read under ``convention``.
 
-    The head's last two layers are 1 x 1 convolutions: ``objectness_weight`` (A x C [x 1 x 1]) and its bias, and
-    ``deltas_weight`` (4A x C [x 1 x 1]) and its bias; ``feature`` is the C values at the location (0, 0) after the
-    RPN's hidden conv. Row a is read as the convention's cell anchor a (:func:`cell_anchors`: its order, rounding
+    The head's last two layers are 1 x 1 convolutions: ``objectness_weight`` (Tensor[A, C] or Tensor[A, C, 1, 1])
+    and its bias, and ``deltas_weight`` (Tensor[4A, C] or Tensor[4A, C, 1, 1]) and its bias; ``feature`` is the C
+    values at the location (0, 0) after the RPN's hidden conv. Row a is read as the convention's cell anchor a (:func:`cell_anchors`: its order, rounding
     and ``offset``), and its deltas are decoded on that anchor with RPN weights (1, 1, 1, 1), in continuous
     coordinates (the same numbers as Detectron's +1 decode, chapter 2). Returns float64 tensors of A rows:
-    ``size``, ``ratio`` (the anchor each row is read as), ``anchors`` and ``proposals`` (A x 4, image pixels,
+    ``size``, ``ratio`` (the anchor each row is read as), ``anchors`` and ``proposals`` (Tensor[A, 4], image pixels,
     continuous), ``logits``.
     """
     from explainer.boxes import decode
@@ -221,7 +221,7 @@ def object_answering_rpn(channels: int, stride: float, sizes: Sequence[float], a
     anchor exactly onto an object of ``object_size`` = (width, height) pixels centred on the same point, and an
     objectness logit of 10 (IoU - 0.5), IoU being the anchor's overlap with the object. The other channels carry
     small random weights (seeded), as an untrained part of a real head would. Returns float32 ``objectness_weight``
-    (A x C x 1 x 1), ``objectness_bias`` (A), ``deltas_weight`` (4A x C x 1 x 1), ``deltas_bias`` (4A) and ``feature``
+    (Tensor[A, C, 1, 1]), ``objectness_bias`` (A), ``deltas_weight`` (Tensor[4A, C, 1, 1]), ``deltas_bias`` (4A) and ``feature``
     (C): the blobs ``rpn_cls_logits_w/_b`` and ``rpn_bbox_pred_w/_b`` of a Detectron checkpoint, and the probe.
     """
     from explainer.boxes import encode, pairwise_iou
@@ -279,7 +279,7 @@ def grid_anchors(cell_anchors: ArrayLike, feature_size: Sequence[int], stride: f
 
 def cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios: Sequence[float], convention: Convention = DETECTRON2,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A x 4 cell anchors centred on (0, 0) in continuous coordinates, as the convention's anchor knobs make them.
+    """Tensor[A, 4] cell anchors centred on (0, 0) in continuous coordinates, as the convention's anchor knobs make them.
 
     ``anchor_rounding``: Detectron's rounded sizes (:func:`detectron_cell_anchors`, read as [x1, y1, x2 + 1, y2 + 1]
     and moved from its centre stride / 2 to 0) instead of Detectron2's exact ones (:func:`d2_cell_anchors`);

@@ -94,7 +94,7 @@ def area(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Tensor:
 
 
 def pairwise_iou(a: ArrayLike, b: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Tensor:
-    """Intersection over union of every box of ``a`` (N x 4) with every box of ``b`` (M x 4): N x M.
+    """Intersection over union of every box of ``a`` (Tensor[N, 4]) with every box of ``b`` (Tensor[M, 4]): Tensor[N, M].
 
     Detectron (``cython_bbox.pyx:bbox_overlaps``): iw = min(x2) - max(x1) + 1, ih likewise; the
     overlap is iw*ih / (area_a + area_b - iw*ih) with +1 areas when iw > 0 and ih > 0, else 0.
@@ -103,7 +103,7 @@ def pairwise_iou(a: ArrayLike, b: ArrayLike, *, legacy_plus_one: bool = False) -
     Detectron2 (``pairwise_iou``): iw = max(0, min(x2) - max(x1)), likewise ih; inter / union when
     inter > 0, else 0. Touching boxes have IoU 0.
 
-    Batches: ``a`` B x N x 4 and ``b`` B x M x 4 give B x N x M, image ``i`` of ``a`` against image ``i`` of
+    Batches: ``a`` Tensor[B, N, 4] and ``b`` Tensor[B, M, 4] give Tensor[B, N, M], image ``i`` of ``a`` against image ``i`` of
     ``b`` only (the same formulas; pad images to a common N or M and ignore the padded rows and columns).
     The result has the promoted floating dtype of ``a`` and ``b`` (float32 for lists).
     """
@@ -129,7 +129,7 @@ def pairwise_iou(a: ArrayLike, b: ArrayLike, *, legacy_plus_one: bool = False) -
 
 
 def _iou_inputs(a: ArrayLike, b: ArrayLike, legacy_plus_one: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``a``, ``b`` checked as N x 4 and M x 4 boxes, or as B x N x 4 and B x M x 4 batches of them."""
+    """``a``, ``b`` checked as Tensor[N, 4] and Tensor[M, 4] boxes, or as Tensor[B, N, 4] and Tensor[B, M, 4] batches of them."""
     ta, tb = as_tensor(a, "a"), as_tensor(b, "b")
     if ta.dim() != 3 and tb.dim() != 3:
         return _boxes(ta, "a", legacy_plus_one), _boxes(tb, "b", legacy_plus_one)
@@ -144,9 +144,9 @@ def _iou_inputs(a: ArrayLike, b: ArrayLike, legacy_plus_one: bool) -> Tuple[torc
 def greedy_match(iou: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, ...]:
     """One-to-one pairs from an overlap matrix, the best remaining pair first, each with IoU >= ``threshold`` (> 0).
 
-    ``iou``: N x M, or B x N x M for B independent images (entries below the threshold, or negative for
-    padding, never pair). Returns ``(rows, cols, values)`` for N x M and ``(batch, rows, cols, values)`` for
-    B x N x M. Computed as rounds of mutually best pairs (each row's best column whose best row it is), which
+    ``iou``: Tensor[N, M], or Tensor[B, N, M] for B independent images (entries below the threshold, or negative for
+    padding, never pair). Returns ``(rows, cols, values)`` for Tensor[N, M] and ``(batch, rows, cols, values)`` for
+    Tensor[B, N, M]. Computed as rounds of mutually best pairs (each row's best column whose best row it is), which
     gives the same pairs as repeatedly taking the largest remaining entry, ties going to the lower index.
     """
     iou = as_tensor(iou, "iou")
@@ -182,7 +182,7 @@ def greedy_match(iou: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, ...
 # --------------------------------------------------------------------------------------------
 @_v.finite_result
 def encode(boxes: ArrayLike, targets: ArrayLike, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), *, legacy_plus_one: bool = False) -> torch.Tensor:
-    """Regression deltas (dx, dy, dw, dh), N x 4, that move each box (N x 4) onto its target (N x 4).
+    """Regression deltas (dx, dy, dw, dh), Tensor[N, 4], that move each box (Tensor[N, 4]) onto its target (Tensor[N, 4]).
 
     Detectron ``bbox_transform_inv`` (``legacy_plus_one=True``)::
 
@@ -220,7 +220,7 @@ def encode(boxes: ArrayLike, targets: ArrayLike, weights: Sequence[float] = (1.0
 @_v.finite_result
 def decode(deltas: ArrayLike, boxes: ArrayLike, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = DEFAULT_SCALE_CLAMP,
            *, legacy_plus_one: bool = False) -> torch.Tensor:
-    """Apply regression deltas (N x 4k: k boxes per row, e.g. one per class) to boxes (N x 4): N x 4k.
+    """Apply regression deltas (N x 4k: k boxes per row, e.g. one per class) to boxes (Tensor[N, 4]): N x 4k.
 
     Detectron ``bbox_transform`` (``legacy_plus_one=True``)::
 
@@ -271,7 +271,7 @@ def decode(deltas: ArrayLike, boxes: ArrayLike, weights: Sequence[float] = (1.0,
 # Clipping and small-box filtering
 # --------------------------------------------------------------------------------------------
 def clip(boxes: ArrayLike, image_size_hw: Sequence[int], *, legacy_plus_one: bool = False) -> torch.Tensor:
-    """Clamp boxes (N x 4) into an image of ``image_size_hw = (height, width)``: N x 4.
+    """Clamp boxes (Tensor[N, 4]) into an image of ``image_size_hw = (height, width)``: Tensor[N, 4].
 
     Detectron ``clip_tiled_boxes`` / ``clip_boxes_to_image``: all four coordinates to
     [0, W - 1] x [0, H - 1] (the last pixel index). Detectron2 ``Boxes.clip((h, w))``: all four to
@@ -425,7 +425,7 @@ def _legacy_nms_greedy(b32: torch.Tensor, thresh: float) -> torch.Tensor:
 def nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float, *, legacy_plus_one: bool = False) -> torch.Tensor:
     """Greedy non-maximum suppression: indices (int64) of the kept boxes, in descending score order.
 
-    ``boxes``: N x 4; ``scores``: N; ``iou_threshold`` in [0, 1].
+    ``boxes``: Tensor[N, 4]; ``scores``: N; ``iou_threshold`` in [0, 1].
 
     Detectron2 (``legacy_plus_one=False``) calls ``torchvision.ops.nms``: no +1, a box is suppressed
     when its IoU with a kept, higher-scoring box is **> iou_threshold**.
@@ -568,7 +568,7 @@ def regression_drift(proposals: ArrayLike, targets: ArrayLike, weights: Sequence
 
     The head learned Detectron's deltas: ``encode(proposals, targets, legacy_plus_one=True)``.
     Decoding them with Detectron's formula on the same proposals gives the targets back; decoding
-    them with Detectron2's formula on the same four numbers does not. Returns N x 4 tensors:
+    them with Detectron2's formula on the same four numbers does not. Returns Tensor[N, 4] tensors:
     ``deltas``, ``detectron`` (legacy decode), ``detectron2`` (Detectron2 decode of the same numbers),
     ``detectron2_mapped`` (Detectron2 decode of ``to_continuous(proposals)``, shown back as inclusive
     indices) and ``drift`` = detectron2 - detectron, in image pixels.

@@ -117,7 +117,7 @@ def _antialias_weights(n_in: int, n_out: int) -> torch.Tensor:
 
 
 def resize(image: ArrayLike, size: Sequence[int], mode: str = "half_pixel", antialias: bool = False) -> torch.Tensor:
-    """Bilinear resize of an N x C x H x W (or C x H x W) image to ``size`` = (height, width), on a coordinate mode.
+    """Bilinear resize of a Tensor[N, C, H, W] (or Tensor[C, H, W]) image to ``size`` = (height, width), on a coordinate mode.
 
     Built on :func:`resize_coordinate_map`: each output pixel interpolates the input linearly at its mapped
     coordinate, clamped to the image (edge replication). ``antialias=True`` (``half_pixel`` only) uses PIL's
@@ -161,7 +161,7 @@ _F32 = torch.float32
 
 
 def _image_chw(image: ArrayLike, name: str) -> Tuple[torch.Tensor, bool]:
-    """An H x W or C x H x W image as C x H x W, and whether it was H x W."""
+    """A Tensor[H, W] or Tensor[C, H, W] image as Tensor[C, H, W], and whether it was Tensor[H, W]."""
     x = _v.as_image(image, name)
     if x.dim() not in (2, 3) or 0 in x.shape:
         raise ValueError(f"{name} must be H x W or C x H x W with H, W >= 1, got shape {tuple(x.shape)}")
@@ -222,7 +222,7 @@ def cv2_resize(image: ArrayLike, size: Union[Sequence[int], None] = None, fx: Un
                fy: Union[float, None] = None) -> torch.Tensor:
     """``cv2.resize(image, dsize, fx=..., fy=...)`` with the default ``INTER_LINEAR``, on a float32 image.
 
-    ``image``: H x W or C x H x W (OpenCV's H x W x C, channels first), computed in float32 like OpenCV's float
+    ``image``: Tensor[H, W] or Tensor[C, H, W] (OpenCV's Tensor[H, W, C], channels first), computed in float32 like OpenCV's float
     path. Give either ``size`` = (height, width) (OpenCV's ``dsize`` is (width, height)) or the factors ``fx``,
     ``fy`` (``fy`` defaults to ``fx``), as Detectron's ``utils/blob.py:prep_im_for_blob`` calls it: the output
     size is then W fx rounded half to even (``saturate_cast<int>``) and the sampling scale is 1 / fx itself, not
@@ -303,7 +303,7 @@ def _pil_pass(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
 def pil_resize(image: ArrayLike, size: Sequence[int], vertical_first: bool = False) -> torch.Tensor:
     """``PIL.Image.resize((width, height), Image.BILINEAR)``, as Detectron2's ``ResizeTransform`` calls it on uint8.
 
-    ``image``: H x W or C x H x W, uint8 (PIL's "L"/"RGB" modes: integer arithmetic) or float32 (mode "F": double
+    ``image``: Tensor[H, W] or Tensor[C, H, W], uint8 (PIL's "L"/"RGB" modes: integer arithmetic) or float32 (mode "F": double
     sums). ``size`` = (height, width). PIL's BILINEAR is a triangle filter widened by the reduction factor (so it
     antialiases when shrinking, and is plain bilinear interpolation when enlarging), normalised where it leaves the
     image (``src/libImaging/Resample.c``). It resizes in two passes, rounding to uint8 in between: horizontally, then
@@ -379,7 +379,7 @@ def detectron_preprocess(image: ArrayLike, target_size: int = 800, max_size: int
     """Detectron's test-time input (``utils/blob.py:prep_im_for_blob``): the BGR uint8 image as float32, minus
     ``PIXEL_MEANS`` (a float64 array, so the subtraction runs in double and is stored as float32), then
     ``cv2.resize(im, None, None, fx=im_scale, fy=im_scale, interpolation=cv2.INTER_LINEAR)`` on the float image.
-    ``image``: 3 x H x W uint8, BGR. Returns (3 x h x w float32, im_scale); boxes map back by / im_scale."""
+    ``image``: Tensor[3, H, W] uint8, BGR. Returns (3 x h x w float32, im_scale); boxes map back by / im_scale."""
     x = _bgr_uint8(image)
     im_scale, _ = detectron_input_size(x.shape[1], x.shape[2], target_size, max_size)
     mean = torch.tensor(_three(pixel_means, "pixel_means"), dtype=torch.float64).view(3, 1, 1)
@@ -392,7 +392,7 @@ def detectron2_preprocess(image: ArrayLike, short_edge: int = 800, max_size: int
                           pixel_std: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
     """Detectron2's test-time input: ``ResizeShortestEdge`` (``ResizeTransform.apply_image`` resizes uint8 images
     with PIL's BILINEAR: :func:`pil_resize`), then ``GeneralizedRCNN.preprocess_image``: (x - PIXEL_MEAN) / PIXEL_STD
-    in float32. ``image``: 3 x H x W uint8, BGR. Returns 3 x h x w float32; boxes map back by the per-axis ratio
+    in float32. ``image``: Tensor[3, H, W] uint8, BGR. Returns 3 x h x w float32; boxes map back by the per-axis ratio
     new / old."""
     x = _bgr_uint8(image)
     h, w = detectron2_input_size(x.shape[1], x.shape[2], short_edge, max_size)
@@ -429,9 +429,9 @@ def crop_and_resize_positions(start: float, end: float, crop: int, length: int) 
 
 
 def crop_and_resize(image: ArrayLike, boxes: ArrayLike, crop_size: Union[int, Sequence[int]], extrapolation_value: float = 0.0) -> torch.Tensor:
-    """``tf.image.crop_and_resize`` (bilinear) on a 1 x C x H x W tensor: K x C x crop_h x crop_w, float32.
+    """``tf.image.crop_and_resize`` (bilinear) on a Tensor[1, C, H, W] tensor: Tensor[K, C, crop_h, crop_w], float32.
 
-    ``boxes``: K x 4 normalised [y1, x1, y2, x2] (TensorFlow's order), corner-aligned: y1 maps to row y1 (H - 1)
+    ``boxes``: Tensor[K, 4] normalised [y1, x1, y2, x2] (TensorFlow's order), corner-aligned: y1 maps to row y1 (H - 1)
     and the crop's rows are spread evenly to y2 (H - 1) inclusive. A sample outside [0, H - 1] (or [0, W - 1])
     takes ``extrapolation_value``; inside, it is bilinear between floor and ceil. Everything is float32, operation by
     operation, as in TensorFlow's CPU kernel (``tensorflow/core/kernels/image/crop_and_resize_op.cc``): boxes and
@@ -491,7 +491,7 @@ def roi_align_box_to_crop_and_resize(boxes: ArrayLike, feature_size: Sequence[in
     On the feature map (after ``spatial_scale``, and +1 when the map is padded by one cell each side), a crop of
     ``crop_size`` samples has spacing s = (x2 - x1) / crop_size and should sample at x1 + s/2 - 0.5 + k s (the
     aligned ROIAlign positions); TensorFlow samples at nx0 (W - 1) + k nw (W - 1) / (crop_size - 1), so
-    nx0 = (x1 + s/2 - 0.5) / (W - 1) and nw = s (crop_size - 1) / (W - 1). Returns K x 4 [y1, x1, y2, x2].
+    nx0 = (x1 + s/2 - 0.5) / (W - 1) and nw = s (crop_size - 1) / (W - 1). Returns Tensor[K, 4] [y1, x1, y2, x2].
     """
     b = as_boxes(boxes, "boxes", allow_inverted=True).to(torch.float64) * positive_number(spatial_scale, "spatial_scale")
     H, W = size_pair(feature_size, "feature_size")
@@ -515,8 +515,8 @@ def roi_align_via_crop_and_resize(features: ArrayLike, boxes: ArrayLike, resolut
 
     With ``pad_border`` the map is padded by one cell with its own edge values (TensorFlow's "SYMMETRIC" pad of
     width 1) so that samples in [-1, 0) read the edge as torchvision does. Equals
-    ``torchvision.ops.roi_align(..., aligned=True, sampling_ratio=2)``; ``features`` is 1 x C x H x W, ``boxes``
-    K x 4 in image pixels. Returns K x C x R x R.
+    ``torchvision.ops.roi_align(..., aligned=True, sampling_ratio=2)``; ``features`` is Tensor[1, C, H, W], ``boxes``
+    Tensor[K, 4] in image pixels. Returns Tensor[K, C, R, R].
     """
     f = as_tensor(features, "features")
     if f.dim() != 4 or f.shape[0] != 1:
@@ -533,7 +533,7 @@ def roi_align_via_crop_and_resize(features: ArrayLike, boxes: ArrayLike, resolut
 def naive_roi_align_via_crop_and_resize(features: ArrayLike, boxes: ArrayLike, resolution: int) -> torch.Tensor:
     """The first thing people try for ROIAlign on TensorFlow: ``crop_and_resize`` at 2R x 2R on the naive boxes
     (:func:`naive_crop_and_resize_boxes`: corners divided by the map size), then a 2 x 2 average. ``features``:
-    1 x C x H x W; ``boxes``: K x 4 in feature cells (x1, y1, x2, y2). Returns K x C x R x R."""
+    Tensor[1, C, H, W]; ``boxes``: Tensor[K, 4] in feature cells (x1, y1, x2, y2). Returns Tensor[K, C, R, R]."""
     f = as_tensor(features, "features")
     if f.dim() != 4 or f.shape[0] != 1:
         raise ValueError(f"features must be 1 x C x H x W, got shape {tuple(f.shape)}")
@@ -543,7 +543,7 @@ def naive_roi_align_via_crop_and_resize(features: ArrayLike, boxes: ArrayLike, r
 
 
 def crop_and_resize_grid(boxes: ArrayLike, length: int, crop: int, shift: float = 0.0) -> torch.Tensor:
-    """Where ``crop_and_resize`` samples for the first of ``boxes`` (K x 4, normalised [y1, x1, y2, x2]) on a
+    """Where ``crop_and_resize`` samples for the first of ``boxes`` (Tensor[K, 4], normalised [y1, x1, y2, x2]) on a
     square map of ``length`` cells, ``crop`` x ``crop`` samples, minus ``shift`` (1 for a map padded by one cell):
     (crop * crop) x 2 of (x, y) in the unpadded map's pixel indices, row by row, in float64 for drawing."""
     b = as_tensor(boxes, "boxes").to(torch.float64)

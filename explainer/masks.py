@@ -114,7 +114,7 @@ def _check(masks, boxes, size, threshold):
 def detectron_paste_steps(mask: ArrayLike, box: ArrayLike, image_size_hw: Sequence[int], threshold: float = 0.5,
                           expand_dtype: torch.dtype = torch.float32) -> Dict[str, object]:
     """Every step of Detectron's ``segm_results`` for one mask: padded mask, expanded box, integer box, resized
-    mask (soft), binary mask in the box, and the pasted H x W boolean image.
+    mask (soft), binary mask in the box, and the pasted Tensor[H, W] boolean image.
 
     ``expand_dtype=torch.float64`` runs ``expand_boxes`` in double instead of Detectron's float32 (the rest stays as
     Detectron computes it), to show what the float32 box arithmetic changes.
@@ -167,13 +167,13 @@ def _detectron_region(mask: torch.Tensor, box: torch.Tensor, H: int, W: int, thr
 
 def paste_masks(masks: ArrayLike, boxes: ArrayLike, image_size_hw: Sequence[int], threshold: float = 0.5, mask_paste: str = "paste_masks_in_image",
                 soft: bool = False) -> torch.Tensor:
-    """Paste N x M x M masks into an image: N x H x W booleans (or floats in [0, 1] with ``soft=True``).
+    """Paste Tensor[N, M, M] masks into an image: Tensor[N, H, W] booleans (or floats in [0, 1] with ``soft=True``).
 
     ``mask_paste="segm_results"`` reproduces Detectron's ``core/test.py:segm_results`` in float32 (binarised with
     ``> threshold``; its soft variant is the resized mask before binarising, placed in the image; its boxes are
     rounded to float32, as Detectron's are);
     ``mask_paste="paste_masks_in_image"`` reproduces Detectron2's ``layers/mask_ops.py:paste_masks_in_image``
-    (``>= threshold``). From a convention: ``mask_paste=conv.mask_paste``. ``boxes`` are N x 4 as that
+    (``>= threshold``). From a convention: ``mask_paste=conv.mask_paste``. ``boxes`` are Tensor[N, 4] as that
     codebase's box head outputs them (inclusive pixel indices for ``segm_results``, continuous coordinates for
     ``paste_masks_in_image``); boxes partly or wholly outside the image are valid.
     """
@@ -212,7 +212,7 @@ def _dilate(x: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def boundary_error(a: ArrayLike, b: ArrayLike) -> Dict[str, int]:
-    """Where two H x W boolean masks differ: in total, and within 1 and 2 pixels of a's contour (8-neighbourhood)."""
+    """Where two Tensor[H, W] boolean masks differ: in total, and within 1 and 2 pixels of a's contour (8-neighbourhood)."""
     a, b = _v.as_mask(a, "a"), _v.as_mask(b, "b")
     if a.shape != b.shape or a.dim() != 2:
         raise ValueError(f"masks must be two H x W masks of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -246,7 +246,7 @@ def _centre(centre: Sequence[float]) -> List[float]:
 
 
 def rasterize_disc(centre: Sequence[float], radius: float, image_size_hw: Sequence[int], supersample: int = 1, shape: str = "disc") -> torch.Tensor:
-    """H x W coverage of a disc or diamond (continuous coordinates): with ``supersample=1`` a boolean mask of the pixels
+    """Tensor[H, W] coverage of a disc or diamond (continuous coordinates): with ``supersample=1`` a boolean mask of the pixels
     whose centre is inside; with more, the covered fraction of each pixel (s x s samples)."""
     H, W = image_size(image_size_hw, "image_size_hw")
     centre, radius, shape = _centre(centre), _v.finite_number(radius, "radius", minimum=0.0), one_of(shape, "shape", SHAPES)

@@ -63,7 +63,7 @@ __all__ = [
 def to_continuous(boxes: ArrayLike) -> torch.Tensor:
     """Inclusive pixel-index boxes (Detectron) to continuous boxes: [x1, y1, x2 + 1, y2 + 1].
 
-    ``boxes``: N x 4. Returns N x 4 (a new tensor).
+    ``boxes``: Tensor[N, 4]. Returns Tensor[N, 4] (a new tensor).
     """
     b = as_boxes(boxes, "boxes", legacy_plus_one=True)
     return b + b.new_tensor([0.0, 0.0, 1.0, 1.0])
@@ -104,7 +104,7 @@ def box_size(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> Tuple[torch.
 
 
 def box_centre(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Tensor:
-    """Centres (N x 2) as each codebase computes them: x1 + 0.5 * w with its own w.
+    """Centres (Tensor[N, 2]) as each codebase computes them: x1 + 0.5 * w with its own w.
 
     Detectron's centre (x1 + 0.5 (x2 - x1 + 1)) is a continuous coordinate even though its
     corners are pixel indices: it is the centre of the covered pixels seen as squares.
@@ -115,7 +115,7 @@ def box_centre(boxes: ArrayLike, *, legacy_plus_one: bool = False) -> torch.Tens
 
 
 def pixel_coverage(box: Sequence[float], image_size_hw: Sequence[int], *, inclusive: bool = False) -> torch.Tensor:
-    """Fraction of each pixel covered by one box, H x W, in [0, 1].
+    """Fraction of each pixel covered by one box, Tensor[H, W], in [0, 1].
 
     ``inclusive=True`` reads the box as Detectron's pixel indices (it covers the pixels x1..x2 whole);
     otherwise it is a continuous rectangle and border pixels are covered partly.
@@ -148,7 +148,7 @@ def flip_x(x: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tens
 
 
 def hflip_boxes(boxes: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tensor:
-    """Mirror N x 4 boxes: the new x1 is the flipped x2 and vice versa.
+    """Mirror Tensor[N, 4] boxes: the new x1 is the flipped x2 and vice versa.
 
     ``minus_one=False``: Detectron2 (x1' = W - x2, x2' = W - x1). ``minus_one=True``: Detectron's
     ``roidb.extend_with_flipped_entries`` (x1' = W - x2 - 1, x2' = W - x1 - 1), right for inclusive indices.
@@ -163,7 +163,7 @@ def hflip_boxes(boxes: ArrayLike, width: float, *, minus_one: bool = False) -> t
 
 
 def hflip_points(points: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tensor:
-    """Mirror N x 2 (x, y) points, or N x 3 (x, y, visibility): only x changes."""
+    """Mirror Tensor[N, 2] (x, y) points, or Tensor[N, 3] (x, y, visibility): only x changes."""
     flag(minus_one, "minus_one")
     t = as_tensor(points, "points")
     if t.dim() != 2 or t.shape[-1] not in (2, 3):
@@ -175,7 +175,7 @@ def hflip_points(points: ArrayLike, width: float, *, minus_one: bool = False) ->
 
 
 def hflip_polygon(polygon: ArrayLike, width: float, *, minus_one: bool = False) -> torch.Tensor:
-    """Mirror a polygon given flat [x0, y0, x1, y1, ...] (COCO) or as K x 2; returns the same layout.
+    """Mirror a polygon given flat [x0, y0, x1, y1, ...] (COCO) or as Tensor[K, 2]; returns the same layout.
 
     Polygons are continuous coordinates, so ``minus_one=True`` (Detectron's ``flip_segms``) moves
     them one pixel too far left.
@@ -194,7 +194,7 @@ def hflip_polygon(polygon: ArrayLike, width: float, *, minus_one: bool = False) 
 
 
 def coco_keypoints_to_continuous(keypoints: ArrayLike) -> torch.Tensor:
-    """COCO keypoints (pixel indices, N x 2 or N x 3) to continuous coordinates: +0.5 on x and y.
+    """COCO keypoints (pixel indices, Tensor[N, 2] or Tensor[N, 3]) to continuous coordinates: +0.5 on x and y.
 
     Detectron2's ``load_coco_json`` does this on load.
     """

@@ -55,7 +55,7 @@ def ramp(size: int) -> torch.Tensor:
 
 
 def convert_boxes_to_rois(boxes: Union[ArrayLike, List[ArrayLike]], n_images: int) -> torch.Tensor:
-    """A K x 5 tensor (batch index, x1, y1, x2, y2) from K x 5 or a list of per-image N_i x 4 tensors."""
+    """A Tensor[K, 5] tensor (batch index, x1, y1, x2, y2) from Tensor[K, 5] or a list of per-image Tensor[N_i, 4] tensors."""
     n_images = positive_int(n_images, "n_images")
     if isinstance(boxes, (list, tuple)):
         parts = []
@@ -136,9 +136,9 @@ def roi_align(input: ArrayLike, boxes: Union[ArrayLike, List[ArrayLike]], output
               aligned: bool = False) -> torch.Tensor:
     """ROIAlign with the signature and semantics of ``torchvision.ops.roi_align``.
 
-    ``input``: N x C x H x W feature maps; ``boxes``: K x 5 (batch index, x1, y1, x2, y2) in image pixels, or a
-    list of per-image N_i x 4 tensors; ``output_size``: int or (height, width); ``spatial_scale``: feature cells
-    per image pixel (1 / stride); ``sampling_ratio`` <= 0 means adaptive. Returns K x C x out_h x out_w.
+    ``input``: Tensor[N, C, H, W] feature maps; ``boxes``: Tensor[K, 5] (batch index, x1, y1, x2, y2) in image pixels, or a
+    list of per-image Tensor[N_i, 4] tensors; ``output_size``: int or (height, width); ``spatial_scale``: feature cells
+    per image pixel (1 / stride); ``sampling_ratio`` <= 0 means adaptive. Returns Tensor[K, C, out_h, out_w].
     """
     x = as_tensor(input, "input")
     if x.dim() != 4:
@@ -204,8 +204,8 @@ def sampling_points(box: Sequence[float], output_size: Union[int, Sequence[int]]
     """Everything ROIAlign does for one box, for drawing, in feature-map coordinates (feature cells).
 
     ``feature_size`` is (H, W). Returns the RoI rectangle (after scaling, shift and clamp), bin edges along x
-    and y, every sample point (``points``: S x 2 as (x, y); ``valid``: S), and for each sample its four
-    bilinear neighbours (``neighbours``: S x 4 x 2 as (x index, y index)) and weights (S x 4, zero for an
+    and y, every sample point (``points``: Tensor[S, 2] as (x, y); ``valid``: S), and for each sample its four
+    bilinear neighbours (``neighbours``: Tensor[S, 4, 2] as (x index, y index)) and weights (Tensor[S, 4], zero for an
     invalid sample), plus the grid size and count.
     """
     ph, pw = _output_size(output_size)
@@ -289,7 +289,7 @@ def _round_half_away(v: float) -> int:
 def _pool_bins(box: Sequence[float], ph: int, pw: int, scale: float, H: int, W: int
                ) -> Tuple[Tuple[int, int, int, int], List[Tuple[int, int, int, int]]]:
     """ROIPool's rounded box (x1, y1, x2, y2 in feature cells) and its ph * pw bins (x_start, y_start, x_end, y_end),
-    row by row, each clipped to the W x H map (an empty bin has end <= start)."""
+    row by row, each clipped to the Tensor[W, H] map (an empty bin has end <= start)."""
     sx, sy, ex, ey = (_round_half_away(v * scale) for v in box)
     rw, rh = max(ex - sx + 1, 1), max(ey - sy + 1, 1)
     bh, bw = rh / ph, rw / pw
@@ -306,7 +306,7 @@ def _pool_bins(box: Sequence[float], ph: int, pw: int, scale: float, H: int, W: 
 
 def roi_pool_bins(box: Sequence[float], output_size: Union[int, Sequence[int]], feature_size: Sequence[int],
                   spatial_scale: float = 1.0) -> Dict[str, object]:
-    """The bins :func:`roi_pool` takes the maximum over, for one box (image pixels) on an H x W map (``feature_size``).
+    """The bins :func:`roi_pool` takes the maximum over, for one box (image pixels) on a Tensor[H, W] map (``feature_size``).
 
     Returns ``rounded`` (the box's corners rounded to whole feature cells, half away from zero) and ``bins``: out_h x
     out_w tuples (x_start, y_start, x_end, y_end) in feature cells, row by row, clipped to the map.
@@ -326,7 +326,7 @@ def roi_pool(input: ArrayLike, boxes: Union[ArrayLike, List[ArrayLike]], output_
     Corners are rounded to whole feature cells (half away from zero), the size keeps a legacy +1
     (roi = max(end - start + 1, 1)), bins are [floor(p * bin), ceil((p + 1) * bin)) clipped to the map, and each
     output is the maximum over its bin (0 for an empty bin); :func:`roi_pool_bins` lists the bins of one box.
-    Returns K x C x out_h x out_w.
+    Returns Tensor[K, C, out_h, out_w].
     """
     x = as_tensor(input, "input")
     if x.dim() != 4:

@@ -74,7 +74,7 @@ def select_post_nms_topk(proposals_per_image: Sequence, scores_per_image: Sequen
                          per_image: bool) -> List[torch.Tensor]:
     """Keep the top ``k`` proposals by score, per image or over the whole batch.
 
-    ``proposals_per_image``: a list (one entry per image) of N_i x 4 boxes; ``scores_per_image``: a
+    ``proposals_per_image``: a list (one entry per image) of Tensor[N_i, 4] boxes; ``scores_per_image``: a
     list of N_i scores. Returns, per image, the kept proposals in descending score order.
 
     * ``per_image=True`` (Detectron2 ``find_top_rpn_proposals``: ``keep[:post_nms_topk]`` for each
@@ -215,7 +215,7 @@ def hflip_keypoints(keypoints: ArrayLike, width: float, flip_map: Sequence[int],
                     keypoint_half_pixel: bool = True) -> torch.Tensor:
     """Flip COCO keypoints (pixel indices) and swap left/right, as each codebase's pipeline does.
 
-    ``keypoints``: K x 3 or N x K x 3 (x, y, visibility) in COCO's pixel-index space; ``flip_map``: a
+    ``keypoints``: Tensor[K, 3] or Tensor[N, K, 3] (x, y, visibility) in COCO's pixel-index space; ``flip_map``: a
     permutation of 0..K-1 that swaps left and right (see :func:`keypoint_flip_indices`). Two knobs act:
     ``keypoint_half_pixel`` (+0.5 before the flip and -0.5 after it) and ``minus_one`` (the flip W - x - 1);
     from a convention: ``**conv.operator_flags("minus_one"), keypoint_half_pixel=conv.keypoint_half_pixel``.
@@ -270,7 +270,7 @@ def synthetic_proposal_batch(n_images: int, n_proposals: int = 2000, image_size:
 
     Image 0, 2, ... hold 12 objects and most of their proposals score high; images 1, 3, ... hold one
     object and most proposals are low-scoring background. Returns lists (one entry per image) of
-    ``gt`` (M_i x 4), ``proposals`` (n_proposals x 4), ``scores`` (n_proposals) and ``best_iou``
+    ``gt`` (Tensor[M_i, 4]), ``proposals`` (n_proposals x 4), ``scores`` (n_proposals) and ``best_iou``
     (the IoU of each proposal with its best-matching object, Detectron2's convention), plus ``kind``.
     Deterministic for a given seed.
     """

@@ -250,3 +250,29 @@ def test_the_readme_map_names_every_part_and_module():
             assert re.search(rf"\b{module}\b", section), f"README's map leaves out {package}/{module}.py"
     for topic in TOPICS | {"conventions"}:
         assert re.search(rf"\b{topic}\b", section), f"README's map leaves out {topic}.py"
+
+
+# -- docstrings state shapes one way, as torchvision's do: ``boxes (Tensor[N, 4])`` -------------------------------
+_OLD_SHAPE = re.compile(r"(?<![\w\[/*])(?<! x )(?:\d*[A-Z]|\d+) x (?:\d*[A-Z]|\d+)(?: x (?:\d*[A-Z]|\d+))*(?![\w\]/*])")
+_SIZES = {"R x R", "M x M", "S x S", "2R x 2R"}   # an output's size, not a tensor's shape
+
+
+def _old_style_shapes(doc: str) -> List[str]:
+    return [m.group(0) for m in _OLD_SHAPE.finditer(doc)
+            if re.search(r"[A-Z]", m.group(0)) and m.group(0) not in _SIZES]
+
+
+def test_docstrings_state_shapes_as_tensor_brackets():
+    bad = []
+    for m, path in MODULES.items():
+        if _part(m) in ("viz", "widgets"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and (doc := ast.get_docstring(node)):
+                bad += [f"{m}.{node.name}: {s}" for s in _old_style_shapes(doc)]
+    assert not bad, "write shapes as Tensor[N, 4]:\n" + "\n".join(bad)
+
+
+def test_the_shape_check_sees_an_old_style_shape():
+    assert _old_style_shapes("boxes (N x 4) and masks N x H x W") == ["N x 4", "N x H x W"]
+    assert _old_style_shapes("boxes (Tensor[N, 4]); a 2 x 2 average; R x R bins") == []

@@ -96,9 +96,9 @@ def same_label_matches(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tens
                        iou: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One-to-one matches between two sets of detections: same label and box IoU >= ``iou``, greedily by IoU.
 
-    ``a`` and ``b``: dicts with ``boxes`` (N x 4, x1, y1, x2, y2 in one convention's coordinates) and
+    ``a`` and ``b``: dicts with ``boxes`` (Tensor[N, 4], x1, y1, x2, y2 in one convention's coordinates) and
     ``labels`` (N). Returns ``rows`` (P, indices into ``a``), ``cols`` (P, into ``b``),
-    ``ious`` (P) and the same-label IoU matrix (N_a x N_b, 0 where the labels differ). The one
+    ``ious`` (P) and the same-label IoU matrix (Tensor[N_a, N_b], 0 where the labels differ). The one
     matching core of :func:`compare_detections`, :func:`explainer.course.measured.reproduced` and chapter 4's
     ROIAlign experiment.
     """
@@ -111,7 +111,7 @@ def same_label_matches(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tens
 def compare_detections(a: DetectionsLike, b: DetectionsLike, iou: float = 0.99) -> Dict[str, Any]:
     """How far ``b`` reproduces ``a``: one-to-one matches with the same label and box IoU >= ``iou``.
 
-    Pairs are matched greedily by IoU. When both sides carry ``masks`` (N x H x W), a pair also needs mask IoU
+    Pairs are matched greedily by IoU. When both sides carry ``masks`` (Tensor[N, H, W]), a pair also needs mask IoU
     (:func:`explainer.masks.mask_iou`) >= ``iou``. Returns ``agreement`` (matched / detections of ``a``; 1.0
     when both are empty), ``matched``, ``n_a``, ``n_b``, ``max_box_diff`` (largest coordinate difference over
     the box-matched pairs, px), ``min_mask_iou`` (over those pairs; 1.0 without masks) and ``mean_iou`` (each

@@ -248,7 +248,7 @@ class BoxPooler(nn.Module):
 
 
 def _rois_with_context(boxes: torch.Tensor, context: float) -> torch.Tensor:
-    """2N x 5 (batch index 0, x1, y1, x2, y2): the boxes, then the boxes enlarged ``context`` times."""
+    """Tensor[2N, 5] (batch index 0, x1, y1, x2, y2): the boxes, then the boxes enlarged ``context`` times."""
     ctr = (boxes[:, :2] + boxes[:, 2:]) * 0.5
     half = (boxes[:, 2:] - boxes[:, :2]) * (0.5 * context)
     both = torch.cat([boxes, torch.cat([ctr - half, ctr + half], dim=1)], dim=0)
@@ -256,7 +256,7 @@ def _rois_with_context(boxes: torch.Tensor, context: float) -> torch.Tensor:
 
 
 class BoxHead(nn.Module):
-    """Each box's pooled map and its context's, side by side, flattened: N x 2C x S x S -> N x 2CSS."""
+    """Each box's pooled map and its context's, side by side, flattened: Tensor[N, 2C, S, S] -> N x 2CSS."""
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         per_roi = pooled.flatten(1)
@@ -284,9 +284,9 @@ class BoxPredictor(nn.Module):
 class CourseNetwork(nn.Module):
     """The course detector's network (see the module's table). ``forward(image, boxes)``:
 
-    ``image``: 1 x 3 x H x W float32, **BGR, 0-255**, H and W multiples of 8; ``boxes``: N x 4 (x1, y1, x2, y2) in
-    image pixels, continuous coordinates. Returns (objectness 1 x A x H/8 x W/8, deltas 1 x 4A x H/8 x W/8,
-    objectness upsampled to 1 x A x H x W, class logits N x (K + 1), box deltas N x 4K).
+    ``image``: Tensor[1, 3, H, W] float32, **BGR, 0-255**, H and W multiples of 8; ``boxes``: Tensor[N, 4] (x1, y1, x2, y2) in
+    image pixels, continuous coordinates. Returns (objectness Tensor[1, A, H/8, W/8], deltas Tensor[1, 4A, H/8, W/8],
+    objectness upsampled to Tensor[1, A, H, W], class logits Tensor[N, K + 1], box deltas Tensor[N, 4K]).
 
     The weights come from ``detector`` (fitted with :func:`explainer.course.pipeline.fit_detector`) and are read as
     stored, in its layout (anchor rows, background row), as a model loaded without conversion would.
@@ -338,7 +338,7 @@ class CourseNetwork(nn.Module):
 
 
 def image_to_bgr(image: torch.Tensor) -> torch.Tensor:
-    """A scene's 3 x H x W RGB image in [0, 1] as the network's input: 1 x 3 x H x W, BGR, 0-255, float32."""
+    """A scene's Tensor[3, H, W] RGB image in [0, 1] as the network's input: Tensor[1, 3, H, W], BGR, 0-255, float32."""
     image = as_tensor(image, "image")
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be a 3 x H x W RGB tensor in [0, 1], got {tuple(image.shape)}")
@@ -548,7 +548,7 @@ class CaseBuilder:
 
 
 def course_boxes(detector: P.MiniDetector, scene: P.Scene, n: int = 32) -> torch.Tensor:
-    """The ``n`` best proposals after NMS of ``detector`` on ``scene`` under Detectron2's conventions (N x 4)."""
+    """The ``n`` best proposals after NMS of ``detector`` on ``scene`` under Detectron2's conventions (Tensor[N, 4])."""
     run = detector.run(scene, DETECTRON2)
     return run.stages["proposals_nms"]["boxes"][: int(n)].clone()
 

@@ -96,8 +96,8 @@ SCORE_THRESH, DETECTIONS_PER_IMAGE = 0.3, 50
 class Scene:
     """One synthetic image with its ground truth.
 
-    ``image``: 3 x H x W float32 in [0, 1]; ``boxes``: N x 4 tight boxes in continuous coordinates (x2 = right
-    edge of the last pixel); ``labels``: N contiguous labels 0..K-1; ``masks``: N x H x W bool.
+    ``image``: Tensor[3, H, W] float32 in [0, 1]; ``boxes``: Tensor[N, 4] tight boxes in continuous coordinates (x2 = right
+    edge of the last pixel); ``labels``: N contiguous labels 0..K-1; ``masks``: Tensor[N, H, W] bool.
     """
 
     image: torch.Tensor
@@ -183,7 +183,7 @@ def synthetic_scenes(n: int = 8, image_size: Sequence[int] = (192, 256), seed: i
 # Fixed features
 # --------------------------------------------------------------------------------------------------
 def colour_maps(image: torch.Tensor) -> torch.Tensor:
-    """(K + 1) x H x W: each class's colour likelihood in [0, 1], then their maximum (foreground)."""
+    """Tensor[K + 1, H, W]: each class's colour likelihood in [0, 1], then their maximum (foreground)."""
     image = as_tensor(image, "image")
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be a 3 x H x W RGB tensor, got shape {tuple(image.shape)}")
@@ -193,7 +193,7 @@ def colour_maps(image: torch.Tensor) -> torch.Tensor:
 
 
 def _rpn_features(maps: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
-    """The RPN's input, L x D: per location of the stride-8 grid (ceil(H / 8) x ceil(W / 8), row by row),
+    """The RPN's input, Tensor[L, D]: per location of the stride-8 grid (ceil(H / 8) x ceil(W / 8), row by row),
     the foreground averaged over the location's cell, its mean over windows of 1..9 cells, left/right and
     up/down contrasts, their pairwise products and a bias. Fitting and inference both read it from here."""
     H, W = image_size
@@ -229,7 +229,7 @@ def _shift_contrast(x: torch.Tensor, half: int, dim: int) -> torch.Tensor:
 # Conventions applied
 # --------------------------------------------------------------------------------------------------
 def rpn_cell_anchors(convention: Convention) -> torch.Tensor:
-    """A x 4 cell anchors centred on 0 in continuous coordinates, in the convention's row order."""
+    """Tensor[A, 4] cell anchors centred on 0 in continuous coordinates, in the convention's row order."""
     convention = check_convention(convention)
     return A.cell_anchors(STRIDE, SIZES, RATIOS, convention)
 
@@ -287,7 +287,7 @@ class Run:
 
     @property
     def detections(self) -> Dict[str, torch.Tensor]:
-        """``boxes`` (N x 4, the convention's coordinates), ``scores``, ``labels`` (0..K-1), ``masks`` (N x H x W)."""
+        """``boxes`` (Tensor[N, 4], the convention's coordinates), ``scores``, ``labels`` (0..K-1), ``masks`` (Tensor[N, H, W])."""
         d = self.stages["detections"]
         return {"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"], "masks": self.stages["masks"]["masks"]}
 
@@ -330,7 +330,7 @@ class MiniDetector:
 
     # -- inference ------------------------------------------------------------------------------------
     def run(self, image: Union[Scene, torch.Tensor], convention: Convention) -> Run:
-        """Detect in one image (a Scene or 3 x H x W tensor), reading the stored weights under ``convention``."""
+        """Detect in one image (a Scene or Tensor[3, H, W] tensor), reading the stored weights under ``convention``."""
         conv = check_convention(convention)
         img = _check_image(image)
         H, W = int(img.shape[1]), int(img.shape[2])
@@ -438,14 +438,14 @@ class MiniDetector:
 def _roi_align(features: torch.Tensor, rois: torch.Tensor, size: int, spatial_scale: float, sampling_ratio: int,
                aligned: bool) -> torch.Tensor:
     """torchvision's compiled ROIAlign, which ``torchvision.ops.roi_align`` and Detectron2's ``ROIAlign`` call
-    (K x C x size x size). Chapter 4's :func:`explainer.roi_align.roi_align` reproduces it to 1e-5; the compiled
+    (Tensor[K, C, size, size]). Chapter 4's :func:`explainer.roi_align.roi_align` reproduces it to 1e-5; the compiled
     op is used here because it is several times faster on this detector's hundreds of boxes, and loading it
     does not import torchvision."""
     return torchvision_op("roi_align")(features, rois, spatial_scale, size, size, sampling_ratio, aligned)
 
 
 def _head_features(pooled: torch.Tensor) -> torch.Tensor:
-    """N x P: the pooled maps flattened, their row and column profiles, and a bias."""
+    """Tensor[N, P]: the pooled maps flattened, their row and column profiles, and a bias."""
     n = pooled.shape[0]
     return torch.cat([pooled.reshape(n, -1), torch.ones(n, 1)], 1)
 
@@ -481,7 +481,7 @@ def fit_detector(scenes: Sequence[Scene], convention: Convention = DETECTRON, se
 
 
 def _fit_rpn(scenes: Sequence[Scene], conv: Convention) -> Tuple[torch.Tensor, int]:
-    """RPN weights A x D x 5 (per anchor type: objectness, 4 deltas), and the number of locations fitted on."""
+    """RPN weights Tensor[A, D, 5] (per anchor type: objectness, 4 deltas), and the number of locations fitted on."""
     lp1, A_n = conv.legacy_plus_one, len(SIZES) * len(RATIOS)
     feats, objs, dels, poss = [], [], [], []
     for s in scenes:
@@ -526,7 +526,7 @@ def _jittered(gt: torch.Tensor, g: torch.Generator) -> List[torch.Tensor]:
 
 def _head_samples(det: MiniDetector, scenes: Sequence[Scene], conv: Convention,
                   g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The box head's training set: features (N x P), labels (N, -1 for background) and box targets (N x 4) of the
+    """The box head's training set: features (Tensor[N, P]), labels (N, -1 for background) and box targets (Tensor[N, 4]) of the
     fitted RPN's proposals and of jittered ground-truth boxes."""
     lp1 = conv.legacy_plus_one
     xs, labels, targets = [], [], []
@@ -554,7 +554,7 @@ def _head_samples(det: MiniDetector, scenes: Sequence[Scene], conv: Convention,
 
 
 def _fit_head(X: torch.Tensor, y: torch.Tensor, T: torch.Tensor, conv: Convention) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Class weights P x (K + 1) (background at the convention's column) and box weights P x 4(K + 1) or P x 4K."""
+    """Class weights Tensor[P, K + 1] (background at the convention's column) and box weights Tensor[P, 4 (K + 1)] or Tensor[P, 4K]."""
     K = len(CLASS_NAMES)
     col = torch.where(y < 0, 0 if conv.background_first else K, y + 1 if conv.background_first else y)
     cls_w = _fit_softmax(X, col, K + 1)

@@ -50,8 +50,8 @@ _INT64 = 2 ** 63
 
 @dataclass
 class ImageDetections:
-    """One image's detections: boxes N x 4 (x1, y1, x2, y2, float64), scores N, labels N (int64), and optionally
-    masks N x H x W (bool), keypoints N x K x 3 (x, y, visibility), ``segmentations`` (N COCO segmentations
+    """One image's detections: boxes Tensor[N, 4] (x1, y1, x2, y2, float64), scores N, labels N (int64), and optionally
+    masks Tensor[N, H, W] (bool), keypoints Tensor[N, K, 3] (x, y, visibility), ``segmentations`` (N COCO segmentations
     as read from a results file, None where a result has none) and ``has_keypoints`` (N bools, where only some
     results carry keypoints)."""
 
@@ -86,9 +86,9 @@ class ImageDetections:
 class FlatDetections:
     """Every detection of one side in one stack, image after image.
 
-    ``image_ids``: the images in input order; ``image``: N indices into it, non-decreasing; ``boxes`` N x 4,
-    ``scores``, ``labels``; ``keypoints`` N x K x 3 with ``has_keypoints`` (N bools) or None; ``masks``: N
-    entries (a COCO segmentation, an H x W bool tensor, or None) or None when no detection has a mask;
+    ``image_ids``: the images in input order; ``image``: N indices into it, non-decreasing; ``boxes`` Tensor[N, 4],
+    ``scores``, ``labels``; ``keypoints`` Tensor[N, K, 3] with ``has_keypoints`` (N bools) or None; ``masks``: N
+    entries (a COCO segmentation, a Tensor[H, W] bool tensor, or None) or None when no detection has a mask;
     ``index``: each detection's position within its image as it was read (None: its row within the image).
     """
 

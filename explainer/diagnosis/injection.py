@@ -156,7 +156,7 @@ def _flip_off_by_one(k: Any, d: ImageDetections, c: _Context) -> ImageDetections
 
 
 def _grow(masks: torch.Tensor, g: int) -> torch.Tensor:
-    """N x H x W masks dilated (g > 0) or eroded (g < 0) by a (2|g| + 1)-pixel square."""
+    """Tensor[N, H, W] masks dilated (g > 0) or eroded (g < 0) by a (2|g| + 1)-pixel square."""
     mf = masks.float()[:, None]
     return (F.max_pool2d(mf, 2 * g + 1, 1, g) if g > 0 else -F.max_pool2d(-mf, -2 * g + 1, 1, -g))[:, 0] > 0
 

@@ -46,7 +46,7 @@ _ROUNDS = 12
 
 
 class Stack(Protocol):
-    """One side's detections in one stack: ``boxes`` N x 4 (float64), ``scores`` N, ``labels`` N, ``image`` N
+    """One side's detections in one stack: ``boxes`` Tensor[N, 4] (float64), ``scores`` N, ``labels`` N, ``image`` N
     (non-decreasing)."""
 
     @property
@@ -126,7 +126,7 @@ def lex_order(*keys: np.ndarray) -> np.ndarray:
 def count_before(item_group: torch.Tensor, item_value: torch.Tensor, q_group: torch.Tensor, q_value: torch.Tensor,
                  inclusive: Sequence[bool] = (False,)) -> List[torch.Tensor]:
     """For each query (group g, value v): how many items have a lower group, or group g and a value below v
-    (``<=`` v where ``inclusive``). ``q_value`` may be Q (one bound) or Q x B (B bounds, ``inclusive`` one flag
+    (``<=`` v where ``inclusive``). ``q_value`` may be Q (one bound) or Tensor[Q, B] (B bounds, ``inclusive`` one flag
     each); one lexicographic sort answers all of them. Returns B tensors of Q counts."""
     qv = q_value.reshape(len(q_group), -1)
     nb, nq, ni = qv.shape[1], len(q_group), len(item_group)
@@ -157,7 +157,7 @@ def score_rank(scores: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
 # IoU of candidate pairs, greedy assignment
 # --------------------------------------------------------------------------------------------------
 def pair_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of box ``a[k]`` with box ``b[k]`` (E x 4 each, float64). Where areas could overflow float64 (coordinates
+    """IoU of box ``a[k]`` with box ``b[k]`` (Tensor[E, 4] each, float64). Where areas could overflow float64 (coordinates
     of 1e150 and beyond), coordinates are halved (exact in binary floating point, so no difference overflows)
     and measured in units of the pair's joint extent. Empty (inverted or zero-area) boxes have IoU 0 with
     anything but an identical box, with which they have IoU 1."""
@@ -273,7 +273,7 @@ class _Boxes(NamedTuple):
 
 def match_boxes(ref: Sequence[torch.Tensor], cand: Sequence[torch.Tensor], threshold: float = MATCH_IOU
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One-to-one pairs per image (``ref[i]`` against ``cand[i]``, lists of N x 4 boxes) as
+    """One-to-one pairs per image (``ref[i]`` against ``cand[i]``, lists of Tensor[N, 4] boxes) as
     (image, reference index in the image, candidate index in the image, IoU), ordered by image and reference index."""
     sides = []
     for boxes in (ref, cand):

@@ -482,7 +482,7 @@ def _set_causes(R: FlatDetections, C: FlatDetections, p: Pairs, unmatched: Unmat
 
 
 def _box_residual(p: Pairs, geo: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """What the fitted geometry leaves of each pair's box difference (|.|, N x 4), and the tolerance for it."""
+    """What the fitted geometry leaves of each pair's box difference (|.|, Tensor[N, 4]), and the tolerance for it."""
     r, c = p["ref_boxes"], p["cand_boxes"]
     if geo["causes"] and geo["model"] is not None:
         ax, tx, px, ay, ty, py = geo["model"]

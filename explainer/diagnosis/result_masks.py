@@ -87,7 +87,7 @@ def check_segmentation(v: Any, where: str) -> Any:
 
 
 def segmentation_for_json(masks: Any) -> Optional[List[Any]]:
-    """Masks as COCO segmentations ready for ``json.dump``: an N x H x W tensor as compressed RLEs (counts as
+    """Masks as COCO segmentations ready for ``json.dump``: a Tensor[N, H, W] tensor as compressed RLEs (counts as
     text, as Detectron2's ``instances_to_coco_json`` writes them), segmentations read from a file as they were."""
     if masks is None:
         return None
@@ -191,8 +191,8 @@ def _canvas(masks: Sequence[Any], boxes: torch.Tensor) -> Tuple[Optional[Tuple[i
 
 def pair_rles(ref: Sequence[Any], cand: Sequence[Any], image: Sequence[int], boxes: torch.Tensor
               ) -> Tuple[List[Rle], List[Rle], List[Tuple[int, str, str]]]:
-    """The masks of matched pairs (``ref[i]``, ``cand[i]``: a segmentation, an H x W tensor or None; ``image[i]``
-    the pair's image) as RLEs on one canvas per image; ``boxes`` (2P x 4, both sides' boxes) bound polygons
+    """The masks of matched pairs (``ref[i]``, ``cand[i]``: a segmentation, a Tensor[H, W] tensor or None; ``image[i]``
+    the pair's image) as RLEs on one canvas per image; ``boxes`` (Tensor[2P, 4], both sides' boxes) bound polygons
     that state no size. Returns both sides' RLEs (None where absent or unreadable) and the problems as
     (pair, side, what)."""
     by_image: Dict[int, List[int]] = {}
@@ -235,7 +235,7 @@ def _contour(m: torch.Tensor) -> torch.Tensor:
 
 
 def boundary_f_score(a: torch.Tensor, b: torch.Tensor, tolerance: int = BOUNDARY_TOLERANCE) -> float:
-    """Boundary F-score of two H x W masks: precision = share of b's contour pixels within ``tolerance`` px
+    """Boundary F-score of two Tensor[H, W] masks: precision = share of b's contour pixels within ``tolerance`` px
     (chessboard distance) of a's contour, recall the other way round, F = 2PR / (P + R); 1 when neither has a
     contour."""
     ca, cb = _contour(a.bool()), _contour(b.bool())

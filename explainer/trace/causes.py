@@ -106,7 +106,7 @@ def cause(name: str, strength: float, evidence: Dict[str, Any], explanation: str
 # a stage's tensors, laid out for the fits
 # --------------------------------------------------------------------------------------------------
 class Stage:
-    """The two tensors of one stage as N x C x H x W (see the module's layout conventions), with samples."""
+    """The two tensors of one stage as Tensor[N, C, H, W] (see the module's layout conventions), with samples."""
 
     def __init__(self, ref: torch.Tensor, cand: torch.Tensor, atol: float, rtol: float,
                  pooler: Optional["Pooler"] = None, pooled_from: Optional[torch.Tensor] = None):
@@ -122,7 +122,7 @@ class Stage:
         return self.atol + self.rtol * ref.abs()
 
     def flat_sample(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ref C x P, cand C x P, positions P as flat indices into N x H x W), float64; P evenly spaced."""
+        """(ref Tensor[C, P], cand Tensor[C, P], positions P as flat indices into Tensor[N, H, W]), float64; P evenly spaced."""
         if self._flat is None:
             n, c, h, w = self.r.shape
             total = n * h * w
@@ -140,7 +140,7 @@ class Stage:
 
 
 def _layout(t: torch.Tensor) -> Tuple[torch.Tensor, bool, bool]:
-    """(N x C x H x W view, has a grid, has channels)."""
+    """(Tensor[N, C, H, W] view, has a grid, has channels)."""
     if t.dim() >= 5:
         t = t.movedim(1, -3).reshape(-1, t.shape[1], t.shape[-2], t.shape[-1])
     if t.dim() == 4:
@@ -330,7 +330,7 @@ def _width(v: torch.Tensor) -> int:
 # shift
 # --------------------------------------------------------------------------------------------------
 def _shifted(r: torch.Tensor, dy: float, dx: float):
-    """r (N x C x H x W) read at (y + dy, x + dx) by bilinear interpolation, where both neighbours exist.
+    """r (Tensor[N, C, H, W]) read at (y + dy, x + dx) by bilinear interpolation, where both neighbours exist.
 
     The shift is the same at every position, so the four neighbours are slices of ``r``. Returns (values,
     d/dy, d/dx, (y slice, x slice) of the output positions they belong to), or None when nothing is left.
@@ -353,7 +353,7 @@ def _shifted(r: torch.Tensor, dy: float, dx: float):
 def shift_map(ref: torch.Tensor, dy: float, dx: float) -> torch.Tensor:
     """The reference read at (y + dy, x + dx) by bilinear interpolation (NaN where that leaves the grid).
 
-    ``ref`` is N x C x H x W or C x H x W. What :func:`estimate_shift` fits, and what a dashboard shows as the
+    ``ref`` is Tensor[N, C, H, W] or Tensor[C, H, W]. What :func:`estimate_shift` fits, and what a dashboard shows as the
     explanation of a shift. ``ref`` must be finite; the NaN of the result mark only what lies outside the grid.
     """
     ref, dy, dx = as_tensor(ref, "ref"), finite_number(dy, "dy"), finite_number(dx, "dx")
@@ -398,7 +398,7 @@ def _gauss_newton(residual, d0: Tuple[float, float], iters: int = 12):
 
 
 def estimate_shift(ref: torch.Tensor, cand: torch.Tensor, search: int = 4) -> Dict[str, float]:
-    """Fit cand(y, x) = ref(y + dy, x + dx), ref read by bilinear interpolation, to N x C x H x W tensors.
+    """Fit cand(y, x) = ref(y + dy, x + dx), ref read by bilinear interpolation, to Tensor[N, C, H, W] tensors.
 
     (dy, dx) is in cells of the grid. Gauss-Newton from (0, 0); when that explains less than
     :data:`SHIFT_EXPLAINED`, a search over whole cells (up to ``search``) finds another start. Only positions
@@ -512,7 +512,7 @@ def _shift_cause(est: Dict[str, float], unit: str, extra: Dict[str, Any]) -> Opt
 class Pooler:
     """How a stage was pooled with torchvision's ``roi_align``, so that a shift of its boxes can be fitted.
 
-    ``features``: the name of the reference stage that was pooled (N x C x H x W); ``rois``: R x 5 (batch index,
+    ``features``: the name of the reference stage that was pooled (Tensor[N, C, H, W]); ``rois``: Tensor[R, 5] (batch index,
     x1, y1, x2, y2) in the coordinates ``spatial_scale`` maps to the feature map (image pixels); and the op's
     ``output_size``, ``spatial_scale``, ``sampling_ratio`` and ``aligned``, as the reference ran it.
 
@@ -621,7 +621,7 @@ def apply_cause(found: Cause, reference: torch.Tensor, pooler: Optional[Pooler] 
 
 
 def _unlayout(v: torch.Tensor, shape) -> torch.Tensor:
-    """Back from the N x C x H x W view of :func:`_layout` to the stage's own shape."""
+    """Back from the Tensor[N, C, H, W] view of :func:`_layout` to the stage's own shape."""
     shape = tuple(shape)
     if len(shape) >= 5:
         moved = list(shape)
