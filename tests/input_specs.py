@@ -256,7 +256,7 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
         # deployment
         "deployment.resize_coordinate_map": {"in_size": whole(4), "out_size": whole(6), "mode": choice("align_corners")},
         "deployment.resize": {"image": arr(FEAT), "size": pair((4, 5)), "mode": choice("half_pixel"), "antialias": flag(True)},
-        "deployment.naive_roi_align_via_crop_and_resize": {"features": arr(FEAT), "boxes": boxes(BOX1), "resolution": whole(2)},
+        "deployment.naive_roi_align_via_crop_and_resize": {"features": arr(FEAT), "boxes": boxes(BOX2), "resolution": whole(2)},
         "deployment.crop_and_resize_grid": {"boxes": arr([[0.1, 0.1, 0.8, 0.9]]), "length": whole(8), "crop": whole(4),
                                             "shift": num(1.0)},
         "deployment.crop_and_resize": {"image": arr(FEAT), "boxes": arr([[0.1, 0.1, 0.8, 0.9]]), "crop_size": pair((3, 3)),
@@ -311,6 +311,9 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
         "course.compare.stage_differences": {"run_a": fixed("run"), "run_b": fixed("run")},
         "course.compare.first_divergence": {"run_a": fixed("run"), "run_b": fixed("run"), "atol": num(1e-4)},
         "course.compare.compare_detections": {"a": fixed("run"), "b": fixed("run"), "iou": num(0.9)},
+        "course.compare.same_label_matches": {"a": fixed("run"), "b": fixed("run"), "iou": num(0.9)},
+        "course.measured.reproduced": {"reference": fixed("run"), "candidate": fixed("run"), "box_iou": num(0.99),
+                                       "mask_iou_at": num(0.99)},
         # trace
         "trace.divergence.compare": {"reference": fixed({"x": torch.ones(2, 3)}), "candidate": fixed({"x": torch.ones(2, 3)}),
                           "atol": num(1e-4), "rtol": num(1e-3)},
@@ -357,6 +360,12 @@ EXEMPT: Dict[str, str] = {
     "trace.causes.apply_cause": "takes a Cause found by trace.compare",
     "trace.causes.same_cause": "compares two Causes",
     "course.compare.quality": "takes runs and scenes (tests/test_pipeline.py)",
+    "course.measured.fingerprint_info": "takes a row of explainer.effects.DIFFERENCES (tests/test_effects.py)",
+    "course.measured.measure_on_course_detector": "runs the detector over the test scenes; its scenes are checked in "
+                                                  "tests/test_effects.py",
+    "course.measured.compare_settings": "runs the detector over the test scenes; its scenes are checked in "
+                                        "tests/test_effects.py",
+    "course.measured.remaining_differences": "takes a Convention (tests/test_effects.py)",
     "roi_align.fpn_level_of_size": "takes sizes computed from checked boxes (assign_fpn_levels, matching.residuals); NaN refused",
     "course.compare.bisect_conventions": "takes a callable (tests/test_pipeline.py)",
     "course.pipeline.fit_detector": "fits the detector (seconds); its scenes and convention are checked (tests/test_pipeline.py)",

@@ -235,10 +235,10 @@ def test_the_detector_runs_without_importing_torchvision():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom explainer import compare, course, pipeline\n"
+    code = ("import sys\nfrom explainer.course import cache as CC, compare as CMP, pipeline as P\n"
             "from explainer.conventions import DETECTRON\n"
-            "det = pipeline.fit_detector(pipeline.synthetic_scenes(2, seed=0), DETECTRON)\n"
-            "det.run(pipeline.synthetic_scenes(1, seed=3)[0], DETECTRON)\n"
+            "det = P.fit_detector(P.synthetic_scenes(2, seed=0), DETECTRON)\n"
+            "det.run(P.synthetic_scenes(1, seed=3)[0], DETECTRON)\n"
             "print('torchvision' in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -92,18 +92,20 @@ def _as_dets(x: Any) -> Mapping[str, torch.Tensor]:
     raise ValueError(f"detections must be a Run or a dict with 'boxes', 'scores' and 'labels', got {type(x).__name__}")
 
 
-def same_label_matches(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
+def same_label_matches(a: DetectionsLike, b: DetectionsLike,
                        iou: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One-to-one matches between two sets of detections: same label and box IoU >= ``iou``, greedily by IoU.
 
-    ``a`` and ``b``: dicts with ``boxes`` (Tensor[N, 4], x1, y1, x2, y2 in one convention's coordinates) and
+    ``a`` and ``b``: Runs, or dicts with ``boxes`` (Tensor[N, 4], x1, y1, x2, y2 in one convention's coordinates) and
     ``labels`` (N). Returns ``rows`` (P, indices into ``a``), ``cols`` (P, into ``b``),
     ``ious`` (P) and the same-label IoU matrix (Tensor[N_a, N_b], 0 where the labels differ). The one
     matching core of :func:`compare_detections`, :func:`explainer.course.measured.reproduced` and chapter 4's
     ROIAlign experiment.
     """
-    m = B.pairwise_iou(a["boxes"].float(), b["boxes"].float())
-    m = torch.where(a["labels"].view(-1, 1) == b["labels"].view(1, -1), m, torch.zeros_like(m))
+    iou = probability(iou, "iou")
+    da, db = _as_dets(a), _as_dets(b)
+    m = B.pairwise_iou(da["boxes"].float(), db["boxes"].float())
+    m = torch.where(da["labels"].view(-1, 1) == db["labels"].view(1, -1), m, torch.zeros_like(m))
     rows, cols, vals = B.greedy_match(m, iou)[:3]
     return rows, cols, vals, m
 

@@ -58,6 +58,7 @@ def reproduced(reference: Any, candidate: Any, box_iou: float = 0.99, mask_iou_a
     of each reference detection with that match, averaged, 0 for a detection without one (a graded measure);
     ``n_reference``, ``n_candidate``.
     """
+    box_iou, mask_iou_at = _v.probability(box_iou, "box_iou"), _v.probability(mask_iou_at, "mask_iou_at")
     a, b = _continuous(reference), _continuous(candidate)
     na, nb = len(a["boxes"]), len(b["boxes"])
     same = 1.0 if na == nb == 0 else 0.0
