@@ -4,12 +4,12 @@
 command         what it does                                                exit codes
 ==============  ==========================================================  ===============================
 ``convert``     a Detectron ``.pkl`` or a maskrcnn-benchmark ``.pth`` to a  0 written, 2 bad input (an
-                Detectron2 checkpoint (:mod:`explainer.checkpoints`); the    existing output without --force)
+                Detectron2 checkpoint (:mod:`explainer.checkpoints`); the   existing output without --force)
                 input is never modified
 ``audit``       a checkpoint's names and shapes against what a model        0 loads, 1 problems found,
-                expects (:func:`explainer.checkpoints.audit`)                2 bad input
+                expects (:func:`explainer.checkpoints.audit`)               2 bad input
 ``diagnose``    why two COCO result files differ                            0 identical, 1 causes found,
-                (:func:`explainer.diagnosis.diagnose`)                       2 bad input
+                (:func:`explainer.diagnosis.diagnose`)                      2 bad input
 ``trace``       the first stage where two dumps of a network's stages       0 no divergence, 1 divergence
                 diverge, and why (:func:`explainer.trace.compare`)          and its causes, 2 bad input
 ==============  ==========================================================  ===============================
