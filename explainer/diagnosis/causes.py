@@ -93,7 +93,9 @@ CAUSES: Dict[str, CauseInfo] = {
         "subtract 0.5 from raw Detectron2 keypoints when writing COCO results (its COCO evaluator does this)"),
     "flip_off_by_one": CauseInfo(
         "a horizontal flip computed as W - 1 - x (pixel indices) on one side and W - x (coordinates) on the other",
-        "keypoints (or flipped boxes) differ by exactly 1 px in x and not at all in y",
+        "keypoints, or whole detections (x1 and x2 alike), moved by exactly 1 px in x and not at all in y, on every "
+        "image or only on the flipped ones (the others unchanged); a translation moves by an arbitrary (dx, dy) and "
+        "never swaps the left and right keypoints, which a flip does",
         "flip continuous coordinates with W - x and pixel indices with W - 1 - x; keep one convention per quantity"),
     "mask_paste": CauseInfo(
         "masks pasted into the image by different methods (Detectron's per-box resize vs Detectron2's grid sampling)",
