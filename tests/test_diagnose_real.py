@@ -267,6 +267,7 @@ def test_keypoint_mistakes_on_real_keypoint_rcnn_results_are_named(keypointrcnn,
     if want == "flip_off_by_one":
         # only the flipped image moved, by exactly -1 px in x (W - 1 - (W - x) = x - 1)
         ev = d.top.evidence
+        assert "arbitrary (dx, dy)" in ev["tells_apart_from_translation"], ev
         if mistake == "flip_keypoints_by_the_index_rule":  # the boxes agree: found on the keypoints
             assert ev["median_dx"] == pytest.approx(-1.0, abs=1e-3) and ev["fraction_dx_1px"] == 1.0, ev
         else:  # found on the boxes, on the flipped image only; the keypoints moved with them

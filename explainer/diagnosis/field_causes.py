@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from explainer.diagnosis.causes import BOX_ATOL, RTOL, Cause, make_cause
+from explainer.diagnosis.causes import BOX_ATOL, FLIP_VS_TRANSLATION, RTOL, Cause, make_cause
 from explainer.diagnosis.detections import FlatDetections
 from explainer.diagnosis.result_masks import compare_masks, pair_rles
 
@@ -203,7 +203,8 @@ def _keypoint_patterns(d: torch.Tensor, differing: torch.Tensor) -> List[Cause]:
     if ff >= 0.8 or (ff >= 0.3 and fh < 0.3):
         out.append(make_cause("flip_off_by_one", ff * max(fd, 0.5), {"median_dx": float(med[0]),
                                                                       "median_dy": float(med[1]),
-                                                                      "keypoints_differing": fd, "fraction_dx_1px": ff},
+                                                                      "keypoints_differing": fd, "fraction_dx_1px": ff,
+                                                                      "tells_apart_from_translation": FLIP_VS_TRANSLATION},
                               f"{ff:.0%} of the differing keypoints move by exactly 1 px in x and not in y: a flip "
                               f"computed as W - 1 - x on one side and W - x on the other."))
     return out

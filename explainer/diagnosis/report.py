@@ -28,7 +28,17 @@ import torch
 
 from explainer._threads import single_thread
 from explainer._validate import image_size as _image_size
-from explainer.diagnosis.causes import BOX_ATOL, CAUSES, RTOL, SCORE_ATOL, UNRELATED_BELOW, Cause, CauseInfo, make_cause
+from explainer.diagnosis.causes import (
+    BOX_ATOL,
+    CAUSES,
+    FLIP_VS_TRANSLATION,
+    RTOL,
+    SCORE_ATOL,
+    UNRELATED_BELOW,
+    Cause,
+    CauseInfo,
+    make_cause,
+)
 from explainer.diagnosis.detections import (
     Detections,
     FlatDetections,
@@ -349,12 +359,6 @@ def _close(d: torch.Tensor, a: torch.Tensor, b: torch.Tensor, atol: float) -> to
 FLIP_TOL_PX = 0.15
 #: ... on at least this share of the pairs (the others unchanged), each image either wholly shifted or not at all.
 FLIP_EXPLAINED = 0.9
-
-#: What tells a flip off by one from a translation (the evidence of both says it).
-FLIP_VS_TRANSLATION = ("a translation moves every box by an arbitrary (dx, dy), on every image; a flip mapped back "
-                       "with W - 1 - x instead of W - x moves x1 and x2 by exactly the same 1 px, y not at all, and "
-                       "only on the images that were flipped; with keypoints a flip also swaps the left and right "
-                       "keypoints, which a translation never does")
 
 
 def _flip_shift(d: torch.Tensor, image: torch.Tensor) -> Optional[Dict[str, Any]]:
