@@ -203,6 +203,22 @@ def test_each_conversion_mistake_on_real_mask_rcnn_results_is_named(maskrcnn, mi
     assert out["causes"][0]["name"] == want and out["n_matched"] == d.n_matched
 
 
+@pytest.mark.slow
+def test_a_real_flip_off_by_one_on_every_image_ranks_translation_second(maskrcnn):
+    # only the test-time flip's image, mapped back by each rule: every box moved by the same (-1, 0), which a
+    # translation also fits; the flip is ranked first and both say what tells them apart
+    outs, width = maskrcnn["outputs"], maskrcnn["width"][FLIPPED]
+    ref = coco(FLIPPED, flip_back(outs[FLIPPED], width, minus_one=False))
+    cand = coco(FLIPPED, flip_back(outs[FLIPPED], width, minus_one=True))
+    d = Dx.diagnose(ref, cand)
+    assert d.names[:2] == ["flip_off_by_one", "translation"], d.summary()
+    flip, translation = d.causes[:2]
+    assert flip.evidence["dx"] == pytest.approx(-1.0, abs=1e-4) and abs(flip.evidence["dy"]) < 1e-4
+    assert translation.evidence["flip_off_by_one_fits"] is True
+    assert translation.evidence["tells_apart_from_flip_off_by_one"] == flip.evidence["tells_apart_from_translation"]
+    assert d.masks is not None and d.masks["compare"]["n_differing"] == 0  # masks flip by their pixel columns
+
+
 def tiled(res: list, copies: int) -> list:
     """``res`` repeated over ``copies`` sets of image ids (image k of copy j is 1000 j + k): a results file over
     many images, each with the masks of one real image."""
