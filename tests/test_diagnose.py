@@ -237,16 +237,78 @@ LABEL_VARIANTS = {
 }
 
 
+def _flip_and_map_back(d, width, flip_minus_one, back_minus_one):
+    """One image's boxes (and keypoints) flipped by one rule and mapped back by the other, written out corner by
+    corner: x -> W - x (continuous coordinates) or x -> W - 1 - x (pixel indices). A flipped box's x1 is the
+    flipped x2 and its x2 the flipped x1; COCO's keypoints swap left and right (1 <-> 2, 3 <-> 4, ..., 15 <-> 16)
+    on each flip, so two flips bring every keypoint back to its own index."""
+    def fx(x, minus_one):
+        return width - x - (1.0 if minus_one else 0.0)
+
+    b = d["boxes"]
+    once = np.stack([fx(b[:, 2], flip_minus_one), b[:, 1], fx(b[:, 0], flip_minus_one), b[:, 3]], 1)
+    d["boxes"] = np.stack([fx(once[:, 2], back_minus_one), once[:, 1], fx(once[:, 0], back_minus_one), once[:, 3]], 1)
+    if "keypoints" in d:
+        swap = [0] + [i + 1 if i % 2 else i - 1 for i in range(1, 17)]
+        kp = d["keypoints"].copy()
+        kp[..., 0] = fx(kp[..., 0], flip_minus_one)
+        kp = kp[:, swap]
+        kp[..., 0] = fx(kp[..., 0], back_minus_one)
+        d["keypoints"] = kp[:, swap]
+
+
+def _flip_boxes(side, rng, images=None):
+    """Boxes (and keypoints) flipped with W - x and mapped back with W - 1 - x (x - 1), or the other way (x + 1),
+    on ``images`` (default: all)."""
+    flip_minus_one = bool(rng.uniform() < 0.5)
+    for k, d in side.items():
+        if images is None or k in images:
+            _flip_and_map_back(d, W, flip_minus_one, not flip_minus_one)
+
+
+def _flip_some_images(side, rng):
+    """Test-time flip: a random proper subset of the images was flipped (and mapped back by the wrong rule)."""
+    keys = list(side)
+    n = int(rng.integers(1, len(keys)))
+    _flip_boxes(side, rng, set(rng.permutation(keys)[:n].tolist()))
+
+
+def _translation_one_px_in_x_and_some_y(side, rng):
+    dx = float(rng.choice([-1.0, 1.0]))
+    dy = float(rng.choice([-1.0, 1.0])) * rng.uniform(0.6, 30)
+    for d in side.values():
+        d["boxes"][:, [0, 2]] += dx
+        d["boxes"][:, [1, 3]] += dy
+
+
+def _translation_in_x_only(side, rng):
+    dx = away_from(rng, -40, 40, (0.0, 0.5, -0.5, 1.0, -1.0), 0.5)
+    for d in side.values():
+        d["boxes"][:, [0, 2]] += dx
+
+
+#: Box flips mapped back by the wrong rule, and translations close to them: name -> (the cause to find, its
+#: formula, the generator's options).
+FLIP_VARIANTS = {
+    "flip_off_by_one_boxes": ("flip_off_by_one", _flip_boxes, {}),
+    "flip_off_by_one_boxes_and_keypoints": ("flip_off_by_one", _flip_boxes, dict(keypoints=True)),
+    "flip_off_by_one_flipped_images_only": ("flip_off_by_one", _flip_some_images, dict(n_images=4)),
+    "translation_one_px_in_x_and_some_y": ("translation", _translation_one_px_in_x_and_some_y, {}),
+    "translation_in_x_only": ("translation", _translation_in_x_only, {}),
+}
+VARIANTS = {**LABEL_VARIANTS, **FLIP_VARIANTS}
+
+
 def apply(cause, side, rng):
-    """Apply ``cause`` (or a label variant) to ``side`` in place with a random magnitude; its own formulas, not
+    """Apply ``cause`` (or a variant) to ``side`` in place with a random magnitude; its own formulas, not
     the package's. A rescale or an offset moves keypoints with the boxes, as a missing post-processing step would."""
-    (LABEL_VARIANTS[cause][1] if cause in LABEL_VARIANTS else FORMULAS[cause])(side, rng)
+    (VARIANTS[cause][1] if cause in VARIANTS else FORMULAS[cause])(side, rng)
     return side
 
 
 def expected(cause):
-    """The cause a case (or a label variant) must be diagnosed as."""
-    return LABEL_VARIANTS[cause][0] if cause in LABEL_VARIANTS else cause
+    """The cause a case (or a variant) must be diagnosed as."""
+    return VARIANTS[cause][0] if cause in VARIANTS else cause
 
 
 def strip(side):
@@ -263,7 +325,7 @@ def case(cause, seed, extra=(), box_sigma=0.02, score_sigma=1e-4):
     rng = np.random.default_rng(seed)
     opts = {}
     for c in (cause,) + tuple(extra):
-        opts.update(LABEL_VARIANTS[c][2] if c in LABEL_VARIANTS else NEEDS.get(c, {}))
+        opts.update(VARIANTS[c][2] if c in VARIANTS else NEEDS.get(c, {}))
     ref = random_side(rng, **opts)
     cand = copy_side(ref)
     for c in (cause,) + tuple(extra):
@@ -333,6 +395,84 @@ def test_label_causes_hold_when_categories_are_sparse(variant):
             wrong.append((seed, d.names[:3]))
     rate = 1 - len(wrong) / len(seeds)
     assert rate >= 0.95, f"{variant}: ranked first in {rate:.1%} of {len(seeds)} seeds; misses: {wrong[:5]}"
+
+
+@pytest.mark.parametrize("variant", sorted(FLIP_VARIANTS))
+def test_flip_off_by_one_on_boxes_is_ranked_first_and_translation_stays_first(variant):
+    # a flip mapped back by the other rule (x1 and x2 moved by exactly 1 px, y not at all, on every image or only
+    # on the flipped ones) is flip_off_by_one, ranked before translation; a translation of 1 px in x with some y,
+    # or of any other amount in x alone, stays translation
+    # (a translation of a few px can push a tiny box below the matching IoU; when that box is the lowest scored
+    # one, threshold_or_topk comes first: 1 seed in 100 here, so translations are held to 97%, flips to all)
+    seeds = range(100)
+    want = expected(variant)
+    wrong = []
+    for seed in seeds:
+        ref, cand = case(variant, 7000 + seed)
+        d = Dx.diagnose(ref, cand)
+        if d.top.name != want:
+            wrong.append((seed, d.names[:3]))
+        if want == "translation":
+            assert d.top.name != "flip_off_by_one", (seed, d.summary())
+    allowed = 0 if want == "flip_off_by_one" else 3
+    assert len(wrong) <= allowed, f"{variant}: {len(wrong)} of {len(seeds)} seeds not ranked {want} first: {wrong[:5]}"
+
+
+def test_flip_off_by_one_evidence_tells_it_from_a_translation():
+    ref, cand = case("flip_off_by_one_boxes", 3)
+    d = Dx.diagnose(ref, cand)
+    # replay the generator: the direction it drew decides the sign (W - x then W - 1 - x: -1; the other way: +1)
+    rng = np.random.default_rng(3)
+    random_side(rng)
+    sign = 1.0 if rng.uniform() < 0.5 else -1.0
+    flip = d.causes[0]
+    assert flip.name == "flip_off_by_one" and "translation" in d.names[1:3], d.names
+    assert flip.evidence["dx"] == pytest.approx(sign, abs=0.02) and abs(flip.evidence["dy"]) < 0.02
+    assert flip.evidence["images_shifted"] == flip.evidence["images"] == len(ref)
+    assert "arbitrary (dx, dy)" in flip.evidence["tells_apart_from_translation"]
+    assert "left and right keypoints" in flip.evidence["tells_apart_from_translation"]
+    translation = d.causes[d.names.index("translation")]
+    assert translation.evidence["flip_off_by_one_fits"] is True
+    assert translation.evidence["tells_apart_from_flip_off_by_one"] == flip.evidence["tells_apart_from_translation"]
+    assert "inference_difference" not in d.names  # (numerical_noise stays: the generator's 0.02 px jitter)
+
+
+def test_flip_off_by_one_on_some_images_names_them():
+    ref, cand = case("flip_off_by_one_flipped_images_only", 11)
+    d = Dx.diagnose(ref, cand)
+    moved = sorted(k for k in ref if abs(float(np.median(cand[k]["boxes"][:, 0] - ref[k]["boxes"][:, 0]))) > 0.5)
+    assert 0 < len(moved) < len(ref)
+    assert d.top.name == "flip_off_by_one" and d.top.evidence["images_shifted"] == len(moved), d.summary()
+    assert f"{len(moved)} of {len(ref)} images" in d.top.explanation
+    # the other images unchanged: no translation, and only the generator's 0.02 px jitter left over
+    assert d.names in (["flip_off_by_one"], ["flip_off_by_one", "numerical_noise"]), d.names
+    assert d.causes[-1].evidence.get("max_box_residual_px", 0.0) < 0.2
+
+
+@pytest.mark.parametrize("field", ["boxes", "keypoints"])
+@pytest.mark.parametrize("shift", [-1.0, 1.0])
+def test_injected_flip_off_by_one_is_ranked_first_over_seeds(field, shift):
+    wrong = []
+    for seed in range(50):
+        rng = np.random.default_rng(9000 + seed)
+        ref = strip(random_side(rng, keypoints=True))
+        images = None if seed % 2 else sorted(ref)[: max(1, len(ref) // 2)]
+        cand = Dx.inject(ref, "flip_off_by_one", shift=shift, field=field, images=images)
+        cand = Dx.inject(cand, "numerical_noise", sigma=0.02, score_sigma=1e-4, seed=seed)
+        d = Dx.diagnose(ref, cand)
+        if d.top.name != "flip_off_by_one":
+            wrong.append((seed, d.names[:3]))
+    assert not wrong, f"{field}, shift {shift}: {len(wrong)} of 50 seeds missed: {wrong[:5]}"
+
+
+def test_injected_flip_off_by_one_refuses_unknown_fields():
+    ref = strip(random_side(np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="flip_off_by_one: field must be 'keypoints' or 'boxes'; got 'masks'"):
+        Dx.inject(ref, "flip_off_by_one", field="masks")
+    with pytest.raises(ValueError, match="flip_off_by_one: images must be a list of image ids, got 3"):
+        Dx.inject(ref, "flip_off_by_one", field="boxes", images=3)
+    with pytest.raises(ValueError, match="flip_off_by_one needs keypoints; image 0 has none"):
+        Dx.inject(ref, "flip_off_by_one")
 
 
 GEOMETRIC = ["scale", "anisotropic_scale", "translation", "half_pixel_shift", "plus_one", "xywh_as_xyxy"]

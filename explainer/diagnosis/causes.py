@@ -13,7 +13,8 @@ from typing import Any, Dict
 
 from explainer._json import jsonable
 
-__all__ = ["CAUSES", "CauseInfo", "Cause", "make_cause", "UNRELATED_BELOW", "BOX_ATOL", "SCORE_ATOL", "RTOL"]
+__all__ = ["CAUSES", "CauseInfo", "Cause", "make_cause", "UNRELATED_BELOW", "BOX_ATOL", "SCORE_ATOL", "RTOL",
+           "FLIP_VS_TRANSLATION"]
 
 #: Below this fraction of matched detections the two sides are called unrelated.
 UNRELATED_BELOW = 0.3
@@ -21,6 +22,12 @@ UNRELATED_BELOW = 0.3
 #: the value's magnitude (float64 keeps about 16 digits, so boxes 1e20 px wide still compare as equal to themselves).
 BOX_ATOL, SCORE_ATOL = 1e-4, 1e-5
 RTOL = 1e-9
+
+#: What tells a flip off by one from a translation (the evidence of both causes says it).
+FLIP_VS_TRANSLATION = ("a translation moves every box by an arbitrary (dx, dy), on every image; a flip mapped back "
+                       "with W - 1 - x instead of W - x moves x1 and x2 by exactly the same 1 px, y not at all, and "
+                       "only on the images that were flipped; with keypoints a flip also swaps the left and right "
+                       "keypoints, which a translation never does")
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,9 @@ CAUSES: Dict[str, CauseInfo] = {
         "subtract 0.5 from raw Detectron2 keypoints when writing COCO results (its COCO evaluator does this)"),
     "flip_off_by_one": CauseInfo(
         "a horizontal flip computed as W - 1 - x (pixel indices) on one side and W - x (coordinates) on the other",
-        "keypoints (or flipped boxes) differ by exactly 1 px in x and not at all in y",
+        "keypoints, or whole detections (x1 and x2 alike), moved by exactly 1 px in x and not at all in y, on every "
+        "image or only on the flipped ones (the others unchanged); a translation moves by an arbitrary (dx, dy) and "
+        "never swaps the left and right keypoints, which a flip does",
         "flip continuous coordinates with W - x and pixel indices with W - 1 - x; keep one convention per quantity"),
     "mask_paste": CauseInfo(
         "masks pasted into the image by different methods (Detectron's per-box resize vs Detectron2's grid sampling)",

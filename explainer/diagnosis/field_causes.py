@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from explainer.diagnosis.causes import BOX_ATOL, RTOL, Cause, make_cause
+from explainer.diagnosis.causes import BOX_ATOL, FLIP_VS_TRANSLATION, RTOL, Cause, make_cause
 from explainer.diagnosis.detections import FlatDetections
 from explainer.diagnosis.result_masks import compare_masks, pair_rles
 
@@ -122,7 +122,7 @@ def _presence(ref: FlatDetections, cand: FlatDetections, p: Dict[str, torch.Tens
 # keypoints
 # --------------------------------------------------------------------------------------------------
 def _keypoint_pairs(ref: FlatDetections, cand: FlatDetections, p: Dict[str, torch.Tensor], fields: Fields
-                    ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+                    ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     n = len(p["image"])
     rh = ref.has_keypoints[p["ref_row"]] if ref.has_keypoints is not None else torch.zeros(n, dtype=torch.bool)
     ch = cand.has_keypoints[p["cand_row"]] if cand.has_keypoints is not None else torch.zeros(n, dtype=torch.bool)
@@ -134,7 +134,7 @@ def _keypoint_pairs(ref: FlatDetections, cand: FlatDetections, p: Dict[str, torc
         fields.add("keypoints", f"the reference has {ref.keypoints.shape[1]} keypoints per detection, the candidate "
                                 f"{cand.keypoints.shape[1]} (another keypoint set)", [], 1.0)
         return None
-    return ref.keypoints[p["ref_row"][both]], cand.keypoints[p["cand_row"][both]]
+    return ref.keypoints[p["ref_row"][both]], cand.keypoints[p["cand_row"][both]], both
 
 
 def keypoint_causes(ref: FlatDetections, cand: FlatDetections, p: Dict[str, torch.Tensor], geo: Dict[str, Any],
@@ -145,7 +145,7 @@ def keypoint_causes(ref: FlatDetections, cand: FlatDetections, p: Dict[str, torc
     kp = _keypoint_pairs(ref, cand, p, fields)
     if kp is None:
         return []
-    a, b = kp
+    a, b, both = kp
     finite = torch.isfinite(a).all(-1) & torch.isfinite(b).all(-1)
     va, vb = (a[..., 2] > 0) & finite, (b[..., 2] > 0) & finite
     flipped = int((va != vb).sum())
@@ -153,7 +153,10 @@ def keypoint_causes(ref: FlatDetections, cand: FlatDetections, p: Dict[str, torc
     if not vis.any():
         return []
     pa, pb = a[..., :2][vis].clone(), b[..., :2][vis]
-    if geo.get("model") is not None:
+    if geo.get("flip_shift") is not None:
+        # a flip off by one moves each flipped detection's keypoints with its box
+        pa[:, 0] += geo["flip_shift"][both][:, None].expand(vis.shape)[vis]
+    elif geo.get("model") is not None:
         # keypoints follow the boxes' rescale and offset (not their pixel-convention shifts)
         ax, tx, _, ay, ty, _ = geo["model"]
         names = {c.name for c in geo["causes"]}
@@ -200,7 +203,8 @@ def _keypoint_patterns(d: torch.Tensor, differing: torch.Tensor) -> List[Cause]:
     if ff >= 0.8 or (ff >= 0.3 and fh < 0.3):
         out.append(make_cause("flip_off_by_one", ff * max(fd, 0.5), {"median_dx": float(med[0]),
                                                                       "median_dy": float(med[1]),
-                                                                      "keypoints_differing": fd, "fraction_dx_1px": ff},
+                                                                      "keypoints_differing": fd, "fraction_dx_1px": ff,
+                                                                      "tells_apart_from_translation": FLIP_VS_TRANSLATION},
                               f"{ff:.0%} of the differing keypoints move by exactly 1 px in x and not in y: a flip "
                               f"computed as W - 1 - x on one side and W - x on the other."))
     return out

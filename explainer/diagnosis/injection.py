@@ -150,9 +150,29 @@ def _keypoint_half_pixel(k: Any, d: ImageDetections, c: _Context) -> ImageDetect
 
 
 def _flip_off_by_one(k: Any, d: ImageDetections, c: _Context) -> ImageDetections:
-    d.keypoints = _keypoints("flip_off_by_one", k, d)
-    d.keypoints[..., 0] += c.params["shift"]
+    """x moved by ``shift`` (-1: mapped back with W - 1 - x instead of W - x; +1: the other way round).
+    ``field="keypoints"``: the keypoints only (the boxes flipped right). ``field="boxes"``: the whole detection,
+    x1, x2 and its keypoints if any (x1' = W - 1 - (W - x1) = x1 - 1, the same for x2). ``images``: the ids of
+    the flipped images (default: every image); the others are left unchanged."""
+    fld, images = c.params["field"], c.params["images"]
+    if fld not in ("keypoints", "boxes"):
+        raise ValueError(f"flip_off_by_one: field must be 'keypoints' or 'boxes'; got {fld!r}")
+    if images is not None and k not in images:
+        return d
+    if fld == "keypoints" or d.keypoints is not None:
+        d.keypoints = _keypoints("flip_off_by_one", k, d)
+        d.keypoints[..., 0] += c.params["shift"]
+    if fld == "boxes":
+        d.boxes[:, 0::2] += c.params["shift"]
     return d
+
+
+def _flip_images_prepare(c: _Context) -> None:
+    images = c.params["images"]
+    if images is not None:
+        if isinstance(images, (str, bytes)) or not hasattr(images, "__iter__"):
+            raise ValueError(f"flip_off_by_one: images must be a list of image ids, got {images!r}")
+        c.params["images"] = set(images)
 
 
 def _grow(masks: torch.Tensor, g: int) -> torch.Tensor:
@@ -240,7 +260,8 @@ INJECTIONS: Dict[str, Injection] = {
                                    _label_permutation_prepare),
     "coco_category_ids": Injection({}, _coco_category_ids),
     "keypoint_half_pixel": Injection({"shift": 0.5}, _keypoint_half_pixel),
-    "flip_off_by_one": Injection({"shift": -1.0}, _flip_off_by_one),
+    "flip_off_by_one": Injection({"shift": -1.0, "field": "keypoints", "images": None}, _flip_off_by_one,
+                                 frozenset({"field", "images"}), _flip_images_prepare),
     "mask_paste": Injection({"grow": 1}, _mask_paste),
     "non_finite": Injection({"field": "boxes", "fraction": 0.1, "seed": 0}, _non_finite, frozenset({"field", "seed"})),
     "missing_field": Injection({"field": "masks", "empty": False}, _missing_field, frozenset({"field", "empty"})),
@@ -258,8 +279,8 @@ def inject(detections: Any, cause: str, **params: Any) -> Detections:
     ``xywh_as_xyxy``, ``label_offset`` (offset=1; space="labels", or "coco_index": COCO ids moved ``offset``
     places in COCO's list), ``label_permutation`` (mapping={label: label} or a random one
     from seed=0), ``coco_category_ids`` (labels 0..79), ``keypoint_half_pixel`` (shift=0.5), ``flip_off_by_one``
-    (shift=-1.0), ``mask_paste`` (grow=1 px), ``non_finite`` (field="boxes" | "scores" | "keypoints",
-    fraction=0.1, seed=0), ``missing_field`` (field="masks" | "keypoints", empty=False: with True, masks kept
+    (shift=-1.0; field="keypoints" | "boxes": the whole detection; images=None: every image, or the flipped
+    ids), ``mask_paste`` (grow=1 px), ``non_finite`` (field="boxes" | "scores" | "keypoints", fraction=0.1, seed=0), ``missing_field`` (field="masks" | "keypoints", empty=False: with True, masks kept
     but emptied), ``threshold_or_topk`` (score_threshold or topk),
     ``numerical_noise`` (sigma=0.05 px, score_sigma=1e-3, seed=0).
     """

@@ -28,7 +28,17 @@ import torch
 
 from explainer._threads import single_thread
 from explainer._validate import image_size as _image_size
-from explainer.diagnosis.causes import BOX_ATOL, CAUSES, RTOL, SCORE_ATOL, UNRELATED_BELOW, Cause, CauseInfo, make_cause
+from explainer.diagnosis.causes import (
+    BOX_ATOL,
+    CAUSES,
+    FLIP_VS_TRANSLATION,
+    RTOL,
+    SCORE_ATOL,
+    UNRELATED_BELOW,
+    Cause,
+    CauseInfo,
+    make_cause,
+)
 from explainer.diagnosis.detections import (
     Detections,
     FlatDetections,
@@ -345,6 +355,82 @@ def _close(d: torch.Tensor, a: torch.Tensor, b: torch.Tensor, atol: float) -> to
     return d.abs() <= atol + RTOL * torch.maximum(a.abs(), b.abs())
 
 
+#: A flip mapped back with W - 1 - x against W - x: per pair the x shift must be within this of +-1 (and y of 0).
+FLIP_TOL_PX = 0.15
+#: ... on at least this share of the pairs (the others unchanged), each image either wholly shifted or not at all.
+FLIP_EXPLAINED = 0.9
+
+
+def _flip_shift(d: torch.Tensor, image: torch.Tensor) -> Optional[Dict[str, Any]]:
+    """The fingerprint of a flip mapped back by the other rule, or None.
+
+    Flipping a box with x1' = W - x2, x2' = W - x1 (continuous coordinates) and mapping it back with
+    x -> W - 1 - x (pixel indices) gives W - 1 - (W - x1) = x1 - 1 and x2 - 1: both x corners move by -1, y is
+    unchanged; the rules the other way round move both by +1. ``d``: candidate - reference, Tensor[N, 4];
+    ``image``: each pair's image. Returns the per-pair shift (Tensor[N], 0 or the sign), the sign, the share of
+    pairs explained and the images shifted, when every image is either shifted or unchanged."""
+    n = d.shape[0]
+    if n == 0:
+        return None
+    best: Optional[Dict[str, Any]] = None
+    for sign in (-1.0, 1.0):
+        moved = ((d[:, [0, 2]] - sign).abs() <= FLIP_TOL_PX).all(1) & (d[:, [1, 3]].abs() <= FLIP_TOL_PX).all(1)
+        still = (d.abs() <= FLIP_TOL_PX).all(1)
+        if not moved.any():
+            continue
+        # each image's pairs are shifted or unchanged as a whole (a flip is per image)
+        imgs = torch.unique(image)
+        share_moved = torch.zeros(int(image.max()) + 1, dtype=torch.float64)
+        share_moved.index_add_(0, image, moved.double())
+        count = torch.bincount(image, minlength=len(share_moved)).double().clamp(min=1)
+        flipped_image = (share_moved / count) >= 0.5
+        per_pair = torch.where(flipped_image[image], moved, still)
+        explained = float(per_pair.double().mean())
+        if explained < FLIP_EXPLAINED:
+            continue
+        shift = torch.where(flipped_image[image], torch.full((n,), sign, dtype=d.dtype), torch.zeros(n, dtype=d.dtype))
+        cand = {"sign": sign, "shift": shift, "explained": explained, "images_shifted": int(flipped_image[imgs].sum()),
+                "images": len(imgs), "pairs_shifted": int((shift != 0).sum()), "moved": moved}
+        if best is None or explained > best["explained"]:
+            best = cand
+    return best
+
+
+def _flip_cause(flip: Dict[str, Any], d: torch.Tensor) -> Cause:
+    sign, moved = flip["sign"], flip["moved"] & (flip["shift"] != 0)
+    dd = d[moved]
+    dx, dy = float(dd[:, [0, 2]].median()), float(dd[:, [1, 3]].median())
+    which = ("every image" if flip["images_shifted"] == flip["images"]
+             else f"{flip['images_shifted']} of {flip['images']} images (the flipped ones), the others unchanged")
+    rule = ("the candidate maps back with W - 1 - x where the reference uses W - x" if sign < 0
+            else "the candidate maps back with W - x where the reference uses W - 1 - x")
+    ev = {"dx": dx, "dy": dy, "images_shifted": flip["images_shifted"], "images": flip["images"],
+          "pairs_shifted": flip["pairs_shifted"], "pairs_explained": flip["explained"],
+          "tells_apart_from_translation": FLIP_VS_TRANSLATION}
+    return make_cause("flip_off_by_one", flip["explained"] * 0.99, ev,
+                      f"On {which}, x1 and x2 move by exactly {sign:+.0f} px (median {dx:+.3g}) and y not at all "
+                      f"(median {dy:+.3g}): a horizontal flip mapped back by the other rule ({rule}).")
+
+
+def _add_flip(out: Dict[str, Any], d: torch.Tensor, image: torch.Tensor, rescaled: bool) -> None:
+    """``flip_off_by_one`` added to the geometry's causes when its fingerprint fits (``d``: candidate - reference,
+    Tensor[N, 4]; never on ``rescaled`` boxes); a translation of the same boxes is kept below it when every image
+    moved, dropped otherwise."""
+    flip = None if rescaled else _flip_shift(d, image)
+    if flip is None:
+        return
+    out["flip_shift"] = flip["shift"]
+    if flip["images_shifted"] < flip["images"]:  # some images moved and the others not: no translation
+        out["causes"] = [c for c in out["causes"] if c.name != "translation"]
+    for cause in out["causes"]:
+        if cause.name == "translation":  # the same boxes, read as a flip: ranked below it, and says why
+            cause.strength *= 0.8
+            cause.evidence["flip_off_by_one_fits"] = True
+            cause.evidence["tells_apart_from_flip_off_by_one"] = FLIP_VS_TRANSLATION
+            cause.explanation += " The shift is exactly 1 px in x and 0 in y: the fingerprint of a flip off by one."
+    out["causes"].append(_flip_cause(flip, d))
+
+
 def _geometry_causes(p: Pairs, image_size: Optional[Tuple[int, int]]) -> Dict[str, Any]:
     r, c = p["ref_boxes"], p["cand_boxes"]
     n = r.shape[0]
@@ -418,6 +504,7 @@ def _geometry_causes(p: Pairs, image_size: Optional[Tuple[int, int]]) -> Dict[st
         out["causes"].append(make_cause("translation", strength(eff), {"dx": tx, "dy": ty, "pairs_explained": frac},
                                         f"Every box is moved by ({tx:+.4g}, {ty:+.4g}) px: an offset (padding or crop) "
                                         f"that one side does not undo."))
+    _add_flip(out, d, p["image"], rescaled=sa != 1.0)
     ptol = 0.15 + 2.0 * sigma
     qx, qy = _near(px, (1.0, -1.0, sa, -sa), ptol), _near(py, (1.0, -1.0, sa, -sa), ptol)
     if sigma < 0.2 and qx is not None and qy is not None and qx * qy > 0:
@@ -484,7 +571,11 @@ def _set_causes(R: FlatDetections, C: FlatDetections, p: Pairs, unmatched: Unmat
 def _box_residual(p: Pairs, geo: Dict[str, Any]) -> Tuple[torch.Tensor, torch.Tensor]:
     """What the fitted geometry leaves of each pair's box difference (|.|, Tensor[N, 4]), and the tolerance for it."""
     r, c = p["ref_boxes"], p["cand_boxes"]
-    if geo["causes"] and geo["model"] is not None:
+    if geo.get("flip_shift") is not None:  # a flip off by one on some images: the others unchanged
+        pred = r.clone()
+        pred[:, 0] += geo["flip_shift"]
+        pred[:, 2] += geo["flip_shift"]
+    elif geo["causes"] and geo["model"] is not None:
         ax, tx, px, ay, ty, py = geo["model"]
         pred = torch.stack([ax * r[:, 0] + tx, ay * r[:, 1] + ty, ax * r[:, 2] + tx + px, ay * r[:, 3] + ty + py], 1)
     else:
