@@ -38,6 +38,8 @@ MAX_SIDE, DECODE_PIXELS = 1 << 16, 1 << 25
 MAX_POLYGON_WALK = 2e6
 #: The boundary F-score counts a contour pixel as found when the other contour passes within this many pixels.
 BOUNDARY_TOLERANCE = 1
+#: pycocotools' ``area`` takes at most this many RLEs at once (see :func:`_areas`).
+_AREA_BATCH = 255
 #: Compressed counts use the characters 48..111 (pycocotools' 6-bit code), and the last one ends its number
 #: (no continuation bit, 0x20 after subtracting 48): otherwise pycocotools' reader runs past the end of the text.
 _COUNTS = re.compile(rb"([0-o]*[0-O])?")
@@ -293,8 +295,8 @@ def compare_masks(ref: Sequence[Rle], cand: Sequence[Rle], examine: int = 1500) 
     area_r, area_c = np.full(n, np.nan), np.full(n, np.nan)
     both = [i for i in range(n) if ref[i] is not None and cand[i] is not None]
     if both:
-        area_r[both] = mask_util.area([ref[i] for i in both])
-        area_c[both] = mask_util.area([cand[i] for i in both])
+        area_r[both] = _areas([ref[i] for i in both])
+        area_c[both] = _areas([cand[i] for i in both])
     differing = []
     for i in both:
         r, c = ref[i], cand[i]
@@ -318,6 +320,15 @@ def compare_masks(ref: Sequence[Rle], cand: Sequence[Rle], examine: int = 1500) 
             ring[k] += ev[k]
     return {"iou": iou, "boundary_f": f_score, "area_ref": area_r, "area_cand": area_c, "ring": ring,
             "n_compared": len(both), "n_differing": len(differing), "unreadable": unreadable}
+
+
+def _areas(rles: List[Any]) -> np.ndarray:
+    """pycocotools' ``area`` of many RLEs, in batches of at most 255 (its ``area`` sizes a uint8 array with the
+    count, which overflows under numpy 2)."""
+    out = np.zeros(len(rles), dtype=np.float64)
+    for a in range(0, len(rles), _AREA_BATCH):
+        out[a:a + _AREA_BATCH] = mask_util.area(rles[a:a + _AREA_BATCH])
+    return out
 
 
 def _spread(rows: List[int], k: int) -> List[int]:
