@@ -36,7 +36,7 @@ import math
 import os
 import stat
 from numbers import Real
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -591,12 +591,22 @@ def regular_file(path: Union[str, os.PathLike], what: str) -> None:
         raise ValueError(f"{p}: cannot be read: permission denied (make it readable, or give another copy)")
 
 
-def read_json(path: Union[str, os.PathLike], what: str) -> Any:
+def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    d: Dict[str, Any] = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"gives the key {str(k)[:60]!r} twice (give each key once)")
+        d[k] = v
+    return d
+
+
+def read_json(path: Union[str, os.PathLike], what: str, unique_keys: bool = False) -> Any:
     """Read a JSON file given on a command line; ``what`` says what it should hold (for the messages).
 
     Refuses, with a ``ValueError`` that starts with the path: what is not a regular file (a directory, a FIFO,
     ``/dev/zero``), a file over :data:`MAX_JSON_BYTES`, bytes that are not UTF-8 JSON, ``NaN`` / ``Infinity`` and
-    numbers beyond float64, and nesting deeper than :data:`MAX_JSON_DEPTH`.
+    numbers beyond float64, nesting deeper than :data:`MAX_JSON_DEPTH`, and with ``unique_keys`` an object that
+    gives a key twice.
     """
     from .safe_load import Limits, open_untrusted
 
@@ -609,7 +619,8 @@ def read_json(path: Union[str, os.PathLike], what: str) -> Any:
         raise ValueError(f"{p}: {e} ({what} is expected)") from None
     try:
         text = raw.decode("utf-8-sig")
-        data = json.loads(text, parse_constant=_json_constant, parse_float=_json_float)
+        data = json.loads(text, parse_constant=_json_constant, parse_float=_json_float,
+                          object_pairs_hook=_unique_keys if unique_keys else None)
     except RecursionError:
         raise ValueError(f"{p}: nested too deeply (more than {MAX_JSON_DEPTH} levels; {what} is expected)") from None
     except UnicodeDecodeError:

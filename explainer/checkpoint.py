@@ -160,8 +160,8 @@ def _torch_refusal(e: BaseException) -> str:
     return f"not a readable .pth checkpoint (truncated or corrupted?): {core}; get a fresh copy of the file"
 
 
-def _load_pth(f: BinaryIO, size: int, limits: Limits) -> Any:
-    check_torch_zip(f, size, limits)  # sizes and data.pkl checked before torch reads anything
+def _load_pth(f: BinaryIO, size: int, limits: Limits, scan_type: Optional[type] = None) -> Any:
+    check_torch_zip(f, size, limits, scan_type)  # sizes and data.pkl checked before torch reads anything
     f.seek(0)
     try:
         return torch.load(f, map_location="cpu", weights_only=True)

@@ -1090,11 +1090,13 @@ class TorchPickleScan(RestrictedUnpickler):
         super().build(inst, state)
 
 
-def check_torch_zip(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS) -> None:
+def check_torch_zip(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS,
+                    scan_type: Optional[type] = None) -> None:
     """Check a torch zip archive before ``torch.load`` inflates or allocates anything.
 
     Members' uncompressed sizes (``ZipInfo.file_size``) against the limits and the file's size; ``data.pkl``
-    read by :class:`TorchPickleScan`; every declared storage against its member's size. Raises :class:`Refused`.
+    read by :class:`TorchPickleScan` (or ``scan_type``, a subclass of it); every declared storage against its
+    member's size. Raises :class:`Refused`.
     """
     budget = limits.data_budget(size)
     try:
@@ -1115,7 +1117,7 @@ def check_torch_zip(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS) -> 
             data = zf.read(pkl)
         except Exception as e:  # a damaged member: bad CRC, bad header, bad deflate stream, ...
             raise Refused(f"not a readable .pth checkpoint (truncated or corrupted?): {_why(e)}") from None
-    scan = TorchPickleScan(io.BytesIO(data), size=len(data), limits=limits, data_budget=budget)
+    scan = (scan_type or TorchPickleScan)(io.BytesIO(data), size=len(data), limits=limits, data_budget=budget)
     check_structure(scan.load(), limits)
     total = 0
     for key, nbytes in scan.storages.items():
@@ -1158,3 +1160,82 @@ def _check_members(infos: List[zipfile.ZipInfo], size: int, budget: int, limits:
                           f"(at most {limits.expansion}x its size: a zip bomb?); {NOTHING_RAN}")
         members[name] = info
     return members
+
+
+# --------------------------------------------------------------------------------------------
+# numpy .npz archives: members, their headers and their sizes checked before numpy reads them
+# --------------------------------------------------------------------------------------------
+def _npy_header(m: BinaryIO) -> Tuple[Tuple[int, ...], np.dtype, int]:
+    """A ``.npy`` member's declared shape and dtype, and its header's length in bytes."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(m)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(m)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = npy.read_array_header_2_0(m)
+    else:
+        raise ValueError(f"unknown .npy format version {version}")
+    return tuple(int(x) for x in shape), np.dtype(dtype), m.tell()
+
+
+def check_npz(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Check a ``numpy.savez`` archive before ``numpy.load`` inflates or allocates anything.
+
+    Refuses (:class:`Refused`): a damaged directory, more than ``limits.max_zip_members`` members, a member name
+    given twice (``numpy.load`` would read only the last), a member that is not a ``.npy`` array, encryption or
+    an unusual compression, members whose uncompressed sizes exceed the per-array limit or together the file's
+    data budget (a zip bomb), an object dtype (pickled objects), and a header whose shape and dtype do not
+    account for exactly the member's bytes.
+    """
+    budget = limits.data_budget(size)
+    try:
+        zf = zipfile.ZipFile(f)
+        infos = zf.infolist()
+    except Exception as e:  # BadZipFile, NotImplementedError, struct.error, ... on a damaged directory
+        raise Refused(f"not a readable .npz archive (truncated or corrupted?): {_why(e)} (save it again with "
+                      f"numpy.savez)") from None
+    with zf:
+        if len(infos) > limits.max_zip_members:
+            raise Refused(f"is a zip archive of {len(infos):,} members (at most {limits.max_zip_members:,}) (save "
+                          f"fewer arrays)")
+        seen: Dict[str, int] = {}
+        total = 0
+        for info in infos:
+            name = info.filename
+            if name in seen:
+                raise Refused(f"member {short_repr(name)} appears twice in the archive (numpy.savez never writes "
+                              f"that, and only the last would be read; save it again with numpy.savez)")
+            seen[name] = 1
+            if not name.endswith(".npy"):
+                raise Refused(f"member {short_repr(name)} is not a .npy array (save the arrays with numpy.savez)")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
+                raise Refused(f"member {short_repr(name)} is encrypted or compressed with an unusual method (save "
+                              f"it again with numpy.savez or numpy.savez_compressed)")
+            if info.file_size > limits.max_array_bytes:
+                raise Refused(f"member {short_repr(name)} expands to {format_bytes(info.file_size)}, over the "
+                              f"{format_bytes(limits.max_array_bytes)} limit per array (save smaller arrays)")
+            total += info.file_size
+            if total > budget:
+                raise Refused(f"its members expand to more than {format_bytes(budget)} from a "
+                              f"{format_bytes(size)} file (at most {limits.expansion}x its size: a zip bomb? "
+                              f"save the arrays with numpy.savez)")
+            _check_npy_member(zf, info, limits)
+
+
+def _check_npy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> None:
+    name = short_repr(info.filename)
+    try:
+        with zf.open(info) as m:
+            shape, dtype, header = _npy_header(m)  # type: ignore[arg-type]
+    except Exception as e:  # a damaged member or header: ValueError, BadZipFile, zlib.error, EOFError, ...
+        raise Refused(f"member {name} is not a readable .npy array (truncated or damaged?): {_why(e)} (save it "
+                      f"again with numpy.savez)") from None
+    if dtype.hasobject:
+        raise Refused(f"member {name} holds pickled objects (dtype {short_repr(str(dtype), 40)}), which are not "
+                      f"read (save plain numeric arrays with numpy.savez)")
+    nbytes = _numel(shape) * dtype.itemsize
+    if header + nbytes != info.file_size:
+        raise Refused(f"member {name} declares {short_repr(shape, 40)} {dtype} ({format_bytes(nbytes)}) but holds "
+                      f"{format_bytes(max(info.file_size - header, 0))} of data (truncated or damaged? save it "
+                      f"again with numpy.savez)")

@@ -3,9 +3,19 @@ checkpoints. Memory and hang attacks run in the sandbox of ``tests/sandbox.py`` 
 
 from __future__ import annotations
 
+import io
 import json
+import warnings
+import zipfile
+from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+
+from explainer import trace as T
 from explainer.__main__ import main
+from tests.sandbox import Sandbox
 
 
 def _uncompressed(n: int):
@@ -22,3 +32,191 @@ def test_diagnose_reads_more_than_255_uncompressed_rle_masks(tmp_path, capsys):
     assert main(["diagnose", str(ref), str(cand), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_reference"] == out["n_matched"] == 10_000
+
+
+# --------------------------------------------------------------------------------------------------
+# trace dumps
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sandbox():
+    box = Sandbox()
+    yield box
+    box.close()
+
+
+def _refused(report: dict, path: Path, *needles: str) -> str:
+    """Refused by a check (not by the memory cap): a short ValueError naming the file."""
+    assert report["outcome"] == "ValueError", report
+    msg = report["message"]
+    assert report["message_length"] < 600 and str(path) in msg and "this is a bug" not in msg, msg
+    for n in needles:
+        assert n in msg, (n, msg)
+    return msg
+
+
+def _npz_bomb(path: Path, nbytes: int) -> None:
+    """An .npz whose one member, a uint8 array, inflates from about nbytes/1000 to nbytes."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (nbytes,)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("a.npy", "w", force_zip64=True) as f:
+            f.write(np.lib.format.magic(1, 0) + header.getvalue())
+            chunk = bytes(1 << 20)
+            for _ in range(nbytes >> 20):
+                f.write(chunk)
+
+
+def test_npz_deflate_bomb_is_refused_before_it_inflates(sandbox, tmp_path):
+    path = tmp_path / "bomb.npz"
+    _npz_bomb(path, 1 << 30)
+    assert path.stat().st_size < (2 << 20)
+    report = sandbox.run(path, mode="call", argv=["explainer.trace", "load_dump", str(path)], mem=384 << 20)
+    _refused(report, path, "zip bomb", "numpy.savez")
+
+
+def _save_pt(path: Path, value) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save({"stage": value}, path)
+    return path
+
+
+def _quantized():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.quint8)
+
+
+UNUSUAL_TENSORS = {
+    "sparse": (lambda: torch.eye(3).to_sparse(), "sparse"),
+    "sparse_csr": (lambda: torch.eye(3).to_sparse_csr(), "sparse"),
+    "meta": (lambda: torch.empty(3, device="meta"), "meta device"),
+    "float8": (lambda: torch.zeros(3, dtype=torch.float8_e4m3fn), "float8"),
+    "quantized": (_quantized, "quantized"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNUSUAL_TENSORS))
+def test_unusual_tensors_in_a_pt_dump_get_a_clear_refusal(tmp_path, capsys, kind):
+    make, needle = UNUSUAL_TENSORS[kind]
+    path = _save_pt(tmp_path / f"{kind}.pt", make())
+    with pytest.raises(ValueError) as e:
+        T.load_dump(path)
+    assert str(e.value).startswith(f"{path}: ") and needle in str(e.value), str(e.value)
+    assert T.trace_command(path, path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and "this is a bug" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", sorted(UNUSUAL_TENSORS))
+def test_unusual_tensors_given_to_compare_are_refused(kind):
+    make, needle = UNUSUAL_TENSORS[kind]
+    t = make()
+    with pytest.raises(ValueError, match=needle):
+        T.compare({"stage": t}, {"stage": t})
+
+
+def test_huge_tolerances_compare_or_are_refused():
+    r, c = {"a": torch.tensor([1.0, 2.0, 3.0])}, {"a": torch.tensor([1.0, 2.5, 3.0])}
+    assert T.compare(r, c, atol=1e308).ok
+    assert T.compare(r, c, rtol=1e308).ok
+    assert not T.compare(r, c, atol=0.1, rtol=0.0).ok
+    for kw in ({"atol": 10 ** 400}, {"rtol": 10 ** 400}):
+        with pytest.raises(ValueError, match="beyond float64"):
+            T.compare(r, c, **kw)
+
+
+def test_big_endian_npz_is_read_in_native_order(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    np.savez(tmp_path / "big.npz", a=x.astype(">f4"), n=np.arange(5).astype(">i8"))
+    np.savez(tmp_path / "little.npz", a=x, n=np.arange(5))
+    report = T.compare(T.load_dump(tmp_path / "big.npz"), T.load_dump(tmp_path / "little.npz"))
+    assert [s.cause.name for s in report.stages.values()] == ["identical", "identical"]
+    assert T.trace_command(tmp_path / "big.npz", tmp_path / "little.npz") == 0
+
+
+def _damaged(tmp_path: Path, how: str) -> Path:
+    good = tmp_path / "good.npz"
+    np.savez(good, a=np.arange(1000, dtype=np.float64))
+    data = bytearray(good.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    elif how == "bad_magic":
+        i = data.index(b"\x93NUMPY")
+        data[i:i + 6] = b"XXXXXX"
+    elif how == "bad_header":
+        i = data.index(b"{'descr'")
+        data[i:i + 8] = b"{'dexcr'"
+    elif how == "short_shape":   # a header that declares more data than the member holds
+        i = data.index(b"(1000,)")
+        data[i:i + 7] = b"(1001,)"
+    path = tmp_path / f"{how}.npz"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("how", ["truncated", "bad_magic", "bad_header", "short_shape"])
+def test_damaged_npz_says_what_is_wrong(tmp_path, how):
+    path = _damaged(tmp_path, how)
+    with pytest.raises(ValueError) as e:
+        T.load_dump(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and "pickled" not in msg, msg
+    assert "truncated" in msg and "numpy.savez" in msg, msg
+
+
+def test_object_npz_still_says_pickled(tmp_path):
+    np.savez(tmp_path / "obj.npz", a=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError, match="pickled objects"):
+        T.load_dump(tmp_path / "obj.npz")
+
+
+@pytest.mark.parametrize("dtype,a,b", [(np.int64, 2 ** 62, 2 ** 62 + 1), (np.uint64, 2 ** 64 - 1, 2 ** 64 - 2),
+                                       (np.uint64, 2 ** 63 + 5, 2 ** 63 + 4)])
+def test_large_integers_are_compared_exactly(dtype, a, b):
+    r, c = {"n": np.array([a, 7], dtype=dtype)}, {"n": np.array([b, 7], dtype=dtype)}
+    s = T.compare(r, c).stages["n"]
+    assert s.cause.name != "identical" and s.max_abs == 1.0
+    exact = T.compare(r, c, atol=0.0, rtol=0.0)
+    assert not exact.ok and exact.stages["n"].failing == 1
+    assert T.compare(r, r).stages["n"].cause.name == "identical"
+
+
+def test_repeated_npz_member_is_refused(tmp_path):
+    path = tmp_path / "dup.npz"
+    with zipfile.ZipFile(path, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore")                       # zipfile's "Duplicate name" warning
+        for v in (1.0, 2.0):
+            buf = io.BytesIO()
+            np.save(buf, np.full(3, v))
+            z.writestr("a.npy", buf.getvalue())
+    assert [i.filename for i in zipfile.ZipFile(path).infolist()] == ["a.npy", "a.npy"]
+    with pytest.raises(ValueError, match="appears twice") as e:
+        T.load_dump(path)
+    assert str(e.value).startswith(f"{path}: ")
+
+
+def test_control_characters_in_stage_names_cannot_forge_report_lines():
+    forged = "a\nno divergence: every stage is identical or within the tolerance.\r\x1b[2K"
+    report = T.compare({forged: torch.zeros(3)}, {forged: torch.ones(3)})
+    assert not report.ok
+    text = report.summary()
+    assert not any(line.startswith("no divergence") for line in text.splitlines())
+    assert "\r" not in text and "\x1b" not in text
+    assert "\\n" in text
+
+
+def test_huge_name_map_gives_a_short_error_line(tmp_path, capsys):
+    np.savez(tmp_path / "d.npz", a=np.zeros(3))
+    (tmp_path / "map.json").write_text(json.dumps({f"stage_{i}": f"other_{i}" for i in range(200_000)}))
+    assert T.trace_command(tmp_path / "d.npz", tmp_path / "d.npz", tmp_path / "map.json") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 3000 and "200,000 in all" in err
+
+
+def test_name_map_with_a_repeated_key_is_refused(tmp_path, capsys):
+    np.savez(tmp_path / "d.npz", a=np.zeros(3), b=np.zeros(3))
+    (tmp_path / "map.json").write_text('{"a": "a", "a": "b"}')
+    assert T.trace_command(tmp_path / "d.npz", tmp_path / "d.npz", tmp_path / "map.json") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'map.json'}: ") and "twice" in err
