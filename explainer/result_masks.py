@@ -161,7 +161,7 @@ def _polygons(polys: List[List[float]], canvas: Tuple[int, int]) -> Tuple[Rle, s
     h, w = canvas
     parts = [p for p in polys if p]
     if not parts:
-        return mask_util.encode(np.zeros((max(h, 1), max(w, 1)), dtype=np.uint8, order="F")), ""
+        return mask_util.frPyObjects({"size": [h, w], "counts": [h * w]}, h, w), ""   # empty, no canvas drawn
     walk = 0.0
     for p in parts:
         if len(p) < 6 or len(p) % 2:

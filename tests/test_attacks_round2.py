@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -13,9 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from explainer import course as C
 from explainer import trace as T
 from explainer.__main__ import main
-from tests.sandbox import Sandbox
+from tests.attack_files import FakeStorage, FakeTensor, data_pkl
+from tests.sandbox import ROOT, Sandbox
 
 
 def _uncompressed(n: int):
@@ -220,3 +225,100 @@ def test_name_map_with_a_repeated_key_is_refused(tmp_path, capsys):
     assert T.trace_command(tmp_path / "d.npz", tmp_path / "d.npz", tmp_path / "map.json") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'map.json'}: ") and "twice" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# the detector cache, and masks whose size asks for a huge canvas
+# --------------------------------------------------------------------------------------------------
+_LIMITED = """
+import resource, sys
+{imports}
+def vm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+cap = vm() + {mem}
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+{body}
+"""
+
+
+def _limited(imports: str, body: str, mem: int = 512 << 20, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """Python code run in a child whose address space may grow by at most ``mem`` bytes once ``imports`` ran,
+    killed after ``timeout`` seconds."""
+    code = _LIMITED.format(imports=imports, mem=mem, body=body)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+_READ_CACHE = ("from explainer import course as C\nfrom explainer.conventions import DETECTRON\n"
+               "from explainer.pipeline import synthetic_scenes\nscene = synthetic_scenes(1, seed=0)[0]")
+
+
+def _torch_deflate_bomb(path: Path, nbytes: int) -> None:
+    """A torch.save archive that torch.load reads (one float32 tensor ``rpn_w`` of nbytes), its storage deflated."""
+    numel = nbytes // 4
+    pkl = data_pkl({"rpn_w": FakeTensor(FakeStorage("0", numel), (numel,))})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/byteorder", "little")
+        with z.open("archive/data/0", "w", force_zip64=True) as f:
+            chunk = bytes(1 << 20)
+            for _ in range(nbytes >> 20):
+                f.write(chunk)
+        z.writestr("archive/version", "3\n")
+
+
+def test_a_deflate_bomb_at_the_cache_path_is_refitted_without_inflating(tmp_path):
+    path = tmp_path / "detector-bomb.pt"
+    _torch_deflate_bomb(path, 512 << 20)
+    _torch_deflate_bomb(tmp_path / "small.pt", 1 << 20)       # the same layout, small: torch reads it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.load(tmp_path / "small.pt", weights_only=True)["rpn_w"].numel() == 1 << 18
+    assert path.stat().st_size < (1 << 20)
+    body = ("def peak():\n    with open('/proc/self/status') as f:\n"
+            "        return next(int(x.split()[1]) * 1024 for x in f if x.startswith('VmHWM:'))\n"
+            f"before = peak()\nprint('result', C._read(__import__('pathlib').Path({str(path)!r}), DETECTRON, scene))\n"
+            "print('growth', peak() - before)")
+    r = _limited(_READ_CACHE, body, mem=2 << 30)   # room for the bomb: its refusal is what is tested
+    assert r.returncode == 0 and "result None" in r.stdout, r.stderr[-2000:]
+    growth = int(r.stdout.split("growth ")[1])
+    assert growth < 128 << 20, f"reading the cache file grew the process by {growth >> 20} MiB"
+
+
+def test_a_cache_file_swapped_for_a_fifo_does_not_hang(tmp_path):
+    path = tmp_path / "detector-fifo.pt"
+    os.mkfifo(path)
+    body = ("import pathlib\npathlib.Path.is_file = lambda self: True   # the swap happens after the check\n"
+            f"print('result', C._read(pathlib.Path({str(path)!r}), DETECTRON, scene))")
+    r = _limited(_READ_CACHE, body, timeout=60)
+    assert r.returncode == 0 and "result None" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("value", ["1", "true", "on", "yes", "ON", " Yes "])
+def test_cache_switched_on_keeps_the_default_folder(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("EXPLAINER_CACHE", value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert C.cache_folder() == tmp_path / "xdg" / "detectron-explainer"
+
+
+def test_cache_switched_off_or_given_a_folder(tmp_path, monkeypatch):
+    for off in ("0", "off", "false", "no"):
+        monkeypatch.setenv("EXPLAINER_CACHE", off)
+        assert C.cache_folder() is None
+    monkeypatch.setenv("EXPLAINER_CACHE", str(tmp_path / "mine"))
+    assert C.cache_folder() == tmp_path / "mine"
+
+
+def test_an_empty_polygon_on_a_huge_canvas_allocates_no_canvas(tmp_path):
+    h, w = 65536, 32767
+    base = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 3, 3], "score": 0.5}
+    rle = {"size": [h, w], "counts": [h * w]}
+    (tmp_path / "a.json").write_text(json.dumps([dict(base, segmentation=rle),
+                                                 dict(base, bbox=[10, 10, 3, 3], segmentation=rle)]))
+    (tmp_path / "b.json").write_text(json.dumps([dict(base, segmentation=[]),
+                                                 dict(base, bbox=[10, 10, 3, 3], segmentation=[[]])]))
+    r = _limited("from explainer.__main__ import main",
+                 f"print('exit', main(['diagnose', {str(tmp_path / 'a.json')!r}, {str(tmp_path / 'b.json')!r}]))",
+                 mem=1 << 30)
+    assert r.returncode == 0 and "exit 0" in r.stdout, (r.stdout[-1000:], r.stderr[-2000:])
