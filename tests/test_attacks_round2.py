@@ -322,3 +322,26 @@ def test_an_empty_polygon_on_a_huge_canvas_allocates_no_canvas(tmp_path):
                  f"print('exit', main(['diagnose', {str(tmp_path / 'a.json')!r}, {str(tmp_path / 'b.json')!r}]))",
                  mem=1 << 30)
     assert r.returncode == 0 and "exit 0" in r.stdout, (r.stdout[-1000:], r.stderr[-2000:])
+
+
+# --------------------------------------------------------------------------------------------------
+# self-check answers
+# --------------------------------------------------------------------------------------------------
+def test_a_fraction_with_a_huge_exponent_returns_at_once():
+    r = _limited("from explainer import selfcheck as S",
+                 "for t in ('1e999999999/3', '3/1e999999999', '1e-999999999/3'):\n"
+                 "    try:\n        S.parse_number(t)\n    except ValueError as e:\n        print('refused', e)",
+                 timeout=60)
+    assert r.returncode == 0 and r.stdout.count("refused") == 3, (r.stdout, r.stderr[-2000:])
+    assert "not a number I can compare" in r.stdout
+
+
+@pytest.mark.parametrize("response", ["1e400/1", "1e400", "-1e400", "1/1e-400", 10 ** 400, -(10 ** 400)])
+def test_an_answer_beyond_float64_is_the_users_number_not_a_failed_computation(response):
+    from explainer import selfcheck as S
+    from explainer.widgets.selfcheck import SelfCheck
+
+    with pytest.raises(ValueError, match="not a number I can compare"):
+        S.parse_number(response)
+    said = SelfCheck(2).check("ch02.touching_iou", response)
+    assert "not a number I can compare" in said and "Could not compute" not in said, said
