@@ -3,10 +3,12 @@
 * :func:`load_checkpoint` reads a Detectron ``.pkl`` (a pickled dict, often ``{"blobs": {...}}``, written by
   Python 2's ``cPickle`` at protocol 2 and read back with ``encoding="latin1"``, as ``save_object`` and
   ``load_object`` in Detectron's ``detectron/utils/io.py`` do), a Detectron2 ``.pkl``
-  (``{"model": {...}, "__author__": ...}``) and a torch ``.pth`` archive. Pickles are read by
+  (``{"model": {...}, "__author__": ...}``) and a torch ``.pth``: a zip archive, or torch.save's legacy format
+  (before torch 1.6, as maskrcnn-benchmark's released checkpoints are). Pickles are read by
   :class:`RestrictedUnpickler` (:mod:`explainer.safe_load`), which builds only containers, numbers, strings and
   numeric numpy arrays: any other global (a ``__reduce__`` payload, an unknown class) is refused by name before
-  anything of it runs. A ``.pth``'s members and its ``data.pkl`` are checked the same way before
+  anything of it runs. A ``.pth``'s members and its ``data.pkl`` (a legacy file's pickles and the storages
+  that follow them) are checked the same way before
   ``torch.load(..., weights_only=True)`` reads it. Every size a file declares is checked before anything is
   allocated, within the limits of :class:`Limits` (defaults: files up to ``MAX_FILE_BYTES`` = 8 GiB, one array
   up to ``MAX_ARRAY_BYTES`` = 4 GiB, all arrays up to ``MAX_TOTAL_BYTES`` = 8 GiB and at most ``EXPANSION`` = 4
@@ -72,6 +74,7 @@ from .safe_load import (
     Refused,
     RestrictedUnpickler,
     check_structure,
+    check_torch_legacy,
     check_torch_zip,
     open_untrusted,
     short_repr,
@@ -169,6 +172,17 @@ def _load_pth(f: BinaryIO, size: int, limits: Limits, scan_type: Optional[type] 
         raise Refused(_torch_refusal(e)) from None
 
 
+def _load_legacy(f: BinaryIO, size: int, limits: Limits, scan_type: Optional[type] = None) -> Any:
+    """A file in torch.save's legacy format (before torch 1.6; maskrcnn-benchmark's released checkpoints):
+    its pickles and storage sizes checked as a zip archive's are, then read by torch.load(weights_only=True)."""
+    check_torch_legacy(f, size, limits, scan_type)
+    f.seek(0)
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for files it cannot read
+        raise Refused(_torch_refusal(e)) from None
+
+
 def _read_object(p: Path, limits: Limits) -> Tuple[Any, str]:
     """The file's top-level object and the container format ("pkl" or "pth")."""
     with open_untrusted(p, limits) as (f, size):
@@ -176,9 +190,11 @@ def _read_object(p: Path, limits: Limits) -> Tuple[Any, str]:
         f.seek(0)
         if head[:4] == b"PK\x03\x04":
             return _load_pth(f, size, limits), "pth"
-        if head.startswith(_TORCH_LEGACY_MAGIC) or head[257:262] == b"ustar":
-            raise Refused("written by torch.save in its legacy format (the default before torch 1.6), which is not "
-                          "read here: save it again with a current torch.save where it was made")
+        if head.startswith(_TORCH_LEGACY_MAGIC):
+            return _load_legacy(f, size, limits), "pth"
+        if head[257:262] == b"ustar":
+            raise Refused("written by torch.save in its tar format (torch before 0.4), which is not read here: "
+                          "save it again with a newer torch.save where it was made")
         obj = RestrictedUnpickler(f, size=size, limits=limits).load()
     check_structure(obj, limits)
     return obj, "pkl"

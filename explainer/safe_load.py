@@ -63,7 +63,7 @@ __all__ = [
     "MAX_FILE_BYTES", "MAX_ARRAY_BYTES", "MAX_TOTAL_BYTES", "EXPANSION", "SLACK_BYTES", "MAX_OPS", "MAX_DEPTH",
     "MAX_EXPANDED", "MAX_OTHER_KEYS", "MAX_KEY_ITEMS", "MAX_INT_BYTES", "MAX_LINE_BYTES", "MAX_ZIP_MEMBERS",
     "Limits", "DEFAULT_LIMITS", "Refused", "RestrictedUnpickler", "check_structure", "check_torch_zip",
-    "open_untrusted", "short_repr", "format_bytes", "NOTHING_RAN",
+    "open_untrusted", "short_repr", "format_bytes", "NOTHING_RAN", "check_torch_legacy", "check_npz",
 ]
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -1160,6 +1160,89 @@ def _check_members(infos: List[zipfile.ZipInfo], size: int, budget: int, limits:
                           f"(at most {limits.expansion}x its size: a zip bomb?); {NOTHING_RAN}")
         members[name] = info
     return members
+
+
+# --------------------------------------------------------------------------------------------
+# torch's legacy format (torch.save before torch 1.6): pickles, then each storage's raw bytes
+# --------------------------------------------------------------------------------------------
+#: The first three pickles of a legacy file: this number, the format's version and a dict about the machine.
+LEGACY_MAGIC, LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
+
+
+class _LegacyStorageIds:
+    """A legacy file's storage references: ``('storage', type, key, location, numel, None)``, recorded as the zip
+    format's are (a sixth element, the view of another storage, was written only before torch 0.4)."""
+
+    storages: Dict[str, int]
+    itemsizes: Dict[str, int]
+
+    def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is tuple and len(pid) == 6 and pid[5] is not None:
+            raise Refused("holds a storage view, which only torch before 0.4 wrote: load it in that torch and save "
+                          "its state_dict() again")
+        if type(pid) is not tuple or len(pid) != 6:
+            raise Refused(f"holds the persistent reference {short_repr(pid)}, expected a torch storage; {NOTHING_RAN}")
+        ref = super().persistent_load(pid[:5])  # type: ignore[misc]
+        if not hasattr(self, "itemsizes"):
+            self.itemsizes = {}
+        self.itemsizes[ref.key] = _STORAGE_ITEMSIZE[pid[1].name]
+        return ref
+
+
+def _small_pickle(f: BinaryIO, size: int, limits: Limits) -> Any:
+    obj = RestrictedUnpickler(f, size=size - f.tell(), limits=limits, data_budget=SLACK_BYTES).load()
+    check_structure(obj, limits)
+    return obj
+
+
+def check_torch_legacy(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS,
+                       scan_type: Optional[type] = None) -> None:
+    """Check a file in torch's legacy format before ``torch.load`` reads it, as :func:`check_torch_zip` does a
+    zip archive.
+
+    Its pickles (the magic number, the format's version, the machine's description, the object with its storage
+    references, the list of storage keys) are read by the same restricted interpreter (:class:`TorchPickleScan`,
+    or ``scan_type``, a subclass of it) within the same limits; then each storage's declared element count and
+    bytes against what follows in the file, and their total against the file's data budget. Raises
+    :class:`Refused`.
+    """
+    budget = limits.data_budget(size)
+    f.seek(0)
+    if _small_pickle(f, size, limits) != LEGACY_MAGIC:
+        raise Refused("not a readable .pth checkpoint (truncated or corrupted?): no torch.save magic number")
+    if _small_pickle(f, size, limits) != LEGACY_PROTOCOL:
+        raise Refused("written by torch.save in a legacy format version other than 1001; save it again with a "
+                      "current torch.save")
+    info = _small_pickle(f, size, limits)
+    if not isinstance(info, dict) or info.get("little_endian") is not True:
+        raise Refused("written by torch.save on a big-endian machine (or its description is damaged); save it "
+                      "again on a little-endian one")
+    scan_cls = type("LegacyScan", (_LegacyStorageIds, scan_type or TorchPickleScan), {})
+    scan = scan_cls(f, size=size - f.tell(), limits=limits, data_budget=budget)
+    check_structure(scan.load(), limits)
+    keys = _small_pickle(f, size, limits)
+    declared: Dict[str, int] = scan.storages
+    if (not isinstance(keys, list) or not all(type(k) is str for k in keys) or len(set(keys)) != len(keys)
+            or set(keys) != set(declared)):
+        raise Refused(f"its list of storages does not match the storages its tensors use; {NOTHING_RAN}")
+    total = 0
+    for key in keys:
+        head = f.read(8)
+        if len(head) != 8:
+            raise Refused(f"storage {key!r} is missing: the file ends before it (truncated?); get a fresh copy")
+        (numel,) = struct.unpack("<q", head)
+        nbytes = declared[key]
+        if numel < 0 or numel * getattr(scan, "itemsizes", {}).get(key, 1) != nbytes:
+            raise Refused(f"storage {key!r} declares {format_bytes(nbytes)} but its data says {numel:,} elements; "
+                          f"{NOTHING_RAN}")
+        if f.tell() + nbytes > size:
+            raise Refused(f"storage {key!r} needs {format_bytes(nbytes)}, the file holds "
+                          f"{format_bytes(size - f.tell())} for it (truncated?); get a fresh copy")
+        total += nbytes
+        if total > budget:  # pragma: no cover - the bytes are in the file, whose size bounds them
+            raise Refused(f"declares {format_bytes(total)} of storages, over its budget of {format_bytes(budget)}; "
+                          f"{NOTHING_RAN}")
+        f.seek(nbytes, io.SEEK_CUR)
 
 
 # --------------------------------------------------------------------------------------------

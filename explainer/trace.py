@@ -562,13 +562,16 @@ class _DumpScan(TorchPickleScan):
 def _read_pt(p: Path) -> Any:
     """A torch file's object, read within :data:`DUMP_LIMITS` (the checkpoint loader's checks) and then by
     ``torch.load(weights_only=True)``."""
-    from .checkpoint import _load_pth
+    from .checkpoint import _TORCH_LEGACY_MAGIC, _load_legacy, _load_pth
 
     with open_untrusted(p, DUMP_LIMITS) as (f, size):
-        if f.read(4) != b"PK\x03\x04":
-            raise Refused("not a readable torch file: not a torch.save zip archive")
+        head = f.read(len(_TORCH_LEGACY_MAGIC))
         f.seek(0)
-        return _load_pth(f, size, DUMP_LIMITS, _DumpScan)
+        if head.startswith(b"PK\x03\x04"):
+            return _load_pth(f, size, DUMP_LIMITS, _DumpScan)
+        if head == _TORCH_LEGACY_MAGIC:      # torch.save before torch 1.6
+            return _load_legacy(f, size, DUMP_LIMITS, _DumpScan)
+        raise Refused("not a readable torch file: not written by torch.save")
 
 
 def _read_npz(p: Path, out: Dict[str, Any]) -> None:

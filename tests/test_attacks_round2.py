@@ -3,14 +3,18 @@ checkpoints. Memory and hang attacks run in the sandbox of ``tests/sandbox.py`` 
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import os
+import pickle
+import struct
 import subprocess
 import sys
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 import pytest
@@ -345,3 +349,127 @@ def test_an_answer_beyond_float64_is_the_users_number_not_a_failed_computation(r
         S.parse_number(response)
     said = SelfCheck(2).check("ch02.touching_iou", response)
     assert "not a number I can compare" in said and "Could not compute" not in said, said
+
+
+# --------------------------------------------------------------------------------------------------
+# legacy checkpoints (torch.save before torch 1.6, maskrcnn-benchmark's released files)
+# --------------------------------------------------------------------------------------------------
+class _LegacyPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, FakeStorage):
+            return ("storage", getattr(torch, obj.kind), obj.key, "cpu", obj.numel, None)
+        return None
+
+
+_SYS_INFO = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+
+
+def _legacy(obj, storages, keys=None, numels=None, info=None) -> bytes:
+    """A file in torch.save's legacy layout: magic, version, machine, the object, its storage keys, then each
+    storage as an int64 element count and its bytes (``storages``: {key: (numel, bytes)})."""
+    buf = io.BytesIO()
+    for head in (0x1950A86A20F9469CFC6C, 1001, info if info is not None else _SYS_INFO):
+        pickle.dump(head, buf, protocol=2)
+    _LegacyPickler(buf, protocol=2).dump(obj)
+    pickle.dump(list(storages) if keys is None else keys, buf, protocol=2)
+    for k, (numel, data) in storages.items():
+        buf.write(struct.pack("<q", numel if numels is None else numels[k]) + data)
+    return buf.getvalue()
+
+
+def _maskrcnn_benchmark_like() -> dict:
+    g = torch.Generator().manual_seed(0)
+    conv = torch.nn.Parameter(torch.randn(8, 3, 3, 3, generator=g))
+    stats = torch.randn(40, generator=g)
+    return {"model": collections.OrderedDict([
+        ("module.backbone.body.stem.conv1.weight", conv),
+        ("module.backbone.body.stem.bn1.weight", stats[:8]),          # views of one storage
+        ("module.backbone.body.stem.bn1.bias", stats[8:16]),
+        ("module.roi_heads.box.predictor.cls_score.weight", torch.randn(3, 4, generator=g).t()),  # strided
+        ("module.rpn.head.conv.weight", torch.randn(2, 2, generator=g).half()),
+        ("module.num_batches_tracked", torch.tensor(7)),
+    ]), "iteration": 90000}
+
+
+def test_an_honest_legacy_checkpoint_is_read_as_torch_reads_it(tmp_path):
+    from explainer import checkpoint as CK
+
+    path = tmp_path / "model_final.pth"
+    torch.save(_maskrcnn_benchmark_like(), path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:2] == b"\x80\x02", "the legacy layout, not a zip archive"
+    ref = torch.load(path, weights_only=True)["model"]
+    ck = CK.load_checkpoint(path)
+    assert len(ck.tensors) == len(ref)
+    for k, v in ref.items():
+        got = next(t for name, t in ck.tensors.items() if name.endswith(k.split("module.", 1)[1]) or name == k)
+        assert torch.equal(got, v.detach()) and got.dtype == v.dtype
+
+
+def test_a_hand_built_legacy_file_is_what_torch_reads(tmp_path):
+    from explainer import checkpoint as CK
+
+    values = np.arange(6, dtype=np.float32)
+    path = tmp_path / "hand.pth"
+    path.write_bytes(_legacy({"w": FakeTensor(FakeStorage("0", 6), (2, 3))}, {"0": (6, values.tobytes())}))
+    want = torch.from_numpy(values).reshape(2, 3)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], want)
+    assert torch.equal(CK.load_checkpoint(path).tensors["w"], want)
+
+
+class _Payload:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _hostile_legacy(tmp_path: Path, name: str) -> Tuple[bytes, str]:
+    ok = {"0": (6, bytes(24))}
+    tensor = {"w": FakeTensor(FakeStorage("0", 6), (6,))}
+    marker = str(tmp_path / "ran")
+    if name == "reduce":
+        return _legacy({**tensor, "x": _Payload(marker)}, ok), "refused global 'posix.system'"
+    if name == "global":
+        return _legacy({**tensor, "x": os.system}, ok), "refused global 'posix.system'"
+    if name == "huge_storage":
+        n = 1 << 40
+        return _legacy({"w": FakeTensor(FakeStorage("0", n), (n,))}, {"0": (n, b"")}), "limit per array"
+    if name == "storage_beyond_the_file":
+        n = 1 << 28                                           # 1 GiB declared, 24 bytes given
+        return _legacy({"w": FakeTensor(FakeStorage("0", n), (n,))}, {"0": (n, bytes(24))}), "truncated"
+    if name == "count_disagrees":
+        return _legacy(tensor, ok, numels={"0": 1 << 30}), "its data says"
+    if name == "keys_disagree":
+        return _legacy(tensor, ok, keys=["0", "1"]), "does not match"
+    if name == "big_endian":
+        return _legacy(tensor, ok, info={**_SYS_INFO, "little_endian": False}), "big-endian"
+    if name == "truncated":
+        return _legacy(tensor, ok)[:-10], "truncated"
+    if name == "truncated_in_pickle":
+        return _legacy(tensor, ok)[:90], "truncated"
+    raise AssertionError(name)
+
+
+LEGACY_ATTACKS = ["reduce", "global", "huge_storage", "storage_beyond_the_file", "count_disagrees", "keys_disagree",
+                  "big_endian", "truncated", "truncated_in_pickle"]
+
+
+@pytest.mark.parametrize("name", LEGACY_ATTACKS)
+def test_a_hostile_or_broken_legacy_checkpoint_is_refused_unrun(sandbox, tmp_path, name):
+    data, needle = _hostile_legacy(tmp_path, name)
+    path = tmp_path / f"{name}.pth"
+    path.write_bytes(data)
+    report = sandbox.run(path, mem=256 << 20)
+    _refused(report, path, needle)
+    assert report["peak_growth"] < 64 << 20
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_legacy_pt_dump_is_read_by_trace(tmp_path):
+    x = torch.arange(6.0).reshape(2, 3)
+    torch.save({"stage": x}, tmp_path / "d.pt", _use_new_zipfile_serialization=False)
+    assert torch.equal(T.load_dump(tmp_path / "d.pt")["stage"], x)
+    torch.save({"stage": torch.eye(2).to_sparse()}, tmp_path / "s.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match="sparse"):
+        T.load_dump(tmp_path / "s.pt")
