@@ -41,6 +41,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
+from . import _bounds
+
 __all__ = [
     "ArrayLike",
     "WrongType",
@@ -85,10 +87,9 @@ FLOAT32_SAFE = float(1 << 60)
 #: The largest magnitude of a box or point coordinate, in pixels: 2**500, whose areas (and their sums) stay below
 #: float64's largest value (about 1.8e308).
 MAX_COORDINATE = 2.0 ** 500
-#: The largest JSON file :func:`read_json` reads: 64 MiB.
-MAX_JSON_BYTES = 64 << 20
-#: The deepest nesting :func:`read_json` accepts.
-MAX_JSON_DEPTH = 64
+#: The largest JSON file :func:`read_json` reads (64 MiB), and the deepest nesting it accepts (64 levels); see
+#: :mod:`explainer._bounds`.
+MAX_JSON_BYTES, MAX_JSON_DEPTH = _bounds.MAX_JSON_BYTES, _bounds.MAX_JSON_DEPTH
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ._bounds import CACHE_FILE_BYTES
 from ._threads import single_thread
 from ._validate import flag, whole_number
 from .conventions import DETECTRON, DETECTRON2, Convention
@@ -91,7 +92,7 @@ def cache_folder() -> Optional[Path]:
 
 _FORMAT = 1
 #: The bounds a cache file is read within: the weights take about 100 KiB, so a file over 16 MiB is not one.
-CACHE_LIMITS = Limits(max_file_bytes=16 << 20)
+CACHE_LIMITS = Limits(max_file_bytes=CACHE_FILE_BYTES)
 
 
 def _fingerprint(conv: Convention, n_train: int, seed: int) -> str:

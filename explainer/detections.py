@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from . import _bounds
 from ._validate import as_tensor
 from .pixels import xyxy_to_xywh
 from .result_masks import check_segmentation, segmentation_for_json
@@ -43,7 +44,7 @@ __all__ = ["ImageDetections", "Detections", "FlatDetections", "load_detections",
 
 COCO_FIELDS = ("image_id", "category_id", "bbox", "score")
 #: Result files larger than this are refused before reading (a JSON file of this size needs ~10x in memory).
-MAX_RESULTS_BYTES = 512 * 1024 * 1024
+MAX_RESULTS_BYTES = _bounds.MAX_RESULTS_BYTES   # 512 MiB; every reader's bounds are in explainer._bounds
 #: Image ids and labels are held as int64.
 _INT64 = 2 ** 63
 

@@ -26,16 +26,16 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_util
 
+from ._bounds import MASK_CANVAS_PIXELS, MASK_DECODE_PIXELS, MASK_MAX_SIDE, MASK_POLYGON_WALK
 from .masks import boundary_error, mask_iou
 
 __all__ = ["check_segmentation", "segmentation_for_json", "grow_rle", "pair_rles", "compare_masks", "pair_evidence", "decode_pair",
            "boundary_f_score",
            "MAX_SIDE", "DECODE_PIXELS", "BOUNDARY_TOLERANCE"]
 
-#: Largest mask height or width accepted, and the most pixels decoded for one mask (h * w bytes are allocated).
-MAX_SIDE, DECODE_PIXELS = 1 << 16, 1 << 25
-#: The longest outline (pixels, summed over a mask's polygons) drawn for one mask.
-MAX_POLYGON_WALK = 2e6
+#: Largest mask height or width accepted, and the most pixels decoded for one mask (h * w bytes are allocated);
+#: the longest outline (pixels, summed over a mask's polygons) drawn for one mask. See :mod:`explainer._bounds`.
+MAX_SIDE, DECODE_PIXELS, MAX_POLYGON_WALK = MASK_MAX_SIDE, MASK_DECODE_PIXELS, MASK_POLYGON_WALK
 #: The boundary F-score counts a contour pixel as found when the other contour passes within this many pixels.
 BOUNDARY_TOLERANCE = 1
 #: pycocotools' ``area`` takes at most this many RLEs at once (see :func:`_areas`).
@@ -54,7 +54,7 @@ Rle = Optional[Dict[str, Any]]
 def _size(v: Any, where: str) -> Tuple[int, int]:
     if (not isinstance(v, (list, tuple)) or len(v) != 2
             or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_SIDE for x in v)
-            or v[0] * v[1] >= 1 << 31):
+            or v[0] * v[1] >= MASK_CANVAS_PIXELS):
         raise ValueError(f"{where}: field 'segmentation' size must be [height, width], whole numbers in 0..{MAX_SIDE} "
                          f"(under 2**31 pixels); "
                          f"got {str(v)[:60]}")

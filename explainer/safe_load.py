@@ -21,7 +21,8 @@ loading on it.
   ``/dev/zero``) before opening it, and opens with ``O_NONBLOCK`` so that a path swapped for a FIFO cannot
   hang the reader.
 
-Limits (the fields of :class:`Limits`; the defaults are these module constants):
+Limits (the fields of :class:`Limits`; the defaults are these module constants, defined with every other
+reader's bounds in :mod:`explainer._bounds`):
 
 * ``MAX_FILE_BYTES`` = 8 GiB: larger files are refused before anything is read.
 * ``MAX_ARRAY_BYTES`` = 4 GiB: the most one array, string or torch storage may declare.
@@ -66,21 +67,26 @@ __all__ = [
     "open_untrusted", "short_repr", "format_bytes", "NOTHING_RAN", "check_torch_legacy", "check_npz",
 ]
 
-KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
-MAX_FILE_BYTES = 8 * GiB
-MAX_ARRAY_BYTES = 4 * GiB
-MAX_TOTAL_BYTES = 8 * GiB
-EXPANSION = 4
-SLACK_BYTES = 64 * KiB
-MAX_OPS = 2_000_000
-MAX_DEPTH = 100
-MAX_EXPANDED = 10_000_000
-MAX_OTHER_KEYS = 4096
-MAX_KEY_ITEMS = 64
-MAX_KEY_DEPTH = 4
-MAX_INT_BYTES = 1024
-MAX_LINE_BYTES = 64 * MiB
-MAX_ZIP_MEMBERS = 100_000
+from ._bounds import (  # the numbers, stated once for every reader in explainer._bounds
+    EXPANSION,
+    MAX_ARRAY_BYTES,
+    MAX_DEPTH,
+    MAX_EXPANDED,
+    MAX_FILE_BYTES,
+    MAX_INT_BYTES,
+    MAX_KEY_DEPTH,
+    MAX_KEY_ITEMS,
+    MAX_LINE_BYTES,
+    MAX_OPS,
+    MAX_OTHER_KEYS,
+    MAX_TOTAL_BYTES,
+    MAX_ZIP_MEMBERS,
+    SLACK_BYTES,
+    GiB,
+    KiB,
+    MiB,
+)
+
 _BIG = 1 * MiB  # strings at least this long are released from the memo once an array has consumed them
 
 _NoneType = type(None)

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from . import trace_causes as TC
+from ._bounds import DUMP_EXPANSION, MAX_ERROR_CHARS
 from ._json import jsonable
 from ._threads import single_thread
 from ._validate import WrongType, read_json
@@ -535,7 +536,7 @@ def _flatten_dump(prefix: str, value: Any, out: Dict[str, Any], path: Path) -> N
 
 #: The bounds a dump is read within (:mod:`explainer.safe_load`): a compressed ``.npz`` may expand to 64 times
 #: its size (a dump of zeros compresses further: save it uncompressed with ``numpy.savez``).
-DUMP_LIMITS = Limits(expansion=64)
+DUMP_LIMITS = Limits(expansion=DUMP_EXPANSION)
 
 #: What torch.save writes for tensors without plain values, and what to save instead.
 _UNSUPPORTED_TENSORS = {
@@ -631,7 +632,7 @@ def _load_map(path) -> Dict[str, str]:
 
 
 #: The longest error line printed (a message listing many names is cut).
-_MAX_ERROR_CHARS = 2000
+_MAX_ERROR_CHARS = MAX_ERROR_CHARS
 
 
 def _error(message: str) -> int:
