@@ -473,3 +473,65 @@ def test_a_legacy_pt_dump_is_read_by_trace(tmp_path):
     torch.save({"stage": torch.eye(2).to_sparse()}, tmp_path / "s.pt", _use_new_zipfile_serialization=False)
     with pytest.raises(ValueError, match="sparse"):
         T.load_dump(tmp_path / "s.pt")
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX models, and the bounds every reader uses
+# --------------------------------------------------------------------------------------------------
+def _external_onnx(folder: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(4, dtype=np.float32), "W")
+    g = helper.make_graph([helper.make_node("Add", ["x", "W"], ["y"]), helper.make_node("Relu", ["y"], ["z"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])], [w])
+    path = folder / "ext.onnx"
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)]), str(path),
+                    save_as_external_data=True, location="w.bin", size_threshold=0)
+    return path
+
+
+def test_onnx_with_external_data_beside_it_runs(tmp_path):
+    got = T.onnx_intermediates(_external_onnx(tmp_path), {"x": np.ones(4, np.float32)})
+    assert got["z"].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_onnx_bytes_or_external_data_elsewhere_get_a_value_error(tmp_path):
+    import onnx
+
+    path = _external_onnx(tmp_path)
+    feeds = {"x": np.ones(4, np.float32)}
+    with pytest.raises(ValueError, match="external data files, which its bytes do not carry"):
+        T.onnx_intermediates(path.read_bytes(), feeds)
+    with pytest.raises(ValueError, match="bytes are not an ONNX model"):
+        T.onnx_intermediates(b"not a model", feeds)
+    m = onnx.load(str(path), load_external_data=False)
+    for e in m.graph.initializer[0].external_data:
+        if e.key == "location":
+            e.value = str(tmp_path / "w.bin")
+    onnx.save_model(m, str(tmp_path / "absolute.onnx"))
+    with pytest.raises(ValueError, match="not a relative path inside") as e:
+        T.onnx_intermediates(tmp_path / "absolute.onnx", feeds)
+    assert str(e.value).startswith(str(tmp_path / "absolute.onnx"))
+    for e_ in m.graph.initializer[0].external_data:
+        if e_.key == "location":
+            e_.value = "../w.bin"
+    onnx.save_model(m, str(tmp_path / "escape.onnx"))
+    with pytest.raises(ValueError, match="not a relative path inside"):
+        T.onnx_intermediates(tmp_path / "escape.onnx", feeds)
+    os.truncate(tmp_path / "w.bin", 8)
+    with pytest.raises(ValueError, match="does not hold the 16 bytes"):
+        T.onnx_intermediates(path, feeds)
+
+
+def test_every_reader_takes_its_bounds_from_one_place():
+    from explainer import _bounds as B
+    from explainer import _validate, detections, result_masks, safe_load
+
+    assert safe_load.DEFAULT_LIMITS.max_file_bytes == B.MAX_FILE_BYTES
+    assert safe_load.DEFAULT_LIMITS.max_total_bytes == B.MAX_TOTAL_BYTES
+    assert T.DUMP_LIMITS.expansion == B.DUMP_EXPANSION and T.DUMP_LIMITS.max_array_bytes == B.MAX_ARRAY_BYTES
+    assert C.CACHE_LIMITS.max_file_bytes == B.CACHE_FILE_BYTES
+    assert detections.MAX_RESULTS_BYTES == B.MAX_RESULTS_BYTES and _validate.MAX_JSON_BYTES == B.MAX_JSON_BYTES
+    assert (result_masks.MAX_SIDE, result_masks.DECODE_PIXELS) == (B.MASK_MAX_SIDE, B.MASK_DECODE_PIXELS)
