@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from dataclasses import dataclass
 from itertools import chain
@@ -413,10 +414,14 @@ def _number(v: Any, where: str, field_: str) -> float:
                          f"(write coordinates and scores as ordinary numbers)") from None
 
 
+#: An image id given as text that is read as its integer: an optional minus and ASCII digits.
+_DIGITS = re.compile(r"\s*-?[0-9]+\s*")
+
+
 def _image_key(v: Any, where: str) -> Union[int, str]:
     if isinstance(v, bool) or not isinstance(v, (int, str)):
         raise ValueError(f"{where}: field 'image_id' must be an integer or a string, got {_short(v)}")
-    if isinstance(v, str) and len(v) < 20 and v.strip().lstrip("-").isdigit():
+    if isinstance(v, str) and len(v) < 20 and _DIGITS.fullmatch(v):   # ASCII digits only: not "--5" nor "²"
         return int(v)
     if isinstance(v, int) and not -_INT64 <= v < _INT64:
         raise ValueError(f"{where}: field 'image_id' is {_short(v)}, beyond a 64-bit integer")

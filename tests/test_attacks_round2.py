@@ -535,3 +535,59 @@ def test_every_reader_takes_its_bounds_from_one_place():
     assert C.CACHE_LIMITS.max_file_bytes == B.CACHE_FILE_BYTES
     assert detections.MAX_RESULTS_BYTES == B.MAX_RESULTS_BYTES and _validate.MAX_JSON_BYTES == B.MAX_JSON_BYTES
     assert (result_masks.MAX_SIDE, result_masks.DECODE_PIXELS) == (B.MASK_MAX_SIDE, B.MASK_DECODE_PIXELS)
+
+
+# --------------------------------------------------------------------------------------------------
+# smaller: a dashboard's NaN, a convention's infinite beta, image ids, thread counts
+# --------------------------------------------------------------------------------------------------
+def test_anchor_grid_offset_refuses_nan_and_keeps_its_drawing():
+    from explainer.widgets.anchors import AnchorGridDashboard
+
+    d = AnchorGridDashboard()
+    d.update(level=4, offset=0.5)
+    before = d.result["g2"].copy()
+    text = d.update(offset=float("nan"))
+    assert "offset must be a finite number" in text, text
+    d.controls["offset"].value = float("nan")          # the slider itself takes NaN: compute refuses it
+    assert "offset must be a finite number" in d.readout_text, d.readout_text
+    assert np.isfinite(d.result["g2"]).all() and np.array_equal(d.result["g2"], before)
+
+
+@pytest.mark.parametrize("knob", ["rpn_smooth_l1_beta", "box_smooth_l1_beta"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_an_infinite_smooth_l1_beta_is_refused(knob, value):
+    from explainer.conventions import DETECTRON2
+
+    with pytest.raises(ValueError, match=f"{knob} must be a number >= 0 .* and finite"):
+        DETECTRON2.replace(**{knob: value})
+
+
+@pytest.mark.parametrize("image_id", ["--5", "\u00b2", "-0-", "\u0665"])
+def test_image_ids_that_look_like_numbers_but_are_not_are_kept_as_text(tmp_path, capsys, image_id):
+    entry = {"image_id": image_id, "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.9}
+    (tmp_path / "a.json").write_text(json.dumps([entry]))
+    (tmp_path / "b.json").write_text(json.dumps([entry]))
+    assert main(["diagnose", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    other = {**entry, "image_id": 5}
+    (tmp_path / "c.json").write_text(json.dumps([other]))
+    assert main(["diagnose", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tmp_path / "c.json") in err and "this is a bug" not in err
+
+
+def test_fit_detector_gives_the_same_weights_with_one_and_two_threads():
+    from explainer import pipeline as P
+    from explainer.conventions import DETECTRON
+
+    scenes = P.synthetic_scenes(2, seed=0)
+    before = torch.get_num_threads()
+    try:
+        fits = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            fits.append(P.fit_detector(scenes, DETECTRON, seed=0))
+            assert torch.get_num_threads() == n, "the caller's thread count is restored"
+    finally:
+        torch.set_num_threads(before)
+    a, b = fits
+    assert all(torch.equal(x, y) for x, y in ((a.rpn_w, b.rpn_w), (a.cls_w, b.cls_w), (a.box_w, b.box_w)))

@@ -9,6 +9,7 @@ import torch
 from matplotlib.collections import LineCollection
 
 from .. import anchors as A
+from .._validate import finite_number
 from ..pixels import to_continuous
 from ..viz.draw import box_segments
 from ..viz.style import STYLE, convention_style
@@ -85,6 +86,8 @@ class AnchorGridDashboard(Dashboard):
                                    bbox=dict(facecolor="w", alpha=0.8, edgecolor="none"))
 
     def compute(self, level, size, ratios, offset):
+        offset = finite_number(offset, "offset", minimum=0.0, maximum=0.95)
+        size = finite_number(size, "size", minimum=0.0)
         stride = 2.0 ** level
         size = size or 32.0 * 2.0 ** (level - 2)
         rs = RATIO_SETS[ratios][1]
