@@ -591,3 +591,58 @@ def test_fit_detector_gives_the_same_weights_with_one_and_two_threads():
         torch.set_num_threads(before)
     a, b = fits
     assert all(torch.equal(x, y) for x, y in ((a.rpn_w, b.rpn_w), (a.cls_w, b.cls_w), (a.box_w, b.box_w)))
+
+
+# --------------------------------------------------------------------------------------------------
+# make present: Voila's token stays off the command line
+# --------------------------------------------------------------------------------------------------
+def test_voila_gets_its_token_from_the_environment_not_the_command_line(tmp_path):
+    import secrets
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tools.present import voila_command, voila_env
+
+    (tmp_path / "notebooks").mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    cmd = voila_command(port, root=tmp_path)
+    assert not any(token in a for a in cmd)
+    env = voila_env(dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+                         JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime")), token=token)
+    log = open(tmp_path / "voila.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):   # a redirect to the login page is the answer itself
+            return None
+
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        base, status = f"http://127.0.0.1:{port}/voila/tree", {}
+        deadline = time.monotonic() + 90
+        while "with" not in status:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "voila.log").read_text()[-2000:]
+            for key, url in (("without", base), ("wrong", base + "?token=" + "0" * 32), ("with", base + "?token=" + token)):
+                try:
+                    status[key] = opener.open(url, timeout=5).status
+                except urllib.error.HTTPError as e:
+                    status[key] = e.code
+                except OSError:
+                    status.clear()
+                    time.sleep(0.5)
+                    break
+        assert status["with"] == 200 and status["without"] in (302, 401, 403) and status["wrong"] in (302, 401, 403), \
+            status
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+            assert token.encode() not in f.read()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
