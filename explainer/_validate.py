@@ -382,11 +382,16 @@ def positive_int(v: object, name: str, minimum: int = 1, maximum: int = MAX_VALU
     return whole_number(v, name, minimum, maximum)
 
 
-def positive_number(v: object, name: str) -> float:
-    f = finite_number(v, name)
+def positive_number(v: object, name: str, maximum: Optional[float] = None) -> float:
+    f = finite_number(v, name, maximum=maximum)
     if f <= 0:
         raise ValueError(f"{name} must be > 0, got {_shown(v)}")
     return f
+
+
+#: The largest ``spatial_scale`` (feature cells per image pixel) accepted: beyond it, sample positions overflow
+#: the integer indices of any feature map.
+MAX_SPATIAL_SCALE = 1e6
 
 
 def probability(v: object, name: str) -> float:
@@ -421,6 +426,8 @@ def numbers(values: Any, name: str, *, positive: bool = False, allow_empty: bool
     for i, v in enumerate(items):
         try:
             out.append(positive_number(v, f"{name}[{i}]") if positive else finite_number(v, f"{name}[{i}]"))
+            if abs(out[-1]) > MAX_COORDINATE:   # squared, it must stay within float64
+                raise ValueError(f"{name}[{i}] must be at most 2**500 in magnitude, got {_shown(v)}")
         except ValueError as e:
             error = WrongType if isinstance(e, WrongType) else ValueError
             raise error(f"{name} must be {what}; {e}") from None

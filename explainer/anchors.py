@@ -49,6 +49,13 @@ __all__ = [
 ]
 
 
+def _four_deltas(deltas) -> torch.Tensor:
+    d = as_tensor(deltas, "deltas").to(torch.float64)
+    if d.numel() != 4:
+        raise ValueError(f"deltas must be 4 numbers (dx, dy, dw, dh), got shape {tuple(d.shape)}")
+    return d.reshape(4)
+
+
 def _positive_list(values, name: str) -> List[float]:
     return _v.positive_numbers(values, name)
 
@@ -341,6 +348,9 @@ def anchor_report(stride: float, sizes: Sequence[float], aspect_ratios: Sequence
         w_int = math.sqrt(s * s / a)
         dw, dh = float(det[i, 2] - det[i, 0]), float(det[i, 3] - det[i, 1])
         ew, eh = float(d2[i, 2] - d2[i, 0]), float(d2[i, 3] - d2[i, 1])
+        if dw <= 0 or dh <= 0:
+            raise ValueError(f"stride {stride:g} with size {s:g} and aspect ratio {a:g} gives a Detectron anchor "
+                             f"without width or height; use a stride of at least 1 pixel")
         d2_05 = d2[i] + 0.5 * stride
         rows.append({
             "size": s, "ratio": a,
@@ -399,7 +409,7 @@ def proposal_shift(configs: Sequence[Dict] | None = None, deltas: ArrayLike | No
         det = detectron_cell_anchors(c["stride"], c["sizes"], c["aspect_ratios"])
         d2 = d2_cell_anchors(c["sizes"], c["aspect_ratios"], dtype=torch.float64) + off * c["stride"]
         det = ratio_major_to_size_major(det, len(c["sizes"]), len(c["aspect_ratios"]))
-        dl = torch.zeros(len(det), 4, dtype=torch.float64) if deltas is None else as_tensor(deltas, "deltas").to(torch.float64).expand(len(det), 4)
+        dl = torch.zeros(len(det), 4, dtype=torch.float64) if deltas is None else _four_deltas(deltas).expand(len(det), 4)
         p1 = decode(dl, det, (1.0, 1.0, 1.0, 1.0), legacy_plus_one=True)
         p2 = decode(dl, d2, (1.0, 1.0, 1.0, 1.0))
         num1 = (p1[:, :2] + p1[:, 2:]) / 2
