@@ -657,8 +657,14 @@ def trace_command(reference_path: Union[str, os.PathLike], candidate_path: Union
         name_map = _load_map(map_path) if map_path is not None else None
     except ValueError as e:                     # the loaders name the file first
         return _error(str(e))
+    except MemoryError:
+        return _error(f"{reference_path}, {candidate_path}: reading them needs more memory than this process may "
+                      f"use (free memory, or dump fewer stages)")
     try:
         report = compare(ref, cand, name_map=name_map)
+    except MemoryError:
+        return _error(f"{reference_path}, {candidate_path}: comparing them needs more memory than this process may "
+                      f"use (free memory, or dump fewer stages)")
     except ValueError as e:
         return _error(f"{candidate_path}: {e} (dump the same stages on both sides, or pair them with a JSON "
                       f"name map {{reference stage: candidate stage}})")

@@ -646,3 +646,25 @@ def test_voila_gets_its_token_from_the_environment_not_the_command_line(tmp_path
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# no catch-all from a file: running out of memory is said as such, naming the files
+# --------------------------------------------------------------------------------------------------
+def test_out_of_memory_in_trace_and_diagnose_names_the_files(tmp_path, capsys, monkeypatch):
+    from explainer import diagnose as D
+
+    np.savez(tmp_path / "a.npz", s=np.zeros(3))
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(T, "compare", no_memory)
+    assert main(["trace", str(tmp_path / "a.npz"), str(tmp_path / "a.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'a.npz'}") and "more memory" in err and "bug" not in err, err
+    (tmp_path / "r.json").write_text(json.dumps(_uncompressed(2)))
+    monkeypatch.setattr(D, "diagnose", no_memory)
+    assert main(["diagnose", str(tmp_path / "r.json"), str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'r.json'}") and "more memory" in err and "bug" not in err, err
