@@ -520,6 +520,10 @@ def test_onnx_bytes_or_external_data_elsewhere_get_a_value_error(tmp_path):
     onnx.save_model(m, str(tmp_path / "escape.onnx"))
     with pytest.raises(ValueError, match="not a relative path inside"):
         T.onnx_intermediates(tmp_path / "escape.onnx", feeds)
+    from explainer import network as N
+
+    with pytest.raises(ValueError, match="not a relative path inside"):
+        N.set_resize_mode(tmp_path / "escape.onnx", "asymmetric")
     os.truncate(tmp_path / "w.bin", 8)
     with pytest.raises(ValueError, match="does not hold the 16 bytes"):
         T.onnx_intermediates(path, feeds)
