@@ -26,7 +26,6 @@ import json
 import math
 import os
 import sys
-import unicodedata
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import torch
 from . import trace_causes as TC
 from ._bounds import DUMP_EXPANSION, MAX_ERROR_CHARS
 from ._json import jsonable
+from ._text import printable as _printable
 from ._threads import single_thread
 from ._validate import WrongType, read_json
 from .causes import Cause
@@ -166,14 +166,6 @@ class TraceReport:
                           "root_causes": [s.name for s in self.root_causes],
                           "unpaired_reference": list(self.unpaired_reference),
                           "unpaired_candidate": list(self.unpaired_candidate)})
-
-
-def _printable(text: str) -> str:
-    """``text`` with its control and format characters (newlines, carriage returns, escapes, bidirectional
-    marks) written as Python escapes, so that a stage's name prints as one piece of one line."""
-    return "".join(ch.encode("unicode_escape").decode("ascii")
-                   if unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp") else ch
-                   for ch in text)
 
 
 def _names(names: Any, k: int = 10) -> str:

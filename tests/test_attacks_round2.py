@@ -672,3 +672,13 @@ def test_out_of_memory_in_trace_and_diagnose_names_the_files(tmp_path, capsys, m
     assert main(["diagnose", str(tmp_path / "r.json"), str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'r.json'}") and "more memory" in err and "bug" not in err, err
+
+
+def test_control_characters_in_image_ids_cannot_forge_diagnosis_lines(tmp_path, capsys):
+    e = {"image_id": "x\nforged line\x1b[2K", "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.9}
+    (tmp_path / "a.json").write_text(json.dumps([e]))
+    (tmp_path / "b.json").write_text(json.dumps([{**e, "score": 0.5}, {**e, "image_id": "y\r\nforged too"}]))
+    assert main(["diagnose", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    out = capsys.readouterr().out
+    assert not any(line.startswith("forged") for line in out.splitlines()), out
+    assert "\r" not in out and "\x1b" not in out and "\\r\\n" in out
