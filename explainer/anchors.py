@@ -21,7 +21,7 @@ Sizes and strides are in image pixels. Nothing here imports matplotlib or ipywid
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -54,6 +54,21 @@ def _four_deltas(deltas) -> torch.Tensor:
     if d.numel() != 4:
         raise ValueError(f"deltas must be 4 numbers (dx, dy, dw, dh), got shape {tuple(d.shape)}")
     return d.reshape(4)
+
+
+def _level_configs(configs: Any) -> List[Dict]:
+    """``configs`` checked: a non-empty list of {"stride", "sizes", "aspect_ratios"} (as fpn_level_configs gives)."""
+    if isinstance(configs, (str, bytes, dict)) or not isinstance(configs, (list, tuple)):
+        raise _v.WrongType(f"configs must be a list of levels {{'stride', 'sizes', 'aspect_ratios'}} (see "
+                           f"fpn_level_configs), got {type(configs).__name__}")
+    if not configs:
+        raise ValueError("configs must list at least one level {'stride', 'sizes', 'aspect_ratios'} (see "
+                         "fpn_level_configs), got an empty list")
+    for i, c in enumerate(configs):
+        if not isinstance(c, dict) or not {"stride", "sizes", "aspect_ratios"} <= set(c):
+            raise ValueError(f"configs[{i}] must be a dict with 'stride', 'sizes' and 'aspect_ratios' (see "
+                             f"fpn_level_configs), got {str(c)[:60]}")
+    return list(configs)
 
 
 def _positive_list(values, name: str) -> List[float]:
@@ -377,7 +392,7 @@ def all_level_anchors(image_size: Sequence[int] = (800, 1333), configs: Sequence
     ``DETECTRON2``, ``DefaultAnchorGenerator`` with OFFSET 0.0.
     """
     h, w = size_pair(image_size, "image_size")
-    configs = list(configs) if configs is not None else fpn_level_configs()
+    configs = _level_configs(configs) if configs is not None else fpn_level_configs()
     if not isinstance(convention, Convention):
         raise _v.WrongType(f"convention must be an explainer.conventions.Convention, got {type(convention).__name__}")
     out = []
@@ -400,7 +415,7 @@ def proposal_shift(configs: Sequence[Dict] | None = None, deltas: ArrayLike | No
     """
     from .boxes import decode
 
-    configs = list(configs) if configs is not None else fpn_level_configs()
+    configs = _level_configs(configs) if configs is not None else fpn_level_configs()
     off = finite_number(offset, "offset")
     if not 0.0 <= off < 1.0:
         raise ValueError(f"offset must be in [0, 1), got {offset!r}")
@@ -415,7 +430,7 @@ def proposal_shift(configs: Sequence[Dict] | None = None, deltas: ArrayLike | No
         num1 = (p1[:, :2] + p1[:, 2:]) / 2
         num2 = (p2[:, :2] + p2[:, 2:]) / 2
         cont1 = (to_continuous(p1)[:, :2] + to_continuous(p1)[:, 2:]) / 2
-        out.append({"name": c["name"], "stride": c["stride"], "detectron": p1, "detectron2": p2,
+        out.append({"name": c.get("name", f"stride {c['stride']}"), "stride": c["stride"], "detectron": p1, "detectron2": p2,
                     "numeric_centre_shift": (num1 - num2).mean(0).tolist(),
                     "continuous_centre_shift": (cont1 - num2).mean(0).tolist()})
     return out

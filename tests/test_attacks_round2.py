@@ -689,3 +689,14 @@ def test_control_characters_in_image_ids_cannot_forge_diagnosis_lines(tmp_path, 
     out = capsys.readouterr().out
     assert not any(line.startswith("forged") for line in out.splitlines()), out
     assert "\r" not in out and "\x1b" not in out and "\\r\\n" in out
+
+
+@pytest.mark.parametrize("configs, error", [([], ValueError), ([{}], ValueError), ([3], ValueError), ("P2", TypeError),
+                                            ([{"stride": 16, "sizes": [32.0]}], ValueError)])
+def test_anchor_level_configs_are_checked(configs, error):
+    from explainer import anchors as A
+
+    for fn in (A.all_level_anchors, A.proposal_shift):
+        with pytest.raises(error, match="configs"):
+            fn(configs=configs)
+    assert len(A.proposal_shift(configs=[{"stride": 16, "sizes": [32.0], "aspect_ratios": [1.0]}])) == 1
