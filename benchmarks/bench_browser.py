@@ -197,7 +197,7 @@ def run(quick: bool = False) -> List[Row]:
     moves = 6 if quick else 20
     port, token = _free_port(), secrets.token_hex(16)
     log = open(ROOT / "build" / "bench_browser_voila.log", "w") if (ROOT / "build").is_dir() else subprocess.DEVNULL
-    proc = subprocess.Popen(voila_command(port, token), env=voila_env(), cwd=ROOT, stdout=log,
+    proc = subprocess.Popen(voila_command(port), env=voila_env(token=token), cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -36,10 +36,12 @@ import math
 import os
 import stat
 from numbers import Real
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
+
+from explainer import _bounds
 
 __all__ = [
     "ArrayLike",
@@ -85,10 +87,9 @@ FLOAT32_SAFE = float(1 << 60)
 #: The largest magnitude of a box or point coordinate, in pixels: 2**500, whose areas (and their sums) stay below
 #: float64's largest value (about 1.8e308).
 MAX_COORDINATE = 2.0 ** 500
-#: The largest JSON file :func:`read_json` reads: 64 MiB.
-MAX_JSON_BYTES = 64 << 20
-#: The deepest nesting :func:`read_json` accepts.
-MAX_JSON_DEPTH = 64
+#: The largest JSON file :func:`read_json` reads (64 MiB), and the deepest nesting it accepts (64 levels); see
+#: :mod:`explainer._bounds`.
+MAX_JSON_BYTES, MAX_JSON_DEPTH = _bounds.MAX_JSON_BYTES, _bounds.MAX_JSON_DEPTH
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -381,11 +382,16 @@ def positive_int(v: object, name: str, minimum: int = 1, maximum: int = MAX_VALU
     return whole_number(v, name, minimum, maximum)
 
 
-def positive_number(v: object, name: str) -> float:
-    f = finite_number(v, name)
+def positive_number(v: object, name: str, maximum: Optional[float] = None) -> float:
+    f = finite_number(v, name, maximum=maximum)
     if f <= 0:
         raise ValueError(f"{name} must be > 0, got {_shown(v)}")
     return f
+
+
+#: The largest ``spatial_scale`` (feature cells per image pixel) accepted: beyond it, sample positions overflow
+#: the integer indices of any feature map.
+MAX_SPATIAL_SCALE = 1e6
 
 
 def probability(v: object, name: str) -> float:
@@ -420,6 +426,8 @@ def numbers(values: Any, name: str, *, positive: bool = False, allow_empty: bool
     for i, v in enumerate(items):
         try:
             out.append(positive_number(v, f"{name}[{i}]") if positive else finite_number(v, f"{name}[{i}]"))
+            if abs(out[-1]) > MAX_COORDINATE:   # squared, it must stay within float64
+                raise ValueError(f"{name}[{i}] must be at most 2**500 in magnitude, got {_shown(v)}")
         except ValueError as e:
             error = WrongType if isinstance(e, WrongType) else ValueError
             raise error(f"{name} must be {what}; {e}") from None
@@ -591,14 +599,24 @@ def regular_file(path: Union[str, os.PathLike], what: str) -> None:
         raise ValueError(f"{p}: cannot be read: permission denied (make it readable, or give another copy)")
 
 
-def read_json(path: Union[str, os.PathLike], what: str) -> Any:
+def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    d: Dict[str, Any] = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"gives the key {str(k)[:60]!r} twice (give each key once)")
+        d[k] = v
+    return d
+
+
+def read_json(path: Union[str, os.PathLike], what: str, unique_keys: bool = False) -> Any:
     """Read a JSON file given on a command line; ``what`` says what it should hold (for the messages).
 
     Refuses, with a ``ValueError`` that starts with the path: what is not a regular file (a directory, a FIFO,
     ``/dev/zero``), a file over :data:`MAX_JSON_BYTES`, bytes that are not UTF-8 JSON, ``NaN`` / ``Infinity`` and
-    numbers beyond float64, and nesting deeper than :data:`MAX_JSON_DEPTH`.
+    numbers beyond float64, nesting deeper than :data:`MAX_JSON_DEPTH`, and with ``unique_keys`` an object that
+    gives a key twice.
     """
-    from explainer.checkpoints.safe_load import Limits, open_untrusted
+    from explainer._bounds import Limits, open_untrusted
 
     p = os.fspath(path)
     regular_file(p, what)
@@ -609,7 +627,8 @@ def read_json(path: Union[str, os.PathLike], what: str) -> Any:
         raise ValueError(f"{p}: {e} ({what} is expected)") from None
     try:
         text = raw.decode("utf-8-sig")
-        data = json.loads(text, parse_constant=_json_constant, parse_float=_json_float)
+        data = json.loads(text, parse_constant=_json_constant, parse_float=_json_float,
+                          object_pairs_hook=_unique_keys if unique_keys else None)
     except RecursionError:
         raise ValueError(f"{p}: nested too deeply (more than {MAX_JSON_DEPTH} levels; {what} is expected)") from None
     except UnicodeDecodeError:

@@ -21,7 +21,7 @@ Sizes and strides are in image pixels. Nothing here imports matplotlib or ipywid
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -47,6 +47,28 @@ __all__ = [
     "all_level_anchors",
     "proposal_shift",
 ]
+
+
+def _four_deltas(deltas) -> torch.Tensor:
+    d = as_tensor(deltas, "deltas").to(torch.float64)
+    if d.numel() != 4:
+        raise ValueError(f"deltas must be 4 numbers (dx, dy, dw, dh), got shape {tuple(d.shape)}")
+    return d.reshape(4)
+
+
+def _level_configs(configs: Any) -> List[Dict]:
+    """``configs`` checked: a non-empty list of {"stride", "sizes", "aspect_ratios"} (as fpn_level_configs gives)."""
+    if isinstance(configs, (str, bytes, dict)) or not isinstance(configs, (list, tuple)):
+        raise _v.WrongType(f"configs must be a list of levels {{'stride', 'sizes', 'aspect_ratios'}} (see "
+                           f"fpn_level_configs), got {type(configs).__name__}")
+    if not configs:
+        raise ValueError("configs must list at least one level {'stride', 'sizes', 'aspect_ratios'} (see "
+                         "fpn_level_configs), got an empty list")
+    for i, c in enumerate(configs):
+        if not isinstance(c, dict) or not {"stride", "sizes", "aspect_ratios"} <= set(c):
+            raise ValueError(f"configs[{i}] must be a dict with 'stride', 'sizes' and 'aspect_ratios' (see "
+                             f"fpn_level_configs), got {str(c)[:60]}")
+    return list(configs)
 
 
 def _positive_list(values, name: str) -> List[float]:
@@ -340,6 +362,9 @@ def anchor_report(stride: float, sizes: Sequence[float], aspect_ratios: Sequence
         w_int = math.sqrt(s * s / a)
         dw, dh = float(det[i, 2] - det[i, 0]), float(det[i, 3] - det[i, 1])
         ew, eh = float(d2[i, 2] - d2[i, 0]), float(d2[i, 3] - d2[i, 1])
+        if dw <= 0 or dh <= 0:
+            raise ValueError(f"stride {stride:g} with size {s:g} and aspect ratio {a:g} gives a Detectron anchor "
+                             f"without width or height; use a stride of at least 1 pixel")
         d2_05 = d2[i] + 0.5 * stride
         rows.append({
             "size": s, "ratio": a,
@@ -366,7 +391,7 @@ def all_level_anchors(image_size: Sequence[int] = (800, 1333), configs: Sequence
     ``DETECTRON2``, ``DefaultAnchorGenerator`` with OFFSET 0.0.
     """
     h, w = size_pair(image_size, "image_size")
-    configs = list(configs) if configs is not None else fpn_level_configs()
+    configs = _level_configs(configs) if configs is not None else fpn_level_configs()
     check_convention(convention)
     out = []
     for c in configs:
@@ -388,7 +413,7 @@ def proposal_shift(configs: Sequence[Dict] | None = None, deltas: ArrayLike | No
     """
     from explainer.boxes import decode
 
-    configs = list(configs) if configs is not None else fpn_level_configs()
+    configs = _level_configs(configs) if configs is not None else fpn_level_configs()
     off = finite_number(offset, "offset")
     if not 0.0 <= off < 1.0:
         raise ValueError(f"offset must be in [0, 1), got {offset!r}")
@@ -397,13 +422,13 @@ def proposal_shift(configs: Sequence[Dict] | None = None, deltas: ArrayLike | No
         det = detectron_cell_anchors(c["stride"], c["sizes"], c["aspect_ratios"])
         d2 = d2_cell_anchors(c["sizes"], c["aspect_ratios"], dtype=torch.float64) + off * c["stride"]
         det = ratio_major_to_size_major(det, len(c["sizes"]), len(c["aspect_ratios"]))
-        dl = torch.zeros(len(det), 4, dtype=torch.float64) if deltas is None else as_tensor(deltas, "deltas").to(torch.float64).expand(len(det), 4)
+        dl = torch.zeros(len(det), 4, dtype=torch.float64) if deltas is None else _four_deltas(deltas).expand(len(det), 4)
         p1 = decode(dl, det, (1.0, 1.0, 1.0, 1.0), legacy_plus_one=True)
         p2 = decode(dl, d2, (1.0, 1.0, 1.0, 1.0))
         num1 = (p1[:, :2] + p1[:, 2:]) / 2
         num2 = (p2[:, :2] + p2[:, 2:]) / 2
         cont1 = (to_continuous(p1)[:, :2] + to_continuous(p1)[:, 2:]) / 2
-        out.append({"name": c["name"], "stride": c["stride"], "detectron": p1, "detectron2": p2,
+        out.append({"name": c.get("name", f"stride {c['stride']}"), "stride": c["stride"], "detectron": p1, "detectron2": p2,
                     "numeric_centre_shift": (num1 - num2).mean(0).tolist(),
                     "continuous_centre_shift": (cont1 - num2).mean(0).tolist()})
     return out

@@ -245,6 +245,7 @@ def decode(deltas: ArrayLike, boxes: ArrayLike, weights: Sequence[float] = (1.0,
     wx, wy, ww, wh = _weights(weights)
     clamp = finite_number(scale_clamp, "scale_clamp")
     d, b = _same_float(d, b)
+    clamp = min(clamp, torch.finfo(d.dtype).max)        # a clamp beyond the dtype's range clamps nothing
     widths, heights = box_size(b, legacy_plus_one=legacy_plus_one)
     ctr_x = b[:, 0] + 0.5 * widths
     ctr_y = b[:, 1] + 0.5 * heights

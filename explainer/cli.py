@@ -219,7 +219,8 @@ def _diagnose(args: argparse.Namespace) -> int:
             return _fail(e)
         return _fail(f"{args.reference}, {args.candidate}: nested too deeply ({what} is expected)")
     except MemoryError:
-        return _fail(f"{args.reference}, {args.candidate}: too large to read ({what} is expected)")
+        return _fail(f"{args.reference}, {args.candidate}: comparing them needs more memory than this process may "
+                     f"use (free memory, or split the files by image)")
     except (ValueError, OSError) as e:
         return _fail(e)
     print(json.dumps(d.to_dict(), indent=2) if args.json else d.summary())

@@ -45,6 +45,7 @@ hflip_minus_one           True: x -> W - x - 1                   False: x -> W -
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Tuple
 
@@ -130,8 +131,8 @@ class Convention:
             raise ValueError(f"post_nms_topk_train must be an integer >= 1, got {k!r}")
         for knob in ("rpn_smooth_l1_beta", "box_smooth_l1_beta"):
             b = getattr(self, knob)
-            if isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0:
-                raise ValueError(f"{knob} must be a number >= 0 (0 means L1), got {b!r}")
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0 or not math.isfinite(b):
+                raise ValueError(f"{knob} must be a number >= 0 (0 means L1) and finite, got {b!r}")
 
     # -- the one join between the two layers' names ------------------------------------------
     def operator_flags(self, *flags: str) -> Dict[str, Any]:

@@ -439,8 +439,8 @@ def crop_and_resize(image: ArrayLike, boxes: ArrayLike, crop_size: Union[int, Se
     take the extrapolation value.
     """
     x = as_tensor(image, "image")
-    if x.dim() != 4 or x.shape[0] != 1:
-        raise ValueError(f"image must be 1 x C x H x W, got shape {tuple(x.shape)}")
+    if x.dim() != 4 or x.shape[0] != 1 or x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"image must be 1 x C x H x W with H, W >= 1, got shape {tuple(x.shape)}")
     b = as_tensor(boxes, "boxes")
     if b.dim() == 1 and b.numel() == 0:
         b = b.reshape(0, 4)
@@ -519,12 +519,13 @@ def roi_align_via_crop_and_resize(features: ArrayLike, boxes: ArrayLike, resolut
     Tensor[K, 4] in image pixels. Returns Tensor[K, C, R, R].
     """
     f = as_tensor(features, "features")
-    if f.dim() != 4 or f.shape[0] != 1:
-        raise ValueError(f"features must be 1 x C x H x W, got shape {tuple(f.shape)}")
+    if f.dim() != 4 or f.shape[0] != 1 or f.shape[2] < 1 or f.shape[3] < 1:
+        raise ValueError(f"features must be 1 x C x H x W with H, W >= 1, got shape {tuple(f.shape)}")
     r = positive_int(resolution, "resolution")
     pad_border = _v.flag(pad_border, "pad_border")
     H, W = f.shape[-2:]
     img = torch.nn.functional.pad(f, (1, 1, 1, 1), mode="replicate") if pad_border else f
+    positive_number(spatial_scale, "spatial_scale", maximum=_v.MAX_SPATIAL_SCALE)
     tb = roi_align_box_to_crop_and_resize(boxes, (H, W), 2 * r, spatial_scale, pad_border)
     crops = crop_and_resize(img, tb, 2 * r)
     return torch.nn.functional.avg_pool2d(crops, 2, 2)

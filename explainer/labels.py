@@ -399,7 +399,7 @@ def train_box_classifier(features: ArrayLike, labels: ArrayLike, num_outputs: in
         raise ValueError(f"features must be N x D and labels N, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if y.numel() and (y.min() < 0 or y.max() >= n_out):
         raise ValueError(f"labels must be in 0..{n_out - 1} for num_outputs={n_out}, found {int(y.min())}..{int(y.max())}")
-    lr, steps = _v.positive_number(lr, "lr"), positive_int(steps, "steps", maximum=100_000)
+    lr, steps = _v.positive_number(lr, "lr", maximum=1e6), positive_int(steps, "steps", maximum=100_000)
     g = torch.Generator().manual_seed(_v.seed(seed))
     w = (torch.randn(n_out, x.shape[1], generator=g) * 0.01).requires_grad_()
     b = torch.zeros(n_out, requires_grad=True)
@@ -430,6 +430,9 @@ def load_into_background_last_head(w: ArrayLike, b: ArrayLike, mode: str, seed: 
     """
     one_of(mode, "mode", ("converted", "naive", "num_classes_off_by_one"))
     w, b = as_tensor(w, "w"), as_tensor(b, "b")
+    if w.dim() != 2 or b.dim() != 1 or w.shape[0] != b.shape[0] or w.shape[0] < 1:
+        raise ValueError(f"w must be (K+1) x D and b K+1 values, one row per class with background first; got w "
+                         f"{tuple(w.shape)}, b {tuple(b.shape)}")
     if mode == "converted":
         return background_first_to_last(w, 0), background_first_to_last(b, 0)
     if mode == "naive":

@@ -249,7 +249,7 @@ def rasterize_disc(centre: Sequence[float], radius: float, image_size_hw: Sequen
     """Tensor[H, W] coverage of a disc or diamond (continuous coordinates): with ``supersample=1`` a boolean mask of the pixels
     whose centre is inside; with more, the covered fraction of each pixel (s x s samples)."""
     H, W = image_size(image_size_hw, "image_size_hw")
-    centre, radius, shape = _centre(centre), _v.finite_number(radius, "radius", minimum=0.0), one_of(shape, "shape", SHAPES)
+    centre, radius, shape = _centre(centre), _v.finite_number(radius, "radius", minimum=0.0, maximum=_v.MAX_COORDINATE), one_of(shape, "shape", SHAPES)
     supersample = _v.positive_int(supersample, "supersample")
     _v.check_values(H * W * supersample ** 2, "supersample", f"{H:,} x {W:,} pixels x {supersample ** 2:,} samples")
     s = max(int(supersample), 1)
@@ -264,7 +264,7 @@ def rasterize_disc(centre: Sequence[float], radius: float, image_size_hw: Sequen
 def perfect_mask_prediction(centre: Sequence[float], radius: float, box: Sequence[float], M: int = 28, supersample: int = 8,
                             shape: str = "disc") -> torch.Tensor:
     """The M x M mask a perfect head would predict for a disc: the fraction of each mask cell the disc covers."""
-    centre, radius, shape = _centre(centre), _v.finite_number(radius, "radius", minimum=0.0), one_of(shape, "shape", SHAPES)
+    centre, radius, shape = _centre(centre), _v.finite_number(radius, "radius", minimum=0.0, maximum=_v.MAX_COORDINATE), one_of(shape, "shape", SHAPES)
     box, M, supersample = _v.as_box(box, "box")[0].tolist(), _v.positive_int(M, "M"), _v.positive_int(supersample, "supersample")
     _v.check_values((M * supersample) ** 2, "supersample", f"{M} x {M} cells x {supersample ** 2:,} samples")
     x1, y1, x2, y2 = (float(v) for v in box)

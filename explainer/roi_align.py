@@ -141,10 +141,10 @@ def roi_align(input: ArrayLike, boxes: Union[ArrayLike, List[ArrayLike]], output
     per image pixel (1 / stride); ``sampling_ratio`` <= 0 means adaptive. Returns Tensor[K, C, out_h, out_w].
     """
     x = as_tensor(input, "input")
-    if x.dim() != 4:
-        raise ValueError(f"input must be N x C x H x W, got shape {tuple(x.shape)}")
+    if x.dim() != 4 or x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"input must be N x C x H x W with H, W >= 1, got shape {tuple(x.shape)}")
     ph, pw = _output_size(output_size)
-    scale = positive_number(spatial_scale, "spatial_scale")
+    scale = positive_number(spatial_scale, "spatial_scale", maximum=_v.MAX_SPATIAL_SCALE)
     sampling_ratio = _v.whole_number(sampling_ratio, "sampling_ratio")
     rois = convert_boxes_to_rois(boxes, x.shape[0])
     aligned = _v.flag(aligned, "aligned")
@@ -329,10 +329,10 @@ def roi_pool(input: ArrayLike, boxes: Union[ArrayLike, List[ArrayLike]], output_
     Returns Tensor[K, C, out_h, out_w].
     """
     x = as_tensor(input, "input")
-    if x.dim() != 4:
-        raise ValueError(f"input must be N x C x H x W, got shape {tuple(x.shape)}")
+    if x.dim() != 4 or x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"input must be N x C x H x W with H, W >= 1, got shape {tuple(x.shape)}")
     ph, pw = _output_size(output_size)
-    scale = positive_number(spatial_scale, "spatial_scale")
+    scale = positive_number(spatial_scale, "spatial_scale", maximum=_v.MAX_SPATIAL_SCALE)
     rois = convert_boxes_to_rois(boxes, x.shape[0])
     _v.check_values(rois.shape[0] * ph * pw, "boxes", f"{rois.shape[0]:,} RoIs x {ph * pw:,} bins pooled one by one",
                     limit=1 << 20)
@@ -357,7 +357,7 @@ def assign_fpn_levels(boxes: ArrayLike, *, legacy_plus_one: bool = False, min_le
     """
     b = as_boxes(boxes, "boxes", legacy_plus_one=legacy_plus_one).to(torch.float64)
     lo, hi = positive_int(min_level, "min_level"), positive_int(max_level, "max_level")
-    canonical_level = _v.whole_number(canonical_level, "canonical_level")
+    canonical_level = _v.whole_number(canonical_level, "canonical_level", -1000, 1000)
     if hi < lo:
         raise ValueError(f"max_level ({hi}) must be >= min_level ({lo})")
     s0 = positive_number(canonical_box_size, "canonical_box_size")

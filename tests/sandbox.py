@@ -56,6 +56,10 @@ def act(req):
     if mode == "cli":
         from explainer.__main__ import main
         return {"exit": main(req["argv"])}
+    if mode == "call":  # argv: [module, function, *string arguments]
+        import importlib
+        module, name, *args = req["argv"]
+        return {"result": repr(getattr(importlib.import_module(module), name)(*args))[:200]}
     raise SystemExit("unknown mode " + mode)
 
 def child(req, w):

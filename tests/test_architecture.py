@@ -8,8 +8,10 @@ rank  modules                                                 what they are
 0     ``explainer._*`` (``_validate``, ``_torchvision``, ...)  private base: argument checks, small helpers
 0     ``explainer.conventions``                              the knobs and the presets
 1     the topic modules at the top of ``explainer/``         what the chapters teach
-2     ``explainer.checkpoints``, ``diagnosis``, ``trace``    the three tools (``trace`` may use ``diagnosis``'s
-                                                              vocabulary of causes; no other tool edge)
+2     ``explainer.checkpoints``, ``diagnosis``, ``trace``    the three tools; between them only two edges:
+                                                              ``diagnosis.causes`` (the vocabulary of causes)
+                                                              and ``checkpoints.safe_load`` (the restricted
+                                                              reader every untrusted file goes through)
 3     ``explainer.course``                                   the miniature detector and what is built on it
 4     ``explainer.viz``, then ``explainer.widgets``          drawing, then dashboards
 5     ``explainer.cli``, ``explainer.__main__``              the command line
@@ -33,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "explainer"
 TOPICS = {"pixels", "boxes", "anchors", "roi_align", "labels", "masks", "training", "deployment", "effects", "export_ops"}
 TOOLS = ("checkpoints", "diagnosis", "trace")
+#: What one tool may take from another: the vocabulary of causes, and the restricted reader.
+SHARED_BY_TOOLS = ("explainer.diagnosis.causes", "explainer.checkpoints.safe_load")
 
 
 def _module_name(path: Path) -> str:
@@ -123,7 +127,7 @@ def _allowed(src: str, dst: str) -> bool:
     if rd > rs:
         return False
     if rs == rd == 2 and _part(src) != _part(dst):
-        return _part(src) == "trace" and dst == "explainer.diagnosis.causes"
+        return dst in SHARED_BY_TOOLS
     if rs == rd == 0 and src == "explainer.conventions":
         return dst == "explainer._validate"
     return True
@@ -222,6 +226,8 @@ def test_viz_and_widgets_compute_nothing_themselves():
 def test_the_layer_rules_see_a_violation():
     assert not _allowed("explainer.boxes", "explainer.course.cache")          # a topic importing the course
     assert not _allowed("explainer.diagnosis.report", "explainer.trace.divergence")  # a tool importing another
+    assert not _allowed("explainer.trace.divergence", "explainer.checkpoints.checkpoint")
+    assert not _allowed("explainer._validate", "explainer.checkpoints.safe_load")   # the base importing a tool
     assert not _allowed("explainer.viz.draw", "explainer.widgets.base")       # drawing importing dashboards
     assert _allowed("explainer.trace.divergence", "explainer.diagnosis.causes")
     assert _allowed("explainer.course.measured", "explainer.trace.causes")

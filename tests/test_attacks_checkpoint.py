@@ -376,12 +376,11 @@ def test_torch_save_files_load_as_torch_reads_them(tmp_path):
         assert ck.tensors["1.num_batches_tracked"].shape == ()
 
 
-def test_legacy_torch_format_is_refused_unread(tmp_path):
+def test_legacy_torch_format_is_read(tmp_path):
     path = tmp_path / "legacy.pth"
     torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))  # a real legacy file
-    with pytest.raises(ValueError, match="legacy format"):
-        Ck.load_checkpoint(path)
+    assert torch.equal(Ck.load_checkpoint(path).tensors["w"], torch.ones(2))
 
 
 def test_hand_built_archive_is_what_torch_reads(tmp_path):

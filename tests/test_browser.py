@@ -156,9 +156,10 @@ def voila(tmp_path_factory):
     base = tmp_path_factory.mktemp("voila")
     root = _scratch_course(base)
     port, token = _free_port(), secrets.token_hex(16)
-    env = voila_env(dict(os.environ, JUPYTER_CONFIG_DIR=str(base / "config"), JUPYTER_RUNTIME_DIR=str(base / "runtime")))
+    env = voila_env(dict(os.environ, JUPYTER_CONFIG_DIR=str(base / "config"), JUPYTER_RUNTIME_DIR=str(base / "runtime")),
+                    token=token)
     url = f"http://127.0.0.1:{port}"
-    proc, log = _serve(voila_command(port, token, root=root), env, root, base / "voila.log",
+    proc, log = _serve(voila_command(port, root=root), env, root, base / "voila.log",
                        f"{url}/?token={token}", "Voila")
     yield {"url": url, "token": token, "root": root, "log": base / "voila.log"}
     _stop(proc, log)

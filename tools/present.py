@@ -4,7 +4,9 @@ Voila serves the repository's root, so a chapter is at ``/voila/render/notebooks
 chapters' relative links (``03_anchors.ipynb``) lead from one chapter to the next exactly as in JupyterLab. Links
 to ``../docs/*.md`` and to the cheat sheet in ``build/`` are served as files (allowed below). Each page runs its
 chapter in a fresh kernel when it opens. The server listens on 127.0.0.1 only and asks for a token; the URL printed
-carries it, and the browser keeps it in a cookie for the links that follow.
+carries it, and the browser keeps it in a cookie for the links that follow. The token reaches Voila through its
+environment (``JUPYTER_TOKEN``, readable only by the same user), never on its command line, which any local user
+can read in ``/proc/<pid>/cmdline``.
 """
 
 from __future__ import annotations
@@ -29,20 +31,24 @@ FILE_ALLOWLIST = [r".*\.(png|jpg|gif|svg)", r"docs/[^/]+\.md", r"build/cheatshee
 TEMPLATES = Path(__file__).resolve().parent
 
 
-def voila_command(port: int, token: str, root: Path = ROOT, python: str = sys.executable) -> List[str]:
-    """The Voila command line: serve ``root`` on 127.0.0.1:``port``, sources stripped, no browser.
+def voila_command(port: int, root: Path = ROOT, python: str = sys.executable) -> List[str]:
+    """The Voila command line: serve ``root`` on 127.0.0.1:``port``, sources stripped, no browser, a token required.
 
-    Run it with :func:`voila_env`, which makes the course's template findable.
+    Run it with :func:`voila_env`, which makes the course's template findable and gives the token.
     """
     allow = "[" + ", ".join(repr(p) for p in FILE_ALLOWLIST) + "]"
     return [python, "-m", "voila", str(root), "--no-browser", "--Voila.ip=127.0.0.1", f"--Voila.port={port}",
-            "--Voila.port_retries=0", f"--Voila.token={token}", "--strip_sources=True", "--template=course",
+            "--Voila.port_retries=0", "--Voila.auto_token=True", "--strip_sources=True", "--template=course",
             "--VoilaConfiguration.show_tracebacks=False", f"--VoilaConfiguration.file_allowlist={allow}"]
 
 
-def voila_env(base: Optional[dict] = None) -> dict:
-    """The environment for :func:`voila_command`: the course's template on JUPYTER_PATH, no forced plot backend."""
+def voila_env(base: Optional[dict] = None, token: Optional[str] = None) -> dict:
+    """The environment for :func:`voila_command`: the course's template on JUPYTER_PATH, no forced plot backend,
+    and the token the server requires (``JUPYTER_TOKEN``; without one, Voila makes one up)."""
     env = dict(os.environ if base is None else base)
+    env.pop("JUPYTER_TOKEN_FILE", None)
+    if token is not None:
+        env["JUPYTER_TOKEN"] = token
     env["JUPYTER_PATH"] = os.pathsep.join([str(TEMPLATES)] + [p for p in [env.get("JUPYTER_PATH")] if p])
     env.pop("MPLBACKEND", None)  # the notebooks choose ipympl's backend themselves
     return env
@@ -62,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"Presenting the course at\n\n    {url}\n\nOpen it in a browser (the links lead from chapter to chapter). "
           "Ctrl-C stops the server.", flush=True)
     try:
-        return subprocess.call(voila_command(args.port, token), env=voila_env(), cwd=ROOT)
+        return subprocess.call(voila_command(args.port), env=voila_env(token=token), cwd=ROOT)
     except KeyboardInterrupt:
         return 0
 

@@ -3,10 +3,12 @@
 * :func:`load_checkpoint` reads a Detectron ``.pkl`` (a pickled dict, often ``{"blobs": {...}}``, written by
   Python 2's ``cPickle`` at protocol 2 and read back with ``encoding="latin1"``, as ``save_object`` and
   ``load_object`` in Detectron's ``detectron/utils/io.py`` do), a Detectron2 ``.pkl``
-  (``{"model": {...}, "__author__": ...}``) and a torch ``.pth`` archive. Pickles are read by
+  (``{"model": {...}, "__author__": ...}``) and a torch ``.pth``: a zip archive, or torch.save's legacy format
+  (before torch 1.6, as maskrcnn-benchmark's released checkpoints are). Pickles are read by
   :class:`RestrictedUnpickler` (:mod:`explainer.checkpoints.safe_load`), which builds only containers, numbers, strings and
   numeric numpy arrays: any other global (a ``__reduce__`` payload, an unknown class) is refused by name before
-  anything of it runs. A ``.pth``'s members and its ``data.pkl`` are checked the same way before
+  anything of it runs. A ``.pth``'s members and its ``data.pkl`` (a legacy file's pickles and the storages
+  that follow them) are checked the same way before
   ``torch.load(..., weights_only=True)`` reads it. Every size a file declares is checked before anything is
   allocated, within the limits of :class:`Limits` (defaults: files up to ``MAX_FILE_BYTES`` = 8 GiB, one array
   up to ``MAX_ARRAY_BYTES`` = 4 GiB, all arrays up to ``MAX_TOTAL_BYTES`` = 8 GiB and at most ``EXPANSION`` = 4
@@ -71,11 +73,13 @@ from explainer.checkpoints.maskrcnn_benchmark import (
 from explainer.checkpoints.safe_load import (
     DEFAULT_LIMITS,
     NOTHING_RAN,
+    TORCH_LEGACY_MAGIC,
     Limits,
     Refused,
     RestrictedUnpickler,
     check_structure,
-    check_torch_zip,
+    load_torch_legacy,
+    load_torch_zip,
     open_untrusted,
     short_repr,
 )
@@ -122,9 +126,6 @@ class Checkpoint:
 
 
 _DETECTRON_NAME = re.compile(r"^(conv1|res\d|res_conv1|fpn_|conv_rpn|rpn_|fc\d|cls_score|bbox_pred|mask_fcn|_\[mask\]|conv5_mask|kps_|conv_fcn|head_conv)")
-# torch.save's format before the zip archive (the default until torch 1.6, per torch.save's docstring in
-# torch/serialization.py) starts with a pickle of its magic number; the oldest one is a tar archive
-_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 
 
 def _array_to_tensor(a: np.ndarray, where: str) -> torch.Tensor:
@@ -155,37 +156,18 @@ def _to_tensors(d: Mapping, where: str) -> Tuple[Dict[str, torch.Tensor], Dict[s
     return tensors, other
 
 
-def _torch_refusal(e: BaseException) -> str:
-    """torch.load's complaint, reduced to its cause: without its advice to retry with weights_only=False."""
-    msg = str(e)
-    core = msg.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in msg else msg
-    lines = [s.strip() for s in re.split(r"\n|(?<=\.) ", core) if s.strip() and "weights_only" not in s
-             and "trust" not in s and "torch.load" not in s and "add_safe_globals" not in s and "safe_globals" not in s]
-    core = short_repr(" ".join(lines[:2]).rstrip(". ") or type(e).__name__, 160)[1:-1]
-    if "Weights only load failed" in msg or isinstance(e, pickle.UnpicklingError):
-        return f"refused by torch's restricted loader: {core}; {NOTHING_RAN}"
-    return f"not a readable .pth checkpoint (truncated or corrupted?): {core}; get a fresh copy of the file"
-
-
-def _load_pth(f: BinaryIO, size: int, limits: Limits) -> Any:
-    check_torch_zip(f, size, limits)  # sizes and data.pkl checked before torch reads anything
-    f.seek(0)
-    try:
-        return torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for files it cannot read
-        raise Refused(_torch_refusal(e)) from None
-
-
 def _read_object(p: Path, limits: Limits) -> Tuple[Any, str]:
     """The file's top-level object and the container format ("pkl" or "pth")."""
     with open_untrusted(p, limits) as (f, size):
         head = f.read(512)
         f.seek(0)
         if head[:4] == b"PK\x03\x04":
-            return _load_pth(f, size, limits), "pth"
-        if head.startswith(_TORCH_LEGACY_MAGIC) or head[257:262] == b"ustar":
-            raise Refused("written by torch.save in its legacy format (the default before torch 1.6), which is not "
-                          "read here: save it again with a current torch.save where it was made")
+            return load_torch_zip(f, size, limits), "pth"
+        if head.startswith(TORCH_LEGACY_MAGIC):
+            return load_torch_legacy(f, size, limits), "pth"
+        if head[257:262] == b"ustar":
+            raise Refused("written by torch.save in its tar format (torch before 0.4), which is not read here: "
+                          "save it again with a newer torch.save where it was made")
         obj = RestrictedUnpickler(f, size=size, limits=limits).load()
     check_structure(obj, limits)
     return obj, "pkl"

@@ -21,7 +21,8 @@ loading on it.
   ``/dev/zero``) before opening it, and opens with ``O_NONBLOCK`` so that a path swapped for a FIFO cannot
   hang the reader.
 
-Limits (the fields of :class:`Limits`; the defaults are these module constants):
+Limits (the fields of :class:`Limits`; the defaults are these module constants, defined with every other
+reader's bounds in :mod:`explainer._bounds`):
 
 * ``MAX_FILE_BYTES`` = 8 GiB: larger files are refused before anything is read.
 * ``MAX_ARRAY_BYTES`` = 4 GiB: the most one array, string or torch storage may declare.
@@ -47,15 +48,12 @@ from __future__ import annotations
 
 import codecs
 import io
-import os
+import pickle
 import re
-import stat
 import struct
 import zipfile
 from collections import OrderedDict
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -63,139 +61,38 @@ __all__ = [
     "MAX_FILE_BYTES", "MAX_ARRAY_BYTES", "MAX_TOTAL_BYTES", "EXPANSION", "SLACK_BYTES", "MAX_OPS", "MAX_DEPTH",
     "MAX_EXPANDED", "MAX_OTHER_KEYS", "MAX_KEY_ITEMS", "MAX_INT_BYTES", "MAX_LINE_BYTES", "MAX_ZIP_MEMBERS",
     "Limits", "DEFAULT_LIMITS", "Refused", "RestrictedUnpickler", "check_structure", "check_torch_zip",
-    "open_untrusted", "short_repr", "format_bytes", "NOTHING_RAN",
+    "open_untrusted", "short_repr", "format_bytes", "NOTHING_RAN", "check_torch_legacy", "check_npz",
+    "TORCH_LEGACY_MAGIC", "torch_refusal", "load_torch_zip", "load_torch_legacy",
 ]
 
-KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
-MAX_FILE_BYTES = 8 * GiB
-MAX_ARRAY_BYTES = 4 * GiB
-MAX_TOTAL_BYTES = 8 * GiB
-EXPANSION = 4
-SLACK_BYTES = 64 * KiB
-MAX_OPS = 2_000_000
-MAX_DEPTH = 100
-MAX_EXPANDED = 10_000_000
-MAX_OTHER_KEYS = 4096
-MAX_KEY_ITEMS = 64
-MAX_KEY_DEPTH = 4
-MAX_INT_BYTES = 1024
-MAX_LINE_BYTES = 64 * MiB
-MAX_ZIP_MEMBERS = 100_000
+from explainer._bounds import (  # the numbers and the opener, stated once for every reader in explainer._bounds
+    DEFAULT_LIMITS,
+    EXPANSION,
+    MAX_ARRAY_BYTES,
+    MAX_DEPTH,
+    MAX_EXPANDED,
+    MAX_FILE_BYTES,
+    MAX_INT_BYTES,
+    MAX_KEY_DEPTH,
+    MAX_KEY_ITEMS,
+    MAX_LINE_BYTES,
+    MAX_OPS,
+    MAX_OTHER_KEYS,
+    MAX_TOTAL_BYTES,
+    MAX_ZIP_MEMBERS,
+    NOTHING_RAN,
+    SLACK_BYTES,
+    Limits,
+    MiB,
+    Refused,
+    format_bytes,
+    open_untrusted,
+    short_repr,
+)
+
 _BIG = 1 * MiB  # strings at least this long are released from the memo once an array has consumed them
 
 _NoneType = type(None)
-
-#: The sentence every refusal of hostile content ends with.
-NOTHING_RAN = "nothing in it was run; get the checkpoint again from its original source"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The bounds within which a file is read (see the module docstring for each one's meaning)."""
-
-    max_file_bytes: int = MAX_FILE_BYTES
-    max_array_bytes: int = MAX_ARRAY_BYTES
-    max_total_bytes: int = MAX_TOTAL_BYTES
-    expansion: int = EXPANSION
-    slack_bytes: int = SLACK_BYTES
-    max_ops: int = MAX_OPS
-    max_depth: int = MAX_DEPTH
-    max_expanded: int = MAX_EXPANDED
-    max_other_keys: int = MAX_OTHER_KEYS
-    max_key_items: int = MAX_KEY_ITEMS
-    max_zip_members: int = MAX_ZIP_MEMBERS
-
-    def data_budget(self, file_size: int) -> int:
-        """The most bytes that may be materialised from a file of ``file_size`` bytes."""
-        return min(self.max_total_bytes, self.expansion * max(0, file_size) + self.slack_bytes)
-
-
-DEFAULT_LIMITS = Limits()
-
-
-class Refused(ValueError):
-    """A file refused: the message says what was wrong (without the file's name, which the caller adds)."""
-
-
-def format_bytes(n: int) -> str:
-    """``1536`` -> ``'1.5 KiB'``; exact for small counts."""
-    if n < 1024:
-        return f"{n} B"
-    for unit, size in (("EiB", 1 << 60), ("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"  # pragma: no cover
-
-
-def short_repr(x: Any, n: int = 60) -> str:
-    """A repr cut to ``n`` characters, computed without ever walking a large or shared structure."""
-    if isinstance(x, (str, bytes, bytearray)):
-        r = repr(x[: n + 1])
-    elif isinstance(x, (bool, float, complex)) or x is None:
-        r = repr(x)
-    elif isinstance(x, int):
-        r = repr(x) if x.bit_length() < 200 else f"<an integer of {x.bit_length()} bits>"
-    elif isinstance(x, (tuple, list)) and len(x) <= 16 and all(type(v) in (int, float, bool, _NoneType) for v in x):
-        r = repr(tuple(v if type(v) is not int or v.bit_length() < 200 else ... for v in x))
-    elif isinstance(x, (tuple, list, dict, set, frozenset)):
-        r = f"<a {type(x).__name__} of {len(x)} items>"
-    elif isinstance(x, np.ndarray):
-        r = f"<an array {x.dtype} {tuple(x.shape)}>"
-    else:
-        r = f"<a {type(x).__name__}>"
-    return r if len(r) <= n else r[: n - 3] + "..."
-
-
-# --------------------------------------------------------------------------------------------
-# Opening a file
-# --------------------------------------------------------------------------------------------
-def _check_kind(st: os.stat_result, limits: Limits) -> None:
-    mode = st.st_mode
-    if stat.S_ISDIR(mode):
-        raise Refused("is a directory, expected a checkpoint file (.pkl or .pth)")
-    if stat.S_ISFIFO(mode):
-        raise Refused("is a named pipe (FIFO), not a regular file: save the checkpoint to a file and load that")
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        raise Refused("is a device, not a regular file: give the path of a checkpoint file")
-    if not stat.S_ISREG(mode):
-        raise Refused("is not a regular file (a socket?): give the path of a checkpoint file")
-    if st.st_size == 0:
-        raise Refused("the file is empty (an interrupted download or copy?)")
-    if st.st_size > limits.max_file_bytes:
-        raise Refused(f"is {format_bytes(st.st_size)}, over the {format_bytes(limits.max_file_bytes)} limit for a checkpoint; "
-                      "if it really is one, pass limits=Limits(max_file_bytes=...)")
-
-
-def _os_refusal(e: OSError) -> Refused:
-    if isinstance(e, FileNotFoundError):
-        return Refused("no such file (check the path)")
-    if isinstance(e, PermissionError):
-        return Refused("cannot be read: permission denied (check the permissions of the file and its folders)")
-    return Refused(f"cannot be read: {e.strerror or type(e).__name__}")
-
-
-@contextmanager
-def open_untrusted(path: Union[str, os.PathLike], limits: Limits = DEFAULT_LIMITS) -> Iterator[Tuple[BinaryIO, int]]:
-    """Open a regular file of at most ``limits.max_file_bytes`` for reading; yields ``(file, size)``.
-
-    The kind and size are checked before opening (a FIFO or ``/dev/zero`` is never opened) and again on the open
-    descriptor, which is opened non-blocking so that a path replaced by a FIFO in between cannot hang.
-    """
-    try:
-        _check_kind(os.stat(path), limits)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise _os_refusal(e) from None
-    try:
-        st = os.fstat(fd)
-        _check_kind(st, limits)
-        f = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    with f:
-        yield f, st.st_size
-
 
 # --------------------------------------------------------------------------------------------
 # The allowed globals: each one a wrapper that checks its arguments
@@ -1090,11 +987,13 @@ class TorchPickleScan(RestrictedUnpickler):
         super().build(inst, state)
 
 
-def check_torch_zip(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS) -> None:
+def check_torch_zip(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS,
+                    scan_type: Optional[type] = None) -> None:
     """Check a torch zip archive before ``torch.load`` inflates or allocates anything.
 
     Members' uncompressed sizes (``ZipInfo.file_size``) against the limits and the file's size; ``data.pkl``
-    read by :class:`TorchPickleScan`; every declared storage against its member's size. Raises :class:`Refused`.
+    read by :class:`TorchPickleScan` (or ``scan_type``, a subclass of it); every declared storage against its
+    member's size. Raises :class:`Refused`.
     """
     budget = limits.data_budget(size)
     try:
@@ -1115,7 +1014,7 @@ def check_torch_zip(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS) -> 
             data = zf.read(pkl)
         except Exception as e:  # a damaged member: bad CRC, bad header, bad deflate stream, ...
             raise Refused(f"not a readable .pth checkpoint (truncated or corrupted?): {_why(e)}") from None
-    scan = TorchPickleScan(io.BytesIO(data), size=len(data), limits=limits, data_budget=budget)
+    scan = (scan_type or TorchPickleScan)(io.BytesIO(data), size=len(data), limits=limits, data_budget=budget)
     check_structure(scan.load(), limits)
     total = 0
     for key, nbytes in scan.storages.items():
@@ -1158,3 +1057,212 @@ def _check_members(infos: List[zipfile.ZipInfo], size: int, budget: int, limits:
                           f"(at most {limits.expansion}x its size: a zip bomb?); {NOTHING_RAN}")
         members[name] = info
     return members
+
+
+# --------------------------------------------------------------------------------------------
+# torch's legacy format (torch.save before torch 1.6): pickles, then each storage's raw bytes
+# --------------------------------------------------------------------------------------------
+#: The first three pickles of a legacy file: this number, the format's version and a dict about the machine.
+LEGACY_MAGIC, LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
+
+
+class _LegacyStorageIds:
+    """A legacy file's storage references: ``('storage', type, key, location, numel, None)``, recorded as the zip
+    format's are (a sixth element, the view of another storage, was written only before torch 0.4)."""
+
+    storages: Dict[str, int]
+    itemsizes: Dict[str, int]
+
+    def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is tuple and len(pid) == 6 and pid[5] is not None:
+            raise Refused("holds a storage view, which only torch before 0.4 wrote: load it in that torch and save "
+                          "its state_dict() again")
+        if type(pid) is not tuple or len(pid) != 6:
+            raise Refused(f"holds the persistent reference {short_repr(pid)}, expected a torch storage; {NOTHING_RAN}")
+        ref = super().persistent_load(pid[:5])  # type: ignore[misc]
+        if not hasattr(self, "itemsizes"):
+            self.itemsizes = {}
+        self.itemsizes[ref.key] = _STORAGE_ITEMSIZE[pid[1].name]
+        return ref
+
+
+def _small_pickle(f: BinaryIO, size: int, limits: Limits) -> Any:
+    obj = RestrictedUnpickler(f, size=size - f.tell(), limits=limits, data_budget=SLACK_BYTES).load()
+    check_structure(obj, limits)
+    return obj
+
+
+def check_torch_legacy(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS,
+                       scan_type: Optional[type] = None) -> None:
+    """Check a file in torch's legacy format before ``torch.load`` reads it, as :func:`check_torch_zip` does a
+    zip archive.
+
+    Its pickles (the magic number, the format's version, the machine's description, the object with its storage
+    references, the list of storage keys) are read by the same restricted interpreter (:class:`TorchPickleScan`,
+    or ``scan_type``, a subclass of it) within the same limits; then each storage's declared element count and
+    bytes against what follows in the file, and their total against the file's data budget. Raises
+    :class:`Refused`.
+    """
+    budget = limits.data_budget(size)
+    f.seek(0)
+    if _small_pickle(f, size, limits) != LEGACY_MAGIC:
+        raise Refused("not a readable .pth checkpoint (truncated or corrupted?): no torch.save magic number")
+    if _small_pickle(f, size, limits) != LEGACY_PROTOCOL:
+        raise Refused("written by torch.save in a legacy format version other than 1001; save it again with a "
+                      "current torch.save")
+    info = _small_pickle(f, size, limits)
+    if not isinstance(info, dict) or info.get("little_endian") is not True:
+        raise Refused("written by torch.save on a big-endian machine (or its description is damaged); save it "
+                      "again on a little-endian one")
+    scan_cls = type("LegacyScan", (_LegacyStorageIds, scan_type or TorchPickleScan), {})
+    scan = scan_cls(f, size=size - f.tell(), limits=limits, data_budget=budget)
+    check_structure(scan.load(), limits)
+    keys = _small_pickle(f, size, limits)
+    declared: Dict[str, int] = scan.storages
+    if (not isinstance(keys, list) or not all(type(k) is str for k in keys) or len(set(keys)) != len(keys)
+            or set(keys) != set(declared)):
+        raise Refused(f"its list of storages does not match the storages its tensors use; {NOTHING_RAN}")
+    total = 0
+    for key in keys:
+        head = f.read(8)
+        if len(head) != 8:
+            raise Refused(f"storage {key!r} is missing: the file ends before it (truncated?); get a fresh copy")
+        (numel,) = struct.unpack("<q", head)
+        nbytes = declared[key]
+        if numel < 0 or numel * getattr(scan, "itemsizes", {}).get(key, 1) != nbytes:
+            raise Refused(f"storage {key!r} declares {format_bytes(nbytes)} but its data says {numel:,} elements; "
+                          f"{NOTHING_RAN}")
+        if f.tell() + nbytes > size:
+            raise Refused(f"storage {key!r} needs {format_bytes(nbytes)}, the file holds "
+                          f"{format_bytes(size - f.tell())} for it (truncated?); get a fresh copy")
+        total += nbytes
+        if total > budget:  # pragma: no cover - the bytes are in the file, whose size bounds them
+            raise Refused(f"declares {format_bytes(total)} of storages, over its budget of {format_bytes(budget)}; "
+                          f"{NOTHING_RAN}")
+        f.seek(nbytes, io.SEEK_CUR)
+
+
+# --------------------------------------------------------------------------------------------
+# numpy .npz archives: members, their headers and their sizes checked before numpy reads them
+# --------------------------------------------------------------------------------------------
+def _npy_header(m: BinaryIO) -> Tuple[Tuple[int, ...], np.dtype, int]:
+    """A ``.npy`` member's declared shape and dtype, and its header's length in bytes."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(m)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(m)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = npy.read_array_header_2_0(m)
+    else:
+        raise ValueError(f"unknown .npy format version {version}")
+    return tuple(int(x) for x in shape), np.dtype(dtype), m.tell()
+
+
+def check_npz(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Check a ``numpy.savez`` archive before ``numpy.load`` inflates or allocates anything.
+
+    Refuses (:class:`Refused`): a damaged directory, more than ``limits.max_zip_members`` members, a member name
+    given twice (``numpy.load`` would read only the last), a member that is not a ``.npy`` array, encryption or
+    an unusual compression, members whose uncompressed sizes exceed the per-array limit or together the file's
+    data budget (a zip bomb), an object dtype (pickled objects), and a header whose shape and dtype do not
+    account for exactly the member's bytes.
+    """
+    budget = limits.data_budget(size)
+    try:
+        zf = zipfile.ZipFile(f)
+        infos = zf.infolist()
+    except Exception as e:  # BadZipFile, NotImplementedError, struct.error, ... on a damaged directory
+        raise Refused(f"not a readable .npz archive (truncated or corrupted?): {_why(e)} (save it again with "
+                      f"numpy.savez)") from None
+    with zf:
+        if len(infos) > limits.max_zip_members:
+            raise Refused(f"is a zip archive of {len(infos):,} members (at most {limits.max_zip_members:,}) (save "
+                          f"fewer arrays)")
+        seen: Dict[str, int] = {}
+        total = 0
+        for info in infos:
+            name = info.filename
+            if name in seen:
+                raise Refused(f"member {short_repr(name)} appears twice in the archive (numpy.savez never writes "
+                              f"that, and only the last would be read; save it again with numpy.savez)")
+            seen[name] = 1
+            if not name.endswith(".npy"):
+                raise Refused(f"member {short_repr(name)} is not a .npy array (save the arrays with numpy.savez)")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
+                raise Refused(f"member {short_repr(name)} is encrypted or compressed with an unusual method (save "
+                              f"it again with numpy.savez or numpy.savez_compressed)")
+            if info.file_size > limits.max_array_bytes:
+                raise Refused(f"member {short_repr(name)} expands to {format_bytes(info.file_size)}, over the "
+                              f"{format_bytes(limits.max_array_bytes)} limit per array (save smaller arrays)")
+            total += info.file_size
+            if total > budget:
+                raise Refused(f"its members expand to more than {format_bytes(budget)} from a "
+                              f"{format_bytes(size)} file (at most {limits.expansion}x its size: a zip bomb? "
+                              f"save the arrays with numpy.savez)")
+            _check_npy_member(zf, info, limits)
+
+
+def _check_npy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> None:
+    name = short_repr(info.filename)
+    try:
+        with zf.open(info) as m:
+            shape, dtype, header = _npy_header(m)  # type: ignore[arg-type]
+    except Exception as e:  # a damaged member or header: ValueError, BadZipFile, zlib.error, EOFError, ...
+        raise Refused(f"member {name} is not a readable .npy array (truncated or damaged?): {_why(e)} (save it "
+                      f"again with numpy.savez)") from None
+    if dtype.hasobject:
+        raise Refused(f"member {name} holds pickled objects (dtype {short_repr(str(dtype), 40)}), which are not "
+                      f"read (save plain numeric arrays with numpy.savez)")
+    nbytes = _numel(shape) * dtype.itemsize
+    if header + nbytes != info.file_size:
+        raise Refused(f"member {name} declares {short_repr(shape, 40)} {dtype} ({format_bytes(nbytes)}) but holds "
+                      f"{format_bytes(max(info.file_size - header, 0))} of data (truncated or damaged? save it "
+                      f"again with numpy.savez)")
+
+
+# --------------------------------------------------------------------------------------------
+# torch files: checked, then read by torch.load(weights_only=True)
+# --------------------------------------------------------------------------------------------
+# torch.save's format before the zip archive (the default until torch 1.6, per torch.save's docstring in
+# torch/serialization.py) starts with a pickle of its magic number; the oldest one is a tar archive
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+
+
+def torch_refusal(e: BaseException) -> str:
+    """torch.load's complaint, reduced to its cause: without its advice to retry with weights_only=False."""
+    msg = str(e)
+    core = msg.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in msg else msg
+    lines = [s.strip() for s in re.split(r"\n|(?<=\.) ", core) if s.strip() and "weights_only" not in s
+             and "trust" not in s and "torch.load" not in s and "add_safe_globals" not in s and "safe_globals" not in s]
+    core = short_repr(" ".join(lines[:2]).rstrip(". ") or type(e).__name__, 160)[1:-1]
+    if "Weights only load failed" in msg or isinstance(e, pickle.UnpicklingError):
+        return f"refused by torch's restricted loader: {core}; {NOTHING_RAN}"
+    return f"not a readable .pth checkpoint (truncated or corrupted?): {core}; get a fresh copy of the file"
+
+
+def load_torch_zip(f: BinaryIO, size: int, limits: Limits, scan_type: Optional[type] = None) -> Any:
+    """A torch zip archive (torch.save since torch 1.6): its members, ``data.pkl`` (read by ``scan_type``, a
+    :class:`TorchPickleScan` by default) and storages checked within ``limits``, then read by
+    ``torch.load(weights_only=True)``. Raises :class:`Refused`."""
+    import torch
+
+    check_torch_zip(f, size, limits, scan_type)  # sizes and data.pkl checked before torch reads anything
+    f.seek(0)
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for files it cannot read
+        raise Refused(torch_refusal(e)) from None
+
+
+def load_torch_legacy(f: BinaryIO, size: int, limits: Limits, scan_type: Optional[type] = None) -> Any:
+    """A file in torch.save's legacy format (before torch 1.6; maskrcnn-benchmark's released checkpoints):
+    its pickles and storage sizes checked as a zip archive's are, then read by torch.load(weights_only=True)."""
+    import torch
+
+    check_torch_legacy(f, size, limits, scan_type)
+    f.seek(0)
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for files it cannot read
+        raise Refused(torch_refusal(e)) from None

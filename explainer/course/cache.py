@@ -6,11 +6,14 @@ same run gets the same tensors. Nothing here imports matplotlib or ipywidgets.
 
 Fitting takes a few seconds, and four chapters need the detector, each in its own kernel. So the fitted weights
 are kept on disk (:func:`fitted_detector`): in ``$EXPLAINER_CACHE``, else ``$XDG_CACHE_HOME/detectron-explainer``,
-else ``~/.cache/detectron-explainer``; ``EXPLAINER_CACHE=off`` turns that off. A file is named after a hash of
+else ``~/.cache/detectron-explainer``; ``EXPLAINER_CACHE=off`` (or ``0``, ``no``, ``false``) turns that off, and
+``on`` (or ``1``, ``yes``, ``true``) keeps the default folder. A file is named after a hash of
 everything the fit depends on (the package's computation sources, torch's version, the convention, the scenes'
 count and the seed), so an edited fit never reads an old file. It holds tensors, strings and numbers only, read
-with ``torch.load(weights_only=True)``, and is refitted and replaced when it does not read back as weights of
-the expected shapes. A file that cannot be written is not an error: the next kernel fits again.
+within :data:`CACHE_LIMITS` by the checkpoint loader's checks (a regular file opened without blocking, its
+archive and pickle scanned before torch reads it) and then ``torch.load(weights_only=True)``, and is refitted and
+replaced when it does not read back as weights of the expected shapes. A file that cannot be written is not an
+error: the next kernel fits again.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from explainer._bounds import CACHE_FILE_BYTES, Limits, open_untrusted
 from explainer._threads import single_thread
 from explainer._validate import flag, whole_number
+from explainer.checkpoints.safe_load import load_torch_zip
 from explainer.conventions import DETECTRON, DETECTRON2, Convention
 from explainer.course.pipeline import (
     CLASS_NAMES,
@@ -83,17 +88,20 @@ def fitted_detector(convention: Convention, n_train: int = N_TRAIN, seed: int = 
 
 
 def cache_folder() -> Optional[Path]:
-    """Where fitted weights are kept (see the module's text); None when ``EXPLAINER_CACHE`` is ``off``."""
+    """Where fitted weights are kept (see the module's text); None when ``EXPLAINER_CACHE`` is ``off``; the
+    default folder when it is ``on``."""
     env = os.environ.get("EXPLAINER_CACHE", "").strip()
     if env.lower() in ("off", "0", "no", "false"):
         return None
-    if env:
+    if env and env.lower() not in ("on", "1", "yes", "true"):
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME", "").strip()
     return (Path(base) if base else Path.home() / ".cache") / "detectron-explainer"
 
 
 _FORMAT = 1
+#: The bounds a cache file is read within: the weights take about 100 KiB, so a file over 16 MiB is not one.
+CACHE_LIMITS = Limits(max_file_bytes=CACHE_FILE_BYTES)
 
 
 def _fingerprint(conv: Convention, n_train: int, seed: int) -> str:
@@ -129,7 +137,8 @@ def _read(path: Path, conv: Convention, scene: Scene):
             return None
         with warnings.catch_warnings():   # torch's note on a foreign pickle protocol: the file is refitted anyway
             warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            with open_untrusted(path, CACHE_LIMITS) as (f, size):   # never blocks, even if swapped for a FIFO
+                data = load_torch_zip(f, size, CACHE_LIMITS)             # sizes checked before anything inflates
     except Exception:                  # unreadable, truncated, not a torch file: fitted again and replaced
         return None
     k = len(CLASS_NAMES)

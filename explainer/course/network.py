@@ -400,7 +400,9 @@ def set_resize_mode(model: Union["onnx.ModelProto", str, os.PathLike], mode: str
     modes = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize")
     if mode not in modes:
         raise ValueError(f"mode must be one of {modes}, got {mode!r}")
-    m = copy.deepcopy(model) if isinstance(model, onnx.ModelProto) else onnx.load(os.fspath(model))
+    from explainer.trace.capture import load_onnx  # read within bounds, external data only from beside the model
+
+    m = load_onnx(model if isinstance(model, (onnx.ModelProto, bytes, bytearray)) else os.fspath(model))
     found = 0
     for node in m.graph.node:
         if node.op_type == "Resize":

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from explainer import anchors as A
 from explainer import boxes as B
 from explainer import labels as L
+from explainer._threads import single_thread
 from explainer._torchvision import torchvision_op
 from explainer._validate import WrongType, as_tensor, check_values, positive_int, size_pair, whole_number
 from explainer._validate import seed as _seed
@@ -471,11 +472,12 @@ def fit_detector(scenes: Sequence[Scene], convention: Convention = DETECTRON, se
     if not isinstance(scenes, (list, tuple)) or not scenes or not all(isinstance(s, Scene) for s in scenes):
         raise ValueError("scenes must be a non-empty list of Scene (see synthetic_scenes)")
     K = len(CLASS_NAMES)
-    rpn_w, n_locations = _fit_rpn(scenes, conv)
-    det = MiniDetector(fitted_under=conv, rpn_w=rpn_w, cls_w=torch.zeros(1, K + 1), box_w=torch.zeros(1, 4 * K),
-                       anchor_order=conv.anchor_order, background_first=conv.background_first)
-    X, y, T = _head_samples(det, scenes, conv, torch.Generator().manual_seed(int(seed)))
-    det.cls_w, det.box_w = _fit_head(X, y, T, conv)
+    with single_thread():   # the same weights, to the last digit, whatever the caller's thread count
+        rpn_w, n_locations = _fit_rpn(scenes, conv)
+        det = MiniDetector(fitted_under=conv, rpn_w=rpn_w, cls_w=torch.zeros(1, K + 1), box_w=torch.zeros(1, 4 * K),
+                           anchor_order=conv.anchor_order, background_first=conv.background_first)
+        X, y, T = _head_samples(det, scenes, conv, torch.Generator().manual_seed(int(seed)))
+        det.cls_w, det.box_w = _fit_head(X, y, T, conv)
     det.fit_report = {"rpn_locations": n_locations, "head_samples": int(len(X)), "head_positives": int((y >= 0).sum())}
     return det
 

@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import torch
 
@@ -124,25 +124,60 @@ def chapters() -> List[int]:
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
+#: The longest response read as a number (characters), and the largest exponent of ten a fraction's parts may
+#: have: a fraction is computed exactly, and 1e999999999 would take its ten to the power of a billion.
+_MAX_RESPONSE_CHARS, _MAX_EXPONENT = 1000, 400
+
+
+def _out_of_range(response: Any) -> ValueError:
+    text = repr(response) if isinstance(response, str) else "an integer of " + f"{len(str(abs(response)))} digits"
+    return ValueError(f"response must be a number within ±1e308 (a fraction's parts with exponents up to "
+                      f"{_MAX_EXPONENT}), got {text[:60]}: not a number I can compare with the answer")
+
+
+def _fraction_part(text: str) -> Fraction:
+    exponent = re.search(r"[eE]([+-]?\d+)$", text)
+    if exponent is not None and abs(int(exponent.group(1))) > _MAX_EXPONENT:
+        raise OverflowError
+    return Fraction(text)
+
+
+def _parse_text(response: str) -> float:
+    if len(response) > _MAX_RESPONSE_CHARS:
+        raise ValueError(f"response must be a number such as 3, 0.5 or 1/21, got {len(response)} characters")
+    text = re.sub(r"\s*/\s*", "/", response.strip())
+    if re.fullmatch(r"[+-]?\d+,\d+", text):
+        text = text.replace(",", ".")
+    try:
+        if "/" in text and all(_NUMBER.match(p) for p in text.split("/", 1)):
+            value = float(_fraction_part(text.split("/")[0]) / _fraction_part(text.split("/")[1]))
+        elif _NUMBER.match(text):
+            value = float(text)
+        else:
+            raise ValueError
+    except OverflowError:
+        raise _out_of_range(response) from None
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"response must be a number such as 3, 0.5 or 1/21, got {response!r}") from None
+    if math.isinf(value):                       # the regular expression admits no "inf": digits beyond the range
+        raise _out_of_range(response)
+    return value
+
+
 def parse_number(response: Union[str, float, int]) -> float:
-    """A response as a number: ``3``, ``-0.5``, ``1e-3``, a fraction ``1/21``, or a decimal comma ``0,5``."""
+    """A response as a number: ``3``, ``-0.5``, ``1e-3``, a fraction ``1/21``, or a decimal comma ``0,5``.
+
+    Raises ``ValueError`` naming ``response`` when it is not a number, or one beyond float64's range (so it
+    cannot be compared with the answer)."""
     if isinstance(response, bool):
         raise ValueError(f"response must be a number, got {response!r}")
     if isinstance(response, (int, float)):
-        value = float(response)
-    elif isinstance(response, str):
-        text = re.sub(r"\s*/\s*", "/", response.strip())
-        if re.fullmatch(r"[+-]?\d+,\d+", text):
-            text = text.replace(",", ".")
         try:
-            if "/" in text and all(_NUMBER.match(p) for p in text.split("/", 1)):
-                value = float(Fraction(text.split("/")[0]) / Fraction(text.split("/")[1]))
-            elif _NUMBER.match(text):
-                value = float(text)
-            else:
-                raise ValueError
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"response must be a number such as 3, 0.5 or 1/21, got {response!r}") from None
+            value = float(response)
+        except OverflowError:
+            raise _out_of_range(response) from None
+    elif isinstance(response, str):
+        value = _parse_text(response)
     else:
         raise ValueError(f"response must be a number or its text, got {type(response).__name__}")
     if not math.isfinite(value):

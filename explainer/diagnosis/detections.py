@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from dataclasses import dataclass
 from itertools import chain
@@ -34,6 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from explainer import _bounds
 from explainer._validate import as_tensor
 from explainer.diagnosis.result_masks import check_segmentation, segmentation_for_json
 from explainer.pixels import xyxy_to_xywh
@@ -43,7 +45,7 @@ __all__ = ["ImageDetections", "Detections", "FlatDetections", "load_detections",
 
 COCO_FIELDS = ("image_id", "category_id", "bbox", "score")
 #: Result files larger than this are refused before reading (a JSON file of this size needs ~10x in memory).
-MAX_RESULTS_BYTES = 512 * 1024 * 1024
+MAX_RESULTS_BYTES = _bounds.MAX_RESULTS_BYTES   # 512 MiB; every reader's bounds are in explainer._bounds
 #: Image ids and labels are held as int64.
 _INT64 = 2 ** 63
 
@@ -412,10 +414,14 @@ def _number(v: Any, where: str, field_: str) -> float:
                          f"(write coordinates and scores as ordinary numbers)") from None
 
 
+#: An image id given as text that is read as its integer: an optional minus and ASCII digits.
+_DIGITS = re.compile(r"\s*-?[0-9]+\s*")
+
+
 def _image_key(v: Any, where: str) -> Union[int, str]:
     if isinstance(v, bool) or not isinstance(v, (int, str)):
         raise ValueError(f"{where}: field 'image_id' must be an integer or a string, got {_short(v)}")
-    if isinstance(v, str) and len(v) < 20 and v.strip().lstrip("-").isdigit():
+    if isinstance(v, str) and len(v) < 20 and _DIGITS.fullmatch(v):   # ASCII digits only: not "--5" nor "²"
         return int(v)
     if isinstance(v, int) and not -_INT64 <= v < _INT64:
         raise ValueError(f"{where}: field 'image_id' is {_short(v)}, beyond a 64-bit integer")

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from explainer._text import printable
 from explainer._threads import single_thread
 from explainer._validate import image_size as _image_size
 from explainer.diagnosis.causes import (
@@ -145,7 +146,7 @@ class Diagnosis:
                 lines.append(f"   evidence: {ev}")
             lines.append(f"   fix: {c.fix}")
         lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)   # an image id cannot start a line of its own
 
     def __str__(self) -> str:
         return self.summary()

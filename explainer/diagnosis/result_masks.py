@@ -26,18 +26,20 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_util
 
+from explainer._bounds import MASK_CANVAS_PIXELS, MASK_DECODE_PIXELS, MASK_MAX_SIDE, MASK_POLYGON_WALK
 from explainer.masks import boundary_error, mask_iou
 
 __all__ = ["check_segmentation", "segmentation_for_json", "grow_rle", "pair_rles", "compare_masks", "pair_evidence", "decode_pair",
            "boundary_f_score",
            "MAX_SIDE", "DECODE_PIXELS", "BOUNDARY_TOLERANCE"]
 
-#: Largest mask height or width accepted, and the most pixels decoded for one mask (h * w bytes are allocated).
-MAX_SIDE, DECODE_PIXELS = 1 << 16, 1 << 25
-#: The longest outline (pixels, summed over a mask's polygons) drawn for one mask.
-MAX_POLYGON_WALK = 2e6
+#: Largest mask height or width accepted, and the most pixels decoded for one mask (h * w bytes are allocated);
+#: the longest outline (pixels, summed over a mask's polygons) drawn for one mask. See :mod:`explainer._bounds`.
+MAX_SIDE, DECODE_PIXELS, MAX_POLYGON_WALK = MASK_MAX_SIDE, MASK_DECODE_PIXELS, MASK_POLYGON_WALK
 #: The boundary F-score counts a contour pixel as found when the other contour passes within this many pixels.
 BOUNDARY_TOLERANCE = 1
+#: pycocotools' ``area`` takes at most this many RLEs at once (see :func:`_areas`).
+_AREA_BATCH = 255
 #: Compressed counts use the characters 48..111 (pycocotools' 6-bit code), and the last one ends its number
 #: (no continuation bit, 0x20 after subtracting 48): otherwise pycocotools' reader runs past the end of the text.
 _COUNTS = re.compile(rb"([0-o]*[0-O])?")
@@ -52,7 +54,7 @@ Rle = Optional[Dict[str, Any]]
 def _size(v: Any, where: str) -> Tuple[int, int]:
     if (not isinstance(v, (list, tuple)) or len(v) != 2
             or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_SIDE for x in v)
-            or v[0] * v[1] >= 1 << 31):
+            or v[0] * v[1] >= MASK_CANVAS_PIXELS):
         raise ValueError(f"{where}: field 'segmentation' size must be [height, width], whole numbers in 0..{MAX_SIDE} "
                          f"(under 2**31 pixels); "
                          f"got {str(v)[:60]}")
@@ -159,7 +161,7 @@ def _polygons(polys: List[List[float]], canvas: Tuple[int, int]) -> Tuple[Rle, s
     h, w = canvas
     parts = [p for p in polys if p]
     if not parts:
-        return mask_util.encode(np.zeros((max(h, 1), max(w, 1)), dtype=np.uint8, order="F")), ""
+        return mask_util.frPyObjects({"size": [h, w], "counts": [h * w]}, h, w), ""   # empty, no canvas drawn
     walk = 0.0
     for p in parts:
         if len(p) < 6 or len(p) % 2:
@@ -293,8 +295,8 @@ def compare_masks(ref: Sequence[Rle], cand: Sequence[Rle], examine: int = 1500) 
     area_r, area_c = np.full(n, np.nan), np.full(n, np.nan)
     both = [i for i in range(n) if ref[i] is not None and cand[i] is not None]
     if both:
-        area_r[both] = mask_util.area([ref[i] for i in both])
-        area_c[both] = mask_util.area([cand[i] for i in both])
+        area_r[both] = _areas([ref[i] for i in both])
+        area_c[both] = _areas([cand[i] for i in both])
     differing = []
     for i in both:
         r, c = ref[i], cand[i]
@@ -318,6 +320,15 @@ def compare_masks(ref: Sequence[Rle], cand: Sequence[Rle], examine: int = 1500) 
             ring[k] += ev[k]
     return {"iou": iou, "boundary_f": f_score, "area_ref": area_r, "area_cand": area_c, "ring": ring,
             "n_compared": len(both), "n_differing": len(differing), "unreadable": unreadable}
+
+
+def _areas(rles: List[Any]) -> np.ndarray:
+    """pycocotools' ``area`` of many RLEs, in batches of at most 255 (its ``area`` sizes a uint8 array with the
+    count, which overflows under numpy 2)."""
+    out = np.zeros(len(rles), dtype=np.float64)
+    for a in range(0, len(rles), _AREA_BATCH):
+        out[a:a + _AREA_BATCH] = mask_util.area(rles[a:a + _AREA_BATCH])
+    return out
 
 
 def _spread(rows: List[int], k: int) -> List[int]:

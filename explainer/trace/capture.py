@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # only for annotations: onnx is imported where it is used
 import numpy as np
 import torch
 
+from explainer._bounds import MAX_TOTAL_BYTES, ONNX_FILE_BYTES
+
 __all__ = ["record", "onnx_intermediates", "onnx_module_outputs"]
 
 
@@ -83,23 +85,83 @@ def record(module: torch.nn.Module, *inputs: Any, names: Optional[Sequence[str]]
     return out
 
 
-def _load_onnx(model):
+def _external_tensors(m) -> List[Any]:
+    """The model's tensors (initializers, also in subgraphs, and constant attributes) kept in external files."""
+    from onnx import TensorProto
+    from onnx.external_data_helper import _get_all_tensors
+
+    return [t for t in _get_all_tensors(m) if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL]
+
+
+def _check_external_data(m, p: Path) -> None:
+    """Every external data file of the model at ``p``: a relative path inside the model's folder, a regular file
+    that holds the bytes each tensor declares, all of them together within the bounds of
+    :mod:`explainer._bounds`."""
+    folder, total = p.resolve().parent, 0
+    for t in _external_tensors(m):
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        target = (folder / loc).resolve()
+        if not loc or os.path.isabs(loc) or folder not in target.parents:
+            raise ValueError(f"{p}: tensor {t.name[:60]!r} keeps its data at {loc[:80]!r}, not a relative path inside the "
+                             f"model's folder "
+                             f"(save the model with external data beside it: onnx.save_model(..., "
+                             f"save_as_external_data=True, location='weights.bin'))")
+        try:
+            offset, length = int(info.get("offset", 0) or 0), int(info.get("length", 0) or 0)
+            size = os.stat(target).st_size
+        except (ValueError, OSError):
+            raise ValueError(f"{p}: tensor {t.name[:60]!r}: its external data {loc[:80]!r} cannot be read (keep "
+                             f"the data file beside the model)") from None
+        if not os.path.isfile(target) or offset < 0 or length < 0 or offset + length > size:
+            raise ValueError(f"{p}: tensor {t.name[:60]!r}: its external data {loc[:80]!r} does not hold the "
+                             f"{length:,} bytes at {offset:,} it declares (truncated? copy the data file again)")
+        total += length or size
+        if total > MAX_TOTAL_BYTES:
+            raise ValueError(f"{p}: its external data exceeds {MAX_TOTAL_BYTES >> 30} GiB (split the model)")
+
+
+def load_onnx(model):
     import onnx
+
+    from explainer._bounds import Limits, open_untrusted
 
     if isinstance(model, onnx.ModelProto):
         m = onnx.ModelProto()
         m.CopyFrom(model)
         return m
     if isinstance(model, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(model))
+        if len(model) > ONNX_FILE_BYTES:
+            raise ValueError(f"model_path: {len(model):,} bytes, over protobuf's 2 GiB limit for one model (give "
+                             f"the .onnx file's path, with its weights in external data)")
+        try:
+            m = onnx.load_from_string(bytes(model))
+        except Exception as e:  # DecodeError and others for bytes that are not a model
+            raise ValueError(f"model_path: the bytes are not an ONNX model ({type(e).__name__}) (give the .onnx "
+                             f"file's path or its bytes)") from None
+        if _external_tensors(m):
+            raise ValueError("model_path: the model keeps weights in external data files, which its bytes do not "
+                             "carry (give the .onnx file's path)")
+        return m
     if isinstance(model, (str, Path)):
         p = Path(model)
         if not p.is_file():
             raise ValueError(f"model_path: file {str(p)!r} does not exist (expected an .onnx file)")
         try:
-            return onnx.load(str(p))
+            with open_untrusted(p, Limits(max_file_bytes=ONNX_FILE_BYTES)) as (f, _):
+                m = onnx.load_from_string(f.read())
+        except ValueError as e:  # the bounded opener's refusals
+            raise ValueError(f"{p}: {e} (expected an .onnx file)") from None
         except Exception as e:  # onnx raises DecodeError and others for a file that is not a model
             raise ValueError(f"{p}: not an ONNX model ({type(e).__name__}: {e})") from None
+        if _external_tensors(m):
+            _check_external_data(m, p)
+            try:
+                onnx.external_data_helper.load_external_data_for_model(m, str(p.resolve().parent))
+            except Exception as e:
+                raise ValueError(f"{p}: its external data cannot be read ({type(e).__name__}) (keep the data file "
+                                 f"beside the model)") from None
+        return m
     raise ValueError(f"model_path must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
 
 
@@ -110,7 +172,7 @@ def onnx_module_outputs(model: Union["onnx.ModelProto", str, os.PathLike]) -> Di
     value belongs to a module's outputs when a node inside the module produced it and a node outside it (or the
     graph's output) reads it. Values are listed in graph order.
     """
-    m = _load_onnx(model)
+    m = load_onnx(model)
     graph = m.graph
     producer_scope: Dict[str, Tuple[str, ...]] = {}
     consumers: Dict[str, List[Tuple[str, ...]]] = {}
@@ -150,6 +212,22 @@ def _feed_array(name: str, value: Any, elem_type: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _run_onnx(extracted, opts, providers, node_values, arrays) -> List[Any]:
+    import onnx
+    import onnxruntime as ort
+
+    if extracted.ByteSize() < (1 << 31) - (1 << 20):
+        sess = ort.InferenceSession(extracted.SerializeToString(), opts, providers=list(providers))
+        return sess.run(node_values, arrays)
+    with tempfile.TemporaryDirectory(prefix="explainer-trace-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save_model(extracted, str(path), save_as_external_data=True, location="weights.bin")
+        sess = ort.InferenceSession(str(path), opts, providers=list(providers))
+        got = sess.run(node_values, arrays)
+        del sess
+        return got
+
+
 def onnx_intermediates(model_path: Union["onnx.ModelProto", str, os.PathLike], feeds: Mapping[str, Any], names: Optional[Sequence[str]] = None,
                        providers: Sequence[str] = ("CPUExecutionProvider",)) -> Dict[str, np.ndarray]:
     """Run an ONNX model in ONNX Runtime and return chosen intermediate values, computed by ONNX Runtime.
@@ -166,7 +244,7 @@ def onnx_intermediates(model_path: Union["onnx.ModelProto", str, os.PathLike], f
     import onnxruntime as ort
     from onnx.utils import Extractor
 
-    model = _load_onnx(model_path)
+    model = load_onnx(model_path)
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
@@ -202,16 +280,11 @@ def onnx_intermediates(model_path: Union["onnx.ModelProto", str, os.PathLike], f
         extracted = Extractor(inferred).extract_model(input_names, node_values)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        if extracted.ByteSize() < (1 << 31) - (1 << 20):
-            sess = ort.InferenceSession(extracted.SerializeToString(), opts, providers=list(providers))
-            got = sess.run(node_values, arrays)
-        else:
-            with tempfile.TemporaryDirectory(prefix="explainer-trace-") as tmp:
-                path = Path(tmp) / "model.onnx"
-                onnx.save_model(extracted, str(path), save_as_external_data=True, location="weights.bin")
-                sess = ort.InferenceSession(str(path), opts, providers=list(providers))
-                got = sess.run(node_values, arrays)
-                del sess
+        try:
+            got = _run_onnx(extracted, opts, providers, node_values, arrays)
+        except Exception as e:  # onnxruntime's Fail, InvalidArgument, InvalidGraph, ... on a model it cannot run
+            raise ValueError(f"model_path: ONNX Runtime cannot run the model ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:300]}) (check it with onnx.checker.check_model)") from None
         for n, v in zip(node_values, got):
             result[n] = v
     return {n: result[n] for n in wanted}

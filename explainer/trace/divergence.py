@@ -35,9 +35,18 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from explainer._bounds import DUMP_EXPANSION, MAX_ERROR_CHARS, NOTHING_RAN, Limits, Refused, open_untrusted, short_repr
 from explainer._json import jsonable
+from explainer._text import printable as _printable
 from explainer._threads import single_thread
 from explainer._validate import WrongType, read_json
+from explainer.checkpoints.safe_load import (
+    TORCH_LEGACY_MAGIC,
+    TorchPickleScan,
+    check_npz,
+    load_torch_legacy,
+    load_torch_zip,
+)
 from explainer.diagnosis.causes import Cause
 from explainer.trace import causes as TC
 from explainer.trace.capture import onnx_intermediates, onnx_module_outputs, record
@@ -150,9 +159,9 @@ class TraceReport:
                 lines.append(f"   evidence: {ev}")
             lines.append(f"   fix: {s.cause.fix}")
         if self.unpaired_reference or self.unpaired_candidate:
-            lines.append(f"not compared: reference stages {self.unpaired_reference}, "
-                         f"candidate stages {self.unpaired_candidate}")
-        return "\n".join(lines)
+            lines.append(f"not compared: reference stages {_names(self.unpaired_reference)}, "
+                         f"candidate stages {_names(self.unpaired_candidate)}")
+        return "\n".join(_printable(line) for line in lines)   # a name cannot start a line of its own
 
     def __str__(self) -> str:
         return self.summary()
@@ -163,6 +172,13 @@ class TraceReport:
                           "root_causes": [s.name for s in self.root_causes],
                           "unpaired_reference": list(self.unpaired_reference),
                           "unpaired_candidate": list(self.unpaired_candidate)})
+
+
+def _names(names: Any, k: int = 10) -> str:
+    """At most ``k`` names, each cut to 60 characters, and how many there are in all."""
+    names = list(names)
+    shown = ", ".join(short_repr(str(x), 60) for x in names[:k])
+    return "[" + shown + (f", ... ({len(names):,} in all)" if len(names) > k else "") + "]"
 
 
 def _fmt(v) -> str:
@@ -176,8 +192,30 @@ def _fmt(v) -> str:
     return str(v)
 
 
+#: Tensor dtypes compared: floating ones as they are (half precision widened to float32), integers exactly.
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32, torch.uint64)
+
+
+def _check_tensor_kind(name: str, t: torch.Tensor, side: str) -> None:
+    """Refuse what has no plain values to compare: sparse, meta, quantized tensors and unusual dtypes."""
+    if t.layout != torch.strided:
+        raise ValueError(f"{side} stage {name!r} is a sparse tensor ({t.layout}); save it dense "
+                         f"(tensor.to_dense())")
+    if t.is_meta:
+        raise ValueError(f"{side} stage {name!r} is on the meta device and holds no values; record it on the cpu")
+    if t.is_quantized:
+        raise ValueError(f"{side} stage {name!r} is a quantized tensor; save tensor.dequantize()")
+    if t.is_complex():
+        raise ValueError(f"{side} stage {name!r} is complex; compare real tensors")
+    if t.dtype not in _FLOATS + _INTEGERS + (torch.bool,):
+        raise ValueError(f"{side} stage {name!r} has dtype {str(t.dtype).replace('torch.', '')}, which is not "
+                         f"compared; save it as float32 (tensor.float())")
+
+
 def _as_tensor(name: str, v: Any, side: str) -> torch.Tensor:
     if isinstance(v, torch.Tensor):
+        _check_tensor_kind(name, v, side)
         t = v.detach().cpu()
     elif isinstance(v, (np.ndarray, np.generic, int, float, list, tuple)):
         try:
@@ -186,14 +224,40 @@ def _as_tensor(name: str, v: Any, side: str) -> torch.Tensor:
             raise ValueError(f"{side} stage {name!r} is not numeric") from None
         if a.dtype.kind not in "biuf":
             raise ValueError(f"{side} stage {name!r} is not numeric (dtype {a.dtype})")
+        if a.dtype.itemsize > 8:
+            raise ValueError(f"{side} stage {name!r} has dtype {a.dtype}, which torch does not hold; save it as "
+                             f"float64")
+        if not a.dtype.isnative:                  # big-endian data: the same values in this machine's order
+            a = a.astype(a.dtype.newbyteorder("="))
         t = torch.from_numpy(np.ascontiguousarray(a))
     else:
         raise ValueError(f"{side} stage {name!r} must be a tensor or an array, got {type(v).__name__}")
-    if t.dtype in (torch.float16, torch.bfloat16, torch.bool) or not (t.is_floating_point() or t.is_complex()):
-        t = t.to(torch.float64 if t.dtype in (torch.int64, torch.int32) else torch.float32)
-    if t.is_complex():
-        raise ValueError(f"{side} stage {name!r} is complex; compare real tensors")
+    if t.dtype in (torch.float16, torch.bfloat16, torch.bool):
+        t = t.to(torch.float32)
     return t.contiguous()
+
+
+def _floating(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float64) if _integer(t) else t
+
+
+def _integer(t: torch.Tensor) -> bool:
+    return t.dtype in _INTEGERS
+
+
+def _int_differences(r: torch.Tensor, c: torch.Tensor) -> np.ndarray:
+    """c - r exactly signed (zero exactly where the integers are equal) as float64, for integer or floating
+    tensors of one shape: 64-bit integers are split in their high and low 32 bits, so no value is rounded before
+    it is subtracted."""
+    def halves(t: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+        a = t.numpy()
+        if a.dtype.kind == "u":
+            a = a.astype(np.uint64)
+            return (a >> np.uint64(32)).astype(np.int64), (a & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        a = a.astype(np.int64)
+        return a >> 32, a & 0xFFFFFFFF
+    (rh, rl), (ch, cl) = halves(r), halves(c)
+    return (ch - rh).astype(np.float64) * 4294967296.0 + (cl - rl).astype(np.float64)
 
 
 def _squeezed(shape: Tuple[int, ...]) -> Tuple[int, ...]:
@@ -212,8 +276,8 @@ def _pair(ref: Mapping[str, torch.Tensor], cand: Mapping[str, torch.Tensor],
     bad_keys = [k for k in name_map if k not in ref]
     bad_vals = [v for v in name_map.values() if v not in cand]
     if bad_keys or bad_vals:
-        raise ValueError(f"name_map names stages that are not in the dumps: reference {bad_keys}, "
-                         f"candidate {bad_vals}")
+        raise ValueError(f"name_map names stages that are not in the dumps: reference {_names(bad_keys)}, "
+                         f"candidate {_names(bad_vals)}")
     paired: Dict[str, Tuple[str, str]] = {r: (name_map[r], "name_map") for r in ref if r in name_map}
     used = {c for c, _ in paired.values()}
     for r in ref:
@@ -223,14 +287,14 @@ def _pair(ref: Mapping[str, torch.Tensor], cand: Mapping[str, torch.Tensor],
     bad = [f"{r} {list(ref[r].shape)} vs {c} {list(cand[c].shape)}" for r, (c, _) in paired.items()
            if not _compatible(ref[r], cand[c])]
     if bad:
-        raise ValueError(f"stages paired by name have shapes that cannot be paired: {bad}")
+        raise ValueError(f"stages paired by name have shapes that cannot be paired: {_names(bad)}")
     _pair_in_order(ref, cand, paired, used)
     pairs = [(r, *paired[r]) for r in ref if r in paired]
     un_r = [r for r in ref if r not in paired]
     un_c = [c for c in cand if c not in used]
     if not pairs:
         raise ValueError(f"no stage pairs up (by name_map, by name, or in order with equal shapes); unpaired "
-                         f"reference stages: {un_r}; unpaired candidate stages: {un_c}")
+                         f"reference stages: {_names(un_r)}; unpaired candidate stages: {_names(un_c)}")
     return pairs, un_r, un_c
 
 
@@ -266,8 +330,8 @@ def _measure(r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float) -> Dict
     size = min(_CHUNK, max(n, 1))
     d_buf, t_buf = torch.empty(size, dtype=r.dtype), torch.empty(size, dtype=r.dtype)
     d_np, t_np, r_np, c_np = d_buf.numpy(), t_buf.numpy(), r.numpy(), c.numpy()
-    floor = torch.full((size,), float(atol), dtype=r.dtype)
-    tiny = torch.finfo(r.dtype).tiny
+    floor = torch.full((size,), min(float(atol), torch.finfo(r.dtype).max), dtype=r.dtype)
+    tiny, top_of = torch.finfo(r.dtype).tiny, torch.finfo(r.dtype).max
     with np.errstate(all="ignore"):                                   # NaN and inf are counted, not warned
         for a in range(0, n, _CHUNK):
             rr = r[a:a + _CHUNK]
@@ -286,7 +350,7 @@ def _measure(r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float) -> Dict
                 continue
             tol = torch.abs(rr, out=t_buf[:k])
             c_max = max(c_max, float(tn.max()) + big)
-            torch.add(floor[:k], tol, alpha=rtol, out=tol)                # atol + rtol |r|
+            torch.add(floor[:k], tol, alpha=min(rtol, top_of), out=tol)   # atol + rtol |r|
             if atol <= 0:
                 tol.clamp_min_(tiny)
             ratio = np.divide(dn, tn, out=dn)
@@ -320,6 +384,10 @@ def _check_arguments(reference, candidate, name_map, atol, rtol) -> None:
     for n, tol in (("atol", atol), ("rtol", rtol)):
         if isinstance(tol, bool) or not isinstance(tol, (int, float)):
             raise WrongType(f"{n} must be a finite number >= 0, got {type(tol).__name__}: {tol!r}")
+        try:
+            tol = float(tol)
+        except OverflowError:
+            raise ValueError(f"{n} must be a finite number >= 0, got an integer beyond float64's range") from None
         if not tol >= 0 or not math.isfinite(tol):
             raise ValueError(f"{n} must be a finite number >= 0, got {tol!r}")
     if name_map is not None and (not isinstance(name_map, Mapping) or
@@ -351,7 +419,7 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map
            if k not in ref or not isinstance(p, TC.Pooler) or p.features not in ref]
     if bad:
         raise ValueError(f"poolers must map reference stages to a Pooler whose features name a reference stage; "
-                         f"not so for {bad}")
+                         f"not so for {_names(bad)}")
     roots: List[StageComparison] = []
     first: Optional[str] = None
 
@@ -359,7 +427,7 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map
         rname, cname, how = pair
         pooler = poolers.get(rname)
         return _compare_stage(rname, cname, how, ref[rname], cand[cname], atol, rtol, pooler,
-                              ref[pooler.features] if pooler is not None else None)
+                              _floating(ref[pooler.features]) if pooler is not None else None)
 
     workers = min(_workers(), len(pairs))
     if sum(ref[rname].numel() for rname, _, _ in pairs) < _PARALLEL_VALUES:
@@ -401,11 +469,22 @@ def _compare_stage(rname: str, cname: str, how: str, r: torch.Tensor, c: torch.T
     if tuple(r.shape) != tuple(c.shape):
         c = c.reshape(r.shape)
         how += " (reshaped)"
+    exact: Optional[np.ndarray] = None
+    if _integer(r) and _integer(c):               # integers compared exactly, not after a cast to floats
+        exact = _int_differences(r.reshape(-1), c.reshape(-1))
+        r, c = r.to(torch.float64), c.to(torch.float64)
+    elif _integer(r) or _integer(c):
+        r, c = r.to(torch.float64), c.to(torch.float64)
     if r.dtype != c.dtype:
         dt = torch.promote_types(r.dtype, c.dtype)
         r, c = r.to(dt), c.to(dt)
     rf, cf = r.reshape(-1), c.reshape(-1)
     m = _measure(rf, cf, atol, rtol)
+    if exact is not None and m["max_abs"] == 0.0 and exact.any():   # beyond float64's 53 bits
+        d = np.abs(exact)
+        over = d > atol + rtol * np.abs(rf.numpy())
+        m.update(max_abs=float(d.max()), mean_abs=float(d.mean()), failing=int(over.sum()),
+                 d_min=float(exact.min()), d_max=float(exact.max()))
     nonfinite = None
     if not all(math.isfinite(m[k]) for k in ("max_abs", "mean_abs", "rel_error")):  # NaN and inf reach the sums
         nonfinite = TC.non_finite(rf, cf, tuple(r.shape))
@@ -414,6 +493,9 @@ def _compare_stage(rname: str, cname: str, how: str, r: torch.Tensor, c: torch.T
     passed = nonfinite is None and m["failing"] == 0
     if nonfinite is not None:
         found = nonfinite
+    elif exact is not None and not passed and float(rf.sub(cf).abs().max()) == 0.0:
+        found = TC.cause("unexplained", 1.0, {"max_abs": m["max_abs"]}, "integers differ in digits beyond "
+                         "float64's precision")
     elif passed:
         same = m["max_abs"] == 0.0
         found = TC.cause("identical" if same else "numerical_noise", 1.0, {"max_abs": m["max_abs"]},
@@ -437,11 +519,65 @@ def _flatten_dump(prefix: str, value: Any, out: Dict[str, Any], path: Path) -> N
     elif isinstance(value, (list, tuple)) and prefix:
         for i, v in enumerate(value):
             _flatten_dump(f"{prefix}.{i}", v, out, path)
-    elif isinstance(value, (torch.Tensor, np.ndarray)):
+    elif isinstance(value, torch.Tensor):
+        try:
+            _check_tensor_kind(prefix, value, "the")
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        out[prefix] = value
+    elif isinstance(value, np.ndarray):
         out[prefix] = value
     else:
         raise ValueError(f"{path}: stage {prefix!r} holds a {type(value).__name__} (save only tensors, "
                          f"keyed by stage name)")
+
+
+#: The bounds a dump is read within (:mod:`explainer.safe_load`): a compressed ``.npz`` may expand to 64 times
+#: its size (a dump of zeros compresses further: save it uncompressed with ``numpy.savez``).
+DUMP_LIMITS = Limits(expansion=DUMP_EXPANSION)
+
+#: What torch.save writes for tensors without plain values, and what to save instead.
+_UNSUPPORTED_TENSORS = {
+    "_rebuild_sparse_tensor": "a sparse tensor; save it dense (tensor.to_dense())",
+    "_rebuild_sparse_csr_tensor": "a sparse tensor; save it dense (tensor.to_dense())",
+    "_rebuild_meta_tensor_no_storage": "a tensor on the meta device, which holds no values; record it on the cpu",
+    "_rebuild_qtensor": "a quantized tensor; save tensor.dequantize()",
+    "_rebuild_tensor_v3": "a tensor of a dtype that is not compared (float8, uint16, uint32 or uint64); save it as "
+                          "float32 (tensor.float()) or int64 (tensor.long())",
+    "_rebuild_wrapper_subclass": "a tensor subclass; save plain tensors",
+    "_rebuild_device_tensor_from_numpy": "a tensor on another device; save tensor.cpu()",
+}
+
+
+class _DumpScan(TorchPickleScan):
+    """The checkpoint loader's scan of a torch file, naming the tensors a dump cannot hold."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in ("torch._utils", "torch._tensor") and name in _UNSUPPORTED_TENSORS:
+            raise Refused(f"holds {_UNSUPPORTED_TENSORS[name]}")
+        return super().find_class(module, name)
+
+
+def _read_pt(p: Path) -> Any:
+    """A torch file's object, read within :data:`DUMP_LIMITS` (the checkpoint loader's checks) and then by
+    ``torch.load(weights_only=True)``."""
+    with open_untrusted(p, DUMP_LIMITS) as (f, size):
+        head = f.read(len(TORCH_LEGACY_MAGIC))
+        f.seek(0)
+        if head.startswith(b"PK\x03\x04"):
+            return load_torch_zip(f, size, DUMP_LIMITS, _DumpScan)
+        if head == TORCH_LEGACY_MAGIC:      # torch.save before torch 1.6
+            return load_torch_legacy(f, size, DUMP_LIMITS, _DumpScan)
+        raise Refused("not a readable torch file: not written by torch.save")
+
+
+def _read_npz(p: Path, out: Dict[str, Any]) -> None:
+    with open_untrusted(p, DUMP_LIMITS) as (f, size):
+        check_npz(f, size, DUMP_LIMITS)    # members, headers and sizes before numpy reads anything
+        f.seek(0)
+        with np.load(f, allow_pickle=False) as z:
+            for k in z.files:
+                out[k] = z[k]
 
 
 def load_dump(path: Union[str, os.PathLike]) -> Dict[str, Any]:
@@ -458,28 +594,21 @@ def load_dump(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     if suffix == ".npz":
         try:
-            with np.load(str(p), allow_pickle=False) as z:
-                for k in z.files:
-                    out[k] = z[k]
-        except ValueError as e:
-            raise ValueError(f"{p}: holds pickled objects ({e}) (save plain arrays with numpy.savez)") from None
-        except Exception as e:
-            raise ValueError(f"{p}: not a readable .npz archive ({type(e).__name__}) (save it with numpy.savez)") \
-                from None
+            _read_npz(p, out)
+        except Refused as e:
+            raise ValueError(f"{p}: {e}") from None
+        except Exception as e:  # a member damaged past its header: numpy's ValueError, BadZipFile, zlib.error, ...
+            raise ValueError(f"{p}: not a readable .npz archive (truncated or damaged?: {type(e).__name__}: "
+                             f"{short_repr(str(e), 120)[1:-1]}) (save it again with numpy.savez)") from None
     elif suffix in (".pt", ".pth"):
-        import pickle
-
         try:
-            data = torch.load(str(p), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            if "unsupported global" not in str(e).lower():             # not a pickle of foreign objects
-                raise ValueError(f"{p}: not a readable torch file (save {{stage name: tensor}} with torch.save, "
-                                 f"or arrays with numpy.savez)") from None
-            raise ValueError(f"{p}: refused to load: it holds objects other than tensors and plain containers "
-                             f"(save {{stage name: tensor}} with torch.save, or arrays with numpy.savez)") from None
-        except Exception as e:
-            raise ValueError(f"{p}: not a readable torch file ({type(e).__name__}) (save {{stage name: tensor}} "
-                             f"with torch.save, or arrays with numpy.savez)") from None
+            data = _read_pt(p)
+        except Refused as e:
+            why = str(e).replace(f"; {NOTHING_RAN}", "; nothing in it was run").replace(
+                "get a fresh copy of the file", "save it again")
+            how = "not a readable torch file" if why.startswith("not a readable") else "refused to load"
+            raise ValueError(f"{p}: {how}: {why} (save {{stage name: tensor}} with torch.save, or arrays with "
+                             f"numpy.savez)") from None
         if not isinstance(data, Mapping):
             raise ValueError(f"{p}: holds a {type(data).__name__}, not a dict of tensors (save {{stage name: tensor}})")
         _flatten_dump("", data, out, p)
@@ -492,14 +621,21 @@ def load_dump(path: Union[str, os.PathLike]) -> Dict[str, Any]:
 
 def _load_map(path) -> Dict[str, str]:
     p = Path(path)
-    data = read_json(p, "a JSON object {reference stage: candidate stage}")
+    data = read_json(p, "a JSON object {reference stage: candidate stage}", unique_keys=True)
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ValueError(f"{p}: must be a JSON object of strings {{reference stage: candidate stage}}")
     return data
 
 
+#: The longest error line printed (a message listing many names is cut).
+_MAX_ERROR_CHARS = MAX_ERROR_CHARS
+
+
 def _error(message: str) -> int:
-    print("error: " + " ".join(message.split()), file=sys.stderr)
+    line = _printable(" ".join(message.split()))
+    if len(line) > _MAX_ERROR_CHARS:
+        line = line[:_MAX_ERROR_CHARS - 40] + f" ... ({len(line):,} characters in all)"
+    print("error: " + line, file=sys.stderr)
     return 2
 
 
@@ -517,8 +653,14 @@ def trace_command(reference_path: Union[str, os.PathLike], candidate_path: Union
         name_map = _load_map(map_path) if map_path is not None else None
     except ValueError as e:                     # the loaders name the file first
         return _error(str(e))
+    except MemoryError:
+        return _error(f"{reference_path}, {candidate_path}: reading them needs more memory than this process may "
+                      f"use (free memory, or dump fewer stages)")
     try:
         report = compare(ref, cand, name_map=name_map)
+    except MemoryError:
+        return _error(f"{reference_path}, {candidate_path}: comparing them needs more memory than this process may "
+                      f"use (free memory, or dump fewer stages)")
     except ValueError as e:
         return _error(f"{candidate_path}: {e} (dump the same stages on both sides, or pair them with a JSON "
                       f"name map {{reference stage: candidate stage}})")

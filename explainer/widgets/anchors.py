@@ -9,6 +9,7 @@ import torch
 from matplotlib.collections import LineCollection
 
 from explainer import anchors as A
+from explainer._validate import finite_number
 from explainer.pixels import to_continuous
 from explainer.viz.draw import box_segments, sample_photo
 from explainer.viz.style import STYLE, convention_style
@@ -75,6 +76,8 @@ class AnchorGridDashboard(Dashboard):
                                    bbox=dict(facecolor="w", alpha=0.8, edgecolor="none"))
 
     def compute(self, level, size, ratios, offset):
+        offset = finite_number(offset, "offset", minimum=0.0, maximum=0.95)
+        size = finite_number(size, "size", minimum=0.0)
         stride = 2.0 ** level
         size = size or 32.0 * 2.0 ** (level - 2)
         rs = RATIO_SETS[ratios][1]
