@@ -254,7 +254,7 @@ def _limited(imports: str, body: str, mem: int = 512 << 20, timeout: float = 120
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
-_READ_CACHE = ("from explainer import course as C\nfrom explainer.conventions import DETECTRON\n"
+_READ_CACHE = ("from explainer.course import cache as CC\nfrom explainer.conventions import DETECTRON\n"
                "from explainer.course.pipeline import synthetic_scenes\nscene = synthetic_scenes(1, seed=0)[0]")
 
 
@@ -339,7 +339,7 @@ def test_masks_on_a_huge_canvas_allocate_no_canvas(tmp_path, kind):
 # self-check answers
 # --------------------------------------------------------------------------------------------------
 def test_a_fraction_with_a_huge_exponent_returns_at_once():
-    r = _limited("from explainer import selfcheck as S",
+    r = _limited("from explainer.course import selfcheck as S",
                  "for t in ('1e999999999/3', '3/1e999999999', '1e-999999999/3'):\n"
                  "    try:\n        S.parse_number(t)\n    except ValueError as e:\n        print('refused', e)",
                  timeout=60)
