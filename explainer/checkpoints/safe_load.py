@@ -62,7 +62,7 @@ __all__ = [
     "MAX_EXPANDED", "MAX_OTHER_KEYS", "MAX_KEY_ITEMS", "MAX_INT_BYTES", "MAX_LINE_BYTES", "MAX_ZIP_MEMBERS",
     "Limits", "DEFAULT_LIMITS", "Refused", "RestrictedUnpickler", "check_structure", "check_torch_zip",
     "open_untrusted", "short_repr", "format_bytes", "NOTHING_RAN", "check_torch_legacy", "check_npz",
-    "TORCH_LEGACY_MAGIC", "torch_refusal", "load_torch_zip", "load_torch_legacy",
+    "TORCH_LEGACY_MAGIC", "torch_refusal", "load_torch_zip", "load_torch_legacy", "check_zip_member",
 ]
 
 from explainer._bounds import (  # the numbers and the opener, stated once for every reader in explainer._bounds
@@ -1033,6 +1033,33 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {short_repr(str(e), 120)[1:-1]}"
 
 
+#: What a refusal of a torch archive's member, or of an .npz member, adds: (an unusual method, an array too
+#: large, the members together too large).
+_TORCH_ZIP_ADVICE = (f"; torch.save never writes that; {NOTHING_RAN}", f"; {NOTHING_RAN}", "({bomb}); " + NOTHING_RAN)
+_NPZ_ADVICE = (" (save it again with numpy.savez or numpy.savez_compressed)", " (save smaller arrays)",
+               "({bomb} save the arrays with numpy.savez)")
+
+
+def check_zip_member(info: zipfile.ZipInfo, total: int, budget: int, size: int, limits: Limits,
+                     advice: Tuple[str, str, str]) -> int:
+    """One zip member's method and declared size, before anything of it is inflated: stored or deflated, not
+    encrypted, at most ``limits.max_array_bytes``, and with the members before it at most ``budget`` bytes (the
+    file's ``size`` times ``limits.expansion``). Returns the running total; raises :class:`Refused`, ending with
+    ``advice`` (one text per refusal, in that order; the third one places ``{bomb}``, the budget's reason)."""
+    name = short_repr(info.filename)
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
+        raise Refused(f"member {name} is encrypted or compressed with an unusual method{advice[0]}")
+    if info.file_size > limits.max_array_bytes:
+        raise Refused(f"member {name} expands to {format_bytes(info.file_size)}, over the "
+                      f"{format_bytes(limits.max_array_bytes)} limit per array{advice[1]}")
+    total += info.file_size
+    if total > budget:
+        bomb = f"at most {limits.expansion}x its size: a zip bomb?"
+        raise Refused(f"its members expand to more than {format_bytes(budget)} from a {format_bytes(size)} file "
+                      + advice[2].format(bomb=bomb))
+    return total
+
+
 def _check_members(infos: List[zipfile.ZipInfo], size: int, budget: int, limits: Limits) -> Dict[str, zipfile.ZipInfo]:
     if not infos:
         raise Refused("not a readable .pth checkpoint (truncated or corrupted?): an empty zip archive")
@@ -1045,16 +1072,7 @@ def _check_members(infos: List[zipfile.ZipInfo], size: int, budget: int, limits:
         name = info.filename
         if name in members or not name.startswith(prefix + "/"):
             raise Refused(f"not a torch.save archive: member {short_repr(name)} is repeated or outside {prefix}/; {NOTHING_RAN}")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
-            raise Refused(f"member {short_repr(name)} is encrypted or compressed with an unusual method; torch.save "
-                          f"never writes that; {NOTHING_RAN}")
-        if info.file_size > limits.max_array_bytes:
-            raise Refused(f"member {short_repr(name)} expands to {format_bytes(info.file_size)}, over the "
-                          f"{format_bytes(limits.max_array_bytes)} limit per array; {NOTHING_RAN}")
-        total += info.file_size
-        if total > budget:
-            raise Refused(f"its members expand to more than {format_bytes(budget)} from a {format_bytes(size)} file "
-                          f"(at most {limits.expansion}x its size: a zip bomb?); {NOTHING_RAN}")
+        total = check_zip_member(info, total, budget, size, limits, _TORCH_ZIP_ADVICE)
         members[name] = info
     return members
 
@@ -1189,17 +1207,7 @@ def check_npz(f: BinaryIO, size: int, limits: Limits = DEFAULT_LIMITS) -> None:
             seen[name] = 1
             if not name.endswith(".npy"):
                 raise Refused(f"member {short_repr(name)} is not a .npy array (save the arrays with numpy.savez)")
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
-                raise Refused(f"member {short_repr(name)} is encrypted or compressed with an unusual method (save "
-                              f"it again with numpy.savez or numpy.savez_compressed)")
-            if info.file_size > limits.max_array_bytes:
-                raise Refused(f"member {short_repr(name)} expands to {format_bytes(info.file_size)}, over the "
-                              f"{format_bytes(limits.max_array_bytes)} limit per array (save smaller arrays)")
-            total += info.file_size
-            if total > budget:
-                raise Refused(f"its members expand to more than {format_bytes(budget)} from a "
-                              f"{format_bytes(size)} file (at most {limits.expansion}x its size: a zip bomb? "
-                              f"save the arrays with numpy.savez)")
+            total = check_zip_member(info, total, budget, size, limits, _NPZ_ADVICE)
             _check_npy_member(zf, info, limits)
 
 
