@@ -185,7 +185,7 @@ def _rows(samples: Dict[str, Tuple[Optional[float], List[float]]], moves: int, l
 
 def run(quick: bool = False) -> List[Row]:
     from tools.notebooks import ROOT, notebook_paths
-    from tools.present import chapter_url, voila_command, voila_env
+    from tools.present import chapter_url, stop_server, voila_command, voila_env
 
     try:
         from playwright.sync_api import sync_playwright
@@ -218,10 +218,4 @@ def run(quick: bool = False) -> List[Row]:
                 browser.close()
         return _rows(samples, moves, load_before, _load())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if log is not subprocess.DEVNULL:
-            log.close()
+        stop_server(proc, None if log is subprocess.DEVNULL else log)

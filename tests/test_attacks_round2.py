@@ -617,7 +617,7 @@ def test_voila_gets_its_token_from_the_environment_not_the_command_line(tmp_path
     import urllib.error
     import urllib.request
 
-    from tools.present import voila_command, voila_env
+    from tools.present import stop_server, voila_command, voila_env
 
     (tmp_path / "notebooks").mkdir()
     with socket.socket() as s:
@@ -654,12 +654,7 @@ def test_voila_gets_its_token_from_the_environment_not_the_command_line(tmp_path
         with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
             assert token.encode() not in f.read()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_server(proc, log)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import pytest
 
 from tools.chapters import CHAPTERS
 from tools.notebooks import NOTEBOOK_DIR, ROOT
-from tools.present import chapter_url, voila_command, voila_env
+from tools.present import chapter_url, stop_server, voila_command, voila_env
 
 pytestmark = [pytest.mark.browser]
 
@@ -112,15 +112,6 @@ def _serve(cmd, env, cwd: Path, log_path: Path, ready_url: str, what: str):
             time.sleep(0.5)
 
 
-def _stop(proc, log) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server on a free loopback port, serving a scratch copy of the course."""
@@ -146,7 +137,7 @@ def lab(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     proc, log = _serve(cmd, env, root, base / "lab.log", f"{url}/api/status?token={token}", "JupyterLab")
     yield {"url": url, "token": token, "root": root, "log": base / "lab.log"}
-    _stop(proc, log)
+    stop_server(proc, log)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +153,7 @@ def voila(tmp_path_factory):
     proc, log = _serve(voila_command(port, root=root), env, root, base / "voila.log",
                        f"{url}/?token={token}", "Voila")
     yield {"url": url, "token": token, "root": root, "log": base / "voila.log"}
-    _stop(proc, log)
+    stop_server(proc, log)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import IO, Any, List, Optional, Sequence
 
 from tools.notebooks import ROOT
 
-__all__ = ["FILE_ALLOWLIST", "voila_command", "voila_env", "chapter_url", "main"]
+__all__ = ["FILE_ALLOWLIST", "voila_command", "voila_env", "chapter_url", "stop_server", "main"]
 
 #: Files Voila may serve besides the notebooks: images, the docs and the cheat sheet.
 FILE_ALLOWLIST = [r".*\.(png|jpg|gif|svg)", r"docs/[^/]+\.md", r"build/cheatsheet\.(html|pdf)"]
@@ -57,6 +57,17 @@ def voila_env(base: Optional[dict] = None, token: Optional[str] = None) -> dict:
 def chapter_url(base: str, notebook: str, token: str = "") -> str:
     """Where Voila renders ``notebook`` (a file name in notebooks/)."""
     return f"{base}/voila/render/notebooks/{notebook}" + (f"?token={token}" if token else "")
+
+
+def stop_server(proc: "subprocess.Popen[Any]", log: Optional[IO[Any]] = None) -> None:
+    """Stop a server started from :func:`voila_command` (SIGTERM, then SIGKILL after 20 s) and close its log."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    if log is not None:
+        log.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
