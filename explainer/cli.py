@@ -235,6 +235,9 @@ def _trace_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("candidate", help="dump of the converted run (.npz, or a .pt dict of tensors)")
     p.add_argument("--map", dest="map_path", metavar="NAMES.JSON",
                    help="JSON object {reference stage: candidate stage} for stages named differently")
+    p.add_argument("--onnx", dest="onnx_path", metavar="MODEL.ONNX",
+                   help="the .onnx file the candidate ran (torch.onnx.export with dynamo=False): recorded module "
+                        "stages pair with its values by the module scopes in its node names")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -244,9 +247,12 @@ def _trace(args: argparse.Namespace) -> int:
             _check_input(path, "a .npz or .pt dump of stage tensors")
         if args.map_path:
             _check_input(args.map_path, "a JSON object {reference stage: candidate stage}")
+        if args.onnx_path:
+            _check_input(args.onnx_path, "the .onnx file the candidate ran")
     except ValueError as e:
         return _fail(e)
-    return trace.trace_command(args.reference, args.candidate, args.map_path, as_json=args.json)
+    return trace.trace_command(args.reference, args.candidate, args.map_path, as_json=args.json,
+                               onnx_path=args.onnx_path)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -293,9 +293,15 @@ def test_nothing_pairs_is_a_value_error_listing_the_names():
         T.compare({"a": torch.zeros(3), "b": torch.zeros(4)}, {"p": torch.zeros(5), "q": torch.zeros(6)})
 
 
-def test_name_paired_shapes_that_differ_are_a_value_error():
-    with pytest.raises(ValueError, match=r"cannot be paired.*a \[3\] vs a \[4\]"):
-        T.compare({"a": torch.zeros(3)}, {"a": torch.zeros(4)})
+def test_name_paired_shapes_that_differ_are_shape_changed_not_an_error():
+    rep = T.compare({"x": torch.zeros(2), "a": torch.zeros(3)}, {"x": torch.ones(2), "a": torch.zeros(4)})
+    a = rep.stages["a"]
+    assert not a.passed and a.candidate_shape == (4,) and a.shape == (3,)
+    assert a.cause.name == "inherited" and a.own_cause.name == "shape_changed" and a.inherited_from == "x"
+    assert a.to_dict()["candidate_shape"] == [4]
+    alone = T.compare({"a": torch.zeros(3)}, {"a": torch.zeros(4)})       # nothing upstream: its own divergence
+    assert alone.first_divergence == "a" and alone.stages["a"].cause.name == "shape_changed"
+    assert alone.stages["a"].cause.evidence == {"reference_shape": [3], "candidate_shape": [4]}
 
 
 def test_bad_arguments_are_value_errors():
@@ -324,7 +330,7 @@ def test_vocabulary_has_the_form_of_the_diagnosis_vocabulary():
     from explainer.diagnosis.report import CauseInfo
 
     expected = {"identical", "numerical_noise", "shift", "channel_permutation", "channel_affine", "border",
-                "constant_offset", "non_finite", "unexplained", "inherited"}
+                "constant_offset", "non_finite", "unexplained", "inherited", "shape_changed", "row_order"}
     assert set(TC.CAUSES) == expected
     assert all(isinstance(c, CauseInfo) and c.meaning and c.fingerprint and c.fix for c in TC.CAUSES.values())
 

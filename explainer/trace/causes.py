@@ -31,8 +31,8 @@ import torch
 from explainer._validate import as_tensor, finite_number, one_of, whole_number
 from explainer.diagnosis.causes import Cause, CauseInfo
 
-__all__ = ["CAUSES", "EXPLAINED", "SHIFT_EXPLAINED", "SAMPLE", "Stage", "Pooler", "fit_cause", "same_cause",
-           "cause", "estimate_shift", "shift_map", "apply_cause"]
+__all__ = ["CAUSES", "EXPLAINED", "SHIFT_EXPLAINED", "SAMPLE", "Stage", "Pooler", "LevelPooler", "fit_cause",
+           "same_cause", "cause", "estimate_shift", "shift_map", "apply_cause", "content_region"]
 
 #: A structured cause must remove at least this fraction of the squared difference ...
 EXPLAINED = 0.999
@@ -85,6 +85,19 @@ CAUSES: Dict[str, CauseInfo] = {
         "align the coordinate conventions: ROIAlign aligned=True (POOLER_TYPE ROIAlignV2; ONNX RoiAlign "
         "coordinate_transformation_mode='half_pixel', opset >= 16), the same Resize coordinate mode "
         "(PyTorch align_corners=False is ONNX 'half_pixel' / 'pytorch_half_pixel'), the same padding"),
+    "shape_changed": CauseInfo(
+        "the stage has another shape in the candidate: a count that depends on the data (proposals kept by the "
+        "RPN's top-k and NMS, detections above a score threshold) changed because an earlier stage differs",
+        "the paired stages' shapes differ (both are given); no value can be compared",
+        "fix the first divergence upstream; if there is none, the two runs keep a different number of boxes "
+        "(compare PRE_NMS_TOPK / POST_NMS_TOPK, the NMS threshold and the score threshold)"),
+    "row_order": CauseInfo(
+        "the same rows (boxes, proposals, detections) in another order, or nearly the same set: a sort or a "
+        "top-k among scores that tie or differ by rounding, another NMS or top-k implementation",
+        "each candidate row equals a reference row (within the tolerance) at another index; a few rows may have "
+        "no partner (the ones that crossed a top-k or score threshold)",
+        "nothing, if the scores tie (the runs agree on the set); otherwise make the scores agree first, and "
+        "compare sets of boxes (the diagnosis matches detections by IoU) rather than rows by index"),
     "unexplained": CauseInfo(
         "the stage computes something else, with no fingerprint of a convention",
         "fails the tolerance; no cause above explains it",
@@ -109,11 +122,20 @@ class Stage:
     """The two tensors of one stage as Tensor[N, C, H, W] (see the module's layout conventions), with samples."""
 
     def __init__(self, ref: torch.Tensor, cand: torch.Tensor, atol: float, rtol: float,
-                 pooler: Optional["Pooler"] = None, pooled_from: Optional[torch.Tensor] = None):
+                 pooler: Optional[Any] = None, pooled_from: Optional[Any] = None,
+                 region: Optional[Tuple[int, int]] = None):
         self.shape = tuple(ref.shape)
         self.atol, self.rtol = float(atol), float(rtol)
         self.r, self.spatial, self.channels = _layout(ref)
         self.c, _, _ = _layout(cand)
+        self.region: Optional[Tuple[int, int]] = None
+        if self.spatial and pooler is None:
+            found = content_region(self.r, self.c) if region is None else region
+            h, w = self.r.shape[-2:]
+            if found is not None and tuple(found) != (h, w):
+                self.region = (min(int(found[0]), h), min(int(found[1]), w))
+                self.r = self.r[..., :self.region[0], :self.region[1]]
+                self.c = self.c[..., :self.region[0], :self.region[1]]
         self.ref, self.cand = ref, cand
         self.pooler, self.pooled_from = pooler, pooled_from
         self._flat: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
@@ -150,6 +172,31 @@ def _layout(t: torch.Tensor) -> Tuple[torch.Tensor, bool, bool]:
     if t.dim() == 2:
         return t.T.unsqueeze(0).unsqueeze(-1), False, True      # 1 x C x rows x 1
     return t.reshape(1, 1, -1, 1), False, False
+
+
+def content_region(ref: torch.Tensor, cand: torch.Tensor) -> Optional[Tuple[int, int]]:
+    """(height, width) of the image inside a batch padded at the bottom and right, or None when nothing is padded.
+
+    ``ref``, ``cand``: Tensor[N, C, H, W]. Padding is the trailing rows and columns that are exactly zero in both
+    runs, in every item and channel: a batch padded to a multiple of the stride (Detectron2's ``ImageList``,
+    torchvision's ``size_divisible``) pads the normalised image with zeros, so a mistake in the image (another
+    pixel mean, another channel order) leaves the padding as it was. A fit over the padding would fail; the
+    fits run on the image. None also when what remains would be under 4 x 4 cells.
+    """
+    if ref.dim() != 4 or ref.shape != cand.shape or ref.shape[-1] < 4 or ref.shape[-2] < 4:
+        return None
+    zero = (ref == 0) & (cand == 0)
+    rows = zero.all(dim=(0, 1, 3))
+    cols = zero.all(dim=(0, 1, 2))
+    h, w = int(rows.shape[0]), int(cols.shape[0])
+    live_rows = torch.nonzero(~rows)
+    live_cols = torch.nonzero(~cols)
+    if live_rows.numel() == 0 or live_cols.numel() == 0:
+        return None
+    hh, ww = int(live_rows[-1]) + 1, int(live_cols[-1]) + 1
+    if (hh, ww) == (h, w) or hh < 4 or ww < 4:
+        return None
+    return hh, ww
 
 
 def _explained(resid: torch.Tensor, diff: torch.Tensor, target: torch.Tensor, st: Stage) -> Tuple[bool, float]:
@@ -537,36 +584,148 @@ class Pooler:
                          sampling_ratio=self.sampling_ratio, aligned=self.aligned)
 
 
+@dataclass(frozen=True)
+class LevelPooler:
+    """How an FPN pooler pooled a stage: several feature maps, each box from the level assigned to it.
+
+    The pooler of a real detector (Detectron2's ``ROIPooler`` with ``level_poolers``, torchvision's
+    ``MultiScaleRoIAlign``) assigns each box to a level by its size, ``floor(canonical_level + log2(sqrt(area) /
+    canonical_scale))`` clamped to the levels there are (Detectron2's ``assign_boxes_to_levels``, torchvision's
+    ``LevelMapper``), and pools it from that level's map with ``roi_align``.
+
+    ``features``: the reference stages of the levels, finest first (Tensor[N, C, H, W] each); ``rois``:
+    Tensor[R, 5] (batch index, x1, y1, x2, y2) in image pixels; ``levels``: Tensor[R], each box's index into
+    ``features``, as the pooler assigned it; ``spatial_scales``: 1 / stride of each level; ``output_size``,
+    ``sampling_ratio``, ``aligned``: ``roi_align``'s arguments. ``canonical_level`` and ``canonical_scale``
+    describe the assignment (224 and 4 in both libraries' defaults).
+    """
+
+    features: Tuple[str, ...]
+    rois: torch.Tensor
+    levels: torch.Tensor
+    spatial_scales: Tuple[float, ...]
+    output_size: Tuple[int, int]
+    sampling_ratio: int
+    aligned: bool
+    canonical_level: int = 4
+    canonical_scale: float = 224.0
+
+    def pool(self, features: Any, dy: float = 0.0, dx: float = 0.0,
+             rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The reference's pooling (Tensor[R, C, h, w]) with every box moved by (dy, dx) cells of its own level's
+        map; ``rows``: only these boxes, in this order."""
+        from torchvision.ops import roi_align
+
+        maps = list(features)
+        rois = self.rois if rows is None else self.rois[rows]
+        levels = self.levels if rows is None else self.levels[rows]
+        c = maps[0].shape[1]
+        out = torch.zeros((len(rois), c, *self.output_size), dtype=maps[0].dtype)
+        for k, (f, scale) in enumerate(zip(maps, self.spatial_scales)):
+            idx = torch.nonzero(levels == k).view(-1)
+            if idx.numel() == 0:
+                continue
+            move = torch.tensor([0.0, dx, dy, dx, dy], dtype=torch.float64) / scale
+            boxes = (rois[idx].double() + move).to(f.dtype)
+            out[idx] = roi_align(f, boxes, self.output_size, spatial_scale=scale,
+                                 sampling_ratio=self.sampling_ratio, aligned=self.aligned)
+        return out
+
+
+#: A pooled shift is fitted on at most this many boxes, evenly spread over the stage.
+POOLED_FIT_BOXES = 64
+
+
 def pooled_shift(st: Stage) -> Optional[Cause]:
     """Fit cand = pool(reference features, boxes moved by (dy, dx) feature cells) by Gauss-Newton.
 
     The derivatives are finite differences of ``roi_align`` (1e-3 cell). Needs the pooler to reproduce the
-    reference stage at (0, 0); otherwise no shift is claimed.
+    reference stage at (0, 0); otherwise no shift is claimed. For a :class:`LevelPooler` the cells are those of
+    each box's own level, so one (dy, dx) is half a cell on every level when ``aligned`` differs. The fit reads
+    at most :data:`POOLED_FIT_BOXES` boxes.
     """
     pooler = st.pooler
     if pooler is None or st.pooled_from is None:
         return None
-    feats = st.pooled_from.double()
+    multi = isinstance(pooler, LevelPooler)
+    feats: Any = [f.double() for f in st.pooled_from] if multi else st.pooled_from.double()
     r, c = st.ref.double(), st.cand.double()
-    if tuple(pooler.pool(feats).shape) != tuple(r.shape):
+    if r.dim() != 4 or len(r) != len(pooler.rois):
         return None
-    if float((pooler.pool(feats) - r).abs().max()) > st.atol + st.rtol * float(r.abs().max()):
+    n = len(r)
+    rows = torch.arange(min(n, POOLED_FIT_BOXES)) * n // max(min(n, POOLED_FIT_BOXES), 1)
+    r, c = r[rows], c[rows]
+
+    def pool(dy: float = 0.0, dx: float = 0.0) -> torch.Tensor:
+        if multi:
+            return pooler.pool(feats, dy, dx, rows=rows)
+        return Pooler(pooler.features, pooler.rois[rows], pooler.output_size, pooler.spatial_scale,
+                      pooler.sampling_ratio, pooler.aligned).pool(feats, dy, dx)
+
+    at_zero = pool()
+    if tuple(at_zero.shape) != tuple(r.shape):
+        return None
+    if float((at_zero - r).abs().max()) > st.atol + st.rtol * float(r.abs().max()):
         return None
     h = 1e-3
 
     def residual(d: torch.Tensor):
         dy, dx = float(d[0]), float(d[1])
-        val = pooler.pool(feats, dy, dx)
-        jy = (pooler.pool(feats, dy + h, dx) - pooler.pool(feats, dy - h, dx)) / (2 * h)
-        jx = (pooler.pool(feats, dy, dx + h) - pooler.pool(feats, dy, dx - h)) / (2 * h)
+        val = pool(dy, dx)
+        jy = (pool(dy + h, dx) - pool(dy - h, dx)) / (2 * h)
+        jx = (pool(dy, dx + h) - pool(dy, dx - h)) / (2 * h)
         return c - val, jy, jx, float(((c - r) ** 2).sum())
 
     d, err, base = _gauss_newton(residual, (0.0, 0.0), iters=20)
     est = {"dy": float(d[0]), "dx": float(d[1]), "explained": 1.0 - err / base if base > 0 else 0.0}
+    if multi:
+        strides = [1.0 / s for s in pooler.spatial_scales]
+        extra: Dict[str, Any] = {"in_image_pixels_per_level": {f"stride {_rounded(s, 3):g}": [
+            _rounded(est["dy"] * s, 3), _rounded(est["dx"] * s, 3)] for s in strides},
+            "pooled_from": list(pooler.features), "boxes": int(len(pooler.rois)), "boxes_fitted": int(len(rows)),
+            "levels": [int((pooler.levels == k).sum()) for k in range(len(strides))]}
+        return _shift_cause(est, "feature cells of each box's level", extra)
     scale = 1.0 / pooler.spatial_scale
     return _shift_cause(est, "feature cells", {"in_image_pixels": [_rounded(est["dy"] * scale, 3),
                                                                    _rounded(est["dx"] * scale, 3)],
-                                               "pooled_from": pooler.features, "boxes": int(len(pooler.rois))})
+                                               "pooled_from": pooler.features, "boxes": int(len(pooler.rois)),
+                                               "boxes_fitted": int(len(rows))})
+
+
+#: Rows compared pairwise by :func:`row_order` at most (a 2-D stage of more rows is not tried).
+ROW_ORDER_ROWS = 8192
+
+
+def row_order(st: Stage) -> Optional[Cause]:
+    """Rows of a 2-D stage (Tensor[R, K]) that are the reference's rows in another order.
+
+    Each candidate row is matched to the nearest reference row not taken yet (largest difference within the
+    tolerance). Found when at least 90% of the rows find a partner and some sit at another index.
+    """
+    if st.ref.dim() != 2 or len(st.ref) < 2 or len(st.ref) > ROW_ORDER_ROWS:
+        return None
+    r, c = st.ref.double(), st.cand.double()
+    dist = torch.cdist(c, r, p=float("inf"))                         # R x R: the largest coordinate difference
+    tol = st.atol + st.rtol * r.abs().amax(dim=1)
+    order = torch.argsort(dist, dim=1)
+    taken = torch.zeros(len(r), dtype=torch.bool)
+    partner = torch.full((len(r),), -1, dtype=torch.int64)
+    for i in range(len(c)):
+        for j in order[i, :8].tolist():
+            if not taken[j] and float(dist[i, j]) <= float(tol[j]):
+                taken[j] = True
+                partner[i] = j
+                break
+    matched = int((partner >= 0).sum())
+    moved = int(((partner >= 0) & (partner != torch.arange(len(r)))).sum())
+    if matched < 0.9 * len(r) or moved == 0:
+        return None
+    first = [int(i) for i in torch.nonzero((partner >= 0) & (partner != torch.arange(len(r)))).view(-1)[:8]]
+    ev: Dict[str, Any] = {"rows": len(r), "rows_moved": moved, "rows_without_partner": len(r) - matched,
+          "first_moved": [[i, int(partner[i])] for i in first]}
+    return cause("row_order", matched / len(r),
+                 ev, f"{moved} of {len(r)} rows sit at another index (candidate row, reference row: "
+                     f"{ev['first_moved'][:3]}), {len(r) - matched} have no partner")
 
 
 def fit_cause(st: Stage, d_min: float, d_max: float, c_absmax: float) -> Cause:
@@ -576,16 +735,19 @@ def fit_cause(st: Stage, d_min: float, d_max: float, c_absmax: float) -> Cause:
     largest |candidate|.
     """
     for fit in (lambda: constant_offset(st, d_min, d_max, c_absmax), lambda: channel_affine(st),
-                lambda: channel_permutation(st), lambda: border(st), lambda: shift(st)):
+                lambda: channel_permutation(st), lambda: border(st), lambda: shift(st), lambda: row_order(st)):
         found = fit()
         if found is not None:
+            if st.region is not None:
+                found.evidence["fitted_on_image"] = list(st.region)
+                found.evidence["padding_ignored"] = [st.shape[-2] - st.region[0], st.shape[-1] - st.region[1]]
             return found
-    return cause("unexplained", 0.0, {}, "no fingerprint (offset, channel scale, channel order, border, shift) "
-                 "explains the difference")
+    return cause("unexplained", 0.0, {}, "no fingerprint (offset, channel scale, channel order, border, shift, "
+                 "row order) explains the difference")
 
 
-def apply_cause(found: Cause, reference: torch.Tensor, pooler: Optional[Pooler] = None,
-                pooled_from: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+def apply_cause(found: Cause, reference: torch.Tensor, pooler: Optional[Any] = None,
+                pooled_from: Optional[Any] = None) -> Optional[torch.Tensor]:
     """The reference with a fitted cause applied: what the cause predicts the candidate to be (its shape).
 
     Defined for ``constant_offset``, ``channel_affine``, ``channel_permutation`` and ``shift`` (NaN where a
@@ -611,7 +773,9 @@ def apply_cause(found: Cause, reference: torch.Tensor, pooler: Optional[Pooler] 
             v = v * torch.tensor(scale, dtype=v.dtype).view(1, -1, 1, 1) + torch.tensor(bias, dtype=v.dtype).view(1, -1, 1, 1)
         return _unlayout(v, reference.shape)
     if found.name == "shift":
-        if pooler is not None and pooled_from is not None:
+        if isinstance(pooler, LevelPooler) and pooled_from is not None:
+            return pooler.pool([f.double() for f in pooled_from], float(ev["dy"]), float(ev["dx"]))
+        if isinstance(pooler, Pooler) and isinstance(pooled_from, torch.Tensor):
             return pooler.pool(pooled_from.double(), float(ev["dy"]), float(ev["dx"]))
         v, spatial, _ = _layout(r)
         if not spatial:
@@ -648,6 +812,8 @@ def same_cause(a: Cause, b: Cause) -> bool:
         return ea.get("unit") == eb.get("unit") and math.hypot(ea["dy"] - eb["dy"], ea["dx"] - eb["dx"]) <= 0.1
     if a.name == "constant_offset":
         return abs(ea["offset"] - eb["offset"]) <= 1e-3 * max(1.0, abs(ea["offset"]))
+    if a.name == "row_order":
+        return True
     if a.name == "border":
         return ea.get("k") == eb.get("k")
     return a.name == "non_finite"

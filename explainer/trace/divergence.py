@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -49,16 +50,20 @@ from explainer.checkpoints.safe_load import (
 )
 from explainer.diagnosis.causes import Cause
 from explainer.trace import causes as TC
-from explainer.trace.capture import onnx_intermediates, onnx_module_outputs, record
+from explainer.trace.capture import Recording, onnx_intermediates, onnx_module_outputs, onnx_scopes, record
 from explainer.trace.causes import CAUSES
 
 __all__ = [
-    "CAUSES", "ATOL", "RTOL", "record", "onnx_intermediates", "onnx_module_outputs", "compare", "StageComparison",
-    "TraceReport", "load_dump", "trace_command", "single_thread",
+    "CAUSES", "ATOL", "RTOL", "NOISE", "record", "Recording", "onnx_intermediates", "onnx_module_outputs", "onnx_scopes",
+    "onnx_names", "scope_pairs", "compare", "StageComparison", "TraceReport", "load_dump", "trace_command",
+    "single_thread",
 ]
 
 #: Default tolerance: a value passes when |candidate - reference| <= ATOL + RTOL |reference|.
 ATOL, RTOL = 1e-4, 1e-3
+#: ... or when the stage's relative error ||c - r|| / ||r|| is at most NOISE: float32 rounding in sums of large
+#: terms (a convolution of a real network) gives values near zero an error far above atol + rtol |value|.
+NOISE = 1e-5
 #: Values are measured in chunks of this many (the chunk stays in the processor's cache).
 _CHUNK = 1 << 17
 #: Runs with at least this many values per side are compared on several cores, a stage per core at a time.
@@ -103,12 +108,14 @@ class StageComparison:
     cause: Cause
     inherited_from: Optional[str] = None
     own_cause: Optional[Cause] = None
+    candidate_shape: Optional[Tuple[int, ...]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         d = {"name": self.name, "candidate": self.candidate, "pairing": self.pairing, "shape": list(self.shape),
              "max_abs": self.max_abs, "mean_abs": self.mean_abs, "rel_error": self.rel_error, "cosine": self.cosine,
              "failing_values": self.failing, "tolerances": self.tolerances, "passed": self.passed, "cause": self.cause.to_dict(),
-             "inherited_from": self.inherited_from}
+             "inherited_from": self.inherited_from,
+             "candidate_shape": list(self.candidate_shape) if self.candidate_shape is not None else list(self.shape)}
         if self.own_cause is not None:
             d["own_cause"] = self.own_cause.to_dict()
         return jsonable(d)
@@ -124,6 +131,8 @@ class TraceReport:
     rtol: float
     unpaired_reference: List[str] = field(default_factory=list)
     unpaired_candidate: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    noise: float = 0.0
 
     @property
     def root_causes(self) -> List[StageComparison]:
@@ -138,7 +147,9 @@ class TraceReport:
         how = Counter(s.pairing.split(" ")[0] for s in self.stages.values())
         lines = [f"{len(self.stages)} stages compared (paired by " +
                  ", ".join(f"{k}: {v}" for k, v in how.items()) +
-                 f"); a value passes when |candidate - reference| <= {self.atol:g} + {self.rtol:g} |reference|."]
+                 f"); a value passes when |candidate - reference| <= {self.atol:g} + {self.rtol:g} |reference|"
+                 + (f", a stage when that holds everywhere or its relative error is <= {self.noise:g}." if self.noise
+                    else ".")]
         if self.first_divergence is None:
             lines.append("no divergence: every stage is identical or within the tolerance.")
         else:
@@ -152,6 +163,8 @@ class TraceReport:
                 res += f" from {s.inherited_from}"
             lines.append(f"{s.name[:28]:<28} {s.max_abs:>10.3g} {s.mean_abs:>10.3g} {s.rel_error:>9.2g} "
                          f"{s.cosine:>9.6f}  {res}{mark}")
+        for note in self.notes:
+            lines.append(f"note: {note}")
         for k, s in enumerate(self.root_causes, 1):
             ev = "; ".join(f"{key} = {_fmt(v)}" for key, v in s.cause.evidence.items())
             lines.append(f"{k}. {s.name}: {s.cause.name}: {s.cause.explanation}")
@@ -168,10 +181,11 @@ class TraceReport:
 
     def to_dict(self) -> Dict[str, Any]:
         return jsonable({"first_divergence": self.first_divergence, "atol": self.atol, "rtol": self.rtol,
+                          "noise": self.noise,
                           "stages": [s.to_dict() for s in self.stages.values()],
                           "root_causes": [s.name for s in self.root_causes],
                           "unpaired_reference": list(self.unpaired_reference),
-                          "unpaired_candidate": list(self.unpaired_candidate)})
+                          "unpaired_candidate": list(self.unpaired_candidate), "notes": list(self.notes)})
 
 
 def _names(names: Any, k: int = 10) -> str:
@@ -270,8 +284,14 @@ def _compatible(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _pair(ref: Mapping[str, torch.Tensor], cand: Mapping[str, torch.Tensor],
-          name_map: Optional[Mapping[str, str]]) -> Tuple[List[Tuple[str, str, str]], List[str], List[str]]:
-    """[(reference name, candidate name, how)], unpaired reference names, unpaired candidate names."""
+          name_map: Optional[Mapping[str, str]],
+          scopes: Optional[Mapping[str, Mapping[str, List[str]]]] = None,
+          sources: Optional[Mapping[str, str]] = None) -> Tuple[List[Tuple[str, str, str]], List[str], List[str]]:
+    """[(reference name, candidate name, how)], unpaired reference names, unpaired candidate names.
+
+    By ``name_map``, then by equal name, then by the ONNX module scopes (:func:`scope_pairs`), then in order
+    among the rest with compatible shapes. Pairs made by a map, a name or a scope may have different shapes
+    (the stage is then ``shape_changed``)."""
     name_map = dict(name_map or {})
     bad_keys = [k for k in name_map if k not in ref]
     bad_vals = [v for v in name_map.values() if v not in cand]
@@ -284,18 +304,161 @@ def _pair(ref: Mapping[str, torch.Tensor], cand: Mapping[str, torch.Tensor],
         if r not in paired and r in cand and r not in used:
             paired[r] = (r, "name")
             used.add(r)
-    bad = [f"{r} {list(ref[r].shape)} vs {c} {list(cand[c].shape)}" for r, (c, _) in paired.items()
-           if not _compatible(ref[r], cand[c])]
-    if bad:
-        raise ValueError(f"stages paired by name have shapes that cannot be paired: {_names(bad)}")
+    if scopes:
+        for r, (c, how) in scope_pairs(ref, cand, scopes, skip=paired, sources=sources).items():
+            paired[r] = (c, how)
+            used.add(c)
     _pair_in_order(ref, cand, paired, used)
     pairs = [(r, *paired[r]) for r in ref if r in paired]
     un_r = [r for r in ref if r not in paired]
     un_c = [c for c in cand if c not in used]
     if not pairs:
-        raise ValueError(f"no stage pairs up (by name_map, by name, or in order with equal shapes); unpaired "
-                         f"reference stages: {_names(un_r)}; unpaired candidate stages: {_names(un_c)}")
+        raise ValueError(f"no stage pairs up (by name_map, by name, by ONNX scope, or in order with equal shapes); "
+                         f"unpaired reference stages: {_names(un_r)}; unpaired candidate stages: {_names(un_c)}")
     return pairs, un_r, un_c
+
+
+_CALL = re.compile(r"^(.*)_(\d+)$")
+
+
+def _record_base(scope_path: str, bases: set) -> Optional[str]:
+    """The recorded name of an ONNX scope: ``rpn.head.cls_logits_2`` is the third call, ``rpn.head.cls_logits:2``,
+    unless a module is called ``cls_logits_2``."""
+    if scope_path in bases:
+        return scope_path
+    m = _CALL.match(scope_path)
+    if m and int(m.group(2)) > 0 and f"{m.group(1)}:{m.group(2)}" in bases:
+        return f"{m.group(1)}:{m.group(2)}"
+    return None
+
+
+def scope_pairs(reference: Mapping[str, Any], candidate: Mapping[str, Any],
+                scopes: Mapping[str, Mapping[str, List[str]]], skip: Optional[Mapping[str, Any]] = None,
+                sources: Optional[Mapping[str, str]] = None) -> Dict[str, Tuple[str, str]]:
+    """{reference stage: (candidate value, how)} for stages recorded with :func:`record` and values computed by
+    :func:`onnx_intermediates` on a model exported by ``torch.onnx.export(..., dynamo=False)``.
+
+    ``scopes``: :func:`onnx_scopes` of that model. A recorded stage ``path`` (or ``path:k``, the module's call
+    k, which the exporter writes ``path_k``; or ``path.key``, one output of a module that returns a tuple or a
+    dict, such as an FPN's levels) pairs with the values the module's scope produced, in graph order: first
+    those of a compatible shape, then the rest of the same rank (a shape that changed downstream of a
+    divergence). ``path:input`` pairs with the value the module reads from outside. ``how`` is ``"scope"``.
+    ``sources``: {stage: the module (and call) it came from}, as a :class:`Recording` keeps them; without it, a
+    stage's module is read from its name (the longest scope it starts with, unless a shorter name is a stage
+    itself: then it belongs to a module the export folded away, such as a BatchNorm, and stays unpaired).
+    """
+    skip = skip or {}
+    bases: set = set()
+    for r in reference:
+        parts = r.split(".")
+        for i in range(1, len(parts) + 1):
+            bases.add(".".join(parts[:i]))
+    groups: Dict[str, List[str]] = {}
+    for scope_path, vals in scopes.items():
+        base = _record_base(scope_path, bases)
+        if base is not None:
+            groups[base] = [v for v in vals.get("outputs", []) if v in candidate]
+            inputs = [v for v in vals.get("inputs", []) if v in candidate]
+            groups[f"{base}:input"] = inputs
+    owner: Dict[str, List[str]] = {}
+    sources = sources or getattr(reference, "sources", None) or {}
+    for r in reference:
+        if r in skip:
+            continue
+        head = _group_of(sources.get(r), groups) if r in sources else _owner(r, groups, reference)
+        if head is not None:
+            owner.setdefault(head, []).append(r)
+    out: Dict[str, Tuple[str, str]] = {}
+    for base, stages in owner.items():           # one value may be several modules' output (a block's last ReLU)
+        for r, v in _match_values(reference, candidate, stages, list(groups[base])).items():
+            out[r] = (v, "scope")
+    return out
+
+
+def _group_of(source: Optional[str], groups: Mapping[str, Any]) -> Optional[str]:
+    """The scope group of a recorded module call: ``X:k`` is ``X_k``'s group, or else ``X``'s (the exporter
+    numbers only the innermost scope of a container called again)."""
+    if source is None:
+        return None
+    if source in groups:
+        return source
+    m = re.match(r"^(.*):(\d+)$", source)
+    if m and m.group(1) in groups:
+        return m.group(1)
+    return None
+
+
+def _owner(stage: str, groups: Mapping[str, Any], reference: Mapping[str, Any]) -> Optional[str]:
+    """The module of a stage read from a dump (its name alone): the longest scope its name starts with. A stage
+    below a module that is a stage itself is that module's submodule, which the model has no scope for (a
+    BatchNorm folded into its convolution): it has no owner."""
+    parts = stage.split(".")
+    for i in range(len(parts), 0, -1):
+        head = ".".join(parts[:i])
+        if i < len(parts) and head in reference:
+            return None
+        found = _group_of(head, groups)
+        if found is not None:
+            return found
+    return None
+
+
+def _match_values(reference: Mapping[str, Any], candidate: Mapping[str, Any], stages: List[str],
+                  values: List[str]) -> Dict[str, str]:
+    """Stages to values: each to the first free value of a compatible shape, in graph order; then the rest to
+    the first free value of the same rank."""
+    out: Dict[str, str] = {}
+    rest: List[str] = []
+    for r in stages:
+        shape = tuple(np.shape(reference[r]))
+        k = next((v for v in values if _compatible_shapes(shape, tuple(np.shape(candidate[v])))), None)
+        if k is None:
+            rest.append(r)
+        else:
+            values.remove(k)
+            out[r] = k
+    for r in rest:
+        rank = len(np.shape(reference[r]))
+        k = next((v for v in values if len(np.shape(candidate[v])) == rank), None)
+        if k is not None:
+            values.remove(k)
+            out[r] = k
+    return out
+
+
+def onnx_names(reference: Mapping[str, Any], onnx_model: Any) -> List[str]:
+    """The values of ``onnx_model`` that :func:`scope_pairs` may pair with the stages of ``reference``: what to
+    ask :func:`onnx_intermediates` for, instead of every value of the model.
+
+    ``onnx_model``: an ``.onnx`` file (or its ``onnx.ModelProto``) exported by ``torch.onnx.export(...,
+    dynamo=False)``. Raises ``ValueError`` when no recorded stage has a scope in the model (a model exported by
+    the dynamo route, whose node names carry no module path: pair its values with a name map).
+    """
+    if not isinstance(reference, Mapping) or not reference:
+        raise ValueError("reference must be a non-empty dict {stage name: tensor}, as record returns it")
+    scopes = onnx_scopes(onnx_model)
+    bases: set = set()
+    for r in reference:
+        parts = str(r).split(".")
+        bases.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    names: List[str] = []
+    for scope_path, vals in scopes.items():
+        base = _record_base(scope_path, bases)
+        if base is None:
+            continue
+        if any(str(r) == base or str(r).startswith(base + ".") for r in reference):
+            names.extend(vals["outputs"])
+        if f"{base}:input" in reference:
+            names.extend(vals["inputs"])
+    if not names:
+        raise ValueError(f"onnx_model: none of the recorded stages ({_names(list(reference))}) has a module scope in "
+                         f"the model's node names (export with torch.onnx.export(..., dynamo=False), or pair the "
+                         f"values by hand with a name map)")
+    return list(dict.fromkeys(names))
+
+
+def _compatible_shapes(sa: Tuple[int, ...], sb: Tuple[int, ...]) -> bool:
+    return sa == sb or _squeezed(sa) == _squeezed(sb)
 
 
 def _pair_in_order(ref: Mapping[str, torch.Tensor], cand: Mapping[str, torch.Tensor],
@@ -396,38 +559,52 @@ def _check_arguments(reference, candidate, name_map, atol, rtol) -> None:
 
 
 def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map: Optional[Mapping[str, str]] = None,
-            atol: float = ATOL, rtol: float = RTOL, poolers: Optional[Mapping[str, TC.Pooler]] = None) -> TraceReport:
+            atol: float = ATOL, rtol: float = RTOL, poolers: Optional[Mapping[str, Any]] = None,
+            onnx_model: Any = None, padding: Optional[Mapping[str, Tuple[int, int]]] = None,
+            noise: float = NOISE) -> TraceReport:
     """Compare two runs stage by stage; find the first divergence and why.
 
     ``reference``, ``candidate``: {stage name: tensor or array}, in network order (as :func:`record`,
     :func:`onnx_intermediates` and :func:`load_dump` return them). Stages pair by ``name_map`` ({reference name:
-    candidate name}), else by equal name, else in order among the rest when their shapes are equal (axes of size
-    1 aside). A value passes when |c - r| <= ``atol`` + ``rtol`` |r|; a stage passes when every value does.
-    ``poolers``: {stage: :class:`explainer.trace.causes.Pooler`} for ROI-pooled stages: how the reference pooled
-    them (from which reference stage, which boxes, ``roi_align``'s arguments), so that a shift of the boxes is
-    fitted in feature cells; a pooled map alone cannot show a shift smaller than its bins. Raises
-    ``ValueError`` when nothing pairs or paired shapes differ, listing the names. Each stage is compared on one
-    torch thread, so the numbers are the same on every machine; a large run compares up to 4 stages at once,
-    one per core. The thread count is restored afterwards.
+    candidate name}), else by equal name, else, given ``onnx_model`` (the ``.onnx`` file the candidate ran, as
+    exported by ``torch.onnx.export(..., dynamo=False)``), by the module scopes in its node names
+    (:func:`scope_pairs`), else in order among the rest when their shapes are equal (axes of size 1 aside).
+    Each stage's ``pairing`` says which. A value passes when |c - r| <= ``atol`` + ``rtol`` |r|; a stage passes
+    when every value does, or when its relative error ||c - r|| / ||r|| is at most ``noise`` (float32 rounding
+    in a real network's sums; 0 turns this off). A paired stage whose shape changed (a proposal count after an earlier divergence)
+    is ``shape_changed``, with both shapes, and is carried along from that divergence like any other.
+
+    ``poolers``: {stage: :class:`explainer.trace.causes.Pooler` or :class:`~explainer.trace.causes.LevelPooler`}
+    for ROI-pooled stages: how the reference pooled them, so that a shift of the boxes is fitted in feature
+    cells (a pooled map alone cannot show a shift smaller than its bins); a :class:`Recording` brings its own.
+    ``padding``: {stage: (height, width)} of the image inside a padded batch; without it, trailing rows and
+    columns that are zero in both runs are taken for padding, and the causes are fitted on the image.
+    Raises ``ValueError`` when nothing pairs. Each stage is compared on one torch thread, so the numbers are
+    the same on every machine; a large run compares up to 4 stages at once, one per core. The thread count is
+    restored afterwards.
     """
     _check_arguments(reference, candidate, name_map, atol, rtol)
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
+        raise ValueError(f"noise must be a number in [0, 1), got {noise!r}")
     ref = {str(k): _as_tensor(str(k), v, "reference") for k, v in reference.items()}
     cand = {str(k): _as_tensor(str(k), v, "candidate") for k, v in candidate.items()}
-    pairs, un_r, un_c = _pair(ref, cand, name_map)
-    poolers = dict(poolers or {})
-    bad = [f"{k} (pooled from {getattr(p, 'features', None)!r})" for k, p in poolers.items()
-           if k not in ref or not isinstance(p, TC.Pooler) or p.features not in ref]
-    if bad:
-        raise ValueError(f"poolers must map reference stages to a Pooler whose features name a reference stage; "
-                         f"not so for {_names(bad)}")
+    scopes = onnx_scopes(onnx_model) if onnx_model is not None else None
+    pairs, un_r, un_c = _pair(ref, cand, name_map, scopes, getattr(reference, "sources", None))
+    poolers = _check_poolers(ref, {**dict(getattr(reference, "poolers", None) or {}), **dict(poolers or {})})
+    padding = _check_padding(ref, padding)
     roots: List[StageComparison] = []
     first: Optional[str] = None
 
     def one(pair: Tuple[str, str, str]) -> StageComparison:
         rname, cname, how = pair
         pooler = poolers.get(rname)
-        return _compare_stage(rname, cname, how, ref[rname], cand[cname], atol, rtol, pooler,
-                              _floating(ref[pooler.features]) if pooler is not None else None)
+        source: Any = None
+        if isinstance(pooler, TC.LevelPooler):
+            source = [_floating(ref[f]) for f in pooler.features]
+        elif pooler is not None:
+            source = _floating(ref[pooler.features])
+        return _compare_stage(rname, cname, how, ref[rname], cand[cname], atol, rtol, pooler, source,
+                              padding.get(rname), float(noise))
 
     workers = min(_workers(), len(pairs))
     if sum(ref[rname].numel() for rname, _, _ in pairs) < _PARALLEL_VALUES:
@@ -448,25 +625,78 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map
             if s.cause.name != "inherited":
                 roots.append(s)
     return TraceReport(stages=stages, first_divergence=first, atol=float(atol), rtol=float(rtol),
-                       unpaired_reference=un_r, unpaired_candidate=un_c)
+                       unpaired_reference=un_r, unpaired_candidate=un_c,
+                       notes=list(getattr(reference, "notes", None) or []), noise=float(noise))
+
+
+def _pooled_names(p: Any) -> List[str]:
+    if isinstance(p, TC.LevelPooler):
+        return list(p.features)
+    return [p.features] if isinstance(p, TC.Pooler) else []
+
+
+def _check_poolers(ref: Mapping[str, Any], poolers: Dict[str, Any]) -> Dict[str, Any]:
+    bad = [f"{k} (pooled from {getattr(p, 'features', None)!r})" for k, p in poolers.items()
+           if k not in ref or not _pooled_names(p) or any(f not in ref for f in _pooled_names(p))]
+    if bad:
+        raise ValueError(f"poolers must map reference stages to a Pooler or LevelPooler whose features name "
+                         f"reference stages; not so for {_names(bad)}")
+    return poolers
+
+
+def _check_padding(ref: Mapping[str, Any], padding: Any) -> Dict[str, Tuple[int, int]]:
+    if padding is not None and not isinstance(padding, Mapping):
+        raise ValueError(f"padding must be a dict {{stage: (height, width)}}, got {type(padding).__name__}")
+    padding = dict(padding or {})
+    bad = [k for k, v in padding.items() if k not in ref or not isinstance(v, (tuple, list)) or len(v) != 2
+           or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)]
+    if bad:
+        raise ValueError(f"padding must map reference stages to (height, width) of the image, two positive "
+                         f"integers; not so for {_names(bad)}")
+    return padding
 
 
 def _inherit(s: StageComparison, roots: List[StageComparison]) -> None:
     """Mark a failing stage after a divergence as inherited when it has no cause of its own or the same one."""
     src = next((r for r in reversed(roots) if TC.same_cause(r.cause, s.cause)), None)
-    if src is None and s.cause.name == "unexplained" and roots:
+    if src is None and s.cause.name in ("unexplained", "shape_changed") and roots:
         src = roots[-1]
     if src is None:
         return
     s.own_cause, s.inherited_from = s.cause, src.name
-    how = "the same cause" if s.cause.name != "unexplained" else "no cause of its own"
+    how = {"unexplained": "no cause of its own", "shape_changed": "its shape changed"}.get(s.cause.name,
+                                                                                             "the same cause")
     s.cause = TC.cause("inherited", s.cause.strength, {"from": src.name, "own_fit": s.cause.name},
                        f"{how}: carried along from {src.name} ({src.cause.name})")
 
 
+def _passing_cause(m: Dict[str, float], within_noise: bool, noise: float) -> Cause:
+    if within_noise:
+        return TC.cause("numerical_noise", 1.0, {"max_abs": m["max_abs"], "rel_error": m["rel_error"]},
+                        f"relative error {m['rel_error']:.2g} <= {noise:g} (values near zero differ by up to "
+                        f"{m['max_abs']:.3g}, float32 rounding of sums of larger terms)")
+    same = m["max_abs"] == 0.0
+    return TC.cause("identical" if same else "numerical_noise", 1.0, {"max_abs": m["max_abs"]},
+                    "every value equal" if same else f"every value within the tolerance (max |difference| "
+                    f"{m['max_abs']:.3g})")
+
+
+def _shape_changed(rname: str, cname: str, how: str, r: torch.Tensor, c: torch.Tensor) -> StageComparison:
+    """A paired stage whose shapes cannot be compared: no value is measured (NaN), every value fails."""
+    nan = math.nan
+    found = TC.cause("shape_changed", 1.0, {"reference_shape": list(r.shape), "candidate_shape": list(c.shape)},
+                     f"{list(r.shape)} in the reference, {list(c.shape)} in the candidate")
+    return StageComparison(name=rname, candidate=cname, pairing=how, shape=tuple(r.shape), max_abs=nan, mean_abs=nan,
+                           rel_error=nan, cosine=nan, failing=int(max(r.numel(), c.numel())), tolerances=math.inf,
+                           passed=False, cause=found, candidate_shape=tuple(c.shape))
+
+
 def _compare_stage(rname: str, cname: str, how: str, r: torch.Tensor, c: torch.Tensor, atol: float, rtol: float,
-                   pooler: Optional[TC.Pooler], pooled_from: Optional[torch.Tensor]) -> StageComparison:
+                   pooler: Any, pooled_from: Any, region: Optional[Tuple[int, int]] = None,
+                   noise: float = 0.0) -> StageComparison:
     if tuple(r.shape) != tuple(c.shape):
+        if not _compatible(r, c):
+            return _shape_changed(rname, cname, how, r, c)
         c = c.reshape(r.shape)
         how += " (reshaped)"
     exact: Optional[np.ndarray] = None
@@ -491,18 +721,16 @@ def _compare_stage(rname: str, cname: str, how: str, r: torch.Tensor, c: torch.T
         if nonfinite is not None:
             m = _finite_measure(rf, cf, atol, rtol)
     passed = nonfinite is None and m["failing"] == 0
+    within_noise = (not passed and nonfinite is None and exact is None and m["rel_error"] <= noise)
     if nonfinite is not None:
         found = nonfinite
     elif exact is not None and not passed and float(rf.sub(cf).abs().max()) == 0.0:
         found = TC.cause("unexplained", 1.0, {"max_abs": m["max_abs"]}, "integers differ in digits beyond "
                          "float64's precision")
-    elif passed:
-        same = m["max_abs"] == 0.0
-        found = TC.cause("identical" if same else "numerical_noise", 1.0, {"max_abs": m["max_abs"]},
-                         "every value equal" if same else f"every value within the tolerance (max |difference| "
-                         f"{m['max_abs']:.3g})")
+    elif passed or within_noise:
+        found, passed = _passing_cause(m, within_noise, noise), True
     else:
-        st = TC.Stage(r, c, atol, rtol, pooler=pooler, pooled_from=pooled_from)
+        st = TC.Stage(r, c, atol, rtol, pooler=pooler, pooled_from=pooled_from, region=region)
         found = TC.fit_cause(st, m["d_min"], m["d_max"], m["c_absmax"])
     return StageComparison(name=rname, candidate=cname, pairing=how, shape=tuple(r.shape), max_abs=m["max_abs"],
                            mean_abs=m["mean_abs"], rel_error=m["rel_error"], cosine=m["cosine"],
@@ -640,9 +868,11 @@ def _error(message: str) -> int:
 
 
 def trace_command(reference_path: Union[str, os.PathLike], candidate_path: Union[str, os.PathLike],
-                  map_path: Union[str, os.PathLike, None] = None, as_json: bool = False) -> int:
+                  map_path: Union[str, os.PathLike, None] = None, as_json: bool = False,
+                  onnx_path: Union[str, os.PathLike, None] = None) -> int:
     """Compare two dumps and print the report (or its JSON); the ``trace`` command of ``python -m explainer``.
 
+    ``onnx_path``: the ``.onnx`` file the candidate ran, so that stages pair by module scope (see :func:`compare`).
     Exit codes, as the ``diagnose`` command's: 0 when no stage diverges (identical or within the tolerance),
     1 when a divergence and its causes were found, 2 on bad input (one line ``error: <file>: <what> (<what to
     do>)`` on stderr, no traceback).
@@ -651,13 +881,17 @@ def trace_command(reference_path: Union[str, os.PathLike], candidate_path: Union
         ref = load_dump(reference_path)
         cand = load_dump(candidate_path)
         name_map = _load_map(map_path) if map_path is not None else None
+        model = None
+        if onnx_path is not None:
+            from explainer.trace.capture import load_onnx
+            model = load_onnx(onnx_path)
     except ValueError as e:                     # the loaders name the file first
         return _error(str(e))
     except MemoryError:
         return _error(f"{reference_path}, {candidate_path}: reading them needs more memory than this process may "
                       f"use (free memory, or dump fewer stages)")
     try:
-        report = compare(ref, cand, name_map=name_map)
+        report = compare(ref, cand, name_map=name_map, onnx_model=model)
     except MemoryError:
         return _error(f"{reference_path}, {candidate_path}: comparing them needs more memory than this process may "
                       f"use (free memory, or dump fewer stages)")
