@@ -89,16 +89,25 @@ def _box_tensor(b: Any) -> torch.Tensor:
 
 
 def _pooler_of(mod: Any, args: Tuple[Any, ...], output: Any, stage_of) -> Optional[Any]:
-    """A :class:`LevelPooler` describing one call of an FPN pooler module, or None when it is not one.
+    """A :class:`LevelPooler` describing one call of an FPN pooler module (or a :class:`Pooler`, one ROIAlign
+    module called on one map), or None when it is not one.
 
-    Knows torchvision's ``MultiScaleRoIAlign`` (``featmap_names``, ``scales`` and ``map_levels`` set by its
+    Knows ROIAlign modules (``spatial_scale``, ``sampling_ratio``, ``aligned``), torchvision's ``MultiScaleRoIAlign`` (``featmap_names``, ``scales`` and ``map_levels`` set by its
     forward) and Detectron2's ``ROIPooler`` (``level_poolers``, ``canonical_level``, ``canonical_box_size``,
     ``min_level``)."""
-    from explainer.trace.causes import LevelPooler
+    from explainer.trace.causes import LevelPooler, Pooler
 
     if len(args) < 2 or not isinstance(output, torch.Tensor) or output.dim() != 4:
         return None
     feats_in, boxes_in = args[0], args[1]
+    if (isinstance(feats_in, torch.Tensor) and isinstance(boxes_in, torch.Tensor) and boxes_in.dim() == 2
+            and boxes_in.shape[-1] == 5 and hasattr(mod, "spatial_scale") and hasattr(mod, "aligned")):
+        name = stage_of(feats_in)            # one ROIAlign module (torchvision's RoIAlign, Detectron2's ROIAlign)
+        size = mod.output_size if isinstance(mod.output_size, (tuple, list)) else (mod.output_size,) * 2
+        return None if name is None else Pooler(features=name, rois=boxes_in.detach().clone(),
+                                                output_size=(int(size[0]), int(size[1])),
+                                                spatial_scale=float(mod.spatial_scale),
+                                                sampling_ratio=int(mod.sampling_ratio), aligned=bool(mod.aligned))
     try:
         boxes = [_box_tensor(b) for b in boxes_in]
     except (TypeError, ValueError):

@@ -403,23 +403,31 @@ def _owner(stage: str, groups: Mapping[str, Any], reference: Mapping[str, Any]) 
     return None
 
 
+def _kind(v: Any) -> str:
+    """"f" for floating values, "i" for integers and booleans (labels, indices, masks of bits)."""
+    if isinstance(v, torch.Tensor):
+        return "f" if v.is_floating_point() else "i"
+    return "f" if np.asarray(v).dtype.kind == "f" else "i"
+
+
 def _match_values(reference: Mapping[str, Any], candidate: Mapping[str, Any], stages: List[str],
                   values: List[str]) -> Dict[str, str]:
-    """Stages to values: each to the first free value of a compatible shape, in graph order; then the rest to
-    the first free value of the same rank."""
+    """Stages to values: each to the first free value of a compatible shape and the same kind (floating or
+    integer), in graph order; then the rest to the first free value of the same rank and kind."""
     out: Dict[str, str] = {}
     rest: List[str] = []
     for r in stages:
-        shape = tuple(np.shape(reference[r]))
-        k = next((v for v in values if _compatible_shapes(shape, tuple(np.shape(candidate[v])))), None)
+        shape, kind = tuple(np.shape(reference[r])), _kind(reference[r])
+        k = next((v for v in values if _compatible_shapes(shape, tuple(np.shape(candidate[v])))
+                  and _kind(candidate[v]) == kind), None)
         if k is None:
             rest.append(r)
         else:
             values.remove(k)
             out[r] = k
     for r in rest:
-        rank = len(np.shape(reference[r]))
-        k = next((v for v in values if len(np.shape(candidate[v])) == rank), None)
+        rank, kind = len(np.shape(reference[r])), _kind(reference[r])
+        k = next((v for v in values if len(np.shape(candidate[v])) == rank and _kind(candidate[v]) == kind), None)
         if k is not None:
             values.remove(k)
             out[r] = k
@@ -659,6 +667,8 @@ def _check_padding(ref: Mapping[str, Any], padding: Any) -> Dict[str, Tuple[int,
 def _inherit(s: StageComparison, roots: List[StageComparison]) -> None:
     """Mark a failing stage after a divergence as inherited when it has no cause of its own or the same one."""
     src = next((r for r in reversed(roots) if TC.same_cause(r.cause, s.cause)), None)
+    if src is None:     # the same kind of cause, its parameters changed on the way (a scale through a convolution)
+        src = next((r for r in reversed(roots) if r.cause.name == s.cause.name), None)
     if src is None and s.cause.name in ("unexplained", "shape_changed") and roots:
         src = roots[-1]
     if src is None:
