@@ -236,7 +236,7 @@ def _trace_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--map", dest="map_path", metavar="NAMES.JSON",
                    help="JSON object {reference stage: candidate stage} for stages named differently")
     p.add_argument("--onnx", dest="onnx_path", metavar="MODEL.ONNX",
-                   help="the .onnx file the candidate ran (torch.onnx.export with dynamo=False): recorded module "
+                   help="the .onnx file the candidate ran (as torch.onnx.export wrote it): recorded module "
                         "stages pair with its values by the module scopes in its node names")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 

@@ -9,6 +9,7 @@ names to the values each module produced.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import tempfile
@@ -124,6 +125,7 @@ def _pooler_of(mod: Any, args: Tuple[Any, ...], output: Any, stage_of) -> Option
     elif hasattr(mod, "level_poolers") and hasattr(mod, "canonical_level"):
         maps = list(feats_in.values()) if isinstance(feats_in, Mapping) else list(feats_in)
         lp = list(mod.level_poolers)
+        maps = maps[:len(lp)]                         # a dict of levels may hold more (an FPN's "pool")
         if len(lp) != len(maps) or not lp:
             return None
         scales = tuple(float(p.spatial_scale) for p in lp)
@@ -390,9 +392,11 @@ def module_path(scope: Sequence[str]) -> str:
 
 def onnx_scopes(model: Union["onnx.ModelProto", str, os.PathLike]) -> Dict[str, Dict[str, List[str]]]:
     """{module path: {"outputs": values it produced, "inputs": values it read}} of a model exported by
-    ``torch.onnx.export(..., dynamo=False)``, in graph order.
+    ``torch.onnx.export``, in graph order.
 
-    That exporter names each node after the module that created it (``/rpn/head/conv/conv.0/Conv``); a value is
+    The TorchScript route (``dynamo=False``) names each node after the module that created it
+    (``/rpn/head/conv/conv.0/Conv``); the dynamo route keeps the module paths in each node's metadata
+    (:data:`NAME_SCOPES`). A value is
     one of a module's outputs when a node inside the module produced it and a node outside it (or the graph's
     output) reads it, and one of its inputs when a node inside reads it and it was made outside (a graph input
     or another module's value; initializers and constants are left out). Module paths follow
@@ -418,7 +422,7 @@ def onnx_scopes(model: Union["onnx.ModelProto", str, os.PathLike]) -> Dict[str, 
                     entry(scope[:k])["outputs"].append(v)
     seen = set()
     for node in graph.node:
-        scope = _scope(node.name)
+        scope = _scope(node)
         for v in node.input:
             if v and v not in constants and v in producer:
                 for k in range(1, len(scope) + 1):
@@ -442,7 +446,7 @@ def _producers_and_consumers(graph) -> Tuple[Dict[str, Tuple[str, ...]], Dict[st
     producer: Dict[str, Tuple[str, ...]] = {i.name: () for i in graph.input}
     consumers: Dict[str, List[Tuple[str, ...]]] = {}
     for node in graph.node:
-        scope = _scope(node.name)
+        scope = _scope(node)
         for v in node.output:
             if v:
                 producer[v] = scope
@@ -452,13 +456,30 @@ def _producers_and_consumers(graph) -> Tuple[Dict[str, Tuple[str, ...]], Dict[st
     return producer, consumers
 
 
-def _scope(node_name: str) -> Tuple[str, ...]:
-    """The module scope the TorchScript exporter wrote into a node's name (``/rpn/head/conv/Conv``)."""
-    return tuple(p for p in node_name.split("/")[1:-1] if p) if node_name.startswith("/") else ()
+#: Where the dynamo exporter keeps a node's module scopes: a list of module paths, the root first, the node last.
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def _scope(node) -> Tuple[str, ...]:
+    """A node's module scope: the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata (``['', 'body',
+    'body.layer1', 'body.layer1.0', 'body.layer1.0.relu', 'relu_1']``: each a full module path, every call of a
+    module in the same scope), else the path the TorchScript exporter wrote into the node's name
+    (``/rpn/head/conv/Conv``)."""
+    for p in node.metadata_props:
+        if p.key == NAME_SCOPES:
+            try:
+                scopes = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return ()
+            if isinstance(scopes, list) and all(isinstance(x, str) for x in scopes):
+                return tuple(x for x in scopes[1:-1] if x)
+            return ()
+    name = node.name
+    return tuple(p for p in name.split("/")[1:-1] if p) if name.startswith("/") else ()
 
 
 def onnx_module_outputs(model: Union["onnx.ModelProto", str, os.PathLike]) -> Dict[str, List[str]]:
-    """{module path: the values it produced} for a model exported by ``torch.onnx.export(..., dynamo=False)``
+    """{module path: the values it produced} for a model exported by ``torch.onnx.export``
     (the ``outputs`` of :func:`onnx_scopes`)."""
     return {k: v["outputs"] for k, v in onnx_scopes(model).items() if v["outputs"]}
 

@@ -336,7 +336,7 @@ def scope_pairs(reference: Mapping[str, Any], candidate: Mapping[str, Any],
                 scopes: Mapping[str, Mapping[str, List[str]]], skip: Optional[Mapping[str, Any]] = None,
                 sources: Optional[Mapping[str, str]] = None) -> Dict[str, Tuple[str, str]]:
     """{reference stage: (candidate value, how)} for stages recorded with :func:`record` and values computed by
-    :func:`onnx_intermediates` on a model exported by ``torch.onnx.export(..., dynamo=False)``.
+    :func:`onnx_intermediates` on a model exported by ``torch.onnx.export`` (either route).
 
     ``scopes``: :func:`onnx_scopes` of that model. A recorded stage ``path`` (or ``path:k``, the module's call
     k, which the exporter writes ``path_k``; or ``path.key``, one output of a module that returns a tuple or a
@@ -438,9 +438,9 @@ def onnx_names(reference: Mapping[str, Any], onnx_model: Any) -> List[str]:
     """The values of ``onnx_model`` that :func:`scope_pairs` may pair with the stages of ``reference``: what to
     ask :func:`onnx_intermediates` for, instead of every value of the model.
 
-    ``onnx_model``: an ``.onnx`` file (or its ``onnx.ModelProto``) exported by ``torch.onnx.export(...,
-    dynamo=False)``. Raises ``ValueError`` when no recorded stage has a scope in the model (a model exported by
-    the dynamo route, whose node names carry no module path: pair its values with a name map).
+    ``onnx_model``: an ``.onnx`` file (or its ``onnx.ModelProto`` or bytes) exported by ``torch.onnx.export``
+    (either route). Raises ``ValueError`` when no recorded stage has a scope in the model (a model from another
+    exporter, whose nodes carry no module path: pair its values with a name map).
     """
     if not isinstance(reference, Mapping) or not reference:
         raise ValueError("reference must be a non-empty dict {stage name: tensor}, as record returns it")
@@ -460,7 +460,7 @@ def onnx_names(reference: Mapping[str, Any], onnx_model: Any) -> List[str]:
             names.extend(vals["inputs"])
     if not names:
         raise ValueError(f"onnx_model: none of the recorded stages ({_names(list(reference))}) has a module scope in "
-                         f"the model's node names (export with torch.onnx.export(..., dynamo=False), or pair the "
+                         f"the model's node names (export with torch.onnx.export, which writes them, or pair the "
                          f"values by hand with a name map)")
     return list(dict.fromkeys(names))
 
@@ -575,7 +575,7 @@ def compare(reference: Mapping[str, Any], candidate: Mapping[str, Any], name_map
     ``reference``, ``candidate``: {stage name: tensor or array}, in network order (as :func:`record`,
     :func:`onnx_intermediates` and :func:`load_dump` return them). Stages pair by ``name_map`` ({reference name:
     candidate name}), else by equal name, else, given ``onnx_model`` (the ``.onnx`` file the candidate ran, as
-    exported by ``torch.onnx.export(..., dynamo=False)``), by the module scopes in its node names
+    exported by ``torch.onnx.export``), by the module scopes its nodes carry
     (:func:`scope_pairs`), else in order among the rest when their shapes are equal (axes of size 1 aside).
     Each stage's ``pairing`` says which. A value passes when |c - r| <= ``atol`` + ``rtol`` |r|; a stage passes
     when every value does, or when its relative error ||c - r|| / ||r|| is at most ``noise`` (float32 rounding
