@@ -28,8 +28,10 @@ anchor_offset             0.5: centres at (stride - 1) / 2 in    0.0: ``MODEL.AN
 anchor_rounding           True: ``np.round`` in ``_ratio_enum``  False: exact sizes
 anchor_order              "ratio_major"                          "size_major"
 roi_aligned               False: ``ROIAlign`` (no -0.5 shift)    True: ``POOLER_TYPE: ROIAlignV2``
-sampling_ratio            2 (``ROI_XFORM_SAMPLING_RATIO`` in     0 (``POOLER_SAMPLING_RATIO``:
-                          the shipped configs)                   adaptive)
+sampling_ratio            2: the FPN configs' value (their       0 (``POOLER_SAMPLING_RATIO``:
+                          ``ROI_XFORM_SAMPLING_RATIO: 2``);      adaptive)
+                          ``core/config.py``'s default is 0,
+                          which the C4 configs keep
 background_first          True: label 0 is background            False: label K is background
 mask_paste                "segm_results" (``core/test.py``)      "paste_masks_in_image"
                                                                  (``layers/mask_ops.py``)

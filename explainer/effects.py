@@ -22,13 +22,15 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from explainer import deployment as Dep
 from explainer.conventions import DETECTRON, DETECTRON2, Convention
 
-__all__ = ["Source", "Difference", "DIFFERENCES", "PRACTITIONER", "PRACTITIONER_CONFIG", "table_rows"]
+__all__ = ["Source", "Difference", "DIFFERENCES", "PRACTITIONER", "PRACTITIONER_CONFIGS", "practitioner_config",
+           "ARCHITECTURES", "DETECTRON_SAMPLING_RATIO", "check_architecture", "table_rows"]
 
 D2_REPO = "facebookresearch/detectron2 @ 02b5c4e"
 D1_REPO = "facebookresearch/Detectron @ 04155a0"
 TP_REPO = "tensorpack/tensorpack @ 1547a54"
 COMPAT = "docs/notes/compatibility.md"
 COMPARISONS = "configs/Detectron1-Comparisons/README.md"
+D1_CONFIG = "detectron/core/config.py"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ class Difference:
     what the authors published about its effect on trained AP; ``source``: the citations behind it;
     ``unfixable``: what no flag sets; ``chapter``: the notebook that shows it; ``when``: ``"inference"``,
     ``"input"`` (preprocessing) or ``"training"``; ``knob``: the :class:`~explainer.conventions.Convention` knob
-    that switches it in the course's detector (empty when it acts outside it).
+    that switches it in the course's detector (empty when it acts outside it); ``measures``: what the measured
+    column compares when it is not the difference set to Detectron's way on a correctly converted model (a layout
+    that conversion moves is measured read the wrong way).
     """
 
     key: str
@@ -76,6 +80,7 @@ class Difference:
     chapter: str
     when: str
     knob: str = ""
+    measures: str = ""
 
 
 DIFFERENCES: Tuple[Difference, ...] = (
@@ -124,16 +129,19 @@ DIFFERENCES: Tuple[Difference, ...] = (
         key="anchor_order", title="Order of the RPN's anchor rows: ratio-major or size-major",
         detectron="generate_anchors: for each ratio, every size (_ratio_enum, then _scale_enum)",
         detectron2="generate_cell_anchors: for each size, every ratio",
-        flag="",
+        flag="none: the rows are permuted when converting (the course's convert_detectron_to_detectron2 with "
+             "reorder_anchors=True, the default of explainer convert); Detectron2's loader does not",
         fingerprint="channel_permutation",
         official_effect="No figure: rows in the wrong order are a wrong model, not a small effect.",
         source=(Source(D1_REPO, "detectron/modeling/generate_anchors.py", 73,
                        "anchors = _ratio_enum(anchor, aspect_ratios)"),
                 Source(D2_REPO, "detectron2/checkpoint/c2_model_loading.py", 112,
                        'k.replace("rpn.cls.logits", "proposal_generator.rpn_head.objectness_logits")')),
-        unfixable="convert_c2_detectron_names renames the RPN weights without reordering their rows: with several "
-                  "sizes per level (Detectron's C4 configs: 5 sizes x 3 ratios) most rows land on another anchor "
-                  "shape; the rows must be permuted by hand (FPN levels have one size each and are unaffected)",
+        unfixable="Detectron2's loader (convert_c2_detectron_names) renames the RPN weights without reordering "
+                  "their rows: with several sizes per level (Detectron's C4 configs: 5 sizes x 3 ratios) most rows "
+                  "land on another anchor shape; the rows must be permuted when converting, as the course's "
+                  "converter does (explainer convert; FPN levels have one size each and are unaffected)",
+        measures="the RPN's rows read in Detectron's order, as Detectron2's loader leaves them",
         chapter="03_anchors.ipynb", when="inference", knob="anchor_order"),
     Difference(
         key="roi_aligned", title="ROIAlign's half-pixel shift",
@@ -150,24 +158,32 @@ DIFFERENCES: Tuple[Difference, ...] = (
         chapter="04_roialign.ipynb", when="inference", knob="roi_aligned"),
     Difference(
         key="sampling_ratio", title="ROIAlign's sampling points per bin",
-        detectron="ROI_XFORM_SAMPLING_RATIO: 2 in the shipped configs (2 x 2 points per bin)",
+        detectron="ROI_XFORM_SAMPLING_RATIO = 0 by default (core/config.py: adaptive, as in Detectron2), which the "
+                  "C4 configs of configs/12_2017_baselines keep; the FPN configs set 2 (2 x 2 points per bin)",
         detectron2="POOLER_SAMPLING_RATIO = 0: ceil(roi / output) points per bin",
-        flag="MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO, ROI_MASK_HEAD..., ROI_KEYPOINT_HEAD...: 2",
+        flag="MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO, ROI_MASK_HEAD..., ROI_KEYPOINT_HEAD...: 2 for a converted "
+             "FPN model; a C4 model keeps the default 0",
         fingerprint="inference_difference",
         official_effect='For trained models: "This does not significantly affect AP."; for a Detectron2 model run '
                         'with 2 instead of 0 (tensorpack\'s conversion): "the final AP may be different by <0.5".',
         source=(Source(D2_REPO, COMPARISONS, 11, "Use `POOLER_SAMPLING_RATIO=0` instead of 2. This does not "
                                              "significantly affect AP."),
                 Source(TP_REPO, "examples/FasterRCNN/convert_d2/README.md", 44,
-                       "The results are quite similar, and the final AP may be different by <0.5.")),
-        unfixable="nothing: POOLER_SAMPLING_RATIO 2 is Detectron's setting",
+                       "The results are quite similar, and the final AP may be different by <0.5."),
+                Source(D1_REPO, D1_CONFIG, 673, "__C.FAST_RCNN.ROI_XFORM_SAMPLING_RATIO = 0"),
+                Source(D1_REPO, "configs/12_2017_baselines/e2e_mask_rcnn_R-50-FPN_1x.yaml", 23,
+                       "ROI_XFORM_SAMPLING_RATIO: 2")),
+        unfixable="nothing: POOLER_SAMPLING_RATIO takes the value the Detectron config used (2 in the FPN configs, "
+                  "0 in the C4 ones)",
         chapter="04_roialign.ipynb", when="inference", knob="sampling_ratio"),
     Difference(
         key="background_first", title="Where the background class sits",
         detectron="label 0 is background, classes 1..K",
         detectron2="classes 0..K-1, label K is background",
-        flag="none needed: convert_c2_detectron_names moves cls_score's background row last and drops the "
-             "background rows of bbox_pred and mask_fcn_logits",
+        flag="none: converting moves the layout (convert_c2_detectron_names puts cls_score's background row last "
+             "and drops the background rows of bbox_pred and mask_fcn_logits)",
+        measures="the converted weights read as if the background were still first, as when the conversion is "
+                 "skipped or done twice",
         fingerprint="label_offset",
         official_effect="No figure: a layout, converted exactly.",
         source=(Source(D2_REPO, "detectron2/checkpoint/c2_model_loading.py", 199,
@@ -301,16 +317,41 @@ DIFFERENCES: Tuple[Difference, ...] = (
         chapter="01_pixels_and_coordinates.ipynb", when="inference", knob="keypoint_half_pixel"),
 )
 
-#: The settings a practitioner gives Detectron2 for a converted Detectron model (the config keys), and the same
-#: as a :class:`~explainer.conventions.Convention` of the course's detector (which has no pixel mean: its input is
-#: already centred the way it was fitted).
-PRACTITIONER_CONFIG: Dict[str, Any] = {
-    "MODEL.ANCHOR_GENERATOR.OFFSET": 0.5,
-    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": 2,
-    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": 2,
-    "MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO": 2,
-    "MODEL.PIXEL_MEAN": list(Dep.DETECTRON_PIXEL_MEANS), "MODEL.PIXEL_STD": [1.0, 1.0, 1.0],
-}
+#: The two architectures of Detectron's baselines (``configs/12_2017_baselines``) whose converted settings differ:
+#: ``"C4"`` (a ResNet conv4 body and the conv5 head on pooled features) and ``"FPN"`` (feature pyramid).
+ARCHITECTURES: Tuple[str, ...] = ("C4", "FPN")
+#: Detectron's ``ROI_XFORM_SAMPLING_RATIO`` (``FAST_RCNN``, ``MRCNN`` and ``KRCNN`` alike) per architecture:
+#: ``detectron/core/config.py`` sets 0 (adaptive: ceil(roi / output) samples per bin side), which the C4 baselines
+#: keep; every FPN baseline of ``configs/12_2017_baselines`` that pools sets 2.
+DETECTRON_SAMPLING_RATIO: Dict[str, int] = {"C4": 0, "FPN": 2}
+
+
+def check_architecture(architecture: Any) -> str:
+    """``"C4"`` or ``"FPN"`` (case-insensitive); otherwise a ``ValueError`` naming the argument."""
+    if isinstance(architecture, str) and architecture.strip().upper() in ARCHITECTURES:
+        return architecture.strip().upper()
+    raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+
+
+def practitioner_config(architecture: str) -> Dict[str, Any]:
+    """The settings a practitioner gives Detectron2 for a converted Detectron model of ``architecture`` (``"C4"`` or
+    ``"FPN"``), as config keys: Detectron's anchor centres, ROIAlign without the half-pixel shift, the sampling ratio
+    the Detectron config used (:data:`DETECTRON_SAMPLING_RATIO`: 0 for C4, 2 for FPN) and Detectron's pixel means."""
+    ratio = DETECTRON_SAMPLING_RATIO[check_architecture(architecture)]
+    out: Dict[str, Any] = {"MODEL.ANCHOR_GENERATOR.OFFSET": 0.5}
+    for head in ("BOX", "MASK", "KEYPOINT"):
+        out[f"MODEL.ROI_{head}_HEAD.POOLER_TYPE"] = "ROIAlign"
+        out[f"MODEL.ROI_{head}_HEAD.POOLER_SAMPLING_RATIO"] = ratio
+    out["MODEL.PIXEL_MEAN"] = list(Dep.DETECTRON_PIXEL_MEANS)
+    out["MODEL.PIXEL_STD"] = [1.0, 1.0, 1.0]
+    return out
+
+
+#: :func:`practitioner_config` for each architecture.
+PRACTITIONER_CONFIGS: Dict[str, Dict[str, Any]] = {a: practitioner_config(a) for a in ARCHITECTURES}
+#: The same settings as a :class:`~explainer.conventions.Convention` of the course's detector: Detectron's anchor
+#: centres and ROIAlign, and the sampling ratio the detector was fitted with (:data:`DETECTRON`'s 2, the FPN
+#: configs' value). It has no pixel mean: its input is already centred the way it was fitted.
 PRACTITIONER: Convention = DETECTRON2.replace(anchor_offset=DETECTRON.anchor_offset, roi_aligned=DETECTRON.roi_aligned,
                                               sampling_ratio=DETECTRON.sampling_ratio,
                                               name="detectron2, converted-model settings")
@@ -329,7 +370,8 @@ def table_rows(measured: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Li
             live = "not measured on the course's detector (it has no keypoints)" if d.key == "keypoint_half_pixel" \
                 else "not measured"
         else:
-            live = (f"boxes {m['boxes']:.0%}, masks {m['masks']:.0%} of {m['detections']} detections reproduced "
+            live = (f"{d.measures}: " if d.measures else "") + (
+                    f"boxes {m['boxes']:.0%}, masks {m['masks']:.0%} of {m['detections']} detections reproduced "
                     f"(mean IoU {m['mean_box_iou']:.3f} / {m['mean_mask_iou']:.3f}); recall {m['recall'][0]:.2f} -> "
                     f"{m['recall'][1]:.2f}, precision {m['precision'][0]:.2f} -> {m['precision'][1]:.2f}")
         official = d.official_effect + " [" + "; ".join(s.where for s in d.source) + "]"

@@ -79,16 +79,38 @@ def test_the_published_figures_are_in_the_table_with_their_source(key, words, fi
 
 
 def test_practitioner_settings():
-    # Detectron's __C.PIXEL_MEANS (detectron/core/config.py @ 04155a0), in BGR order
-    assert E.PRACTITIONER_CONFIG["MODEL.PIXEL_MEAN"] == [102.9801, 115.9465, 122.7717]
-    assert E.PRACTITIONER_CONFIG["MODEL.ANCHOR_GENERATOR.OFFSET"] == 0.5
-    for head in ("BOX", "MASK", "KEYPOINT"):
-        assert E.PRACTITIONER_CONFIG[f"MODEL.ROI_{head}_HEAD.POOLER_TYPE"] == "ROIAlign"
-        assert E.PRACTITIONER_CONFIG[f"MODEL.ROI_{head}_HEAD.POOLER_SAMPLING_RATIO"] == 2
+    for arch in E.ARCHITECTURES:
+        config = E.practitioner_config(arch)
+        # Detectron's __C.PIXEL_MEANS (detectron/core/config.py @ 04155a0), in BGR order
+        assert config["MODEL.PIXEL_MEAN"] == [102.9801, 115.9465, 122.7717]
+        assert config["MODEL.ANCHOR_GENERATOR.OFFSET"] == 0.5
+        for head in ("BOX", "MASK", "KEYPOINT"):
+            assert config[f"MODEL.ROI_{head}_HEAD.POOLER_TYPE"] == "ROIAlign"
     # what no config key sets (docs/notes/compatibility.md: the +1, the anchors' quantisation, the mask paste)
     assert [d.key for d in measured.remaining_differences()] == ["legacy_plus_one", "anchor_rounding", "mask_paste"]
     assert measured.remaining_differences(DETECTRON) == []
     assert E.PRACTITIONER.anchor_offset == DETECTRON.anchor_offset != DETECTRON2.anchor_offset
+
+
+@pytest.mark.parametrize("arch,ratio", [
+    # Detectron @ 04155a0: detectron/core/config.py sets FAST_RCNN, MRCNN and KRCNN.ROI_XFORM_SAMPLING_RATIO = 0, and
+    # no R-50-C4 config of configs/12_2017_baselines sets it (e2e_mask_rcnn_R-50-C4_1x.yaml: RoIAlign, no ratio)
+    ("C4", 0), ("c4", 0),
+    # every FPN config there that pools sets ROI_XFORM_SAMPLING_RATIO: 2 (e2e_mask_rcnn_R-50-FPN_1x.yaml, l. 23 and 29)
+    ("FPN", 2), (" fpn", 2),
+])
+def test_the_sampling_ratio_a_converted_model_needs_depends_on_its_architecture(arch, ratio):
+    config = E.practitioner_config(arch)
+    assert all(config[f"MODEL.ROI_{h}_HEAD.POOLER_SAMPLING_RATIO"] == ratio for h in ("BOX", "MASK", "KEYPOINT"))
+    assert E.PRACTITIONER_CONFIGS[arch.strip().upper()] == config
+    row = next(d for d in E.DIFFERENCES if d.key == "sampling_ratio")
+    assert "= 0 by default" in row.detectron and "FPN configs set 2" in row.detectron
+
+
+@pytest.mark.parametrize("bad", ["R-50", "", None, 4])
+def test_practitioner_config_refuses_an_unknown_architecture(bad):
+    with pytest.raises(ValueError, match="architecture"):
+        E.practitioner_config(bad)
 
 
 @pytest.mark.parametrize("d", E.DIFFERENCES, ids=lambda d: d.key)

@@ -210,7 +210,7 @@ def compare_settings(scenes: Optional[Sequence[int]] = None) -> List[Dict[str, A
     the course's test scenes: recall and precision of each, and box and mask agreement with the original, apart.
 
     Rows: the original; the converted weights under Detectron2's defaults; the converted weights under
-    :data:`PRACTITIONER` (OFFSET 0.5, POOLER_TYPE ROIAlign, sampling ratio 2); the weights loaded unconverted. Each:
+    :data:`PRACTITIONER` (OFFSET 0.5, POOLER_TYPE ROIAlign, the sampling ratio of the fit: 2); the weights loaded unconverted. Each:
     ``setting``, ``convention``, ``converted``, ``recall``, ``precision``, ``detections``, and against the original
     ``boxes``, ``masks`` (shares reproduced at IoU >= 0.99, :func:`reproduced`), ``mean_box_iou``, ``mean_mask_iou``.
     """
