@@ -87,7 +87,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
     Difference(
         key="legacy_plus_one", title='"+1" box widths: regression, clipping, size filter and NMS',
         detectron="width = x2 - x1 + 1 in box encoding and decoding, clipping to W - 1, the minimum-size filter and "
-                  "NMS areas; NMS suppresses at IoU >= threshold",
+                  "NMS areas; NMS suppresses at IoU >= threshold; RoIAlign receives the inclusive box [x1, x2] as if "
+                  "it were continuous, so the pooled region is one pixel narrower than the object",
         detectron2="width = x2 - x1, clipping to W; torchvision's NMS suppresses at IoU > threshold",
         flag="legacy_plus_one=True on Caffe2's GenerateProposals, BBoxTransform, BoxWithNMSLimit and "
              "DistributeFpnProposals (Detectron2's own PyTorch modules have no such option)",
@@ -97,7 +98,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
         source=(Source(D2_REPO, COMPAT, 21, "non-maximum suppression. The effect here is very negligible, though."),),
         unfixable="Detectron2's Box2BoxTransform, Boxes.clip, nonempty and batched_nms cannot be told to add 1: a "
                   "converted model decodes, clips and suppresses without the +1 unless it runs through Caffe2 "
-                  "operators with legacy_plus_one",
+                  "operators with legacy_plus_one; and its ROIPooler pools the continuous box [x1, x2 + 1], one pixel "
+                  "more on the right and bottom than the Detectron model's heads were trained on",
         chapter="02_boxes_iou_regression_nms.ipynb", when="inference", knob="legacy_plus_one"),
     Difference(
         key="anchor_offset", title="Anchor centres: half a stride or the grid point",

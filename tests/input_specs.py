@@ -200,6 +200,7 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
                                         "max_level": whole(5), "canonical_box_size": num(224.0), "canonical_level": whole(4)},
         "roi_align.convert_boxes_to_rois": {"boxes": boxes(ROIS), "n_images": whole(1)},
         "roi_align.ramp": {"size": whole(4)},
+        "roi_align.roi_input_box": {"boxes": boxes(BOX2), "legacy_plus_one": flag(True)},
         "roi_align.sampling_grid_note": {"box": boxes(BOX1), "output_size": pair((2, 2)), "spatial_scale": num(1.0),
                                          "sampling_ratio": whole(-1), "aligned": flag(False)},
         "course.measured.aligned_effect_on_course_detector": {"iou": num(0.5)},
