@@ -39,7 +39,9 @@ post_nms_topk_per_image   False: per batch in training           True (``find_to
 post_nms_topk_train       2000                                   1000 (``Base-RCNN-FPN.yaml``)
 rpn_smooth_l1_beta        1/9                                    0.0 (``MODEL.RPN.SMOOTH_L1_BETA``: L1)
 box_smooth_l1_beta        1.0                                    0.0 (``ROI_BOX_HEAD.SMOOTH_L1_BETA``)
-keypoint_half_pixel       False: keypoints stay pixel indices    True: +0.5 on load, -0.5 on export
+keypoint_half_pixel       False: annotations stay pixel          True: +0.5 on load, -0.5 on export
+                          indices; decoding adds 0.5 and the
+                          writer keeps it
 hflip_minus_one           True: x -> W - x - 1                   False: x -> W - x
 ========================  =====================================  ======================================
 """
@@ -85,7 +87,8 @@ KNOB_DOCS: Dict[str, str] = {
     "post_nms_topk_train": "MODEL.RPN.POST_NMS_TOPK_TRAIN",
     "rpn_smooth_l1_beta": "MODEL.RPN.SMOOTH_L1_BETA (0 means L1)",
     "box_smooth_l1_beta": "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA (0 means L1)",
-    "keypoint_half_pixel": "keypoints become continuous coordinates (+0.5 on load, -0.5 on export)",
+    "keypoint_half_pixel": "keypoint annotations become continuous coordinates (+0.5 on load) and results get -0.5 on "
+                           "export; both decoders add 0.5, so without it exported keypoints are 0.5 px further",
     "hflip_minus_one": "horizontal flip maps x to W - x - 1 (pixel indices) instead of W - x (coordinates); the flips' "
                        "minus_one argument",
 }

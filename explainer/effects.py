@@ -308,14 +308,20 @@ DIFFERENCES: Tuple[Difference, ...] = (
         chapter="07_training_differences.ipynb", when="training", knob="hflip_minus_one"),
     Difference(
         key="keypoint_half_pixel", title="Keypoints: pixel indices or continuous coordinates",
-        detectron="keypoints stay pixel indices",
-        detectron2="+0.5 when COCO keypoints are loaded, -0.5 when results are written (COCOEvaluator)",
+        detectron="annotations stay pixel indices (heatmap targets floor(index)); heatmaps_to_keypoints decodes a "
+                  "cell d as d + 0.5, and the COCO writer writes that value unchanged",
+        detectron2="+0.5 when COCO keypoints are loaded, the same d + 0.5 in decoding, -0.5 when results are "
+                   "written (COCOEvaluator's instances_to_coco_json)",
         flag="",
         fingerprint="keypoint_half_pixel",
         official_effect="No figure.",
         source=(Source(D2_REPO, COMPAT, 62, "The coordinates in COCO keypoint annotations are interpreted as pixel "
-                                        "indices in range `[0, width - 1]` or `[0, height - 1]`."),),
-        unfixable="nothing when results go through Detectron2's COCO writer; raw outputs are 0.5 px off",
+                                        "indices in range `[0, width - 1]` or `[0, height - 1]`."),
+                Source(D1_REPO, "detectron/utils/keypoints.py", 150, "x = (x_int + 0.5) * width_correction"),
+                Source(D2_REPO, "detectron2/evaluation/coco_evaluation.py", 448, "keypoints[k][:, :2] -= 0.5")),
+        unfixable="the writers: the same heatmap gives exported keypoints 0.5 px apart (Detectron's 0.5 px further "
+                  "right and down); and Detectron's keypoint head upsamples with a fixed bilinear ConvTranspose "
+                  "(kps_score) where Detectron2's calls interpolate, which differ on the heatmap's border",
         chapter="01_pixels_and_coordinates.ipynb", when="inference", knob="keypoint_half_pixel"),
 )
 
