@@ -35,7 +35,9 @@ sampling_ratio            2: the FPN configs' value (their       0 (``POOLER_SAM
 background_first          True: label 0 is background            False: label K is background
 mask_paste                "segm_results" (``core/test.py``)      "paste_masks_in_image"
                                                                  (``layers/mask_ops.py``)
-post_nms_topk_per_image   False: per batch in training           True (``find_top_rpn_proposals``)
+post_nms_topk_per_image   False: per batch in training with      True (``find_top_rpn_proposals``)
+                          FPN (C4's GenerateProposals counts
+                          per image)
 post_nms_topk_train       2000                                   1000 (``Base-RCNN-FPN.yaml``)
 rpn_smooth_l1_beta        1/9                                    0.0 (``MODEL.RPN.SMOOTH_L1_BETA``: L1)
 box_smooth_l1_beta        1.0                                    0.0 (``ROI_BOX_HEAD.SMOOTH_L1_BETA``)
@@ -83,7 +85,8 @@ KNOB_DOCS: Dict[str, str] = {
     "sampling_ratio": "ROIAlign samples per bin side; 0 means adaptive ceil(roi/output) (POOLER_SAMPLING_RATIO)",
     "background_first": "class label 0 is background (Detectron) instead of label K (Detectron2)",
     "mask_paste": "how a 28x28 mask is pasted into the image: 'segm_results' (Detectron) or 'paste_masks_in_image' (Detectron2)",
-    "post_nms_topk_per_image": "RPN.POST_NMS_TOPK_TRAIN counted per image (Detectron2) or per batch (Detectron training)",
+    "post_nms_topk_per_image": "RPN.POST_NMS_TOPK_TRAIN counted per image (Detectron2) or per batch (Detectron's FPN "
+                               "training; its C4 models count per image)",
     "post_nms_topk_train": "MODEL.RPN.POST_NMS_TOPK_TRAIN",
     "rpn_smooth_l1_beta": "MODEL.RPN.SMOOTH_L1_BETA (0 means L1)",
     "box_smooth_l1_beta": "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA (0 means L1)",

@@ -266,7 +266,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
         chapter="08_deployment_caffe2_onnx_tensorflow.ipynb", when="input"),
     Difference(
         key="post_nms_topk_train", title="RPN proposals kept in training: per batch or per image",
-        detectron="RPN_POST_NMS_TOP_N 2000 for the whole batch (the FPN collection counts per batch)",
+        detectron="TRAIN.RPN_POST_NMS_TOP_N 2000: for the whole batch with FPN (collect_and_distribute_fpn_rpn_proposals), "
+                  "per image in C4's GenerateProposals",
         detectron2="MODEL.RPN.POST_NMS_TOPK_TRAIN per image (1000 in Base-RCNN-FPN.yaml)",
         flag="MODEL.RPN.POST_NMS_TOPK_TRAIN (the Keypoint R-CNN comparison config uses 1500 per image)",
         fingerprint="identical",

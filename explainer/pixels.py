@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Dict, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from explainer._validate import (
     ArrayLike,
@@ -27,8 +28,8 @@ from explainer._validate import (
     as_boxes,
     as_points,
     as_tensor,
-    finite_result,
     finite_number,
+    finite_result,
     flag,
     image_size,
     one_of,
@@ -293,8 +294,6 @@ def upsample_heatmaps(maps: ArrayLike, up_scale: int, *, fixed_deconv: bool) -> 
     the two are equal; on the outer s / 2 rows and columns the transposed convolution misses the weights that fall
     outside the map (zeros), while ``interpolate`` repeats the edge value. Returns Tensor[N, K, s H, s W].
     """
-    import torch.nn.functional as F
-
     t = as_tensor(maps, "maps", torch.float64)
     if t.dim() != 4 or t.shape[-1] == 0 or t.shape[-2] == 0:
         raise ValueError(f"maps must have shape (N, K, H, W) with H, W >= 1, got {tuple(t.shape)}")

@@ -299,3 +299,13 @@ def test_naive_roi_align_is_crop_and_resize_on_naive_boxes_then_averaged():
     torch.testing.assert_close(got, want)
     # the naive boxes are misaligned: the average differs from tensorpack's transformed ROIAlign
     assert not torch.allclose(got, Dep.roi_align_via_crop_and_resize(f, box, 2))
+
+
+@pytest.mark.parametrize("n,shift", [(224, 1.0), (225, 0.0), (8, 1.0), (7, 0.0)])
+def test_same_padding_moves_the_outputs_half_a_stride_only_on_even_lengths(n, shift):
+    # 3 x 3, stride 2: total = (ceil(n / 2) - 1) 2 + 3 - n is 1 for even n (before 0, PyTorch 1: output 0 centred on
+    # input 1 against 0) and 2 for odd n (before 1, as PyTorch: the same centres)
+    tf = Dep.conv_output_centres(n, 3, 2)
+    sym = Dep.conv_output_centres(n, 3, 2, "symmetric")
+    assert Dep.same_padding(n, 3, 2)[0] == (0 if n % 2 == 0 else 1)
+    assert torch.all(tf[: len(sym)] - sym[: len(tf)] == shift)
