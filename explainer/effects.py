@@ -65,7 +65,9 @@ class Difference:
     ``"input"`` (preprocessing) or ``"training"``; ``knob``: the :class:`~explainer.conventions.Convention` knob
     that switches it in the course's detector (empty when it acts outside it); ``measures``: what the measured
     column compares when it is not the difference set to Detectron's way on a correctly converted model (a layout
-    that conversion moves is measured read the wrong way).
+    that conversion moves is measured read the wrong way); ``published_ap_change``: the change in trained AP the
+    quote states, in AP points (0.0 where it calls the effect not significant, negligible or the same; None where
+    it gives no figure).
     """
 
     key: str
@@ -81,6 +83,7 @@ class Difference:
     when: str
     knob: str = ""
     measures: str = ""
+    published_ap_change: Optional[float] = None
 
 
 DIFFERENCES: Tuple[Difference, ...] = (
@@ -100,7 +103,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
                   "converted model decodes, clips and suppresses without the +1 unless it runs through Caffe2 "
                   "operators with legacy_plus_one; and its ROIPooler pools the continuous box [x1, x2 + 1], one pixel "
                   "more on the right and bottom than the Detectron model's heads were trained on",
-        chapter="02_boxes_iou_regression_nms.ipynb", when="inference", knob="legacy_plus_one"),
+        chapter="02_boxes_iou_regression_nms.ipynb", when="inference", knob="legacy_plus_one",
+        published_ap_change=0.0),
     Difference(
         key="anchor_offset", title="Anchor centres: half a stride or the grid point",
         detectron="cell anchors centred at (stride - 1) / 2 in pixel indices: stride / 2 in continuous coordinates",
@@ -112,7 +116,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
                        "Recommend to use 0.5, which means half stride. The value is not expected to affect model "
                        "accuracy."),),
         unfixable="nothing: OFFSET 0.5 puts the centres where Detectron's are",
-        chapter="03_anchors.ipynb", when="inference", knob="anchor_offset"),
+        chapter="03_anchors.ipynb", when="inference", knob="anchor_offset",
+        published_ap_change=0.0),
     Difference(
         key="anchor_rounding", title="Anchor sizes rounded to whole pixels",
         detectron="_ratio_enum rounds widths and heights (np.round): slightly different areas per aspect ratio",
@@ -126,7 +131,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
                        "Detectron. They yield the same AP"),),
         unfixable="DefaultAnchorGenerator has no rounding option: a converted model keeps Detectron2's exact anchor "
                   "sizes unless the cell anchors are replaced by hand",
-        chapter="03_anchors.ipynb", when="inference", knob="anchor_rounding"),
+        chapter="03_anchors.ipynb", when="inference", knob="anchor_rounding",
+        published_ap_change=0.0),
     Difference(
         key="anchor_order", title="Order of the RPN's anchor rows: ratio-major or size-major",
         detectron="generate_anchors: for each ratio, every size (_ratio_enum, then _scale_enum)",
@@ -157,7 +163,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
                 Source(D2_REPO, COMPAT, 44, "This will lead to tiny differences in the output, but should be "
                                         "negligible.")),
         unfixable="nothing: POOLER_TYPE ROIAlign is Detectron's operator (aligned=False)",
-        chapter="04_roialign.ipynb", when="inference", knob="roi_aligned"),
+        chapter="04_roialign.ipynb", when="inference", knob="roi_aligned",
+        published_ap_change=0.0),
     Difference(
         key="sampling_ratio", title="ROIAlign's sampling points per bin",
         detectron="ROI_XFORM_SAMPLING_RATIO = 0 by default (core/config.py: adaptive, as in Detectron2), which the "
@@ -177,7 +184,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
                        "ROI_XFORM_SAMPLING_RATIO: 2")),
         unfixable="nothing: POOLER_SAMPLING_RATIO takes the value the Detectron config used (2 in the FPN configs, "
                   "0 in the C4 ones)",
-        chapter="04_roialign.ipynb", when="inference", knob="sampling_ratio"),
+        chapter="04_roialign.ipynb", when="inference", knob="sampling_ratio",
+        published_ap_change=0.0),
     Difference(
         key="background_first", title="Where the background class sits",
         detectron="label 0 is background, classes 1..K",
@@ -211,7 +219,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
         unfixable="no config key selects Detectron's paste (layers/mask_ops.py keeps paste_mask_in_image_old, with "
                   "PIL instead of OpenCV, to call by hand); and a Detectron-trained head learned masks on inclusive "
                   "boxes (roi_data/mask_rcnn.py, utils/segms.py:polys_to_mask_wrt_box with w = x2 - x1)",
-        chapter="06_mask_paste.ipynb", when="inference", knob="mask_paste"),
+        chapter="06_mask_paste.ipynb", when="inference", knob="mask_paste",
+        published_ap_change=0.5),
     Difference(
         key="pixel_mean", title="The pixel mean subtracted from the input",
         detectron="PIXEL_MEANS = [102.9801, 115.9465, 122.7717] (BGR), no std",
@@ -283,7 +292,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
                 Source(D2_REPO, COMPAT, 56, "The fix may lead to a small accuracy drop for a few models (e.g. keypoint "
                                         "detection)")),
         unfixable="a per-batch budget: Detectron2 counts per image",
-        chapter="07_training_differences.ipynb", when="training", knob="post_nms_topk_per_image"),
+        chapter="07_training_differences.ipynb", when="training", knob="post_nms_topk_per_image",
+        published_ap_change=round(53.6 - 53.1, 1)),
     Difference(
         key="smooth_l1", title="Box regression loss: smooth L1 or L1",
         detectron="smooth L1, beta 1/9 (RPN) and 1 (box head)",

@@ -259,3 +259,60 @@ def test_compare_settings_scores_the_practitioners_configuration():
 def test_measure_rejects_bad_scene_indices(scenes):
     with pytest.raises(ValueError, match="scenes must be indices of the course's test scenes"):
         measured.measure_on_course_detector(scenes)
+
+
+# --------------------------------------------------------------------------------------------------
+# the published change in AP, and chapter 12's figure
+# --------------------------------------------------------------------------------------------------
+NOT_SIGNIFICANT = ("does not significantly affect AP", "negligible", "same AP", "not expected to affect")
+
+
+@pytest.mark.parametrize("d", [d for d in E.DIFFERENCES if d.published_ap_change is not None], ids=lambda d: d.key)
+def test_the_published_change_is_what_the_quote_says(d):
+    if d.published_ap_change == 0.0:
+        assert any(p in d.official_effect for p in NOT_SIGNIFICANT), d.key
+    else:
+        # a figure of the cited lines: "~0.5% absolute" (mask paste), box AP 53.6 against 53.1 (Keypoint R-CNN)
+        cited = " ".join(_cited_text(s) for s in d.source)
+        figures = {float(x) for x in re.findall(r"\d+\.\d+", cited)}
+        assert d.published_ap_change in figures or any(
+            round(a - b, 1) == d.published_ap_change for a in figures for b in figures), d.key
+
+
+def test_published_values_are_the_sources():
+    by_key = {d.key: d.published_ap_change for d in E.DIFFERENCES}
+    assert by_key["mask_paste"] == 0.5 and by_key["post_nms_topk_train"] == 0.5
+    assert {k for k, v in by_key.items() if v == 0.0} == {"legacy_plus_one", "anchor_offset", "anchor_rounding",
+                                                          "roi_aligned", "sampling_ratio"}
+
+
+def test_effect_points_put_the_measured_change_beside_the_published_one(live):
+    pts = {p["key"]: p for p in measured.effect_points(live)}
+    assert set(pts) == set(live)
+    for key, p in pts.items():
+        assert p["boxes_changed"] == pytest.approx(1.0 - live[key]["boxes"])
+        assert p["masks_changed"] == pytest.approx(1.0 - live[key]["masks"])
+    # the mask paste acts after the boxes are final: no box changes, and its published effect is "~0.5%" mask AP
+    assert pts["mask_paste"]["boxes_changed"] == 0.0 and pts["mask_paste"]["published"] == 0.5
+    # every difference published as not significant for trained models changes most of the converted boxes
+    assert all(p["boxes_changed"] > 0.5 for p in pts.values() if p["published"] == 0.0)
+    with pytest.raises(ValueError, match="measured"):
+        measured.effect_points([1, 2])
+
+
+def test_effects_figure_draws_one_point_pair_per_difference(live):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from explainer.viz.effects import NO_FIGURE, effects_figure
+
+    pts = measured.effect_points(live)
+    fig = effects_figure(pts, num="test-effects")
+    ax = fig.axes[0]
+    assert len(ax.collections) == 2 * len(pts)                      # a circle (boxes) and a triangle (masks) each
+    assert sorted(t.get_text() for t in ax.texts) == sorted(p["key"] for p in pts)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["boxes changed", "masks changed"]
+    assert "AP points" in ax.get_xlabel() and "%" in ax.get_ylabel()
+    assert NO_FIGURE in [t.get_text() for t in ax.get_xticklabels()]
+    with pytest.raises(ValueError, match="points"):
+        effects_figure([])
