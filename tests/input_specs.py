@@ -375,8 +375,11 @@ EXEMPT: Dict[str, str] = {
     "course.measured.compare_settings": "runs the detector over the test scenes; its scenes are checked in "
                                         "tests/test_effects.py",
     "course.measured.remaining_differences": "takes a Convention (tests/test_effects.py)",
+    "course.measured.effect_points": "takes the dict of measure_on_course_detector (tests/test_effects.py)",
     "roi_align.fpn_level_of_size": "takes sizes computed from checked boxes (assign_fpn_levels, matching.residuals); NaN refused",
     "course.compare.bisect_conventions": "takes a callable (tests/test_pipeline.py)",
+    "export_ops.export_roi_align_onnx": "exports a fixed module with torch's two ONNX exporters (seconds each); its "
+                                        "flags and opset are checked in tests/test_deployment.py",
     "course.pipeline.fit_detector": "fits the detector (seconds); its scenes and convention are checked (tests/test_pipeline.py)",
 }
 

@@ -309,3 +309,36 @@ def test_same_padding_moves_the_outputs_half_a_stride_only_on_even_lengths(n, sh
     sym = Dep.conv_output_centres(n, 3, 2, "symmetric")
     assert Dep.same_padding(n, 3, 2)[0] == (0 if n % 2 == 0 else 1)
     assert torch.all(tf[: len(sym)] - sym[: len(tf)] == shift)
+
+
+# --------------------------------------------------------------------------------------------------
+# what torch's two ONNX exporters write for ROIAlign (torch 2.14, torchvision 0.29.1, onnxruntime)
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_torchscript_exporter_at_opset_11_turns_roialignv2_into_roialign():
+    from explainer import export_ops as X
+
+    # Detectron2's export_model.py asks for STABLE_ONNX_OPSET_VERSION = 11 (detectron2/export/__init__.py)
+    assert X.STABLE_ONNX_OPSET_VERSION == 11
+    out = X.export_roi_align_onnx(True, dynamo=False, opset_version=X.STABLE_ONNX_OPSET_VERSION)
+    assert out["written_opset"] == 11 and out["mode"] == "output_half_pixel"
+    # ONNX Runtime computes aligned=False: on the map 10 y + x, half a cell in x and y is 0.5 * 10 + 0.5 = 5.5
+    assert not out["computes_aligned"] and out["ort_vs_unaligned"] < 1e-4
+    assert out["ort_vs_aligned"] == pytest.approx(5.5, abs=1e-4)
+    at16 = X.export_roi_align_onnx(True, dynamo=False, opset_version=16)
+    assert at16["written_opset"] == 16 and at16["mode"] == "half_pixel" and at16["computes_aligned"]
+
+
+@pytest.mark.slow
+def test_the_dynamo_exporter_asked_for_opset_11_writes_opset_18_with_half_pixel():
+    from explainer import export_ops as X
+
+    # torch 2.14: torch.onnx.export defaults to dynamo=True; it has no RoiAlign below opset 18 and cannot convert
+    # RoiAlign-16 down to 11, so the model keeps opset 18, and aligned=True survives as half_pixel
+    out = X.export_roi_align_onnx(True, dynamo=True, opset_version=11)
+    assert out["written_opset"] == 18 and out["mode"] == "half_pixel" and out["computes_aligned"]
+    assert out["ort_vs_unaligned"] == pytest.approx(5.5, abs=1e-4)
+    with pytest.raises(ValueError, match="opset_version"):
+        X.export_roi_align_onnx(True, dynamo=True, opset_version=3)
+    with pytest.raises(ValueError, match="dynamo"):
+        X.export_roi_align_onnx(True, dynamo="yes")
