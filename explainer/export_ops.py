@@ -158,9 +158,12 @@ def export_roi_align_onnx(aligned: bool, *, dynamo: bool, opset_version: Optiona
     kwargs: Dict[str, Any] = {} if opset_version is None else {"opset_version": opset_version}
     with _quiet():
         if dynamo:
-            proto = torch.onnx.export(model, (x, rois), dynamo=True, verbose=False, **kwargs).model_proto
+            program = torch.onnx.export(model, (x, rois), dynamo=True, verbose=False, **kwargs)
+            if program is None:
+                raise RuntimeError("torch.onnx.export(dynamo=True) returned no program")
+            proto = program.model_proto
         else:
-            buffer = io.BytesIO()
+            buffer: Any = io.BytesIO()      # the TorchScript exporter writes to a file object too
             torch.onnx.export(model, (x, rois), buffer, dynamo=False, **kwargs)
             proto = onnx.load_from_string(buffer.getvalue())
     written = next(i.version for i in proto.opset_import if i.domain in ("", "ai.onnx"))
