@@ -81,26 +81,28 @@ def caffe2_ops_rows() -> List[List[str]]:
     return [[d["op"], d["plus_one_affects"], d["default"], d["detectron2_export_sets"]] for d in CAFFE2_LEGACY_PLUS_ONE_OPS]
 
 
-#: ``detectron2/export/__init__.py``: the opset Detectron2's ``tools/deploy/export_model.py`` asks for.
+#: ``detectron2/export/__init__.py``, l. 20: the opset Detectron2's ``tools/deploy/export_model.py`` asks for.
 STABLE_ONNX_OPSET_VERSION = 11
 
-#: The three ``--export-method`` values of Detectron2's ``tools/deploy/export_model.py`` (default ``tracing``): what
+#: The three ``--export-method`` values of Detectron2's ``tools/deploy/export_model.py`` (l. 190; default ``tracing``): what
 #: each does, the formats it writes and where it is (file: function).
 DETECTRON2_EXPORT_METHODS: List[Dict[str, str]] = [
     {"method": "caffe2_tracing", "formats": "caffe2, onnx, torchscript",
      "how": "Caffe2Tracer rewrites the model into Caffe2-compatible modules (caffe2_modeling.py) whose detection "
             "operators get legacy_plus_one=False and the pooler's aligned (the table above), then traces it",
-     "where": "tools/deploy/export_model.py: export_caffe2_tracing; detectron2/export/api.py: Caffe2Tracer"},
+     "where": "tools/deploy/export_model.py l. 40 (export_caffe2_tracing); detectron2/export/api.py l. 22 (Caffe2Tracer)"},
     {"method": "tracing", "formats": "torchscript, onnx",
      "how": "TracingAdapter flattens the model's inputs (a list of dicts holding an image) into a tuple of tensors and "
             "its outputs (Instances: boxes, scores, classes, masks) into a tuple of tensors, keeping the schemas to "
             "rebuild them; then torch.jit.trace, or torch.onnx.export(opset_version=STABLE_ONNX_OPSET_VERSION) with "
             "no exporter chosen",
-     "where": "tools/deploy/export_model.py: export_tracing; detectron2/export/flatten.py: TracingAdapter"},
+     "where": "tools/deploy/export_model.py l. 108 (export_tracing; torch.onnx.export at l. 132); "
+              "detectron2/export/flatten.py l. 186 (TracingAdapter)"},
     {"method": "scripting", "formats": "torchscript only",
      "how": "scripting_with_instances: torch.jit.script with Instances turned into a scriptable class of fixed "
             "fields",
-     "where": "tools/deploy/export_model.py: export_scripting; detectron2/export/torchscript.py"},
+     "where": "tools/deploy/export_model.py l. 63 (export_scripting); detectron2/export/torchscript.py "
+              "(scripting_with_instances)"},
 ]
 
 
