@@ -318,6 +318,31 @@ DIFFERENCES: Tuple[Difference, ...] = (
         unfixable="HFlipTransform flips continuous coordinates; there is no option for W - 1 - x",
         chapter="07_training_differences.ipynb", when="training", knob="hflip_minus_one"),
     Difference(
+        key="retinanet", title="RetinaNet: its weights' names, sigmoid classes, anchor order and box loss",
+        detectron="retnet_* blobs, stored once at the finest level (_fpn3) and shared by the others, and fpn_6, fpn_7 "
+                  "from res5; sigmoid classes, A x K channels with no background row, whose bias starts at "
+                  "-log((1 - p) / p) (RETINANET.PRIOR_PROB 0.01); octave-major cell anchors; smooth L1 with "
+                  "RETINANET.BBOX_REG_BETA = 0.11",
+        detectron2="RetinaNetHead: head.cls_subnet, head.bbox_subnet, head.cls_score, head.bbox_pred, and "
+                   "backbone.top_block.p6, p7; the same sigmoid classes and prior bias; size-major cell anchors, the "
+                   "same order; MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = 0.1, set to 0.0 (L1) by Base-RetinaNet.yaml",
+        flag="none for the weights: rename them before loading (explainer convert maps retnet_* and fpn_6, fpn_7); "
+             "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA: 0.11 for Detectron's loss when training",
+        fingerprint="inference_difference",
+        official_effect="No figure.",
+        source=(Source(D1_REPO, "detectron/modeling/retinanet_heads.py", 121,
+                       "weight='retnet_cls_conv_n{}_fpn{}_w'.format(nconv, k_min),"),
+                Source(D2_REPO, "detectron2/modeling/meta_arch/retinanet.py", 397,
+                       "bias_value = -(math.log((1 - prior_prob) / prior_prob))"),
+                Source(D1_REPO, "detectron/core/test_retinanet.py", 54, "for octave in range(scales_per_octave):"),
+                Source(D1_REPO, D1_CONFIG, 525, "__C.RETINANET.BBOX_REG_BETA = 0.11"),
+                Source(D2_REPO, "detectron2/config/defaults.py", 468, "_C.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = 0.1"),
+                Source(D2_REPO, "configs/Base-RetinaNet.yaml", 14, "SMOOTH_L1_LOSS_BETA: 0.0")),
+        unfixable="Detectron2's loader (convert_c2_detectron_names) has no rule for retnet_* or fpn_6, fpn_7: a "
+                  "Detectron RetinaNet checkpoint loads without its head and extra levels, which keep their "
+                  "initialisation, unless it is renamed first (the course's converter does)",
+        chapter="09_checkpoint_audit.ipynb", when="inference"),
+    Difference(
         key="keypoint_half_pixel", title="Keypoints: pixel indices or continuous coordinates",
         detectron="annotations stay pixel indices (heatmap targets floor(index)); heatmaps_to_keypoints decodes a "
                   "cell d as d + 0.5, and the COCO writer writes that value unchanged",
@@ -386,8 +411,9 @@ def table_rows(measured: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Li
         if d.when == "training":
             live = "none: training only (a converted model's weights are already trained)"
         elif m is None:
-            live = "not measured on the course's detector (it has no keypoints)" if d.key == "keypoint_half_pixel" \
-                else "not measured"
+            live = {"keypoint_half_pixel": "not measured on the course's detector (it has no keypoints)",
+                    "retinanet": "not measured on the course's detector (a two-stage detector)"}.get(d.key,
+                                                                                                 "not measured")
         else:
             live = (f"{d.measures}: " if d.measures else "") + (
                     f"boxes {m['boxes']:.0%}, masks {m['masks']:.0%} of {m['detections']} detections reproduced "

@@ -80,6 +80,18 @@ _FAMILY_RULES = [
     ("keypoint head", r"^kps\.score\.lowres\.", "roi_heads.keypoint_head.score_lowres."),
     ("keypoint head", r"^kps\.score\.", "roi_heads.keypoint_head.score."),
 ]
+#: RetinaNet (``modeling/retinanet_heads.py``): the towers' convolutions and the two predictors exist once, at the
+#: finest level (``_fpn3``; the other levels share them), and become Detectron2's ``RetinaNetHead`` names, where
+#: each tower is a Sequential of convolution and ReLU (convolution n at index 2 n). The extra levels ``fpn_6``
+#: and ``fpn_7`` (``modeling/FPN.py``, from res5) are Detectron2's ``LastLevelP6P7`` (``top_block.p6``, ``p7``).
+#: Detectron2's own loader has none of these rules.
+_RETINANET = [
+    (re.compile(r"^retnet\.(cls|bbox)\.conv\.n(\d+)\.fpn\d+\.(weight|bias)$"),
+     lambda m: f"head.{m.group(1)}_subnet.{2 * int(m.group(2))}.{m.group(3)}"),
+    (re.compile(r"^retnet\.cls\.pred\.fpn\d+\.(weight|bias)$"), lambda m: f"head.cls_score.{m.group(1)}"),
+    (re.compile(r"^retnet\.bbox\.pred\.fpn\d+\.(weight|bias)$"), lambda m: f"head.bbox_pred.{m.group(1)}"),
+    (re.compile(r"^fpn\.([67])\.(weight|bias)$"), lambda m: f"top_block.p{m.group(1)}.{m.group(2)}"),
+]
 _FPN_INNER = re.compile(r"^fpn\.inner\.res(\d)\.\d+\.sum(\.lateral)?\.(norm\.)?(weight|bias)$")
 _FPN_OUT = re.compile(r"^fpn\.res(\d)\.\d+\.sum\.(norm\.)?(weight|bias)$")
 
@@ -97,6 +109,10 @@ def detectron_to_detectron2_name(name: str) -> Tuple[str, str]:
     m = _FPN_OUT.match(k)
     if m:
         return f"fpn_output{m.group(1)}{'.norm' if m.group(2) else ''}.{m.group(3)}", "fpn"
+    for pattern, rename in _RETINANET:
+        m = pattern.match(k)
+        if m:
+            return rename(m), "fpn" if k.startswith("fpn") else "retinanet head"
     family = "res stages" if re.match(r"^res\d", k) else "other"
     for fam, pat, rep in _FAMILY_RULES:
         new = re.sub(pat, rep, k)
@@ -350,7 +366,9 @@ def convert_detectron_to_detectron2(blobs: Mapping[str, Any], *, reorder_anchors
     """Detectron blobs -> (Detectron2 state dict, report).
 
     Names follow Detectron2's loader (``c2_model_loading.py:convert_c2_detectron_names``): backbone, FPN, RPN, box,
-    mask, keypoint and DensePose heads. The predictors change layout as that loader does (background last, background
+    mask, keypoint and DensePose heads; beyond it, RetinaNet's ``retnet_*`` blobs and extra levels ``fpn_6``,
+    ``fpn_7`` become ``head.cls_subnet.*``, ``head.bbox_subnet.*``, ``head.cls_score.*``, ``head.bbox_pred.*`` and
+    ``top_block.p6.*``, ``p7.*`` (Detectron2's loader has no rule for them, so it loads none of them). The predictors change layout as that loader does (background last, background
     box rows and mask channel dropped; see :mod:`explainer.labels`). Keypoint heads are only renamed (they have no
     background channel); Detectron's fixed bilinear upsampling ``kps_score`` becomes ``roi_heads.keypoint_head.score.*``,
     which Detectron2's head does not have (it upsamples with ``interpolate``), so Detectron2 reports it as unused.
