@@ -480,3 +480,13 @@ def test_retinanet_prior_bias_and_anchor_order():
     d2 = A.d2_cell_anchors(A.retinanet_sizes(8), [0.5, 1.0, 2.0], torch.float64)
     assert torch.equal(torch.cdist(cont, d2).argmin(1), torch.arange(9))
     assert float((cont - d2).abs().max()) < 2.5          # what remains is Detectron's rounding
+
+
+def test_the_synthetic_retinanet_blobs_are_detectrons_names_and_shapes():
+    from explainer.checkpoints import conversion
+
+    built, by_hand = conversion.synthetic_retinanet_blobs(), _retinanet_blobs()
+    assert {k: v.shape for k, v in built.items()} == {k: v.shape for k, v in by_hand.items()}
+    assert np.allclose(built["retnet_cls_pred_fpn3_b"], -math.log(99.0))
+    with pytest.raises(ValueError, match="prior_prob"):
+        conversion.synthetic_retinanet_blobs(prior_prob=0.0)

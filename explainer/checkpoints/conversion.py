@@ -27,6 +27,7 @@ from explainer import anchors as A
 from explainer import labels as L
 
 __all__ = [
+    "synthetic_retinanet_blobs",
     "detectron_to_detectron2_name",
     "convert_detectron_to_detectron2",
     "detectron_cfg_values",
@@ -94,6 +95,31 @@ _RETINANET = [
 ]
 _FPN_INNER = re.compile(r"^fpn\.inner\.res(\d)\.\d+\.sum(\.lateral)?\.(norm\.)?(weight|bias)$")
 _FPN_OUT = re.compile(r"^fpn\.res(\d)\.\d+\.sum\.(norm\.)?(weight|bias)$")
+
+
+def synthetic_retinanet_blobs(num_classes: int = 80, small: bool = False, prior_prob: float = 0.01) -> Dict[str, Any]:
+    """The blobs of a Detectron RetinaNet's head and extra levels, named and shaped as ``modeling/retinanet_heads.py``
+    and ``modeling/FPN.py`` make them with the defaults (4 convolutions per tower, 3 octaves x 3 ratios = 9 anchors,
+    sigmoid classes, class-agnostic boxes): each stored once, at level 3, which the others share. Weights are
+    zero, the class bias the prior ``-log((1 - p) / p)`` (float32 numpy arrays). ``small=True`` divides the widths
+    by 16. The backbone is left out (its names are the other detectors')."""
+    num_classes, small = _v.positive_int(num_classes, "num_classes", maximum=10_000), _v.flag(small, "small")
+    p = _v.finite_number(prior_prob, "prior_prob")
+    L.retinanet_prior_bias(p)                      # checks 0 < p < 1
+    dim, res5, a = (16, 128, 9) if small else (256, 2048, 9)
+    f = np.float32
+    b: Dict[str, Any] = {}
+    for tower in ("cls", "bbox"):
+        for n in range(4):
+            b[f"retnet_{tower}_conv_n{n}_fpn3_w"] = np.zeros((dim, dim, 3, 3), f)
+            b[f"retnet_{tower}_conv_n{n}_fpn3_b"] = np.zeros(dim, f)
+    b["retnet_cls_pred_fpn3_w"] = np.zeros((a * num_classes, dim, 3, 3), f)
+    b["retnet_cls_pred_fpn3_b"] = np.full(a * num_classes, L.retinanet_prior_bias(p), f)
+    b["retnet_bbox_pred_fpn3_w"] = np.zeros((a * 4, dim, 3, 3), f)
+    b["retnet_bbox_pred_fpn3_b"] = np.zeros(a * 4, f)
+    b["fpn_6_w"], b["fpn_6_b"] = np.zeros((dim, res5, 3, 3), f), np.zeros(dim, f)
+    b["fpn_7_w"], b["fpn_7_b"] = np.zeros((dim, dim, 3, 3), f), np.zeros(dim, f)
+    return b
 
 
 def detectron_to_detectron2_name(name: str) -> Tuple[str, str]:
