@@ -316,3 +316,15 @@ def test_effects_figure_draws_one_point_pair_per_difference(live):
     assert NO_FIGURE in [t.get_text() for t in ax.get_xticklabels()]
     with pytest.raises(ValueError, match="points"):
         effects_figure([])
+
+
+def test_a_reversed_mean_raises_precision_by_pruning_false_detections(live):
+    # chapter 12's explanation, measured: the reversed PIXEL_MEAN reproduces almost no box, yet precision rises
+    # because the detector emits fewer detections, and the ones it drops are false ones (counted against the scenes'
+    # objects, independently of the precision computed from them)
+    m = live["pixel_mean_order"]
+    assert m["boxes"] < 0.1 and m["precision"][1] > m["precision"][0]
+    assert m["detections_after"] < m["detections"] and m["false_detections"][1] < m["false_detections"][0]
+    for k in (0, 1):
+        n = m["detections"] if k == 0 else m["detections_after"]
+        assert m["precision"][k] == pytest.approx((n - m["false_detections"][k]) / n)
