@@ -76,7 +76,8 @@ OPERATOR_FLAGS: Dict[str, str] = {
 
 #: One sentence per knob: what it changes and where a user meets it.
 KNOB_DOCS: Dict[str, str] = {
-    "legacy_plus_one": "box width is x2 - x1 + 1 (Caffe2 ops' legacy_plus_one); clip to W-1; NMS suppresses at IoU >= t",
+    "legacy_plus_one": "box width is x2 - x1 + 1 (Caffe2 ops' legacy_plus_one); clip to W-1; NMS suppresses at IoU >= t; "
+                       "ROIAlign pools the inclusive box as if it were continuous",
     "anchor_offset": "MODEL.ANCHOR_GENERATOR.OFFSET (the generator's offset argument): first anchor centre at "
                      "offset*stride (continuous coordinates)",
     "anchor_rounding": "round anchor widths/heights to whole pixels (Detectron's np.round in _ratio_enum)",
