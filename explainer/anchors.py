@@ -34,6 +34,8 @@ from explainer.pixels import to_continuous, to_inclusive
 __all__ = [
     "detectron_cell_anchors",
     "d2_cell_anchors",
+    "detectron_retinanet_cell_anchors",
+    "retinanet_sizes",
     "grid_anchors",
     "cell_anchors",
     "ratio_major_to_size_major",
@@ -115,6 +117,36 @@ def detectron_cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios:
     scales = size_arr / stride_px
     out = np.vstack([_scale_enum(ratio_anchors[i, :], scales) for i in range(ratio_anchors.shape[0])])
     return torch.from_numpy(out)
+
+
+def detectron_retinanet_cell_anchors(stride: float, scales_per_octave: int = 3,
+                                     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+                                     anchor_scale: float = 4.0) -> torch.Tensor:
+    """Detectron's RetinaNet cell anchors for one level (``core/test_retinanet.py:_create_cell_anchors``, defaults
+    from ``RETINANET.SCALES_PER_OCTAVE``, ``ASPECT_RATIOS`` and ``ANCHOR_SCALE``): Tensor[A, 4] inclusive pixel
+    indices, float64.
+
+    For each octave o, then each aspect ratio, one ``generate_anchors(stride, (stride * 2**(o / n) * anchor_scale,),
+    (ratio,))``: the rows are octave-major, which is size-major, the order of Detectron2's ``generate_cell_anchors``
+    with ``SIZES`` [x, x 2**(1/3), x 2**(2/3)] (``configs/Base-RetinaNet.yaml``). Unlike the C4 RPN's rows, nothing
+    needs reordering.
+    """
+    stride_px = positive_number(stride, "stride")
+    n = positive_int(scales_per_octave, "scales_per_octave", maximum=64)
+    ratios = _positive_list(aspect_ratios, "aspect_ratios")
+    scale = positive_number(anchor_scale, "anchor_scale")
+    rows = [detectron_cell_anchors(stride_px, [stride_px * 2 ** (o / n) * scale], [ratio])
+            for o in range(n) for ratio in ratios]
+    return torch.cat(rows)
+
+
+def retinanet_sizes(stride: float, scales_per_octave: int = 3, anchor_scale: float = 4.0) -> List[float]:
+    """The anchor sizes of one RetinaNet level, smallest first: stride * anchor_scale * 2**(o / scales_per_octave)
+    (Detectron's loop; Detectron2's ``Base-RetinaNet.yaml`` writes the same sizes, x = 32 at stride 8)."""
+    stride_px = positive_number(stride, "stride")
+    n = positive_int(scales_per_octave, "scales_per_octave", maximum=64)
+    scale = positive_number(anchor_scale, "anchor_scale")
+    return [stride_px * scale * 2 ** (o / n) for o in range(n)]
 
 
 # --------------------------------------------------------------------------------------------

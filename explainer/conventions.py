@@ -28,16 +28,22 @@ anchor_offset             0.5: centres at (stride - 1) / 2 in    0.0: ``MODEL.AN
 anchor_rounding           True: ``np.round`` in ``_ratio_enum``  False: exact sizes
 anchor_order              "ratio_major"                          "size_major"
 roi_aligned               False: ``ROIAlign`` (no -0.5 shift)    True: ``POOLER_TYPE: ROIAlignV2``
-sampling_ratio            2 (``ROI_XFORM_SAMPLING_RATIO`` in     0 (``POOLER_SAMPLING_RATIO``:
-                          the shipped configs)                   adaptive)
+sampling_ratio            2: the FPN configs' value (their       0 (``POOLER_SAMPLING_RATIO``:
+                          ``ROI_XFORM_SAMPLING_RATIO: 2``);      adaptive)
+                          ``core/config.py``'s default is 0,
+                          which the C4 configs keep
 background_first          True: label 0 is background            False: label K is background
 mask_paste                "segm_results" (``core/test.py``)      "paste_masks_in_image"
                                                                  (``layers/mask_ops.py``)
-post_nms_topk_per_image   False: per batch in training           True (``find_top_rpn_proposals``)
+post_nms_topk_per_image   False: per batch in training with      True (``find_top_rpn_proposals``)
+                          FPN (C4's GenerateProposals counts
+                          per image)
 post_nms_topk_train       2000                                   1000 (``Base-RCNN-FPN.yaml``)
 rpn_smooth_l1_beta        1/9                                    0.0 (``MODEL.RPN.SMOOTH_L1_BETA``: L1)
 box_smooth_l1_beta        1.0                                    0.0 (``ROI_BOX_HEAD.SMOOTH_L1_BETA``)
-keypoint_half_pixel       False: keypoints stay pixel indices    True: +0.5 on load, -0.5 on export
+keypoint_half_pixel       False: annotations stay pixel          True: +0.5 on load, -0.5 on export
+                          indices; decoding adds 0.5 and the
+                          writer keeps it
 hflip_minus_one           True: x -> W - x - 1                   False: x -> W - x
 ========================  =====================================  ======================================
 """
@@ -70,7 +76,8 @@ OPERATOR_FLAGS: Dict[str, str] = {
 
 #: One sentence per knob: what it changes and where a user meets it.
 KNOB_DOCS: Dict[str, str] = {
-    "legacy_plus_one": "box width is x2 - x1 + 1 (Caffe2 ops' legacy_plus_one); clip to W-1; NMS suppresses at IoU >= t",
+    "legacy_plus_one": "box width is x2 - x1 + 1 (Caffe2 ops' legacy_plus_one); clip to W-1; NMS suppresses at IoU >= t; "
+                       "ROIAlign pools the inclusive box as if it were continuous",
     "anchor_offset": "MODEL.ANCHOR_GENERATOR.OFFSET (the generator's offset argument): first anchor centre at "
                      "offset*stride (continuous coordinates)",
     "anchor_rounding": "round anchor widths/heights to whole pixels (Detectron's np.round in _ratio_enum)",
@@ -79,11 +86,13 @@ KNOB_DOCS: Dict[str, str] = {
     "sampling_ratio": "ROIAlign samples per bin side; 0 means adaptive ceil(roi/output) (POOLER_SAMPLING_RATIO)",
     "background_first": "class label 0 is background (Detectron) instead of label K (Detectron2)",
     "mask_paste": "how a 28x28 mask is pasted into the image: 'segm_results' (Detectron) or 'paste_masks_in_image' (Detectron2)",
-    "post_nms_topk_per_image": "RPN.POST_NMS_TOPK_TRAIN counted per image (Detectron2) or per batch (Detectron training)",
+    "post_nms_topk_per_image": "RPN.POST_NMS_TOPK_TRAIN counted per image (Detectron2) or per batch (Detectron's FPN "
+                               "training; its C4 models count per image)",
     "post_nms_topk_train": "MODEL.RPN.POST_NMS_TOPK_TRAIN",
     "rpn_smooth_l1_beta": "MODEL.RPN.SMOOTH_L1_BETA (0 means L1)",
     "box_smooth_l1_beta": "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA (0 means L1)",
-    "keypoint_half_pixel": "keypoints become continuous coordinates (+0.5 on load, -0.5 on export)",
+    "keypoint_half_pixel": "keypoint annotations become continuous coordinates (+0.5 on load) and results get -0.5 on "
+                           "export; both decoders add 0.5, so without it exported keypoints are 0.5 px further",
     "hflip_minus_one": "horizontal flip maps x to W - x - 1 (pixel indices) instead of W - x (coordinates); the flips' "
                        "minus_one argument",
 }

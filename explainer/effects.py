@@ -22,13 +22,15 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from explainer import deployment as Dep
 from explainer.conventions import DETECTRON, DETECTRON2, Convention
 
-__all__ = ["Source", "Difference", "DIFFERENCES", "PRACTITIONER", "PRACTITIONER_CONFIG", "table_rows"]
+__all__ = ["Source", "Difference", "DIFFERENCES", "PRACTITIONER", "PRACTITIONER_CONFIGS", "practitioner_config",
+           "ARCHITECTURES", "DETECTRON_SAMPLING_RATIO", "check_architecture", "table_rows"]
 
 D2_REPO = "facebookresearch/detectron2 @ 02b5c4e"
 D1_REPO = "facebookresearch/Detectron @ 04155a0"
 TP_REPO = "tensorpack/tensorpack @ 1547a54"
 COMPAT = "docs/notes/compatibility.md"
 COMPARISONS = "configs/Detectron1-Comparisons/README.md"
+D1_CONFIG = "detectron/core/config.py"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,11 @@ class Difference:
     what the authors published about its effect on trained AP; ``source``: the citations behind it;
     ``unfixable``: what no flag sets; ``chapter``: the notebook that shows it; ``when``: ``"inference"``,
     ``"input"`` (preprocessing) or ``"training"``; ``knob``: the :class:`~explainer.conventions.Convention` knob
-    that switches it in the course's detector (empty when it acts outside it).
+    that switches it in the course's detector (empty when it acts outside it); ``measures``: what the measured
+    column compares when it is not the difference set to Detectron's way on a correctly converted model (a layout
+    that conversion moves is measured read the wrong way); ``published_ap_change``: the change in trained AP the
+    quote states, in AP points (0.0 where it calls the effect not significant, negligible or the same; None where
+    it gives no figure).
     """
 
     key: str
@@ -76,13 +82,16 @@ class Difference:
     chapter: str
     when: str
     knob: str = ""
+    measures: str = ""
+    published_ap_change: Optional[float] = None
 
 
 DIFFERENCES: Tuple[Difference, ...] = (
     Difference(
         key="legacy_plus_one", title='"+1" box widths: regression, clipping, size filter and NMS',
         detectron="width = x2 - x1 + 1 in box encoding and decoding, clipping to W - 1, the minimum-size filter and "
-                  "NMS areas; NMS suppresses at IoU >= threshold",
+                  "NMS areas; NMS suppresses at IoU >= threshold; RoIAlign receives the inclusive box [x1, x2] as if "
+                  "it were continuous, so the pooled region is one pixel narrower than the object",
         detectron2="width = x2 - x1, clipping to W; torchvision's NMS suppresses at IoU > threshold",
         flag="legacy_plus_one=True on Caffe2's GenerateProposals, BBoxTransform, BoxWithNMSLimit and "
              "DistributeFpnProposals (Detectron2's own PyTorch modules have no such option)",
@@ -92,8 +101,10 @@ DIFFERENCES: Tuple[Difference, ...] = (
         source=(Source(D2_REPO, COMPAT, 21, "non-maximum suppression. The effect here is very negligible, though."),),
         unfixable="Detectron2's Box2BoxTransform, Boxes.clip, nonempty and batched_nms cannot be told to add 1: a "
                   "converted model decodes, clips and suppresses without the +1 unless it runs through Caffe2 "
-                  "operators with legacy_plus_one",
-        chapter="02_boxes_iou_regression_nms.ipynb", when="inference", knob="legacy_plus_one"),
+                  "operators with legacy_plus_one; and its ROIPooler pools the continuous box [x1, x2 + 1], one pixel "
+                  "more on the right and bottom than the Detectron model's heads were trained on",
+        chapter="02_boxes_iou_regression_nms.ipynb", when="inference", knob="legacy_plus_one",
+        published_ap_change=0.0),
     Difference(
         key="anchor_offset", title="Anchor centres: half a stride or the grid point",
         detectron="cell anchors centred at (stride - 1) / 2 in pixel indices: stride / 2 in continuous coordinates",
@@ -105,7 +116,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
                        "Recommend to use 0.5, which means half stride. The value is not expected to affect model "
                        "accuracy."),),
         unfixable="nothing: OFFSET 0.5 puts the centres where Detectron's are",
-        chapter="03_anchors.ipynb", when="inference", knob="anchor_offset"),
+        chapter="03_anchors.ipynb", when="inference", knob="anchor_offset",
+        published_ap_change=0.0),
     Difference(
         key="anchor_rounding", title="Anchor sizes rounded to whole pixels",
         detectron="_ratio_enum rounds widths and heights (np.round): slightly different areas per aspect ratio",
@@ -119,21 +131,25 @@ DIFFERENCES: Tuple[Difference, ...] = (
                        "Detectron. They yield the same AP"),),
         unfixable="DefaultAnchorGenerator has no rounding option: a converted model keeps Detectron2's exact anchor "
                   "sizes unless the cell anchors are replaced by hand",
-        chapter="03_anchors.ipynb", when="inference", knob="anchor_rounding"),
+        chapter="03_anchors.ipynb", when="inference", knob="anchor_rounding",
+        published_ap_change=0.0),
     Difference(
         key="anchor_order", title="Order of the RPN's anchor rows: ratio-major or size-major",
         detectron="generate_anchors: for each ratio, every size (_ratio_enum, then _scale_enum)",
         detectron2="generate_cell_anchors: for each size, every ratio",
-        flag="",
+        flag="none: the rows are permuted when converting (the course's convert_detectron_to_detectron2 with "
+             "reorder_anchors=True, the default of explainer convert); Detectron2's loader does not",
         fingerprint="channel_permutation",
         official_effect="No figure: rows in the wrong order are a wrong model, not a small effect.",
         source=(Source(D1_REPO, "detectron/modeling/generate_anchors.py", 73,
                        "anchors = _ratio_enum(anchor, aspect_ratios)"),
                 Source(D2_REPO, "detectron2/checkpoint/c2_model_loading.py", 112,
                        'k.replace("rpn.cls.logits", "proposal_generator.rpn_head.objectness_logits")')),
-        unfixable="convert_c2_detectron_names renames the RPN weights without reordering their rows: with several "
-                  "sizes per level (Detectron's C4 configs: 5 sizes x 3 ratios) most rows land on another anchor "
-                  "shape; the rows must be permuted by hand (FPN levels have one size each and are unaffected)",
+        unfixable="Detectron2's loader (convert_c2_detectron_names) renames the RPN weights without reordering "
+                  "their rows: with several sizes per level (Detectron's C4 configs: 5 sizes x 3 ratios) most rows "
+                  "land on another anchor shape; the rows must be permuted when converting, as the course's "
+                  "converter does (explainer convert; FPN levels have one size each and are unaffected)",
+        measures="the RPN's rows read in Detectron's order, as Detectron2's loader leaves them",
         chapter="03_anchors.ipynb", when="inference", knob="anchor_order"),
     Difference(
         key="roi_aligned", title="ROIAlign's half-pixel shift",
@@ -147,27 +163,37 @@ DIFFERENCES: Tuple[Difference, ...] = (
                 Source(D2_REPO, COMPAT, 44, "This will lead to tiny differences in the output, but should be "
                                         "negligible.")),
         unfixable="nothing: POOLER_TYPE ROIAlign is Detectron's operator (aligned=False)",
-        chapter="04_roialign.ipynb", when="inference", knob="roi_aligned"),
+        chapter="04_roialign.ipynb", when="inference", knob="roi_aligned",
+        published_ap_change=0.0),
     Difference(
         key="sampling_ratio", title="ROIAlign's sampling points per bin",
-        detectron="ROI_XFORM_SAMPLING_RATIO: 2 in the shipped configs (2 x 2 points per bin)",
+        detectron="ROI_XFORM_SAMPLING_RATIO = 0 by default (core/config.py: adaptive, as in Detectron2), which the "
+                  "C4 configs of configs/12_2017_baselines keep; the FPN configs set 2 (2 x 2 points per bin)",
         detectron2="POOLER_SAMPLING_RATIO = 0: ceil(roi / output) points per bin",
-        flag="MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO, ROI_MASK_HEAD..., ROI_KEYPOINT_HEAD...: 2",
+        flag="MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO, ROI_MASK_HEAD..., ROI_KEYPOINT_HEAD...: 2 for a converted "
+             "FPN model; a C4 model keeps the default 0",
         fingerprint="inference_difference",
         official_effect='For trained models: "This does not significantly affect AP."; for a Detectron2 model run '
                         'with 2 instead of 0 (tensorpack\'s conversion): "the final AP may be different by <0.5".',
         source=(Source(D2_REPO, COMPARISONS, 11, "Use `POOLER_SAMPLING_RATIO=0` instead of 2. This does not "
                                              "significantly affect AP."),
                 Source(TP_REPO, "examples/FasterRCNN/convert_d2/README.md", 44,
-                       "The results are quite similar, and the final AP may be different by <0.5.")),
-        unfixable="nothing: POOLER_SAMPLING_RATIO 2 is Detectron's setting",
-        chapter="04_roialign.ipynb", when="inference", knob="sampling_ratio"),
+                       "The results are quite similar, and the final AP may be different by <0.5."),
+                Source(D1_REPO, D1_CONFIG, 673, "__C.FAST_RCNN.ROI_XFORM_SAMPLING_RATIO = 0"),
+                Source(D1_REPO, "configs/12_2017_baselines/e2e_mask_rcnn_R-50-FPN_1x.yaml", 23,
+                       "ROI_XFORM_SAMPLING_RATIO: 2")),
+        unfixable="nothing: POOLER_SAMPLING_RATIO takes the value the Detectron config used (2 in the FPN configs, "
+                  "0 in the C4 ones)",
+        chapter="04_roialign.ipynb", when="inference", knob="sampling_ratio",
+        published_ap_change=0.0),
     Difference(
         key="background_first", title="Where the background class sits",
         detectron="label 0 is background, classes 1..K",
         detectron2="classes 0..K-1, label K is background",
-        flag="none needed: convert_c2_detectron_names moves cls_score's background row last and drops the "
-             "background rows of bbox_pred and mask_fcn_logits",
+        flag="none: converting moves the layout (convert_c2_detectron_names puts cls_score's background row last "
+             "and drops the background rows of bbox_pred and mask_fcn_logits)",
+        measures="the converted weights read as if the background were still first, as when the conversion is "
+                 "skipped or done twice",
         fingerprint="label_offset",
         official_effect="No figure: a layout, converted exactly.",
         source=(Source(D2_REPO, "detectron2/checkpoint/c2_model_loading.py", 199,
@@ -193,7 +219,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
         unfixable="no config key selects Detectron's paste (layers/mask_ops.py keeps paste_mask_in_image_old, with "
                   "PIL instead of OpenCV, to call by hand); and a Detectron-trained head learned masks on inclusive "
                   "boxes (roi_data/mask_rcnn.py, utils/segms.py:polys_to_mask_wrt_box with w = x2 - x1)",
-        chapter="06_mask_paste.ipynb", when="inference", knob="mask_paste"),
+        chapter="06_mask_paste.ipynb", when="inference", knob="mask_paste",
+        published_ap_change=0.5),
     Difference(
         key="pixel_mean", title="The pixel mean subtracted from the input",
         detectron="PIXEL_MEANS = [102.9801, 115.9465, 122.7717] (BGR), no std",
@@ -248,7 +275,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
         chapter="08_deployment_caffe2_onnx_tensorflow.ipynb", when="input"),
     Difference(
         key="post_nms_topk_train", title="RPN proposals kept in training: per batch or per image",
-        detectron="RPN_POST_NMS_TOP_N 2000 for the whole batch (the FPN collection counts per batch)",
+        detectron="TRAIN.RPN_POST_NMS_TOP_N 2000: for the whole batch with FPN (collect_and_distribute_fpn_rpn_proposals), "
+                  "per image in C4's GenerateProposals",
         detectron2="MODEL.RPN.POST_NMS_TOPK_TRAIN per image (1000 in Base-RCNN-FPN.yaml)",
         flag="MODEL.RPN.POST_NMS_TOPK_TRAIN (the Keypoint R-CNN comparison config uses 1500 per image)",
         fingerprint="identical",
@@ -264,7 +292,8 @@ DIFFERENCES: Tuple[Difference, ...] = (
                 Source(D2_REPO, COMPAT, 56, "The fix may lead to a small accuracy drop for a few models (e.g. keypoint "
                                         "detection)")),
         unfixable="a per-batch budget: Detectron2 counts per image",
-        chapter="07_training_differences.ipynb", when="training", knob="post_nms_topk_per_image"),
+        chapter="07_training_differences.ipynb", when="training", knob="post_nms_topk_per_image",
+        published_ap_change=round(53.6 - 53.1, 1)),
     Difference(
         key="smooth_l1", title="Box regression loss: smooth L1 or L1",
         detectron="smooth L1, beta 1/9 (RPN) and 1 (box head)",
@@ -289,28 +318,84 @@ DIFFERENCES: Tuple[Difference, ...] = (
         unfixable="HFlipTransform flips continuous coordinates; there is no option for W - 1 - x",
         chapter="07_training_differences.ipynb", when="training", knob="hflip_minus_one"),
     Difference(
+        key="retinanet", title="RetinaNet: its weights' names, sigmoid classes, anchor order and box loss",
+        detectron="retnet_* blobs, stored once at the finest level (_fpn3) and shared by the others, and fpn_6, fpn_7 "
+                  "from res5; sigmoid classes, A x K channels with no background row, whose bias starts at "
+                  "-log((1 - p) / p) (RETINANET.PRIOR_PROB 0.01); octave-major cell anchors; smooth L1 with "
+                  "RETINANET.BBOX_REG_BETA = 0.11",
+        detectron2="RetinaNetHead: head.cls_subnet, head.bbox_subnet, head.cls_score, head.bbox_pred, and "
+                   "backbone.top_block.p6, p7; the same sigmoid classes and prior bias; size-major cell anchors, the "
+                   "same order; MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = 0.1, set to 0.0 (L1) by Base-RetinaNet.yaml",
+        flag="none for the weights: rename them before loading (explainer convert maps retnet_* and fpn_6, fpn_7); "
+             "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA: 0.11 for Detectron's loss when training",
+        fingerprint="inference_difference",
+        official_effect="No figure.",
+        source=(Source(D1_REPO, "detectron/modeling/retinanet_heads.py", 121,
+                       "weight='retnet_cls_conv_n{}_fpn{}_w'.format(nconv, k_min),"),
+                Source(D2_REPO, "detectron2/modeling/meta_arch/retinanet.py", 397,
+                       "bias_value = -(math.log((1 - prior_prob) / prior_prob))"),
+                Source(D1_REPO, "detectron/core/test_retinanet.py", 54, "for octave in range(scales_per_octave):"),
+                Source(D1_REPO, D1_CONFIG, 525, "__C.RETINANET.BBOX_REG_BETA = 0.11"),
+                Source(D2_REPO, "detectron2/config/defaults.py", 468, "_C.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = 0.1"),
+                Source(D2_REPO, "configs/Base-RetinaNet.yaml", 14, "SMOOTH_L1_LOSS_BETA: 0.0")),
+        unfixable="Detectron2's loader (convert_c2_detectron_names) has no rule for retnet_* or fpn_6, fpn_7: a "
+                  "Detectron RetinaNet checkpoint loads without its head and extra levels, which keep their "
+                  "initialisation, unless it is renamed first (the course's converter does)",
+        chapter="09_checkpoint_audit.ipynb", when="inference"),
+    Difference(
         key="keypoint_half_pixel", title="Keypoints: pixel indices or continuous coordinates",
-        detectron="keypoints stay pixel indices",
-        detectron2="+0.5 when COCO keypoints are loaded, -0.5 when results are written (COCOEvaluator)",
+        detectron="annotations stay pixel indices (heatmap targets floor(index)); heatmaps_to_keypoints decodes a "
+                  "cell d as d + 0.5, and the COCO writer writes that value unchanged",
+        detectron2="+0.5 when COCO keypoints are loaded, the same d + 0.5 in decoding, -0.5 when results are "
+                   "written (COCOEvaluator's instances_to_coco_json)",
         flag="",
         fingerprint="keypoint_half_pixel",
         official_effect="No figure.",
         source=(Source(D2_REPO, COMPAT, 62, "The coordinates in COCO keypoint annotations are interpreted as pixel "
-                                        "indices in range `[0, width - 1]` or `[0, height - 1]`."),),
-        unfixable="nothing when results go through Detectron2's COCO writer; raw outputs are 0.5 px off",
+                                        "indices in range `[0, width - 1]` or `[0, height - 1]`."),
+                Source(D1_REPO, "detectron/utils/keypoints.py", 150, "x = (x_int + 0.5) * width_correction"),
+                Source(D2_REPO, "detectron2/evaluation/coco_evaluation.py", 448, "keypoints[k][:, :2] -= 0.5")),
+        unfixable="the writers: the same heatmap gives exported keypoints 0.5 px apart (Detectron's 0.5 px further "
+                  "right and down); and Detectron's keypoint head upsamples with a fixed bilinear ConvTranspose "
+                  "(kps_score) where Detectron2's calls interpolate, which differ on the heatmap's border",
         chapter="01_pixels_and_coordinates.ipynb", when="inference", knob="keypoint_half_pixel"),
 )
 
-#: The settings a practitioner gives Detectron2 for a converted Detectron model (the config keys), and the same
-#: as a :class:`~explainer.conventions.Convention` of the course's detector (which has no pixel mean: its input is
-#: already centred the way it was fitted).
-PRACTITIONER_CONFIG: Dict[str, Any] = {
-    "MODEL.ANCHOR_GENERATOR.OFFSET": 0.5,
-    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": 2,
-    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": 2,
-    "MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE": "ROIAlign", "MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO": 2,
-    "MODEL.PIXEL_MEAN": list(Dep.DETECTRON_PIXEL_MEANS), "MODEL.PIXEL_STD": [1.0, 1.0, 1.0],
-}
+#: The two architectures of Detectron's baselines (``configs/12_2017_baselines``) whose converted settings differ:
+#: ``"C4"`` (a ResNet conv4 body and the conv5 head on pooled features) and ``"FPN"`` (feature pyramid).
+ARCHITECTURES: Tuple[str, ...] = ("C4", "FPN")
+#: Detectron's ``ROI_XFORM_SAMPLING_RATIO`` (``FAST_RCNN``, ``MRCNN`` and ``KRCNN`` alike) per architecture:
+#: ``detectron/core/config.py`` sets 0 (adaptive: ceil(roi / output) samples per bin side), which the C4 baselines
+#: keep; every FPN baseline of ``configs/12_2017_baselines`` that pools sets 2.
+DETECTRON_SAMPLING_RATIO: Dict[str, int] = {"C4": 0, "FPN": 2}
+
+
+def check_architecture(architecture: Any) -> str:
+    """``"C4"`` or ``"FPN"`` (case-insensitive); otherwise a ``ValueError`` naming the argument."""
+    if isinstance(architecture, str) and architecture.strip().upper() in ARCHITECTURES:
+        return architecture.strip().upper()
+    raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+
+
+def practitioner_config(architecture: str) -> Dict[str, Any]:
+    """The settings a practitioner gives Detectron2 for a converted Detectron model of ``architecture`` (``"C4"`` or
+    ``"FPN"``), as config keys: Detectron's anchor centres, ROIAlign without the half-pixel shift, the sampling ratio
+    the Detectron config used (:data:`DETECTRON_SAMPLING_RATIO`: 0 for C4, 2 for FPN) and Detectron's pixel means."""
+    ratio = DETECTRON_SAMPLING_RATIO[check_architecture(architecture)]
+    out: Dict[str, Any] = {"MODEL.ANCHOR_GENERATOR.OFFSET": 0.5}
+    for head in ("BOX", "MASK", "KEYPOINT"):
+        out[f"MODEL.ROI_{head}_HEAD.POOLER_TYPE"] = "ROIAlign"
+        out[f"MODEL.ROI_{head}_HEAD.POOLER_SAMPLING_RATIO"] = ratio
+    out["MODEL.PIXEL_MEAN"] = list(Dep.DETECTRON_PIXEL_MEANS)
+    out["MODEL.PIXEL_STD"] = [1.0, 1.0, 1.0]
+    return out
+
+
+#: :func:`practitioner_config` for each architecture.
+PRACTITIONER_CONFIGS: Dict[str, Dict[str, Any]] = {a: practitioner_config(a) for a in ARCHITECTURES}
+#: The same settings as a :class:`~explainer.conventions.Convention` of the course's detector: Detectron's anchor
+#: centres and ROIAlign, and the sampling ratio the detector was fitted with (:data:`DETECTRON`'s 2, the FPN
+#: configs' value). It has no pixel mean: its input is already centred the way it was fitted.
 PRACTITIONER: Convention = DETECTRON2.replace(anchor_offset=DETECTRON.anchor_offset, roi_aligned=DETECTRON.roi_aligned,
                                               sampling_ratio=DETECTRON.sampling_ratio,
                                               name="detectron2, converted-model settings")
@@ -326,10 +411,12 @@ def table_rows(measured: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Li
         if d.when == "training":
             live = "none: training only (a converted model's weights are already trained)"
         elif m is None:
-            live = "not measured on the course's detector (it has no keypoints)" if d.key == "keypoint_half_pixel" \
-                else "not measured"
+            live = {"keypoint_half_pixel": "not measured on the course's detector (it has no keypoints)",
+                    "retinanet": "not measured on the course's detector (a two-stage detector)"}.get(d.key,
+                                                                                                 "not measured")
         else:
-            live = (f"boxes {m['boxes']:.0%}, masks {m['masks']:.0%} of {m['detections']} detections reproduced "
+            live = (f"{d.measures}: " if d.measures else "") + (
+                    f"boxes {m['boxes']:.0%}, masks {m['masks']:.0%} of {m['detections']} detections reproduced "
                     f"(mean IoU {m['mean_box_iou']:.3f} / {m['mean_mask_iou']:.3f}); recall {m['recall'][0]:.2f} -> "
                     f"{m['recall'][1]:.2f}, precision {m['precision'][0]:.2f} -> {m['precision'][1]:.2f}")
         official = d.official_effect + " [" + "; ".join(s.where for s in d.source) + "]"

@@ -21,6 +21,7 @@ predictor. Nothing here imports matplotlib or ipywidgets.
 
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -29,6 +30,7 @@ from explainer import _validate as _v
 from explainer._validate import ArrayLike, as_tensor, one_of, positive_int
 
 __all__ = [
+    "retinanet_prior_bias",
     "background_first_to_last",
     "background_last_to_first",
     "detectron_to_d2_labels",
@@ -451,3 +453,14 @@ def confusion_matrix(pred: ArrayLike, true: ArrayLike, num_labels: int) -> torch
     if p.numel() and (min(int(p.min()), int(t.min())) < 0 or max(int(p.max()), int(t.max())) >= n):
         raise ValueError(f"pred and true must be labels in 0..{n - 1}")
     return torch.bincount(t * n + p, minlength=n * n).reshape(n, n)
+
+
+def retinanet_prior_bias(prior_prob: float = 0.01) -> float:
+    """The bias a RetinaNet classifier starts from: -log((1 - p) / p), so that every anchor begins with probability p
+    of each class under the sigmoid (Detectron ``modeling/retinanet_heads.py:get_retinanet_bias_init`` with
+    ``RETINANET.SOFTMAX`` False, Detectron2 ``RetinaNetHead``; ``PRIOR_PROB`` 0.01 in both). RetinaNet has no
+    background row: K sigmoid outputs per anchor, background is every output low, so converting it moves no row."""
+    p = _v.finite_number(prior_prob, "prior_prob")
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob!r}")
+    return -math.log((1.0 - p) / p)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Dict, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from explainer._validate import (
     ArrayLike,
@@ -27,6 +28,7 @@ from explainer._validate import (
     as_boxes,
     as_points,
     as_tensor,
+    finite_number,
     finite_result,
     flag,
     image_size,
@@ -49,6 +51,11 @@ __all__ = [
     "hflip_polygon",
     "coco_keypoints_to_continuous",
     "continuous_keypoints_to_coco",
+    "keypoint_heatmap_cell",
+    "heatmap_cell_to_keypoint",
+    "exported_keypoints",
+    "bilinear_deconv_kernel",
+    "upsample_heatmaps",
     "xywh_to_xyxy",
     "xyxy_to_xywh",
     "resize_index",
@@ -214,6 +221,90 @@ def continuous_keypoints_to_coco(keypoints: ArrayLike) -> torch.Tensor:
     out = t.clone()
     out[:, :2] -= 0.5
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# keypoints through the keypoint head: targets, upsampling, decoding, export
+# --------------------------------------------------------------------------------------------
+def keypoint_heatmap_cell(x: ArrayLike, roi_start: float, roi_size: float, heatmap_size: int) -> torch.Tensor:
+    """The heatmap cell a keypoint trains (one axis): floor((x - roi_start) * heatmap_size / roi_size), as float.
+
+    Both codebases use this rule (Detectron ``utils/keypoints.py:keypoints_to_heatmap_labels``, Detectron2
+    ``structures/keypoints.py:_keypoints_to_heatmap``: "d = floor(c)"), on different ``x``: Detectron passes the COCO
+    pixel index unchanged, Detectron2 the index + 0.5 it added on load. ``x``: Tensor[N]; a cell outside
+    [0, heatmap_size - 1] is not a target (the caller drops it, as both codebases do).
+    """
+    t = as_tensor(x, "x", torch.float64)
+    start = finite_number(roi_start, "roi_start")
+    size = positive_number(roi_size, "roi_size")
+    n = positive_int(heatmap_size, "heatmap_size")
+    return torch.floor((t - start) * (n / size))
+
+
+def heatmap_cell_to_keypoint(cell: ArrayLike, roi_start: float, roi_size: float, map_size: int) -> torch.Tensor:
+    """A heatmap's arg-max cell back to an image coordinate (one axis): roi_start + (cell + 0.5) * roi_size / map_size.
+
+    Both codebases decode so ("c = d + 0.5", Detectron ``utils/keypoints.py:heatmaps_to_keypoints``, Detectron2
+    ``structures/keypoints.py:heatmaps_to_keypoints``; ``map_size`` is the size the heatmap was resized to, ceil of
+    the box's size). The result is a continuous coordinate in both. ``cell``: Tensor[N] of indices.
+    """
+    t = as_tensor(cell, "cell", torch.float64)
+    start = finite_number(roi_start, "roi_start")
+    size = positive_number(roi_size, "roi_size")
+    n = positive_int(map_size, "map_size")
+    return start + (t + 0.5) * (size / n)
+
+
+def exported_keypoints(keypoints: ArrayLike, *, keypoint_half_pixel: bool) -> torch.Tensor:
+    """Decoded keypoints (Tensor[N, 2] or Tensor[N, 3], x, y, ...) as each codebase's COCO writer writes them.
+
+    Detectron's ``datasets/json_dataset_evaluator.py:_coco_kp_results_one_category`` writes the decoded x and y
+    unchanged (``keypoint_half_pixel=False``); Detectron2's ``evaluation/coco_evaluation.py:instances_to_coco_json``
+    subtracts 0.5 (``True``). The same heatmap therefore gives keypoints 0.5 px apart in the two result files.
+    """
+    half = flag(keypoint_half_pixel, "keypoint_half_pixel")
+    return continuous_keypoints_to_coco(keypoints) if half else _keypoint_rows(keypoints).clone()
+
+
+def _keypoint_rows(keypoints: ArrayLike) -> torch.Tensor:
+    t = as_tensor(keypoints, "keypoints")
+    if t.dim() != 2 or t.shape[-1] not in (2, 3):
+        raise ValueError(f"keypoints must have shape (N, 2) or (N, 3), got {tuple(t.shape)}")
+    return t
+
+
+def bilinear_deconv_kernel(up_scale: int) -> torch.Tensor:
+    """Detectron's fixed bilinear kernel (``modeling/detector.py:BilinearInterpolation``, from the FCN code):
+    Tensor[2 s, 2 s] for an even ``up_scale`` s, (1 - |i - c| / f)(1 - |j - c| / f) with f = s and c = s - 0.5."""
+    s = positive_int(up_scale, "up_scale", maximum=64)
+    if s % 2:
+        raise ValueError(f"up_scale must be even (Detectron asserts it), got {up_scale!r}")
+    k = 2 * s
+    factor, centre = (k + 1) // 2, ((k + 1) // 2) - 0.5
+    w = 1 - (torch.arange(k, dtype=torch.float64) - centre).abs() / factor
+    return w[:, None] * w[None, :]
+
+
+def upsample_heatmaps(maps: ArrayLike, up_scale: int, *, fixed_deconv: bool) -> torch.Tensor:
+    """Keypoint heatmaps (Tensor[N, K, H, W]) enlarged ``up_scale`` times, as each keypoint head does.
+
+    ``fixed_deconv=True``: Detectron's ``kps_score``, a ConvTranspose with the fixed bilinear kernel of
+    :func:`bilinear_deconv_kernel`, stride s, padding s / 2 (``KRCNN.UP_SCALE``); ``False``: Detectron2's
+    ``KRCNNConvDeconvUpsampleHead``, ``interpolate(scale_factor=s, mode="bilinear", align_corners=False)``. Inside,
+    the two are equal; on the outer s / 2 rows and columns the transposed convolution misses the weights that fall
+    outside the map (zeros), while ``interpolate`` repeats the edge value. Returns Tensor[N, K, s H, s W].
+    """
+    t = as_tensor(maps, "maps", torch.float64)
+    if t.dim() != 4 or t.shape[-1] == 0 or t.shape[-2] == 0:
+        raise ValueError(f"maps must have shape (N, K, H, W) with H, W >= 1, got {tuple(t.shape)}")
+    fixed_deconv = flag(fixed_deconv, "fixed_deconv")
+    kernel = bilinear_deconv_kernel(up_scale)
+    s = kernel.shape[0] // 2
+    if not fixed_deconv:
+        return F.interpolate(t, scale_factor=s, mode="bilinear", align_corners=False)
+    n, c, h, w = t.shape
+    out = F.conv_transpose2d(t.reshape(n * c, 1, h, w), kernel[None, None], stride=s, padding=s // 2)
+    return out.reshape(n, c, *out.shape[-2:])
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from explainer import _validate as _v
 from explainer._validate import ArrayLike, as_boxes, as_tensor, positive_int, positive_number, size_pair
 from explainer.boxes import area
 
-__all__ = ["roi_align", "sampling_points", "sampling_grid_note", "roi_pool", "roi_pool_bins", "assign_fpn_levels", "fpn_level_of_size",
+__all__ = ["roi_align", "sampling_points", "sampling_grid_note", "roi_pool", "roi_pool_bins", "roi_input_box", "assign_fpn_levels", "fpn_level_of_size",
            "convert_boxes_to_rois", "ramp"]
 
 _CHUNK_FLOATS = 8_000_000  # about 32 MB of gathered features at a time
@@ -344,6 +344,20 @@ def roi_pool(input: ArrayLike, boxes: Union[ArrayLike, List[ArrayLike]], output_
             if he > hs and we > ws:
                 out[k, :, i // pw, i % pw] = x[int(b), :, hs:he, ws:we].amax(dim=(1, 2))
     return out
+
+
+def roi_input_box(boxes: ArrayLike, *, legacy_plus_one: bool) -> torch.Tensor:
+    """The box ROIAlign receives for an object whose pixels are x1..x2 and y1..y2 (Tensor[N, 4] of inclusive
+    indices, as Detectron stores them). Returns Tensor[N, 4] in the image-pixel coordinates ROIAlign reads.
+
+    ROIAlign reads every box as continuous coordinates. Detectron (``legacy_plus_one=True``) hands it its inclusive
+    box unchanged (``modeling/detector.py:roi_feature_transform`` passes the RoIs to Caffe2's ``RoIAlign``), so the
+    region pooled is [x1, x2], one pixel narrower and shorter than the object; Detectron2 hands it the continuous box
+    [x1, x2 + 1]. A Detectron model converted to Detectron2 therefore pools one pixel more on the right and bottom
+    than its heads were trained on, whatever ``aligned`` is.
+    """
+    b, legacy_plus_one = as_boxes(boxes, "boxes", legacy_plus_one=True), _v.flag(legacy_plus_one, "legacy_plus_one")
+    return b.clone() if legacy_plus_one else b + b.new_tensor([0.0, 0.0, 1.0, 1.0])
 
 
 def assign_fpn_levels(boxes: ArrayLike, *, legacy_plus_one: bool = False, min_level: int = 2, max_level: int = 5,

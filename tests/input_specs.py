@@ -142,6 +142,18 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
         "pixels.hflip_polygon": {"polygon": arr([1.0, 2.0, 3.0, 4.0, 5.0, 1.0]), "width": num(10.0), "minus_one": flag(False)},
         "pixels.coco_keypoints_to_continuous": {"keypoints": arr([[1.0, 2.0, 2.0]])},
         "pixels.continuous_keypoints_to_coco": {"keypoints": arr([[1.5, 2.5, 2.0]])},
+        "anchors.detectron_retinanet_cell_anchors": {"stride": num(8.0), "scales_per_octave": whole(3),
+                                                     "aspect_ratios": nums([0.5, 1.0, 2.0]), "anchor_scale": num(4.0)},
+        "anchors.retinanet_sizes": {"stride": num(8.0), "scales_per_octave": whole(3), "anchor_scale": num(4.0)},
+        "labels.retinanet_prior_bias": {"prior_prob": num(0.01)},
+        "pixels.keypoint_heatmap_cell": {"x": arr([15.0, 20.0]), "roi_start": num(10.0), "roi_size": num(56.0),
+                                         "heatmap_size": whole(56)},
+        "pixels.heatmap_cell_to_keypoint": {"cell": arr([5.0, 0.0]), "roi_start": num(10.0), "roi_size": num(56.0),
+                                            "map_size": whole(56)},
+        "pixels.exported_keypoints": {"keypoints": arr([[15.5, 2.5, 2.0]]), "keypoint_half_pixel": flag(True)},
+        "pixels.bilinear_deconv_kernel": {"up_scale": whole(2)},
+        "pixels.upsample_heatmaps": {"maps": arr(torch.arange(9.0).reshape(1, 1, 3, 3)), "up_scale": whole(2),
+                                     "fixed_deconv": flag(True)},
         "pixels.xywh_to_xyxy": {"boxes": arr([[1.0, 2.0, 3.0, 4.0]]), "legacy_plus_one": flag(True)},
         "pixels.xyxy_to_xywh": {"boxes": boxes(BOX2), "legacy_plus_one": flag(True)},
         "pixels.resize_index": {"index": arr([0.0, 1.0]), "in_size": whole(4), "out_size": whole(8), "mode": choice("half_pixel")},
@@ -200,6 +212,7 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
                                         "max_level": whole(5), "canonical_box_size": num(224.0), "canonical_level": whole(4)},
         "roi_align.convert_boxes_to_rois": {"boxes": boxes(ROIS), "n_images": whole(1)},
         "roi_align.ramp": {"size": whole(4)},
+        "roi_align.roi_input_box": {"boxes": boxes(BOX2), "legacy_plus_one": flag(True)},
         "roi_align.sampling_grid_note": {"box": boxes(BOX1), "output_size": pair((2, 2)), "spatial_scale": num(1.0),
                                          "sampling_ratio": whole(-1), "aligned": flag(False)},
         "course.measured.aligned_effect_on_course_detector": {"iou": num(0.5)},
@@ -366,8 +379,11 @@ EXEMPT: Dict[str, str] = {
     "course.measured.compare_settings": "runs the detector over the test scenes; its scenes are checked in "
                                         "tests/test_effects.py",
     "course.measured.remaining_differences": "takes a Convention (tests/test_effects.py)",
+    "course.measured.effect_points": "takes the dict of measure_on_course_detector (tests/test_effects.py)",
     "roi_align.fpn_level_of_size": "takes sizes computed from checked boxes (assign_fpn_levels, matching.residuals); NaN refused",
     "course.compare.bisect_conventions": "takes a callable (tests/test_pipeline.py)",
+    "export_ops.export_roi_align_onnx": "exports a fixed module with torch's two ONNX exporters (seconds each); its "
+                                        "flags and opset are checked in tests/test_deployment.py",
     "course.pipeline.fit_detector": "fits the detector (seconds); its scenes and convention are checked (tests/test_pipeline.py)",
 }
 

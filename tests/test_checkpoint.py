@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import subprocess
 import sys
@@ -421,3 +422,71 @@ def test_the_chapters_example_checkpoint_is_a_c4_model_whose_rpn_rows_move():
     _, report = Ck.convert_detectron_to_detectron2(ck["blobs"], cfg=ck["cfg"])
     r = report["rpn_anchors"]
     assert r["anchors"] == 15 and r["rows_moved"] > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# RetinaNet
+# --------------------------------------------------------------------------------------------------
+def _retinanet_blobs(num_classes: int = 80, anchors: int = 9) -> dict:
+    """A Detectron RetinaNet's head and extra levels as modeling/retinanet_heads.py and FPN.py name them: each tower's
+    convolutions and the predictors stored once, at the finest level (fpn3); fpn_6 from res5 (2048 channels)."""
+    f = np.float32
+    b = {}
+    for tower in ("cls", "bbox"):
+        for n in range(4):
+            b[f"retnet_{tower}_conv_n{n}_fpn3_w"] = np.zeros((256, 256, 3, 3), f)
+            b[f"retnet_{tower}_conv_n{n}_fpn3_b"] = np.zeros(256, f)
+    b["retnet_cls_pred_fpn3_w"] = np.zeros((anchors * num_classes, 256, 3, 3), f)
+    b["retnet_cls_pred_fpn3_b"] = np.full(anchors * num_classes, -4.59512, f)
+    b["retnet_bbox_pred_fpn3_w"] = np.zeros((anchors * 4, 256, 3, 3), f)
+    b["retnet_bbox_pred_fpn3_b"] = np.zeros(anchors * 4, f)
+    b["fpn_6_w"], b["fpn_6_b"] = np.zeros((256, 2048, 3, 3), f), np.zeros(256, f)
+    b["fpn_7_w"], b["fpn_7_b"] = np.zeros((256, 256, 3, 3), f), np.zeros(256, f)
+    return b
+
+
+def test_retinanet_blobs_become_detectron2s_retinanet_head():
+    sd, report = Ck.convert_detectron_to_detectron2(_retinanet_blobs())
+    # Detectron2 @ 02b5c4e, modeling/meta_arch/retinanet.py: RetinaNetHead builds cls_subnet and bbox_subnet as
+    # Sequential(Conv2d, ReLU) x 4 (no norm by default: convolutions at 0, 2, 4, 6), then cls_score and bbox_pred;
+    # backbone/fpn.py: LastLevelP6P7 holds p6 and p7 (the loader aligns these names by suffix with the model's)
+    expected = {f"head.{t}_subnet.{i}.{p}" for t in ("cls", "bbox") for i in (0, 2, 4, 6) for p in ("weight", "bias")}
+    expected |= {f"head.{h}.{p}" for h in ("cls_score", "bbox_pred") for p in ("weight", "bias")}
+    expected |= {f"top_block.p{k}.{p}" for k in (6, 7) for p in ("weight", "bias")}
+    assert set(sd) == expected and not report["unmapped"]
+    # sigmoid classes: 9 anchors x 80 classes, no background row to move, the bias kept as trained
+    assert sd["head.cls_score.weight"].shape == (720, 256, 3, 3) and report["predictor"] == []
+    assert torch.all(sd["head.cls_score.bias"] == torch.tensor(-4.59512))
+    assert sd["top_block.p6.weight"].shape[1] == 2048 and report["rpn_anchors"]["anchors"] == 0
+
+
+def test_retinanet_prior_bias_and_anchor_order():
+    from explainer import labels as L
+
+    # -log((1 - 0.01) / 0.01) = -log(99), both codebases' PRIOR_PROB 0.01
+    assert L.retinanet_prior_bias(0.01) == pytest.approx(-math.log(99.0))
+    assert 1 / (1 + math.exp(-L.retinanet_prior_bias(0.2))) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="prior_prob"):
+        L.retinanet_prior_bias(1.0)
+    # Detectron's RetinaNet cell anchors at stride 8 (test_retinanet.py's loop, octave-major): the first row is
+    # generate_anchors(8, (32,), (0.5,)): base 8 x 8, round(sqrt(128)) = 11 and round(5.5) = 6 (half to even),
+    # times 4 -> 44 x 24 around 3.5: [-18, -8, 25, 15]
+    d1 = A.detectron_retinanet_cell_anchors(8)
+    assert d1[0].tolist() == [-18.0, -8.0, 25.0, 15.0] and d1.shape == (9, 4)
+    assert A.retinanet_sizes(8) == pytest.approx([32.0, 32 * 2 ** (1 / 3), 32 * 2 ** (2 / 3)])
+    # in continuous coordinates, centred, each row's nearest Detectron2 cell anchor (Base-RetinaNet.yaml's sizes,
+    # size-major) is the row of the same index: the orders already agree, unlike the C4 RPN's
+    cont = d1 + torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64) - 4.0
+    d2 = A.d2_cell_anchors(A.retinanet_sizes(8), [0.5, 1.0, 2.0], torch.float64)
+    assert torch.equal(torch.cdist(cont, d2).argmin(1), torch.arange(9))
+    assert float((cont - d2).abs().max()) < 2.5          # what remains is Detectron's rounding
+
+
+def test_the_synthetic_retinanet_blobs_are_detectrons_names_and_shapes():
+    from explainer.checkpoints import conversion
+
+    built, by_hand = conversion.synthetic_retinanet_blobs(), _retinanet_blobs()
+    assert {k: v.shape for k, v in built.items()} == {k: v.shape for k, v in by_hand.items()}
+    assert np.allclose(built["retnet_cls_pred_fpn3_b"], -math.log(99.0))
+    with pytest.raises(ValueError, match="prior_prob"):
+        conversion.synthetic_retinanet_blobs(prior_prob=0.0)

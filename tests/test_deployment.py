@@ -299,3 +299,46 @@ def test_naive_roi_align_is_crop_and_resize_on_naive_boxes_then_averaged():
     torch.testing.assert_close(got, want)
     # the naive boxes are misaligned: the average differs from tensorpack's transformed ROIAlign
     assert not torch.allclose(got, Dep.roi_align_via_crop_and_resize(f, box, 2))
+
+
+@pytest.mark.parametrize("n,shift", [(224, 1.0), (225, 0.0), (8, 1.0), (7, 0.0)])
+def test_same_padding_moves_the_outputs_half_a_stride_only_on_even_lengths(n, shift):
+    # 3 x 3, stride 2: total = (ceil(n / 2) - 1) 2 + 3 - n is 1 for even n (before 0, PyTorch 1: output 0 centred on
+    # input 1 against 0) and 2 for odd n (before 1, as PyTorch: the same centres)
+    tf = Dep.conv_output_centres(n, 3, 2)
+    sym = Dep.conv_output_centres(n, 3, 2, "symmetric")
+    assert Dep.same_padding(n, 3, 2)[0] == (0 if n % 2 == 0 else 1)
+    assert torch.all(tf[: len(sym)] - sym[: len(tf)] == shift)
+
+
+# --------------------------------------------------------------------------------------------------
+# what torch's two ONNX exporters write for ROIAlign (torch 2.14, torchvision 0.29.1, onnxruntime)
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_torchscript_exporter_at_opset_11_turns_roialignv2_into_roialign():
+    from explainer import export_ops as X
+
+    # Detectron2's export_model.py asks for STABLE_ONNX_OPSET_VERSION = 11 (detectron2/export/__init__.py)
+    assert X.STABLE_ONNX_OPSET_VERSION == 11
+    out = X.export_roi_align_onnx(True, dynamo=False, opset_version=X.STABLE_ONNX_OPSET_VERSION)
+    assert out["written_opset"] == 11 and out["mode"] == "output_half_pixel"
+    # ONNX Runtime computes aligned=False: on the map 10 y + x, half a cell in x and y is 0.5 * 10 + 0.5 = 5.5
+    assert not out["computes_aligned"] and out["ort_vs_unaligned"] < 1e-4
+    assert out["ort_vs_aligned"] == pytest.approx(5.5, abs=1e-4)
+    at16 = X.export_roi_align_onnx(True, dynamo=False, opset_version=16)
+    assert at16["written_opset"] == 16 and at16["mode"] == "half_pixel" and at16["computes_aligned"]
+
+
+@pytest.mark.slow
+def test_the_dynamo_exporter_asked_for_opset_11_writes_opset_18_with_half_pixel():
+    from explainer import export_ops as X
+
+    # torch 2.14: torch.onnx.export defaults to dynamo=True; it has no RoiAlign below opset 18 and cannot convert
+    # RoiAlign-16 down to 11, so the model keeps opset 18, and aligned=True survives as half_pixel
+    out = X.export_roi_align_onnx(True, dynamo=True, opset_version=11)
+    assert out["written_opset"] == 18 and out["mode"] == "half_pixel" and out["computes_aligned"]
+    assert out["ort_vs_unaligned"] == pytest.approx(5.5, abs=1e-4)
+    with pytest.raises(ValueError, match="opset_version"):
+        X.export_roi_align_onnx(True, dynamo=True, opset_version=3)
+    with pytest.raises(ValueError, match="dynamo"):
+        X.export_roi_align_onnx(True, dynamo="yes")

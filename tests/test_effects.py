@@ -79,16 +79,38 @@ def test_the_published_figures_are_in_the_table_with_their_source(key, words, fi
 
 
 def test_practitioner_settings():
-    # Detectron's __C.PIXEL_MEANS (detectron/core/config.py @ 04155a0), in BGR order
-    assert E.PRACTITIONER_CONFIG["MODEL.PIXEL_MEAN"] == [102.9801, 115.9465, 122.7717]
-    assert E.PRACTITIONER_CONFIG["MODEL.ANCHOR_GENERATOR.OFFSET"] == 0.5
-    for head in ("BOX", "MASK", "KEYPOINT"):
-        assert E.PRACTITIONER_CONFIG[f"MODEL.ROI_{head}_HEAD.POOLER_TYPE"] == "ROIAlign"
-        assert E.PRACTITIONER_CONFIG[f"MODEL.ROI_{head}_HEAD.POOLER_SAMPLING_RATIO"] == 2
+    for arch in E.ARCHITECTURES:
+        config = E.practitioner_config(arch)
+        # Detectron's __C.PIXEL_MEANS (detectron/core/config.py @ 04155a0), in BGR order
+        assert config["MODEL.PIXEL_MEAN"] == [102.9801, 115.9465, 122.7717]
+        assert config["MODEL.ANCHOR_GENERATOR.OFFSET"] == 0.5
+        for head in ("BOX", "MASK", "KEYPOINT"):
+            assert config[f"MODEL.ROI_{head}_HEAD.POOLER_TYPE"] == "ROIAlign"
     # what no config key sets (docs/notes/compatibility.md: the +1, the anchors' quantisation, the mask paste)
     assert [d.key for d in measured.remaining_differences()] == ["legacy_plus_one", "anchor_rounding", "mask_paste"]
     assert measured.remaining_differences(DETECTRON) == []
     assert E.PRACTITIONER.anchor_offset == DETECTRON.anchor_offset != DETECTRON2.anchor_offset
+
+
+@pytest.mark.parametrize("arch,ratio", [
+    # Detectron @ 04155a0: detectron/core/config.py sets FAST_RCNN, MRCNN and KRCNN.ROI_XFORM_SAMPLING_RATIO = 0, and
+    # no R-50-C4 config of configs/12_2017_baselines sets it (e2e_mask_rcnn_R-50-C4_1x.yaml: RoIAlign, no ratio)
+    ("C4", 0), ("c4", 0),
+    # every FPN config there that pools sets ROI_XFORM_SAMPLING_RATIO: 2 (e2e_mask_rcnn_R-50-FPN_1x.yaml, l. 23 and 29)
+    ("FPN", 2), (" fpn", 2),
+])
+def test_the_sampling_ratio_a_converted_model_needs_depends_on_its_architecture(arch, ratio):
+    config = E.practitioner_config(arch)
+    assert all(config[f"MODEL.ROI_{h}_HEAD.POOLER_SAMPLING_RATIO"] == ratio for h in ("BOX", "MASK", "KEYPOINT"))
+    assert E.PRACTITIONER_CONFIGS[arch.strip().upper()] == config
+    row = next(d for d in E.DIFFERENCES if d.key == "sampling_ratio")
+    assert "= 0 by default" in row.detectron and "FPN configs set 2" in row.detectron
+
+
+@pytest.mark.parametrize("bad", ["R-50", "", None, 4])
+def test_practitioner_config_refuses_an_unknown_architecture(bad):
+    with pytest.raises(ValueError, match="architecture"):
+        E.practitioner_config(bad)
 
 
 @pytest.mark.parametrize("d", E.DIFFERENCES, ids=lambda d: d.key)
@@ -149,7 +171,7 @@ def live():
 
 
 def test_measurement_covers_every_row_it_can(live):
-    expected = {d.key for d in E.DIFFERENCES if d.when != "training"} - {"keypoint_half_pixel"}
+    expected = {d.key for d in E.DIFFERENCES if d.when != "training"} - {"keypoint_half_pixel", "retinanet"}
     assert set(live) == expected
     for key, m in live.items():
         for k in ("boxes", "masks", "mean_box_iou", "mean_mask_iou"):
@@ -237,3 +259,72 @@ def test_compare_settings_scores_the_practitioners_configuration():
 def test_measure_rejects_bad_scene_indices(scenes):
     with pytest.raises(ValueError, match="scenes must be indices of the course's test scenes"):
         measured.measure_on_course_detector(scenes)
+
+
+# --------------------------------------------------------------------------------------------------
+# the published change in AP, and chapter 12's figure
+# --------------------------------------------------------------------------------------------------
+NOT_SIGNIFICANT = ("does not significantly affect AP", "negligible", "same AP", "not expected to affect")
+
+
+@pytest.mark.parametrize("d", [d for d in E.DIFFERENCES if d.published_ap_change is not None], ids=lambda d: d.key)
+def test_the_published_change_is_what_the_quote_says(d):
+    if d.published_ap_change == 0.0:
+        assert any(p in d.official_effect for p in NOT_SIGNIFICANT), d.key
+    else:
+        # a figure of the cited lines: "~0.5% absolute" (mask paste), box AP 53.6 against 53.1 (Keypoint R-CNN)
+        cited = " ".join(_cited_text(s) for s in d.source)
+        figures = {float(x) for x in re.findall(r"\d+\.\d+", cited)}
+        assert d.published_ap_change in figures or any(
+            round(a - b, 1) == d.published_ap_change for a in figures for b in figures), d.key
+
+
+def test_published_values_are_the_sources():
+    by_key = {d.key: d.published_ap_change for d in E.DIFFERENCES}
+    assert by_key["mask_paste"] == 0.5 and by_key["post_nms_topk_train"] == 0.5
+    assert {k for k, v in by_key.items() if v == 0.0} == {"legacy_plus_one", "anchor_offset", "anchor_rounding",
+                                                          "roi_aligned", "sampling_ratio"}
+
+
+def test_effect_points_put_the_measured_change_beside_the_published_one(live):
+    pts = {p["key"]: p for p in measured.effect_points(live)}
+    assert set(pts) == set(live)
+    for key, p in pts.items():
+        assert p["boxes_changed"] == pytest.approx(1.0 - live[key]["boxes"])
+        assert p["masks_changed"] == pytest.approx(1.0 - live[key]["masks"])
+    # the mask paste acts after the boxes are final: no box changes, and its published effect is "~0.5%" mask AP
+    assert pts["mask_paste"]["boxes_changed"] == 0.0 and pts["mask_paste"]["published"] == 0.5
+    # every difference published as not significant for trained models changes most of the converted boxes
+    assert all(p["boxes_changed"] > 0.5 for p in pts.values() if p["published"] == 0.0)
+    with pytest.raises(ValueError, match="measured"):
+        measured.effect_points([1, 2])
+
+
+def test_effects_figure_draws_one_point_pair_per_difference(live):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from explainer.viz.effects import NO_FIGURE, effects_figure
+
+    pts = measured.effect_points(live)
+    fig = effects_figure(pts, num="test-effects")
+    ax = fig.axes[0]
+    assert len(ax.collections) == 2 * len(pts)                      # a circle (boxes) and a triangle (masks) each
+    assert sorted(t.get_text() for t in ax.texts) == sorted(p["key"] for p in pts)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["boxes changed", "masks changed"]
+    assert "AP points" in ax.get_xlabel() and "%" in ax.get_ylabel()
+    assert NO_FIGURE in [t.get_text() for t in ax.get_xticklabels()]
+    with pytest.raises(ValueError, match="points"):
+        effects_figure([])
+
+
+def test_a_reversed_mean_raises_precision_by_pruning_false_detections(live):
+    # chapter 12's explanation, measured: the reversed PIXEL_MEAN reproduces almost no box, yet precision rises
+    # because the detector emits fewer detections, and the ones it drops are false ones (counted against the scenes'
+    # objects, independently of the precision computed from them)
+    m = live["pixel_mean_order"]
+    assert m["boxes"] < 0.1 and m["precision"][1] > m["precision"][0]
+    assert m["detections_after"] < m["detections"] and m["false_detections"][1] < m["false_detections"][0]
+    for k in (0, 1):
+        n = m["detections"] if k == 0 else m["detections_after"]
+        assert m["precision"][k] == pytest.approx((n - m["false_detections"][k]) / n)

@@ -15,7 +15,9 @@ from explainer.course import pipeline as P
 
 #: Where each knob first acts (module docstring): anchors are built first, then ROIAlign, then the head, masks.
 FIRST_STAGE = {
-    "legacy_plus_one": "anchors",     # Detectron's anchors are inclusive: x2 = right edge - 1
+    # compared in continuous coordinates, the anchors and proposals are the same region; ROIAlign then pools
+    # Detectron's inclusive box as if it were continuous, one pixel narrower (explainer.roi_align.roi_input_box)
+    "legacy_plus_one": "pooled",
     "anchor_offset": "anchors",
     "anchor_rounding": "anchors",
     "anchor_order": "anchors",
@@ -287,3 +289,21 @@ def test_the_overlap_test_on_the_shapes_box_is_the_dilation_of_the_whole_image()
         occupied = torch.rand(H, W, generator=g) > 0.997
         grown = F.max_pool2d(m[None, None].float(), 9, stride=1, padding=4)[0, 0] > 0
         assert P._touches(m, occupied, ys, xs) == bool((grown & occupied).any())
+
+
+def test_the_plus_one_alone_first_changes_the_pooled_features_not_the_anchors():
+    # the course's converted detector under Detectron2's conventions, with only legacy_plus_one switched: anchors and
+    # proposals are the same regions in continuous coordinates (a notation, not a difference), and the first real
+    # difference is ROIAlign's input box, one pixel narrower under Detectron's inclusive notation
+    from explainer.course.cache import N_TEST, run_scene
+
+    for i in range(N_TEST):
+        a = run_scene(i, DETECTRON2, converted=True)
+        b = run_scene(i, DETECTRON2.replace(legacy_plus_one=True), converted=True)
+        by_stage = {d["stage"]: d["max_diff"] for d in CMP.stage_differences(a, b)}
+        assert by_stage["anchors"] == by_stage["proposals"] == by_stage["proposals_nms"] == 0.0
+        # the raw tensors do differ, by exactly the notation's 1 on x2 and y2
+        raw = b.stages["anchors"]["anchors"] - a.stages["anchors"]["anchors"]
+        assert raw[:, :2].abs().max() == 0 and torch.equal(raw[:, 2:], -torch.ones_like(raw[:, 2:]))
+        first = CMP.first_divergence(a, b)
+        assert first["stage"] == "pooled" and first["tensor"] == "features" and 0.1 < first["max_abs_diff"] < 0.5

@@ -207,3 +207,49 @@ def test_bad_input_names_the_argument(call, needle):
 def test_empty_inputs_are_valid():
     assert pixels.to_continuous(torch.zeros(0, 4)).shape == (0, 4)
     assert pixels.hflip_boxes([], 10).shape == (0, 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# keypoints through the keypoint head
+# --------------------------------------------------------------------------------------------------
+def test_the_same_heatmap_gives_exported_keypoints_half_a_pixel_apart():
+    # Both heatmaps_to_keypoints decode cell d as d + 0.5 (Detectron utils/keypoints.py l. 150, Detectron2
+    # structures/keypoints.py); Detectron's COCO writer writes that value, Detectron2's subtracts 0.5
+    # (evaluation/coco_evaluation.py l. 448). Box from x = 10, 56 px wide, resized to 56 cells: cell 5 -> 15.5.
+    x = pixels.heatmap_cell_to_keypoint([5.0], 10.0, 56.0, 56)
+    assert x.tolist() == [15.5]
+    kp = torch.tensor([[15.5, 15.5, 1.0]])
+    d1 = pixels.exported_keypoints(kp, keypoint_half_pixel=False)
+    d2 = pixels.exported_keypoints(kp, keypoint_half_pixel=True)
+    assert d1[:, :2].tolist() == [[15.5, 15.5]] and d2[:, :2].tolist() == [[15.0, 15.0]]
+    assert d1[0, 2] == d2[0, 2] == 1.0
+
+
+def test_a_keypoint_round_trip_through_each_codebase():
+    # COCO keypoint at pixel index 15, box from 10 to 66 (56 px), heatmap 56 x 56 (one cell per pixel):
+    # Detectron trains cell floor(15 - 10) = 5 and writes 5 + 0.5 + 10 = 15.5; Detectron2 loads 15.5, trains
+    # floor(5.5) = 5, decodes 15.5 and writes 15.0, the annotation it started from.
+    index = torch.tensor([15.0])
+    d1_cell = pixels.keypoint_heatmap_cell(index, 10.0, 56.0, 56)
+    d2_cell = pixels.keypoint_heatmap_cell(index + 0.5, 10.0, 56.0, 56)
+    assert d1_cell.tolist() == d2_cell.tolist() == [5.0]
+    out = pixels.heatmap_cell_to_keypoint(d1_cell, 10.0, 56.0, 56)
+    row = torch.stack([out, out], 1)
+    assert pixels.exported_keypoints(row, keypoint_half_pixel=False)[0, 0] == 15.5
+    assert pixels.exported_keypoints(row, keypoint_half_pixel=True)[0, 0] == 15.0
+
+
+def test_detectrons_fixed_deconvolution_equals_interpolate_inside_and_not_at_the_border():
+    # the FCN kernel for up_scale 2: size 4, factor 2, centre 1.5 -> 1 - |i - 1.5| / 2 = [0.25, 0.75, 0.75, 0.25]
+    w = torch.tensor([0.25, 0.75, 0.75, 0.25], dtype=torch.float64)
+    assert torch.equal(pixels.bilinear_deconv_kernel(2), w[:, None] * w[None, :])
+    maps = torch.arange(1.0, 10.0, dtype=torch.float64).reshape(1, 1, 3, 3)
+    d1 = pixels.upsample_heatmaps(maps, 2, fixed_deconv=True)[0, 0]
+    d2 = pixels.upsample_heatmaps(maps, 2, fixed_deconv=False)[0, 0]
+    assert d1.shape == d2.shape == (6, 6)
+    assert torch.allclose(d1[1:-1, 1:-1], d2[1:-1, 1:-1])
+    # the corner by hand: the transposed convolution has only the weight 0.75 * 0.75 on the first value (the
+    # others fall outside the map); interpolate's sample at -0.25 is clamped to the edge value itself
+    assert d1[0, 0].item() == pytest.approx(0.5625 * 1.0) and d2[0, 0].item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="up_scale"):
+        pixels.upsample_heatmaps(maps, 3, fixed_deconv=True)

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from explainer.course import measured
 from explainer.roi_align import (
     assign_fpn_levels,
+    ramp,
     roi_align,
+    roi_input_box,
     roi_pool,
     roi_pool_bins,
     sampling_grid_note,
@@ -199,3 +201,22 @@ def test_aligned_effect_on_the_course_detector_is_measured_not_assumed():
     assert all(0 < r[k][a] <= 1 for k in ("recall", "precision") for a in (False, True))
     dx, dy = r["mask_offset_change_abs"]
     assert 0 < dx < 2 and 0 < dy < 2
+
+
+def test_detectron_pools_its_inclusive_box_one_pixel_narrower_than_detectron2():
+    # The object covers pixels 1..3 in x and y: Detectron stores [1, 1, 3, 3] and RoIAlign reads it as continuous;
+    # Detectron2 stores and pools [1, 1, 4, 4].
+    obj = torch.tensor([[1.0, 1.0, 3.0, 3.0]])
+    assert roi_input_box(obj, legacy_plus_one=True).tolist() == [[1.0, 1.0, 3.0, 3.0]]
+    assert roi_input_box(obj, legacy_plus_one=False).tolist() == [[1.0, 1.0, 4.0, 4.0]]
+    # By hand, on the map 10 y + x (output 2 x 2, sampling ratio 2, aligned=False): bilinear samples of a linear map
+    # are exact, so a bin is 10 * (mean sample y) + (mean sample x). [1, 3]: bins [1, 2] and [2, 3], samples 1.25 and
+    # 1.75 -> 1.5, 2.25 and 2.75 -> 2.5; [1, 4]: bins [1, 2.5] and [2.5, 4], samples 1.375 and 2.125 -> 1.75,
+    # 2.875 and 3.625 -> 3.25.
+    features = ramp(10)
+    d1 = roi_align(features, [roi_input_box(obj, legacy_plus_one=True)], 2, 1.0, 2, False)[0, 0]
+    d2 = roi_align(features, [roi_input_box(obj, legacy_plus_one=False)], 2, 1.0, 2, False)[0, 0]
+    assert d1.flatten().tolist() == pytest.approx([16.5, 17.5, 26.5, 27.5])
+    assert d2.flatten().tolist() == pytest.approx([19.25, 20.75, 34.25, 35.75])
+    with pytest.raises(ValueError, match="legacy_plus_one"):
+        roi_input_box(obj, legacy_plus_one="yes")

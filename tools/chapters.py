@@ -76,9 +76,9 @@ TABLE: Tuple[Chapter, ...] = (
             "Post-NMS top-k per batch or per image, smooth L1 against L1, and flip augmentation.", (1, 2)),
     Chapter(8, "08_deployment_caffe2_onnx_tensorflow.ipynb", "Deployment to Caffe2, ONNX and TensorFlow", 30,
             "What changes on the way to Caffe2, ONNX and TensorFlow: resize modes, crop_and_resize, SAME padding, "
-            "the Caffe2 flags.", (1, 4)),
+            "the Caffe2 flags, Detectron2's export paths and what each ONNX exporter writes.", (1, 4)),
     Chapter(9, "09_checkpoint_audit.ipynb", "Checkpoint audit", 20,
-            "Did the weights arrive? Load, convert and audit a checkpoint safely.", (5,)),
+            "Did the weights arrive? Load, convert and audit a checkpoint safely, RetinaNet's included.", (5,)),
     Chapter(10, "10_debug_a_converted_model.ipynb", "Debugging a converted model", 40,
             "Why do two sets of detections differ? A diagnosis from their fingerprints, and a miniature detector "
             "with every knob switchable.", (2, 3, 4, 5)),

@@ -27,6 +27,7 @@ from explainer import anchors as A
 from explainer import labels as L
 
 __all__ = [
+    "synthetic_retinanet_blobs",
     "detectron_to_detectron2_name",
     "convert_detectron_to_detectron2",
     "detectron_cfg_values",
@@ -80,8 +81,45 @@ _FAMILY_RULES = [
     ("keypoint head", r"^kps\.score\.lowres\.", "roi_heads.keypoint_head.score_lowres."),
     ("keypoint head", r"^kps\.score\.", "roi_heads.keypoint_head.score."),
 ]
+#: RetinaNet (``modeling/retinanet_heads.py``): the towers' convolutions and the two predictors exist once, at the
+#: finest level (``_fpn3``; the other levels share them), and become Detectron2's ``RetinaNetHead`` names, where
+#: each tower is a Sequential of convolution and ReLU (convolution n at index 2 n). The extra levels ``fpn_6``
+#: and ``fpn_7`` (``modeling/FPN.py``, from res5) are Detectron2's ``LastLevelP6P7`` (``top_block.p6``, ``p7``).
+#: Detectron2's own loader has none of these rules.
+_RETINANET = [
+    (re.compile(r"^retnet\.(cls|bbox)\.conv\.n(\d+)\.fpn\d+\.(weight|bias)$"),
+     lambda m: f"head.{m.group(1)}_subnet.{2 * int(m.group(2))}.{m.group(3)}"),
+    (re.compile(r"^retnet\.cls\.pred\.fpn\d+\.(weight|bias)$"), lambda m: f"head.cls_score.{m.group(1)}"),
+    (re.compile(r"^retnet\.bbox\.pred\.fpn\d+\.(weight|bias)$"), lambda m: f"head.bbox_pred.{m.group(1)}"),
+    (re.compile(r"^fpn\.([67])\.(weight|bias)$"), lambda m: f"top_block.p{m.group(1)}.{m.group(2)}"),
+]
 _FPN_INNER = re.compile(r"^fpn\.inner\.res(\d)\.\d+\.sum(\.lateral)?\.(norm\.)?(weight|bias)$")
 _FPN_OUT = re.compile(r"^fpn\.res(\d)\.\d+\.sum\.(norm\.)?(weight|bias)$")
+
+
+def synthetic_retinanet_blobs(num_classes: int = 80, small: bool = False, prior_prob: float = 0.01) -> Dict[str, Any]:
+    """The blobs of a Detectron RetinaNet's head and extra levels, named and shaped as ``modeling/retinanet_heads.py``
+    and ``modeling/FPN.py`` make them with the defaults (4 convolutions per tower, 3 octaves x 3 ratios = 9 anchors,
+    sigmoid classes, class-agnostic boxes): each stored once, at level 3, which the others share. Weights are
+    zero, the class bias the prior ``-log((1 - p) / p)`` (float32 numpy arrays). ``small=True`` divides the widths
+    by 16. The backbone is left out (its names are the other detectors')."""
+    num_classes, small = _v.positive_int(num_classes, "num_classes", maximum=10_000), _v.flag(small, "small")
+    p = _v.finite_number(prior_prob, "prior_prob")
+    L.retinanet_prior_bias(p)                      # checks 0 < p < 1
+    dim, res5, a = (16, 128, 9) if small else (256, 2048, 9)
+    f = np.float32
+    b: Dict[str, Any] = {}
+    for tower in ("cls", "bbox"):
+        for n in range(4):
+            b[f"retnet_{tower}_conv_n{n}_fpn3_w"] = np.zeros((dim, dim, 3, 3), f)
+            b[f"retnet_{tower}_conv_n{n}_fpn3_b"] = np.zeros(dim, f)
+    b["retnet_cls_pred_fpn3_w"] = np.zeros((a * num_classes, dim, 3, 3), f)
+    b["retnet_cls_pred_fpn3_b"] = np.full(a * num_classes, L.retinanet_prior_bias(p), f)
+    b["retnet_bbox_pred_fpn3_w"] = np.zeros((a * 4, dim, 3, 3), f)
+    b["retnet_bbox_pred_fpn3_b"] = np.zeros(a * 4, f)
+    b["fpn_6_w"], b["fpn_6_b"] = np.zeros((dim, res5, 3, 3), f), np.zeros(dim, f)
+    b["fpn_7_w"], b["fpn_7_b"] = np.zeros((dim, dim, 3, 3), f), np.zeros(dim, f)
+    return b
 
 
 def detectron_to_detectron2_name(name: str) -> Tuple[str, str]:
@@ -97,6 +135,10 @@ def detectron_to_detectron2_name(name: str) -> Tuple[str, str]:
     m = _FPN_OUT.match(k)
     if m:
         return f"fpn_output{m.group(1)}{'.norm' if m.group(2) else ''}.{m.group(3)}", "fpn"
+    for pattern, rename in _RETINANET:
+        m = pattern.match(k)
+        if m:
+            return rename(m), "fpn" if k.startswith("fpn") else "retinanet head"
     family = "res stages" if re.match(r"^res\d", k) else "other"
     for fam, pat, rep in _FAMILY_RULES:
         new = re.sub(pat, rep, k)
@@ -350,7 +392,9 @@ def convert_detectron_to_detectron2(blobs: Mapping[str, Any], *, reorder_anchors
     """Detectron blobs -> (Detectron2 state dict, report).
 
     Names follow Detectron2's loader (``c2_model_loading.py:convert_c2_detectron_names``): backbone, FPN, RPN, box,
-    mask, keypoint and DensePose heads. The predictors change layout as that loader does (background last, background
+    mask, keypoint and DensePose heads; beyond it, RetinaNet's ``retnet_*`` blobs and extra levels ``fpn_6``,
+    ``fpn_7`` become ``head.cls_subnet.*``, ``head.bbox_subnet.*``, ``head.cls_score.*``, ``head.bbox_pred.*`` and
+    ``top_block.p6.*``, ``p7.*`` (Detectron2's loader has no rule for them, so it loads none of them). The predictors change layout as that loader does (background last, background
     box rows and mask channel dropped; see :mod:`explainer.labels`). Keypoint heads are only renamed (they have no
     background channel); Detectron's fixed bilinear upsampling ``kps_score`` becomes ``roi_heads.keypoint_head.score.*``,
     which Detectron2's head does not have (it upsamples with ``interpolate``), so Detectron2 reports it as unused.

@@ -27,7 +27,7 @@ from explainer.course.pipeline import INFERENCE_KNOBS, STAGES, Run, Scene
 from explainer.masks import mask_iou
 from explainer.pixels import to_continuous
 
-__all__ = ["stage_differences", "first_divergence", "same_label_matches", "compare_detections", "quality", "BisectReport",
+__all__ = ["stage_differences", "first_divergence", "BOX_TENSORS", "same_label_matches", "compare_detections", "quality", "BisectReport",
            "bisect_conventions"]
 
 #: Detections as :func:`compare_detections` takes them: a Run, or a dict with boxes, scores, labels (and masks).
@@ -47,8 +47,24 @@ def _tensor_difference(key: str, ta: torch.Tensor, tb: Optional[torch.Tensor]) -
     return diff, f"{key} differs by up to {diff:.3g}"
 
 
+#: The tensors of :attr:`Run.stages` that hold boxes (rows of 4 numbers, x1 y1 x2 y2): :func:`stage_differences`
+#: compares them in continuous coordinates.
+BOX_TENSORS = (("anchors", "anchors"), ("proposals", "boxes"), ("proposals_nms", "boxes"), ("head", "boxes"),
+               ("detections", "boxes"))
+
+
+def _in_continuous(run: Run, stage: str, key: str, t: torch.Tensor) -> torch.Tensor:
+    """A box tensor of a run in continuous coordinates (Detectron's inclusive x2, y2 plus 1); anything else as it is."""
+    if not run.convention.legacy_plus_one or (stage, key) not in BOX_TENSORS or t.numel() == 0 or t.shape[-1] % 4:
+        return t
+    return to_continuous(t.reshape(-1, 4)).reshape(t.shape)
+
+
 def stage_differences(run_a: Run, run_b: Run) -> List[Dict[str, Any]]:
     """Per stage of :data:`~explainer.course.pipeline.STAGES`, in pipeline order, how far ``run_b`` is from ``run_a``.
+
+    Boxes (:data:`BOX_TENSORS`) are compared in continuous coordinates: a run under ``legacy_plus_one`` stores
+    inclusive boxes, whose x2 and y2 are one less for the same region, and that notation is not a difference.
 
     Each entry: ``stage``; ``tensors``, for every tensor of ``run_a``'s stage in its order, ``(largest
     absolute difference, a phrase saying it)`` (inf when ``run_b`` lacks the tensor or has another shape, 0
@@ -61,7 +77,9 @@ def stage_differences(run_a: Run, run_b: Run) -> List[Dict[str, Any]]:
     out = []
     for stage in STAGES:
         a, b = run_a.stages.get(stage, {}), run_b.stages.get(stage, {})
-        tensors = {key: _tensor_difference(key, ta, b.get(key)) for key, ta in a.items()}
+        tensors = {key: _tensor_difference(key, _in_continuous(run_a, stage, key, ta),
+                                           None if b.get(key) is None else _in_continuous(run_b, stage, key, b[key]))
+                   for key, ta in a.items()}
         worst = max(tensors, key=lambda k: tensors[k][0], default="")
         out.append({"stage": stage, "max_diff": tensors[worst][0] if worst else 0.0, "tensor": worst,
                     "tensors": tensors})

@@ -27,6 +27,7 @@ from explainer.pixels import to_continuous
 from explainer.trace.causes import CAUSES as TRACE_CAUSES
 
 __all__ = ["fingerprint_info", "reproduced", "measure_on_course_detector", "compare_settings", "remaining_differences",
+           "effect_points",
            "aligned_effect_on_course_detector", "INPUT_CHANGES", "RESIZE_SHORT_EDGE"]
 
 
@@ -141,7 +142,9 @@ def _summary(ref_runs: List[Any], cand_runs: List[Any], scenes: Sequence[Scene])
     q0, q1 = quality(ref_runs, scenes), quality(cand_runs, scenes)
     return {"boxes": share("boxes"), "masks": share("masks"), "mean_box_iou": share("mean_box_iou"),
             "mean_mask_iou": share("mean_mask_iou"), "detections": n,
-            "recall": (q0["recall"], q1["recall"]), "precision": (q0["precision"], q1["precision"])}
+            "recall": (q0["recall"], q1["recall"]), "precision": (q0["precision"], q1["precision"]),
+            "objects": q0["objects"], "detections_after": q1["detections"],
+            "false_detections": (q0["detections"] - q0["found"], q1["detections"] - q1["found"])}
 
 
 def _measure_knob(knob: str, run: Callable[[int, Convention], Run], indices: Sequence[int], scenes: Sequence[Scene]):
@@ -190,12 +193,27 @@ def measure_on_course_detector(scenes: Optional[Sequence[int]] = None) -> Dict[s
 
     Each entry: ``boxes`` and ``masks`` (shares of the first run's detections reproduced, see :func:`reproduced`),
     ``mean_box_iou`` and ``mean_mask_iou`` (of the matched pairs, weighted by detections), ``detections`` (how
-    many), ``recall`` and ``precision`` as (first run, second run) against the ground truth.
+    many), ``recall`` and ``precision`` as (first run, second run) against the ground truth, ``objects`` (how many
+    in the ground truth), ``detections_after`` (the second run's detections) and ``false_detections`` (first run,
+    second run: detections that match no object).
     """
     indices = tuple(range(N_TEST)) if scenes is None else tuple(int(i) for i in scenes)
     if not indices or any(not 0 <= i < N_TEST for i in indices):
         raise ValueError(f"scenes must be indices of the course's test scenes, 0..{N_TEST - 1}; got {scenes!r}")
     return dict(_measure_cached(indices))
+
+
+def effect_points(measured: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """One point per measured row of :data:`DIFFERENCES`, for chapter 12's figure: the published change in trained AP
+    (``published``, AP points, None where the source gives no figure) against the share of the converted detector's
+    detections the difference changes (``boxes_changed``, ``masks_changed``: 1 minus the shares reproduced).
+    ``measured``: from :func:`measure_on_course_detector`. Each point also has ``key``, ``title`` and ``when``."""
+    if not isinstance(measured, Mapping):
+        raise ValueError(f"measured must be the dict of measure_on_course_detector, got {type(measured).__name__}")
+    return [{"key": d.key, "title": d.title, "when": d.when, "published": d.published_ap_change,
+             "boxes_changed": 1.0 - float(measured[d.key]["boxes"]),
+             "masks_changed": 1.0 - float(measured[d.key]["masks"])}
+            for d in DIFFERENCES if d.key in measured]
 
 
 def remaining_differences(convention: Convention = PRACTITIONER) -> List[Difference]:
@@ -210,7 +228,7 @@ def compare_settings(scenes: Optional[Sequence[int]] = None) -> List[Dict[str, A
     the course's test scenes: recall and precision of each, and box and mask agreement with the original, apart.
 
     Rows: the original; the converted weights under Detectron2's defaults; the converted weights under
-    :data:`PRACTITIONER` (OFFSET 0.5, POOLER_TYPE ROIAlign, sampling ratio 2); the weights loaded unconverted. Each:
+    :data:`PRACTITIONER` (OFFSET 0.5, POOLER_TYPE ROIAlign, the sampling ratio of the fit: 2); the weights loaded unconverted. Each:
     ``setting``, ``convention``, ``converted``, ``recall``, ``precision``, ``detections``, and against the original
     ``boxes``, ``masks`` (shares reproduced at IoU >= 0.99, :func:`reproduced`), ``mean_box_iou``, ``mean_mask_iou``.
     """

@@ -10,15 +10,17 @@ stage               what happens                                             kno
 ``anchors``         cell anchors, rounded or exact, ratio- or size-major,    anchor_rounding,
                     on the stride-8 grid (:mod:`explainer.anchors`)          anchor_order,
                                                                              anchor_offset,
-                                                                             legacy_plus_one
+                                                                             (legacy_plus_one:
+                                                                             notation only)
 ``rpn``             objectness and deltas: one linear predictor per anchor   (weights follow the
                     type, applied to each location's features                anchor rows)
 ``proposals``       decode (:func:`explainer.boxes.decode`), clip, drop      legacy_plus_one
                     empty boxes, keep the 1000 best
 ``proposals_nms``   NMS at 0.7 (:func:`explainer.boxes.nms`), keep 200       legacy_plus_one
 ``pooled``          ROIAlign 7x7 of each proposal and of its context         roi_aligned,
-                    (torchvision's compiled op, which chapter 4's            sampling_ratio
-                    :func:`explainer.roi_align.roi_align` reproduces)
+                    (torchvision's compiled op, which chapter 4's            sampling_ratio,
+                    :func:`explainer.roi_align.roi_align` reproduces); an    legacy_plus_one
+                    inclusive box is pooled as given, one pixel narrower
 ``head``            class probabilities (softmax over K + 1 columns) and     background_first
                     class-specific boxes (deltas weighted 10, 10, 5, 5)
 ``detections``      score > 0.3, NMS at 0.5 per class, at most 50            legacy_plus_one

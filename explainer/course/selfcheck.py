@@ -941,8 +941,9 @@ _STILL_THERE = {"the anchor centres (offset)": "anchor_offset", "ROIAlign's half
 
 
 @_ask(12, "remaining",
-      "A Detectron model is converted and run with the converted-model settings (OFFSET 0.5, POOLER_TYPE ROIAlign "
-      "with sampling ratio 2, Detectron's pixel means). Which of these differences is still there?",
+      "A Detectron FPN model is converted and run with the converted-model settings (OFFSET 0.5, POOLER_TYPE "
+      "ROIAlign with sampling ratio 2 as its config set, Detectron's pixel means). Which of these differences is "
+      "still there?",
       "Which of them does a Detectron2 config key select, and which is written into Detectron2's code with no "
       "option?", choices=tuple(_STILL_THERE))
 def _ch12_remaining() -> Solution:
@@ -984,7 +985,8 @@ _PUBLISHED = ("it does not significantly affect AP", "about 1 AP better in box A
 
 
 @_ask(12, "published_sampling",
-      "Detectron2's authors trained models with POOLER_SAMPLING_RATIO 0 instead of Detectron's 2. What did they "
+      "Detectron2's authors trained models with POOLER_SAMPLING_RATIO 0 instead of the 2 of Detectron's FPN configs. "
+      "What did they "
       "publish about its effect on trained AP?",
       "Chapter 12's table cites the Detectron1-Comparisons README for this row: read the quote, not the measured "
       "column.", choices=_PUBLISHED)
