@@ -56,7 +56,14 @@ from explainer._validate import (
 from explainer.anchors import grid_anchors, torchvision_cell_anchors
 from explainer.boxes import decode
 from explainer.conventions import RESIZES
-from explainer.deployment import detectron2_preprocess, detectron_preprocess
+from explainer.deployment import (
+    DETECTRON2_PIXEL_MEAN,
+    DETECTRON_PIXEL_MEANS,
+    detectron2_preprocess,
+    detectron_preprocess,
+)
+from explainer.masks import paste_masks
+from explainer.pixels import to_inclusive
 from explainer.roi_align import roi_align
 
 __all__ = [
@@ -64,7 +71,7 @@ __all__ = [
     "cell_anchors", "image_anchors", "level_mapper", "infer_scale", "multiscale_roi_align", "decode_boxes",
     "nms", "batched_nms", "expand_masks", "paste_masks_in_image", "normalize", "resized_size", "resize_image",
     "batch_images", "resize_boxes", "resize_keypoints", "transform", "heatmaps_to_keypoints",
-    "retinanet_postprocess", "input_pipeline",
+    "retinanet_postprocess", "input_pipeline", "paste_three_ways", "compare_inputs",
 ]
 
 #: ``GeneralizedRCNNTransform``'s ``image_mean`` and ``image_std`` in the detection builders (ImageNet's, RGB, [0, 1]).
@@ -466,3 +473,52 @@ def retinanet_postprocess(cls_logits: Sequence[torch.Tensor], bbox_regression: S
     b, s, lab = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
     keep = batched_nms(b, s, lab, nt)[:n_det]
     return {"boxes": b[keep], "scores": s[keep], "labels": lab[keep]}
+
+
+# --------------------------------------------------------------------------------------------
+# The three codebases side by side (chapter 13)
+# --------------------------------------------------------------------------------------------
+def paste_three_ways(mask: ArrayLike, box: Sequence[float], image_size: Sequence[int],
+                     threshold: float = 0.5) -> Dict[str, torch.Tensor]:
+    """One Tensor[M, M] mask pasted for one continuous box (x1, y1, x2, y2) into an image of ``image_size``
+    (height, width), binarised, each codebase's way: Tensor[H, W] booleans under ``"detectron"`` (``segm_results``
+    on the box as Detectron's inclusive indices, x2 - 1), ``"detectron2"`` (``paste_masks_in_image``, >= threshold)
+    and ``"torchvision"`` (its ``paste_masks_in_image`` with padding 1 on the continuous box, > threshold)."""
+    m = as_tensor(mask, "mask")
+    if m.dim() != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"mask must have shape (M, M), got {tuple(m.shape)}")
+    b = as_boxes([list(box)], "box").to(torch.float32)
+    t = probability(threshold, "threshold")
+    size = size_pair(image_size, "image_size")
+    return {"detectron": paste_masks(m[None], to_inclusive(b), size, t, mask_paste="segm_results")[0],
+            "detectron2": paste_masks(m[None], b, size, t, mask_paste="paste_masks_in_image")[0],
+            "torchvision": paste_masks_in_image(m[None, None].float(), b, size)[0, 0] > t}
+
+
+def _as_rgb255(x: torch.Tensor, resize: str) -> torch.Tensor:
+    """A network input of :func:`input_pipeline` undone to RGB 0..255 (mean added back, std multiplied)."""
+    if resize == "GeneralizedRCNNTransform":
+        std = torch.tensor(IMAGE_STD, dtype=torch.float32).view(3, 1, 1)
+        mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32).view(3, 1, 1)
+        return (x * std + mean) * 255.0
+    m = DETECTRON_PIXEL_MEANS if resize == "prep_im_for_blob" else DETECTRON2_PIXEL_MEAN
+    return (x + torch.tensor(m, dtype=torch.float32).view(3, 1, 1)).flip(0)
+
+
+def compare_inputs(image: ArrayLike, short_edge: int = 800, max_size: int = 1333) -> List[Dict[str, object]]:
+    """The three input pipelines (:func:`input_pipeline`) on one BGR uint8 Tensor[3, H, W] image, one row each:
+    ``resize`` (the function), ``size`` (h, w), ``channels`` ("BGR" or "RGB"), ``range`` (min, max of the network
+    input), and, for the image each one resizes undone to RGB 0..255, ``max_diff_vs_detectron2`` and
+    ``mean_diff_vs_detectron2`` (grey levels, over the pixels both have when the sizes differ)."""
+    outs = {r: input_pipeline(image, r, short_edge, max_size) for r in RESIZES}
+    ref = _as_rgb255(outs["ResizeShortestEdge"], "ResizeShortestEdge")
+    rows: List[Dict[str, object]] = []
+    for r, x in outs.items():
+        rgb = _as_rgb255(x, r)
+        h, w = min(rgb.shape[1], ref.shape[1]), min(rgb.shape[2], ref.shape[2])
+        diff = (rgb[:, :h, :w] - ref[:, :h, :w]).abs()
+        rows.append({"resize": r, "size": (int(x.shape[1]), int(x.shape[2])),
+                     "channels": "RGB" if r == "GeneralizedRCNNTransform" else "BGR",
+                     "range": (float(x.min()), float(x.max())), "max_diff_vs_detectron2": float(diff.max()),
+                     "mean_diff_vs_detectron2": float(diff.mean())})
+    return rows
