@@ -509,16 +509,16 @@ def compare_inputs(image: ArrayLike, short_edge: int = 800, max_size: int = 1333
     """The three input pipelines (:func:`input_pipeline`) on one BGR uint8 Tensor[3, H, W] image, one row each:
     ``resize`` (the function), ``size`` (h, w), ``channels`` ("BGR" or "RGB"), ``range`` (min, max of the network
     input), and, for the image each one resizes undone to RGB 0..255, ``max_diff_vs_detectron2`` and
-    ``mean_diff_vs_detectron2`` (grey levels, over the pixels both have when the sizes differ)."""
+    ``mean_diff_vs_detectron2`` (grey levels; None when the sizes differ, since no pixel is then the same one)."""
     outs = {r: input_pipeline(image, r, short_edge, max_size) for r in RESIZES}
     ref = _as_rgb255(outs["ResizeShortestEdge"], "ResizeShortestEdge")
     rows: List[Dict[str, object]] = []
     for r, x in outs.items():
         rgb = _as_rgb255(x, r)
-        h, w = min(rgb.shape[1], ref.shape[1]), min(rgb.shape[2], ref.shape[2])
-        diff = (rgb[:, :h, :w] - ref[:, :h, :w]).abs()
+        diff = (rgb - ref).abs() if rgb.shape == ref.shape else None
         rows.append({"resize": r, "size": (int(x.shape[1]), int(x.shape[2])),
                      "channels": "RGB" if r == "GeneralizedRCNNTransform" else "BGR",
-                     "range": (float(x.min()), float(x.max())), "max_diff_vs_detectron2": float(diff.max()),
-                     "mean_diff_vs_detectron2": float(diff.mean())})
+                     "range": (float(x.min()), float(x.max())),
+                     "max_diff_vs_detectron2": None if diff is None else float(diff.max()),
+                     "mean_diff_vs_detectron2": None if diff is None else float(diff.mean())})
     return rows
