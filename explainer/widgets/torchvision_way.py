@@ -155,7 +155,7 @@ class RoIAlignThreeWaysDashboard(Dashboard):
         return [{"x2": v} for v in (40.0, 60.0, 80.0, 100.0, 120.0)]
 
 
-THREE_CMAP = ListedColormap(["#FFFFFF", STYLE["grid"]])
+THREE_CMAP = ListedColormap(["#FFFFFF", str(STYLE["grid"])])
 H, W = 22, 28
 
 
