@@ -301,3 +301,27 @@ def test_bad_input_is_refused_by_name():
         TV.image_anchors((0, 10), [(2, 2)], ((32,),), ((1.0,),))
     with pytest.raises(ValueError, match="image"):
         TV.normalize(torch.zeros(3, 4, 4, dtype=torch.uint8))
+
+
+def test_three_pastes_are_each_codebases_own():
+    g = torch.Generator().manual_seed(8)
+    mask = torch.rand(28, 28, generator=g)
+    box = [3.3, 4.6, 20.2, 17.9]
+    out = TV.paste_three_ways(mask, box, (24, 30))
+    theirs = tv_roi_heads.paste_masks_in_image(mask[None, None], torch.tensor([box]), (24, 30), padding=1)[0, 0] > 0.5
+    assert torch.equal(out["torchvision"], theirs)
+    inclusive = torch.tensor([box]) - torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert torch.equal(out["detectron"], Mk.paste_masks(mask[None], inclusive, (24, 30), mask_paste="segm_results")[0])
+    assert torch.equal(out["detectron2"], Mk.paste_masks(mask[None], [box], (24, 30))[0])
+
+
+def test_compare_inputs_sizes_and_differences():
+    from explainer import deployment as Dep
+
+    g = torch.Generator().manual_seed(9)
+    image = torch.randint(0, 256, (3, 61, 97), generator=g, dtype=torch.uint8)
+    rows = {r["resize"]: r for r in TV.compare_inputs(image, 90, 500)}
+    assert rows["ResizeShortestEdge"]["max_diff_vs_detectron2"] == 0.0
+    assert rows["GeneralizedRCNNTransform"]["size"] == TV.resized_size(61, 97, 90, 500)
+    assert rows["ResizeShortestEdge"]["size"] == Dep.detectron2_input_size(61, 97, 90, 500)
+    assert rows["GeneralizedRCNNTransform"]["channels"] == "RGB" and rows["prep_im_for_blob"]["channels"] == "BGR"
