@@ -1,13 +1,14 @@
-"""Detectron against Detectron2, computed both ways.
+"""Detectron against Detectron2 (and torchvision's detectors), computed each way.
 
 Computations (``explainer.pixels``, ``explainer.boxes``, ...) are pure torch/numpy and import
 neither matplotlib nor ipywidgets; drawing lives in ``explainer.viz`` and dashboards in
-``explainer.widgets``. ``explainer.conventions`` holds the knobs and the two presets.
+``explainer.widgets``. ``explainer.conventions`` holds the knobs and the presets (Detectron, Detectron2,
+torchvision).
 """
 
 from pathlib import Path
 
-from explainer.conventions import DETECTRON, DETECTRON2, Convention, get_convention  # noqa: F401
+from explainer.conventions import DETECTRON, DETECTRON2, TORCHVISION, Convention, get_convention  # noqa: F401
 
 __version__ = "0.1.0"
 

@@ -36,6 +36,7 @@ __all__ = [
     "d2_cell_anchors",
     "detectron_retinanet_cell_anchors",
     "retinanet_sizes",
+    "torchvision_cell_anchors",
     "grid_anchors",
     "cell_anchors",
     "ratio_major_to_size_major",
@@ -168,6 +169,21 @@ def d2_cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], dtyp
             h = ratio * w
             rows.append([-w / 2.0, -h / 2.0, w / 2.0, h / 2.0])
     return torch.tensor(rows, dtype=dtype)
+
+
+def torchvision_cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float],
+                             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """torchvision's ``AnchorGenerator.generate_anchors`` (``models/detection/anchor_utils.py``): Tensor[A, 4] centred
+    on (0, 0), ratio-major rows (row = ratio_index * len(sizes) + size_index), w = size / sqrt(ratio),
+    h = size * sqrt(ratio), and the corners +-w/2, +-h/2 rounded half to even (``Tensor.round``) in ``dtype``. So a
+    side is always even: 32 at ratio 0.5 gives 46 x 22, where Detectron's rounded sizes give 48 x 24 at stride 4."""
+    s = torch.tensor(_positive_list(sizes, "sizes"), dtype=dtype)
+    r = torch.tensor(_positive_list(aspect_ratios, "aspect_ratios"), dtype=dtype)
+    h_ratios = torch.sqrt(r)
+    w_ratios = 1 / h_ratios
+    ws = (w_ratios[:, None] * s[None, :]).reshape(-1)
+    hs = (h_ratios[:, None] * s[None, :]).reshape(-1)
+    return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
 
 
 _ANCHOR_ORDERS = ("ratio_major", "size_major")
@@ -335,6 +351,7 @@ def cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios: Sequence[
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Tensor[A, 4] cell anchors centred on (0, 0) in continuous coordinates, as the convention's anchor knobs make them.
 
+    ``anchor_round_corners``: torchvision's rounded corners (:func:`torchvision_cell_anchors`);
     ``anchor_rounding``: Detectron's rounded sizes (:func:`detectron_cell_anchors`, read as [x1, y1, x2 + 1, y2 + 1]
     and moved from its centre stride / 2 to 0) instead of Detectron2's exact ones (:func:`d2_cell_anchors`);
     ``anchor_order``: rows ratio-major (for each ratio, every size) or size-major. Place them on a grid with
@@ -343,6 +360,9 @@ def cell_anchors(stride: float, sizes: Sequence[float], aspect_ratios: Sequence[
     """
     check_convention(convention)
     n_sizes, n_ratios = len(_positive_list(sizes, "sizes")), len(_positive_list(aspect_ratios, "aspect_ratios"))
+    if convention.anchor_round_corners:
+        a = torchvision_cell_anchors(sizes, aspect_ratios, dtype=dtype)
+        return ratio_major_to_size_major(a, n_sizes, n_ratios).to(dtype) if convention.anchor_order == "size_major" else a
     if convention.anchor_rounding:
         a = to_continuous(detectron_cell_anchors(stride, sizes, aspect_ratios)) - positive_number(stride, "stride") / 2.0
         if convention.anchor_order == "size_major":  # generate_anchors' rows are ratio-major

@@ -3,9 +3,9 @@
 ==============  ==========================================================  ===============================
 command         what it does                                                exit codes
 ==============  ==========================================================  ===============================
-``convert``     a Detectron ``.pkl`` or a maskrcnn-benchmark ``.pth`` to a  0 written, 2 bad input (an
-                Detectron2 checkpoint (:mod:`explainer.checkpoints`); the   existing output without --force)
-                input is never modified
+``convert``     a Detectron ``.pkl``, a torchvision or maskrcnn-benchmark   0 written, 2 bad input (an
+                ``.pth``, to a Detectron2 checkpoint                        existing output without --force)
+                (:mod:`explainer.checkpoints`); the input is never modified
 ``audit``       a checkpoint's names and shapes against what a model        0 loads, 1 problems found,
                 expects (:func:`explainer.checkpoints.audit`)               2 bad input
 ``diagnose``    why two COCO result files differ                            0 identical, 1 causes found,
@@ -67,7 +67,7 @@ def _fail(e: object, code: int = BAD_INPUT) -> int:
 # convert
 # --------------------------------------------------------------------------------------------------
 def _convert_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="Detectron .pkl, or a maskrcnn-benchmark .pth")
+    p.add_argument("input", help="Detectron .pkl, or a torchvision or maskrcnn-benchmark .pth")
     p.add_argument("output", help="Detectron2 checkpoint to write (.pth or .pkl)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -102,7 +102,7 @@ def _check_output(output: str, input_: str, force: bool) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     try:
-        _check_input(args.input, "a Detectron .pkl or maskrcnn-benchmark .pth checkpoint")
+        _check_input(args.input, "a Detectron .pkl, or a torchvision or maskrcnn-benchmark .pth checkpoint")
         _check_output(args.output, args.input, args.force)
         ck = Ck.load_checkpoint(args.input)
         try:
@@ -141,6 +141,11 @@ def _print_conversion(report: Dict[str, Any]) -> None:
         print(f"  ignored {k}: {why}")
     for k, new in report["unmapped"]:
         print(f"  unmapped {k} -> kept as {new}")
+    for note in report.get("notes", []):
+        print(f"  note: {note}")
+    if report.get("detectron2_settings"):
+        print("  Detectron2 config for these weights: " + ", ".join(f"{k}: {v}" for k, v in
+                                                               report["detectron2_settings"].items()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,7 +163,7 @@ def _audit(args: argparse.Namespace) -> int:
         _check_input(args.expected, "a JSON spec of parameter names and shapes")
         ck = Ck.load_checkpoint(args.checkpoint)
         tensors = ck.tensors
-        if ck.format.startswith("detectron "):
+        if ck.format.startswith(("detectron ", "torchvision ")):
             tensors, _ = Ck.convert_checkpoint(ck)
         res = Ck.audit(tensors, args.expected)
     except (ValueError, OSError) as e:
@@ -260,7 +265,8 @@ def _trace(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 #: name -> (help, description, add the arguments, run); the order of ``--help``.
 COMMANDS: Dict[str, Tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
-    "convert": ("convert a Detectron (or maskrcnn-benchmark) checkpoint to Detectron2 (the input is never modified)",
+    "convert": ("convert a Detectron (or torchvision, or maskrcnn-benchmark) checkpoint to Detectron2 (the input is "
+                "never modified)",
                 "Write the Detectron2 checkpoint atomically (nothing half-written is ever left). Exit codes: 0 "
                 "written, 2 bad input (an existing output without --force included), 130 interrupted, 143 "
                 "terminated.",

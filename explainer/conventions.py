@@ -1,4 +1,4 @@
-"""The knobs that differ between Detectron (Caffe2, 2018) and Detectron2, and the two presets.
+"""The knobs that differ between Detectron (Caffe2, 2018), Detectron2 and torchvision's detectors, and the presets.
 
 Every operation of the package that behaves differently in the two codebases takes the
 relevant knob as a keyword argument named after the flag a user meets in a config or an
@@ -45,7 +45,23 @@ keypoint_half_pixel       False: annotations stay pixel          True: +0.5 on l
                           indices; decoding adds 0.5 and the
                           writer keeps it
 hflip_minus_one           True: x -> W - x - 1                   False: x -> W - x
+anchor_round_corners      False                                  False
+input_format              "BGR" (``cv2.imread``)                 "BGR": ``INPUT.FORMAT``
+input_scale               255.0 (uint8 values)                   255.0
+image_mean                PIXEL_MEANS [102.9801, 115.9465,       MODEL.PIXEL_MEAN [103.530, 116.280,
+                          122.7717]                              123.675]
+image_std                 (1, 1, 1): none                        MODEL.PIXEL_STD [1, 1, 1]
+resize                    "prep_im_for_blob" (``utils/blob.py``) "ResizeShortestEdge"
 ========================  =====================================  ======================================
+
+:data:`TORCHVISION` is the third preset: ``torchvision.models.detection`` (0.29), read at the source. Where its way
+is one the knobs above already name, it takes that value (``legacy_plus_one=False``, ``roi_aligned=False`` with
+``sampling_ratio=2`` as in Detectron, ``background_first=True``, ``mask_paste="segm_results"``: Detectron's paste on
+continuous boxes, ``rpn_smooth_l1_beta`` and ``box_smooth_l1_beta`` 1/9). The last six knobs exist for what no other
+knob expresses: ``AnchorGenerator`` rounds the anchors' corners (``anchor_round_corners``), and
+``GeneralizedRCNNTransform`` takes RGB in [0, 1] normalised by ImageNet's ``image_mean`` and ``image_std`` and
+resizes with ``F.interpolate``. Box coding (weights and ``bbox_xform_clip``) and ``size_divisible`` (32 with FPN) are
+the same in all three and have no knob. :mod:`explainer.torchvision_way` computes each step.
 """
 
 from __future__ import annotations
@@ -55,13 +71,19 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Tuple
 
-__all__ = ["Convention", "DETECTRON", "DETECTRON2", "PRESETS", "get_convention", "check_convention", "KNOB_DOCS",
-           "OPERATOR_FLAGS", "MASK_PASTES"]
+__all__ = ["Convention", "DETECTRON", "DETECTRON2", "TORCHVISION", "PRESETS", "get_convention", "check_convention", "KNOB_DOCS",
+           "OPERATOR_FLAGS", "MASK_PASTES", "RESIZES", "INPUT_FORMATS"]
 
 _ANCHOR_ORDERS = ("ratio_major", "size_major")
 #: The two ways of pasting a mask, named after the functions that do it: Detectron's ``core/test.py:segm_results``
 #: and Detectron2's ``layers/mask_ops.py:paste_masks_in_image``.
 MASK_PASTES = ("segm_results", "paste_masks_in_image")
+#: The three test-time resizes, named after the functions that do them: Detectron's ``utils/blob.py:prep_im_for_blob``
+#: (OpenCV, scale ``fx``), Detectron2's ``ResizeShortestEdge`` (PIL on uint8) and torchvision's
+#: ``GeneralizedRCNNTransform`` (``F.interpolate`` on the normalised float image).
+RESIZES = ("prep_im_for_blob", "ResizeShortestEdge", "GeneralizedRCNNTransform")
+#: The channel order of the image a model takes (Detectron2's ``INPUT.FORMAT``).
+INPUT_FORMATS = ("BGR", "RGB")
 
 #: The one join between the two layers' names: an operator's own keyword argument (the name a function of this
 #: package takes, as the real operator does) -> the :class:`Convention` knob (the configuration's name) that feeds
@@ -95,6 +117,16 @@ KNOB_DOCS: Dict[str, str] = {
                            "export; both decoders add 0.5, so without it exported keypoints are 0.5 px further",
     "hflip_minus_one": "horizontal flip maps x to W - x - 1 (pixel indices) instead of W - x (coordinates); the flips' "
                        "minus_one argument",
+    "anchor_round_corners": "round the cell anchors' corners +-w/2, +-h/2 to whole pixels (torchvision's "
+                            "AnchorGenerator.generate_anchors) instead of Detectron's rounded sizes",
+    "input_format": "channel order of the network's input image: 'BGR' (Detectron, Detectron2's INPUT.FORMAT) or 'RGB' "
+                    "(torchvision)",
+    "input_scale": "the value of a white pixel in the input: 255.0 (uint8 values) or 1.0 (torchvision's [0, 1])",
+    "image_mean": "per-channel mean subtracted from the input, in its order and scale (torchvision's image_mean; "
+                  "MODEL.PIXEL_MEAN; Detectron's PIXEL_MEANS)",
+    "image_std": "per-channel divisor after the mean (torchvision's image_std; MODEL.PIXEL_STD)",
+    "resize": "the test-time resize: 'prep_im_for_blob' (Detectron), 'ResizeShortestEdge' (Detectron2) or "
+              "'GeneralizedRCNNTransform' (torchvision)",
 }
 
 
@@ -117,11 +149,17 @@ class Convention:
     box_smooth_l1_beta: float
     keypoint_half_pixel: bool
     hflip_minus_one: bool
+    anchor_round_corners: bool = False
+    input_format: str = "BGR"
+    input_scale: float = 255.0
+    image_mean: Tuple[float, float, float] = (103.530, 116.280, 123.675)
+    image_std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: str = "ResizeShortestEdge"
 
     def __post_init__(self) -> None:
         _check_bool = (
             "legacy_plus_one", "anchor_rounding", "roi_aligned", "background_first",
-            "post_nms_topk_per_image", "keypoint_half_pixel", "hflip_minus_one",
+            "post_nms_topk_per_image", "keypoint_half_pixel", "hflip_minus_one", "anchor_round_corners",
         )
         for knob in _check_bool:
             if not isinstance(getattr(self, knob), bool):
@@ -138,10 +176,30 @@ class Convention:
         k = self.post_nms_topk_train
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"post_nms_topk_train must be an integer >= 1, got {k!r}")
+        self._check_input_knobs()
         for knob in ("rpn_smooth_l1_beta", "box_smooth_l1_beta"):
             b = getattr(self, knob)
             if isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0 or not math.isfinite(b):
                 raise ValueError(f"{knob} must be a number >= 0 (0 means L1) and finite, got {b!r}")
+
+    def _check_input_knobs(self) -> None:
+        """The knobs torchvision's preset added: the anchors' corner rounding and the input's format."""
+        if self.anchor_rounding and self.anchor_round_corners:
+            raise ValueError("anchor_rounding and anchor_round_corners are two ways of rounding: set at most one")
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
+        if self.resize not in RESIZES:
+            raise ValueError(f"resize must be one of {RESIZES}, got {self.resize!r}")
+        sc = self.input_scale
+        if isinstance(sc, bool) or not isinstance(sc, (int, float)) or not (0 < sc < math.inf):
+            raise ValueError(f"input_scale must be a positive finite number, got {sc!r}")
+        for knob in ("image_mean", "image_std"):
+            v = getattr(self, knob)
+            if (not isinstance(v, tuple) or len(v) != 3 or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                                                               or not math.isfinite(x) for x in v)
+                    or (knob == "image_std" and min(v) <= 0)):
+                raise ValueError(f"{knob} must be a tuple of 3 finite numbers (one per channel"
+                                 f"{', positive' if knob == 'image_std' else ''}), got {v!r}")
 
     # -- the one join between the two layers' names ------------------------------------------
     def operator_flags(self, *flags: str) -> Dict[str, Any]:
@@ -227,6 +285,12 @@ DETECTRON = Convention(
     box_smooth_l1_beta=1.0,
     keypoint_half_pixel=False,
     hflip_minus_one=True,
+    anchor_round_corners=False,
+    input_format="BGR",
+    input_scale=255.0,
+    image_mean=(102.9801, 115.9465, 122.7717),
+    image_std=(1.0, 1.0, 1.0),
+    resize="prep_im_for_blob",
 )
 
 DETECTRON2 = Convention(
@@ -245,9 +309,45 @@ DETECTRON2 = Convention(
     box_smooth_l1_beta=0.0,
     keypoint_half_pixel=True,
     hflip_minus_one=False,
+    anchor_round_corners=False,
+    input_format="BGR",
+    input_scale=255.0,
+    image_mean=(103.530, 116.280, 123.675),
+    image_std=(1.0, 1.0, 1.0),
+    resize="ResizeShortestEdge",
 )
 
-PRESETS: Dict[str, Convention] = {"detectron": DETECTRON, "detectron2": DETECTRON2}
+#: torchvision's detection models (``torchvision/models/detection``, 0.29): ``anchor_utils.py`` (ratio-major anchors,
+#: corners rounded, grid from 0), ``ops/poolers.py`` (``roi_align`` with ``aligned=False``, ``sampling_ratio=2``),
+#: ``roi_heads.py`` (label 0 background; ``paste_masks_in_image(padding=1)``: Detectron's paste on continuous boxes;
+#: smooth L1 with beta 1/9 in ``fastrcnn_loss``), ``rpn.py`` (``post_nms_top_n`` per image, 2000 in training; beta 1/9),
+#: ``transform.py`` (RGB in [0, 1], ImageNet mean and std, ``F.interpolate``), the references' flip (x -> W - x)
+#: and keypoints (no half-pixel shift: ``heatmaps_to_keypoints`` adds 0.5 to a cell index, as Detectron does).
+TORCHVISION = Convention(
+    name="torchvision",
+    legacy_plus_one=False,
+    anchor_offset=0.0,
+    anchor_rounding=False,
+    anchor_order="ratio_major",
+    roi_aligned=False,
+    sampling_ratio=2,
+    background_first=True,
+    mask_paste="segm_results",
+    post_nms_topk_per_image=True,
+    post_nms_topk_train=2000,
+    rpn_smooth_l1_beta=1.0 / 9.0,
+    box_smooth_l1_beta=1.0 / 9.0,
+    keypoint_half_pixel=False,
+    hflip_minus_one=False,
+    anchor_round_corners=True,
+    input_format="RGB",
+    input_scale=1.0,
+    image_mean=(0.485, 0.456, 0.406),
+    image_std=(0.229, 0.224, 0.225),
+    resize="GeneralizedRCNNTransform",
+)
+
+PRESETS: Dict[str, Convention] = {"detectron": DETECTRON, "detectron2": DETECTRON2, "torchvision": TORCHVISION}
 
 
 def get_convention(name_or_convention: "str | Convention") -> Convention:
@@ -256,13 +356,13 @@ def get_convention(name_or_convention: "str | Convention") -> Convention:
         return name_or_convention
     if isinstance(name_or_convention, str):
         key = name_or_convention.strip().lower().replace("-", "").replace("_", "")
-        key = {"detectron1": "detectron", "d1": "detectron", "d2": "detectron2"}.get(key, key)
+        key = {"detectron1": "detectron", "d1": "detectron", "d2": "detectron2", "tv": "torchvision"}.get(key, key)
         if key in PRESETS:
             return PRESETS[key]
     from explainer._validate import WrongType  # here, so that importing the package does not import torch
 
     error = ValueError if isinstance(name_or_convention, str) else WrongType
-    raise error(f"name_or_convention must be 'detectron', 'detectron2' or a Convention, got {name_or_convention!r}")
+    raise error(f"name_or_convention must be 'detectron', 'detectron2', 'torchvision' or a Convention, got {name_or_convention!r}")
 
 
 def check_convention(convention: Any, name: str = "convention") -> Convention:

@@ -27,6 +27,7 @@ __all__ = ["Source", "Difference", "DIFFERENCES", "PRACTITIONER", "PRACTITIONER_
 
 D2_REPO = "facebookresearch/detectron2 @ 02b5c4e"
 D1_REPO = "facebookresearch/Detectron @ 04155a0"
+TV_REPO = "pytorch/vision @ v0.29.1"
 TP_REPO = "tensorpack/tensorpack @ 1547a54"
 COMPAT = "docs/notes/compatibility.md"
 COMPARISONS = "configs/Detectron1-Comparisons/README.md"
@@ -67,7 +68,10 @@ class Difference:
     column compares when it is not the difference set to Detectron's way on a correctly converted model (a layout
     that conversion moves is measured read the wrong way); ``published_ap_change``: the change in trained AP the
     quote states, in AP points (0.0 where it calls the effect not significant, negligible or the same; None where
-    it gives no figure).
+    it gives no figure); ``torchvision``: what
+    torchvision's detectors do, and which of the two it agrees with; ``towards``: the preset whose value of ``knob``
+    the live column switches Detectron2 to (``"detectron"``, or ``"torchvision"`` for torchvision's own rows, whose
+    ``flag`` then gives torchvision's behaviour in Detectron2 and ``detectron`` and ``detectron2`` say what each does).
     """
 
     key: str
@@ -84,6 +88,8 @@ class Difference:
     knob: str = ""
     measures: str = ""
     published_ap_change: Optional[float] = None
+    torchvision: str = ""
+    towards: str = "detectron"
 
 
 DIFFERENCES: Tuple[Difference, ...] = (
@@ -359,6 +365,98 @@ DIFFERENCES: Tuple[Difference, ...] = (
                   "right and down); and Detectron's keypoint head upsamples with a fixed bilinear ConvTranspose "
                   "(kps_score) where Detectron2's calls interpolate, which differ on the heatmap's border",
         chapter="01_pixels_and_coordinates.ipynb", when="inference", knob="keypoint_half_pixel"),
+    Difference(
+        key="tv_anchor_corners", title="torchvision: anchors with rounded corners, ratio-major",
+        detectron="sizes rounded (np.round in _ratio_enum), ratio-major rows, centres half a stride in",
+        detectron2="exact sizes, size-major rows, OFFSET 0.0",
+        torchvision="AnchorGenerator.generate_anchors: corners +-w/2, +-h/2 rounded, so every side is even; "
+                    "ratio-major rows as in Detectron; grid from 0 as in Detectron2",
+        flag="",
+        fingerprint="inference_difference",
+        official_effect="No published figure isolates it.",
+        source=(Source(TV_REPO, "torchvision/models/detection/anchor_utils.py", 74, "return base_anchors.round()"),),
+        unfixable="DefaultAnchorGenerator has no rounding; converted RPN rows also need the ratio-major order",
+        chapter="13_torchvision_detectors.ipynb", when="inference", knob="anchor_round_corners", towards="torchvision"),
+    Difference(
+        key="tv_roi_pooling", title="torchvision: MultiScaleRoIAlign without the half pixel",
+        detectron="ROIAlign (no -0.5), sampling ratio 2, level floor(4 + log2(sqrt(area + 1) / 224 + 1e-6))",
+        detectron2="ROIAlignV2 (-0.5), adaptive sampling, level floor(4 + log2(sqrt(area) / 224 + 1e-8))",
+        torchvision="roi_align with aligned=False and sampling_ratio=2, as Detectron; LevelMapper adds its eps "
+                    "after the logarithm and has no +1, as Detectron2 in effect",
+        flag="MODEL.ROI_*_HEAD.POOLER_TYPE: ROIAlign, POOLER_SAMPLING_RATIO: 2",
+        fingerprint="shift",
+        official_effect="No published figure isolates it.",
+        source=(Source(TV_REPO, "torchvision/models/detection/faster_rcnn.py", 251,
+                       'box_roi_pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, '
+                       'sampling_ratio=2)'),
+                Source(TV_REPO, "torchvision/ops/poolers.py", 82,
+                       "target_lvls = torch.floor(self.lvl0 + torch.log2(s / self.s0) + torch.tensor(self.eps, "
+                       "dtype=s.dtype))")),
+        unfixable="nothing for the pooling itself: the config keys give torchvision's ROIAlign",
+        chapter="13_torchvision_detectors.ipynb", when="inference", knob="roi_aligned", towards="torchvision"),
+    Difference(
+        key="tv_mask_paste", title="torchvision: Detectron's mask paste on continuous boxes",
+        detectron="segm_results: pad 1, expand, int box, size x2 - x1 + 1 on inclusive boxes, > 0.5",
+        detectron2="paste_masks_in_image: grid_sample at pixel centres, >= 0.5",
+        torchvision="roi_heads.paste_masks_in_image(padding=1): Detectron's steps (bilinear F.interpolate, no "
+                    "threshold) on continuous boxes, so the pasted mask is one pixel wider and taller",
+        flag="",
+        fingerprint="mask_paste",
+        official_effect="No published figure isolates it.",
+        source=(Source(TV_REPO, "torchvision/models/detection/roi_heads.py", 486,
+                       "def paste_masks_in_image(masks, boxes, img_shape, padding=1):"),),
+        unfixable="Detectron2 has no option for the padded paste",
+        chapter="13_torchvision_detectors.ipynb", when="inference", knob="mask_paste", towards="torchvision"),
+    Difference(
+        key="tv_labels", title="torchvision: label 0 is the background, labels are COCO ids",
+        detectron="label 0 is the background, labels 1..80 contiguous",
+        detectron2="label K is the background, labels 0..79 contiguous",
+        torchvision="label 0 is the background (the predictor's first row, dropped in postprocess_detections); "
+                    "the COCO weights predict 91 ids with gaps, the COCO category ids themselves",
+        flag="",
+        fingerprint="label_offset",
+        official_effect="No figure: the wrong order makes every class another one.",
+        source=(Source(TV_REPO, "torchvision/models/detection/roi_heads.py", 709,
+                       "remove predictions with the background label"),),
+        unfixable="conversion moves the rows; the 91 ids need a map to Detectron2's 80 contiguous ones",
+        chapter="13_torchvision_detectors.ipynb", when="inference", knob="background_first", towards="torchvision"),
+    Difference(
+        key="tv_input", title="torchvision: RGB in [0, 1] with ImageNet's mean and std",
+        detectron="BGR 0..255 minus PIXEL_MEANS, no std",
+        detectron2="BGR 0..255 minus PIXEL_MEAN, divided by PIXEL_STD (1 for the MSRA weights)",
+        torchvision="GeneralizedRCNNTransform: RGB floats in [0, 1], (x - [0.485, 0.456, 0.406]) / "
+                    "[0.229, 0.224, 0.225] inside the model",
+        flag='INPUT.FORMAT: "RGB", MODEL.PIXEL_MEAN: [123.675, 116.28, 103.53], MODEL.PIXEL_STD: '
+             "[58.395, 57.12, 57.375] (ImageNet's, times 255)",
+        fingerprint="channel_affine",
+        official_effect="No published figure isolates it.",
+        source=(Source(TV_REPO, "torchvision/models/detection/faster_rcnn.py", 278,
+                       "image_mean = [0.485, 0.456, 0.406]"),),
+        unfixable="nothing: the config keys express torchvision's normalisation on 0..255 inputs",
+        chapter="13_torchvision_detectors.ipynb", when="input", knob="", towards="torchvision"),
+    Difference(
+        key="tv_resize", title="torchvision: resizing with F.interpolate",
+        detectron="OpenCV's bilinear on the float image, sides rounded half to even",
+        detectron2="PIL's bilinear on uint8 (antialiased when shrinking), sides rounded half up",
+        torchvision="F.interpolate(bilinear, align_corners=False) on the normalised float image, no antialias, "
+                    "sides floor(side * scale)",
+        flag="",
+        fingerprint="numerical_noise",
+        official_effect="No published figure isolates it.",
+        source=(Source(TV_REPO, "torchvision/models/detection/transform.py", 69, 'mode="bilinear",'),),
+        unfixable="ResizeShortestEdge has no option for torch's interpolation or its rounding",
+        chapter="13_torchvision_detectors.ipynb", when="input", knob="", towards="torchvision"),
+    Difference(
+        key="tv_smooth_l1", title="torchvision: smooth L1 with beta 1/9 in both heads",
+        detectron="beta 1/9 in the RPN, 1.0 in the box head",
+        detectron2="L1 (beta 0) in both",
+        torchvision="beta 1/9 in the RPN and in fastrcnn_loss",
+        flag="MODEL.RPN.SMOOTH_L1_BETA and MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA: 0.1111",
+        fingerprint="identical",
+        official_effect="No published figure isolates it.",
+        source=(Source(TV_REPO, "torchvision/models/detection/roi_heads.py", 48, "beta=1 / 9,"),),
+        unfixable="nothing: both keys take the value",
+        chapter="13_torchvision_detectors.ipynb", when="training", knob="box_smooth_l1_beta", towards="torchvision"),
 )
 
 #: The two architectures of Detectron's baselines (``configs/12_2017_baselines``) whose converted settings differ:

@@ -33,7 +33,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "explainer"
-TOPICS = {"pixels", "boxes", "anchors", "roi_align", "labels", "masks", "training", "deployment", "effects", "export_ops"}
+TOPICS = {"pixels", "boxes", "anchors", "roi_align", "labels", "masks", "training", "deployment", "effects", "export_ops",
+          "torchvision_way"}
 TOOLS = ("checkpoints", "diagnosis", "trace")
 #: What one tool may take from another: the vocabulary of causes, and the restricted reader.
 SHARED_BY_TOOLS = ("explainer.diagnosis.causes", "explainer.checkpoints.safe_load")

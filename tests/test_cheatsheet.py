@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from explainer.conventions import DETECTRON, DETECTRON2, KNOB_DOCS
+from explainer.conventions import DETECTRON, DETECTRON2, KNOB_DOCS, TORCHVISION
 from explainer.diagnosis.causes import CAUSES
 from tools import cheatsheet
 
@@ -27,10 +27,12 @@ def test_builds_one_page_from_the_package_tables(tmp_path):
     html_path, pdf_path = cheatsheet.build(tmp_path)
     page = html_path.read_text(encoding="utf-8")
     for knob, doc in KNOB_DOCS.items():
-        row = re.search(rf"<tr><td>{re.escape(knob)}</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", page)
+        row = re.search(rf"<tr><td>{re.escape(knob)}</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>",
+                        page)
         assert row, f"knob {knob} missing"
         assert row.groups() == (html.escape(cheatsheet._value(getattr(DETECTRON, knob))),
-                                html.escape(cheatsheet._value(getattr(DETECTRON2, knob))), html.escape(doc))
+                                html.escape(cheatsheet._value(getattr(DETECTRON2, knob))),
+                                html.escape(cheatsheet._value(getattr(TORCHVISION, knob))), html.escape(doc))
     for name, info in CAUSES.items():
         assert f"<tr><td>{html.escape(name)}</td><td>{html.escape(info.fingerprint)}</td>" in page
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cheatsheet.html", "cheatsheet.pdf"], "no temporary files"
@@ -45,7 +47,7 @@ def test_builds_one_page_from_the_package_tables(tmp_path):
         assert "<h2>The differences</h2>" in page and rows
         for r in rows:   # each row, shortened to a clause where long, with every source as file and line
             assert f"<td>{html.escape(r.title)}</td>" in page, r.key
-            for text in (r.detectron, r.detectron2, r.official_effect):
+            for text in (r.detectron, r.detectron2, r.torchvision, r.official_effect):
                 assert html.escape(text[:30]) in page, (r.key, text)
             assert f"<td>{html.escape(r.fingerprint)}</td>" in page, r.key
             for src in r.source:

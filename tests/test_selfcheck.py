@@ -66,6 +66,13 @@ EXPECTED = {
     "ch12.published_sampling": ("it does not significantly affect AP", "it was never measured",
                                 "detectron2 configs/Detectron1-Comparisons/README.md: POOLER_SAMPLING_RATIO=0 "
                                 "\"does not significantly affect AP\""),
+    "ch13.anchor_width": (46, 45, "torchvision anchor_utils.py: w = 32 / sqrt(0.5) = 45.25, corners +-22.63 round "
+                                  "to +-23"),
+    "ch13.pooler": ("Detectron's", "Detectron2's", "torchvision faster_rcnn.py: MultiScaleRoIAlign(..., sampling_ratio=2) "
+                                                   "calls roi_align with aligned=False, Detectron's ROIAlign"),
+    "ch13.paste": ("Detectron's segm_results, on continuous boxes", "Detectron2's paste_masks_in_image",
+                   "torchvision roi_heads.py: expand_masks(padding=1), expand_boxes, +1 sizes as in Detectron's "
+                   "core/test.py:segm_results"),
 }
 
 

@@ -88,6 +88,9 @@ TABLE: Tuple[Chapter, ...] = (
     Chapter(12, "12_how_much_each_difference_matters.ipynb", "How much each difference matters", 30,
             "One table: every difference, how much it changes a converted model, what its authors measured on "
             "trained models, the flag that sets it and what no flag sets.", (10,), when_present=True),
+    Chapter(13, "13_torchvision_detectors.ipynb", "torchvision's detectors", 25,
+            "torchvision as a third set of conventions: its anchors, ROIAlign, mask paste and input pipeline beside "
+            "Detectron's and Detectron2's, and converting its weights.", (3, 4, 6), when_present=True),
 )
 
 

@@ -5,8 +5,8 @@ Sources, each read at run time:
 * ``explainer.effects.DIFFERENCES`` (when the module exists): every difference with its title, each codebase's
   behaviour, the flag that switches it, its fingerprint, the effect its authors measured (with the source),
   whether any setting reproduces it, and its chapter;
-* ``explainer.conventions``: every knob (``KNOB_DOCS``) with the values of the presets ``DETECTRON`` and
-  ``DETECTRON2``;
+* ``explainer.conventions``: every knob (``KNOB_DOCS``) with the values of the presets ``DETECTRON``,
+  ``DETECTRON2`` and ``TORCHVISION``;
 * ``explainer.diagnosis.causes.CAUSES``: every cause the diagnosis names, its fingerprint and its fix.
 
 Writes ``build/cheatsheet.html`` (prints on one landscape page) and ``build/cheatsheet.pdf`` (one A4 landscape page,
@@ -32,7 +32,7 @@ __all__ = ["Section", "sections", "effects_rows", "render_html", "draw", "render
 #: The fields each row of ``explainer.effects.DIFFERENCES`` must have.
 EFFECT_FIELDS = ("key", "title", "detectron", "detectron2", "flag", "fingerprint", "official_effect", "source",
                  "unfixable", "chapter")
-TITLE = "Detectron vs Detectron2: the course on one page"
+TITLE = "Detectron vs Detectron2 (and torchvision): the course on one page"
 
 
 @dataclass
@@ -101,7 +101,7 @@ def effects_rows() -> Optional[List[Any]]:
 
 def sections() -> List[Section]:
     """The sheet's tables, from the package's tables (the differences first, when ``explainer.effects`` exists)."""
-    from explainer.conventions import DETECTRON, DETECTRON2, KNOB_DOCS
+    from explainer.conventions import DETECTRON, DETECTRON2, KNOB_DOCS, TORCHVISION
     from explainer.diagnosis.causes import CAUSES
 
     out = []
@@ -113,14 +113,17 @@ def sections() -> List[Section]:
             cited = "; ".join(_cited(src) for src in _field(r, "source"))
             flag = _brief(str(_field(r, "flag")), 70, cut=" (") or "none"
             rows.append((str(_field(r, "title")), _brief(str(_field(r, "detectron")), 90),
-                         _brief(str(_field(r, "detectron2")), 80), flag, str(_field(r, "fingerprint")),
+                         _brief(str(_field(r, "detectron2")), 80), _brief(str(getattr(r, "torchvision", "")), 80),
+                         flag, str(_field(r, "fingerprint")),
                          f"{effect} ({cited})" if cited else effect, str(_field(r, "chapter"))[:2]))
-        out.append(Section("The differences", ("difference", "Detectron", "Detectron2", "flag", "fingerprint",
-                                               "published effect (source)", "ch."),
-                           (1.3, 1.4, 1.4, 1.2, 1.5, 1.6, 0.25), rows,
+        out.append(Section("The differences", ("difference", "Detectron", "Detectron2", "torchvision", "flag",
+                                               "fingerprint", "published effect (source)", "ch."),
+                           (1.3, 1.3, 1.3, 1.3, 1.1, 1.2, 1.5, 0.25), rows,
                            "From explainer.effects.DIFFERENCES (each row in full, with its sources, in chapter 12).", mono_first=False))
-    knobs = [(k, _value(getattr(DETECTRON, k)), _value(getattr(DETECTRON2, k)), KNOB_DOCS[k]) for k in DETECTRON.knobs()]
-    out.append(Section("The knobs", ("knob", "Detectron", "Detectron2", "what it changes"), (1.2, 0.7, 0.75, 2.45),
+    knobs = [(k, _value(getattr(DETECTRON, k)), _value(getattr(DETECTRON2, k)), _value(getattr(TORCHVISION, k)),
+              KNOB_DOCS[k]) for k in DETECTRON.knobs()]
+    out.append(Section("The knobs", ("knob", "Detectron", "Detectron2", "torchvision", "what it changes"),
+                       (1.2, 0.7, 0.75, 0.75, 2.1),
                        knobs, "explainer.conventions: DETECTRON2.replace(knob=value) changes one."))
     causes = [(name, c.fingerprint, c.fix) for name, c in CAUSES.items()]
     out.append(Section("Fingerprints on detections", ("cause", "fingerprint", "fix"), (1.1, 1.55, 2.1), causes,

@@ -1,4 +1,4 @@
-"""Checkpoints: read Detectron, maskrcnn-benchmark and Detectron2 weights without running their code, convert
+"""Checkpoints: read Detectron, maskrcnn-benchmark, torchvision and Detectron2 weights without running their code, convert
 them to Detectron2's names and layouts, and audit them against what a model expects.
 
 ==========================  ================================================================================
@@ -8,6 +8,7 @@ module                      what a reader looks for there
 ``checkpoint``              :func:`load_checkpoint`, :func:`audit` and the report of a checkpoint
 ``conversion``              Detectron blob names and layouts to Detectron2's (class rows, anchor rows)
 ``maskrcnn_benchmark``      maskrcnn-benchmark state dicts to Detectron2's
+``torchvision_detection``   torchvision's detection models' state dicts to Detectron2's, and back
 ==========================  ================================================================================
 
 The public names of :mod:`explainer.checkpoints.checkpoint` are importable from here:

@@ -83,6 +83,11 @@ from explainer.checkpoints.safe_load import (
     open_untrusted,
     short_repr,
 )
+from explainer.checkpoints.torchvision_detection import (
+    convert_detectron2_to_torchvision,
+    convert_torchvision_to_detectron2,
+    is_torchvision_state_dict,
+)
 
 __all__ = [
     "RestrictedUnpickler",
@@ -96,6 +101,9 @@ __all__ = [
     "detectron_cfg_values",
     "reorder_rpn_anchor_rows",
     "convert_detectron2_to_detectron_predictor",
+    "convert_torchvision_to_detectron2",
+    "convert_detectron2_to_torchvision",
+    "is_torchvision_state_dict",
     "audit",
     "synthetic_detectron_checkpoint",
     "example_c4_checkpoint",
@@ -190,6 +198,8 @@ def _as_checkpoint(obj: Any, p: Path, fmt_prefix: str) -> Checkpoint:
         extra = other
         if tensors and sum(bool(_DETECTRON_NAME.match(k)) for k in tensors) > len(tensors) / 2:
             fmt = "detectron"
+        elif is_torchvision_state_dict(tensors):
+            fmt = "torchvision"
         else:
             fmt = "state_dict"
     if not tensors:
@@ -227,10 +237,14 @@ def load_checkpoint(path: Union[str, os.PathLike], *, limits: Optional[Limits] =
 
 def convert_checkpoint(ck: Checkpoint, *, reorder_anchors: bool = True, rpn_anchors: Optional[Tuple[int, int]] = None
                        ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """A loaded Detectron or maskrcnn-benchmark checkpoint -> (Detectron2 state dict, report, with ``source``).
+    """A loaded Detectron, torchvision or maskrcnn-benchmark checkpoint -> (Detectron2 state dict, report, with
+    ``source``).
 
     A Detectron file (``{"blobs": ..., "cfg": ...}``, or blob names) goes through
-    :func:`convert_detectron_to_detectron2` with its ``cfg``; a state dict whose names are maskrcnn-benchmark's module
+    :func:`convert_detectron_to_detectron2` with its ``cfg``; a torchvision detection model's state dict (its FPN's
+    ``inner_blocks``, its ``box_predictor``, its RetinaNet head) through
+    :func:`explainer.checkpoints.torchvision_detection.convert_torchvision_to_detectron2`; a state dict whose names
+    are maskrcnn-benchmark's module
     paths (``backbone.body.``, ``rpn.head.``, ``roi_heads.box.``) through
     :func:`explainer.checkpoints.maskrcnn_benchmark.convert_maskrcnn_benchmark_to_detectron2`. Anything else (a Detectron2
     checkpoint, another state dict) raises a ``ValueError`` saying what was recognised.
@@ -241,12 +255,14 @@ def convert_checkpoint(ck: Checkpoint, *, reorder_anchors: bool = True, rpn_anch
         sd, report = convert_detectron_to_detectron2(ck.tensors, reorder_anchors=reorder_anchors, rpn_anchors=rpn_anchors,
                                                      cfg=ck.extra.get("cfg"))
         report["source"] = "Detectron"
+    elif is_torchvision_state_dict(ck.tensors):
+        sd, report = convert_torchvision_to_detectron2(ck.tensors, reorder_anchors=reorder_anchors)
     elif is_maskrcnn_benchmark_state_dict(ck.tensors):
         sd, report = convert_maskrcnn_benchmark_to_detectron2(ck.tensors, reorder_anchors=reorder_anchors, rpn_anchors=rpn_anchors)
         report["source"] = "maskrcnn-benchmark"
     else:
-        raise ValueError(f"recognised as {ck.format}, neither a Detectron checkpoint nor a maskrcnn-benchmark state dict; "
-                         "nothing to convert")
+        raise ValueError(f"recognised as {ck.format}, neither a Detectron checkpoint nor a torchvision or "
+                         "maskrcnn-benchmark state dict; nothing to convert")
     return sd, report
 
 
@@ -363,8 +379,15 @@ def audit(state_dict: Mapping[str, Any], expected: Union[Mapping[str, Any], "tor
             cause = "optimizer state, not a parameter"
         unexpected.append((k, got[k], cause))
     benign = [m for m in missing if "benign" in m[2]]
+    warnings = _rpn_order_warnings(got)
+    torchvision_names = is_torchvision_state_dict(got) and not is_torchvision_state_dict(want)
+    if torchvision_names:
+        warnings.insert(0, ("(the state dict)", (), "a torchvision detection model's state dict, named by torchvision's "
+                                                     "modules: convert it first (convert_torchvision_to_detectron2, or "
+                                                     "`python -m explainer convert`), then audit the result"))
     return {"matched": len(match) - len(mismatched), "missing": missing, "unexpected": unexpected, "mismatched": mismatched,
-            "warnings": _rpn_order_warnings(got), "ok": not mismatched and not unexpected and len(benign) == len(missing)}
+            "warnings": warnings, "source": "torchvision" if is_torchvision_state_dict(got) else "",
+            "ok": not mismatched and not unexpected and len(benign) == len(missing)}
 
 
 _RPN_OBJECTNESS = ("objectness_logits.weight", "rpn_cls_logits_w", "rpn.head.cls_logits.weight")

@@ -15,7 +15,8 @@ import torch
 
 from explainer import _validate as _v
 from explainer import deployment as Dep
-from explainer.conventions import DETECTRON, DETECTRON2, Convention
+from explainer import torchvision_way as TV
+from explainer.conventions import DETECTRON, DETECTRON2, PRESETS, Convention
 from explainer.course.cache import N_TEST, course_detector, run_scene
 from explainer.course.compare import quality, same_label_matches
 from explainer.course.pipeline import INFERENCE_KNOBS, Run, Scene
@@ -28,7 +29,7 @@ from explainer.trace.causes import CAUSES as TRACE_CAUSES
 
 __all__ = ["fingerprint_info", "reproduced", "measure_on_course_detector", "compare_settings", "remaining_differences",
            "effect_points",
-           "aligned_effect_on_course_detector", "INPUT_CHANGES", "RESIZE_SHORT_EDGE"]
+           "aligned_effect_on_course_detector", "INPUT_CHANGES", "RESIZE_SHORT_EDGE", "MEASURED_KNOBS"]
 
 
 def fingerprint_info(difference: Difference) -> Tuple[str, CauseInfo]:
@@ -102,10 +103,23 @@ def _swap_channels(image: torch.Tensor) -> torch.Tensor:
     return image[[2, 1, 0]]
 
 
+def _detectron2_input_for_torchvision_weights(image: torch.Tensor) -> torch.Tensor:
+    """Weights trained on torchvision's input (RGB [0, 1], (x - mean) / std) given Detectron2's default one (BGR
+    0..255 minus PIXEL_MEAN): what they see, written back in their own input space, g * std + mean per channel."""
+    got = image[[2, 1, 0]] * 255.0 - torch.tensor(Dep.DETECTRON2_PIXEL_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(TV.IMAGE_STD, dtype=torch.float32).view(3, 1, 1)
+    mean = torch.tensor(TV.IMAGE_MEAN, dtype=torch.float32).view(3, 1, 1)
+    return got * std + mean
+
+
 #: How each input difference changes the image the course's detector sees (RGB in [0, 1]).
 INPUT_CHANGES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "pixel_mean": _mean_shift, "channel_order": _swap_channels, "pixel_mean_order": _reversed_mean,
+    "tv_input": _detectron2_input_for_torchvision_weights,
 }
+#: The knobs whose rows are measured by switching them in the course's detector: its inference knobs, and
+#: torchvision's anchor rounding, which acts through :func:`explainer.anchors.cell_anchors`.
+MEASURED_KNOBS = INFERENCE_KNOBS + ("anchor_round_corners",)
 #: The scale of the resize comparison: the test scenes' shorter side goes from 192 to 240 pixels.
 RESIZE_SHORT_EDGE = 240
 
@@ -125,6 +139,18 @@ def _resized_pair(scene: Scene, short_edge: int) -> Tuple[torch.Tensor, torch.Te
     mean = torch.tensor(Dep.DETECTRON_PIXEL_MEANS, dtype=torch.float32).view(3, 1, 1)
     back = [((x + mean) / 255.0)[[2, 1, 0]] for x in (d1, d2)]
     return back[0], back[1], scale
+
+
+def _torchvision_resized_pair(scene: Scene, short_edge: int) -> Tuple[torch.Tensor, torch.Tensor, float]:
+    """The scene as a uint8 file enlarged by Detectron2's resize (PIL on uint8) and by torchvision's
+    (``F.interpolate`` on the float image, :func:`explainer.torchvision_way.resize_image`) to the same size (the
+    interpolation apart; torchvision's floor can make a side one pixel shorter), as RGB [0, 1] images, and the scale."""
+    bgr = _to_uint8_bgr(scene.image)
+    h, w = scene.image_size
+    d2 = Dep.detectron2_preprocess(bgr, short_edge, 10 * max(h, w), pixel_mean=(0.0, 0.0, 0.0))
+    rgb = bgr.flip(0).to(torch.float32) / 255.0
+    tv = torch.nn.functional.interpolate(rgb[None], size=tuple(d2.shape[-2:]), mode="bilinear", align_corners=False)[0]
+    return d2[[2, 1, 0]] / 255.0, tv, d2.shape[-2] / h
 
 
 def _scaled_scene(scene: Scene, image: torch.Tensor, scale: float) -> Scene:
@@ -147,9 +173,10 @@ def _summary(ref_runs: List[Any], cand_runs: List[Any], scenes: Sequence[Scene])
             "false_detections": (q0["detections"] - q0["found"], q1["detections"] - q1["found"])}
 
 
-def _measure_knob(knob: str, run: Callable[[int, Convention], Run], indices: Sequence[int], scenes: Sequence[Scene]):
+def _measure_knob(knob: str, run: Callable[[int, Convention], Run], indices: Sequence[int], scenes: Sequence[Scene],
+                  towards: Convention = DETECTRON):
     base = DETECTRON2
-    changed = DETECTRON2.replace(**{knob: getattr(DETECTRON, knob)})
+    changed = DETECTRON2.replace(**{knob: getattr(towards, knob)})
     return _summary([run(i, base) for i in indices], [run(i, changed) for i in indices], scenes)
 
 
@@ -163,8 +190,8 @@ def _measure_cached(indices: Tuple[int, ...]) -> Tuple[Tuple[str, Any], ...]:
 
     out: Dict[str, Any] = {}
     for d in DIFFERENCES:
-        if d.when == "inference" and d.knob in INFERENCE_KNOBS:
-            out[d.key] = _measure_knob(d.knob, run, indices, scenes)
+        if d.when == "inference" and d.knob in MEASURED_KNOBS:
+            out[d.key] = _measure_knob(d.knob, run, indices, scenes, PRESETS[d.towards])
         elif d.key in INPUT_CHANGES:
             change = INPUT_CHANGES[d.key]
             ref = [run(i, DETECTRON2) for i in indices]
@@ -172,6 +199,12 @@ def _measure_cached(indices: Tuple[int, ...]) -> Tuple[Tuple[str, Any], ...]:
             out[d.key] = _summary(ref, cand, scenes)
         elif d.key == "input_resize":
             pairs = [_resized_pair(course.test[i], RESIZE_SHORT_EDGE) for i in indices]
+            big = [_scaled_scene(course.test[i], p[0], p[2]) for i, p in zip(indices, pairs)]
+            ref = [course.converted.run(p[0], DETECTRON2) for p in pairs]
+            cand = [course.converted.run(p[1], DETECTRON2) for p in pairs]
+            out[d.key] = {**_summary(ref, cand, big), "scale": pairs[0][2]}
+        elif d.key == "tv_resize":
+            pairs = [_torchvision_resized_pair(course.test[i], RESIZE_SHORT_EDGE) for i in indices]
             big = [_scaled_scene(course.test[i], p[0], p[2]) for i, p in zip(indices, pairs)]
             ref = [course.converted.run(p[0], DETECTRON2) for p in pairs]
             cand = [course.converted.run(p[1], DETECTRON2) for p in pairs]
@@ -184,7 +217,9 @@ def measure_on_course_detector(scenes: Optional[Sequence[int]] = None) -> Dict[s
     course's converted detector, over its test scenes (``scenes``: indices; all by default). Cached per process.
 
     * an inference knob: the converted detector under Detectron2's conventions, against the same with that one
-      knob at Detectron's value;
+      knob at Detectron's value (at torchvision's, for torchvision's rows);
+    * ``tv_input``: the image weights trained on torchvision's normalisation see under Detectron2's default one;
+    * ``tv_resize``: as ``input_resize``, Detectron2's resize against torchvision's ``F.interpolate``;
     * ``pixel_mean``, ``channel_order``, ``pixel_mean_order``: the same run on the image the model would see
       (Detectron2's mean instead of Detectron's, channels swapped, the mean in reversed order);
     * ``input_resize``: the scene saved as uint8, enlarged to a shorter side of :data:`RESIZE_SHORT_EDGE` by
@@ -218,7 +253,7 @@ def effect_points(measured: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, A
 
 def remaining_differences(convention: Convention = PRACTITIONER) -> List[Difference]:
     """The inference rows that ``convention`` still leaves at Detectron2's value (what no flag set)."""
-    return [d for d in DIFFERENCES if d.when == "inference" and d.knob in INFERENCE_KNOBS
+    return [d for d in DIFFERENCES if d.when == "inference" and d.knob in INFERENCE_KNOBS and d.towards == "detectron"
             and getattr(convention, d.knob) != getattr(DETECTRON, d.knob)
             and d.key not in ("background_first", "anchor_order")]
 

@@ -1003,3 +1003,76 @@ def _ch12_published_sampling() -> Solution:
     return Solution(answer, f"The row cites {row.source[0].where}: \"{row.source[0].quote}\". A converted "
                             f"model's outputs still change with it (chapter 12's measured column): the published "
                             f"figure is about trained models, each trained with its own setting.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Chapter 13: torchvision's detectors
+# --------------------------------------------------------------------------------------------------
+@_ask(13, "anchor_width",
+      "torchvision's AnchorGenerator makes the anchor of size 32 and aspect ratio 0.5 (h/w). How wide is it, in "
+      "pixels?",
+      "w = size / sqrt(ratio); torchvision rounds the corners -w/2 and +w/2, not the width.", unit="px")
+def _ch13_anchor_width() -> Solution:
+    from explainer import anchors as A
+
+    a = A.torchvision_cell_anchors((32,), (0.5,))[0]
+    exact = A.d2_cell_anchors((32,), (0.5,))[0]
+    det = A.detectron_cell_anchors(4, (32,), (0.5,))[0]
+    w = float(a[2] - a[0])
+    return Solution(w, f"The exact width is {_g(exact[2] - exact[0])} px (Detectron2); torchvision rounds the corners "
+                       f"+-{_g(exact[2])} to +-{_g(a[2])}, so {_g(w)} px, always an even number. Detectron, rounding "
+                       f"sizes on the stride-4 base window, makes it {_g(det[2] - det[0] + 1)} px.")
+
+
+_POOLERS = ("Detectron's", "Detectron2's", "neither")
+
+
+@_ask(13, "pooler",
+      "torchvision's MultiScaleRoIAlign samples a box's bins at the same points as which codebase's default "
+      "ROIAlign?",
+      "Compare the aligned flag and the sampling ratio of the three presets.", choices=_POOLERS)
+def _ch13_pooler() -> Solution:
+    from explainer import roi_align as R
+    from explainer.conventions import DETECTRON, DETECTRON2, TORCHVISION
+
+    box = [13.0, 7.0, 61.0, 50.0]
+
+    def points(c):
+        return R.sampling_points(box, 7, (8, 8), 1 / 8, c.sampling_ratio, c.roi_aligned)["points"]
+
+    tv = points(TORCHVISION)
+    same = {_POOLERS[0]: _same_points(tv, points(DETECTRON)), _POOLERS[1]: _same_points(tv, points(DETECTRON2))}
+    same[_POOLERS[2]] = not any(same.values())
+    return Solution(_only(same), f"torchvision calls roi_align with aligned={TORCHVISION.roi_aligned} and "
+                                 f"sampling_ratio={TORCHVISION.sampling_ratio}, Detectron's ROIAlign; Detectron2's "
+                                 f"ROIAlignV2 shifts every sample by half a feature cell and samples adaptively.")
+
+
+def _same_points(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and _same(a, b)
+
+
+_PASTES = ("Detectron's segm_results, on continuous boxes", "Detectron2's paste_masks_in_image", "a method of its own")
+
+
+@_ask(13, "paste",
+      "torchvision's roi_heads.paste_masks_in_image(padding=1) pastes a mask the way of which codebase?",
+      "It pads the mask by one cell and expands the box by (M + 2) / M before resizing.", choices=_PASTES)
+def _ch13_paste() -> Solution:
+    from explainer import masks as Mk
+    from explainer import torchvision_way as TV
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(6, 28, 28, generator=g)
+    xy = torch.rand(6, 2, generator=g) * 40
+    boxes = torch.cat([xy, xy + 8 + torch.rand(6, 2, generator=g) * 30], dim=1)
+    tv = TV.paste_masks_in_image(masks[:, None], boxes, (80, 80))[:, 0]
+    d1 = Mk.paste_masks(masks, boxes, (80, 80), mask_paste="segm_results", soft=True)
+    d2 = Mk.paste_masks(masks, boxes, (80, 80), mask_paste="paste_masks_in_image", soft=True)
+    gap1, gap2 = float((tv - d1).abs().max()), float((tv - d2).abs().max())
+    truth = {_PASTES[0]: gap1 < 1e-4, _PASTES[1]: gap2 < 1e-4}
+    truth[_PASTES[2]] = not any(truth.values())
+    return Solution(_only(truth), f"On six random masks, the largest difference of torchvision's soft paste from "
+                                  f"Detectron's steps on the same continuous boxes is {_g(gap1)}; from Detectron2's "
+                                  f"it is {_g(gap2)}. Fed continuous boxes, Detectron's +1 sizes make torchvision's "
+                                  f"masks one pixel wider and taller than Detectron's own.")

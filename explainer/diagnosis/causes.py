@@ -9,12 +9,12 @@ matplotlib or ipywidgets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from explainer._json import jsonable
 
 __all__ = ["CAUSES", "CauseInfo", "Cause", "make_cause", "UNRELATED_BELOW", "BOX_ATOL", "SCORE_ATOL", "RTOL",
-           "FLIP_VS_TRANSLATION"]
+           "FLIP_VS_TRANSLATION", "TORCHVISION_FINGERPRINTS", "torchvision_suspects"]
 
 #: Below this fraction of matched detections the two sides are called unrelated.
 UNRELATED_BELOW = 0.3
@@ -166,3 +166,40 @@ class Cause:
 def make_cause(name: str, strength: float, evidence: Dict[str, Any], explanation: str) -> Cause:
     """A :class:`Cause` of the vocabulary, its strength clipped to [0, 1] and the vocabulary's fix."""
     return Cause(name, float(min(max(strength, 0.0), 1.0)), evidence, CAUSES[name].fix, explanation)
+
+
+#: How the differences between torchvision's detectors and Detectron2 show in two result files, in this vocabulary:
+#: difference -> (the causes :func:`diagnose` names for it, the setting that removes it). Measured, not assumed:
+#: ``tests/test_torchvision_diagnosis.py`` runs each difference (on the course's detector, and on COCO-labelled
+#: detections for the ids) and checks that the diagnosis names one of these causes first.
+TORCHVISION_FINGERPRINTS: Dict[str, Tuple[Tuple[str, ...], str]] = {
+    "category ids": (("coco_category_ids", "label_offset"),
+                     "torchvision's labels are COCO category ids with 0 the background (1..90 with gaps for COCO); "
+                     "Detectron2's are contiguous 0..K-1: map through the dataset's category id list (with only a "
+                     "few classes and no gap, the map is a constant +1, a label offset)"),
+    "ROIAlign shift": (("inference_difference",),
+                       "torchvision pools with roi_align(aligned=False, sampling_ratio=2): set "
+                       "MODEL.ROI_*_HEAD.POOLER_TYPE ROIAlign and POOLER_SAMPLING_RATIO 2 for every head"),
+    "mask paste": (("mask_paste",),
+                   "torchvision pastes with roi_heads.paste_masks_in_image(padding=1), Detectron's method on continuous "
+                   "boxes; Detectron2 has no option for it: compare masks with a one-pixel tolerance on the contour"),
+    "input normalisation": (("no_detections", "unrelated"),
+                            "torchvision's weights expect RGB in [0, 1] normalised with ImageNet's mean and std: "
+                            "INPUT.FORMAT RGB, MODEL.PIXEL_MEAN [123.675, 116.28, 103.53], MODEL.PIXEL_STD "
+                            "[58.395, 57.12, 57.375]"),
+}
+
+
+def torchvision_suspects(cause_names: Any) -> Dict[str, str]:
+    """For the names of the causes a diagnosis found (strongest first), the torchvision-vs-Detectron2 differences
+    that leave those fingerprints, with their settings: ``{difference: what to set}``, in the order of the causes."""
+    names = [cause_names] if isinstance(cause_names, str) else list(cause_names)
+    unknown = [n for n in names if n not in CAUSES]
+    if unknown:
+        raise ValueError(f"cause_names must be causes of the vocabulary ({', '.join(CAUSES)}); unknown: {unknown}")
+    out: Dict[str, str] = {}
+    for n in names:
+        for difference, (causes, fix) in TORCHVISION_FINGERPRINTS.items():
+            if n in causes and difference not in out:
+                out[difference] = fix
+    return out

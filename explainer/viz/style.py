@@ -33,6 +33,8 @@ CONVENTION_STYLES: Dict[str, Dict] = {
                       short="Detectron", hatch="//"),
     "detectron2": dict(color=OKABE_ITO["blue"], linestyle="-", marker="o", label="Detectron2 (continuous coordinates)",
                        short="Detectron2", hatch="\\\\"),
+    "torchvision": dict(color=OKABE_ITO["green"], linestyle=":", marker="^", label="torchvision (continuous, its own "
+                        "rounding and paste)", short="torchvision", hatch=".."),
 }
 
 #: The course's base font size (points): large enough to read from the back of a room.
@@ -76,9 +78,11 @@ def apply_style() -> None:
 def convention_style(convention) -> Dict:
     """Colour, line style, marker and label for a convention (a name, or an object with ``.name``)."""
     name = convention if isinstance(convention, str) else getattr(convention, "name", str(convention))
-    key = "detectron2" if name.lower().startswith("detectron2") else "detectron" if name.lower().startswith("detectron") else None
+    low = name.lower()
+    key = ("detectron2" if low.startswith("detectron2") else "detectron" if low.startswith("detectron")
+           else "torchvision" if low.startswith("torchvision") else None)
     if key is None:
-        raise ValueError(f"convention must be 'detectron' or 'detectron2', got {name!r}")
+        raise ValueError(f"convention must be 'detectron', 'detectron2' or 'torchvision', got {name!r}")
     return dict(CONVENTION_STYLES[key])
 
 
