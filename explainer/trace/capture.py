@@ -58,7 +58,9 @@ class Recording(dict):
         self.sources: Dict[str, str] = {}
 
 
-#: Module paths whose input is recorded by default: the preprocessed image, as the network's backbone reads it.
+#: Names of the modules whose input is recorded by default (the shallowest module so named, at any depth: a
+#: detector's ``backbone``, or ``model.backbone`` inside Detectron2's ``TracingAdapter``): the preprocessed image,
+#: as the network's backbone reads it.
 INPUT_MODULES = ("backbone",)
 
 
@@ -159,7 +161,7 @@ def record(module: torch.nn.Module, *inputs: Any, names: Optional[Sequence[str]]
     as ``"output"``); default every submodule. A module that returns a tuple or list gives ``name.0``,
     ``name.1``, ... (a dict, such as an FPN's levels, ``name.key``); a module called twice gives ``name`` then
     ``name:1``. ``inputs_of``: module paths whose first input tensor is recorded too, as ``name:input``, before
-    their outputs (default: the module called ``backbone`` when there is one, so the preprocessed image, after
+    their outputs (default: the shallowest module called ``backbone`` when there is one, so the preprocessed image, after
     normalisation and batch padding, is a stage of its own). Outputs are cloned (an in-place operation later in
     the network cannot change them) and keep the order in which they were produced.
 
@@ -255,7 +257,8 @@ def _record_targets(module: torch.nn.Module, modules: Dict[str, torch.nn.Module]
             raise ValueError(f"names: no module {unknown} in {type(module).__name__}; module paths include {some}")
         targets = list(dict.fromkeys(names))
     if inputs_of is None:
-        return targets, [n for n in INPUT_MODULES if n in modules]
+        named = [n for n in modules if n.split(".")[-1] in INPUT_MODULES]
+        return targets, sorted(named, key=lambda n: n.count("."))[:1]
     if isinstance(inputs_of, str) or not all(isinstance(n, str) for n in inputs_of):
         raise ValueError("inputs_of must be a list of module paths (strings)")
     bad = [n for n in inputs_of if n not in modules or not n]
