@@ -1,4 +1,5 @@
-"""Layer-by-layer comparison: 50 stages of a ResNet-50-sized run, and the course network exported and run.
+"""Layer-by-layer comparison: 50 stages of a ResNet-50-sized run, the course network exported and run, and a real
+Mask R-CNN R50-FPN at 800 x 1333 traced against its ONNX export.
 
 The 50 stages have the shapes of the first 50 convolution outputs of torchvision's ResNet-50 on one
 800 x 1344 image (Detectron2 pads 800 x 1333 to a multiple of 32), read from a forward pass on the meta device;
@@ -102,10 +103,69 @@ def run(quick: bool = False):
     rows += [Row("trace", "course network: torch.onnx.export (TorchScript, opset 16)", t_export, "s", "", None,
                  f"{size}; one export"),
              Row("trace", "course network: ONNX Runtime with every stage exposed", t_ort * 1000, "ms", "", None,
-                 f"{size}; includes copying the model with onnx.utils.Extractor and making the session; "
+                 f"{size}; includes copying the model with the stages as extra outputs and making the session; "
                  f"best of 5 (only the class logits: {t_plain * 1000:.0f} ms)"),
              Row("trace", "course network: PyTorch run recorded with hooks", t_rec * 1000, "ms", "", None,
                  f"{size}; best of 5"),
              Row("trace", "course network: compare, opset-11 export", t_cmp * 1000, "ms", "", None,
                  f"{size}; the ROIAlign shift fitted on the boxes; best of 5")]
+    rows += real_detector_rows(quick)
     return rows
+
+
+def real_detector_rows(quick: bool = False):
+    """torchvision's Mask R-CNN R50-FPN (random weights, :func:`explainer.course.real_detector.build_maskrcnn`) on
+    one 800 x 1333 image (Grace Hopper's photo resized to it), exported at opset 16 (TorchScript route): the
+    trace's steps against one plain PyTorch forward and one plain ONNX Runtime run of the same file."""
+    import time
+
+    import onnxruntime as ort
+    import torch
+
+    from explainer import trace
+    from explainer.course import real_detector as RD
+
+    h, w = (400, 667) if quick else (800, 1333)
+    image = torch.nn.functional.interpolate(RD.photo(long_side=max(h, w))[None], size=(h, w), mode="bilinear",
+                                            align_corners=False)[0].clamp(0, 1)
+    model = RD.build_maskrcnn(h, max_size=w)
+    onnx_model = RD.export_detector(model, image, 16)
+
+    def clock(fn):
+        t = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - t, out
+
+    with torch.no_grad():
+        model([image])                                                  # warm-up
+        forward = min(clock(lambda: model([image]))[0] for _ in range(2))
+    def plain_run() -> float:
+        session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+        feeds = {"image": image.numpy()}
+        session.run(None, feeds)
+        return min(clock(lambda: session.run(None, feeds))[0] for _ in range(2))
+
+    plain_ort = plain_run()
+    t_record, reference = clock(lambda: trace.record(model, [image]))
+    t_names, names = clock(lambda: trace.onnx_names(reference, onnx_model))
+    t_ort, candidate = clock(lambda: trace.onnx_intermediates(onnx_model, {"image": image}, names=names))
+    t_compare, report = clock(lambda: trace.compare(reference, candidate, onnx_model=onnx_model))
+    whole = t_record + t_names + t_ort + t_compare
+    budget = 3.0 * (forward + plain_ort)
+    values = sum(t.numel() for t in reference.values())
+    what = (f"{w} x {h} image, {len(reference)} stages recorded ({values / 1e6:.0f} M values), {len(names)} ONNX "
+            f"values exposed, {len(report.stages)} stages paired by scope")
+    return [
+        Row("trace", "Mask R-CNN R50-FPN: plain PyTorch forward", forward, "s", "", None, f"{what}; best of 2"),
+        Row("trace", "Mask R-CNN R50-FPN: plain ONNX Runtime run", plain_ort, "s", "", None,
+            f"{what}; session made beforehand; best of 2"),
+        Row("trace", "Mask R-CNN R50-FPN: record (one PyTorch run with hooks)", t_record, "s", "", None, what),
+        Row("trace", "Mask R-CNN R50-FPN: ONNX Runtime with every stage exposed", t_ort, "s", "", None,
+            f"{what}; includes the model copy with extra outputs and its session"),
+        Row("trace", "Mask R-CNN R50-FPN: compare", t_compare, "s", "", None,
+            f"{what}; first divergence: {report.first_divergence}"),
+        Row("trace", "Mask R-CNN R50-FPN: whole trace (record, names, ONNX Runtime, compare)", whole, "s",
+            "<= 3 x (forward + ONNX Runtime run)", whole <= budget,
+            f"{what}; budget {budget:.1f} s = 3 x ({forward:.1f} s + {plain_ort:.1f} s); "
+            f"{whole / (forward + plain_ort):.2f} x"),
+    ]

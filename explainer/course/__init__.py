@@ -8,6 +8,7 @@ module                      what a reader looks for there
 ``compare``                 two runs stage by stage, detections against detections, the bisection of knobs
 ``measured``                every difference of :mod:`explainer.effects` measured on the detector
 ``network``                 the detector as one ``torch.nn.Module``, exported to ONNX and traced
+``real_detector``           torchvision's Mask R-CNN R50-FPN, exported, traced, and made wrong on purpose
 ``selfcheck``               the chapters' questions, answered live with the chapters' own functions
 ==========================  ================================================================================
 
