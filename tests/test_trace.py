@@ -124,6 +124,8 @@ def test_channel_affine_scale_and_bias_are_recovered(n_ch, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, n_ch, 10, 12, generator=g)
     scale = 0.5 + 1.5 * torch.rand(n_ch, generator=g)
+    # a scale within 1% of 1 on one channel is, within the tolerance, a constant offset: keep away from it
+    scale = torch.where((scale - 1).abs() < 0.01, scale + 0.02, scale)
     bias = 4 * torch.rand(n_ch, generator=g) - 2
     s = one(x, x * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1))
     assert s.cause.name == "channel_affine", s.cause
@@ -330,7 +332,7 @@ def test_vocabulary_has_the_form_of_the_diagnosis_vocabulary():
     from explainer.diagnosis.report import CauseInfo
 
     expected = {"identical", "numerical_noise", "shift", "channel_permutation", "channel_affine", "border",
-                "constant_offset", "non_finite", "unexplained", "inherited", "shape_changed", "row_order"}
+                "constant_offset", "non_finite", "unexplained", "inherited", "shape_changed", "row_order", "resample"}
     assert set(TC.CAUSES) == expected
     assert all(isinstance(c, CauseInfo) and c.meaning and c.fingerprint and c.fix for c in TC.CAUSES.values())
 
@@ -738,3 +740,40 @@ def test_stages_compared_on_several_cores_give_the_same_report(monkeypatch):
     assert torch.get_num_threads() == before
     assert parallel.to_dict() == serial
     assert list(parallel.stages) == list(ref) and parallel.first_divergence == "s3"
+
+
+def _smooth(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """A smooth random image Tensor[1, 3, h, w] (noise blurred by a 9-tap box filter, twice)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 3, h + 16, w + 16, generator=g, dtype=torch.float64)
+    for _ in range(2):
+        x = torch.nn.functional.avg_pool2d(x, 9, stride=1, padding=4)
+    return x[..., 8:8 + h, 8:8 + w]
+
+
+def test_a_resize_with_another_align_corners_is_a_resample_with_the_mapping_derived_by_hand():
+    big = _smooth(300, 240)
+    ref = torch.nn.functional.interpolate(big, size=(200, 160), mode="bilinear", align_corners=False)
+    cand = torch.nn.functional.interpolate(big, size=(200, 160), mode="bilinear", align_corners=True)
+    rep = T.compare({"image": ref}, {"image": cand})
+    found = rep.stages["image"].cause
+    assert found.name == "resample"
+    # candidate row y reads big at y (300 - 1) / (200 - 1); the reference's row y' reads big at (y' + 0.5) 1.5 - 0.5,
+    # so y' = y (299 / 199) / 1.5 + 0.5 / 1.5 - 0.5 (columns alike with 239 / 159 and 240 / 160)
+    ev = found.evidence
+    assert ev["scale_y"] == pytest.approx(299 / 199 / 1.5, abs=2e-4)
+    assert ev["offset_y"] == pytest.approx(0.5 / 1.5 - 0.5, abs=0.02)
+    assert ev["scale_x"] == pytest.approx(239 / 159 / 1.5, abs=2e-4)
+    assert ev["offset_x"] == pytest.approx(0.5 / 1.5 - 0.5, abs=0.02)
+    assert ev["explained"] > 0.75                   # interpolating the resampled reference loses a little
+
+
+def test_a_plain_shift_stays_a_shift_and_noise_is_no_resample():
+    from explainer.trace import causes as TC
+
+    img = _smooth(64, 64, seed=1)
+    moved = TC.shift_map(img, 0.3, -0.2)
+    assert T.compare({"a": img[..., 2:-2, 2:-2]}, {"a": moved[..., 2:-2, 2:-2]}).stages["a"].cause.name == "shift"
+    g = torch.Generator().manual_seed(2)
+    noisy = img + 0.3 * torch.randn(img.shape, generator=g, dtype=torch.float64)
+    assert TC.resample(TC.Stage(img, noisy, 1e-4, 1e-3)) is None

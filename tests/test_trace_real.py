@@ -195,6 +195,20 @@ def test_a_translated_input_is_a_shift_at_the_input(recorded, image):
     assert (first.cause.evidence["dy"], first.cause.evidence["dx"]) == pytest.approx((-3.0, -2.0), abs=0.02)
 
 
+def test_a_resize_with_align_corners_is_a_resample_at_the_input(base, image):
+    big = torch.nn.functional.interpolate(image[None], scale_factor=1.5, mode="bilinear", align_corners=False)
+    size = tuple(image.shape[-2:])
+    ref_image = torch.nn.functional.interpolate(big, size=size, mode="bilinear", align_corners=False)[0].clamp(0, 1)
+    cand_image = torch.nn.functional.interpolate(big, size=size, mode="bilinear", align_corners=True)[0].clamp(0, 1)
+    ref = trace.record(base, [ref_image])
+    report, _ = traced(ref, onnx_of("base", 16), cand_image)
+    first = report.stages[report.first_divergence]
+    assert first.name == "backbone:input" and first.cause.name == "resample"
+    # a candidate row y reads the large image at y (H' - 1) / (H - 1), the reference row y' at (y' + 0.5) H' / H - 0.5
+    h, big_h = size[0], big.shape[-2]
+    assert first.cause.evidence["scale_y"] == pytest.approx((big_h - 1) / (h - 1) * h / big_h, abs=1e-3)
+
+
 def test_without_the_padding_found_the_same_mean_mistake_is_not_explained(recorded, image):
     """The fit over the padded rows fails: what the padding search is for."""
     model = onnx_of("mean", 16, image_mean=MEAN[::-1])

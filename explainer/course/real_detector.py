@@ -253,6 +253,9 @@ def _fitted(name: str, ev: Dict[str, Any]) -> str:
         return f"scale {[round(v, 3) for v in ev['scale']]}, bias {[round(v, 3) for v in ev['bias']]}"
     if name == "row_order":
         return f"{ev['rows_moved']} of {ev['rows']} rows moved"
+    if name == "resample":
+        return (f"y' = {ev['scale_y']:.5f} y {ev['offset_y']:+.3f}, x' = {ev['scale_x']:.5f} x {ev['offset_x']:+.3f} "
+                f"({ev['explained']:.0%} explained)")
     return ""
 
 

@@ -31,7 +31,7 @@ import torch
 from explainer._validate import as_tensor, finite_number, one_of, whole_number
 from explainer.diagnosis.causes import Cause, CauseInfo
 
-__all__ = ["CAUSES", "EXPLAINED", "SHIFT_EXPLAINED", "SAMPLE", "Stage", "Pooler", "LevelPooler", "fit_cause",
+__all__ = ["CAUSES", "EXPLAINED", "SHIFT_EXPLAINED", "RESAMPLE_EXPLAINED", "SAMPLE", "Stage", "Pooler", "LevelPooler", "fit_cause",
            "same_cause", "cause", "estimate_shift", "shift_map", "apply_cause", "content_region"]
 
 #: A structured cause must remove at least this fraction of the squared difference ...
@@ -91,6 +91,13 @@ CAUSES: Dict[str, CauseInfo] = {
         "the paired stages' shapes differ (both are given); no value can be compared",
         "fix the first divergence upstream; if there is none, the two runs keep a different number of boxes "
         "(compare PRE_NMS_TOPK / POST_NMS_TOPK, the NMS threshold and the score threshold)"),
+    "resample": CauseInfo(
+        "the grid read at positions scaled and shifted along each axis: another resize coordinate mode "
+        "(align_corners, half-pixel or asymmetric), another rounding of the output size, a resize on one side only",
+        "candidate(y, x) = reference(a_y y + b_y, a_x x + b_x) with a scale a other than 1, fitted by "
+        "interpolating the reference (which, already resampled, cannot explain every detail)",
+        "resize with the same function and coordinate mode on both sides (PyTorch's align_corners=False is ONNX's "
+        "'half_pixel', cv2.INTER_LINEAR's mapping; Pillow antialiases when it shrinks), to the same size"),
     "row_order": CauseInfo(
         "the same rows (boxes, proposals, detections) in another order, or nearly the same set: a sort or a "
         "top-k among scores that tie or differ by rounding, another NMS or top-k implementation",
@@ -692,6 +699,72 @@ def pooled_shift(st: Stage) -> Optional[Cause]:
                                                "boxes_fitted": int(len(rows))})
 
 
+#: A resample (scale and shift per axis) must remove at least this fraction of the squared difference: the
+#: reference it interpolates was itself resampled from a finer image, so detail is lost.
+RESAMPLE_EXPLAINED = 0.5
+#: Positions per axis the resample fit reads at most (a central window).
+RESAMPLE_POSITIONS = 384
+
+
+def _sample_at(t: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Tensor[N, C, len(ys), len(xs)]: ``t`` (Tensor[N, C, H, W]) read bilinearly at rows ``ys`` and columns ``xs``
+    (cell centres at whole numbers; border values outside)."""
+    h, w = t.shape[-2:]
+    gy = 2 * ys / max(h - 1, 1) - 1
+    gx = 2 * xs / max(w - 1, 1) - 1
+    grid = torch.stack([gx[None, :].expand(len(ys), len(xs)), gy[:, None].expand(len(ys), len(xs))], -1)
+    return torch.nn.functional.grid_sample(t, grid[None].expand(len(t), -1, -1, -1).to(t.dtype), mode="bilinear",
+                                           align_corners=True, padding_mode="border")
+
+
+def resample(st: Stage) -> Optional[Cause]:
+    """Fit candidate(y, x) = reference(a_y y + b_y, a_x x + b_x) by Gauss-Newton (finite-difference gradients of
+    the bilinearly read reference) on at most 2 items, 3 channels and a central window of
+    :data:`RESAMPLE_POSITIONS` cells per axis. Found when a scale differs from 1 by more than 1e-4 and the fit removes :data:`RESAMPLE_EXPLAINED`."""
+    if not st.spatial:
+        return None
+    n, ch, h, w = st.r.shape
+    if h < 8 or w < 8:
+        return None
+    r = st.r[:2, :3].double()
+    c = st.c[:2, :3].double()
+    y0, x0 = max(0, (h - RESAMPLE_POSITIONS) // 2), max(0, (w - RESAMPLE_POSITIONS) // 2)
+    ys = torch.arange(y0, min(h, y0 + RESAMPLE_POSITIONS), dtype=torch.float64)   # every cell of a central window:
+    xs = torch.arange(x0, min(w, x0 + RESAMPLE_POSITIONS), dtype=torch.float64)   # striding would alias the resize
+    c = c[..., ys.long(), :][..., xs.long()]
+    base = float(((c - r[..., ys.long(), :][..., xs.long()]) ** 2).sum())
+    if base <= 0:
+        return None
+    p = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    step_h, err = 1e-3, base
+    for _ in range(15):
+        yy, xx = p[0] * ys + p[1], p[2] * xs + p[3]
+        inside = (((yy >= 0) & (yy <= h - 1))[:, None] & ((xx >= 0) & (xx <= w - 1))[None, :]).expand_as(c)
+        val = _sample_at(r, yy, xx)
+        gy = (_sample_at(r, yy + step_h, xx) - _sample_at(r, yy - step_h, xx)) / (2 * step_h)
+        gx = (_sample_at(r, yy, xx + step_h) - _sample_at(r, yy, xx - step_h)) / (2 * step_h)
+        res = (c - val)[inside]
+        if res.numel() < 16:
+            return None
+        err = float((res * res).sum())
+        jac = torch.stack([(gy * ys[:, None])[inside], gy[inside], (gx * xs[None, :])[inside], gx[inside]], 1)
+        step = torch.linalg.lstsq(jac, res[:, None]).solution[:, 0]
+        if not bool(torch.isfinite(step).all()):
+            return None
+        p = p + step
+        if float(step.abs().max()) < 1e-7:
+            break
+    explained = 1.0 - err / base
+    if explained < RESAMPLE_EXPLAINED or max(abs(float(p[0]) - 1), abs(float(p[2]) - 1)) <= 1e-4:
+        return None
+    ev = {"scale_y": _rounded(p[0], 6), "offset_y": _rounded(p[1], 4), "scale_x": _rounded(p[2], 6),
+          "offset_x": _rounded(p[3], 4), "explained": _rounded(explained, 4)}
+    return cause("resample", explained, ev,
+                 f"the candidate reads the grid at y' = {ev['scale_y']:.5f} y {ev['offset_y']:+.3f}, x' = "
+                 f"{ev['scale_x']:.5f} x {ev['offset_x']:+.3f}: another resize mapping; this explains "
+                 f"{explained:.0%} of the squared difference (the rest is detail the resampled reference lost)")
+
+
 #: Rows compared pairwise by :func:`row_order` at most (a 2-D stage of more rows is not tried).
 ROW_ORDER_ROWS = 8192
 
@@ -735,7 +808,8 @@ def fit_cause(st: Stage, d_min: float, d_max: float, c_absmax: float) -> Cause:
     largest |candidate|.
     """
     for fit in (lambda: constant_offset(st, d_min, d_max, c_absmax), lambda: channel_affine(st),
-                lambda: channel_permutation(st), lambda: border(st), lambda: shift(st), lambda: row_order(st)):
+                lambda: channel_permutation(st), lambda: border(st), lambda: shift(st), lambda: resample(st),
+                lambda: row_order(st)):
         found = fit()
         if found is not None:
             if st.region is not None:
@@ -743,7 +817,7 @@ def fit_cause(st: Stage, d_min: float, d_max: float, c_absmax: float) -> Cause:
                 found.evidence["padding_ignored"] = [st.shape[-2] - st.region[0], st.shape[-1] - st.region[1]]
             return found
     return cause("unexplained", 0.0, {}, "no fingerprint (offset, channel scale, channel order, border, shift, "
-                 "row order) explains the difference")
+                 "resample, row order) explains the difference")
 
 
 def apply_cause(found: Cause, reference: torch.Tensor, pooler: Optional[Any] = None,
@@ -814,6 +888,8 @@ def same_cause(a: Cause, b: Cause) -> bool:
         return abs(ea["offset"] - eb["offset"]) <= 1e-3 * max(1.0, abs(ea["offset"]))
     if a.name == "row_order":
         return True
+    if a.name == "resample":
+        return all(abs(ea[k] - eb[k]) <= 0.01 for k in ("scale_y", "offset_y", "scale_x", "offset_x"))
     if a.name == "border":
         return ea.get("k") == eb.get("k")
     return a.name == "non_finite"
