@@ -375,3 +375,107 @@ def test_undo_names_what_it_cannot_do():
     c = Dx.Cause("numerical_noise", 0.5, {}, "", "")
     fixed, why = DCost.undo(Dx.load_detections({"boxes": [[0.0, 0, 1, 1]]}), c)
     assert fixed is None and why == DCost.CANNOT_UNDO["numerical_noise"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# result files parsed fast, with the standard library's answers
+# ---------------------------------------------------------------------------------------------------------------
+PARSED_ALIKE = {
+    "ordinary results": b'[{"image_id": 1, "category_id": 3, "bbox": [1.25, 2, 3.5, 4], "score": 0.123456789012345}]',
+    "a byte-order mark": b'\xef\xbb\xbf[{"image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 0.5}]',
+    "NaN and Infinity": b'[{"image_id": 1, "category_id": 3, "bbox": [1, 2, NaN, 4], "score": Infinity}]',
+    "a float beyond float64": b'[{"image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 1e400}]',
+    "an id of 19 digits": b'[{"image_id": 9223372036854775807, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 1}]',
+    "text image ids": b'[{"image_id": "a.jpg", "category_id": 3, "bbox": [1, 2, 3, 4], "score": 1}]',
+}
+REFUSED_ALIKE = {
+    "a category id of 30 digits": (b'[{"image_id": 1, "category_id": 100000000000000000000000000000, "bbox": '
+                                   b'[1, 2, 3, 4], "score": 1}]', "beyond a 64-bit integer"),
+    "a trailing comma": (b'[{"image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 1},]', "not valid JSON"),
+    "nested deeply": (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", list(PARSED_ALIKE))
+def test_result_files_parse_as_the_standard_library_does(case):
+    content = PARSED_ALIKE[case]
+    fast = Dx.detections_from_json(content, name="results").flat()
+    slow = Dx.load_detections(json.loads(content.decode("utf-8-sig")), name="results").flat()
+    assert fast.image_ids == slow.image_ids
+    for f in ("boxes", "scores", "labels"):
+        assert torch.equal(getattr(fast, f).nan_to_num(7.0), getattr(slow, f).nan_to_num(7.0)), f
+
+
+@pytest.mark.parametrize("case", list(REFUSED_ALIKE))
+def test_malformed_result_files_get_the_standard_library_message(case):
+    content, message = REFUSED_ALIKE[case]
+    with pytest.raises(ValueError, match=message):
+        Dx.detections_from_json(content, name="results")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the page a team attaches to a bug report
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.browser
+def test_html_report_with_ap_opens_in_chromium_with_its_charts_and_gallery(files, tmp_path):
+    from PIL import Image
+
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _need_browser
+
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    images = tmp_path / "images"     # the file of image 1 is given, the others are not: drawn on a blank canvas
+    images.mkdir()
+    Image.new("RGB", (W, H), (40, 90, 160)).save(images / "0001.png")
+    out = tmp_path / "report.html"
+    assert cli(["diagnose", str(files / "ref.json"), str(files / "cand.json"), "--gt", str(files / "gt.json"),
+                "--html", str(out), "--images", str(images)]) == 1
+    url = out.resolve().as_uri()
+    errors, outside = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            def route(r):
+                if r.request.url == url or r.request.url.startswith("data:"):
+                    r.continue_()
+                else:
+                    outside.append(r.request.url)
+                    r.abort()
+
+            page.route("**/*", route)
+            page.goto(url)
+            page.wait_for_load_state("load")
+            shown = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.alt, e.complete && e.naturalWidth > 0 && e.getBoundingClientRect().width > 0])")
+            per_class = page.inner_text("table.per-class")
+            ap_table = page.inner_text("table.ap")
+        finally:
+            browser.close()
+    alts = [a for a, ok in shown if ok]
+    assert len(alts) == len(shown), shown
+    for alt in ("dAP of each cause, a bar chart", "precision-recall curves", "gallery of the images that lose the most"):
+        assert any(alt in a for a in alts), (alt, alts)
+    assert not errors and not outside, (errors, outside)
+    assert all(f"class {c}" in per_class for c in CATS)
+    assert "label offset" in ap_table.replace("_", " ") and "all fixed" in ap_table
+
+
+def test_the_gallery_draws_the_given_image_under_the_boxes(files, tmp_path):
+    from PIL import Image
+
+    from explainer.viz import report as VR
+
+    d = Dx.diagnose(str(files / "ref.json"), str(files / "cand.json"), gt=str(files / "gt.json"))
+    rows = d.ap.gallery()
+    assert rows and rows[0]["lost"] >= rows[-1]["lost"] > 0
+    first = rows[0]
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (W, H), (200, 30, 30)).save(images / first["file_name"])
+    with_file, blank = VR.report_html(d, images=images), VR.report_html(d)
+    assert with_file != blank          # the red image is drawn in the gallery; everything else is the same
+    assert with_file.count("data:image/png;base64,") == blank.count("data:image/png;base64,")
