@@ -219,12 +219,13 @@ def scene_ground_truth() -> Dict[str, Any]:
 
     test = course_detector().test
     objects = {i: {"boxes": s.boxes, "labels": s.labels, "masks": s.masks} for i, s in enumerate(test)}
-    anns = []
-    for r in to_coco_results(objects):
-        seg = r["segmentation"]
-        area = float(test[r["image_id"]].masks[sum(1 for a in anns if a["image_id"] == r["image_id"])].sum())
+    anns: List[Dict[str, Any]] = []
+    seen: Dict[int, int] = {}
+    for r in to_coco_results(objects):   # image after image, each image's objects in order
+        k = seen[r["image_id"]] = seen.get(r["image_id"], -1) + 1
         anns.append({"id": len(anns) + 1, "image_id": r["image_id"], "category_id": r["category_id"],
-                     "bbox": r["bbox"], "segmentation": seg, "area": area, "iscrowd": 0})
+                     "bbox": r["bbox"], "segmentation": r["segmentation"],
+                     "area": float(test[r["image_id"]].masks[k].sum()), "iscrowd": 0})
     images = [{"id": i, "height": s.image_size[0], "width": s.image_size[1]} for i, s in enumerate(test)]
     return {"images": images, "annotations": anns,
             "categories": [{"id": k, "name": n} for k, n in enumerate(CLASS_NAMES)]}

@@ -74,7 +74,7 @@ class CostDashboard(Dashboard):
         self.ap_texts = [self.ax_a.text(0, yi, "", va="center", fontsize=8) for yi in ya]
         self.ax_a.set_yticks(ya, [n for n, _, _ in _AP_BARS], fontsize=8)
         self.ax_a.set_xlim(0, 115)
-        self.ax_a.set_xlabel("box AP (0-100) against the scenes' ground truth")
+        self.ax_a.set_xlabel("box AP (0-100)")
         self.ax_a.set_title("AP", fontsize=10)
 
     def compute(self, **params):
