@@ -479,3 +479,41 @@ def test_the_gallery_draws_the_given_image_under_the_boxes(files, tmp_path):
     with_file, blank = VR.report_html(d, images=images), VR.report_html(d)
     assert with_file != blank          # the red image is drawn in the gallery; everything else is the same
     assert with_file.count("data:image/png;base64,") == blank.count("data:image/png;base64,")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# in the course: the scenes' ground truth and the live bar chart
+# ---------------------------------------------------------------------------------------------------------------
+def test_scene_ground_truth_holds_every_object_of_the_test_scenes():
+    from explainer.course import cache as CC
+
+    gt = CC.scene_ground_truth()
+    test = CC.course_detector().test
+    assert [im["id"] for im in gt["images"]] == list(range(len(test)))
+    for i, s in enumerate(test):
+        anns = [a for a in gt["annotations"] if a["image_id"] == i]
+        assert [a["category_id"] for a in anns] == s.labels.tolist()
+        assert [a["area"] for a in anns] == [float(m.sum()) for m in s.masks]
+        decoded = mask_util.decode([{**a["segmentation"], "counts": a["segmentation"]["counts"].encode()}
+                                    for a in anns])
+        assert np.array_equal(np.moveaxis(decoded, 2, 0).astype(bool), s.masks.numpy())
+
+
+def test_cost_dashboard_shows_the_dap_of_the_ticked_mistakes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from explainer.diagnosis.injection import MISTAKES
+    from explainer.widgets.cost import CostDashboard, cost_of
+
+    d = CostDashboard()
+    off = {n: False for n in MISTAKES}
+    text = d.update(**{**off, "translation": True})
+    tc = cost_of(("translation",))["task"]
+    bar = d.bars[list(MISTAKES).index("translation")]
+    assert bar.get_width() == pytest.approx(100 * tc.dap()["translation"]) and bar.get_width() > 1
+    assert f"{100 * tc.dap()['translation']:+.1f}" in text and "all causes undone" in text
+    assert all(b.get_width() == 0 for n, b in zip(MISTAKES, d.bars) if n != "translation")
+    text = d.update(translation=False, threshold_or_topk=True)
+    assert "threshold_or_topk" in text and "cannot be undone" in text
+    assert all(b.get_width() == 0 for b in d.bars)
