@@ -517,3 +517,10 @@ def test_cost_dashboard_shows_the_dap_of_the_ticked_mistakes():
     text = d.update(translation=False, threshold_or_topk=True)
     assert "threshold_or_topk" in text and "cannot be undone" in text
     assert all(b.get_width() == 0 for b in d.bars)
+
+
+@pytest.mark.parametrize("score", [float("nan"), "high", None])
+def test_an_agreement_score_that_is_not_a_number_is_named(truth, score):
+    _, ref = truth
+    with pytest.raises(ValueError, match="agreement_score must be a finite number"):
+        DCost.agreement_truth(Dx.load_detections(ref), agreement_score=score)

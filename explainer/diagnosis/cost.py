@@ -141,12 +141,14 @@ def ground_truth(gt: Union[str, os.PathLike, Mapping[str, Any], COCO], name: str
 
 
 def agreement_truth(reference: Detections, candidate: Optional[Detections] = None,
-                    score: float = AGREEMENT_SCORE) -> COCO:
-    """Pseudo ground truth: the reference's detections scored at or above ``score``, as COCO annotations (its masks
-    and keypoints included), over every image of both sides. What is measured against it is *agreement AP*."""
+                    agreement_score: float = AGREEMENT_SCORE) -> COCO:
+    """Pseudo ground truth: the reference's detections scored at or above ``agreement_score``, as COCO annotations
+    (its masks and keypoints included), over every image of both sides. What is measured against it is *agreement
+    AP*."""
+    score = agreement_score
     if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
-        raise ValueError(f"score must be a finite number (the reference's detections at or above it serve as ground "
-                         f"truth); got {score!r}")
+        raise ValueError(f"agreement_score must be a finite number (the reference's detections at or above it serve "
+                         f"as ground truth); got {score!r}")
     ids = list(reference.images)
     if candidate is not None:
         ids += [k for k in candidate.images if k not in reference.images]

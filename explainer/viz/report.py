@@ -9,7 +9,10 @@ the temporary file is removed and the target is left as it was.
 
 Figures: the four coordinate residuals (candidate - reference) as histograms on a symmetric log axis; the
 residuals against the reference box's size and its FPN level; the pairs that differ most, each in its
-reference box's frame, with both masks when the files have them.
+reference box's frame, with both masks when the files have them. With an AP cost (``diagnose(..., gt=...)``, or
+agreement AP): per task a table of AP for every variant, the dAP of each cause as a bar chart, the precision-recall
+curves of the reference, the candidate and all fixed, a per-class table, and a gallery of the images that lose the
+most, drawn over the image files (``images``: their folder) or over a blank canvas.
 """
 
 from __future__ import annotations
