@@ -524,3 +524,44 @@ def test_an_agreement_score_that_is_not_a_number_is_named(truth, score):
     _, ref = truth
     with pytest.raises(ValueError, match="agreement_score must be a finite number"):
         DCost.agreement_truth(Dx.load_detections(ref), agreement_score=score)
+
+
+def test_keypoints_are_measured_with_cocoeval_oks():
+    gt, ref = scene(9, n_images=10)
+    rng = np.random.default_rng(9)
+    by_image = {}
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        kp = np.stack([x + rng.uniform(0, 1, 17) * w, y + rng.uniform(0, 1, 17) * h, np.full(17, 2.0)], 1)
+        a["keypoints"], a["num_keypoints"] = kp.reshape(-1).tolist(), 17
+        by_image.setdefault(a["image_id"], []).append((np.array([x, y, x + w, y + h]), kp))
+    for k, d in ref.items():   # each detection carries the keypoints of the object its box lies closest to
+        objs = by_image[k]
+        d["keypoints"] = np.stack([min(objs, key=lambda o: np.abs(o[0] - b).sum())[1] + np.r_[0.3, -0.3, 0.0]
+                                   for b in d["boxes"]])
+    cand = Dx.inject(ref, "keypoint_half_pixel", shift=0.5)
+    d = Dx.diagnose(ref, cand, gt=gt)
+    assert "keypoint_half_pixel" in d.names and set(d.ap.tasks) == {"bbox", "keypoints"}, d.summary()
+    kp = d.ap.tasks["keypoints"]
+
+    def with_keypoints(side):
+        res = results(side)
+        flat = [v for img in side.values() for v in np.asarray(img["keypoints"] if isinstance(img, dict)
+                                                                else img.keypoints)]
+        for r, k in zip(res, flat):
+            r["keypoints"] = np.asarray(k).reshape(-1).tolist()
+        return res
+
+    g = COCO()
+    g.dataset = json.loads(json.dumps(gt))
+    g.createIndex()
+    for variant, side in (("reference", ref), ("candidate", cand.images)):
+        E = COCOeval(g, g.loadRes(with_keypoints(side)), "keypoints")
+        E.evaluate()
+        E.accumulate()
+        E.summarize()   # keypoints: AP, AP50, AP75, medium, large (no small objects in OKS)
+        ours = kp.metrics(variant)
+        assert [ours[m] for m in ("AP", "AP50", "AP75", "APm", "APl")] == pytest.approx(E.stats[:5].tolist(), abs=1e-12)
+        assert ours["APs"] is None
+    assert kp.dap()["keypoint_half_pixel"] > 0.01
+    assert abs(kp.metrics("all_fixed")["AP"] - kp.metrics("reference")["AP"]) <= RECOVERED
