@@ -2,7 +2,8 @@
 
 Ground truth: about 7 objects per image (COCO val2017 has 36,781 in 5,000 images) of 80 categories, 8..300 px.
 The reference finds them with a little noise and fills each image up to 100 detections with low-scored ones; the
-candidate is the reference with two causes injected (half a pixel on every coordinate, labels moved by one), and
+candidate is the reference with two causes injected (half a pixel on every coordinate, labels moved by one, the
+last class wrapping round to the first, so that its objects cannot be given back: about 1/80 of the AP), and
 for the mask rows the masks grown by one pixel. Both sides are written as COCO result files (boxes; boxes and RLE
 masks) and read back.
 
