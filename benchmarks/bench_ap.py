@@ -176,8 +176,9 @@ def rows(kind: str, m: Dict[str, Any]) -> List[Row]:
                    f"<= {budget}x (causes + 3)", ratio <= budget,
                    f"report {m['report_s']:.0f} s ({m['evaluations']} evaluations over {', '.join(m['tasks'])}), "
                    f"one plain pycocotools COCOeval of the candidate per task {m['plain_eval_s']:.0f} s; causes "
-                   f"undone: {', '.join(m['undone'])}; AP reference {m['ap']['reference']:.3f}, candidate "
-                   f"{m['ap']['candidate']:.3f}, all fixed {m['ap']['all_fixed']:.3f}"))
+                   f"undone: {', '.join(m['undone'])}; {'segm' if kind == 'masks' else 'bbox'} AP reference "
+                   f"{m['ap']['reference']:.3f}, candidate {m['ap']['candidate']:.3f}, all fixed "
+                   f"{m['ap']['all_fixed']:.3f}"))
     return out
 
 
