@@ -9,7 +9,8 @@ command         what it does                                                exit
 ``audit``       a checkpoint's names and shapes against what a model        0 loads, 1 problems found,
                 expects (:func:`explainer.checkpoints.audit`)               2 bad input
 ``diagnose``    why two COCO result files differ                            0 identical, 1 causes found,
-                (:func:`explainer.diagnosis.diagnose`)                      2 bad input
+                (:func:`explainer.diagnosis.diagnose`); with ``--gt``       2 bad input
+                (or ``--agreement``) what each cause costs in AP
 ``trace``       the first stage where two dumps of a network's stages       0 no divergence, 1 divergence
                 diverge, and why (:func:`explainer.trace.compare`)          and its causes, 2 bad input
 ==============  ==========================================================  ===============================
@@ -200,6 +201,13 @@ def _diagnose_arguments(p: argparse.ArgumentParser) -> None:
                    help="image height and width (lets the evidence recognise swapped height and width)")
     p.add_argument("--html", metavar="REPORT.HTML",
                    help="also write the diagnosis as a self-contained page (causes, evidence, fixes, figures)")
+    p.add_argument("--gt", metavar="ANNOTATIONS.JSON",
+                   help="COCO instances or keypoints ground truth: add what each cause costs in AP (COCOeval)")
+    p.add_argument("--agreement", nargs="?", type=float, const=0.5, metavar="SCORE",
+                   help="without --gt: measure agreement AP, the reference's detections scored >= SCORE (default "
+                        "0.5) taken as ground truth")
+    p.add_argument("--images", metavar="FOLDER",
+                   help="with --html: the folder of the ground truth's file_name images, drawn under the gallery")
 
 
 def _diagnose(args: argparse.Namespace) -> int:
@@ -211,11 +219,15 @@ def _diagnose(args: argparse.Namespace) -> int:
         if args.html is not None and Path(args.html).resolve() in (Path(args.reference).resolve(),
                                                                    Path(args.candidate).resolve()):
             raise ValueError(f"{args.html}: the report must not overwrite an input file")
-        d = Dx.diagnose(args.reference, args.candidate, image_size=size)
+        if args.gt is not None and args.agreement is not None:
+            raise ValueError("--gt and --agreement: give one (AP against ground truth, or agreement AP), not both")
+        if args.gt is not None:
+            _check_input(args.gt, "COCO annotations (an object with images, annotations and categories)")
+        d = Dx.diagnose(args.reference, args.candidate, image_size=size, gt=args.gt, agreement_score=args.agreement)
         if args.html is not None:
             from explainer.viz.report import write_report  # matplotlib only when a report is asked for
 
-            write_report(d, args.html)
+            write_report(d, args.html, images=args.images)
     except RecursionError:  # which file is nested too deeply: the bounded reader says
         try:
             for path in (args.reference, args.candidate):

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -47,7 +47,7 @@ from explainer.course.pipeline import (
 )
 
 __all__ = ["N_TRAIN", "N_TEST", "Course", "course_detector", "fitted_detector", "cache_folder", "run_scene",
-           "detections_over_scenes", "reference_convention"]
+           "detections_over_scenes", "reference_convention", "scene_ground_truth"]
 
 #: Training scenes (seed 0) and test scenes (seed 1000) of the course's detector.
 N_TRAIN, N_TEST = 8, 6
@@ -207,3 +207,25 @@ def detections_over_scenes(convention: Convention, converted: bool = False) -> D
 def reference_convention(hidden: Sequence[str]) -> Convention:
     """Detectron2's conventions with the ``hidden`` knobs left at Detectron's values: how a reference ran."""
     return DETECTRON2.replace(**{k: getattr(DETECTRON, k) for k in hidden})
+
+
+@lru_cache(maxsize=1)
+def scene_ground_truth() -> Dict[str, Any]:
+    """The test scenes' ground truth as COCO instances annotations: one image per scene (id = its index), each
+    object's tight box as ``bbox`` [x, y, width, height], its mask as a compressed RLE ``segmentation`` (area = the
+    mask's pixels), category ids the contiguous labels 0..K-1 named by :data:`CLASS_NAMES`. What
+    ``Dx.diagnose(..., gt=...)`` measures the course detector's AP against."""
+    from explainer.diagnosis.detections import to_coco_results
+
+    test = course_detector().test
+    objects = {i: {"boxes": s.boxes, "labels": s.labels, "masks": s.masks} for i, s in enumerate(test)}
+    anns: List[Dict[str, Any]] = []
+    seen: Dict[int, int] = {}
+    for r in to_coco_results(objects):   # image after image, each image's objects in order
+        k = seen[r["image_id"]] = seen.get(r["image_id"], -1) + 1
+        anns.append({"id": len(anns) + 1, "image_id": r["image_id"], "category_id": r["category_id"],
+                     "bbox": r["bbox"], "segmentation": r["segmentation"],
+                     "area": float(test[r["image_id"]].masks[k].sum()), "iscrowd": 0})
+    images = [{"id": i, "height": s.image_size[0], "width": s.image_size[1]} for i, s in enumerate(test)]
+    return {"images": images, "annotations": anns,
+            "categories": [{"id": k, "name": n} for k, n in enumerate(CLASS_NAMES)]}

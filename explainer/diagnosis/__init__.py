@@ -10,6 +10,7 @@ module                      what a reader looks for there
 ``label_causes``            label shifts, permutations and COCO-id mix-ups
 ``field_causes``            keypoints, masks and non-finite values
 ``injection``               a known cause injected into detections (what the diagnosis is tested on)
+``cost``                    what each found cause costs in AP (COCOeval), each undone from its fitted parameters
 ``report``                  :func:`diagnose` and the :class:`Diagnosis` it returns
 ==========================  ================================================================================
 

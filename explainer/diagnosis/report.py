@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from explainer._json import jsonable
 from explainer._text import printable
 from explainer._threads import single_thread
 from explainer._validate import image_size as _image_size
@@ -40,6 +41,7 @@ from explainer.diagnosis.causes import (
     CauseInfo,
     make_cause,
 )
+from explainer.diagnosis.cost import AGREEMENT_SCORE, APCost, ap_cost
 from explainer.diagnosis.detections import (
     Detections,
     FlatDetections,
@@ -78,6 +80,8 @@ __all__ = [
     "UNRELATED_BELOW",
     "BOX_ATOL",
     "SCORE_ATOL",
+    "APCost",
+    "AGREEMENT_SCORE",
 ]
 
 #: The matched pairs (:func:`explainer.diagnosis.matching.matched_pairs`) and the unmatched detections per side.
@@ -116,6 +120,7 @@ class Diagnosis:
     alignment: str
     notes: List[str] = field(default_factory=list)
     masks: Optional[Dict[str, Any]] = None
+    ap: Optional[APCost] = None
 
     @property
     def top(self) -> Cause:
@@ -146,6 +151,8 @@ class Diagnosis:
                 lines.append(f"   evidence: {ev}")
             lines.append(f"   fix: {c.fix}")
         lines += [f"note: {n}" for n in self.notes]
+        if self.ap is not None:
+            lines += self.ap.summary()
         return "\n".join(printable(line) for line in lines)   # an image id cannot start a line of its own
 
     def __str__(self) -> str:
@@ -156,7 +163,8 @@ class Diagnosis:
         return {"causes": [c.to_dict() for c in self.causes], "n_reference": self.n_reference,
                 "n_candidate": self.n_candidate, "n_matched": self.n_matched, "n_images": self.n_images,
                 "alignment": self.alignment, "notes": list(self.notes),
-                "unmatched": {k: {"count": v["count"]} for k, v in self.unmatched.items()}}
+                "unmatched": {k: {"count": v["count"]} for k, v in self.unmatched.items()},
+                **({"ap": jsonable(self.ap.to_dict())} if self.ap is not None else {})}
 
 
 def _fmt(v: Any) -> str:
@@ -263,19 +271,30 @@ def _side_by_side(ref: Detections, cand: Detections) -> _Sides:
     return _Sides(image_ids, sides[0], sides[1], notes, cause)
 
 
-def diagnose(reference: Any, candidate: Any, image_size: Optional[Sequence[int]] = None, seed: int = 0) -> Diagnosis:
+def diagnose(reference: Any, candidate: Any, image_size: Optional[Sequence[int]] = None, seed: int = 0,
+             gt: Any = None, agreement_score: Optional[float] = None) -> Diagnosis:
     """Diagnose why ``candidate`` differs from ``reference`` (see the module docstring).
 
     Image ids: the two sides must share at least one (otherwise a ``ValueError`` lists both sides' ids); an
     image present on one side only has no detections on the other, and ``Diagnosis.notes`` says which.
     ``image_size`` (height, width), optional: with it the evidence says whether a scale matches the image's
     aspect ratio (height and width swapped). ``seed`` fixes the random pairs of the robust alignment.
+
+    ``gt``: COCO annotations (a path, the parsed dict or a pycocotools ``COCO``): ``Diagnosis.ap`` then holds
+    what each cause costs in AP (:func:`explainer.diagnosis.cost.ap_cost`). ``agreement_score`` without ``gt``: the
+    same measured against the reference's detections scored at or above it, as *agreement AP*.
     """
     ref = load_detections(reference, name="reference")
     cand = load_detections(candidate, name="candidate")
     size = _image_size(image_size) if image_size is not None else None
+    if gt is not None and agreement_score is not None:
+        raise ValueError("gt and agreement_score: give one (AP against ground truth, or agreement AP), not both")
     with single_thread():  # many small array operations: on busy cores a second thread mostly waits
-        return _diagnose(ref, cand, size, seed)
+        d = _diagnose(ref, cand, size, seed)
+    if gt is not None or agreement_score is not None:
+        d.ap = ap_cost(ref, cand, d, gt=gt, agreement_score=AGREEMENT_SCORE if agreement_score is None
+                       else agreement_score, gt_name="gt")
+    return d
 
 
 def _diagnose(ref: Detections, cand: Detections, size: Optional[Tuple[int, int]], seed: int) -> Diagnosis:

@@ -9,7 +9,10 @@ the temporary file is removed and the target is left as it was.
 
 Figures: the four coordinate residuals (candidate - reference) as histograms on a symmetric log axis; the
 residuals against the reference box's size and its FPN level; the pairs that differ most, each in its
-reference box's frame, with both masks when the files have them.
+reference box's frame, with both masks when the files have them. With an AP cost (``diagnose(..., gt=...)``, or
+agreement AP): per task a table of AP for every variant, the dAP of each cause as a bar chart, the precision-recall
+curves of the reference, the candidate and all fixed, a per-class table, and a gallery of the images that lose the
+most, drawn over the image files (``images``: their folder) or over a blank canvas.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import math
 import os
 import stat
 from pathlib import Path
-from typing import Any, Dict, Sequence, Union
+from typing import Any, Dict, List, Sequence, Union
 
 import numpy as np
 import torch
@@ -188,12 +191,148 @@ def _value(v: Any) -> str:
     return str(v)
 
 
-def _figure(b64: str, alt: str, caption: str) -> str:
-    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+def _figure(b64: str, alt: str, caption: str, cls: str = "") -> str:
+    klass = f' class="{cls}"' if cls else ""
+    return (f'<figure{klass}><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def report_html(diag: Any, title: str = "Diagnosis of two result files", worst: int = WORST_PAIRS) -> str:
+# -- what each cause costs in AP ------------------------------------------------------------------------------------
+#: The variants' colours and line styles, the same in the curves and the gallery (never colour alone).
+_VARIANTS = (("reference", "#0072B2", "-"), ("candidate", "#D55E00", "--"), ("all_fixed", "#009E73", ":"))
+
+
+def _dap_bars(tc: Any, label: str) -> str:
+    from matplotlib.figure import Figure
+
+    dap = tc.dap()
+    names = list(dap) + ["all_fixed"]
+    vals = [100 * v for v in dap.values()] + [100 * tc.explained()["recovered"]]
+    fig = Figure(figsize=(8.5, 0.5 + 0.42 * len(names)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, vals, color=["#0072B2"] * (len(names) - 1) + ["#009E73"], hatch=[""] * (len(names) - 1) + ["//"])
+    for yi, v in zip(y, vals):
+        ax.text(v, yi, f" {v:+.1f}", va="center", ha="left" if v >= 0 else "right", fontsize=8)
+    ax.set_yticks(y, [n.replace("all_fixed", "all causes undone") for n in names])
+    ax.axvline(0, color="#444", linewidth=0.8)
+    ax.set_xlabel(f"d{label} (points, 0-100): the candidate's {label} gained by undoing the cause")
+    return _png(fig)
+
+
+def _pr_figure(tc: Any) -> str:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    recall = np.linspace(0, 1, 101)
+    for v, colour, ls in _VARIANTS:
+        ax.plot(recall, tc.pr_curves()[v], color=colour, linestyle=ls, linewidth=1.8,
+                label=f"{v.replace('_', ' ')} (AP50 {100 * (tc.metrics(v)['AP50'] or 0):.1f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision (IoU 0.5, mean over categories)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="lower left")
+    return _png(fig)
+
+
+def _read_image(folder: Any, name: Any) -> Any:
+    if folder is None or not name:
+        return None
+    p = Path(folder) / str(name)
+    if not p.is_file():
+        return None
+    import matplotlib.image as mpimg
+
+    try:
+        return mpimg.imread(p)
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def _gallery(rows: Sequence[Dict[str, Any]], images: Any) -> str:
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    cols = min(4, len(rows))
+    nrows = (len(rows) + cols - 1) // cols
+    fig = Figure(figsize=(3.2 * cols, 2.8 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, cols)).reshape(-1)
+    for ax, row in zip(axes, rows):
+        h, w = row["height"], row["width"]
+        img = _read_image(images, row["file_name"])
+        if img is not None:
+            ax.imshow(img, extent=(0, img.shape[1], img.shape[0], 0), interpolation="nearest")
+        else:
+            ax.imshow(np.full((2, 2, 3), 0.96), extent=(0, w, h, 0))
+        for b in row["gt"].tolist():
+            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, color="#444", linewidth=2.2,
+                                   alpha=0.5))
+        for v, colour, ls in _VARIANTS[:2]:
+            for b in row[v].tolist():
+                if all(math.isfinite(x) for x in b):
+                    ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, color=colour,
+                                           linestyle=ls, linewidth=1.0))
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_title(f"image {str(row['image_id'])[:24]}: {row['lost']} lost", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(rows):]:
+        ax.set_visible(False)
+    return _png(fig)
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def _ap_section(ap: Any, images: Any) -> List[str]:
+    label = ap.label
+    parts = [f"<h2 id='ap'>What each cause costs ({html.escape(label)})</h2>",
+             f"<p>Measured with COCOeval (pycocotools) against {html.escape(ap.truth)}"
+             + (": <b>agreement AP</b>, how well the candidate reproduces the reference, not accuracy."
+                if ap.agreement else ".") + " Points are AP x 100.</p>"]
+    for task, tc in ap.tasks.items():
+        rows = "".join(f"<tr><td>{html.escape(v.replace('_', ' '))}</td>"
+                       + "".join(f"<td class='n'>{_num(tc.metrics(v)[m])}</td>" for m in ("AP", "AP50", "AP75", "APs",
+                                                                                        "APm", "APl")) + "</tr>"
+                       for v in ["reference", "candidate"] + tc.causes + ["all_fixed"])
+        parts.append(f"<h3>{html.escape(task)}</h3><table class='ap'><tr><th>variant</th><th>{html.escape(label)}</th>"
+                     f"<th>50</th><th>75</th><th>small</th><th>medium</th><th>large</th></tr>{rows}</table>")
+        e = tc.explained()
+        if e["share"] is not None:
+            parts.append(f"<p>The causes undone explain {e['share']:.0%} of the {100 * e['gap']:.1f}-point gap; "
+                         f"{100 * e['unexplained']:.1f} points remain unexplained.</p>")
+        parts += [f"<p class='note'>{html.escape(k)} cannot be undone: {html.escape(why)}</p>"
+                  for k, why in tc.cannot_undo.items()]
+        parts.append(_figure(_dap_bars(tc, label), f"d{label} of each cause, a bar chart",
+                             f"The {label} the candidate gains when each cause alone is undone from its fitted "
+                             f"parameters, and when all are (hatched)."))
+        parts.append(_figure(_pr_figure(tc), "precision-recall curves of the reference, the candidate and all fixed",
+                             "Precision against recall at IoU 0.5, averaged over the categories."))
+        cats = tc.by_category()
+        body = "".join(f"<tr><td>{html.escape(str(r['name']))}</td><td class='n'>{_num(r['reference'])}</td>"
+                       f"<td class='n'>{_num(r['candidate'])}</td><td class='n'>{_num(r['all_fixed'])}</td>"
+                       f"<td class='n'>{100 * r['loss']:+.1f}</td><td class='n'>{100 * r['dAP']['all_fixed']:+.1f}</td>"
+                       f"</tr>" for r in cats)
+        parts.append(f"<table class='per-class'><tr><th>category</th><th>reference</th><th>candidate</th>"
+                     f"<th>all fixed</th><th>lost</th><th>recovered</th></tr>{body}</table>")
+        if task == "bbox":
+            rows_g = ap.gallery(task)
+            if rows_g:
+                parts.append("<h3>The images that lose the most</h3>")
+                parts.append(_figure(_gallery(rows_g, images), "gallery of the images that lose the most",
+                                     "Ground truth thick grey, reference solid blue, candidate dashed orange; over the "
+                                     "image when its file is given, a blank canvas otherwise. 'lost': objects the "
+                                     "reference finds at IoU 0.5 and the candidate does not.", cls="gallery"))
+    parts += [f"<p class='note'>{html.escape(t)}: not measured ({html.escape(w)})</p>" for t, w in ap.skipped.items()]
+    return parts
+
+
+def report_html(diag: Any, title: str = "Diagnosis of two result files", worst: int = WORST_PAIRS,
+                images: Any = None) -> str:
     """The diagnosis (:class:`explainer.diagnosis.Diagnosis`) as one self-contained HTML page."""
     rows = []
     for k, c in enumerate(diag.causes, 1):
@@ -220,11 +359,14 @@ def report_html(diag: Any, title: str = "Diagnosis of two result files", worst: 
         parts.append("<h2>The pairs that differ most</h2>")
         parts.append(_figure(_worst_pairs(diag, worst), "the most differing pairs with their masks",
                              "Each pair in its reference box's frame (the reference box is the unit square)."))
+    if getattr(diag, "ap", None) is not None:
+        parts += _ap_section(diag.ap, images)
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(diag: Any, path: Union[str, os.PathLike], title: str = "Diagnosis of two result files") -> Path:
+def write_report(diag: Any, path: Union[str, os.PathLike], title: str = "Diagnosis of two result files",
+                 images: Union[str, os.PathLike, None] = None) -> Path:
     """Write :func:`report_html` to ``path`` atomically (a temporary file in the same folder, then a rename; the
     temporary file is removed on any failure). An existing file is replaced and keeps its permissions; a
     directory or an unwritable folder raises ``ValueError``."""
@@ -242,7 +384,7 @@ def write_report(diag: Any, path: Union[str, os.PathLike], title: str = "Diagnos
             raise ValueError(f"{p.parent}: no such folder (the report's folder must exist)") from None
     except OSError as e:
         raise ValueError(f"{p}: cannot be written ({e.strerror})") from None
-    page = report_html(diag, title).encode("utf-8")
+    page = report_html(diag, title, images=images).encode("utf-8")
     with atomic_output(p, mode) as f:
         f.write(page)
     return p
