@@ -180,6 +180,7 @@ def _specs() -> Dict[str, Dict[str, Arg]]:
         # anchors
         "anchors.detectron_cell_anchors": {"stride": num(16.0), "sizes": nums([32.0, 64.0]), "aspect_ratios": nums([0.5, 1.0])},
         "anchors.d2_cell_anchors": {"sizes": nums([32.0, 64.0]), "aspect_ratios": nums([0.5, 1.0])},
+        "anchors.torchvision_cell_anchors": {"sizes": nums([32.0, 64.0]), "aspect_ratios": nums([0.5, 1.0])},
         "anchors.grid_anchors": {"cell_anchors": arr([[-8.0, -8.0, 8.0, 8.0]]), "feature_size": pair((3, 4)),
                                  "stride": num(16.0), "offset": num(0.5)},
         "anchors.cell_anchors": {"stride": num(16.0), "sizes": nums([32.0]), "aspect_ratios": nums([0.5, 1.0]),
@@ -370,6 +371,20 @@ EXEMPT: Dict[str, str] = {
     "course.network.course_boxes": "takes a fitted detector and a scene (tests/test_trace.py)",
     "course.network.first_divergence_rows": "takes a CaseBuilder (tests/test_trace.py)",
     "trace.causes.fit_cause": "takes a Stage built by trace.compare, which checks its inputs",
+    "trace.causes.content_region": "takes the Tensor[N, C, H, W] views of a Stage built by trace.compare",
+    "trace.capture.module_path": "maps the scope names an exporter wrote (strings) to a module path "
+                                 "(tests/test_trace_real.py)",
+    "trace.capture.onnx_scopes": "reads a caller's ONNX model (tests/test_trace_real.py)",
+    "trace.divergence.onnx_scopes": "reads a caller's ONNX model (tests/test_trace_real.py)",
+    "trace.divergence.onnx_names": "reads a caller's recording and ONNX model (tests/test_trace_real.py)",
+    "trace.divergence.scope_pairs": "pairs a recording with ONNX values, as trace.compare does after checking "
+                                    "them (tests/test_trace_real.py)",
+    "checkpoints.checkpoint.convert_torchvision_to_detectron2": "takes a loaded state dict "
+                                                                "(tests/test_torchvision_conversion.py)",
+    "checkpoints.checkpoint.convert_detectron2_to_torchvision": "takes a loaded state dict "
+                                                                "(tests/test_torchvision_conversion.py)",
+    "checkpoints.checkpoint.is_torchvision_state_dict": "takes a loaded state dict and answers yes or no "
+                                                        "(tests/test_torchvision_conversion.py)",
     "trace.causes.apply_cause": "takes a Cause found by trace.compare",
     "trace.causes.same_cause": "compares two Causes",
     "course.compare.quality": "takes runs and scenes (tests/test_pipeline.py)",

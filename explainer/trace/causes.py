@@ -720,11 +720,13 @@ def _sample_at(t: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Ten
 def resample(st: Stage) -> Optional[Cause]:
     """Fit candidate(y, x) = reference(a_y y + b_y, a_x x + b_x) by Gauss-Newton (finite-difference gradients of
     the bilinearly read reference) on at most 2 items, 3 channels and a central window of
-    :data:`RESAMPLE_POSITIONS` cells per axis. Found when a scale differs from 1 by more than 1e-4 and the fit removes :data:`RESAMPLE_EXPLAINED`."""
+    :data:`RESAMPLE_POSITIONS` cells per axis. Tried on stages of at most 4 channels (an image: a resize mistake
+    is made on the image, and a feature map downstream of another cause fits a warp partly by chance). Found when
+    a scale differs from 1 by more than 1e-4 and the fit removes :data:`RESAMPLE_EXPLAINED`."""
     if not st.spatial:
         return None
     n, ch, h, w = st.r.shape
-    if h < 8 or w < 8:
+    if h < 8 or w < 8 or ch > 4:                  # images (a resize mistake is made on the image), not features
         return None
     r = st.r[:2, :3].double()
     c = st.c[:2, :3].double()

@@ -145,11 +145,18 @@ class RoIAlignThreeWaysDashboard(Dashboard):
         self.box.set([v / self.STRIDE for v in r["box"]])
 
     def describe(self, r):
-        rows = [[SHORT[c.name], f"aligned={c.roi_aligned}, sampling_ratio={c.sampling_ratio}",
-                 len(r["points"][c.name]), f"P{r['levels'][c.name]}"] for c in PRESETS]
-        note = ("torchvision samples exactly where Detectron does." if r["same"]
-                else "torchvision's samples differ from Detectron's.")
-        return html_table(rows, ["codebase", "ROIAlign", "samples", "FPN level"]) + f"<div>{note}</div>"
+        rows = []
+        for c in PRESETS:
+            p = np.asarray(r["points"][c.name]) * self.STRIDE           # feature cells to image pixels
+            span = f"{p[:, 0].min():.2f} to {p[:, 0].max():.2f}" if len(p) else "none"
+            rows.append([SHORT[c.name], f"aligned={c.roi_aligned}, sampling_ratio={c.sampling_ratio}",
+                         len(p), span, f"P{r['levels'][c.name]}"])
+        x1, y1, x2, y2 = r["box"]
+        note = (f"box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) image pixels; "
+                + ("torchvision samples exactly where Detectron does." if r["same"]
+                   else "torchvision's samples differ from Detectron's."))
+        return (html_table(rows, ["codebase", "ROIAlign", "samples", "samples' x (image px)", "FPN level"])
+                + f"<div>{note}</div>")
 
     def bench_states(self):
         return [{"x2": v} for v in (40.0, 60.0, 80.0, 100.0, 120.0)]
