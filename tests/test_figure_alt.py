@@ -102,3 +102,43 @@ def test_two_dashboards_on_one_page_refer_to_their_own_descriptions():
     finally:
         a.close()
         b.close()
+
+
+def test_a_static_figure_is_displayed_once_with_its_description_as_alt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from explainer.viz.effects import described_effects_figure
+
+    points = [{"key": "legacy_plus_one", "published": 0.0, "boxes_changed": 0.9, "masks_changed": 0.95},
+              {"key": "roi_aligned", "published": 0.8, "boxes_changed": 0.2, "masks_changed": 0.6},
+              {"key": "pixel_mean_order", "published": None, "boxes_changed": 1.0, "masks_changed": 1.0}]
+    shown = described_effects_figure(points, num="test-described")
+    data, metadata = shown._repr_mimebundle_()
+    alt = metadata["image/png"]["alt"]
+    assert data["image/png"] and data["text/plain"] == alt
+    # every point is in the words, with its numbers, in the figure's column order
+    assert alt.index("published change 0 AP: legacy_plus_one (boxes 90 %, masks 95 %)") \
+        < alt.index("published change 0.8 AP: roi_aligned (boxes 20 %, masks 60 %)") \
+        < alt.index("no published figure: pixel_mean_order (boxes 100 %, masks 100 %)")
+    assert "Scatter of 3 differences" in alt
+    # pyplot no longer holds it: a backend that shows open figures at the end of a cell does not show it again
+    assert "test-described" not in plt.get_figlabels()
+
+
+def test_a_static_figure_without_a_description_is_refused():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from explainer.viz.draw import DescribedFigure
+
+    fig = plt.figure()
+    try:
+        with pytest.raises(ValueError, match="description"):
+            DescribedFigure(fig, "  ")
+    finally:
+        plt.close(fig)

@@ -138,3 +138,35 @@ def sample_photo(width: Optional[int] = None) -> np.ndarray:
     out = np.asarray(im)
     out.setflags(write=False)
     return out
+
+
+class DescribedFigure:
+    """A static figure displayed with its text alternative.
+
+    In a notebook it shows as a PNG whose output metadata carries ``alt`` (the static HTML build writes it into the
+    image's ``alt`` attribute), and its plain-text form is the description itself. Displaying it closes the figure in
+    pyplot, so that a backend that shows every open figure at the end of a cell does not show it a second time.
+    """
+
+    def __init__(self, fig, description: str):
+        if not description or not description.strip():
+            raise ValueError("a figure needs a description: what it shows, for readers who cannot see it")
+        self.fig = fig
+        self.description = " ".join(description.split())
+
+    def png(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
+        return buf.getvalue()
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        import base64
+
+        import matplotlib.pyplot as plt
+
+        data = {"image/png": base64.b64encode(self.png()).decode("ascii"), "text/plain": self.description}
+        plt.close(self.fig)
+        return data, {"image/png": {"alt": self.description}}
+
