@@ -119,6 +119,8 @@ def test_a_static_figure_is_displayed_once_with_its_description_as_alt():
     data, metadata = shown._repr_mimebundle_()
     alt = metadata["image/png"]["alt"]
     assert data["image/png"] and data["text/plain"] == alt
+    # the HTML form, which JupyterLab, Voila and nbconvert prefer, is the same image with the description as alt
+    assert data["text/html"] == f'<img src="data:image/png;base64,{data["image/png"]}" alt="{html.escape(alt)}">'
     # every point is in the words, with its numbers, in the figure's column order
     assert alt.index("published change 0 AP: legacy_plus_one (boxes 90 %, masks 95 %)") \
         < alt.index("published change 0.8 AP: roi_aligned (boxes 20 %, masks 60 %)") \
@@ -142,3 +144,13 @@ def test_a_static_figure_without_a_description_is_refused():
             DescribedFigure(fig, "  ")
     finally:
         plt.close(fig)
+
+
+def test_a_table_scrolls_in_a_region_the_keyboard_reaches_and_a_screen_reader_names():
+    from explainer.viz.tables import table
+
+    shown = table([[1, 2.5, "x"]], ["operator", "default", "check", "more"], caption="")._repr_html_()
+    region = re.match(r'<div role="region" aria-label="([^"]+)" tabindex="0" style="overflow-x:auto[^"]*">', shown)
+    assert region and region.group(1) == "table: operator, default, check", shown
+    assert shown.endswith("</table></div>")
+    assert 'aria-label="table: a &amp; b"' in table([[1]], ["a & b"], caption="Each knob")._repr_html_()
