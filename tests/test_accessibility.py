@@ -1,7 +1,8 @@
 """Accessibility of every page the project writes, checked by axe-core in Chromium.
 
 axe-core comes bundled in ``axe-playwright-python`` (nothing is fetched at run time). The pages: every chapter of the
-static HTML build (``make html``) and its index, the cheat sheet (``make cheatsheet``) and the diagnosis report
+static HTML build (``make html``) and its index, every chapter in Voila as ``make present`` serves it (its dashboards
+live), the cheat sheet (``make cheatsheet``) and the diagnosis report
 (``python -m explainer diagnose ref.json cand.json --html``). Each must have no violation of impact "serious" or
 "critical" (axe's two highest of four) in the project's own content. Whatever is excluded from the check is listed in
 :data:`EXCLUDED` with its reason; nothing is today. The built pages are also parsed: every image has alt text.
@@ -16,6 +17,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from tests import test_browser as TB
 from tests.conftest import executed_notebook
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _need_browser
 from tools import build_html, cheatsheet
@@ -140,3 +142,31 @@ def test_cheat_sheet_passes_axe(browser, tmp_path):
 def test_diagnosis_report_passes_axe(browser, report):
     assert axe_problems(browser, report) == []
     assert all(img.get("alt", "").strip() for img in images(report.read_text()))
+
+
+# --------------------------------------------------------------------------------------------------
+# Voila: every chapter as `make present` serves it, its dashboards live
+# --------------------------------------------------------------------------------------------------
+#: the Voila server of the browser test (tests/test_browser.py), serving a scratch copy of the course
+voila_server = TB.voila
+
+
+@pytest.mark.parametrize("path", TB.NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_in_voila_passes_axe(voila, browser, path):
+    from axe_playwright_python.sync_playwright import Axe
+
+    page = browser.new_page(viewport=TB.VIEWPORT)
+    try:
+        TB._open_in_voila(page, voila, path)
+        # the check covers the dashboards' controls as drawn: every slider is there
+        assert page.locator(".explainer-dashboard").count() == TB._n_dashboards(path)
+        handles = page.locator(".explainer-dashboard .noUi-handle")
+        names = [handles.nth(i).get_attribute("aria-label") for i in range(handles.count())]
+        assert all(names), f"{path.name}: a slider without a name: {names}"
+        context = {"exclude": [[sel] for sel, _ in EXCLUDED]} if EXCLUDED else None
+        results = Axe().run(page, context=context, options={"resultTypes": ["violations"]})
+    finally:
+        page.close()
+    problems = [f"{v['id']} ({v['impact']}) on {[n['target'] for n in v['nodes'][:5]]}: {v['help']}"
+                for v in results.response["violations"] if v["impact"] in FAILING_IMPACTS]
+    assert problems == [], path.name
