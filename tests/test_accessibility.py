@@ -152,12 +152,12 @@ voila_server = TB.voila
 
 
 @pytest.mark.parametrize("path", TB.NOTEBOOKS, ids=lambda p: p.name)
-def test_chapter_in_voila_passes_axe(voila, browser, path):
+def test_chapter_in_voila_passes_axe(voila_server, browser, path):
     from axe_playwright_python.sync_playwright import Axe
 
     page = browser.new_page(viewport=TB.VIEWPORT)
     try:
-        TB._open_in_voila(page, voila, path)
+        TB._open_in_voila(page, voila_server, path)
         # the check covers the dashboards' controls as drawn: every slider is there
         assert page.locator(".explainer-dashboard").count() == TB._n_dashboards(path)
         handles = page.locator(".explainer-dashboard .noUi-handle")
