@@ -93,9 +93,10 @@ def test_every_control_is_described(dash):
 
 
 def test_display_carries_live_widget_and_static_image(dash):
-    bundle = dash._repr_mimebundle_()
+    bundle, metadata = dash._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert bundle["image/png"] and bundle["text/plain"]
+    assert metadata["image/png"]["alt"] == dash.alt_text
 
 
 def test_no_text_is_cut_off(dash):

@@ -50,6 +50,8 @@ def _environment():
             continue
         if in_pip and indent > 2:
             pip_section.append(item)
+            if not item.startswith("-"):  # a package conda-forge does not have, installed with pip
+                deps[_name(item)] = item
             continue
         in_pip = False
         deps[_name(item)] = item

@@ -138,3 +138,40 @@ def sample_photo(width: Optional[int] = None) -> np.ndarray:
     out = np.asarray(im)
     out.setflags(write=False)
     return out
+
+
+class DescribedFigure:
+    """A static figure displayed with its text alternative.
+
+    In a notebook it shows as an HTML image with the description as its ``alt``; the PNG form's output metadata carries
+    the same ``alt`` (for a front end that shows the PNG), and the plain-text form is the description itself. Displaying it closes the figure in
+    pyplot, so that a backend that shows every open figure at the end of a cell does not show it a second time.
+    """
+
+    def __init__(self, fig, description: str):
+        if not description or not description.strip():
+            raise ValueError("a figure needs a description: what it shows, for readers who cannot see it")
+        self.fig = fig
+        self.description = " ".join(description.split())
+
+    def png(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=self.fig.dpi)
+        return buf.getvalue()
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        import base64
+        import html
+
+        import matplotlib.pyplot as plt
+
+        png = base64.b64encode(self.png()).decode("ascii")
+        # JupyterLab and Voila show a PNG output without alt text; they prefer the HTML form, which carries it
+        alt = html.escape(self.description, quote=True)
+        data = {"text/html": f'<img src="data:image/png;base64,{png}" alt="{alt}">', "image/png": png,
+                "text/plain": self.description}
+        plt.close(self.fig)
+        return data, {"image/png": {"alt": self.description}}
+

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
+from explainer.viz.draw import DescribedFigure
 from explainer.viz.style import OKABE_ITO, STYLE
 
-__all__ = ["effects_figure", "NO_FIGURE"]
+__all__ = ["effects_figure", "effects_description", "described_effects_figure", "NO_FIGURE"]
 
 #: The label of the column for differences whose source gives no figure.
 NO_FIGURE = "no figure\npublished"
@@ -57,3 +58,25 @@ def effects_figure(points: Sequence[Dict[str, Any]], num: str = "effects"):
     ax.grid(axis="y", color=STYLE["grid"], linewidth=0.5)
     ax.legend(loc="center", bbox_to_anchor=(0.5, 0.35))
     return fig
+
+
+def effects_description(points: Sequence[Dict[str, Any]]) -> str:
+    """What :func:`effects_figure` shows, in words (its text alternative): every point's published change and measured
+    shares, in the figure's column order."""
+    if not points:
+        raise ValueError("points must hold at least one measured difference (measured.effect_points)")
+    parts = []
+    for value in _columns(points):
+        where = "no published figure" if value is None else f"published change {value:g} AP"
+        members = ", ".join(f"{p['key']} (boxes {100 * p['boxes_changed']:.0f} %, masks {100 * p['masks_changed']:.0f} %)"
+                            for p in points if p["published"] == value)
+        parts.append(f"{where}: {members}")
+    return (f"Scatter of {len(points)} differences: the share of the converted detector's detections no longer "
+            "reproduced, boxes as circles and masks as triangles (y, %), against the published change in AP of models "
+            "trained each way (x). " + "; ".join(parts) + ".")
+
+
+def described_effects_figure(points: Sequence[Dict[str, Any]], num: str = "effects") -> DescribedFigure:
+    """:func:`effects_figure` with :func:`effects_description` as its text alternative, for display in a notebook."""
+    return DescribedFigure(effects_figure(points, num=num), effects_description(points))
+

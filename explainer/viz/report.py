@@ -342,7 +342,7 @@ def report_html(diag: Any, title: str = "Diagnosis of two result files", worst: 
     head = (f"{diag.n_reference} reference and {diag.n_candidate} candidate detections over {diag.n_images} image(s); "
             f"{diag.n_matched} matched one to one (IoU \u2265 0.5 after {diag.alignment} alignment).")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style></head><body>",
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style></head><body><main>",
              f"<h1>{html.escape(title)}</h1><p>{html.escape(head)}</p>"]
     parts += [f"<p class='note'>note: {html.escape(n)}</p>" for n in diag.notes]
     parts.append("<h2>Causes, strongest first</h2><table><tr><th>#</th><th>cause</th><th>strength</th>"
@@ -361,7 +361,7 @@ def report_html(diag: Any, title: str = "Diagnosis of two result files", worst: 
                              "Each pair in its reference box's frame (the reference box is the unit square)."))
     if getattr(diag, "ap", None) is not None:
         parts += _ap_section(diag.ap, images)
-    parts.append("</body></html>")
+    parts.append("</main></body></html>")
     return "\n".join(parts)
 
 

@@ -1,8 +1,11 @@
 """One style for every figure of the course.
 
-Detectron and Detectron2 keep the same colour, line style and marker in every chapter, and the
-colours are from the Okabe-Ito colour-blind-safe set; colour is never the only cue (line style,
-marker and a direct label go with it). Feature maps use ``cividis``.
+Detectron, Detectron2 and torchvision keep the same colour, line style and marker in every chapter;
+colour is never the only cue (line style, marker and a direct label go with it). Their three colours
+stay apart under simulated protanopia, deuteranopia and tritanopia and also in greyscale, where only
+lightness is left, and each has at least 3:1 contrast with the white figure background
+(tests/test_palette.py measures all of it). Other colours are from the Okabe-Ito colour-blind-safe
+set. Feature maps use ``cividis``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,18 @@ OKABE_ITO = {
     "grey": "#7F7F7F",
 }
 
+#: The conventions' colours. Detectron keeps Okabe-Ito's vermillion (lightness L* 54); Detectron2's is a darker
+#: shade of Okabe-Ito's blue (L* 39, where the blue itself, L* 46, is too close to the vermillion once printed or
+#: projected in grey) and torchvision's a dark wine (L* 22), so that the three also differ in lightness alone.
+SIDE_COLORS = {"detectron": OKABE_ITO["vermillion"], "detectron2": "#00609A", "torchvision": "#5E1840"}
+
 #: Style of each convention: the same in every figure of the course.
 CONVENTION_STYLES: Dict[str, Dict] = {
-    "detectron": dict(color=OKABE_ITO["vermillion"], linestyle="--", marker="s", label="Detectron (+1, pixel indices)",
+    "detectron": dict(color=SIDE_COLORS["detectron"], linestyle="--", marker="s", label="Detectron (+1, pixel indices)",
                       short="Detectron", hatch="//"),
-    "detectron2": dict(color=OKABE_ITO["blue"], linestyle="-", marker="o", label="Detectron2 (continuous coordinates)",
+    "detectron2": dict(color=SIDE_COLORS["detectron2"], linestyle="-", marker="o", label="Detectron2 (continuous coordinates)",
                        short="Detectron2", hatch="\\\\"),
-    "torchvision": dict(color=OKABE_ITO["green"], linestyle=":", marker="^", label="torchvision (continuous, its own "
+    "torchvision": dict(color=SIDE_COLORS["torchvision"], linestyle=":", marker="^", label="torchvision (continuous, its own "
                         "rounding and paste)", short="torchvision", hatch=".."),
 }
 

@@ -90,7 +90,11 @@ class Table:
         self.digits = digits
 
     def _repr_html_(self) -> str:
-        return html_table(self.rows, self.header, self.caption, self.digits)
+        # a table wider than the notebook column scrolls inside a region that the keyboard can reach and scroll
+        heads = ", ".join(str(h) for h in (self.header or [])[:3] if str(h).strip())
+        name = html.escape(f"table: {heads}" if heads else "table", quote=True)
+        return (f'<div role="region" aria-label="{name}" tabindex="0" style="overflow-x:auto;max-width:100%">'
+                + html_table(self.rows, self.header, self.caption, self.digits) + "</div>")
 
     def __repr__(self) -> str:
         cells = ([self.header] if self.header else []) + [[_plain(c, self.digits) for c in r] for r in self.rows]

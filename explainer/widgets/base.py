@@ -10,6 +10,9 @@ A dashboard owns one matplotlib figure, a set of ipywidgets controls and a text 
 * :meth:`Dashboard.render` mutates the artists (``set_data``, ``set_xy``, ``set_text`` ...) from
   the result, and :meth:`Dashboard.describe` returns the read-out (HTML), which states the numbers
   shown, so it doubles as alt text and as the hook of the browser test.
+* The figure carries a text alternative for screen readers: an accessible name (the dashboard's title) and a
+  description, the read-out as plain text, rewritten on every change (:attr:`Dashboard.figure_alt`, and the ``alt``
+  of the PNG in the notebook's output, which the static HTML build shows).
 * :meth:`Dashboard.update` sets any controls by name and recomputes: tests and benchmarks drive
   dashboards with it, without a browser. A value a control cannot hold (a string or None for a slider or a
   checkbox, NaN, a number outside the slider's range, an option the dropdown does not offer) is refused like an
@@ -75,9 +78,12 @@ _DESC_STYLE = {"description_width": "initial"}
 MAX_FIGURE_PX = 820
 #: ipympl draws its toolbar over the canvas (absolutely positioned), where it hides titles and axis labels. In a
 #: dashboard it takes a row of its own above the figure instead, shown while the pointer is over the figure.
+#: The figure's text alternative is read by screen readers and not shown (the read-out shows the same numbers).
 _TOOLBAR_CSS = (
     "<style>.explainer-dashboard .jupyter-matplotlib-toolbar{position:static!important;order:-1;"
-    "align-self:flex-end;margin:0 2px 2px 0}</style>"
+    "align-self:flex-end;margin:0 2px 2px 0}"
+    ".explainer-sr-only{position:absolute!important;width:1px;height:1px;padding:0;margin:-1px;overflow:hidden;"
+    "clip:rect(0,0,0,0);white-space:nowrap;border:0}</style>"
 )
 
 
@@ -362,6 +368,12 @@ class Dashboard:
         else:
             self._static_image = widgets.Image(format="png")
             fig_widget = self._static_image
+        self.figure_label = f"Figure: {self.title or type(self).__name__}"
+        self.figure_description = ""
+        self._alt_id = f"explainer-alt-{id(self):x}"
+        #: the figure's accessible name and description, placed just before the figure (see :meth:`_describe_figure`)
+        self.figure_alt = widgets.HTML(value="", layout=widgets.Layout(margin="0"))
+        self.figure_alt.add_class("explainer-figure-alt")
         self.readout = widgets.HTML(value="", layout=widgets.Layout(min_height="2em"))
         self.readout.add_class("explainer-readout")
         self.controls[self.primary].add_class("explainer-primary")
@@ -370,7 +382,7 @@ class Dashboard:
         children: List[widgets.Widget] = [widgets.HTML(_TOOLBAR_CSS, layout=widgets.Layout(display="none"))]
         if self.title:
             children.append(widgets.HTML(f"<b style='font-size:15px'>{html.escape(self.title)}</b>"))
-        children += [fig_widget, self.layout_controls(), self.readout]
+        children += [self.figure_alt, fig_widget, self.layout_controls(), self.readout]
         self.widget = widgets.VBox(children)
         self.widget.add_class("explainer-dashboard")
         self.update(**params)
@@ -454,7 +466,25 @@ class Dashboard:
         self.result = result
         self.n_updates += 1
         self.readout.value = text
+        self._describe_figure()
         self._redraw()
+
+    def _describe_figure(self) -> None:
+        """Give the figure, for screen readers, its name and a description of what it shows now: the read-out's
+        text. A polite live region, so that a change is announced once the reader pauses. An invalid setting leaves
+        the figure, and so its description, as they were."""
+        self.figure_description = self.readout_text
+        name = html.escape(self.figure_label, quote=True)
+        desc = html.escape(self.figure_description).replace("\n", "<br>")
+        self.figure_alt.value = (
+            f"<div class='explainer-sr-only' role='img' aria-label='{name}' aria-describedby='{self._alt_id}'></div>"
+            f"<div class='explainer-sr-only' id='{self._alt_id}' aria-live='polite'>{desc}</div>"
+        )
+
+    @property
+    def alt_text(self) -> str:
+        """The figure's text alternative in one string: its name, then what it shows now."""
+        return f"{self.figure_label}. Shows now: {' '.join(self.figure_description.split())}"
 
     def _show_error(self, message: str, internal: Optional[str] = None) -> None:
         self.error = message
@@ -508,7 +538,8 @@ class Dashboard:
         bundle = self.widget._repr_mimebundle_(**kwargs) or {}
         bundle["image/png"] = base64.b64encode(self.png()).decode("ascii")
         bundle["text/plain"] = self.readout_text or type(self).__name__
-        return bundle
+        # the static image's text alternative travels with it in the output's metadata (the HTML build uses it)
+        return bundle, {"image/png": {"alt": self.alt_text}}
 
     def temporary_folder(self) -> str:
         """A new temporary folder for this dashboard's files: removed by :meth:`close`, or when the kernel exits."""
