@@ -506,8 +506,12 @@ def _run_onnx(extracted, opts, providers, node_values, arrays) -> List[Any]:
     import onnx
     import onnxruntime as ort
 
-    if extracted.ByteSize() < (1 << 31) - (1 << 20):
-        sess = ort.InferenceSession(extracted.SerializeToString(), opts, providers=list(providers))
+    try:
+        data = extracted.SerializeToString()       # protobuf refuses a model over 2 GB (EncodeError, ValueError)
+    except Exception:
+        data = None
+    if data is not None:
+        sess = ort.InferenceSession(data, opts, providers=list(providers))
         return sess.run(node_values, arrays)
     with tempfile.TemporaryDirectory(prefix="explainer-trace-") as tmp:
         path = Path(tmp) / "model.onnx"
@@ -600,24 +604,13 @@ def onnx_intermediates(model_path: Union["onnx.ModelProto", str, os.PathLike], f
 
 
 def _with_outputs(model, values: Sequence[str]):
-    """A copy of the whole model whose graph outputs are its own outputs and then ``values`` (each typed with its
-    element type where shape inference finds one, with no shape: data-dependent shapes are left to the run)."""
+    """A copy of the whole model whose graph outputs are its own outputs and then ``values``, declared without a
+    type (ONNX Runtime takes each value's type from the node that makes it; shapes are left to the run, since
+    top-k and NMS make them data-dependent)."""
     import onnx
 
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-        types = {v.name: v.type.tensor_type.elem_type
-                 for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)
-                 if v.type.HasField("tensor_type")}
-    except Exception:   # a model shape inference cannot read: values go out untyped
-        types = {}
     m = onnx.ModelProto()
     m.CopyFrom(model)
     present = {o.name for o in m.graph.output}
-    for n in values:
-        if n in present:
-            continue
-        t = types.get(n, 0)
-        m.graph.output.append(onnx.helper.make_tensor_value_info(n, t, None) if t
-                              else onnx.helper.make_empty_tensor_value_info(n))
+    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in values if n not in present)
     return m

@@ -639,8 +639,10 @@ class LevelPooler:
         return out
 
 
-#: A pooled shift is fitted on at most this many boxes, evenly spread over the stage.
+#: A pooled shift is fitted on at most this many boxes, evenly spread over the stage, ...
 POOLED_FIT_BOXES = 64
+#: ... and on at most this many channels (the first ones): a shift moves every channel alike.
+POOLED_FIT_CHANNELS = 32
 
 
 def pooled_shift(st: Stage) -> Optional[Cause]:
@@ -649,14 +651,15 @@ def pooled_shift(st: Stage) -> Optional[Cause]:
     The derivatives are finite differences of ``roi_align`` (1e-3 cell). Needs the pooler to reproduce the
     reference stage at (0, 0); otherwise no shift is claimed. For a :class:`LevelPooler` the cells are those of
     each box's own level, so one (dy, dx) is half a cell on every level when ``aligned`` differs. The fit reads
-    at most :data:`POOLED_FIT_BOXES` boxes.
+    at most :data:`POOLED_FIT_BOXES` boxes and :data:`POOLED_FIT_CHANNELS` channels.
     """
     pooler = st.pooler
     if pooler is None or st.pooled_from is None:
         return None
     multi = isinstance(pooler, LevelPooler)
-    feats: Any = [f.double() for f in st.pooled_from] if multi else st.pooled_from.double()
-    r, c = st.ref.double(), st.cand.double()
+    k = POOLED_FIT_CHANNELS
+    feats: Any = [f[:, :k].double() for f in st.pooled_from] if multi else st.pooled_from[:, :k].double()
+    r, c = st.ref[:, :k].double(), st.cand[:, :k].double()
     if r.dim() != 4 or len(r) != len(pooler.rois):
         return None
     n = len(r)

@@ -6,7 +6,7 @@ after conversion) are dumped stage by stage, and :func:`compare` walks the refer
 * :func:`record` taps named intermediate outputs of a ``torch.nn.Module`` with forward hooks (this and the next
   two live in :mod:`explainer.trace.capture`);
 * :func:`onnx_intermediates` runs an ONNX model in ONNX Runtime with chosen intermediate values exposed as
-  extra graph outputs (on a copy made with ``onnx.utils.Extractor``; the user's file is never written);
+  extra graph outputs of a copy of the whole model (the user's file is never written);
 * :func:`onnx_module_outputs` finds, in a model exported by ``torch.onnx.export``'s TorchScript route, the
   value each module produced (its node names carry the module path), so stages pair up by name;
 * :func:`compare` pairs the stages, measures every value (max and mean absolute error, relative error,
